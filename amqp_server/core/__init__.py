@@ -1,0 +1,1 @@
+"""The sans-IO broker model: connections, channels, exchanges, queues. Synchronous; no asyncio."""

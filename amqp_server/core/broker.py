@@ -1,0 +1,55 @@
+"""The broker: virtual hosts, users, the store, the clock, and the limits connections negotiate.
+
+One ``Broker`` is shared by every connection of a server.  It is plain data plus
+lookups; behaviour lives in the connection, channel, vhost and queue objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from storage.api import Store
+from storage.memory import MemoryStore
+
+from .vhost import VirtualHost
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the broker proposes in ``connection.tune`` and enforces (RabbitMQ's defaults)."""
+
+    channel_max: int = 2047
+    frame_max: int = 131072
+    heartbeat: int = 60
+    handshake_timeout: float = 10.0
+    max_message_size: int = 128 * 1024 * 1024
+
+
+@dataclass
+class Broker:
+    store: Store = field(default_factory=MemoryStore)
+    users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
+    limits: Limits = field(default_factory=Limits)
+    clock: Callable[[], float] = time.monotonic
+    vhosts: dict[str, VirtualHost] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "/" not in self.vhosts:
+            self.vhosts["/"] = VirtualHost("/", self.store)
+        recovered = self.store.recover()
+        for vhost in self.vhosts.values():
+            vhost.restore(recovered)
+
+    def authenticate(self, username: str, password: str) -> bool:
+        expected = self.users.get(username)
+        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+
+
+def generated_name(prefix: str) -> str:
+    """RabbitMQ-style generated names: ``amq.gen-`` / ``amq.ctag-`` and 22 URL-safe base64 characters."""
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")

@@ -1,0 +1,402 @@
+"""One AMQP channel: content assembly, basic.*, confirm.*, and delivery bookkeeping.
+
+Handlers are looked up in a dispatch table built once (``_HANDLERS``, keyed by
+the method index); exchange.* and queue.* handlers live in ``declarations``.
+Handlers raise ``ChannelError`` / ``AMQPConnectionError``; the connection turns
+them into ``channel.close`` / ``connection.close``.  After we send
+``channel.close`` every frame but ``channel.close``/``close-ok`` is discarded.
+
+Deliveries are written straight into the connection's outbox with the
+hand-coded ``Basic.Deliver`` and the publisher's raw content header.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable
+
+from pamqp import commands
+
+from ..errors import (
+    ACCESS_REFUSED,
+    FRAME_ERROR,
+    NOT_ALLOWED,
+    NOT_IMPLEMENTED,
+    PRECONDITION_FAILED,
+    SYNTAX_ERROR,
+    UNEXPECTED_FRAME,
+    AMQPConnectionError,
+    ChannelError,
+    not_found,
+)
+from ..wire import methods as wire
+from ..wire.content import BASIC_CLASS_ID, delivery_mode, parse_header
+from ..wire.framing import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_METHOD, body_frames
+from . import declarations
+from .broker import generated_name
+from .message import Entry, Message
+from .queue import Consumer, Queue
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+_FRAME_HEADER = struct.Struct(">BHI")
+
+
+class ChannelState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # we sent channel.close; waiting for close-ok
+    CLOSED = "closed"
+
+
+class Unacked:
+    """A delivered message awaiting ack: where it came from and which consumer holds its credit."""
+
+    __slots__ = ("entry", "queue", "consumer")
+
+    def __init__(self, entry: Entry, queue: Queue, consumer: Consumer | None) -> None:
+        self.entry = entry
+        self.queue = queue
+        self.consumer = consumer
+
+
+class Channel:
+    def __init__(self, connection: "Connection", channel_id: int) -> None:
+        self.connection = connection
+        self.channel_id = channel_id
+        self.state = ChannelState.OPEN
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: OrderedDict[int, Unacked] = OrderedDict()
+        self.prefetch_count = 0  # for consumers created from now on (global=false)
+        self.global_prefetch_count = 0  # shared by the whole channel (global=true)
+        self._next_delivery_tag = 1
+        self.confirming = False
+        self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
+        self._publish_seq = 0
+        self._confirmed_seq = 0
+        # content being assembled: the publish method, its header, its body parts
+        self._publish: wire.Publish | None = None
+        self._header: bytes | None = None
+        self._body_size = 0
+        self._body: list[bytes] = []
+        self._received = 0
+
+    # ------------------------------------------------------------- frames in
+
+    def handle_frame(self, frame_type: int, payload: bytes) -> None:
+        if self.state is not ChannelState.OPEN:
+            self._handle_while_closing(frame_type, payload)
+        elif self._publish is not None:
+            self._handle_content(frame_type, payload)
+        elif frame_type == FRAME_METHOD:
+            index, method = wire.decode_method(payload)
+            handler = _HANDLERS.get(index)
+            if handler is None:
+                raise AMQPConnectionError(
+                    NOT_IMPLEMENTED if index >> 16 in (60, 85, 90, 20, 40, 50) else UNEXPECTED_FRAME,
+                    f"method {method.name} is not supported on a channel", index >> 16, index & 0xFFFF)
+            try:
+                handler(self, method)
+            except (ChannelError, AMQPConnectionError) as error:
+                raise error.for_method(index >> 16, index & 0xFFFF)
+        else:
+            raise AMQPConnectionError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+
+    def _handle_content(self, frame_type: int, payload: bytes) -> None:
+        if self._header is None:
+            if frame_type != FRAME_HEADER:
+                raise AMQPConnectionError(
+                    UNEXPECTED_FRAME, f"expected content header for class {BASIC_CLASS_ID}, "
+                                      "got non content header frame instead", 60, 40)
+            try:
+                class_id, body_size, _ = parse_header(payload)
+            except ValueError as error:
+                raise AMQPConnectionError(FRAME_ERROR, str(error), 60, 40) from None
+            if class_id != BASIC_CLASS_ID:
+                raise AMQPConnectionError(UNEXPECTED_FRAME, f"expected content header for class {BASIC_CLASS_ID}, "
+                                                            f"got one for class {class_id} instead", 60, 40)
+            if body_size > self.connection.broker.limits.max_message_size:
+                self._publish = None
+                raise ChannelError(PRECONDITION_FAILED, f"message size {body_size} is larger than configured max "
+                                                        f"size {self.connection.broker.limits.max_message_size}",
+                                   60, 40)
+            self._header, self._body_size = payload, body_size
+        elif frame_type == FRAME_BODY:
+            self._received += len(payload)
+            if self._received > self._body_size:
+                raise AMQPConnectionError(FRAME_ERROR, f"content body is longer than the {self._body_size} bytes "
+                                                       "its header declared", 60, 40)
+            self._body.append(payload)
+        else:
+            raise AMQPConnectionError(UNEXPECTED_FRAME, "expected content body, got non content body frame instead",
+                                      60, 40)
+        if self._received == self._body_size:
+            self._complete_publish()
+
+    def _handle_while_closing(self, frame_type: int, payload: bytes) -> None:
+        if frame_type != FRAME_METHOD:
+            return
+        _, method = wire.decode_method(payload)
+        if isinstance(method, commands.Channel.Close):
+            self.connection.send_method(self.channel_id, commands.Channel.CloseOk())
+            self._closed()
+        elif isinstance(method, commands.Channel.CloseOk):
+            self._closed()
+
+    # ---------------------------------------------------------- channel.*
+
+    def _on_channel_close(self, method: commands.Channel.Close) -> None:
+        self.release()
+        self.connection.send_method(self.channel_id, commands.Channel.CloseOk())
+        self._closed()
+
+    def _on_channel_close_ok(self, method: commands.Channel.CloseOk) -> None:
+        """A close-ok we did not ask for: ignore it, as RabbitMQ does."""
+
+    def _on_channel_flow(self, method: commands.Channel.Flow) -> None:
+        if not method.active:
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "active=false")
+        self.connection.send_method(self.channel_id, commands.Channel.FlowOk(active=True))
+
+    def _on_channel_open(self, method: commands.Channel.Open) -> None:
+        raise AMQPConnectionError(504, "second 'channel.open' seen")
+
+    def close_with_error(self, error: ChannelError) -> None:
+        """Close this channel only: send channel.close and discard input until close-ok."""
+        self._publish = None
+        self.release()
+        self.connection.send_method(self.channel_id, commands.Channel.Close(
+            error.reply_code, error.reply_text[:255], error.class_id, error.method_id))
+        self.state = ChannelState.CLOSING
+
+    def _closed(self) -> None:
+        self.state = ChannelState.CLOSED
+        self.connection.channel_closed(self.channel_id)
+
+    def release(self) -> None:
+        """Cancel consumers and requeue unacked messages (redelivered, original order)."""
+        for consumer in list(self.consumers.values()):
+            self._remove_consumer(consumer)
+        self._requeue(list(self.unacked.values()))
+        self.unacked.clear()
+
+    # ------------------------------------------------------------ publish
+
+    def _on_basic_publish(self, method: wire.Publish) -> None:
+        vhost = self.connection.vhost
+        exchange = vhost.exchanges.get(method.exchange)
+        if exchange is None:
+            raise not_found("exchange", method.exchange, vhost.name)
+        if exchange.internal:
+            raise ChannelError(ACCESS_REFUSED, f"cannot publish to internal exchange '{method.exchange}' in vhost "
+                                               f"'{vhost.name}'")
+        if method.immediate:
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+        if self.confirming:
+            self._publish_seq += 1
+        self._publish = method
+        self._header = None
+        self._body = []
+        self._received = 0
+
+    def _complete_publish(self) -> None:
+        method, header = self._publish, self._header
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._publish = self._header = None
+        self._body = []
+        try:
+            persistent = delivery_mode(header) == 2
+        except (IndexError, struct.error):
+            raise AMQPConnectionError(SYNTAX_ERROR, "malformed content header properties", 60, 40) from None
+        exchange = self.connection.vhost.exchanges.get(method.exchange)
+        queues = exchange.route(method.routing_key) if exchange is not None else ()
+        message = Message(method.exchange, method.routing_key, header, body, persistent)
+        routed = False
+        for queue in queues:
+            queue.publish(message)
+            routed = True
+        if not routed and method.mandatory:
+            self._send_content(wire.return_frame(self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr,
+                                                 message.routing_key_shortstr), message)
+        if self.confirming:
+            self.connection.confirm_pending(self)
+
+    def flush_confirms(self) -> None:
+        """Acknowledge every publish so far in one frame (``multiple`` when it covers several)."""
+        if self._publish_seq > self._confirmed_seq and self.state is ChannelState.OPEN:
+            multiple = self._publish_seq - self._confirmed_seq > 1
+            self.connection.send(wire.ack_frame(self.channel_id, self._publish_seq, multiple))
+            self._confirmed_seq = self._publish_seq
+
+    def _on_confirm_select(self, method: commands.Confirm.Select) -> None:
+        self.confirming = True
+        if not method.nowait:
+            self.connection.send_method(self.channel_id, commands.Confirm.SelectOk())
+
+    # ------------------------------------------------------------ deliver
+
+    def can_deliver(self, consumer: Consumer) -> bool:
+        return (self.state is ChannelState.OPEN and self.connection.writable
+                and (consumer.no_ack or not self.global_prefetch_count
+                     or len(self.unacked) < self.global_prefetch_count))
+
+    def deliver(self, consumer: Consumer, entry: Entry) -> None:
+        """Write Basic.Deliver + content for ``entry`` and track it until acked."""
+        tag = self._next_delivery_tag
+        self._next_delivery_tag = tag + 1
+        message = entry.message
+        self._send_content(wire.deliver_frame(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
+                                              message.exchange_shortstr, message.routing_key_shortstr), message)
+        if not consumer.no_ack:
+            self.unacked[tag] = Unacked(entry, consumer.queue, consumer)
+            consumer.unacked += 1
+
+    def _send_content(self, method_frame: bytes, message: Message) -> None:
+        header = message.header
+        connection = self.connection
+        connection.send(method_frame)
+        outbox = connection.outbox
+        outbox.append(_FRAME_HEADER.pack(FRAME_HEADER, self.channel_id, len(header)) + header + FRAME_END_BYTE)
+        outbox.extend(body_frames(self.channel_id, message.body, connection.frame_max))
+
+    def resume_deliveries(self) -> None:
+        for queue in {consumer.queue for consumer in self.consumers.values()}:
+            queue.dispatch()
+
+    # ------------------------------------------------------------ consume
+
+    def _on_basic_qos(self, method: commands.Basic.Qos) -> None:
+        if method.prefetch_size:
+            raise AMQPConnectionError(NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})")
+        if method.global_:
+            self.global_prefetch_count = method.prefetch_count
+        else:
+            self.prefetch_count = method.prefetch_count
+        self.connection.send_method(self.channel_id, commands.Basic.QosOk())
+        self.resume_deliveries()
+
+    def _on_basic_consume(self, method: commands.Basic.Consume) -> None:
+        queue = declarations.lookup_queue(self, method.queue)
+        tag = method.consumer_tag or generated_name("amq.ctag-")
+        if tag in self.consumers:
+            raise AMQPConnectionError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+        if queue.has_exclusive_consumer() or (method.exclusive and queue.consumers):
+            raise ChannelError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '{queue.vhost.name}' in exclusive use")
+        consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count)
+        self.consumers[tag] = consumer
+        if not method.nowait:
+            self.connection.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
+        queue.add_consumer(consumer)
+
+    def _on_basic_cancel(self, method: commands.Basic.Cancel) -> None:
+        consumer = self.consumers.get(method.consumer_tag)
+        if consumer is not None:
+            self._remove_consumer(consumer)
+        if not method.nowait:
+            self.connection.send_method(self.channel_id, commands.Basic.CancelOk(consumer_tag=method.consumer_tag))
+
+    def _remove_consumer(self, consumer: Consumer) -> None:
+        del self.consumers[consumer.tag]
+        consumer.queue.remove_consumer(consumer)
+
+    def cancel_by_server(self, consumer: Consumer) -> None:
+        """The queue went away: drop the consumer and tell clients that understand basic.cancel."""
+        self.consumers.pop(consumer.tag, None)
+        consumer.queue.consumers.remove(consumer)
+        if self.connection.client_capabilities.get("consumer_cancel_notify") and self.state is ChannelState.OPEN:
+            self.connection.send_method(self.channel_id, commands.Basic.Cancel(consumer_tag=consumer.tag,
+                                                                               nowait=True))
+
+    def _on_basic_get(self, method: commands.Basic.Get) -> None:
+        queue = declarations.lookup_queue(self, method.queue)
+        entry = queue.get()
+        if entry is None:
+            self.connection.send_method(self.channel_id, commands.Basic.GetEmpty())
+            return
+        tag = self._next_delivery_tag
+        self._next_delivery_tag = tag + 1
+        message = entry.message
+        self._send_content(wire.get_ok_frame(self.channel_id, tag, entry.redelivered, message.exchange_shortstr,
+                                             message.routing_key_shortstr, queue.message_count), message)
+        if method.no_ack:
+            queue.settle((entry,))
+        else:
+            self.unacked[tag] = Unacked(entry, queue, None)
+
+    # ---------------------------------------------------------- settlement
+
+    def _take_unacked(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
+        """Remove and return the deliveries an ack/nack/reject names (406 for an unknown tag)."""
+        unacked = self.unacked
+        if multiple:
+            if delivery_tag == 0:
+                taken = list(unacked.values())
+                unacked.clear()
+                return taken
+            if delivery_tag not in unacked:  # RabbitMQ refuses the whole ack, even if smaller tags exist
+                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
+            taken = []
+            while unacked:
+                tag = next(iter(unacked))
+                if tag > delivery_tag:
+                    break
+                taken.append(unacked.popitem(last=False)[1])
+            return taken
+        item = unacked.pop(delivery_tag, None)
+        if item is None:
+            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
+        return [item]
+
+    def _settle(self, taken: list[Unacked], requeue: bool) -> None:
+        by_queue: dict[Queue, list[Entry]] = {}
+        for item in taken:
+            if item.consumer is not None:
+                item.consumer.unacked -= 1
+            by_queue.setdefault(item.queue, []).append(item.entry)
+        for queue, entries in by_queue.items():
+            if requeue:
+                queue.requeue(entries)
+            else:
+                queue.settle(entries)
+        self.resume_deliveries()
+
+    def _requeue(self, taken: list[Unacked]) -> None:
+        self._settle(taken, requeue=True)
+
+    def _on_basic_ack(self, method: commands.Basic.Ack) -> None:
+        self._settle(self._take_unacked(method.delivery_tag, method.multiple), requeue=False)
+
+    def _on_basic_nack(self, method: commands.Basic.Nack) -> None:
+        self._settle(self._take_unacked(method.delivery_tag, method.multiple), requeue=method.requeue)
+
+    def _on_basic_reject(self, method: commands.Basic.Reject) -> None:
+        self._settle(self._take_unacked(method.delivery_tag, False), requeue=method.requeue)
+
+    def _on_basic_recover(self, method: commands.Basic.Recover | commands.Basic.RecoverAsync) -> None:
+        taken = list(self.unacked.values())
+        self.unacked.clear()
+        self._settle(taken, requeue=True)
+        if isinstance(method, commands.Basic.Recover):
+            self.connection.send_method(self.channel_id, commands.Basic.RecoverOk())
+
+
+_HANDLERS: dict[int, Callable[[Channel, Any], None]] = {
+    wire.BASIC_PUBLISH: Channel._on_basic_publish,
+    commands.Basic.Ack.index: Channel._on_basic_ack,
+    commands.Basic.Nack.index: Channel._on_basic_nack,
+    commands.Basic.Reject.index: Channel._on_basic_reject,
+    commands.Basic.Qos.index: Channel._on_basic_qos,
+    commands.Basic.Consume.index: Channel._on_basic_consume,
+    commands.Basic.Cancel.index: Channel._on_basic_cancel,
+    commands.Basic.Get.index: Channel._on_basic_get,
+    commands.Basic.Recover.index: Channel._on_basic_recover,
+    commands.Basic.RecoverAsync.index: Channel._on_basic_recover,
+    commands.Channel.Close.index: Channel._on_channel_close,
+    commands.Channel.CloseOk.index: Channel._on_channel_close_ok,
+    commands.Channel.Flow.index: Channel._on_channel_flow,
+    commands.Channel.Open.index: Channel._on_channel_open,
+    commands.Confirm.Select.index: Channel._on_confirm_select,
+    **declarations.HANDLERS,
+}

@@ -1,0 +1,397 @@
+"""One AMQP connection as a sans-IO state machine: bytes in, bytes out, time injected.
+
+How it works: ``receive_data`` takes whatever the socket read.  The first 8 bytes
+must be the protocol header; after it, a ``FrameReader`` yields frames, which go
+to the handshake (channel 0) or to a ``Channel``.  Replies and deliveries are
+appended to an outbox that the I/O layer drains with ``data_to_send`` (once per
+loop tick: ``on_output`` tells it the first time something is queued).  Time
+never comes from a clock read here: ``handle_timer(now)`` sends heartbeats and
+drops silent peers, and ``next_deadline()`` says when to call it next.
+
+This is also the one boundary where errors become frames: a ``ChannelError``
+closes its channel, an ``AMQPConnectionError`` closes the connection, and any
+other exception becomes 541 INTERNAL_ERROR on this connection only.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import platform
+from typing import Any, Callable
+
+from pamqp import commands
+from pamqp.base import Frame as PamqpMethod
+
+from .. import __version__
+from ..errors import (
+    CHANNEL_ERROR,
+    COMMAND_INVALID,
+    FRAME_ERROR,
+    INTERNAL_ERROR,
+    NOT_ALLOWED,
+    UNEXPECTED_FRAME,
+    AMQPConnectionError,
+    AMQPError,
+    ChannelError,
+)
+from ..wire.framing import (
+    FRAME_HEARTBEAT,
+    FRAME_METHOD,
+    FRAME_MIN_SIZE,
+    HEARTBEAT_FRAME,
+    PROTOCOL_HEADER,
+    FrameReader,
+)
+from ..wire.methods import decode_method, method_frame
+from .auth import parse_credentials
+from .broker import Broker
+from .channel import Channel
+
+log = logging.getLogger("amqp_server.connection")
+
+# What we advertise in connection.start; only what works (see README's compatibility notes).
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": False,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": False,
+    "consumer_priorities": False,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+    "direct_reply_to": False,
+}
+
+CLOSE_OK_TIMEOUT = 3.0  # how long we wait for connection.close-ok before dropping the socket
+
+
+class State(enum.Enum):
+    AWAITING_HEADER = "awaiting protocol header"
+    AWAITING_START_OK = "awaiting connection.start-ok"
+    AWAITING_TUNE_OK = "awaiting connection.tune-ok"
+    AWAITING_OPEN = "awaiting connection.open"
+    OPEN = "open"
+    CLOSING = "closing"  # we sent connection.close and wait for close-ok
+    CLOSED = "closed"
+
+
+class Connection:
+    """The broker's side of one client connection."""
+
+    def __init__(self, broker: Broker, peer: str = "127.0.0.1", on_output: Callable[[], None] | None = None) -> None:
+        self.broker = broker
+        self.peer = peer
+        self.on_output = on_output
+        self.state = State.AWAITING_HEADER
+        self.outbox: list[bytes] = []
+        self.channels: dict[int, Channel] = {}
+        self.client_properties: dict[str, Any] = {}
+        self.client_capabilities: dict[str, Any] = {}
+        self.username = ""
+        self.vhost = broker.vhosts["/"]
+        self.channel_max = broker.limits.channel_max
+        self.frame_max = broker.limits.frame_max
+        self.heartbeat = 0
+        self.writable = True
+        self._header = b""
+        self._confirming: set[Channel] = set()
+        self._reader = FrameReader(FRAME_MIN_SIZE)
+        now = broker.clock()
+        self._last_received = now
+        self._last_sent = now
+        self._handshake_deadline = now + broker.limits.handshake_timeout
+        self._close_deadline = 0.0
+
+    # ----------------------------------------------------------------- I/O side
+
+    @property
+    def should_close(self) -> bool:
+        """True once the transport should be closed (after sending what ``data_to_send`` returns)."""
+        return self.state is State.CLOSED
+
+    def receive_data(self, data: bytes) -> None:
+        """Process bytes read from the peer."""
+        if self.state is State.CLOSED:
+            return
+        self._last_received = self.broker.clock()
+        try:
+            if self.state is State.AWAITING_HEADER:
+                data = self._receive_protocol_header(data)
+                if not data:
+                    return
+            for frame_type, channel_id, payload in self._reader.feed(data):
+                self._handle_frame(frame_type, channel_id, payload)
+                if self.state is State.CLOSED:
+                    return
+            if self._reader.error is not None:
+                raise self._reader.error
+            self._flush_confirms()
+        except AMQPConnectionError as error:
+            self.close_with_error(error)
+        except Exception:
+            log.exception("internal error on connection from %s", self.peer)
+            self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer since the last call."""
+        if not self.outbox:
+            return b""
+        data = b"".join(self.outbox)
+        self.outbox.clear()
+        self._last_sent = self.broker.clock()
+        return data
+
+    def send(self, data: bytes) -> None:
+        if not self.outbox and self.on_output is not None:
+            self.on_output()
+        self.outbox.append(data)
+
+    def confirm_pending(self, channel: Channel) -> None:
+        """``channel`` has publishes to confirm; they are acked together when this read is done."""
+        self._confirming.add(channel)
+
+    def _flush_confirms(self) -> None:
+        # One Basic.Ack(multiple) per channel per read instead of one per message.
+        while self._confirming:
+            self._confirming.pop().flush_confirms()
+
+    def send_method(self, channel_id: int, method: PamqpMethod) -> None:
+        self.send(method_frame(channel_id, method))
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` must run next (None: no timer needed)."""
+        if self.state is State.CLOSED:
+            return None
+        if self.state is State.CLOSING:
+            return self._close_deadline
+        if self.state is not State.OPEN:
+            return self._handshake_deadline
+        if not self.heartbeat:
+            return None
+        return min(self._last_sent + self.heartbeat / 2, self._last_received + 2 * self.heartbeat)
+
+    def handle_timer(self, now: float) -> None:
+        """Send a heartbeat when we were quiet; drop a peer silent for two heartbeat intervals."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.CLOSING:
+            if now >= self._close_deadline:
+                self._finish()
+        elif self.state is not State.OPEN:
+            if now >= self._handshake_deadline:
+                log.warning("closing connection from %s: handshake timeout", self.peer)
+                self._finish()
+        elif self.heartbeat:
+            if now >= self._last_received + 2 * self.heartbeat:
+                log.warning("closing connection from %s: missed heartbeats, timeout %ss", self.peer, self.heartbeat)
+                self._finish()
+            elif now >= self._last_sent + self.heartbeat / 2 and not self.outbox:
+                self.send(HEARTBEAT_FRAME)
+
+    def connection_lost(self) -> None:
+        """The transport is gone: release everything this connection held."""
+        if self.state is not State.CLOSED:
+            self._finish()
+
+    def set_writable(self, writable: bool) -> None:
+        """Transport flow control: while not writable, consumers on this connection get nothing."""
+        self.writable = writable
+        if writable:
+            for channel in list(self.channels.values()):
+                channel.resume_deliveries()
+
+    def close_with_error(self, error: AMQPError) -> None:
+        """Send ``connection.close`` with the error and wait (briefly) for close-ok."""
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        if self.state is State.AWAITING_HEADER:
+            self._finish()
+            return
+        log.info("closing connection from %s: %s", self.peer, error.reply_text)
+        self.send_method(0, commands.Connection.Close(error.reply_code, error.reply_text[:255],
+                                                     error.class_id, error.method_id))
+        self._release_channels()
+        self.state = State.CLOSING
+        self._close_deadline = self.broker.clock() + CLOSE_OK_TIMEOUT
+
+    def force_close(self, reply_text: str) -> None:
+        """Close from the broker's side (shutdown): 320 CONNECTION_FORCED."""
+        if self.state is State.OPEN:
+            self.close_with_error(AMQPConnectionError(320, reply_text))
+        else:
+            self._finish()
+
+    # --------------------------------------------------------------- framing
+
+    def _receive_protocol_header(self, data: bytes) -> bytes:
+        needed = 8 - len(self._header)
+        self._header += data[:needed]
+        if len(self._header) < 8:
+            if PROTOCOL_HEADER.startswith(self._header):
+                return b""
+        elif self._header == PROTOCOL_HEADER:
+            self._start()
+            return data[needed:]
+        # Not AMQP 0-9-1: tell the peer which protocol we speak, then hang up (spec 4.2.2).
+        self.send(PROTOCOL_HEADER)
+        self._finish()
+        return b""
+
+    def _handle_frame(self, frame_type: int, channel_id: int, payload: bytes) -> None:
+        if self.state is State.CLOSING:
+            self._handle_while_closing(frame_type, channel_id, payload)
+        elif channel_id == 0:
+            if frame_type == FRAME_METHOD:
+                self._handle_method0(payload)
+            elif frame_type != FRAME_HEARTBEAT:
+                raise AMQPConnectionError(UNEXPECTED_FRAME, f"expected method frame, got frame type {frame_type} "
+                                                            "on channel 0")
+        elif frame_type == FRAME_HEARTBEAT:
+            raise AMQPConnectionError(FRAME_ERROR, f"heartbeat frame on channel {channel_id}")
+        elif self.state is not State.OPEN:
+            raise AMQPConnectionError(UNEXPECTED_FRAME, f"frame on channel {channel_id} before connection.open")
+        else:
+            channel = self.channels.get(channel_id)
+            if channel is None:
+                self._open_channel(channel_id, frame_type, payload)
+                return
+            try:
+                channel.handle_frame(frame_type, payload)
+            except ChannelError as error:
+                channel.close_with_error(error)
+
+    def _handle_while_closing(self, frame_type: int, channel_id: int, payload: bytes) -> None:
+        """After we sent connection.close, only close-ok (or a crossing close) matters."""
+        if channel_id != 0 or frame_type != FRAME_METHOD:
+            return
+        try:
+            _, method = decode_method(payload)
+        except AMQPConnectionError:
+            return
+        if isinstance(method, commands.Connection.Close):
+            self.send_method(0, commands.Connection.CloseOk())
+            self._finish()
+        elif isinstance(method, commands.Connection.CloseOk):
+            self._finish()
+
+    def _open_channel(self, channel_id: int, frame_type: int, payload: bytes) -> None:
+        method = decode_method(payload)[1] if frame_type == FRAME_METHOD else None
+        if not isinstance(method, commands.Channel.Open):
+            raise AMQPConnectionError(CHANNEL_ERROR, "expected 'channel.open'")
+        if channel_id > self.channel_max:
+            raise AMQPConnectionError(CHANNEL_ERROR, f"channel number {channel_id} exceeds channel_max "
+                                                     f"{self.channel_max}", 20, 10)
+        self.channels[channel_id] = Channel(self, channel_id)
+        self.send_method(channel_id, commands.Channel.OpenOk())
+
+    def channel_closed(self, channel_id: int) -> None:
+        """A channel finished closing; its number may be opened again."""
+        self.channels.pop(channel_id, None)
+
+    # ------------------------------------------------------------- handshake
+
+    def _handle_method0(self, payload: bytes) -> None:
+        _, method = decode_method(payload)
+        handler = _HANDSHAKE.get((self.state, type(method)))
+        if handler is None:
+            if isinstance(method, commands.Connection.Close):
+                handler = Connection._on_close
+            elif isinstance(method, commands.Connection.CloseOk):
+                return  # a stray close-ok is harmless
+            elif self.state is State.OPEN and isinstance(method, (commands.Connection.Blocked,
+                                                                  commands.Connection.Unblocked)):
+                return
+            else:
+                raise AMQPConnectionError(
+                    COMMAND_INVALID, f"unexpected method {method.name} in state '{self.state.value}'",
+                    method.index >> 16, method.index & 0xFFFF)
+        handler(self, method)
+
+    def _start(self) -> None:
+        self.state = State.AWAITING_START_OK
+        server_properties = {
+            "capabilities": CAPABILITIES,
+            "cluster_name": "amqp-server",
+            "copyright": "amqp-server contributors",
+            "information": "A RabbitMQ-compatible AMQP 0-9-1 broker in Python",
+            "platform": f"Python {platform.python_version()}",
+            "product": "amqp-server",
+            "version": __version__,
+        }
+        self.send_method(0, commands.Connection.Start(
+            version_major=0, version_minor=9, server_properties=server_properties,
+            mechanisms="PLAIN AMQPLAIN", locales="en_US"))
+
+    def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
+        self.client_properties = method.client_properties or {}
+        capabilities = self.client_properties.get("capabilities")
+        self.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
+        credentials = parse_credentials(method.mechanism, method.response)
+        if credentials is None:
+            raise AMQPConnectionError(COMMAND_INVALID, f"unknown authentication mechanism '{method.mechanism}'"
+                                      if method.mechanism not in ("PLAIN", "AMQPLAIN")
+                                      else "invalid authentication response", 10, 11)
+        username, password = credentials
+        if not self.broker.authenticate(username, password):
+            log.warning("login refused for user '%s' from %s", username, self.peer)
+            if not self.client_capabilities.get("authentication_failure_close"):
+                self._finish()  # old clients expect the socket to close (RabbitMQ does the same)
+                return
+            raise AMQPConnectionError(
+                403, f"Login was refused using authentication mechanism {method.mechanism}. "
+                     "For details see the broker logfile.")
+        self.username = username
+        self.state = State.AWAITING_TUNE_OK
+        limits = self.broker.limits
+        self.send_method(0, commands.Connection.Tune(
+            channel_max=limits.channel_max, frame_max=limits.frame_max, heartbeat=limits.heartbeat))
+
+    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
+        limits = self.broker.limits
+        if method.frame_max and method.frame_max < FRAME_MIN_SIZE:
+            raise AMQPConnectionError(NOT_ALLOWED, f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min size", 10, 31)
+        if method.frame_max > limits.frame_max:
+            raise AMQPConnectionError(NOT_ALLOWED, f"frame_max={method.frame_max} > {limits.frame_max} max", 10, 31)
+        if method.channel_max > limits.channel_max:
+            raise AMQPConnectionError(NOT_ALLOWED, f"channel_max={method.channel_max} > {limits.channel_max} max",
+                                      10, 31)
+        self.frame_max = method.frame_max or limits.frame_max
+        self.channel_max = method.channel_max or limits.channel_max
+        self.heartbeat = method.heartbeat
+        self._reader.max_frame_size = self.frame_max
+        self.state = State.AWAITING_OPEN
+
+    def _on_open(self, method: commands.Connection.Open) -> None:
+        vhost = self.broker.vhosts.get(method.virtual_host)
+        if vhost is None:
+            raise AMQPConnectionError(NOT_ALLOWED, f"vhost {method.virtual_host} not found", 10, 40)
+        self.vhost = vhost
+        self.state = State.OPEN
+        self.send_method(0, commands.Connection.OpenOk())
+
+    def _on_close(self, method: commands.Connection.Close) -> None:
+        self.send_method(0, commands.Connection.CloseOk())
+        self._finish()
+
+    # -------------------------------------------------------------- teardown
+
+    def _release_channels(self) -> None:
+        for channel in list(self.channels.values()):
+            channel.release()
+        self.channels.clear()
+        for queue in [q for q in self.vhost.queues.values() if q.exclusive_owner is self]:
+            self.vhost.delete_queue(queue)
+
+    def _finish(self) -> None:
+        self._release_channels()
+        self.state = State.CLOSED
+        if self.on_output is not None:
+            self.on_output()  # let the I/O layer flush what is left and close the transport
+
+
+_HANDSHAKE: dict[tuple[State, type], Callable[[Connection, Any], None]] = {
+    (State.AWAITING_START_OK, commands.Connection.StartOk): Connection._on_start_ok,
+    (State.AWAITING_TUNE_OK, commands.Connection.TuneOk): Connection._on_tune_ok,
+    (State.AWAITING_OPEN, commands.Connection.Open): Connection._on_open,
+}

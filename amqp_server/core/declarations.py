@@ -1,0 +1,215 @@
+"""exchange.* and queue.* handlers: the rules for declaring, binding and deleting.
+
+Each handler checks (``_check_*`` helpers raise with RabbitMQ's reply texts),
+then lets the ``VirtualHost`` make the change and write it through to the store.
+Equivalence checks give 406, another connection's exclusive queue 405, the
+reserved ``amq.`` prefix and the default exchange 403, missing resources 404.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from pamqp import commands
+
+from ..errors import (
+    COMMAND_INVALID,
+    NOT_FOUND,
+    PRECONDITION_FAILED,
+    AMQPConnectionError,
+    ChannelError,
+    default_exchange_refused,
+    inequivalent_arg,
+    not_found,
+    reserved_name,
+    resource_locked,
+)
+from ..wire.methods import queue_declare_ok_frame
+from .broker import generated_name
+from .exchanges import EXCHANGE_TYPES, Exchange
+from .queue import Queue
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+# Queue arguments whose values must match on redeclaration (RabbitMQ's equivalence list).
+EQUIVALENT_QUEUE_ARGUMENTS = (
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-expires", "x-max-length", "x-max-length-bytes",
+    "x-max-priority", "x-message-ttl", "x-overflow", "x-queue-mode", "x-queue-type", "x-single-active-consumer",
+)
+
+
+# ------------------------------------------------------------------ lookups
+
+def lookup_queue(channel: "Channel", name: str) -> Queue:
+    """The queue a method names ('' = the last one declared on this channel), usable by this connection."""
+    vhost = channel.connection.vhost
+    if not name:
+        name = channel.last_queue_name
+        if not name:
+            raise ChannelError(NOT_FOUND, "no previously declared queue")
+    queue = vhost.queues.get(name)
+    if queue is None:
+        raise not_found("queue", name, vhost.name)
+    _check_exclusive_access(channel, queue)
+    return queue
+
+
+def lookup_exchange(channel: "Channel", name: str) -> Exchange:
+    vhost = channel.connection.vhost
+    exchange = vhost.exchanges.get(name)
+    if exchange is None:
+        raise not_found("exchange", name, vhost.name)
+    return exchange
+
+
+def _check_exclusive_access(channel: "Channel", queue: Queue) -> None:
+    if queue.exclusive_owner is not None and queue.exclusive_owner is not channel.connection:
+        raise resource_locked(queue.name, queue.vhost.name)
+
+
+def _check_not_default(name: str) -> None:
+    if name == "":
+        raise default_exchange_refused()
+
+
+def _reply(channel: "Channel", nowait: bool, method: Any) -> None:
+    if not nowait:
+        channel.connection.send_method(channel.channel_id, method)
+
+
+# ---------------------------------------------------------------- exchange.*
+
+def _on_exchange_declare(channel: "Channel", method: commands.Exchange.Declare) -> None:
+    vhost = channel.connection.vhost
+    name = method.exchange
+    _check_not_default(name)
+    existing = vhost.exchanges.get(name)
+    if method.passive:
+        if existing is None:
+            raise not_found("exchange", name, vhost.name)
+    else:
+        if name.startswith("amq.") and existing is None:
+            raise reserved_name("exchange", name)
+        exchange_type = EXCHANGE_TYPES.get(method.exchange_type)
+        if exchange_type is None:
+            raise AMQPConnectionError(COMMAND_INVALID, f"unknown exchange type '{method.exchange_type}'")
+        if existing is None:
+            vhost.add_exchange(exchange_type(vhost, name, method.durable, method.auto_delete, method.internal,
+                                             dict(method.arguments or {})))
+        else:
+            _check_exchange_equivalent(existing, method, vhost.name)
+    _reply(channel, method.nowait, commands.Exchange.DeclareOk())
+
+
+def _check_exchange_equivalent(exchange: Exchange, method: commands.Exchange.Declare, vhost: str) -> None:
+    for arg, received, current in (
+        ("type", method.exchange_type, exchange.type_name),
+        ("durable", method.durable, exchange.durable),
+        ("auto_delete", method.auto_delete, exchange.auto_delete),
+        ("internal", method.internal, exchange.internal),
+    ):
+        if received != current:
+            raise inequivalent_arg(arg, "exchange", exchange.name, vhost, received, current)
+
+
+def _on_exchange_delete(channel: "Channel", method: commands.Exchange.Delete) -> None:
+    vhost = channel.connection.vhost
+    _check_not_default(method.exchange)
+    if method.exchange.startswith("amq."):
+        raise reserved_name("exchange", method.exchange)
+    exchange = vhost.exchanges.get(method.exchange)
+    if exchange is not None:
+        if method.if_unused and exchange.bindings:
+            raise ChannelError(PRECONDITION_FAILED, f"exchange '{exchange.name}' in vhost '{vhost.name}' in use")
+        vhost.delete_exchange(exchange)
+    _reply(channel, method.nowait, commands.Exchange.DeleteOk())
+
+
+# ------------------------------------------------------------------ queue.*
+
+def _on_queue_declare(channel: "Channel", method: commands.Queue.Declare) -> None:
+    connection = channel.connection
+    vhost = connection.vhost
+    name = method.queue
+    if method.passive:
+        queue = lookup_queue(channel, name)
+    else:
+        if not name:
+            name = generated_name("amq.gen-")
+        elif name.startswith("amq."):
+            raise reserved_name("queue", name)
+        queue = vhost.queues.get(name)
+        if queue is None:
+            queue = Queue(vhost, name, method.durable, method.auto_delete, dict(method.arguments or {}),
+                          exclusive_owner=connection if method.exclusive else None)
+            vhost.add_queue(queue)
+        else:
+            _check_exclusive_access(channel, queue)
+            _check_queue_equivalent(queue, method, connection)
+    channel.last_queue_name = queue.name
+    if not method.nowait:
+        connection.send(queue_declare_ok_frame(channel.channel_id, queue.name, queue.message_count,
+                                               len(queue.consumers)))
+
+
+def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connection: Any) -> None:
+    vhost = queue.vhost.name
+    if method.exclusive != (queue.exclusive_owner is not None):
+        raise resource_locked(queue.name, vhost)
+    for arg, received, current in (("durable", method.durable, queue.durable),
+                                   ("auto_delete", method.auto_delete, queue.auto_delete)):
+        if received != current:
+            raise inequivalent_arg(arg, "queue", queue.name, vhost, received, current)
+    arguments = method.arguments or {}
+    for arg in EQUIVALENT_QUEUE_ARGUMENTS:
+        if arguments.get(arg) != queue.arguments.get(arg):
+            raise inequivalent_arg(arg, "queue", queue.name, vhost, arguments.get(arg), queue.arguments.get(arg))
+
+
+def _on_queue_bind(channel: "Channel", method: commands.Queue.Bind) -> None:
+    _check_not_default(method.exchange)
+    queue = lookup_queue(channel, method.queue)
+    exchange = lookup_exchange(channel, method.exchange)
+    routing_key = method.routing_key if (method.routing_key or method.queue) else queue.name
+    channel.connection.vhost.bind(exchange, queue, routing_key, dict(method.arguments or {}))
+    _reply(channel, method.nowait, commands.Queue.BindOk())
+
+
+def _on_queue_unbind(channel: "Channel", method: commands.Queue.Unbind) -> None:
+    _check_not_default(method.exchange)
+    queue = lookup_queue(channel, method.queue)
+    exchange = lookup_exchange(channel, method.exchange)
+    channel.connection.vhost.unbind(exchange, queue, method.routing_key, dict(method.arguments or {}))
+    channel.connection.send_method(channel.channel_id, commands.Queue.UnbindOk())
+
+
+def _on_queue_purge(channel: "Channel", method: commands.Queue.Purge) -> None:
+    queue = lookup_queue(channel, method.queue)
+    _reply(channel, method.nowait, commands.Queue.PurgeOk(message_count=queue.purge()))
+
+
+def _on_queue_delete(channel: "Channel", method: commands.Queue.Delete) -> None:
+    vhost = channel.connection.vhost
+    name = method.queue or channel.last_queue_name
+    queue = vhost.queues.get(name)
+    count = 0
+    if queue is not None:
+        _check_exclusive_access(channel, queue)
+        if method.if_unused and queue.consumers:
+            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' in use")
+        if method.if_empty and queue.message_count:
+            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' is not empty")
+        count = vhost.delete_queue(queue)
+    _reply(channel, method.nowait, commands.Queue.DeleteOk(message_count=count))
+
+
+HANDLERS: dict[int, Callable[["Channel", Any], None]] = {
+    commands.Exchange.Declare.index: _on_exchange_declare,
+    commands.Exchange.Delete.index: _on_exchange_delete,
+    commands.Queue.Declare.index: _on_queue_declare,
+    commands.Queue.Bind.index: _on_queue_bind,
+    commands.Queue.Unbind.index: _on_queue_unbind,
+    commands.Queue.Purge.index: _on_queue_purge,
+    commands.Queue.Delete.index: _on_queue_delete,
+}

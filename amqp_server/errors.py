@@ -1,0 +1,112 @@
+"""One error hierarchy for the whole broker, and RabbitMQ's reply texts in one place.
+
+Handlers raise; exactly one boundary (``core.connection.Connection``) turns a
+``ChannelError`` into ``channel.close`` and an ``AMQPConnectionError`` into
+``connection.close``.  Reply texts follow RabbitMQ 3.x verbatim ("NOT_FOUND - no
+queue 'x' in vhost '/'"), because client code and people grep for them.
+"""
+
+from __future__ import annotations
+
+REPLY_NAMES = {
+    200: "REPLY_SUCCESS",
+    311: "CONTENT_TOO_LARGE",
+    312: "NO_ROUTE",
+    313: "NO_CONSUMERS",
+    320: "CONNECTION_FORCED",
+    402: "INVALID_PATH",
+    403: "ACCESS_REFUSED",
+    404: "NOT_FOUND",
+    405: "RESOURCE_LOCKED",
+    406: "PRECONDITION_FAILED",
+    501: "FRAME_ERROR",
+    502: "SYNTAX_ERROR",
+    503: "COMMAND_INVALID",
+    504: "CHANNEL_ERROR",
+    505: "UNEXPECTED_FRAME",
+    506: "RESOURCE_ERROR",
+    530: "NOT_ALLOWED",
+    540: "NOT_IMPLEMENTED",
+    541: "INTERNAL_ERROR",
+}
+
+ACCESS_REFUSED = 403
+NOT_FOUND = 404
+RESOURCE_LOCKED = 405
+PRECONDITION_FAILED = 406
+FRAME_ERROR = 501
+SYNTAX_ERROR = 502
+COMMAND_INVALID = 503
+CHANNEL_ERROR = 504
+UNEXPECTED_FRAME = 505
+NOT_ALLOWED = 530
+NOT_IMPLEMENTED = 540
+INTERNAL_ERROR = 541
+
+
+class AMQPError(Exception):
+    """An error the protocol reports to the peer, with the method that caused it."""
+
+    def __init__(self, reply_code: int, detail: str, class_id: int = 0, method_id: int = 0) -> None:
+        self.reply_code = reply_code
+        self.reply_text = f"{REPLY_NAMES[reply_code]} - {detail}"
+        self.class_id = class_id
+        self.method_id = method_id
+        super().__init__(self.reply_text)
+
+    def for_method(self, class_id: int, method_id: int) -> "AMQPError":
+        """Attach the offending method unless a handler already named one."""
+        if not self.class_id:
+            self.class_id, self.method_id = class_id, method_id
+        return self
+
+
+class ChannelError(AMQPError):
+    """A soft error: the broker closes only the channel (``channel.close``)."""
+
+
+class AMQPConnectionError(AMQPError):
+    """A hard error: the broker closes the whole connection (``connection.close``)."""
+
+
+def vhost_resource(kind: str, name: str, vhost: str) -> str:
+    """RabbitMQ's way of naming a resource in reply texts: ``queue 'q' in vhost '/'``."""
+    return f"{kind} '{name}' in vhost '{vhost}'"
+
+
+def not_found(kind: str, name: str, vhost: str) -> ChannelError:
+    return ChannelError(NOT_FOUND, f"no {vhost_resource(kind, name, vhost)}")
+
+
+def inequivalent_arg(arg: str, kind: str, name: str, vhost: str, received: object, current: object) -> ChannelError:
+    return ChannelError(
+        PRECONDITION_FAILED,
+        f"inequivalent arg '{arg}' for {vhost_resource(kind, name, vhost)}: "
+        f"received {_show(received)} but current is {_show(current)}",
+    )
+
+
+def resource_locked(name: str, vhost: str) -> ChannelError:
+    return ChannelError(
+        RESOURCE_LOCKED,
+        f"cannot obtain exclusive access to locked {vhost_resource('queue', name, vhost)}. "
+        "It could be originally declared on another connection or the exclusive property "
+        "value does not match that of the original declaration.",
+    )
+
+
+def reserved_name(kind: str, name: str) -> ChannelError:
+    return ChannelError(ACCESS_REFUSED, f"{kind} name '{name}' contains reserved prefix 'amq.*'")
+
+
+def default_exchange_refused() -> ChannelError:
+    return ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+
+
+def _show(value: object) -> str:
+    """Render a value the way RabbitMQ's reply texts do (booleans as 'true', others quoted)."""
+    if isinstance(value, bool):
+        return "'true'" if value else "'false'"
+    if value is None:
+        return "none"
+    return f"'{value}'"

@@ -1,0 +1,1 @@
+"""The asyncio adapter: the only package that imports asyncio."""

@@ -1,0 +1,49 @@
+"""``serve(config)``: open the store, build the broker, listen, shut down cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from storage.memory import MemoryStore
+
+from ..config import Config
+from ..core.broker import Broker, Limits
+from .protocol import AMQPProtocol
+
+log = logging.getLogger("amqp_server.server")
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run the broker until SIGTERM/SIGINT (or cancellation)."""
+    loop = asyncio.get_running_loop()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = MemoryStore()
+    broker = Broker(store=store, clock=loop.time,
+                    limits=Limits(channel_max=config.channel_max, frame_max=config.frame_max,
+                                  heartbeat=config.heartbeat))
+    connections: set[AMQPProtocol] = set()
+    server = await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
+                                      reuse_address=True)
+    host, port = server.sockets[0].getsockname()[:2]
+    # One line that tooling (tests, benchmarks) parses for the port: printed whatever the log level.
+    print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir} "
+          "(in-memory store: messages do not survive a restart yet)", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        server.close()
+        for protocol in list(connections):
+            protocol.close("broker shutdown")
+        await asyncio.sleep(0.05)  # let the close frames go out
+        store.close()
+        log.info("stopped")

@@ -1,0 +1,1 @@
+"""Sans-IO codec: bytes in, frames out and back. Imports ``struct`` and ``pamqp`` only."""

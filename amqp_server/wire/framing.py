@@ -1,0 +1,107 @@
+"""AMQP 0-9-1 framing: split a byte stream into frames, and build frames to send.
+
+How it works: ``FrameReader.feed`` appends to one ``bytearray`` and walks it by
+offset with a prebuilt ``struct.Struct``.  The 7-byte header is checked (type,
+size against the negotiated ``frame_max``) *before* waiting for the payload, so
+a peer cannot make us buffer a huge frame; the 0xCE end byte is checked before
+the payload is handed on.  The consumed prefix is trimmed once per ``feed``.
+Payloads are returned as complete, checked ``bytes`` for pamqp or the fast codecs.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..errors import FRAME_ERROR, AMQPConnectionError
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_END = 0xCE
+FRAME_END_BYTE = b"\xce"
+FRAME_OVERHEAD = 8  # 7-byte header + end byte
+FRAME_MIN_SIZE = 4096  # the largest frame accepted before tune-ok (spec: frame-min-size)
+
+KNOWN_FRAME_TYPES = frozenset((FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT))
+
+_HEADER = struct.Struct(">BHI")
+HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+Frame = tuple[int, int, bytes]  # (frame type, channel, payload)
+
+
+class FrameReader:
+    """Turns received bytes into whole frames.
+
+    Bad framing stops the reader: the frames before the fault are still returned
+    (they were valid and must be acted on), and ``error`` holds the 501 to send.
+    """
+
+    __slots__ = ("_buffer", "max_frame_size", "error")
+
+    def __init__(self, max_frame_size: int = FRAME_MIN_SIZE) -> None:
+        self._buffer = bytearray()
+        self.max_frame_size = max_frame_size
+        self.error: AMQPConnectionError | None = None
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Return every frame completed by ``data``, in order; keep the partial rest buffered."""
+        if self.error is not None:
+            return []
+        buffer = self._buffer
+        buffer += data
+        frames: list[Frame] = []
+        offset = 0
+        end = len(buffer)
+        unpack_from = _HEADER.unpack_from
+        max_payload = self.max_frame_size - FRAME_OVERHEAD
+        try:
+            while end - offset >= 7:
+                frame_type, channel, size = unpack_from(buffer, offset)
+                if frame_type not in KNOWN_FRAME_TYPES:
+                    raise AMQPConnectionError(FRAME_ERROR, f"unknown frame type {frame_type}")
+                if size > max_payload:
+                    raise AMQPConnectionError(
+                        FRAME_ERROR,
+                        f"type {frame_type}, frame_too_large: {size} > {max_payload} (frame_max {self.max_frame_size})",
+                    )
+                frame_end = offset + 7 + size
+                if frame_end >= end:
+                    break  # wait for the rest of the payload and the end byte
+                if buffer[frame_end] != FRAME_END:
+                    raise AMQPConnectionError(
+                        FRAME_ERROR, f"type {frame_type}, invalid frame end byte {buffer[frame_end]:#04x}"
+                    )
+                frames.append((frame_type, channel, bytes(buffer[offset + 7 : frame_end])))
+                offset = frame_end + 1
+        except AMQPConnectionError as error:
+            self.error = error
+            buffer.clear()
+            return frames
+        if offset:
+            del buffer[:offset]
+        return frames
+
+
+def build_frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+    return _HEADER.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
+
+
+def body_frames(channel: int, body: bytes, frame_max: int) -> list[bytes]:
+    """Split ``body`` into content-body frames that each fit in ``frame_max``."""
+    if not body:
+        return []
+    chunk = frame_max - FRAME_OVERHEAD
+    if len(body) <= chunk:
+        return [_HEADER.pack(FRAME_BODY, channel, len(body)), body, FRAME_END_BYTE]
+    parts: list[bytes] = []
+    view = memoryview(body)
+    for start in range(0, len(body), chunk):
+        piece = view[start : start + chunk]
+        parts.append(_HEADER.pack(FRAME_BODY, channel, len(piece)))
+        parts.append(bytes(piece))
+        parts.append(FRAME_END_BYTE)
+    return parts

@@ -1,0 +1,100 @@
+"""The narrow interface between the broker core and durable storage.
+
+The core writes definitions (durable exchanges, queues, bindings) and persistent
+messages on durable queues through ``Store``; it never reads back except once,
+at start, through ``recover``.  Writes may be buffered: nothing is promised to
+be durable until ``sync`` returns, which is the group-commit point the server's
+persister calls once for many writes before releasing publisher confirms.
+Records are frozen dataclasses of plain values so any engine can serialise them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+
+@dataclass(frozen=True)
+class ExchangeRecord:
+    vhost: str
+    name: str
+    type: str
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueRecord:
+    vhost: str
+    name: str
+    durable: bool = True
+    auto_delete: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BindingRecord:
+    vhost: str
+    source: str
+    destination: str
+    routing_key: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    destination_kind: str = "queue"
+
+
+def binding_key(record: BindingRecord) -> tuple[str, str, str, str, str, str]:
+    """A hashable identity for a binding (its arguments are a table, so not hashable themselves)."""
+    return (record.vhost, record.source, record.destination_kind, record.destination, record.routing_key,
+            repr(sorted(record.arguments.items())))
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A persistent message as stored: routing info, the raw content header, the body."""
+
+    exchange: str
+    routing_key: str
+    header: bytes  # the content header payload exactly as published (class, weight, size, properties)
+    body: bytes
+
+
+@dataclass
+class Recovered:
+    """Everything a store hands back at start; messages per (vhost, queue) in queue order."""
+
+    exchanges: list[ExchangeRecord] = field(default_factory=list)
+    queues: list[QueueRecord] = field(default_factory=list)
+    bindings: list[BindingRecord] = field(default_factory=list)
+    messages: dict[tuple[str, str], list[tuple[int, MessageRecord]]] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """What the core needs from storage. Message ids are per queue and increase in queue order."""
+
+    def recover(self) -> Recovered:
+        """Return every durable definition and stored message (called once, before serving)."""
+
+    def put_exchange(self, record: ExchangeRecord) -> None: ...
+
+    def delete_exchange(self, vhost: str, name: str) -> None: ...
+
+    def put_queue(self, record: QueueRecord) -> None: ...
+
+    def delete_queue(self, vhost: str, name: str) -> None:
+        """Forget the queue, its bindings as destination, and its messages."""
+
+    def put_binding(self, record: BindingRecord) -> None: ...
+
+    def delete_binding(self, record: BindingRecord) -> None: ...
+
+    def put_message(self, vhost: str, queue: str, message_id: int, record: MessageRecord) -> None: ...
+
+    def remove_messages(self, vhost: str, queue: str, message_ids: Iterable[int]) -> None:
+        """Forget acknowledged (or purged, or expired) messages; unknown ids are ignored."""
+
+    def sync(self) -> None:
+        """Make everything written so far durable (one sync for many writes)."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,71 @@
+"""The in-memory store: for tests and transient brokers, and the executable contract.
+
+It keeps exactly what a durable store would persist, so a new broker built on
+the same ``MemoryStore`` object recovers the same state — which lets the core's
+recovery logic be tested without a disk.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from .api import BindingRecord, binding_key, ExchangeRecord, MessageRecord, QueueRecord, Recovered
+
+
+class MemoryStore:
+    """A ``storage.api.Store`` held in dicts; ``sync`` is a no-op."""
+
+    def __init__(self) -> None:
+        self._exchanges: dict[tuple[str, str], ExchangeRecord] = {}
+        self._queues: dict[tuple[str, str], QueueRecord] = {}
+        self._bindings: dict[tuple, BindingRecord] = {}
+        self._messages: dict[tuple[str, str], dict[int, MessageRecord]] = {}
+
+    def recover(self) -> Recovered:
+        return Recovered(
+            exchanges=list(self._exchanges.values()),
+            queues=list(self._queues.values()),
+            bindings=list(self._bindings.values()),
+            messages={key: sorted(messages.items()) for key, messages in self._messages.items() if messages},
+        )
+
+    def put_exchange(self, record: ExchangeRecord) -> None:
+        self._exchanges[(record.vhost, record.name)] = record
+
+    def delete_exchange(self, vhost: str, name: str) -> None:
+        self._exchanges.pop((vhost, name), None)
+        self._forget_bindings(lambda b: b.vhost == vhost and (
+            b.source == name or (b.destination == name and b.destination_kind == "exchange")))
+
+    def put_queue(self, record: QueueRecord) -> None:
+        self._queues[(record.vhost, record.name)] = record
+
+    def delete_queue(self, vhost: str, name: str) -> None:
+        self._queues.pop((vhost, name), None)
+        self._messages.pop((vhost, name), None)
+        self._forget_bindings(lambda b: b.vhost == vhost and b.destination == name and b.destination_kind == "queue")
+
+    def put_binding(self, record: BindingRecord) -> None:
+        self._bindings[binding_key(record)] = record
+
+    def delete_binding(self, record: BindingRecord) -> None:
+        self._bindings.pop(binding_key(record), None)
+
+    def put_message(self, vhost: str, queue: str, message_id: int, record: MessageRecord) -> None:
+        self._messages.setdefault((vhost, queue), {})[message_id] = record
+
+    def remove_messages(self, vhost: str, queue: str, message_ids: Iterable[int]) -> None:
+        messages = self._messages.get((vhost, queue))
+        if messages is not None:
+            for message_id in message_ids:
+                messages.pop(message_id, None)
+
+    def _forget_bindings(self, doomed: Callable[[BindingRecord], bool]) -> None:
+        for key in [key for key, binding in self._bindings.items() if doomed(binding)]:
+            del self._bindings[key]
+
+    def sync(self) -> None:
+        """Nothing to do: memory is as durable as this store gets."""
+
+    def close(self) -> None:
+        """Nothing to release."""
