@@ -1,0 +1,86 @@
+"""Start ``python -m amqp_server`` as a real process on a free loopback port, for real clients.
+
+Used by the interop fixtures; ``AMQP_URL`` in the environment makes the suite
+use an already-running broker (e.g. a real RabbitMQ) instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+
+
+class BrokerProcess:
+    """A broker subprocess; ``host``/``port``/``url`` are known once ``start`` returns."""
+
+    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[str] | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.log: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/"
+
+    def start(self, port: int = 0, timeout: float = 20.0) -> "BrokerProcess":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "amqp_server", "--host", "127.0.0.1", "--port", str(port),
+             "--data-dir", str(self.data_dir), "--log-level", "info", *self.extra_args],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        deadline = time.monotonic() + timeout
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line)
+            match = LISTENING.search(line)
+            if match:
+                self.host, self.port = match.group(1), int(match.group(2))
+                break
+            if time.monotonic() > deadline:
+                break
+        if not self.port:
+            self.stop()
+            raise RuntimeError("broker did not start:\n" + "".join(self.log))
+        # keep draining stderr so the broker never blocks on a full pipe
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Stop the broker (SIGTERM by default, SIGKILL for crash tests) and return its exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def external_url() -> tuple[str, int, str] | None:
+    """``(host, port, url)`` of the broker named by ``AMQP_URL``, if set."""
+    url = os.environ.get("AMQP_URL")
+    if not url:
+        return None
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or 5672, url
