@@ -43,7 +43,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
             loop.remove_signal_handler(signum)
         server.close()
         for protocol in list(connections):
-            protocol.close("broker shutdown")
+            protocol.close("broker forced connection closure with reason 'shutdown'")
         await asyncio.sleep(0.05)  # let the close frames go out
         store.close()
         log.info("stopped")
