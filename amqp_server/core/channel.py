@@ -211,8 +211,8 @@ class Channel:
         except (IndexError, struct.error):
             raise AMQPConnectionError(SYNTAX_ERROR, "malformed content header properties", 60, 40) from None
         exchange = self.connection.vhost.exchanges.get(method.exchange)
-        queues = exchange.route(method.routing_key) if exchange is not None else ()
         message = Message(method.exchange, method.routing_key, header, body, persistent)
+        queues = exchange.route(message) if exchange is not None else ()
         routed = False
         for queue in queues:
             queue.publish(message)

@@ -15,7 +15,8 @@ from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange
 from .message import Message
 from .queue import Queue
 
-BUILTIN_EXCHANGES = (("amq.direct", "direct"),)
+BUILTIN_EXCHANGES = (("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
+                     ("amq.headers", "headers"), ("amq.match", "headers"))
 
 
 class VirtualHost:
