@@ -86,6 +86,35 @@ def inequivalent_arg(arg: str, kind: str, name: str, vhost: str, received: objec
     )
 
 
+def inequivalent_table_arg(arg: str, kind: str, name: str, vhost: str, received: object,
+                           current: object) -> ChannelError:
+    """406 for an ``x-`` argument that differs; RabbitMQ names the table type when one side is absent."""
+    def show(value: object) -> str:
+        return "none" if value is None else f"the value '{value}' of type '{_table_type(value)}'"
+
+    if received is not None and current is not None:
+        detail = f"received '{received}' but current is '{current}'"
+    else:
+        detail = f"received {show(received)} but current is {show(current)}"
+    return ChannelError(PRECONDITION_FAILED,
+                        f"inequivalent arg '{arg}' for {vhost_resource(kind, name, vhost)}: {detail}")
+
+
+def _table_type(value: object) -> str:
+    """The AMQP field-table type name RabbitMQ would report (the exact wire type is not kept after decoding)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "short" if -32768 <= value <= 32767 else "long" if -2**31 <= value < 2**31 else "longlong"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    return "longstr"
+
+
 def resource_locked(name: str, vhost: str) -> ChannelError:
     return ChannelError(
         RESOURCE_LOCKED,
@@ -101,6 +130,13 @@ def reserved_name(kind: str, name: str) -> ChannelError:
 
 def default_exchange_refused() -> ChannelError:
     return ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+
+
+def erlang_binary(data: bytes) -> str:
+    """Render bytes as RabbitMQ's reply texts do (Erlang binary syntax): ``<<"abc">>`` or ``<<0,20,0,10>>``."""
+    if data and all(32 <= byte < 127 and byte not in (34, 92) for byte in data):
+        return f'<<"{data.decode()}">>'
+    return "<<" + ",".join(str(byte) for byte in data) + ">>"
 
 
 def _show(value: object) -> str:

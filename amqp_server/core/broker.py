@@ -16,6 +16,7 @@ from typing import Callable
 from storage.api import Store
 from storage.memory import MemoryStore
 
+from .confirms import SyncBarrier
 from .vhost import VirtualHost
 
 
@@ -37,10 +38,11 @@ class Broker:
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.monotonic
     vhosts: dict[str, VirtualHost] = field(default_factory=dict)
+    sync_barrier: SyncBarrier = field(default_factory=SyncBarrier)
 
     def __post_init__(self) -> None:
         if "/" not in self.vhosts:
-            self.vhosts["/"] = VirtualHost("/", self.store)
+            self.vhosts["/"] = VirtualHost("/", self.store, self.sync_barrier)
         recovered = self.store.recover()
         for vhost in self.vhosts.values():
             vhost.restore(recovered)

@@ -21,11 +21,12 @@ from pamqp import commands
 
 from ..errors import (
     ACCESS_REFUSED,
+    CHANNEL_ERROR,
+    COMMAND_INVALID,
     FRAME_ERROR,
     NOT_ALLOWED,
     NOT_IMPLEMENTED,
     PRECONDITION_FAILED,
-    SYNTAX_ERROR,
     UNEXPECTED_FRAME,
     AMQPConnectionError,
     ChannelError,
@@ -36,6 +37,8 @@ from ..wire.content import BASIC_CLASS_ID, delivery_mode, parse_header
 from ..wire.framing import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_METHOD, body_frames
 from . import declarations
 from .broker import generated_name
+from .confirms import Confirms
+from .exchanges import Exchange
 from .message import Entry, Message
 from .queue import Consumer, Queue
 
@@ -72,10 +75,8 @@ class Channel:
         self.prefetch_count = 0  # for consumers created from now on (global=false)
         self.global_prefetch_count = 0  # shared by the whole channel (global=true)
         self._next_delivery_tag = 1
-        self.confirming = False
+        self.confirms: Confirms | None = None  # set by confirm.select
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
-        self._publish_seq = 0
-        self._confirmed_seq = 0
         # content being assembled: the publish method, its header, its body parts
         self._publish: wire.Publish | None = None
         self._header: bytes | None = None
@@ -86,23 +87,22 @@ class Channel:
     # ------------------------------------------------------------- frames in
 
     def handle_frame(self, frame_type: int, payload: bytes) -> None:
-        if self.state is not ChannelState.OPEN:
-            self._handle_while_closing(frame_type, payload)
-        elif self._publish is not None:
-            self._handle_content(frame_type, payload)
-        elif frame_type == FRAME_METHOD:
-            index, method = wire.decode_method(payload)
-            handler = _HANDLERS.get(index)
-            if handler is None:
-                raise AMQPConnectionError(
-                    NOT_IMPLEMENTED if index >> 16 in (60, 85, 90, 20, 40, 50) else UNEXPECTED_FRAME,
-                    f"method {method.name} is not supported on a channel", index >> 16, index & 0xFFFF)
-            try:
-                handler(self, method)
-            except (ChannelError, AMQPConnectionError) as error:
-                raise error.for_method(index >> 16, index & 0xFFFF)
-        else:
+        if self._publish is not None:
+            self._handle_content(frame_type, payload)  # even while closing: content is swallowed whole
+            return
+        if frame_type != FRAME_METHOD:
             raise AMQPConnectionError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+        index, method = wire.decode_method(payload)
+        if self.state is not ChannelState.OPEN:
+            self._handle_while_closing(index, method)
+            return
+        handler = _HANDLERS.get(index)
+        if handler is None:
+            raise _unsupported(index)
+        try:
+            handler(self, method)
+        except (ChannelError, AMQPConnectionError) as error:
+            raise error.for_method(index >> 16, index & 0xFFFF)
 
     def _handle_content(self, frame_type: int, payload: bytes) -> None:
         if self._header is None:
@@ -117,33 +117,36 @@ class Channel:
             if class_id != BASIC_CLASS_ID:
                 raise AMQPConnectionError(UNEXPECTED_FRAME, f"expected content header for class {BASIC_CLASS_ID}, "
                                                             f"got one for class {class_id} instead", 60, 40)
-            if body_size > self.connection.broker.limits.max_message_size:
-                self._publish = None
-                raise ChannelError(PRECONDITION_FAILED, f"message size {body_size} is larger than configured max "
-                                                        f"size {self.connection.broker.limits.max_message_size}",
-                                   60, 40)
             self._header, self._body_size = payload, body_size
+            max_size = self.connection.broker.limits.max_message_size
+            if body_size > max_size and self.state is ChannelState.OPEN:
+                # refuse before buffering the body; the rest of it is then discarded with the channel
+                raise ChannelError(PRECONDITION_FAILED, f"message size {body_size} is larger than configured max "
+                                                        f"size {max_size}", 60, 40)
         elif frame_type == FRAME_BODY:
             self._received += len(payload)
             if self._received > self._body_size:
                 raise AMQPConnectionError(FRAME_ERROR, f"content body is longer than the {self._body_size} bytes "
                                                        "its header declared", 60, 40)
-            self._body.append(payload)
+            if self.state is ChannelState.OPEN:
+                self._body.append(payload)
         else:
             raise AMQPConnectionError(UNEXPECTED_FRAME, "expected content body, got non content body frame instead",
                                       60, 40)
         if self._received == self._body_size:
             self._complete_publish()
 
-    def _handle_while_closing(self, frame_type: int, payload: bytes) -> None:
-        if frame_type != FRAME_METHOD:
-            return
-        _, method = wire.decode_method(payload)
+    def _handle_while_closing(self, index: int, method: Any) -> None:
+        """After we sent channel.close, everything but close / close-ok is ignored (RabbitMQ's rules)."""
         if isinstance(method, commands.Channel.Close):
             self.connection.send_method(self.channel_id, commands.Channel.CloseOk())
             self._closed()
         elif isinstance(method, commands.Channel.CloseOk):
             self._closed()
+        elif isinstance(method, commands.Channel.Open):
+            raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
+        elif isinstance(method, wire.Publish):
+            self._start_content(method)  # its header and body are swallowed, not treated as stray
 
     # ---------------------------------------------------------- channel.*
 
@@ -165,7 +168,6 @@ class Channel:
 
     def close_with_error(self, error: ChannelError) -> None:
         """Close this channel only: send channel.close and discard input until close-ok."""
-        self._publish = None
         self.release()
         self.connection.send_method(self.channel_id, commands.Channel.Close(
             error.reply_code, error.reply_text[:255], error.class_id, error.method_id))
@@ -185,17 +187,12 @@ class Channel:
     # ------------------------------------------------------------ publish
 
     def _on_basic_publish(self, method: wire.Publish) -> None:
-        vhost = self.connection.vhost
-        exchange = vhost.exchanges.get(method.exchange)
-        if exchange is None:
-            raise not_found("exchange", method.exchange, vhost.name)
-        if exchange.internal:
-            raise ChannelError(ACCESS_REFUSED, f"cannot publish to internal exchange '{method.exchange}' in vhost "
-                                               f"'{vhost.name}'")
-        if method.immediate:
-            raise AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
-        if self.confirming:
-            self._publish_seq += 1
+        """Start assembling content; the publish is checked once it is complete, as RabbitMQ does."""
+        if self.confirms is not None:
+            self.confirms.next_sequence()
+        self._start_content(method)
+
+    def _start_content(self, method: wire.Publish) -> None:
         self._publish = method
         self._header = None
         self._body = []
@@ -206,32 +203,64 @@ class Channel:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._publish = self._header = None
         self._body = []
+        if self.state is not ChannelState.OPEN:
+            return
         try:
             persistent = delivery_mode(header) == 2
         except (IndexError, struct.error):
-            raise AMQPConnectionError(SYNTAX_ERROR, "malformed content header properties", 60, 40) from None
-        exchange = self.connection.vhost.exchanges.get(method.exchange)
+            raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None
+        exchange = self._check_publish(method)
         message = Message(method.exchange, method.routing_key, header, body, persistent)
-        queues = exchange.route(message) if exchange is not None else ()
-        routed = False
+        queues = exchange.route(message)
+        routed = stored = False
         for queue in queues:
-            queue.publish(message)
+            stored |= queue.publish(message)
             routed = True
         if not routed and method.mandatory:
             self._send_content(wire.return_frame(self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr,
                                                  message.routing_key_shortstr), message)
-        if self.confirming:
+        confirms = self.confirms
+        if confirms is not None:
+            confirms.routed(confirms.published, stored)
+            if stored:
+                self.connection.vhost.sync_barrier.wait(self)
             self.connection.confirm_pending(self)
 
+    def _check_publish(self, method: wire.Publish) -> Exchange:
+        vhost = self.connection.vhost
+        exchange = vhost.exchanges.get(method.exchange)
+        if exchange is None:
+            raise not_found("exchange", method.exchange, vhost.name).for_method(60, 40)
+        if exchange.internal:
+            raise ChannelError(ACCESS_REFUSED, f"cannot publish to internal exchange '{method.exchange}' in vhost "
+                                               f"'{vhost.name}'", 60, 40)
+        if method.immediate:
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+        return exchange
+
     def flush_confirms(self) -> None:
-        """Acknowledge every publish so far in one frame (``multiple`` when it covers several)."""
-        if self._publish_seq > self._confirmed_seq and self.state is ChannelState.OPEN:
-            multiple = self._publish_seq - self._confirmed_seq > 1
-            self.connection.send(wire.ack_frame(self.channel_id, self._publish_seq, multiple))
-            self._confirmed_seq = self._publish_seq
+        """Acknowledge everything confirmable in one frame (``multiple`` when it covers several)."""
+        ack = self.confirms.take() if self.confirms is not None else None
+        if ack is not None and self.state is ChannelState.OPEN:
+            self.connection.send(wire.ack_frame(self.channel_id, *ack))
+
+    def synced(self, sequence: int, ok: bool) -> None:
+        """The store synced (or failed to): confirm (or nack) the publishes it covered."""
+        if self.state is not ChannelState.OPEN or self.confirms is None:
+            return
+        if not ok:
+            nack = self.confirms.take_unsynced()
+            if nack is not None:
+                self.connection.send_method(self.channel_id, commands.Basic.Nack(
+                    delivery_tag=nack[0], multiple=nack[1], requeue=False))
+            return
+        if self.confirms.synced(sequence):
+            self.connection.vhost.sync_barrier.wait(self)
+        self.flush_confirms()
 
     def _on_confirm_select(self, method: commands.Confirm.Select) -> None:
-        self.confirming = True
+        if self.confirms is None:
+            self.confirms = Confirms()
         if not method.nowait:
             self.connection.send_method(self.channel_id, commands.Confirm.SelectOk())
 
@@ -375,11 +404,20 @@ class Channel:
         self._settle(self._take_unacked(method.delivery_tag, False), requeue=method.requeue)
 
     def _on_basic_recover(self, method: commands.Basic.Recover | commands.Basic.RecoverAsync) -> None:
+        if not method.requeue:
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "requeue=false")
         taken = list(self.unacked.values())
         self.unacked.clear()
         self._settle(taken, requeue=True)
         if isinstance(method, commands.Basic.Recover):
             self.connection.send_method(self.channel_id, commands.Basic.RecoverOk())
+
+
+def _unsupported(index: int) -> AMQPConnectionError:
+    class_id, method_id = index >> 16, index & 0xFFFF
+    if class_id == 90:
+        return AMQPConnectionError(NOT_IMPLEMENTED, "transactions (tx.*) are not supported yet", class_id, method_id)
+    return AMQPConnectionError(COMMAND_INVALID, "unimplemented method", class_id, method_id)
 
 
 _HANDLERS: dict[int, Callable[[Channel, Any], None]] = {

@@ -25,6 +25,7 @@ from pamqp.base import Frame as PamqpMethod
 
 from .. import __version__
 from ..errors import (
+    ACCESS_REFUSED,
     CHANNEL_ERROR,
     COMMAND_INVALID,
     FRAME_ERROR,
@@ -34,6 +35,7 @@ from ..errors import (
     AMQPConnectionError,
     AMQPError,
     ChannelError,
+    erlang_binary,
 )
 from ..wire.framing import (
     FRAME_HEARTBEAT,
@@ -46,7 +48,7 @@ from ..wire.framing import (
 from ..wire.methods import decode_method, method_frame
 from .auth import parse_credentials
 from .broker import Broker
-from .channel import Channel
+from .channel import Channel, ChannelState
 
 log = logging.getLogger("amqp_server.connection")
 
@@ -153,6 +155,8 @@ class Connection:
 
     def _flush_confirms(self) -> None:
         # One Basic.Ack(multiple) per channel per read instead of one per message.
+        if self.state is not State.OPEN:
+            self._confirming.clear()  # nothing may follow our connection.close
         while self._confirming:
             self._confirming.pop().flush_confirms()
 
@@ -205,7 +209,9 @@ class Connection:
         """Send ``connection.close`` with the error and wait (briefly) for close-ok."""
         if self.state in (State.CLOSING, State.CLOSED):
             return
-        if self.state is State.AWAITING_HEADER:
+        if self.state in (State.AWAITING_START_OK, State.AWAITING_TUNE_OK) and error.reply_code != ACCESS_REFUSED:
+            # RabbitMQ sends no frame for errors before tuning is done: it just drops the socket.
+            log.warning("closing connection from %s during the handshake: %s", self.peer, error.reply_text)
             self._finish()
             return
         log.info("closing connection from %s: %s", self.peer, error.reply_text)
@@ -239,18 +245,19 @@ class Connection:
         return b""
 
     def _handle_frame(self, frame_type: int, channel_id: int, payload: bytes) -> None:
-        if self.state is State.CLOSING:
+        if frame_type == FRAME_HEARTBEAT:
+            if payload:
+                raise AMQPConnectionError(FRAME_ERROR, f"type 8, all octets = {erlang_binary(payload)}: unknown_frame")
+            if channel_id:
+                raise AMQPConnectionError(UNEXPECTED_FRAME, "type 8, all octets = <<>>")
+        elif self.state is State.CLOSING:
             self._handle_while_closing(frame_type, channel_id, payload)
         elif channel_id == 0:
-            if frame_type == FRAME_METHOD:
-                self._handle_method0(payload)
-            elif frame_type != FRAME_HEARTBEAT:
-                raise AMQPConnectionError(UNEXPECTED_FRAME, f"expected method frame, got frame type {frame_type} "
-                                                            "on channel 0")
-        elif frame_type == FRAME_HEARTBEAT:
-            raise AMQPConnectionError(FRAME_ERROR, f"heartbeat frame on channel {channel_id}")
+            if frame_type != FRAME_METHOD:
+                raise AMQPConnectionError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+            self._handle_method0(payload)
         elif self.state is not State.OPEN:
-            raise AMQPConnectionError(UNEXPECTED_FRAME, f"frame on channel {channel_id} before connection.open")
+            raise AMQPConnectionError(UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}")
         else:
             channel = self.channels.get(channel_id)
             if channel is None:
@@ -276,12 +283,15 @@ class Connection:
             self._finish()
 
     def _open_channel(self, channel_id: int, frame_type: int, payload: bytes) -> None:
-        method = decode_method(payload)[1] if frame_type == FRAME_METHOD else None
+        if frame_type != FRAME_METHOD:
+            raise AMQPConnectionError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+        index, method = decode_method(payload)
         if not isinstance(method, commands.Channel.Open):
-            raise AMQPConnectionError(CHANNEL_ERROR, "expected 'channel.open'")
-        if channel_id > self.channel_max:
-            raise AMQPConnectionError(CHANNEL_ERROR, f"channel number {channel_id} exceeds channel_max "
-                                                     f"{self.channel_max}", 20, 10)
+            raise AMQPConnectionError(CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF)
+        # RabbitMQ limits how many channels are open, not which numbers they use.
+        if len(self.channels) >= self.channel_max:
+            raise AMQPConnectionError(NOT_ALLOWED, f"number of channels opened ({len(self.channels)}) has reached "
+                                                   f"the negotiated channel_max ({self.channel_max})")
         self.channels[channel_id] = Channel(self, channel_id)
         self.send_method(channel_id, commands.Channel.OpenOk())
 
@@ -304,7 +314,7 @@ class Connection:
                 return
             else:
                 raise AMQPConnectionError(
-                    COMMAND_INVALID, f"unexpected method {method.name} in state '{self.state.value}'",
+                    CHANNEL_ERROR, f"unexpected method in connection state {_RABBIT_STATE_NAMES[self.state]}",
                     method.index >> 16, method.index & 0xFFFF)
         handler(self, method)
 
@@ -339,7 +349,7 @@ class Connection:
                 self._finish()  # old clients expect the socket to close (RabbitMQ does the same)
                 return
             raise AMQPConnectionError(
-                403, f"Login was refused using authentication mechanism {method.mechanism}. "
+                ACCESS_REFUSED, f"Login was refused using authentication mechanism {method.mechanism}. "
                      "For details see the broker logfile.")
         self.username = username
         self.state = State.AWAITING_TUNE_OK
@@ -349,15 +359,18 @@ class Connection:
 
     def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
         limits = self.broker.limits
-        if method.frame_max and method.frame_max < FRAME_MIN_SIZE:
-            raise AMQPConnectionError(NOT_ALLOWED, f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min size", 10, 31)
+        # As RabbitMQ: 0 ("no limit") exceeds a configured limit, so it is refused too.
+        if method.frame_max < FRAME_MIN_SIZE:
+            raise AMQPConnectionError(NOT_ALLOWED, f"negotiated frame_max = {method.frame_max} is lower than the "
+                                                   f"minimum allowed value ({FRAME_MIN_SIZE})", 10, 31)
         if method.frame_max > limits.frame_max:
-            raise AMQPConnectionError(NOT_ALLOWED, f"frame_max={method.frame_max} > {limits.frame_max} max", 10, 31)
-        if method.channel_max > limits.channel_max:
-            raise AMQPConnectionError(NOT_ALLOWED, f"channel_max={method.channel_max} > {limits.channel_max} max",
-                                      10, 31)
-        self.frame_max = method.frame_max or limits.frame_max
-        self.channel_max = method.channel_max or limits.channel_max
+            raise AMQPConnectionError(NOT_ALLOWED, f"negotiated frame_max = {method.frame_max} is higher than the "
+                                                   f"maximum allowed value ({limits.frame_max})", 10, 31)
+        if not 0 < method.channel_max <= limits.channel_max:
+            raise AMQPConnectionError(NOT_ALLOWED, f"negotiated channel_max = {method.channel_max} is higher than "
+                                                   f"the maximum allowed value ({limits.channel_max})", 10, 31)
+        self.frame_max = method.frame_max
+        self.channel_max = method.channel_max
         self.heartbeat = method.heartbeat
         self._reader.max_frame_size = self.frame_max
         self.state = State.AWAITING_OPEN
@@ -379,6 +392,7 @@ class Connection:
     def _release_channels(self) -> None:
         for channel in list(self.channels.values()):
             channel.release()
+            channel.state = ChannelState.CLOSED  # late store syncs must not write to a dead connection
         self.channels.clear()
         for queue in [q for q in self.vhost.queues.values() if q.exclusive_owner is self]:
             self.vhost.delete_queue(queue)
@@ -389,6 +403,13 @@ class Connection:
         if self.on_output is not None:
             self.on_output()  # let the I/O layer flush what is left and close the transport
 
+
+_RABBIT_STATE_NAMES = {
+    State.AWAITING_START_OK: "starting",
+    State.AWAITING_TUNE_OK: "tuning",
+    State.AWAITING_OPEN: "opening",
+    State.OPEN: "running",
+}
 
 _HANDSHAKE: dict[tuple[State, type], Callable[[Connection, Any], None]] = {
     (State.AWAITING_START_OK, commands.Connection.StartOk): Connection._on_start_ok,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pamqp import commands
 
 from ..errors import (
+    ACCESS_REFUSED,
     COMMAND_INVALID,
     NOT_FOUND,
     PRECONDITION_FAILED,
@@ -20,6 +21,7 @@ from ..errors import (
     ChannelError,
     default_exchange_refused,
     inequivalent_arg,
+    inequivalent_table_arg,
     not_found,
     reserved_name,
     resource_locked,
@@ -93,7 +95,7 @@ def _on_exchange_declare(channel: "Channel", method: commands.Exchange.Declare) 
             raise reserved_name("exchange", name)
         exchange_type = EXCHANGE_TYPES.get(method.exchange_type)
         if exchange_type is None:
-            raise AMQPConnectionError(COMMAND_INVALID, f"unknown exchange type '{method.exchange_type}'")
+            raise AMQPConnectionError(COMMAND_INVALID, f"invalid exchange type '{method.exchange_type}'")
         if existing is None:
             vhost.add_exchange(exchange_type(vhost, name, method.durable, method.auto_delete, method.internal,
                                              dict(method.arguments or {})))
@@ -116,10 +118,11 @@ def _check_exchange_equivalent(exchange: Exchange, method: commands.Exchange.Dec
 def _on_exchange_delete(channel: "Channel", method: commands.Exchange.Delete) -> None:
     vhost = channel.connection.vhost
     _check_not_default(method.exchange)
-    if method.exchange.startswith("amq."):
-        raise reserved_name("exchange", method.exchange)
     exchange = vhost.exchanges.get(method.exchange)
     if exchange is not None:
+        if exchange.name.startswith("amq."):
+            raise ChannelError(ACCESS_REFUSED, f"deletion of system exchange '{exchange.name}' in vhost "
+                                               f"'{vhost.name}' not allowed")
         if method.if_unused and exchange.bindings:
             raise ChannelError(PRECONDITION_FAILED, f"exchange '{exchange.name}' in vhost '{vhost.name}' in use")
         vhost.delete_exchange(exchange)
@@ -133,7 +136,10 @@ def _on_queue_declare(channel: "Channel", method: commands.Queue.Declare) -> Non
     vhost = connection.vhost
     name = method.queue
     if method.passive:
-        queue = lookup_queue(channel, name)
+        queue = vhost.queues.get(name)
+        if queue is None:
+            raise not_found("queue", name, vhost.name)
+        _check_exclusive_access(channel, queue)
     else:
         if not name:
             name = generated_name("amq.gen-")
@@ -163,24 +169,29 @@ def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connec
             raise inequivalent_arg(arg, "queue", queue.name, vhost, received, current)
     arguments = method.arguments or {}
     for arg in EQUIVALENT_QUEUE_ARGUMENTS:
-        if arguments.get(arg) != queue.arguments.get(arg):
-            raise inequivalent_arg(arg, "queue", queue.name, vhost, arguments.get(arg), queue.arguments.get(arg))
+        received, current = arguments.get(arg), queue.arguments.get(arg)
+        if received != current:
+            raise inequivalent_table_arg(arg, "queue", queue.name, vhost, received, current)
 
 
 def _on_queue_bind(channel: "Channel", method: commands.Queue.Bind) -> None:
     _check_not_default(method.exchange)
+    exchange = lookup_exchange(channel, method.exchange)  # RabbitMQ reports a missing exchange first
     queue = lookup_queue(channel, method.queue)
-    exchange = lookup_exchange(channel, method.exchange)
     routing_key = method.routing_key if (method.routing_key or method.queue) else queue.name
     channel.connection.vhost.bind(exchange, queue, routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Queue.BindOk())
 
 
 def _on_queue_unbind(channel: "Channel", method: commands.Queue.Unbind) -> None:
+    """Unbinding what does not exist (binding, queue or exchange) succeeds, as in RabbitMQ."""
     _check_not_default(method.exchange)
-    queue = lookup_queue(channel, method.queue)
-    exchange = lookup_exchange(channel, method.exchange)
-    channel.connection.vhost.unbind(exchange, queue, method.routing_key, dict(method.arguments or {}))
+    vhost = channel.connection.vhost
+    exchange = vhost.exchanges.get(method.exchange)
+    queue = vhost.queues.get(method.queue or channel.last_queue_name)
+    if exchange is not None and queue is not None:
+        _check_exclusive_access(channel, queue)
+        vhost.unbind(exchange, queue, method.routing_key, dict(method.arguments or {}))
     channel.connection.send_method(channel.channel_id, commands.Queue.UnbindOk())
 
 
@@ -199,7 +210,7 @@ def _on_queue_delete(channel: "Channel", method: commands.Queue.Delete) -> None:
         if method.if_unused and queue.consumers:
             raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' in use")
         if method.if_empty and queue.message_count:
-            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' is not empty")
+            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' not empty")
         count = vhost.delete_queue(queue)
     _reply(channel, method.nowait, commands.Queue.DeleteOk(message_count=count))
 

@@ -70,16 +70,18 @@ class Queue:
     def record(self) -> QueueRecord:
         return QueueRecord(self.vhost.name, self.name, self.durable, self.auto_delete, dict(self.arguments))
 
-    def publish(self, message: Message) -> None:
-        """Append a routed message (written to the store when persistent and the queue durable)."""
+    def publish(self, message: Message) -> bool:
+        """Append a routed message; True if it was written to the store (persistent, durable queue)."""
         stored = message.persistent and self.durable
         entry = Entry(message, self._next_id, stored)
         self._next_id += 1
         if stored:
             self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record())
+            self.vhost.sync_barrier.request()
         self._ready.append(entry)
         if self.consumers:
             self.dispatch()
+        return stored
 
     def restore(self, message_id: int, message: Message) -> None:
         """Re-add a message recovered from the store; it counts as delivered before (RabbitMQ does the same)."""
@@ -111,6 +113,7 @@ class Queue:
         stored = [entry.message_id for entry in entries if entry.stored]
         if stored and not self.deleted:
             self.vhost.store.remove_messages(self.vhost.name, self.name, stored)
+            self.vhost.sync_barrier.request()
 
     def requeue(self, entries: list[Entry]) -> None:
         """Put unacked messages back in their original positions, marked redelivered."""

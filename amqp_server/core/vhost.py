@@ -11,6 +11,7 @@ from typing import Any
 
 from storage.api import Recovered, Store
 
+from .confirms import SyncBarrier
 from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange
 from .message import Message
 from .queue import Queue
@@ -20,9 +21,10 @@ BUILTIN_EXCHANGES = (("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.t
 
 
 class VirtualHost:
-    def __init__(self, name: str, store: Store) -> None:
+    def __init__(self, name: str, store: Store, sync_barrier: SyncBarrier | None = None) -> None:
         self.name = name
         self.store = store
+        self.sync_barrier = sync_barrier or SyncBarrier()
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self, "", durable=True)}
         self.queues: dict[str, Queue] = {}
         for exchange_name, type_name in BUILTIN_EXCHANGES:

@@ -11,6 +11,7 @@ from storage.memory import MemoryStore
 
 from ..config import Config
 from ..core.broker import Broker, Limits
+from .persister import Persister
 from .protocol import AMQPProtocol
 
 log = logging.getLogger("amqp_server.server")
@@ -24,6 +25,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     broker = Broker(store=store, clock=loop.time,
                     limits=Limits(channel_max=config.channel_max, frame_max=config.frame_max,
                                   heartbeat=config.heartbeat))
+    persister = Persister(store, broker.sync_barrier)
     connections: set[AMQPProtocol] = set()
     server = await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
                                       reuse_address=True)
@@ -45,5 +47,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         for protocol in list(connections):
             protocol.close("broker forced connection closure with reason 'shutdown'")
         await asyncio.sleep(0.05)  # let the close frames go out
+        await persister.drain()
+        store.sync()
         store.close()
         log.info("stopped")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import FRAME_ERROR, AMQPConnectionError
+from ..errors import FRAME_ERROR, AMQPConnectionError, erlang_binary
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 
@@ -57,24 +57,25 @@ class FrameReader:
         offset = 0
         end = len(buffer)
         unpack_from = _HEADER.unpack_from
-        max_payload = self.max_frame_size - FRAME_OVERHEAD
+        # RabbitMQ refuses a payload larger than frame_max itself (it allows the 8 bytes of frame
+        # overhead as fudge, though its error text reports frame_max - 8); we accept the same.
+        max_payload = self.max_frame_size
         try:
             while end - offset >= 7:
                 frame_type, channel, size = unpack_from(buffer, offset)
                 if frame_type not in KNOWN_FRAME_TYPES:
-                    raise AMQPConnectionError(FRAME_ERROR, f"unknown frame type {frame_type}")
+                    raise AMQPConnectionError(FRAME_ERROR, f"type {frame_type}, all octets = <<>>: unknown_frame")
                 if size > max_payload:
                     raise AMQPConnectionError(
-                        FRAME_ERROR,
-                        f"type {frame_type}, frame_too_large: {size} > {max_payload} (frame_max {self.max_frame_size})",
-                    )
+                        FRAME_ERROR, f"type {frame_type}, all octets = <<>>: "
+                                     f"{{frame_too_large,{size},{max_payload - FRAME_OVERHEAD}}}")
                 frame_end = offset + 7 + size
                 if frame_end >= end:
                     break  # wait for the rest of the payload and the end byte
                 if buffer[frame_end] != FRAME_END:
                     raise AMQPConnectionError(
-                        FRAME_ERROR, f"type {frame_type}, invalid frame end byte {buffer[frame_end]:#04x}"
-                    )
+                        FRAME_ERROR, f"type {frame_type}, all octets = {erlang_binary(buffer[offset + 7:frame_end])}: "
+                                     f"{{invalid_frame_end_marker,{buffer[frame_end]}}}")
                 frames.append((frame_type, channel, bytes(buffer[offset + 7 : frame_end])))
                 offset = frame_end + 1
         except AMQPConnectionError as error:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import struct
 
-from pamqp import commands
+from pamqp import commands, decode
 from pamqp.base import Frame as PamqpMethod
 
-from ..errors import COMMAND_INVALID, FRAME_ERROR, SYNTAX_ERROR, AMQPConnectionError
+from ..errors import COMMAND_INVALID, FRAME_ERROR, AMQPConnectionError, erlang_binary
 from .framing import FRAME_END_BYTE, FRAME_METHOD
 
 _FRAME_HEADER = struct.Struct(">BHI")
@@ -52,8 +52,8 @@ def _decode_publish(payload: bytes) -> Publish:
     length = payload[offset]
     routing_key = payload[offset + 1 : offset + 1 + length].decode()
     offset += 1 + length
-    if offset + 1 > len(payload) or len(exchange) > 255:
-        raise ValueError("truncated")
+    if offset + 1 != len(payload):
+        raise ValueError("truncated or followed by extra bytes")
     bits = payload[offset]
     return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
 
@@ -61,30 +61,43 @@ def _decode_publish(payload: bytes) -> Publish:
 def decode_method(payload: bytes) -> tuple[int, PamqpMethod | Publish]:
     """Decode a method frame's payload into ``(method index, method)``.
 
-    Raises ``AMQPConnectionError``: 503 for an unknown class or method, 502 when
-    the arguments do not decode (truncated or ill-typed fields), as RabbitMQ does.
+    Raises ``AMQPConnectionError`` as RabbitMQ answers: 501 FRAME_ERROR when the
+    arguments do not decode exactly (truncated, ill-typed, or trailing bytes),
+    503 for an unknown class or method (RabbitMQ 3.10 drops the socket there).
     """
     if len(payload) < 4:
-        raise AMQPConnectionError(FRAME_ERROR, "method frame shorter than its class and method ids")
+        raise AMQPConnectionError(FRAME_ERROR, f"type 1, all octets = {erlang_binary(payload)}: unknown_frame")
     index = _INDEX.unpack_from(payload)[0]
+    method_class = commands.INDEX_MAPPING.get(index) if index != BASIC_PUBLISH else Publish
+    if method_class is None:
+        raise AMQPConnectionError(COMMAND_INVALID, f"unknown method class {index >> 16} method {index & 0xFFFF}")
     try:
         if index == BASIC_PUBLISH:
             return index, _decode_publish(payload)
-        method_class = commands.INDEX_MAPPING.get(index)
-        if method_class is None:
-            raise AMQPConnectionError(
-                COMMAND_INVALID, f"unknown method class {index >> 16} method {index & 0xFFFF}"
-            )
         method = method_class()
-        method.unmarshal(payload[4:])
-    except AMQPConnectionError:
-        raise
-    except Exception as error:  # pamqp raises struct.error, ValueError, IndexError, TypeError …
-        raise AMQPConnectionError(
-            SYNTAX_ERROR, f"method {index >> 16}.{index & 0xFFFF} could not be decoded: {error}",
-            index >> 16, index & 0xFFFF,
-        ) from None
+        _unmarshal_exactly(method, payload[4:])
+    except Exception:  # pamqp raises struct.error, ValueError, IndexError, TypeError …
+        raise AMQPConnectionError(FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}",
+                                  index >> 16, index & 0xFFFF) from None
     return index, method
+
+
+def _unmarshal_exactly(method: PamqpMethod, data: bytes) -> None:
+    """pamqp's ``Frame.unmarshal``, but refusing arguments that leave bytes over (as RabbitMQ does)."""
+    offset, bit_offset, in_bits = 0, 0, False
+    for argument in method.__slots__:
+        data_type = method.amqp_type(argument)
+        if in_bits and (data_type != "bit" or bit_offset == 8):
+            offset, bit_offset, in_bits = offset + 1, 0, False
+        consumed, value = decode.by_type(data[offset:], data_type, bit_offset)
+        if data_type == "bit":
+            bit_offset, in_bits = bit_offset + 1, True
+        setattr(method, argument, value)
+        offset += consumed
+    if in_bits:
+        offset += 1
+    if offset != len(data):
+        raise ValueError("method arguments are truncated or followed by extra bytes")
 
 
 def method_frame(channel: int, method: PamqpMethod) -> bytes:

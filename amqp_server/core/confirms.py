@@ -1,0 +1,100 @@
+"""Publisher confirms: which publishes may be acknowledged, and when.
+
+A publish is confirmable once it is routed — unless it was written to the
+store (a persistent message on a durable queue): then it waits for the next
+``Store.sync``.  Confirms go out in order, one ``Basic.Ack(multiple=True)``
+covering everything confirmable, so a transient publish that follows an
+unsynced persistent one waits for that sync too.
+
+``SyncBarrier`` is the broker-wide side of group commit: channels with
+publishes awaiting a sync register here; the server's persister takes a
+snapshot (``begin``), syncs the store once for all of them, and hands the
+snapshot back (``end``) so each channel confirms what that sync covered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+
+class Confirms:
+    """Per-channel confirm sequence numbers (only used after ``confirm.select``)."""
+
+    __slots__ = ("published", "acked", "confirmable", "unsynced")
+
+    def __init__(self) -> None:
+        self.published = 0  # last sequence number given to a publish
+        self.acked = 0  # last sequence number acked or nacked to the client
+        self.confirmable = 0  # everything up to here may be acked now
+        self.unsynced = 0  # highest publish waiting for a store sync (0: none)
+
+    def next_sequence(self) -> int:
+        self.published += 1
+        return self.published
+
+    def routed(self, sequence: int, stored: bool) -> None:
+        if stored or self.unsynced > self.confirmable:
+            self.unsynced = sequence
+        else:
+            self.confirmable = sequence
+
+    def synced(self, sequence: int) -> bool:
+        """A sync covered publishes up to ``sequence``; True if later ones still wait for another."""
+        self.confirmable = max(self.confirmable, sequence)
+        return self.unsynced > self.confirmable
+
+    def take(self) -> tuple[int, bool] | None:
+        """``(delivery_tag, multiple)`` for the next ack frame, or None when nothing is due."""
+        if self.confirmable <= self.acked:
+            return None
+        multiple = self.confirmable - self.acked > 1
+        self.acked = self.confirmable
+        return self.confirmable, multiple
+
+    def take_unsynced(self) -> tuple[int, bool] | None:
+        """Everything not yet acked, for a nack when the store failed to sync."""
+        if self.published <= self.acked:
+            return None
+        multiple = self.published - self.acked > 1
+        self.acked = self.confirmable = self.unsynced = self.published
+        return self.published, multiple
+
+
+class SyncBarrier:
+    """Whether the store needs a sync, and the channels waiting for it with the sequence each needs.
+
+    ``on_request`` (set by the I/O layer) is called when a sync becomes needed
+    and none was requested yet, so the persister runs once per batch, not per write.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict["Channel", None] = {}
+        self.requested = False
+        self.on_request: Callable[[], None] | None = None
+
+    def request(self) -> None:
+        """The store has writes that should become durable soon."""
+        if not self.requested:
+            self.requested = True
+            if self.on_request is not None:
+                self.on_request()
+
+    def wait(self, channel: "Channel") -> None:
+        """``channel`` has publishes that may be confirmed only after the next sync."""
+        self._waiting[channel] = None
+        self.request()
+
+    def begin(self) -> list[tuple["Channel", int]]:
+        """Snapshot what the sync about to start will cover."""
+        snapshot = [(channel, channel.confirms.unsynced) for channel in self._waiting]
+        self._waiting.clear()
+        self.requested = False
+        return snapshot
+
+    def end(self, snapshot: list[tuple["Channel", int]], ok: bool) -> None:
+        """The sync finished: release (or, if it failed, nack) what it covered."""
+        for channel, sequence in snapshot:
+            channel.synced(sequence, ok)

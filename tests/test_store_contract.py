@@ -1,0 +1,259 @@
+"""The ``storage.api.Store`` contract, run against every store implementation, and broker recovery.
+
+The ``store`` fixture is parametrized over ``STORES``; a durable store is added to that list and
+must pass the same tests.  The first part exercises the store directly (put/delete of definitions and
+messages, what ``recover`` returns); the second builds a ``Broker`` on a store, declares durable and
+transient things over the wire, then builds a new ``Broker`` on the same store object and checks what
+came back.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+from pamqp import body as pamqp_body, commands
+from pamqp.header import ContentHeader
+
+from amqp_server.core.broker import Broker
+from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store
+from storage.memory import MemoryStore
+from tests.frames import FakeClock, Peer, open_peer, publish
+
+STORES: list = [pytest.param(MemoryStore, id="memory")]
+
+
+@pytest.fixture(params=STORES)
+def store(request) -> Store:
+    factory: Callable[[], Store] = request.param
+    instance = factory()
+    yield instance
+    instance.close()
+
+
+def recovered(store: Store) -> Recovered:
+    store.sync()
+    return store.recover()
+
+
+def message(n: int) -> MessageRecord:
+    header = ContentHeader(0, 2, commands.Basic.Properties(delivery_mode=2, message_id=f"m{n}")).marshal()
+    return MessageRecord("amq.direct", "k", header, b"%02d" % n)
+
+
+def messages_of(result: Recovered, vhost: str, queue: str) -> list[tuple[int, MessageRecord]]:
+    return list(result.messages.get((vhost, queue), []))
+
+
+# ------------------------------------------------------------------ the contract
+
+def test_empty_store_recovers_nothing(store):
+    result = recovered(store)
+    assert (result.exchanges, result.queues, result.bindings) == ([], [], [])
+    assert not any(result.messages.values())
+
+
+def test_put_and_delete_exchange(store):
+    exchange = ExchangeRecord("/", "x", "direct", durable=True, arguments={"alternate-exchange": "ae"})
+    store.put_exchange(exchange)
+    store.put_exchange(ExchangeRecord("other", "x", "direct"))
+    assert sorted(recovered(store).exchanges, key=lambda r: r.vhost) == [exchange, ExchangeRecord("other", "x",
+                                                                                                  "direct")]
+    store.put_exchange(exchange)  # writing the same definition again keeps one
+    store.delete_exchange("/", "x")
+    assert recovered(store).exchanges == [ExchangeRecord("other", "x", "direct")]
+
+
+def test_put_and_delete_queue(store):
+    queue = QueueRecord("/", "q", durable=True, arguments={"x-max-length": 10, "x-queue-type": "classic"})
+    store.put_queue(queue)
+    store.put_queue(QueueRecord("/", "q2"))
+    store.put_queue(queue)
+    assert sorted(recovered(store).queues, key=lambda r: r.name) == [queue, QueueRecord("/", "q2")]
+    store.delete_queue("/", "q")
+    assert recovered(store).queues == [QueueRecord("/", "q2")]
+
+
+def test_put_and_delete_binding(store):
+    store.put_exchange(ExchangeRecord("/", "x", "direct"))
+    store.put_queue(QueueRecord("/", "q"))
+    plain = BindingRecord("/", "x", "q", "k")
+    with_arguments = BindingRecord("/", "x", "q", "k", {"x-match": "all"})
+    store.put_binding(plain)
+    store.put_binding(plain)
+    store.put_binding(with_arguments)
+    assert sorted(recovered(store).bindings, key=lambda r: len(r.arguments)) == [plain, with_arguments]
+    store.delete_binding(BindingRecord("/", "x", "q", "k"))
+    assert recovered(store).bindings == [with_arguments]
+    store.delete_binding(BindingRecord("/", "x", "q", "missing"))  # unknown bindings are ignored
+    assert recovered(store).bindings == [with_arguments]
+
+
+def test_delete_exchange_drops_its_bindings(store):
+    store.put_exchange(ExchangeRecord("/", "x", "direct"))
+    store.put_exchange(ExchangeRecord("/", "y", "direct"))
+    store.put_queue(QueueRecord("/", "q"))
+    store.put_binding(BindingRecord("/", "x", "q", "k"))
+    store.put_binding(BindingRecord("/", "y", "q", "k"))
+    store.delete_exchange("/", "x")
+    assert recovered(store).bindings == [BindingRecord("/", "y", "q", "k")]
+
+
+def test_messages_recover_in_queue_order_without_removed_ones(store):
+    store.put_queue(QueueRecord("/", "q"))
+    for n in range(1, 7):
+        store.put_message("/", "q", n, message(n))
+    store.remove_messages("/", "q", [2, 4])
+    store.remove_messages("/", "q", [4, 99])  # already removed and unknown ids are ignored
+    assert messages_of(recovered(store), "/", "q") == [(1, message(1)), (3, message(3)), (5, message(5)),
+                                                       (6, message(6))]
+
+
+def test_messages_are_kept_per_vhost_and_queue(store):
+    for vhost, queue in (("/", "a"), ("/", "b"), ("v2", "a")):
+        store.put_queue(QueueRecord(vhost, queue))
+    store.put_message("/", "a", 1, message(1))
+    store.put_message("/", "b", 1, message(2))
+    store.put_message("v2", "a", 1, message(3))
+    store.remove_messages("/", "b", [1])
+    result = recovered(store)
+    assert messages_of(result, "/", "a") == [(1, message(1))]
+    assert messages_of(result, "/", "b") == []
+    assert messages_of(result, "v2", "a") == [(1, message(3))]
+
+
+def test_message_record_round_trips_byte_exact(store):
+    store.put_queue(QueueRecord("/", "q"))
+    record = MessageRecord("ex", "rk", bytes(range(256)), bytes(range(255, -1, -1)) * 100)
+    store.put_message("/", "q", 7, record)
+    [(message_id, back)] = messages_of(recovered(store), "/", "q")
+    assert message_id == 7
+    assert (back.exchange, back.routing_key, back.header, back.body) == (record.exchange, record.routing_key,
+                                                                         record.header, record.body)
+
+
+def test_delete_queue_drops_its_messages_and_bindings_only(store):
+    store.put_exchange(ExchangeRecord("/", "x", "direct"))
+    for name in ("q", "keep"):
+        store.put_queue(QueueRecord("/", name))
+        store.put_binding(BindingRecord("/", "x", name, "k"))
+        store.put_message("/", name, 1, message(1))
+    store.delete_queue("/", "q")
+    result = recovered(store)
+    assert result.queues == [QueueRecord("/", "keep")]
+    assert result.bindings == [BindingRecord("/", "x", "keep", "k")]
+    assert messages_of(result, "/", "q") == []
+    assert messages_of(result, "/", "keep") == [(1, message(1))]
+    store.put_queue(QueueRecord("/", "q"))  # a queue of the same name starts empty
+    assert messages_of(recovered(store), "/", "q") == []
+
+
+# ------------------------------------------------------------------ broker recovery
+
+PERSISTENT = commands.Basic.Properties(delivery_mode=2, headers={"kind": "persistent"})
+TRANSIENT = commands.Basic.Properties(delivery_mode=1)
+
+
+def ok(peer: Peer, value, channel: int = 1) -> list:
+    peer.send_method(channel, value)
+    frames = peer.frames()
+    assert not any(isinstance(v, (commands.Channel.Close, commands.Connection.Close)) for _, v in frames), frames
+    return frames
+
+
+def get_all(peer: Peer, queue: str) -> list[tuple[bool, bytes, ContentHeader]]:
+    """``(redelivered, body, header)`` of every message in ``queue`` (taken and acknowledged)."""
+    got = []
+    while True:
+        peer.send_method(1, commands.Basic.Get(queue=queue, no_ack=True))
+        frames = peer.frames()
+        if any(isinstance(v, commands.Basic.GetEmpty) for _, v in frames):
+            return got
+        get_ok = next(v for _, v in frames if isinstance(v, commands.Basic.GetOk))
+        header = next(v for _, v in frames if isinstance(v, ContentHeader))
+        body = b"".join(v.value for _, v in frames if isinstance(v, pamqp_body.ContentBody))
+        got.append((get_ok.redelivered, body, header))
+
+
+def exists(peer: Peer, value) -> bool:
+    peer.send_method(1, value)
+    frames = peer.frames()
+    if any(isinstance(v, (commands.Queue.DeclareOk, commands.Exchange.DeclareOk)) for _, v in frames):
+        return True
+    [close] = [v for _, v in frames if isinstance(v, commands.Channel.Close)]
+    assert close.reply_code == 404
+    peer.send_method(1, commands.Channel.CloseOk())
+    peer.open_channel(1)
+    return False
+
+
+def test_broker_recovers_durable_definitions_and_persistent_messages(store):
+    first = open_peer(Broker(store=store, clock=FakeClock()))
+    ok(first, commands.Exchange.Declare(exchange="dx", exchange_type="direct", durable=True))
+    ok(first, commands.Exchange.Declare(exchange="tx", exchange_type="direct"))
+    ok(first, commands.Queue.Declare(queue="dq", durable=True))
+    ok(first, commands.Queue.Declare(queue="tq"))
+    ok(first, commands.Queue.Bind(queue="dq", exchange="dx", routing_key="k"))
+    for n in range(1, 5):
+        first.send(publish(1, "k", b"persistent %d" % n, exchange="dx", properties=PERSISTENT))
+    first.send(publish(1, "k", b"transient", exchange="dx", properties=TRANSIENT))
+    first.send(publish(1, "tq", b"persistent in transient queue", properties=PERSISTENT))
+    # acked: gone for good; delivered but never acked: comes back
+    first.send_method(1, commands.Basic.Get(queue="dq"))
+    first.send_method(1, commands.Basic.Ack(delivery_tag=1))
+    first.send_method(1, commands.Basic.Get(queue="dq"))
+    assert [v.delivery_tag for _, v in first.frames() if isinstance(v, commands.Basic.GetOk)] == [1, 2]
+    store.sync()
+
+    second = open_peer(Broker(store=store, clock=FakeClock()))  # the first broker is simply abandoned
+    assert exists(second, commands.Exchange.Declare(exchange="dx", passive=True))
+    assert not exists(second, commands.Exchange.Declare(exchange="tx", passive=True))
+    assert not exists(second, commands.Queue.Declare(queue="tq", passive=True))
+    ok(second, commands.Queue.Declare(queue="dq", durable=True))  # equivalent: still durable
+    back = get_all(second, "dq")
+    assert [(redelivered, body) for redelivered, body, _ in back] == [
+        (True, b"persistent 2"), (True, b"persistent 3"), (True, b"persistent 4")]
+    assert all(header.properties.delivery_mode == 2 and header.properties.headers == {"kind": "persistent"}
+               for _, _, header in back)
+    second.send(publish(1, "k", b"via recovered binding", exchange="dx"))
+    assert [body for _, body, _ in get_all(second, "dq")] == [b"via recovered binding"]
+
+
+def test_broker_does_not_recover_deleted_or_settled_state(store):
+    first = open_peer(Broker(store=store, clock=FakeClock()))
+    ok(first, commands.Exchange.Declare(exchange="gone", exchange_type="direct", durable=True))
+    ok(first, commands.Exchange.Declare(exchange="dx", exchange_type="direct", durable=True))
+    for queue in ("deleted", "purged", "unbound"):
+        ok(first, commands.Queue.Declare(queue=queue, durable=True))
+    ok(first, commands.Queue.Bind(queue="unbound", exchange="dx", routing_key="k"))
+    ok(first, commands.Queue.Unbind(queue="unbound", exchange="dx", routing_key="k"))
+    for queue in ("deleted", "purged"):
+        first.send(publish(1, queue, b"x", properties=PERSISTENT))
+    ok(first, commands.Exchange.Delete(exchange="gone"))
+    ok(first, commands.Queue.Delete(queue="deleted"))
+    ok(first, commands.Queue.Purge(queue="purged"))
+    store.sync()
+
+    second = open_peer(Broker(store=store, clock=FakeClock()))
+    assert not exists(second, commands.Exchange.Declare(exchange="gone", passive=True))
+    assert not exists(second, commands.Queue.Declare(queue="deleted", passive=True))
+    assert get_all(second, "purged") == []
+    second.send(publish(1, "k", b"no binding", exchange="dx"))
+    assert get_all(second, "unbound") == []
+
+
+def test_recovered_messages_are_delivered_to_consumers_and_acks_persist(store):
+    first = open_peer(Broker(store=store, clock=FakeClock()))
+    ok(first, commands.Queue.Declare(queue="dq", durable=True))
+    first.send(b"".join(publish(1, "dq", b"%d" % n, properties=PERSISTENT) for n in range(3)))
+    store.sync()
+
+    second = open_peer(Broker(store=store, clock=FakeClock()))
+    second.send_method(1, commands.Basic.Consume(queue="dq", consumer_tag="c"))
+    delivers = [v for _, v in second.frames() if isinstance(v, commands.Basic.Deliver)]
+    assert [(d.delivery_tag, d.redelivered) for d in delivers] == [(1, True), (2, True), (3, True)]
+    second.send_method(1, commands.Basic.Ack(delivery_tag=2, multiple=True))
+    store.sync()
+
+    third = open_peer(Broker(store=store, clock=FakeClock()))
+    assert [body for _, body, _ in get_all(third, "dq")] == [b"2"]
