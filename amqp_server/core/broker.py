@@ -6,9 +6,7 @@ lookups; behaviour lives in the connection, channel, vhost and queue objects.
 
 from __future__ import annotations
 
-import base64
 import hmac
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,6 +15,8 @@ from storage.api import Store
 from storage.memory import MemoryStore
 
 from .confirms import SyncBarrier
+from .reply_to import ReplyToRegistry
+from .scheduler import Scheduler
 from .vhost import VirtualHost
 
 
@@ -39,10 +39,14 @@ class Broker:
     clock: Callable[[], float] = time.monotonic
     vhosts: dict[str, VirtualHost] = field(default_factory=dict)
     sync_barrier: SyncBarrier = field(default_factory=SyncBarrier)
+    wall_clock: Callable[[], float] = time.time
+    scheduler: Scheduler = field(init=False)
+    reply_to: ReplyToRegistry = field(default_factory=ReplyToRegistry)
 
     def __post_init__(self) -> None:
+        self.scheduler = Scheduler(self.clock)
         if "/" not in self.vhosts:
-            self.vhosts["/"] = VirtualHost("/", self.store, self.sync_barrier)
+            self.vhosts["/"] = VirtualHost("/", self.store, self.sync_barrier, self.scheduler, self.wall_clock)
         recovered = self.store.recover()
         for vhost in self.vhosts.values():
             vhost.restore(recovered)
@@ -51,7 +55,3 @@ class Broker:
         expected = self.users.get(username)
         return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
 
-
-def generated_name(prefix: str) -> str:
-    """RabbitMQ-style generated names: ``amq.gen-`` / ``amq.ctag-`` and 22 URL-safe base64 characters."""
-    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")

@@ -33,19 +33,27 @@ from ..errors import (
     not_found,
 )
 from ..wire import methods as wire
-from ..wire.content import BASIC_CLASS_ID, delivery_mode, parse_header
+from ..wire.content import BASIC_CLASS_ID, decode_properties, encode_header, parse_header
 from ..wire.framing import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_METHOD, body_frames
 from . import declarations
-from .broker import generated_name
+from .broker_names import generated_name
 from .confirms import Confirms
 from .exchanges import Exchange
-from .message import Entry, Message
-from .queue import Consumer, Queue
+from . import reply_to
+from .message import Entry, InvalidExpiration, Message
+from .queue import Consumer, Enqueued, Queue
+from .transaction import Transaction
+from .vhost import sender_selected
 
 if TYPE_CHECKING:
     from .connection import Connection
 
 _FRAME_HEADER = struct.Struct(">BHI")
+
+# how a delivery is settled
+ACK = "ack"
+REQUEUE = "requeue"
+REJECT = "reject"
 
 
 class ChannelState(enum.Enum):
@@ -57,9 +65,10 @@ class ChannelState(enum.Enum):
 class Unacked:
     """A delivered message awaiting ack: where it came from and which consumer holds its credit."""
 
-    __slots__ = ("entry", "queue", "consumer")
+    __slots__ = ("tag", "entry", "queue", "consumer")
 
-    def __init__(self, entry: Entry, queue: Queue, consumer: Consumer | None) -> None:
+    def __init__(self, tag: int, entry: Entry, queue: Queue, consumer: Consumer | None) -> None:
+        self.tag = tag
         self.entry = entry
         self.queue = queue
         self.consumer = consumer
@@ -76,6 +85,9 @@ class Channel:
         self.global_prefetch_count = 0  # shared by the whole channel (global=true)
         self._next_delivery_tag = 1
         self.confirms: Confirms | None = None  # set by confirm.select
+        self.transaction: Transaction | None = None  # set by tx.select
+        self.reply_key: str | None = None  # direct reply-to: this channel's reply routing key
+        self._reply_consumer: Consumer | None = None
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
         # content being assembled: the publish method, its header, its body parts
         self._publish: wire.Publish | None = None
@@ -181,7 +193,8 @@ class Channel:
         """Cancel consumers and requeue unacked messages (redelivered, original order)."""
         for consumer in list(self.consumers.values()):
             self._remove_consumer(consumer)
-        self._requeue(list(self.unacked.values()))
+        self._stop_replies()
+        self._settle(list(self.unacked.values()), REQUEUE)
         self.unacked.clear()
 
     # ------------------------------------------------------------ publish
@@ -206,25 +219,55 @@ class Channel:
         if self.state is not ChannelState.OPEN:
             return
         try:
-            persistent = delivery_mode(header) == 2
-        except (IndexError, struct.error):
-            raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None
+            message = Message(method.exchange, method.routing_key, header, body)
+        except InvalidExpiration as error:
+            raise ChannelError(PRECONDITION_FAILED, str(error), 60, 40) from None
+        except ValueError as error:
+            raise AMQPConnectionError(FRAME_ERROR, str(error), 60, 40) from None
         exchange = self._check_publish(method)
-        message = Message(method.exchange, method.routing_key, header, body, persistent)
-        queues = exchange.route(message)
-        routed = stored = False
-        for queue in queues:
-            stored |= queue.publish(message)
-            routed = True
-        if not routed and method.mandatory:
-            self._send_content(wire.return_frame(self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr,
-                                                 message.routing_key_shortstr), message)
+        if b"CC" in header:  # cheap test before decoding the headers table (it also matches BCC)
+            message = sender_selected(message)
+        if reply_to.PSEUDO_QUEUE.encode() in header:
+            message = self._with_reply_key(message)
+        if self.transaction is not None:
+            self.transaction.publishes.append((exchange, message, method.mandatory))
+            return
+        stored, rejected = self._route(exchange, message, method.mandatory)
         confirms = self.confirms
         if confirms is not None:
-            confirms.routed(confirms.published, stored)
+            if rejected:
+                self._nack(confirms.published)
+            else:
+                confirms.routed(confirms.published, stored)
             if stored:
                 self.connection.vhost.sync_barrier.wait(self)
             self.connection.confirm_pending(self)
+
+    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[bool, bool]:
+        """Enqueue ``message`` everywhere it routes; returns (stored, rejected by a queue)."""
+        if not exchange.name and message.routing_key.startswith(reply_to.KEY_PREFIX):
+            requester = self.connection.broker.reply_to.lookup(message.routing_key)
+            if requester is not None:
+                requester.deliver_reply(message)
+                return False, False
+            queues = []
+        else:
+            queues = self.connection.vhost.route(exchange, message)
+        stored = rejected = False
+        for queue in queues:
+            outcome = queue.publish(message)
+            stored |= outcome is Enqueued.STORED
+            rejected |= outcome is Enqueued.REJECTED
+        if not queues and mandatory:
+            self._send_content(wire.return_frame(self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr,
+                                                 message.routing_key_shortstr), message)
+        return stored, rejected
+
+    def _nack(self, sequence: int) -> None:
+        """A queue refused the message (x-overflow reject-publish): tell the publisher at once."""
+        self.confirms.nacked(sequence)
+        self.connection.send_method(self.channel_id, commands.Basic.Nack(delivery_tag=sequence, multiple=False,
+                                                                         requeue=False))
 
     def _check_publish(self, method: wire.Publish) -> Exchange:
         vhost = self.connection.vhost
@@ -259,10 +302,79 @@ class Channel:
         self.flush_confirms()
 
     def _on_confirm_select(self, method: commands.Confirm.Select) -> None:
+        if self.transaction is not None:
+            raise ChannelError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
         if self.confirms is None:
             self.confirms = Confirms()
         if not method.nowait:
             self.connection.send_method(self.channel_id, commands.Confirm.SelectOk())
+
+    # ------------------------------------------------------------ tx
+
+    def _on_tx_select(self, method: commands.Tx.Select) -> None:
+        if self.confirms is not None:
+            raise ChannelError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+        if self.transaction is None:
+            self.transaction = Transaction()
+        self.connection.send_method(self.channel_id, commands.Tx.SelectOk())
+
+    def _on_tx_commit(self, method: commands.Tx.Commit) -> None:
+        transaction = self._require_transaction()
+        for exchange, message, mandatory in transaction.publishes:
+            self._route(exchange, message, mandatory)
+        for taken, outcome in transaction.settlements:
+            self._settle(taken, outcome)
+        transaction.clear()
+        self.connection.send_method(self.channel_id, commands.Tx.CommitOk())
+
+    def _on_tx_rollback(self, method: commands.Tx.Rollback) -> None:
+        transaction = self._require_transaction()
+        for taken, _ in transaction.settlements:
+            for item in taken:
+                self.unacked[item.tag] = item
+        self.unacked = OrderedDict(sorted(self.unacked.items()))
+        transaction.clear()
+        self.connection.send_method(self.channel_id, commands.Tx.RollbackOk())
+
+    def _require_transaction(self) -> Transaction:
+        if self.transaction is None:
+            raise ChannelError(PRECONDITION_FAILED, "channel is not transactional")
+        return self.transaction
+
+    # ------------------------------------------------------------ direct reply-to
+
+    def _consume_replies(self, method: commands.Basic.Consume, tag: str) -> None:
+        if not method.no_ack:
+            raise ChannelError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
+        if self._reply_consumer is not None:
+            raise ChannelError(PRECONDITION_FAILED, "reply consumer already set")
+        self.reply_key = self.connection.broker.reply_to.register(self)
+        self._reply_consumer = Consumer(self, tag, None, no_ack=True, exclusive=False, prefetch_count=0)
+        if not method.nowait:
+            self.connection.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
+
+    def _stop_replies(self) -> None:
+        if self.reply_key is not None:
+            self.connection.broker.reply_to.unregister(self.reply_key)
+        self.reply_key = self._reply_consumer = None
+
+    def _with_reply_key(self, message: Message) -> Message:
+        """``reply_to=amq.rabbitmq.reply-to`` becomes this channel's reply key (406 without a reply consumer)."""
+        properties = decode_properties(message.header)
+        if properties.reply_to != reply_to.PSEUDO_QUEUE:
+            return message
+        if self.reply_key is None:
+            raise ChannelError(PRECONDITION_FAILED, "fast reply consumer does not exist", 60, 40)
+        properties.reply_to = self.reply_key
+        copy = Message(message.exchange, message.routing_key, encode_header(len(message.body), properties),
+                       message.body, message.persistent)
+        copy.extra_routing_keys = message.extra_routing_keys
+        return copy
+
+    def deliver_reply(self, message: Message) -> None:
+        """A reply published to this channel's reply key: straight to the reply consumer."""
+        if self._reply_consumer is not None and self.state is ChannelState.OPEN:
+            self.deliver(self._reply_consumer, Entry(message, 0, stored=False))
 
     # ------------------------------------------------------------ deliver
 
@@ -279,7 +391,7 @@ class Channel:
         self._send_content(wire.deliver_frame(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
                                               message.exchange_shortstr, message.routing_key_shortstr), message)
         if not consumer.no_ack:
-            self.unacked[tag] = Unacked(entry, consumer.queue, consumer)
+            self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1
 
     def _send_content(self, method_frame: bytes, message: Message) -> None:
@@ -307,13 +419,20 @@ class Channel:
         self.resume_deliveries()
 
     def _on_basic_consume(self, method: commands.Basic.Consume) -> None:
-        queue = declarations.lookup_queue(self, method.queue)
         tag = method.consumer_tag or generated_name("amq.ctag-")
-        if tag in self.consumers:
+        if tag in self.consumers or (self._reply_consumer is not None and self._reply_consumer.tag == tag):
             raise AMQPConnectionError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+        if method.queue == reply_to.PSEUDO_QUEUE:
+            self._consume_replies(method, tag)
+            return
+        queue = declarations.lookup_queue(self, method.queue)
         if queue.has_exclusive_consumer() or (method.exclusive and queue.consumers):
             raise ChannelError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '{queue.vhost.name}' in exclusive use")
-        consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count)
+        priority = (method.arguments or {}).get("x-priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ChannelError(PRECONDITION_FAILED, f"invalid arg 'x-priority' for queue '{queue.name}' in vhost "
+                                                    f"'{queue.vhost.name}': \"expected integer\"")
+        consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority)
         self.consumers[tag] = consumer
         if not method.nowait:
             self.connection.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
@@ -323,6 +442,8 @@ class Channel:
         consumer = self.consumers.get(method.consumer_tag)
         if consumer is not None:
             self._remove_consumer(consumer)
+        elif self._reply_consumer is not None and self._reply_consumer.tag == method.consumer_tag:
+            self._stop_replies()
         if not method.nowait:
             self.connection.send_method(self.channel_id, commands.Basic.CancelOk(consumer_tag=method.consumer_tag))
 
@@ -352,7 +473,7 @@ class Channel:
         if method.no_ack:
             queue.settle((entry,))
         else:
-            self.unacked[tag] = Unacked(entry, queue, None)
+            self.unacked[tag] = Unacked(tag, entry, queue, None)
 
     # ---------------------------------------------------------- settlement
 
@@ -378,46 +499,50 @@ class Channel:
             raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
         return [item]
 
-    def _settle(self, taken: list[Unacked], requeue: bool) -> None:
+    def _settle(self, taken: list[Unacked], outcome: str) -> None:
+        """Apply an ack (``ACK``), a requeue (``REQUEUE``) or a reject/nack without requeue (``REJECT``)."""
         by_queue: dict[Queue, list[Entry]] = {}
         for item in taken:
             if item.consumer is not None:
                 item.consumer.unacked -= 1
             by_queue.setdefault(item.queue, []).append(item.entry)
         for queue, entries in by_queue.items():
-            if requeue:
+            if outcome is REQUEUE:
                 queue.requeue(entries)
+            elif outcome is REJECT:
+                queue.reject(entries)
             else:
                 queue.settle(entries)
         self.resume_deliveries()
 
-    def _requeue(self, taken: list[Unacked]) -> None:
-        self._settle(taken, requeue=True)
+    def _acknowledge(self, delivery_tag: int, multiple: bool, outcome: str) -> None:
+        taken = self._take_unacked(delivery_tag, multiple)
+        if self.transaction is not None:
+            self.transaction.settlements.append((taken, outcome))  # applied at tx.commit
+        else:
+            self._settle(taken, outcome)
 
     def _on_basic_ack(self, method: commands.Basic.Ack) -> None:
-        self._settle(self._take_unacked(method.delivery_tag, method.multiple), requeue=False)
+        self._acknowledge(method.delivery_tag, method.multiple, ACK)
 
     def _on_basic_nack(self, method: commands.Basic.Nack) -> None:
-        self._settle(self._take_unacked(method.delivery_tag, method.multiple), requeue=method.requeue)
+        self._acknowledge(method.delivery_tag, method.multiple, REQUEUE if method.requeue else REJECT)
 
     def _on_basic_reject(self, method: commands.Basic.Reject) -> None:
-        self._settle(self._take_unacked(method.delivery_tag, False), requeue=method.requeue)
+        self._acknowledge(method.delivery_tag, False, REQUEUE if method.requeue else REJECT)
 
     def _on_basic_recover(self, method: commands.Basic.Recover | commands.Basic.RecoverAsync) -> None:
         if not method.requeue:
             raise AMQPConnectionError(NOT_IMPLEMENTED, "requeue=false")
         taken = list(self.unacked.values())
         self.unacked.clear()
-        self._settle(taken, requeue=True)
+        self._settle(taken, REQUEUE)
         if isinstance(method, commands.Basic.Recover):
             self.connection.send_method(self.channel_id, commands.Basic.RecoverOk())
 
 
 def _unsupported(index: int) -> AMQPConnectionError:
-    class_id, method_id = index >> 16, index & 0xFFFF
-    if class_id == 90:
-        return AMQPConnectionError(NOT_IMPLEMENTED, "transactions (tx.*) are not supported yet", class_id, method_id)
-    return AMQPConnectionError(COMMAND_INVALID, "unimplemented method", class_id, method_id)
+    return AMQPConnectionError(COMMAND_INVALID, "unimplemented method", index >> 16, index & 0xFFFF)
 
 
 _HANDLERS: dict[int, Callable[[Channel, Any], None]] = {
@@ -436,5 +561,8 @@ _HANDLERS: dict[int, Callable[[Channel, Any], None]] = {
     commands.Channel.Flow.index: Channel._on_channel_flow,
     commands.Channel.Open.index: Channel._on_channel_open,
     commands.Confirm.Select.index: Channel._on_confirm_select,
+    commands.Tx.Select.index: Channel._on_tx_select,
+    commands.Tx.Commit.index: Channel._on_tx_commit,
+    commands.Tx.Rollback.index: Channel._on_tx_rollback,
     **declarations.HANDLERS,
 }

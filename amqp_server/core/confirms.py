@@ -41,6 +41,13 @@ class Confirms:
         else:
             self.confirmable = sequence
 
+    def nacked(self, sequence: int) -> None:
+        """``sequence`` was nacked on its own; a later multiple-ack may cover it (clients ignore settled tags)."""
+        if self.acked == self.confirmable == sequence - 1 and self.unsynced <= self.confirmable:
+            self.acked = self.confirmable = sequence
+        else:
+            self.routed(sequence, stored=False)
+
     def synced(self, sequence: int) -> bool:
         """A sync covered publishes up to ``sequence``; True if later ones still wait for another."""
         self.confirmable = max(self.confirmable, sequence)

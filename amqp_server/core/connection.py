@@ -55,14 +55,14 @@ log = logging.getLogger("amqp_server.connection")
 # What we advertise in connection.start; only what works (see README's compatibility notes).
 CAPABILITIES = {
     "publisher_confirms": True,
-    "exchange_exchange_bindings": False,
+    "exchange_exchange_bindings": True,
     "basic.nack": True,
     "consumer_cancel_notify": True,
     "connection.blocked": False,
-    "consumer_priorities": False,
+    "consumer_priorities": True,
     "authentication_failure_close": True,
     "per_consumer_qos": True,
-    "direct_reply_to": False,
+    "direct_reply_to": True,
 }
 
 CLOSE_OK_TIMEOUT = 3.0  # how long we wait for connection.close-ok before dropping the socket

@@ -27,9 +27,10 @@ from ..errors import (
     resource_locked,
 )
 from ..wire.methods import queue_declare_ok_frame
-from .broker import generated_name
+from .broker_names import generated_name
 from .exchanges import EXCHANGE_TYPES, Exchange
 from .queue import Queue
+from .queue_arguments import parse_queue_arguments
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -113,6 +114,10 @@ def _check_exchange_equivalent(exchange: Exchange, method: commands.Exchange.Dec
     ):
         if received != current:
             raise inequivalent_arg(arg, "exchange", exchange.name, vhost, received, current)
+    received_ae = (method.arguments or {}).get("alternate-exchange")
+    current_ae = exchange.arguments.get("alternate-exchange")
+    if received_ae != current_ae:
+        raise inequivalent_table_arg("alternate-exchange", "exchange", exchange.name, vhost, received_ae, current_ae)
 
 
 def _on_exchange_delete(channel: "Channel", method: commands.Exchange.Delete) -> None:
@@ -127,6 +132,27 @@ def _on_exchange_delete(channel: "Channel", method: commands.Exchange.Delete) ->
             raise ChannelError(PRECONDITION_FAILED, f"exchange '{exchange.name}' in vhost '{vhost.name}' in use")
         vhost.delete_exchange(exchange)
     _reply(channel, method.nowait, commands.Exchange.DeleteOk())
+
+
+def _on_exchange_bind(channel: "Channel", method: commands.Exchange.Bind) -> None:
+    vhost = channel.connection.vhost
+    _check_not_default(method.source)
+    _check_not_default(method.destination)
+    destination = lookup_exchange(channel, method.destination)
+    source = lookup_exchange(channel, method.source)
+    vhost.bind(source, destination, method.routing_key, dict(method.arguments or {}))
+    _reply(channel, method.nowait, commands.Exchange.BindOk())
+
+
+def _on_exchange_unbind(channel: "Channel", method: commands.Exchange.Unbind) -> None:
+    """Unbinding what does not exist succeeds, as in RabbitMQ."""
+    vhost = channel.connection.vhost
+    _check_not_default(method.source)
+    _check_not_default(method.destination)
+    source, destination = vhost.exchanges.get(method.source), vhost.exchanges.get(method.destination)
+    if source is not None and destination is not None:
+        vhost.unbind(source, destination, method.routing_key, dict(method.arguments or {}))
+    _reply(channel, method.nowait, commands.Exchange.UnbindOk())
 
 
 # ------------------------------------------------------------------ queue.*
@@ -147,12 +173,15 @@ def _on_queue_declare(channel: "Channel", method: commands.Queue.Declare) -> Non
             raise reserved_name("queue", name)
         queue = vhost.queues.get(name)
         if queue is None:
-            queue = Queue(vhost, name, method.durable, method.auto_delete, dict(method.arguments or {}),
-                          exclusive_owner=connection if method.exclusive else None)
+            arguments = dict(method.arguments or {})
+            options = parse_queue_arguments(arguments, name, vhost.name, method.durable, method.exclusive)
+            queue = Queue(vhost, name, method.durable, method.auto_delete, arguments,
+                          exclusive_owner=connection if method.exclusive else None, options=options)
             vhost.add_queue(queue)
         else:
             _check_exclusive_access(channel, queue)
             _check_queue_equivalent(queue, method, connection)
+            queue.redeclared()
     channel.last_queue_name = queue.name
     if not method.nowait:
         connection.send(queue_declare_ok_frame(channel.channel_id, queue.name, queue.message_count,
@@ -218,6 +247,8 @@ def _on_queue_delete(channel: "Channel", method: commands.Queue.Delete) -> None:
 HANDLERS: dict[int, Callable[["Channel", Any], None]] = {
     commands.Exchange.Declare.index: _on_exchange_declare,
     commands.Exchange.Delete.index: _on_exchange_delete,
+    commands.Exchange.Bind.index: _on_exchange_bind,
+    commands.Exchange.Unbind.index: _on_exchange_unbind,
     commands.Queue.Declare.index: _on_queue_declare,
     commands.Queue.Bind.index: _on_queue_bind,
     commands.Queue.Unbind.index: _on_queue_unbind,

@@ -10,7 +10,7 @@ every queue is implicitly bound to it by name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Union
 
 from ..errors import SYNTAX_ERROR, AMQPConnectionError
 from ..wire.content import decode_properties
@@ -22,15 +22,21 @@ if TYPE_CHECKING:
     from .queue import Queue
     from .vhost import VirtualHost
 
-BindingKey = tuple[str, str, str]  # (queue name, routing key, repr of arguments)
+BindingKey = tuple[str, str, str, str]  # (destination kind, name, routing key, repr of arguments)
+Destination = Union["Queue", "Exchange"]
 
 
-def binding_key(queue: "Queue", routing_key: str, arguments: dict[str, Any]) -> BindingKey:
-    return (queue.name, routing_key, repr(sorted(arguments.items())))
+def binding_key(destination: Destination, routing_key: str, arguments: dict[str, Any]) -> BindingKey:
+    return (destination.kind, destination.name, routing_key, repr(sorted(arguments.items())))
+
+
+def _distinct(destinations: Iterable[Destination]) -> tuple[Destination, ...]:
+    return tuple({(d.kind, d.name): d for d in destinations}.values())
 
 
 class Exchange:
     type_name: ClassVar[str] = ""
+    kind: ClassVar[str] = "exchange"
     __slots__ = ("vhost", "name", "durable", "auto_delete", "internal", "arguments", "bindings")
 
     def __init__(self, vhost: "VirtualHost", name: str, durable: bool = False, auto_delete: bool = False,
@@ -41,37 +47,43 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments = arguments or {}
-        self.bindings: dict[BindingKey, tuple["Queue", str, dict[str, Any]]] = {}
+        self.bindings: dict[BindingKey, tuple[Destination, str, dict[str, Any]]] = {}
 
     def record(self) -> ExchangeRecord:
         return ExchangeRecord(self.vhost.name, self.name, self.type_name, self.durable, self.auto_delete,
                               self.internal, dict(self.arguments))
 
-    def binding_record(self, queue: "Queue", routing_key: str, arguments: dict[str, Any]) -> BindingRecord:
-        return BindingRecord(self.vhost.name, self.name, queue.name, routing_key, dict(arguments))
+    @property
+    def alternate_exchange(self) -> str | None:
+        name = self.arguments.get("alternate-exchange")
+        return name.decode() if isinstance(name, bytes) else name
 
-    def bind(self, queue: "Queue", routing_key: str, arguments: dict[str, Any]) -> bool:
+    def binding_record(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> BindingRecord:
+        return BindingRecord(self.vhost.name, self.name, destination.name, routing_key, dict(arguments),
+                             destination.kind)
+
+    def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
         """Add a binding; False when it already existed."""
-        key = binding_key(queue, routing_key, arguments)
+        key = binding_key(destination, routing_key, arguments)
         if key in self.bindings:
             return False
-        self.bindings[key] = (queue, routing_key, arguments)
+        self.bindings[key] = (destination, routing_key, arguments)
         self._reindex(routing_key)
         return True
 
-    def unbind(self, queue: "Queue", routing_key: str, arguments: dict[str, Any]) -> bool:
+    def unbind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
         """Remove a binding; False when there was none."""
-        if self.bindings.pop(binding_key(queue, routing_key, arguments), None) is None:
+        if self.bindings.pop(binding_key(destination, routing_key, arguments), None) is None:
             return False
         self._reindex(routing_key)
         return True
 
-    def route(self, message: "Message") -> Iterable["Queue"]:
-        """The queues ``message`` goes to (each once)."""
+    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+        """Where a message published with ``routing_key`` goes: queues and exchanges, each once."""
         raise NotImplementedError
 
-    def _bound_queues(self) -> tuple["Queue", ...]:
-        return tuple({queue.name: queue for queue, _, _ in self.bindings.values()}.values())
+    def _bound_destinations(self) -> tuple[Destination, ...]:
+        return _distinct(destination for destination, _, _ in self.bindings.values())
 
     def _reindex(self, routing_key: str) -> None:
         """Bindings under ``routing_key`` changed; types with an index rebuild that part."""
@@ -85,15 +97,15 @@ class DirectExchange(Exchange):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._routes: dict[str, tuple["Queue", ...]] = {}
+        self._routes: dict[str, tuple[Destination, ...]] = {}
 
-    def route(self, message: "Message") -> Iterable["Queue"]:
-        return self._routes.get(message.routing_key, ())
+    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+        return self._routes.get(routing_key, ())
 
     def _reindex(self, routing_key: str) -> None:
-        queues = {queue.name: queue for queue, key, _ in self.bindings.values() if key == routing_key}
-        if queues:
-            self._routes[routing_key] = tuple(queues.values())
+        destinations = _distinct(d for d, key, _ in self.bindings.values() if key == routing_key)
+        if destinations:
+            self._routes[routing_key] = destinations
         else:
             self._routes.pop(routing_key, None)
 
@@ -104,8 +116,8 @@ class DefaultExchange(Exchange):
     type_name = "direct"
     __slots__ = ()
 
-    def route(self, message: "Message") -> Iterable["Queue"]:
-        queue = self.vhost.queues.get(message.routing_key)
+    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+        queue = self.vhost.queues.get(routing_key)
         return (queue,) if queue is not None else ()
 
 
@@ -113,17 +125,17 @@ class FanoutExchange(Exchange):
     """Routes to every bound queue, ignoring the routing key."""
 
     type_name = "fanout"
-    __slots__ = ("_queues",)
+    __slots__ = ("_destinations",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._queues: tuple["Queue", ...] = ()
+        self._destinations: tuple[Destination, ...] = ()
 
-    def route(self, message: "Message") -> Iterable["Queue"]:
-        return self._queues
+    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+        return self._destinations
 
     def _reindex(self, routing_key: str) -> None:
-        self._queues = self._bound_queues()
+        self._destinations = self._bound_destinations()
 
 
 class TopicExchange(Exchange):
@@ -135,19 +147,18 @@ class TopicExchange(Exchange):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._cache: dict[str, tuple["Queue", ...]] = {}
+        self._cache: dict[str, tuple[Destination, ...]] = {}
 
-    def route(self, message: "Message") -> Iterable["Queue"]:
-        routing_key = message.routing_key
-        queues = self._cache.get(routing_key)
-        if queues is None:
+    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+        destinations = self._cache.get(routing_key)
+        if destinations is None:
             words = _words(routing_key)
-            queues = tuple({queue.name: queue for queue, pattern, _ in self.bindings.values()
-                            if topic_matches(_words(pattern), words)}.values())
+            destinations = _distinct(d for d, pattern, _ in self.bindings.values()
+                                     if topic_matches(_words(pattern), words))
             if len(self._cache) >= self.CACHE_LIMIT:
                 self._cache.clear()
-            self._cache[routing_key] = queues
-        return queues
+            self._cache[routing_key] = destinations
+        return destinations
 
     def _reindex(self, routing_key: str) -> None:
         self._cache.clear()
@@ -193,15 +204,14 @@ class HeadersExchange(Exchange):
     type_name = "headers"
     __slots__ = ()
 
-    def route(self, message: "Message") -> Iterable["Queue"]:
+    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
         if not self.bindings:
             return ()
         try:
             headers = decode_properties(message.header).headers or {}
         except Exception:  # pamqp raises ValueError, struct.error, IndexError … on malformed tables
             raise AMQPConnectionError(SYNTAX_ERROR, "malformed content header properties", 60, 40) from None
-        return tuple({queue.name: queue for queue, _, arguments in self.bindings.values()
-                      if headers_match(arguments, headers)}.values())
+        return _distinct(d for d, _, arguments in self.bindings.values() if headers_match(arguments, headers))
 
 
 def headers_match(arguments: dict[str, Any], headers: dict[str, Any]) -> bool:
@@ -212,7 +222,13 @@ def headers_match(arguments: dict[str, Any], headers: dict[str, Any]) -> bool:
               if key != "x-match" and (with_x or not key.startswith("x-"))]
 
     def matches(key: str, value: Any) -> bool:
-        return key in headers and (value is None or headers[key] == value)
+        if key not in headers:
+            return False
+        actual = headers[key]
+        if value is None:
+            return True
+        # RabbitMQ compares typed values: a bool never equals an int (Python's True == 1 does)
+        return isinstance(actual, bool) == isinstance(value, bool) and actual == value
 
     if x_match in ("any", "any-with-x"):
         return any(matches(key, value) for key, value in wanted)

@@ -2,27 +2,38 @@
 
 A ``Message`` is shared by every queue it was routed to; its content header is
 kept as the raw payload the publisher sent, so deliveries copy it byte-for-byte.
-An ``Entry`` is the message's place in one queue: its per-queue id (queue
-order, also the store's message id) and whether it was delivered before.
+The few properties the broker acts on (persistence, priority, per-message TTL)
+are peeked once, here.  An ``Entry`` is the message's place in one queue: its
+per-queue id (queue order, also the store's message id), expiry time, and
+delivery history.
 """
 
 from __future__ import annotations
 
 from storage.api import MessageRecord
 
+from ..wire.content import peek_properties
 from ..wire.methods import shortstr
 
 
 class Message:
-    __slots__ = ("exchange", "routing_key", "header", "body", "persistent", "exchange_shortstr",
-                 "routing_key_shortstr")
+    __slots__ = ("exchange", "routing_key", "header", "body", "persistent", "priority", "ttl",
+                 "extra_routing_keys", "exchange_shortstr", "routing_key_shortstr")
 
-    def __init__(self, exchange: str, routing_key: str, header: bytes, body: bytes, persistent: bool) -> None:
+    def __init__(self, exchange: str, routing_key: str, header: bytes, body: bytes,
+                 persistent: bool | None = None) -> None:
+        """Raises ValueError for a malformed property list or an ``expiration`` that is not a number."""
         self.exchange = exchange
         self.routing_key = routing_key
         self.header = header
         self.body = body
-        self.persistent = persistent
+        try:
+            delivery_mode, self.priority, expiration = peek_properties(header)
+        except (IndexError, ValueError) as error:
+            raise ValueError(f"malformed content header properties: {error}") from None
+        self.persistent = delivery_mode == 2 if persistent is None else persistent
+        self.ttl = _parse_expiration(expiration) if expiration is not None else None
+        self.extra_routing_keys: tuple[str, ...] = ()  # CC keys, for dead-lettering
         # encoded once here instead of once per delivery
         self.exchange_shortstr = shortstr(exchange)
         self.routing_key_shortstr = shortstr(routing_key)
@@ -35,11 +46,24 @@ class Message:
         return cls(record.exchange, record.routing_key, record.header, record.body, persistent=True)
 
 
-class Entry:
-    __slots__ = ("message", "message_id", "redelivered", "stored")
+class InvalidExpiration(ValueError):
+    """``expiration`` must be a non-negative integer number of milliseconds."""
 
-    def __init__(self, message: Message, message_id: int, stored: bool, redelivered: bool = False) -> None:
+
+def _parse_expiration(expiration: str) -> int:
+    if not expiration.isdigit():
+        raise InvalidExpiration(f"invalid expiration '{expiration}'")
+    return int(expiration)
+
+
+class Entry:
+    __slots__ = ("message", "message_id", "redelivered", "stored", "expires_at", "delivery_count")
+
+    def __init__(self, message: Message, message_id: int, stored: bool, redelivered: bool = False,
+                 expires_at: float | None = None) -> None:
         self.message = message
         self.message_id = message_id
         self.stored = stored
         self.redelivered = redelivered
+        self.expires_at = expires_at
+        self.delivery_count = 0  # times returned to the queue (quorum queues' x-delivery-count)

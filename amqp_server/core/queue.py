@@ -1,22 +1,32 @@
-"""A queue: ready messages in order, a ring of consumers, requeue in original order.
+"""A queue: ready messages in order, consumers, TTL, length limits, dead-lettering.
 
-Delivery is pull-free: whenever something changes that may let a message move
+Delivery is push-driven: whenever something changes that may let a message move
 (a publish, an ack freeing prefetch credit, a new consumer, a transport that can
 take writes again), the owner calls ``dispatch``, which hands ready messages to
-consumers round-robin until the queue is empty or no consumer has credit.
-The queue writes persistent messages through the vhost's store and forgets them
+consumers until the queue is empty or no consumer has credit — round-robin,
+highest ``x-priority`` first, or only the active one with single-active-consumer.
+Expiry is checked at the head (as RabbitMQ's classic queues do) and driven by
+the vhost's scheduler.  Messages that die (rejected, expired, pushed out by a
+length limit, past a delivery limit) go to the dead-letter exchange if one is
+set.  The queue writes persistent messages through the store and forgets them
 there once settled; it knows nothing about frames (``Channel.deliver`` does).
 """
 
 from __future__ import annotations
 
+import datetime
+import enum
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
 from storage.api import QueueRecord
 
 from ..wire.methods import shortstr
+from . import dead_letter
 from .message import Entry, Message
+from .queue_arguments import QueueOptions, parse_queue_arguments
+from .ready import FifoReady, PriorityReady
+from .scheduler import Timer
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -24,13 +34,22 @@ if TYPE_CHECKING:
     from .vhost import VirtualHost
 
 
+class Enqueued(enum.Enum):
+    """What ``Queue.publish`` did with a message (decides the publisher confirm)."""
+
+    IN_MEMORY = 0
+    STORED = 1  # written to the store: confirm after the next sync
+    REJECTED = 2  # refused by x-overflow reject-publish*: nack
+
+
 class Consumer:
     """One ``basic.consume`` on one channel; prefetch credit is counted here (per-consumer QoS)."""
 
-    __slots__ = ("channel", "tag", "tag_shortstr", "queue", "no_ack", "exclusive", "prefetch_count", "unacked")
+    __slots__ = ("channel", "tag", "tag_shortstr", "queue", "no_ack", "exclusive", "prefetch_count", "unacked",
+                 "priority")
 
     def __init__(self, channel: "Channel", tag: str, queue: "Queue", no_ack: bool, exclusive: bool,
-                 prefetch_count: int) -> None:
+                 prefetch_count: int, priority: int = 0) -> None:
         self.channel = channel
         self.tag = tag
         self.tag_shortstr = shortstr(tag)  # spliced into every Basic.Deliver
@@ -39,105 +58,276 @@ class Consumer:
         self.exclusive = exclusive
         self.prefetch_count = 0 if no_ack else prefetch_count
         self.unacked = 0
+        self.priority = priority
 
     def has_credit(self) -> bool:
         return (not self.prefetch_count or self.unacked < self.prefetch_count) and self.channel.can_deliver(self)
 
 
 class Queue:
-    __slots__ = ("vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "_ready",
-                 "consumers", "_next_id", "_had_consumer", "deleted", "bindings")
+    kind = "queue"
+    __slots__ = ("vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "options", "_ready",
+                 "consumers", "_next_id", "_had_consumer", "deleted", "bindings", "_ready_bytes",
+                 "_expiry_timer", "_unused_timer", "_last_used")
 
     def __init__(self, vhost: "VirtualHost", name: str, durable: bool = False, auto_delete: bool = False,
-                 arguments: dict[str, Any] | None = None, exclusive_owner: "Connection | None" = None) -> None:
+                 arguments: dict[str, Any] | None = None, exclusive_owner: "Connection | None" = None,
+                 options: QueueOptions | None = None) -> None:
         self.vhost = vhost
         self.name = name
         self.durable = durable
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
+        self.options = options or QueueOptions()
         self.exclusive_owner = exclusive_owner
-        self._ready: deque[Entry] = deque()
+        max_priority = self.options.max_priority
+        self._ready: FifoReady | PriorityReady = PriorityReady(max_priority) if max_priority else FifoReady()
+        self._ready_bytes = 0
         self.consumers: deque[Consumer] = deque()
         self._next_id = 1
         self._had_consumer = False
         self.deleted = False
         self.bindings: set[tuple[str, str]] = set()  # (exchange name, binding key) pointing here
+        self._expiry_timer: Timer | None = None
+        self._unused_timer: Timer | None = None
+        self._last_used = vhost.scheduler.clock()
+        if self.options.expires is not None:
+            self._arm_unused_timer()
+
+    @classmethod
+    def from_record(cls, vhost: "VirtualHost", record: QueueRecord) -> "Queue":
+        """A durable queue recovered from the store (its arguments were validated when declared)."""
+        arguments = dict(record.arguments)
+        options = parse_queue_arguments(arguments, record.name, vhost.name, record.durable, exclusive=False)
+        return cls(vhost, record.name, record.durable, record.auto_delete, arguments, options=options)
 
     @property
     def message_count(self) -> int:
+        self._expire(self.vhost.scheduler.clock())
         return len(self._ready)
 
     def record(self) -> QueueRecord:
         return QueueRecord(self.vhost.name, self.name, self.durable, self.auto_delete, dict(self.arguments))
 
-    def publish(self, message: Message) -> bool:
-        """Append a routed message; True if it was written to the store (persistent, durable queue)."""
+    # ------------------------------------------------------------ enqueue
+
+    def publish(self, message: Message) -> Enqueued:
+        """Append a routed message, applying length limits and TTL."""
+        options = self.options
+        if options.overflow != "drop-head" and self._is_full(extra=message):
+            if options.overflow == "reject-publish-dlx":
+                self._dead_letter(message, dead_letter.MAXLEN)
+            return Enqueued.REJECTED
         stored = message.persistent and self.durable
-        entry = Entry(message, self._next_id, stored)
+        entry = Entry(message, self._next_id, stored, expires_at=self._expiry_for(message))
         self._next_id += 1
         if stored:
             self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record())
             self.vhost.sync_barrier.request()
-        self._ready.append(entry)
+        self._append(entry)
         if self.consumers:
             self.dispatch()
-        return stored
+        if options.max_length is not None or options.max_length_bytes is not None:
+            self._drop_head_while_full()
+        if entry.expires_at is not None:
+            self._expire(self.vhost.scheduler.clock())
+        return Enqueued.STORED if stored else Enqueued.IN_MEMORY
 
     def restore(self, message_id: int, message: Message) -> None:
         """Re-add a message recovered from the store; it counts as delivered before (RabbitMQ does the same)."""
-        self._ready.append(Entry(message, message_id, stored=True, redelivered=True))
+        self._append(Entry(message, message_id, stored=True, redelivered=True))
         self._next_id = max(self._next_id, message_id + 1)
 
+    def _append(self, entry: Entry) -> None:
+        self._ready.append(entry)
+        self._ready_bytes += len(entry.message.body)
+        if entry.expires_at is not None and self._expiry_timer is None:
+            self._arm_expiry_timer()
+
+    def _take_head(self) -> Entry:
+        entry = self._ready.popleft()
+        self._ready_bytes -= len(entry.message.body)
+        return entry
+
+    def _expiry_for(self, message: Message) -> float | None:
+        ttls = [ttl for ttl in (self.options.message_ttl, message.ttl) if ttl is not None]
+        return self.vhost.scheduler.clock() + min(ttls) / 1000 if ttls else None
+
+    def _is_full(self, extra: Message | None = None) -> bool:
+        options = self.options
+        count = len(self._ready) + (extra is not None)
+        size = self._ready_bytes + (len(extra.body) if extra is not None else 0)
+        return ((options.max_length is not None and count > options.max_length)
+                or (options.max_length_bytes is not None and size > options.max_length_bytes))
+
+    def _drop_head_while_full(self) -> None:
+        while len(self._ready) and self._is_full():
+            entry = self._take_head()
+            self._forget((entry,))
+            self._dead_letter(entry.message, dead_letter.MAXLEN)
+
+    # ------------------------------------------------------------ deliver
+
     def dispatch(self) -> None:
-        """Hand ready messages to consumers with credit, round-robin, until one side runs out."""
+        """Hand ready messages to consumers with credit until one side runs out."""
         ready, consumers = self._ready, self.consumers
-        while ready and consumers:
-            for _ in range(len(consumers)):
-                consumer = consumers[0]
-                consumers.rotate(-1)
-                if consumer.has_credit():
-                    break
-            else:
+        if not consumers:
+            return
+        now = self.vhost.scheduler.clock()
+        while len(ready):
+            consumer = self._next_consumer()
+            if consumer is None:
                 return
-            entry = ready.popleft()
+            entry = self._take_head()
+            if entry.expires_at is not None and entry.expires_at < now:  # TTL 0 still reaches a waiting consumer
+                self._forget((entry,))
+                self._dead_letter(entry.message, dead_letter.EXPIRED)
+                continue
             consumer.channel.deliver(consumer, entry)
             if consumer.no_ack:
                 self.settle((entry,))
 
+    def _next_consumer(self) -> Consumer | None:
+        consumers = self.consumers
+        if self.options.single_active_consumer:
+            active = consumers[0]
+            return active if active.has_credit() else None
+        if consumers[0].priority or consumers[-1].priority:
+            return self._next_consumer_by_priority()
+        for _ in range(len(consumers)):
+            consumer = consumers[0]
+            consumers.rotate(-1)
+            if consumer.has_credit():
+                return consumer
+        return None
+
+    def _next_consumer_by_priority(self) -> Consumer | None:
+        """Highest ``x-priority`` with credit wins; equal priorities take turns (kept sorted, stable)."""
+        chosen = None
+        for consumer in self.consumers:
+            if (chosen is None or consumer.priority > chosen.priority) and consumer.has_credit():
+                chosen = consumer
+        if chosen is not None:
+            self.consumers.remove(chosen)
+            self._insert_consumer(chosen)  # behind the others of its priority: round-robin among equals
+        return chosen
+
+    def _insert_consumer(self, consumer: Consumer) -> None:
+        """Keep consumers sorted by priority (highest first), newest last among equals."""
+        consumers = self.consumers
+        if not consumers or consumers[-1].priority >= consumer.priority:
+            consumers.append(consumer)
+            return
+        index = next(i for i, other in enumerate(consumers) if other.priority < consumer.priority)
+        consumers.insert(index, consumer)
+
     def get(self) -> Entry | None:
         """Take the head message for ``basic.get``."""
-        return self._ready.popleft() if self._ready else None
+        self._touch()
+        self._expire(self.vhost.scheduler.clock())
+        return self._take_head() if len(self._ready) else None
+
+    # ------------------------------------------------------------ settle
 
     def settle(self, entries: Iterable[Entry]) -> None:
         """The messages are done with (acked, or delivered without ack): forget them in the store."""
+        self._forget(entries)
+
+    def _forget(self, entries: Iterable[Entry]) -> None:
         stored = [entry.message_id for entry in entries if entry.stored]
         if stored and not self.deleted:
             self.vhost.store.remove_messages(self.vhost.name, self.name, stored)
             self.vhost.sync_barrier.request()
 
+    def reject(self, entries: list[Entry]) -> None:
+        """Rejected or nacked without requeue: dead-letter them (or drop)."""
+        self._forget(entries)
+        for entry in entries:
+            self._dead_letter(entry.message, dead_letter.REJECTED)
+
     def requeue(self, entries: list[Entry]) -> None:
         """Put unacked messages back in their original positions, marked redelivered."""
         if self.deleted or not entries:
             return
+        limit = self.options.delivery_limit
+        returned = []
         for entry in entries:
             entry.redelivered = True
-        entries.sort(key=_message_id)
-        ready = self._ready
-        if not ready or entries[-1].message_id < ready[0].message_id:
-            ready.extendleft(reversed(entries))
-        else:
-            self._ready = deque(sorted((*ready, *entries), key=_message_id))
+            entry.delivery_count += 1
+            if limit is not None and entry.delivery_count > limit:
+                self._forget((entry,))
+                self._dead_letter(entry.message, dead_letter.DELIVERY_LIMIT)
+                continue
+            if self.options.queue_type == "quorum":
+                entry.message = dead_letter.with_headers(entry.message, {"x-delivery-count": entry.delivery_count})
+            returned.append(entry)
+        if not returned:
+            return
+        returned.sort(key=lambda entry: entry.message_id)
+        self._ready.restore(returned)
+        self._ready_bytes += sum(len(entry.message.body) for entry in returned)
+        if self._expiry_timer is None and any(entry.expires_at is not None for entry in returned):
+            self._arm_expiry_timer()
         self.dispatch()
 
     def purge(self) -> int:
-        count = len(self._ready)
-        self.settle(self._ready)
-        self._ready.clear()
-        return count
+        entries = self._ready.clear()
+        self._ready_bytes = 0
+        self._forget(entries)
+        return len(entries)
+
+    # ------------------------------------------------------------ expiry
+
+    def _expire(self, now: float) -> None:
+        """Drop (dead-letter) expired messages at the head."""
+        while len(self._ready):
+            head = self._ready.peek()
+            if head.expires_at is None or head.expires_at > now:
+                break
+            self._take_head()
+            self._forget((head,))
+            self._dead_letter(head.message, dead_letter.EXPIRED)
+
+    def _arm_expiry_timer(self) -> None:
+        head = self._ready.peek()
+        when = head.expires_at if head is not None else None
+        if when is None:
+            when = min((entry.expires_at for entry in self._ready if entry.expires_at is not None), default=None)
+        if when is not None:
+            self._expiry_timer = self.vhost.scheduler.call_at(when, self._on_expiry_timer)
+
+    def _on_expiry_timer(self, now: float) -> None:
+        self._expiry_timer = None
+        if not self.deleted:
+            self._expire(now)
+            self._arm_expiry_timer()
+
+    def _touch(self) -> None:
+        """The queue was used (x-expires counts from the last use)."""
+        self._last_used = self.vhost.scheduler.clock()
+
+    def redeclared(self) -> None:
+        self._touch()
+
+    def _arm_unused_timer(self) -> None:
+        when = self._last_used + self.options.expires / 1000
+        self._unused_timer = self.vhost.scheduler.call_at(when, self._on_unused_timer)
+
+    def _on_unused_timer(self, now: float) -> None:
+        self._unused_timer = None
+        if self.deleted or self.consumers:
+            return
+        if now >= self._last_used + self.options.expires / 1000:
+            self.vhost.delete_queue(self)
+        else:
+            self._arm_unused_timer()
+
+    # ------------------------------------------------------------ consumers
 
     def add_consumer(self, consumer: Consumer) -> None:
-        self.consumers.append(consumer)
+        self._insert_consumer(consumer)
         self._had_consumer = True
+        self._touch()
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
@@ -146,12 +336,26 @@ class Queue:
             self.consumers.remove(consumer)
         except ValueError:
             return
+        self._touch()
         if self.auto_delete and self._had_consumer and not self.consumers and not self.deleted:
             self.vhost.delete_queue(self)
+            return
+        if not self.consumers and self.options.expires is not None and self._unused_timer is None:
+            self._arm_unused_timer()
+        self.dispatch()  # with single-active-consumer, the next consumer takes over
 
     def has_exclusive_consumer(self) -> bool:
         return any(consumer.exclusive for consumer in self.consumers)
 
+    def delete_timers(self) -> None:
+        for timer in (self._expiry_timer, self._unused_timer):
+            if timer is not None:
+                timer.cancel()
 
-def _message_id(entry: Entry) -> int:
-    return entry.message_id
+    # ------------------------------------------------------------ dead-lettering
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        if self.options.dead_letter_exchange is None:
+            return
+        now = datetime.datetime.fromtimestamp(int(self.vhost.wall_clock()), tz=datetime.timezone.utc)
+        self.vhost.dead_letter(dead_letter.dead_lettered_copy(message, self, reason, now))

@@ -1,34 +1,88 @@
-"""One virtual host: its exchanges, queues and bindings, and their life cycle.
+"""One virtual host: its exchanges, queues and bindings, their life cycle, and routing.
 
 Every change to a durable definition is written through to the store here, so
 the handlers in ``declarations`` only decide *whether* a change is allowed.
+``route`` is the one place cross-cutting routing happens (exchange-to-exchange
+bindings, alternate exchanges, CC/BCC sender-selected distribution), so each
+exchange type only matches one routing key against its own bindings.
 ``restore`` rebuilds the vhost from what the store recovered at start.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable, Union
 
 from storage.api import Recovered, Store
 
+from ..wire.content import decode_properties
+from . import dead_letter
 from .confirms import SyncBarrier
 from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange
 from .message import Message
 from .queue import Queue
+from .scheduler import Scheduler
 
 BUILTIN_EXCHANGES = (("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
                      ("amq.headers", "headers"), ("amq.match", "headers"))
 
+Destination = Union[Queue, Exchange]
+
 
 class VirtualHost:
-    def __init__(self, name: str, store: Store, sync_barrier: SyncBarrier | None = None) -> None:
+    def __init__(self, name: str, store: Store, sync_barrier: SyncBarrier | None = None,
+                 scheduler: Scheduler | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.name = name
         self.store = store
         self.sync_barrier = sync_barrier or SyncBarrier()
+        self.scheduler = scheduler or Scheduler(time.monotonic)
+        self.wall_clock = wall_clock  # for x-death timestamps
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self, "", durable=True)}
         self.queues: dict[str, Queue] = {}
         for exchange_name, type_name in BUILTIN_EXCHANGES:
             self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](self, exchange_name, durable=True)
+
+    # ------------------------------------------------------------ routing
+
+    def route(self, exchange: Exchange, message: Message) -> list[Queue]:
+        """The queues ``message`` reaches from ``exchange``, each once.
+
+        Follows exchange-to-exchange bindings (each exchange visited once, so
+        loops end), falls back to an exchange's alternate exchange when it routes
+        nowhere, and routes CC/BCC header keys as extra routing keys.
+        """
+        keys = (message.routing_key, *message.extra_routing_keys)
+        queues: dict[str, Queue] = {}
+        seen: set[str] = set()
+        pending = [exchange]
+        while pending:
+            current = pending.pop()
+            if current.name in seen:
+                continue
+            seen.add(current.name)
+            found = False
+            for key in keys:
+                for destination in current.route(message, key):
+                    found = True
+                    if destination.kind == "queue":
+                        queues[destination.name] = destination
+                    else:
+                        pending.append(destination)
+            alternate = current.alternate_exchange
+            if not found and alternate is not None and alternate in self.exchanges:
+                pending.append(self.exchanges[alternate])
+        return list(queues.values())
+
+    def dead_letter(self, message: Message) -> None:
+        """Publish a dead-lettered copy to its dead-letter exchange (dropped if that is missing or cycles)."""
+        exchange = self.exchanges.get(message.exchange)
+        if exchange is None:
+            return
+        for queue in self.route(exchange, message):
+            if not dead_letter.is_cycle(message, queue):
+                queue.publish(message)
+
+    # ------------------------------------------------------------ definitions
 
     def add_exchange(self, exchange: Exchange) -> None:
         self.exchanges[exchange.name] = exchange
@@ -37,8 +91,13 @@ class VirtualHost:
 
     def delete_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
-        for queue, _routing_key, _arguments in exchange.bindings.values():
-            queue.bindings.discard((exchange.name, _routing_key))
+        for destination, routing_key, _arguments in exchange.bindings.values():
+            if destination.kind == "queue":
+                destination.bindings.discard((exchange.name, routing_key))
+        for source in list(self.exchanges.values()):  # bindings *to* this exchange (rare: a scan is fine)
+            for key in [key for key, (d, _, _) in source.bindings.items() if d is exchange]:
+                _, routing_key, arguments = source.bindings[key]
+                source.unbind(exchange, routing_key, arguments)
         if exchange.durable:
             self.store.delete_exchange(self.name, exchange.name)
 
@@ -49,41 +108,49 @@ class VirtualHost:
 
     def delete_queue(self, queue: Queue) -> int:
         """Delete a queue: unbind it, cancel its consumers (telling them), drop its messages."""
+        if queue.deleted:
+            return 0
+        count = queue.message_count
         queue.deleted = True
+        queue.delete_timers()
         self.queues.pop(queue.name, None)
         for exchange_name, _ in list(queue.bindings):
             exchange = self.exchanges.get(exchange_name)
             if exchange is not None:
-                for key in [key for key, (q, _, _) in exchange.bindings.items() if q is queue]:
+                for key in [key for key, (d, _, _) in exchange.bindings.items() if d is queue]:
                     _, routing_key, arguments = exchange.bindings[key]
                     exchange.unbind(queue, routing_key, arguments)
                 self._maybe_auto_delete(exchange)
         queue.bindings.clear()
         for consumer in list(queue.consumers):
             consumer.channel.cancel_by_server(consumer)
-        count = queue.message_count
         if queue.durable:
             self.store.delete_queue(self.name, queue.name)
         return count
 
-    def bind(self, exchange: Exchange, queue: Queue, routing_key: str, arguments: dict[str, Any]) -> None:
-        if exchange.bind(queue, routing_key, arguments):
-            queue.bindings.add((exchange.name, routing_key))
-            if exchange.durable and queue.durable:
-                self.store.put_binding(exchange.binding_record(queue, routing_key, arguments))
+    def bind(self, exchange: Exchange, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
+        if exchange.bind(destination, routing_key, arguments):
+            if destination.kind == "queue":
+                destination.bindings.add((exchange.name, routing_key))
+            if exchange.durable and destination.durable:
+                self.store.put_binding(exchange.binding_record(destination, routing_key, arguments))
 
-    def unbind(self, exchange: Exchange, queue: Queue, routing_key: str, arguments: dict[str, Any]) -> None:
-        if exchange.unbind(queue, routing_key, arguments):
-            if not any(q is queue and key == routing_key for q, key, _ in exchange.bindings.values()):
-                queue.bindings.discard((exchange.name, routing_key))
-            if exchange.durable and queue.durable:
-                self.store.delete_binding(exchange.binding_record(queue, routing_key, arguments))
+    def unbind(self, exchange: Exchange, destination: Destination, routing_key: str,
+               arguments: dict[str, Any]) -> None:
+        if exchange.unbind(destination, routing_key, arguments):
+            if destination.kind == "queue" and not any(
+                    d is destination and key == routing_key for d, key, _ in exchange.bindings.values()):
+                destination.bindings.discard((exchange.name, routing_key))
+            if exchange.durable and destination.durable:
+                self.store.delete_binding(exchange.binding_record(destination, routing_key, arguments))
             self._maybe_auto_delete(exchange)
 
     def _maybe_auto_delete(self, exchange: Exchange) -> None:
         """An auto-delete exchange goes away when its last binding is removed."""
         if exchange.auto_delete and not exchange.bindings and self.exchanges.get(exchange.name) is exchange:
             self.delete_exchange(exchange)
+
+    # ------------------------------------------------------------ recovery
 
     def restore(self, recovered: Recovered) -> None:
         """Rebuild durable definitions and persistent messages recovered from the store."""
@@ -93,16 +160,28 @@ class VirtualHost:
                     self, record.name, record.durable, record.auto_delete, record.internal, dict(record.arguments))
         for record in recovered.queues:
             if record.vhost == self.name:
-                self.queues[record.name] = Queue(self, record.name, record.durable, record.auto_delete,
-                                                 dict(record.arguments))
+                self.queues[record.name] = Queue.from_record(self, record)
         for record in recovered.bindings:
             exchange = self.exchanges.get(record.source)
-            queue = self.queues.get(record.destination)
-            if record.vhost == self.name and exchange is not None and queue is not None:
-                exchange.bind(queue, record.routing_key, dict(record.arguments))
-                queue.bindings.add((exchange.name, record.routing_key))
+            pool = self.queues if record.destination_kind == "queue" else self.exchanges
+            destination = pool.get(record.destination)
+            if record.vhost == self.name and exchange is not None and destination is not None:
+                exchange.bind(destination, record.routing_key, dict(record.arguments))
+                if destination.kind == "queue":
+                    destination.bindings.add((exchange.name, record.routing_key))
         for (vhost, queue_name), messages in recovered.messages.items():
             queue = self.queues.get(queue_name)
             if vhost == self.name and queue is not None:
                 for message_id, record in messages:
                     queue.restore(message_id, Message.from_record(record))
+
+
+def sender_selected(message: Message) -> Message:
+    """Apply CC/BCC headers: their keys become extra routing keys, and BCC is removed (RabbitMQ's rules)."""
+    headers = decode_properties(message.header).headers or {}
+    extra = [*dead_letter.string_list(headers.get("CC")), *dead_letter.string_list(headers.get("BCC"))]
+    if "BCC" in headers:
+        message = dead_letter.with_headers(message, {}, remove=("BCC",))
+    message.extra_routing_keys = tuple(extra)
+    return message
+

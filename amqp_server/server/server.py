@@ -13,6 +13,7 @@ from ..config import Config
 from ..core.broker import Broker, Limits
 from .persister import Persister
 from .protocol import AMQPProtocol
+from .timer import SchedulerDriver
 
 log = logging.getLogger("amqp_server.server")
 
@@ -26,6 +27,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
                     limits=Limits(channel_max=config.channel_max, frame_max=config.frame_max,
                                   heartbeat=config.heartbeat))
     persister = Persister(store, broker.sync_barrier)
+    timers = SchedulerDriver(broker.scheduler)
     connections: set[AMQPProtocol] = set()
     server = await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
                                       reuse_address=True)
@@ -44,6 +46,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         server.close()
+        timers.stop()
         for protocol in list(connections):
             protocol.close("broker forced connection closure with reason 'shutdown'")
         await asyncio.sleep(0.05)  # let the close frames go out

@@ -19,6 +19,9 @@ FLAG_CONTENT_ENCODING = 1 << 14
 FLAG_HEADERS = 1 << 13
 FLAG_DELIVERY_MODE = 1 << 12
 FLAG_PRIORITY = 1 << 11
+FLAG_CORRELATION_ID = 1 << 10
+FLAG_REPLY_TO = 1 << 9
+FLAG_EXPIRATION = 1 << 8
 
 BASIC_CLASS_ID = 60
 
@@ -37,20 +40,44 @@ def parse_header(payload: bytes) -> tuple[int, int, int]:
 
 def delivery_mode(payload: bytes) -> int:
     """Peek ``delivery_mode`` (2 = persistent) without decoding the property table."""
+    return peek_properties(payload)[0]
+
+
+def peek_properties(payload: bytes) -> tuple[int, int, str | None]:
+    """Peek ``(delivery_mode, priority, expiration)`` by walking the flag word, skipping the rest.
+
+    Raises IndexError or struct.error on a truncated property list.
+    """
     flags = _HEADER_FIXED.unpack_from(payload)[3]
-    if not flags & FLAG_DELIVERY_MODE:
-        return 1
+    if not flags & 0b0001_1111_1000_0000:  # none of the fields up to expiration: the common case
+        return 1, 0, None
     offset = _HEADER_FIXED.size
     if flags & 1:  # continuation flag words never occur for basic, but skip them if sent
         while struct.unpack_from(">H", payload, offset - 2)[0] & 1:
             offset += 2
+    delivery, priority, expiration = 1, 0, None
     if flags & FLAG_CONTENT_TYPE:
         offset += 1 + payload[offset]
     if flags & FLAG_CONTENT_ENCODING:
         offset += 1 + payload[offset]
     if flags & FLAG_HEADERS:
         offset += 4 + _LONG.unpack_from(payload, offset)[0]
-    return payload[offset]
+    if flags & FLAG_DELIVERY_MODE:
+        delivery = payload[offset]
+        offset += 1
+    if flags & FLAG_PRIORITY:
+        priority = payload[offset]
+        offset += 1
+    if flags & FLAG_EXPIRATION:
+        for flag in (FLAG_CORRELATION_ID, FLAG_REPLY_TO):
+            if flags & flag:
+                offset += 1 + payload[offset]
+        length = payload[offset]
+        raw = payload[offset + 1 : offset + 1 + length]
+        if len(raw) != length:
+            raise IndexError("truncated expiration")
+        expiration = raw.decode("utf-8", "replace")
+    return delivery, priority, expiration
 
 
 def decode_properties(payload: bytes) -> commands.Basic.Properties:
@@ -59,3 +86,9 @@ def decode_properties(payload: bytes) -> commands.Basic.Properties:
     properties = commands.Basic.Properties()
     properties.unmarshal(flags, payload[_HEADER_FIXED.size :])
     return properties
+
+
+def encode_header(body_size: int, properties: commands.Basic.Properties) -> bytes:
+    """A content header payload for ``properties`` (used when the broker must change a property:
+    dead-lettering's ``x-death``, direct reply-to's ``reply_to``, BCC removal)."""
+    return struct.pack(">HHQ", BASIC_CLASS_ID, 0, body_size) + properties.marshal()
