@@ -45,10 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from storage.segment_store import DataDirLocked
+
     from .server.server import serve
 
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:
         pass
+    except (DataDirLocked, OSError) as error:  # data dir in use, address already in use …
+        print(f"amqp-server: {error}", file=sys.stderr)
+        return 1
     return 0

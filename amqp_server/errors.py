@@ -90,7 +90,7 @@ def inequivalent_table_arg(arg: str, kind: str, name: str, vhost: str, received:
                            current: object) -> ChannelError:
     """406 for an ``x-`` argument that differs; RabbitMQ names the table type when one side is absent."""
     def show(value: object) -> str:
-        return "none" if value is None else f"the value '{value}' of type '{_table_type(value)}'"
+        return "none" if value is None else f"the value '{value}' of type '{table_type(value)}'"
 
     if received is not None and current is not None:
         detail = f"received '{received}' but current is '{current}'"
@@ -100,18 +100,24 @@ def inequivalent_table_arg(arg: str, kind: str, name: str, vhost: str, received:
                         f"inequivalent arg '{arg}' for {vhost_resource(kind, name, vhost)}: {detail}")
 
 
-def _table_type(value: object) -> str:
-    """The AMQP field-table type name RabbitMQ would report (the exact wire type is not kept after decoding)."""
+def table_type(value: object) -> str:
+    """The field-table type name RabbitMQ would report for a decoded value.
+
+    The wire type is not kept after decoding; integers are named as pika and
+    py-amqp encode them (``signedint`` when they fit 32 bits, else ``long``).
+    """
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "short" if -32768 <= value <= 32767 else "long" if -2**31 <= value < 2**31 else "longlong"
+        return "signedint" if -2**31 <= value < 2**31 else "long"
     if isinstance(value, float):
         return "double"
     if isinstance(value, dict):
         return "table"
     if isinstance(value, list):
         return "array"
+    if value is None:
+        return "void"
     return "longstr"
 
 

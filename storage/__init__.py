@@ -7,5 +7,6 @@ the durable store lands.
 
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store, binding_key
 from .memory import MemoryStore
+from .segment_store import DataDirLocked, SegmentStore
 
-__all__ = ["BindingRecord", "ExchangeRecord", "MemoryStore", "MessageRecord", "QueueRecord", "Recovered", "Store", "binding_key"]
+__all__ = ["BindingRecord", "DataDirLocked", "SegmentStore", "ExchangeRecord", "MemoryStore", "MessageRecord", "QueueRecord", "Recovered", "Store", "binding_key"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from pathlib import Path
+
 import pytest
 from pamqp import body as pamqp_body, commands
 from pamqp.header import ContentHeader
@@ -18,15 +20,19 @@ from pamqp.header import ContentHeader
 from amqp_server.core.broker import Broker
 from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store
 from storage.memory import MemoryStore
+from storage.segment_store import SegmentStore
 from tests.frames import FakeClock, Peer, open_peer, publish
 
-STORES: list = [pytest.param(MemoryStore, id="memory")]
+STORES: list = [
+    pytest.param(lambda path: MemoryStore(), id="memory"),
+    pytest.param(lambda path: SegmentStore(path / "data"), id="segment"),
+]
 
 
 @pytest.fixture(params=STORES)
-def store(request) -> Store:
-    factory: Callable[[], Store] = request.param
-    instance = factory()
+def store(request, tmp_path) -> Store:
+    factory: Callable[[Path], Store] = request.param
+    instance = factory(tmp_path)
     yield instance
     instance.close()
 

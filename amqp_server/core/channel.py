@@ -31,15 +31,18 @@ from ..errors import (
     AMQPConnectionError,
     ChannelError,
     not_found,
+    table_type,
 )
 from ..wire import methods as wire
-from ..wire.content import BASIC_CLASS_ID, decode_properties, encode_header, parse_header
+from ..wire.content import BASIC_CLASS_ID, parse_header
+from ..wire.properties import ContentHeader
 from ..wire.framing import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_METHOD, body_frames
 from . import declarations
 from .broker_names import generated_name
 from .confirms import Confirms
 from .exchanges import Exchange
 from . import reply_to
+from .dead_letter import with_headers
 from .message import Entry, InvalidExpiration, Message
 from .queue import Consumer, Enqueued, Queue
 from .transaction import Transaction
@@ -225,10 +228,13 @@ class Channel:
         except ValueError as error:
             raise AMQPConnectionError(FRAME_ERROR, str(error), 60, 40) from None
         exchange = self._check_publish(method)
-        if b"CC" in header:  # cheap test before decoding the headers table (it also matches BCC)
-            message = sender_selected(message)
-        if reply_to.PSEUDO_QUEUE.encode() in header:
-            message = self._with_reply_key(message)
+        try:
+            if b"CC" in header:  # cheap test before decoding the headers table (it also matches BCC)
+                message = sender_selected(message)
+            if reply_to.PSEUDO_QUEUE.encode() in header:
+                message = self._with_reply_key(message)
+        except (ValueError, IndexError, struct.error):
+            raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
             return
@@ -360,14 +366,13 @@ class Channel:
 
     def _with_reply_key(self, message: Message) -> Message:
         """``reply_to=amq.rabbitmq.reply-to`` becomes this channel's reply key (406 without a reply consumer)."""
-        properties = decode_properties(message.header)
-        if properties.reply_to != reply_to.PSEUDO_QUEUE:
+        header = ContentHeader(message.header)
+        if header.shortstr("reply_to") != reply_to.PSEUDO_QUEUE:
             return message
         if self.reply_key is None:
             raise ChannelError(PRECONDITION_FAILED, "fast reply consumer does not exist", 60, 40)
-        properties.reply_to = self.reply_key
-        copy = Message(message.exchange, message.routing_key, encode_header(len(message.body), properties),
-                       message.body, message.persistent)
+        header.set_shortstr("reply_to", self.reply_key)
+        copy = Message(message.exchange, message.routing_key, header.encode(), message.body, message.persistent)
         copy.extra_routing_keys = message.extra_routing_keys
         return copy
 
@@ -431,7 +436,7 @@ class Channel:
         priority = (method.arguments or {}).get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise ChannelError(PRECONDITION_FAILED, f"invalid arg 'x-priority' for queue '{queue.name}' in vhost "
-                                                    f"'{queue.vhost.name}': \"expected integer\"")
+                                                    f"'{queue.vhost.name}': \"expected integer, got {table_type(priority)}\"")
         consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority)
         self.consumers[tag] = consumer
         if not method.nowait:
@@ -468,6 +473,8 @@ class Channel:
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
+        if queue.options.queue_type == "quorum" and not entry.delivery_count:
+            message = with_headers(message, {"x-delivery-count": 0})  # quorum basic.get always carries it
         self._send_content(wire.get_ok_frame(self.channel_id, tag, entry.redelivered, message.exchange_shortstr,
                                              message.routing_key_shortstr, queue.message_count), message)
         if method.no_ack:

@@ -140,6 +140,7 @@ def _on_exchange_bind(channel: "Channel", method: commands.Exchange.Bind) -> Non
     _check_not_default(method.destination)
     destination = lookup_exchange(channel, method.destination)
     source = lookup_exchange(channel, method.source)
+    source.check_binding(method.arguments or {})
     vhost.bind(source, destination, method.routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Exchange.BindOk())
 
@@ -166,6 +167,7 @@ def _on_queue_declare(channel: "Channel", method: commands.Queue.Declare) -> Non
         if queue is None:
             raise not_found("queue", name, vhost.name)
         _check_exclusive_access(channel, queue)
+        queue.redeclared()  # a passive declare is a use too: it renews x-expires
     else:
         if not name:
             name = generated_name("amq.gen-")
@@ -174,7 +176,8 @@ def _on_queue_declare(channel: "Channel", method: commands.Queue.Declare) -> Non
         queue = vhost.queues.get(name)
         if queue is None:
             arguments = dict(method.arguments or {})
-            options = parse_queue_arguments(arguments, name, vhost.name, method.durable, method.exclusive)
+            options = parse_queue_arguments(arguments, name, vhost.name, method.durable, method.exclusive,
+                                            method.auto_delete)
             queue = Queue(vhost, name, method.durable, method.auto_delete, arguments,
                           exclusive_owner=connection if method.exclusive else None, options=options)
             vhost.add_queue(queue)
@@ -199,6 +202,8 @@ def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connec
     arguments = method.arguments or {}
     for arg in EQUIVALENT_QUEUE_ARGUMENTS:
         received, current = arguments.get(arg), queue.arguments.get(arg)
+        if arg == "x-queue-type" and {received, current} <= {None, "classic"}:
+            continue  # a classic queue is the same with or without the argument
         if received != current:
             raise inequivalent_table_arg(arg, "queue", queue.name, vhost, received, current)
 
@@ -208,6 +213,7 @@ def _on_queue_bind(channel: "Channel", method: commands.Queue.Bind) -> None:
     exchange = lookup_exchange(channel, method.exchange)  # RabbitMQ reports a missing exchange first
     queue = lookup_queue(channel, method.queue)
     routing_key = method.routing_key if (method.routing_key or method.queue) else queue.name
+    exchange.check_binding(method.arguments or {})
     channel.connection.vhost.bind(exchange, queue, routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Queue.BindOk())
 

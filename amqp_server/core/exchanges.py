@@ -10,9 +10,11 @@ every queue is implicitly bound to it by name.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Union
 
-from ..errors import SYNTAX_ERROR, AMQPConnectionError
+from ..errors import FRAME_ERROR, PRECONDITION_FAILED, AMQPConnectionError, ChannelError
 from ..wire.content import decode_properties
 
 from storage.api import BindingRecord, ExchangeRecord
@@ -81,6 +83,9 @@ class Exchange:
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
         """Where a message published with ``routing_key`` goes: queues and exchanges, each once."""
         raise NotImplementedError
+
+    def check_binding(self, arguments: dict[str, Any]) -> None:
+        """Refuse binding arguments this type cannot use (406); most types accept anything."""
 
     def _bound_destinations(self) -> tuple[Destination, ...]:
         return _distinct(destination for destination, _, _ in self.bindings.values())
@@ -204,19 +209,34 @@ class HeadersExchange(Exchange):
     type_name = "headers"
     __slots__ = ()
 
+    def check_binding(self, arguments: dict[str, Any]) -> None:
+        x_match = arguments.get("x-match", "all")
+        if isinstance(x_match, bytes):
+            x_match = x_match.decode("utf-8", "replace")
+        if not isinstance(x_match, str):
+            kind = "signedint" if isinstance(x_match, int) and not isinstance(x_match, bool) else type(x_match).__name__
+            raise ChannelError(PRECONDITION_FAILED, f"Invalid x-match field type {kind} (value {x_match}); "
+                                                    "expected longstr")
+        if x_match not in X_MATCH_VALUES:
+            raise ChannelError(PRECONDITION_FAILED, f'Invalid x-match field value <<"{x_match}">>; expected all, '
+                                                    "any, all-with-x, or any-with-x")
+
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
         if not self.bindings:
             return ()
         try:
             headers = decode_properties(message.header).headers or {}
         except Exception:  # pamqp raises ValueError, struct.error, IndexError … on malformed tables
-            raise AMQPConnectionError(SYNTAX_ERROR, "malformed content header properties", 60, 40) from None
+            raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None
         return _distinct(d for d, _, arguments in self.bindings.values() if headers_match(arguments, headers))
+
+
+X_MATCH_VALUES = ("all", "any", "all-with-x", "any-with-x")
 
 
 def headers_match(arguments: dict[str, Any], headers: dict[str, Any]) -> bool:
     """RabbitMQ's headers matching; a binding value of void only asks for the header to be present."""
-    x_match = arguments.get("x-match", "all")
+    x_match = _text(arguments.get("x-match", "all"))
     with_x = x_match in ("all-with-x", "any-with-x")
     wanted = [(key, value) for key, value in arguments.items()
               if key != "x-match" and (with_x or not key.startswith("x-"))]
@@ -224,15 +244,37 @@ def headers_match(arguments: dict[str, Any], headers: dict[str, Any]) -> bool:
     def matches(key: str, value: Any) -> bool:
         if key not in headers:
             return False
-        actual = headers[key]
-        if value is None:
-            return True
-        # RabbitMQ compares typed values: a bool never equals an int (Python's True == 1 does)
-        return isinstance(actual, bool) == isinstance(value, bool) and actual == value
+        return value is None or _erlang_value(headers[key]) == _erlang_value(value)
 
     if x_match in ("any", "any-with-x"):
         return any(matches(key, value) for key, value in wanted)
     return all(matches(key, value) for key, value in wanted)
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
+
+
+def _erlang_value(value: Any) -> Any:
+    """A comparison key with RabbitMQ's (Erlang's ``==``) semantics for header values.
+
+    Numbers compare by value across integer and float, and a timestamp is an
+    integer there; booleans and decimals are not numbers; longstr and byte
+    arrays are both binaries, compared byte for byte.
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, datetime.datetime):
+        return int(value.timestamp())
+    if isinstance(value, decimal.Decimal):
+        return ("decimal", value)
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    return value
 
 
 EXCHANGE_TYPES: dict[str, type[Exchange]] = {

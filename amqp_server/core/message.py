@@ -10,6 +10,8 @@ delivery history.
 
 from __future__ import annotations
 
+import re
+
 from storage.api import MessageRecord
 
 from ..wire.content import peek_properties
@@ -51,9 +53,17 @@ class InvalidExpiration(ValueError):
 
 
 def _parse_expiration(expiration: str) -> int:
-    if not expiration.isdigit():
-        raise InvalidExpiration(f"invalid expiration '{expiration}'")
-    return int(expiration)
+    """Milliseconds, parsed the way RabbitMQ does (Erlang's string:to_integer) with its error texts."""
+    match = re.match(r"[+-]?\d+", expiration)
+    if match is None:
+        reason = "no_integer"
+    elif match.end() != len(expiration):
+        reason = f'{{leftover_string,"{expiration[match.end():]}"}}'
+    elif int(match.group()) < 0:
+        reason = f"{{value_negative,{int(match.group())}}}"
+    else:
+        return int(match.group())
+    raise InvalidExpiration(f"invalid expiration '{expiration}': {reason}")
 
 
 class Entry:

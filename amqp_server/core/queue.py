@@ -119,18 +119,19 @@ class Queue:
                 self._dead_letter(message, dead_letter.MAXLEN)
             return Enqueued.REJECTED
         stored = message.persistent and self.durable
-        entry = Entry(message, self._next_id, stored, expires_at=self._expiry_for(message))
+        now = self.vhost.scheduler.clock()
+        entry = Entry(message, self._next_id, stored, expires_at=self._expiry_for(message, now))
         self._next_id += 1
         if stored:
             self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record())
             self.vhost.sync_barrier.request()
         self._append(entry)
         if self.consumers:
-            self.dispatch()
+            self.dispatch(now)
         if options.max_length is not None or options.max_length_bytes is not None:
             self._drop_head_while_full()
         if entry.expires_at is not None:
-            self._expire(self.vhost.scheduler.clock())
+            self._expire(now)
         return Enqueued.STORED if stored else Enqueued.IN_MEMORY
 
     def restore(self, message_id: int, message: Message) -> None:
@@ -149,9 +150,9 @@ class Queue:
         self._ready_bytes -= len(entry.message.body)
         return entry
 
-    def _expiry_for(self, message: Message) -> float | None:
+    def _expiry_for(self, message: Message, now: float) -> float | None:
         ttls = [ttl for ttl in (self.options.message_ttl, message.ttl) if ttl is not None]
-        return self.vhost.scheduler.clock() + min(ttls) / 1000 if ttls else None
+        return now + min(ttls) / 1000 if ttls else None
 
     def _is_full(self, extra: Message | None = None) -> bool:
         options = self.options
@@ -168,12 +169,13 @@ class Queue:
 
     # ------------------------------------------------------------ deliver
 
-    def dispatch(self) -> None:
+    def dispatch(self, now: float | None = None) -> None:
         """Hand ready messages to consumers with credit until one side runs out."""
         ready, consumers = self._ready, self.consumers
         if not consumers:
             return
-        now = self.vhost.scheduler.clock()
+        if now is None:
+            now = self.vhost.scheduler.clock()
         while len(ready):
             consumer = self._next_consumer()
             if consumer is None:

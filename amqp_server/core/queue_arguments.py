@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PRECONDITION_FAILED, ChannelError, vhost_resource
+from ..errors import PRECONDITION_FAILED, ChannelError, table_type, vhost_resource
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum")
@@ -30,71 +30,80 @@ class QueueOptions:
     delivery_limit: int | None = None
 
 
-def parse_queue_arguments(arguments: dict[str, Any], name: str, vhost: str, durable: bool,
-                          exclusive: bool) -> QueueOptions:
-    """Validate ``arguments`` as RabbitMQ does and return the options they set."""
-    def invalid(arg: str, reason: str) -> ChannelError:
-        return ChannelError(PRECONDITION_FAILED, f"invalid arg '{arg}' for {vhost_resource('queue', name, vhost)}: "
-                                                 f"{reason}")
+MAX_TIMER = 2**32 - 1  # ms: RabbitMQ's limit for x-message-ttl and x-expires
+MAX_PRIORITY = 255
+# Arguments a queue type refuses (RabbitMQ 3.10): "invalid arg … of queue type rabbit_…_queue".
+UNSUPPORTED = {
+    "classic": ("x-delivery-limit", "x-quorum-initial-group-size", "x-dead-letter-strategy"),
+    "quorum": ("x-max-priority", "x-queue-mode", "x-queue-master-locator", "x-queue-version"),
+}
 
-    def integer(arg: str, minimum: int) -> int | None:
+
+def parse_queue_arguments(arguments: dict[str, Any], name: str, vhost: str, durable: bool,
+                          exclusive: bool, auto_delete: bool = False) -> QueueOptions:
+    """Validate ``arguments`` as RabbitMQ does and return the options they set."""
+    resource = vhost_resource("queue", name, vhost)
+
+    def invalid(arg: str, reason: str) -> ChannelError:
+        return ChannelError(PRECONDITION_FAILED, f"invalid arg '{arg}' for {resource}: {reason}")
+
+    def integer(arg: str, minimum: int, maximum: int | None = None, too_large: str = "value_too_large") -> int | None:
         value = arguments.get(arg)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise invalid(arg, f'"expected integer, got {_type_name(value)}"')
+            raise invalid(arg, f'"expected integer, got {table_type(value)}"')
         if value < minimum:
             raise invalid(arg, f"{{value_negative,{value}}}" if value < 0 else f"{{value_zero,{value}}}")
+        if maximum is not None and value > maximum:
+            raise invalid(arg, f"{{{too_large},{value}}}")
         return value
 
-    def string(arg: str) -> str | None:
+    def string(arg: str, wrong_type: str = "unacceptable") -> str | None:
         value = arguments.get(arg)
         if value is None:
             return None
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         if not isinstance(value, str):
-            raise invalid(arg, f'"expected string, got {_type_name(value)}"')
+            if wrong_type == "dead_letter":
+                raise ChannelError(PRECONDITION_FAILED, f"invalid type '{table_type(value)}' for arg '{arg}' in "
+                                                        f"{resource}")
+            raise invalid(arg, f"{{unacceptable_type,{table_type(value)}}}")
         return value
 
-    overflow = string("x-overflow") or "drop-head"
-    if overflow not in OVERFLOW_MODES:
-        raise invalid("x-overflow", f"{{unknown_overflow_type,<<\"{overflow}\">>}}")
     queue_type = string("x-queue-type") or "classic"
     if queue_type not in QUEUE_TYPES:
         raise invalid("x-queue-type", f"\"unsupported queue type '{queue_type}'\"")
-    if queue_type == "quorum" and (not durable or exclusive):
-        prop = "non-durable" if not durable else "exclusive"
-        raise ChannelError(PRECONDITION_FAILED, f"invalid property '{prop}' for "
-                                                f"{vhost_resource('queue', name, vhost)}")
-    max_priority = integer("x-max-priority", 0)
+    if queue_type == "quorum":
+        for prop, refused in (("non-durable", not durable), ("exclusive-owner", exclusive),
+                              ("auto-delete", auto_delete)):
+            if refused:
+                raise ChannelError(PRECONDITION_FAILED, f"invalid property '{prop}' for {resource}")
+    for arg in UNSUPPORTED[queue_type]:
+        if arg in arguments:
+            raise ChannelError(PRECONDITION_FAILED, f"invalid arg '{arg}' for {resource} of queue type "
+                                                    f"rabbit_{queue_type}_queue")
+    overflow = string("x-overflow") or "drop-head"
+    if overflow not in OVERFLOW_MODES:
+        raise invalid("x-overflow", "invalid_overflow")
     sac = arguments.get("x-single-active-consumer", False)
     if not isinstance(sac, bool):
-        raise invalid("x-single-active-consumer", f'"expected bool, got {_type_name(sac)}"')
+        raise invalid("x-single-active-consumer", f"{{unacceptable_type,{table_type(sac)}}}")
+    dead_letter_exchange = string("x-dead-letter-exchange", "dead_letter")
+    dead_letter_routing_key = string("x-dead-letter-routing-key", "dead_letter")
+    if dead_letter_routing_key is not None and dead_letter_exchange is None:
+        raise invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
     return QueueOptions(
-        message_ttl=integer("x-message-ttl", 0),
-        expires=integer("x-expires", 1),
-        dead_letter_exchange=string("x-dead-letter-exchange"),
-        dead_letter_routing_key=string("x-dead-letter-routing-key"),
+        message_ttl=integer("x-message-ttl", 0, MAX_TIMER),
+        expires=integer("x-expires", 1, MAX_TIMER),
+        dead_letter_exchange=dead_letter_exchange,
+        dead_letter_routing_key=dead_letter_routing_key,
         max_length=integer("x-max-length", 0),
         max_length_bytes=integer("x-max-length-bytes", 0),
         overflow=overflow,
-        max_priority=min(max_priority, 255) if max_priority is not None else None,
+        max_priority=integer("x-max-priority", 0, MAX_PRIORITY, "max_value_exceeded"),
         single_active_consumer=sac,
         queue_type=queue_type,
         delivery_limit=integer("x-delivery-limit", 0) if queue_type == "quorum" else None,
     )
-
-
-def _type_name(value: object) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (str, bytes)):
-        return "longstr"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, list):
-        return "array"
-    return type(value).__name__

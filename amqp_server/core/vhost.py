@@ -15,7 +15,8 @@ from typing import Any, Callable, Union
 
 from storage.api import Recovered, Store
 
-from ..wire.content import decode_properties
+from ..errors import PRECONDITION_FAILED, ChannelError
+from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
 from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange
@@ -177,11 +178,23 @@ class VirtualHost:
 
 
 def sender_selected(message: Message) -> Message:
-    """Apply CC/BCC headers: their keys become extra routing keys, and BCC is removed (RabbitMQ's rules)."""
-    headers = decode_properties(message.header).headers or {}
-    extra = [*dead_letter.string_list(headers.get("CC")), *dead_letter.string_list(headers.get("BCC"))]
-    if "BCC" in headers:
-        message = dead_letter.with_headers(message, {}, remove=("BCC",))
-    message.extra_routing_keys = tuple(extra)
-    return message
+    """Apply CC/BCC headers: their keys become extra routing keys, and BCC is removed (RabbitMQ's rules).
 
+    Raises ``ChannelError`` 406 when CC or BCC is not an array, as RabbitMQ does.
+    """
+    entries = ContentHeader(message.header).header_entries()
+    keys: list[str] = []
+    for name in ("CC", "BCC"):
+        raw = entries.get(name)
+        if raw is None:
+            continue
+        if raw[:1] != b"A":
+            raise ChannelError(PRECONDITION_FAILED, f'invalid message: {{unacceptable_type_in_header,"{name}",'
+                                                    f'{type_name(raw)}}}', 60, 40)
+        keys.extend(dead_letter.string_list(decode_value(raw)))
+    if not keys and "BCC" not in entries:
+        return message
+    if "BCC" in entries:
+        message = dead_letter.with_headers(message, {}, remove=("BCC",))
+    message.extra_routing_keys = tuple(keys)
+    return message

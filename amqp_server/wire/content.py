@@ -87,8 +87,3 @@ def decode_properties(payload: bytes) -> commands.Basic.Properties:
     properties.unmarshal(flags, payload[_HEADER_FIXED.size :])
     return properties
 
-
-def encode_header(body_size: int, properties: commands.Basic.Properties) -> bytes:
-    """A content header payload for ``properties`` (used when the broker must change a property:
-    dead-lettering's ``x-death``, direct reply-to's ``reply_to``, BCC removal)."""
-    return struct.pack(">HHQ", BASIC_CLASS_ID, 0, body_size) + properties.marshal()

@@ -1,0 +1,176 @@
+"""Editing a content header without re-encoding what the publisher sent.
+
+Dead-lettering adds ``x-death``, direct reply-to rewrites ``reply_to``, BCC is
+removed, quorum queues add ``x-delivery-count``.  Decoding the properties and
+encoding them again with pamqp would change the wire types of every other
+header (pamqp picks the smallest integer type, encodes floats as 32-bit,
+cannot encode byte arrays), so here the header is split into raw fields and
+raw table entries, and only the changed ones are encoded — with the types
+RabbitMQ uses (``l`` for integers, ``S`` for strings, ``T`` for timestamps).
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from typing import Any
+
+from pamqp import decode
+
+_FIXED = struct.Struct(">HHQH")
+_LONG = struct.Struct(">I")
+
+# Basic property flags, in wire order, with how each value is laid out.
+SHORTSTR, TABLE, OCTET, TIMESTAMP = "shortstr", "table", "octet", "timestamp"
+PROPERTIES = (
+    ("content_type", 1 << 15, SHORTSTR),
+    ("content_encoding", 1 << 14, SHORTSTR),
+    ("headers", 1 << 13, TABLE),
+    ("delivery_mode", 1 << 12, OCTET),
+    ("priority", 1 << 11, OCTET),
+    ("correlation_id", 1 << 10, SHORTSTR),
+    ("reply_to", 1 << 9, SHORTSTR),
+    ("expiration", 1 << 8, SHORTSTR),
+    ("message_id", 1 << 7, SHORTSTR),
+    ("timestamp", 1 << 6, TIMESTAMP),
+    ("type", 1 << 5, SHORTSTR),
+    ("user_id", 1 << 4, SHORTSTR),
+    ("app_id", 1 << 3, SHORTSTR),
+    ("cluster_id", 1 << 2, SHORTSTR),
+)
+
+# Size of a field-table value after its type tag: fixed, or a 4-byte length prefix ("L").
+_VALUE_SIZES = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8, b"f": 4,
+                b"d": 8, b"D": 5, b"T": 8, b"V": 0, b"S": "L", b"x": "L", b"A": "L", b"F": "L"}
+
+
+class ContentHeader:
+    """A content header split into raw property fields, each editable on its own."""
+
+    def __init__(self, payload: bytes) -> None:
+        class_id, weight, self.body_size, flags = _FIXED.unpack_from(payload)
+        self._prefix = struct.pack(">HH", class_id, weight)
+        self.fields: dict[str, bytes] = {}
+        offset = _FIXED.size
+        for name, flag, layout in PROPERTIES:
+            if flags & flag:
+                size = _field_size(payload, offset, layout)
+                self.fields[name] = payload[offset : offset + size]
+                offset += size
+
+    def encode(self) -> bytes:
+        flags = 0
+        parts = []
+        for name, flag, _ in PROPERTIES:
+            raw = self.fields.get(name)
+            if raw is not None:
+                flags |= flag
+                parts.append(raw)
+        return self._prefix + struct.pack(">QH", self.body_size, flags) + b"".join(parts)
+
+    def shortstr(self, name: str) -> str | None:
+        raw = self.fields.get(name)
+        return raw[1:].decode("utf-8", "replace") if raw is not None else None
+
+    def set_shortstr(self, name: str, value: str | None) -> None:
+        if value is None:
+            self.fields.pop(name, None)
+        else:
+            encoded = value.encode()
+            self.fields[name] = bytes((len(encoded),)) + encoded
+
+    def header_entries(self) -> dict[str, bytes]:
+        """The headers table as ``{key: raw typed value}``, in wire order."""
+        raw = self.fields.get("headers")
+        return table_entries(raw[4:]) if raw is not None else {}
+
+    def set_header_entries(self, entries: dict[str, bytes]) -> None:
+        if not entries:
+            self.fields.pop("headers", None)
+            return
+        body = b"".join(_shortstr(key) + value for key, value in entries.items())
+        self.fields["headers"] = _LONG.pack(len(body)) + body
+
+
+def table_entries(table: bytes) -> dict[str, bytes]:
+    """Split a field table's contents (without its length prefix) into raw typed values."""
+    entries: dict[str, bytes] = {}
+    offset = 0
+    while offset < len(table):
+        key_length = table[offset]
+        key = table[offset + 1 : offset + 1 + key_length].decode("utf-8", "replace")
+        offset += 1 + key_length
+        size = _value_size(table, offset)
+        entries[key] = table[offset : offset + size]
+        offset += size
+    if offset != len(table):
+        raise ValueError("malformed field table")
+    return entries
+
+
+def decode_value(raw: bytes) -> Any:
+    """Decode one raw typed value with pamqp."""
+    return decode.embedded_value(raw)[1]
+
+
+def encode_value(value: Any) -> bytes:
+    """Encode a value as RabbitMQ types it (integers as signed 64-bit ``l``)."""
+    if isinstance(value, bool):
+        return b"t" + (b"\x01" if value else b"\x00")
+    if isinstance(value, int):
+        return b"l" + struct.pack(">q", value)
+    if isinstance(value, str):
+        encoded = value.encode()
+        return b"S" + _LONG.pack(len(encoded)) + encoded
+    if isinstance(value, bytes):
+        return b"S" + _LONG.pack(len(value)) + value
+    if isinstance(value, datetime.datetime):
+        return b"T" + struct.pack(">Q", int(value.timestamp()))
+    if isinstance(value, list):
+        body = b"".join(item if isinstance(item, RawValue) else encode_value(item) for item in value)
+        return b"A" + _LONG.pack(len(body)) + body
+    if isinstance(value, dict):
+        body = b"".join(_shortstr(key) + (item if isinstance(item, RawValue) else encode_value(item))
+                        for key, item in value.items())
+        return b"F" + _LONG.pack(len(body)) + body
+    if value is None:
+        return b"V"
+    raise TypeError(f"cannot encode {type(value).__name__} in a field table")
+
+
+_TYPE_NAMES = {b"t": "bool", b"b": "byte", b"B": "unsignedbyte", b"s": "short", b"u": "unsignedshort",
+               b"I": "signedint", b"i": "unsignedint", b"l": "long", b"L": "unsignedlong", b"f": "float",
+               b"d": "double", b"D": "decimal", b"T": "timestamp", b"V": "void", b"S": "longstr", b"x": "binary",
+               b"A": "array", b"F": "table"}
+
+
+def type_name(raw: bytes) -> str:
+    """RabbitMQ's name for the type of a raw typed value (as in its error texts)."""
+    return _TYPE_NAMES.get(raw[:1], "unknown")
+
+
+class RawValue(bytes):
+    """An already-encoded typed value, kept as it arrived when a table is rebuilt."""
+
+
+def _value_size(table: bytes, offset: int) -> int:
+    tag = table[offset : offset + 1]
+    size = _VALUE_SIZES.get(tag)
+    if size is None:
+        raise ValueError(f"unknown field type {tag!r}")
+    if size == "L":
+        return 5 + _LONG.unpack_from(table, offset + 1)[0]
+    return 1 + size
+
+
+def _field_size(payload: bytes, offset: int, layout: str) -> int:
+    if layout == SHORTSTR:
+        return 1 + payload[offset]
+    if layout == TABLE:
+        return 4 + _LONG.unpack_from(payload, offset)[0]
+    return 1 if layout == OCTET else 8
+
+
+def _shortstr(value: str) -> bytes:
+    encoded = value.encode()
+    return bytes((len(encoded),)) + encoded

@@ -1,0 +1,277 @@
+"""On-disk formats of ``SegmentStore``: segment records, ack files, the definitions file.
+
+Kept apart from the store so the byte layouts are in one place, are easy to read
+next to their documentation, and can be tested (and parsed by tools) without
+opening a store.
+
+Segment file ``msgs.NNNNNNNNNN``::
+
+    header   b"AMQPSEG\\x00" + u16 format version (1)                  10 bytes
+    record*  u32 payload length, u32 crc32(payload), payload
+
+    message payload (all integers little-endian):
+        u8 kind (1 = message)     -- room for other record kinds later
+        u64 message_id
+        u16 len(vhost), u16 len(queue), u16 len(exchange), u16 len(routing_key)
+        u32 len(header)
+        vhost, queue, exchange, routing_key (UTF-8), header bytes, body bytes (the rest)
+
+Ack file ``acks.NNNNNNNNNN``: b"AMQPACK\\x00" + u16 version (1), then one u64
+per acknowledged record: that record's byte offset in segment N.  Offsets (not
+message ids) because a queue deleted and declared again reuses ids from 1.
+
+Definitions file ``definitions.json``: one ASCII line ``AMQPDEFS 1 <crc32 hex>``
+then JSON.  The CRC catches damage that still parses as JSON; argument tables
+go through a tagged encoding (``encode_value``) because JSON alone would lose
+bytes, Decimal, datetime and the int/float/bool distinctions AMQP tables have.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import json
+import mmap
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Union
+
+from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord
+
+FORMAT_VERSION = 1
+SEGMENT_MAGIC = b"AMQPSEG\x00"
+ACK_MAGIC = b"AMQPACK\x00"
+SEGMENT_HEADER = SEGMENT_MAGIC + struct.pack("<H", FORMAT_VERSION)
+ACK_HEADER = ACK_MAGIC + struct.pack("<H", FORMAT_VERSION)
+FILE_HEADER_SIZE = len(SEGMENT_HEADER)  # both kinds of file have a 10-byte header
+assert len(ACK_HEADER) == FILE_HEADER_SIZE
+
+RECORD_HEAD = struct.Struct("<II")  # payload length, crc32(payload)
+MESSAGE_HEAD = struct.Struct("<BQHHHHI")
+KIND_MESSAGE = 1
+MIN_PAYLOAD = MESSAGE_HEAD.size
+ACK_ENTRY = struct.Struct("<Q")
+DEFINITIONS_MAGIC = "AMQPDEFS"
+Buffer = Union[bytes, mmap.mmap]  # slicing either gives bytes
+_TEXT = "utf-8"
+_TEXT_ERRORS = "surrogatepass"  # names are stored exactly as the broker holds them, even if not valid UTF-8
+
+
+def segment_name(number: int) -> str:
+    return f"msgs.{number:010d}"
+
+
+def ack_name(number: int) -> str:
+    return f"acks.{number:010d}"
+
+
+# -- message records -------------------------------------------------------------------------
+
+def encode_message(vhost: str, queue: str, message_id: int, record: MessageRecord) -> bytes:
+    """One framed record (length, crc, payload) ready to append to a segment."""
+    names = [name.encode(_TEXT, _TEXT_ERRORS) for name in (vhost, queue, record.exchange, record.routing_key)]
+    payload = b"".join((
+        MESSAGE_HEAD.pack(KIND_MESSAGE, message_id, *(len(name) for name in names), len(record.header)),
+        *names, record.header, record.body))
+    return RECORD_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+DecodedMessage = tuple[str, str, int, MessageRecord]  # vhost, queue, message id, record (a tuple: cheap at 1M)
+
+
+class RecordError(ValueError):
+    """A record that frames correctly but whose payload does not parse (so it cannot be trusted)."""
+
+
+def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
+    """Parse the payload at ``data[start:end]`` (CRC already checked), slicing ``data`` directly for speed."""
+    kind, message_id, vhost_length, queue_length, exchange_length, key_length, header_length = \
+        MESSAGE_HEAD.unpack_from(data, start)
+    if kind != KIND_MESSAGE:
+        raise RecordError(f"unknown record kind {kind}")
+    vhost_at = start + MESSAGE_HEAD.size
+    queue_at = vhost_at + vhost_length
+    exchange_at = queue_at + queue_length
+    key_at = exchange_at + exchange_length
+    header_at = key_at + key_length
+    body_at = header_at + header_length
+    if body_at > end:
+        raise RecordError("field lengths exceed the record")
+    return (
+        data[vhost_at:queue_at].decode(_TEXT, _TEXT_ERRORS), data[queue_at:exchange_at].decode(_TEXT, _TEXT_ERRORS),
+        message_id, MessageRecord(data[exchange_at:key_at].decode(_TEXT, _TEXT_ERRORS),
+                                  data[key_at:header_at].decode(_TEXT, _TEXT_ERRORS),
+                                  bytes(data[header_at:body_at]), bytes(data[body_at:end])))
+
+
+class RecordScanner:
+    """Iterates over the records of a segment's bytes, checking length and CRC.
+
+    Stops at the first record that is cut short or fails its check and leaves
+    ``damage = (offset, reason)``: after a bad length nothing further can be
+    framed reliably, so everything from there on is untrusted.
+    """
+
+    def __init__(self, data: Buffer) -> None:
+        self.data = data
+        self.damage: tuple[int, str] | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        """Yields ``(record offset, payload start, payload end)``; offsets into ``data``."""
+        data, view, end = self.data, memoryview(self.data), len(self.data)
+        try:
+            yield from self._records(data, view, end)
+        finally:
+            view.release()  # an mmap cannot be closed while a view of it exists
+
+    def _records(self, data: Buffer, view: memoryview, end: int) -> Iterator[tuple[int, int, int]]:
+        offset = FILE_HEADER_SIZE
+        while offset < end:
+            if end - offset < RECORD_HEAD.size:
+                self.damage = (offset, f"partial record header ({end - offset} bytes)")
+                return
+            length, crc = RECORD_HEAD.unpack_from(data, offset)
+            start = offset + RECORD_HEAD.size
+            if length < MIN_PAYLOAD:
+                self.damage = (offset, f"impossible record length {length}")
+                return
+            if start + length > end:
+                self.damage = (offset, f"record of {length} bytes cut short at {end - start} bytes")
+                return
+            if zlib.crc32(view[start:start + length]) != crc:
+                self.damage = (offset, "CRC mismatch")
+                return
+            yield offset, start, start + length
+            offset = start + length
+
+
+def check_header(data: bytes, magic: bytes) -> str | None:
+    """Why a file's header is unusable, or None if it is a version-1 header of the expected kind.
+
+    A file shorter than the header that is a prefix of it (the crash came right
+    after creating it) is reported as "empty", which callers treat as no records.
+    """
+    expected = magic + struct.pack("<H", FORMAT_VERSION)
+    if len(data) < FILE_HEADER_SIZE and expected.startswith(data):
+        return "empty"
+    if data[:len(magic)] != magic:
+        return f"bad magic {bytes(data[:len(magic)])!r}"
+    version = struct.unpack_from("<H", data, len(magic))[0] if len(data) >= FILE_HEADER_SIZE else None
+    if version != FORMAT_VERSION:
+        return f"unknown format version {version}"
+    return None
+
+
+# -- argument tables -------------------------------------------------------------------------
+
+def encode_value(value: Any) -> Any:
+    """A table value as tagged JSON: ``[tag, data]``, lossless for every AMQP field type."""
+    if value is None:
+        return ["V"]
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return ["t", value]
+    if isinstance(value, int):
+        return ["i", value]
+    if isinstance(value, float):
+        return ["f", value.hex()]  # hex: exact, and survives nan/inf
+    if isinstance(value, str):
+        return ["S", value]
+    if isinstance(value, bytearray):
+        return ["x", base64.b64encode(value).decode("ascii")]
+    if isinstance(value, bytes):
+        return ["y", base64.b64encode(value).decode("ascii")]
+    if isinstance(value, decimal.Decimal):
+        return ["D", str(value)]
+    if isinstance(value, datetime.datetime):
+        return ["T", value.isoformat()]
+    if isinstance(value, dict):
+        return ["F", encode_table(value)]
+    if isinstance(value, (list, tuple)):
+        return ["A" if isinstance(value, list) else "U", [encode_value(item) for item in value]]
+    raise TypeError(f"cannot store a table value of type {type(value).__name__}: {value!r}")
+
+
+def encode_table(table: dict[str, Any]) -> list[list[Any]]:
+    """A table as a list of ``[key, tagged value]`` pairs (keeps key order)."""
+    for key in table:
+        if not isinstance(key, str):
+            raise TypeError(f"table keys must be str, got {key!r}")
+    return [[key, encode_value(value)] for key, value in table.items()]
+
+
+_DECODERS: dict[str, Any] = {
+    "V": lambda: None,
+    "t": bool,
+    "i": int,
+    "f": float.fromhex,
+    "S": str,
+    "x": lambda data: bytearray(base64.b64decode(data)),
+    "y": base64.b64decode,
+    "D": decimal.Decimal,
+    "T": datetime.datetime.fromisoformat,
+    "F": lambda data: decode_table(data),
+    "A": lambda data: [decode_value(item) for item in data],
+    "U": lambda data: tuple(decode_value(item) for item in data),
+}
+
+
+def decode_value(tagged: list[Any]) -> Any:
+    return _DECODERS[tagged[0]](*tagged[1:])
+
+
+def decode_table(pairs: list[list[Any]]) -> dict[str, Any]:
+    return {key: decode_value(value) for key, value in pairs}
+
+
+# -- definitions -----------------------------------------------------------------------------
+
+@dataclass
+class Definitions:
+    exchanges: list[ExchangeRecord]
+    queues: list[QueueRecord]
+    bindings: list[BindingRecord]
+
+
+def encode_definitions(definitions: Definitions) -> bytes:
+    document = {
+        "exchanges": [{"vhost": e.vhost, "name": e.name, "type": e.type, "durable": e.durable,
+                       "auto_delete": e.auto_delete, "internal": e.internal,
+                       "arguments": encode_table(e.arguments)} for e in definitions.exchanges],
+        "queues": [{"vhost": q.vhost, "name": q.name, "durable": q.durable, "auto_delete": q.auto_delete,
+                    "arguments": encode_table(q.arguments)} for q in definitions.queues],
+        "bindings": [{"vhost": b.vhost, "source": b.source, "destination": b.destination,
+                      "destination_kind": b.destination_kind, "routing_key": b.routing_key,
+                      "arguments": encode_table(b.arguments)} for b in definitions.bindings],
+    }
+    body = json.dumps(document, indent=1, ensure_ascii=True).encode("ascii")
+    return f"{DEFINITIONS_MAGIC} {FORMAT_VERSION} {zlib.crc32(body):08x}\n".encode("ascii") + body
+
+
+class DefinitionsError(ValueError):
+    """The definitions file is damaged or of an unknown version."""
+
+
+def decode_definitions(data: bytes) -> Definitions:
+    first_line, _, body = data.partition(b"\n")
+    parts = first_line.split(b" ")
+    if len(parts) != 3 or parts[0] != DEFINITIONS_MAGIC.encode():
+        raise DefinitionsError("bad header line")
+    if parts[1] != str(FORMAT_VERSION).encode():
+        raise DefinitionsError(f"unknown format version {parts[1]!r}")
+    if f"{zlib.crc32(body):08x}".encode() != parts[2]:
+        raise DefinitionsError("checksum mismatch")
+    try:
+        document = json.loads(body)
+        return Definitions(
+            exchanges=[ExchangeRecord(e["vhost"], e["name"], e["type"], e["durable"], e["auto_delete"],
+                                      e["internal"], decode_table(e["arguments"])) for e in document["exchanges"]],
+            queues=[QueueRecord(q["vhost"], q["name"], q["durable"], q["auto_delete"], decode_table(q["arguments"]))
+                    for q in document["queues"]],
+            bindings=[BindingRecord(b["vhost"], b["source"], b["destination"], b["routing_key"],
+                                    decode_table(b["arguments"]), b["destination_kind"])
+                      for b in document["bindings"]],
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise DefinitionsError(f"unreadable content: {error}") from error
