@@ -45,11 +45,18 @@ class Broker:
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.clock)
-        if "/" not in self.vhosts:
-            self.vhosts["/"] = VirtualHost("/", self.store, self.sync_barrier, self.scheduler, self.wall_clock)
+        self.add_vhost("/")
         recovered = self.store.recover()
         for vhost in self.vhosts.values():
             vhost.restore(recovered)
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        """Create (or return) a virtual host; it shares the broker's store, clock and scheduler."""
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VirtualHost(name, self.store, self.sync_barrier, self.scheduler,
+                                                    self.wall_clock)
+        return vhost
 
     def authenticate(self, username: str, password: str) -> bool:
         expected = self.users.get(username)
