@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import Config, default_data_dir
+from .config import DEFAULT_MEMORY_HIGH_WATERMARK, Config, default_data_dir, memory_limit
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -34,11 +34,18 @@ def parse_args(argv: list[str] | None = None) -> Config:
                         help="where durable data lives (default ~/.local/share/amqp-server) [AMQP_SERVER_DATA_DIR]")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info").lower(), choices=LOG_LEVELS,
                         help="log verbosity (default info) [AMQP_SERVER_LOG_LEVEL]")
+    parser.add_argument("--memory-high-watermark", type=float,
+                        default=float(_env("MEMORY_HIGH_WATERMARK", str(DEFAULT_MEMORY_HIGH_WATERMARK))),
+                        help="block publishers when queued messages use more than this: a fraction of physical "
+                             "memory (default 0.4, as RabbitMQ) or a number of bytes [AMQP_SERVER_MEMORY_HIGH_WATERMARK]")
     parser.add_argument("--version", action="version", version=f"amqp-server {__version__}")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, not {args.port}")
-    return Config(host=args.host, port=args.port, data_dir=args.data_dir, log_level=args.log_level)
+    if args.memory_high_watermark <= 0:
+        parser.error("--memory-high-watermark must be positive")
+    return Config(host=args.host, port=args.port, data_dir=args.data_dir, log_level=args.log_level,
+                  memory_high_watermark=memory_limit(args.memory_high_watermark))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -22,3 +22,14 @@ class Config:
     heartbeat: int = 60
     frame_max: int = 131072
     channel_max: int = 2047
+    memory_high_watermark: int = field(default_factory=lambda: memory_limit(DEFAULT_MEMORY_HIGH_WATERMARK))
+
+
+DEFAULT_MEMORY_HIGH_WATERMARK = 0.4  # of physical memory, as RabbitMQ's vm_memory_high_watermark
+
+
+def memory_limit(value: float) -> int:
+    """A fraction (<= 1) of physical memory, or an absolute number of bytes."""
+    if value <= 1:
+        return int(value * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return int(value)

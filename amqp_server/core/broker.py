@@ -15,6 +15,7 @@ from storage.api import Store
 from storage.memory import MemoryStore
 
 from .confirms import SyncBarrier
+from .flow import MemoryFlow
 from .reply_to import ReplyToRegistry
 from .scheduler import Scheduler
 from .vhost import VirtualHost
@@ -42,6 +43,7 @@ class Broker:
     wall_clock: Callable[[], float] = time.time
     scheduler: Scheduler = field(init=False)
     reply_to: ReplyToRegistry = field(default_factory=ReplyToRegistry)
+    flow: MemoryFlow = field(default_factory=MemoryFlow)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.clock)
@@ -55,7 +57,7 @@ class Broker:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name, self.store, self.sync_barrier, self.scheduler,
-                                                    self.wall_clock)
+                                                    self.wall_clock, self.flow)
         return vhost
 
     def authenticate(self, username: str, password: str) -> bool:

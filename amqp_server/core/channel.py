@@ -204,6 +204,7 @@ class Channel:
 
     def _on_basic_publish(self, method: wire.Publish) -> None:
         """Start assembling content; the publish is checked once it is complete, as RabbitMQ does."""
+        self.connection.is_publisher = True
         if self.confirms is not None:
             self.confirms.next_sequence()
         self._start_content(method)

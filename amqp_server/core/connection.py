@@ -58,7 +58,7 @@ CAPABILITIES = {
     "exchange_exchange_bindings": True,
     "basic.nack": True,
     "consumer_cancel_notify": True,
-    "connection.blocked": False,
+    "connection.blocked": True,
     "consumer_priorities": True,
     "authentication_failure_close": True,
     "per_consumer_qos": True,
@@ -96,6 +96,8 @@ class Connection:
         self.frame_max = broker.limits.frame_max
         self.heartbeat = 0
         self.writable = True
+        self.is_publisher = False  # has published: subject to memory flow control
+        self.blocked = False  # memory alarm: we stopped reading from this connection
         self._header = b""
         self._confirming: set[Channel] = set()
         self._reader = FrameReader(FRAME_MIN_SIZE)
@@ -204,6 +206,19 @@ class Connection:
         if writable:
             for channel in list(self.channels.values()):
                 channel.resume_deliveries()
+
+    def apply_flow(self, blocked: bool) -> None:
+        """Memory alarm on/off: block (or unblock) this connection if it publishes.
+
+        The I/O layer stops reading while ``self.blocked``; clients that
+        advertised the capability are told with connection.blocked/unblocked.
+        """
+        if blocked == self.blocked or (blocked and not self.is_publisher) or self.state is not State.OPEN:
+            return
+        self.blocked = blocked
+        if self.client_capabilities.get("connection.blocked"):
+            self.send_method(0, commands.Connection.Blocked(reason="low on memory") if blocked
+                             else commands.Connection.Unblocked())
 
     def close_with_error(self, error: AMQPError) -> None:
         """Send ``connection.close`` with the error and wait (briefly) for close-ok."""

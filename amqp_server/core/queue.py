@@ -141,13 +141,17 @@ class Queue:
 
     def _append(self, entry: Entry) -> None:
         self._ready.append(entry)
-        self._ready_bytes += len(entry.message.body)
+        size = len(entry.message.body)
+        self._ready_bytes += size
+        self.vhost.flow.add(size + len(entry.message.header))
         if entry.expires_at is not None and self._expiry_timer is None:
             self._arm_expiry_timer()
 
     def _take_head(self) -> Entry:
         entry = self._ready.popleft()
-        self._ready_bytes -= len(entry.message.body)
+        size = len(entry.message.body)
+        self._ready_bytes -= size
+        self.vhost.flow.remove(size + len(entry.message.header))
         return entry
 
     def _expiry_for(self, message: Message, now: float) -> float | None:
@@ -267,16 +271,25 @@ class Queue:
             return
         returned.sort(key=lambda entry: entry.message_id)
         self._ready.restore(returned)
-        self._ready_bytes += sum(len(entry.message.body) for entry in returned)
+        for entry in returned:
+            self._ready_bytes += len(entry.message.body)
+            self.vhost.flow.add(len(entry.message.body) + len(entry.message.header))
         if self._expiry_timer is None and any(entry.expires_at is not None for entry in returned):
             self._arm_expiry_timer()
         self.dispatch()
 
     def purge(self) -> int:
-        entries = self._ready.clear()
-        self._ready_bytes = 0
+        entries = self.release_ready()
         self._forget(entries)
         return len(entries)
+
+    def release_ready(self) -> list[Entry]:
+        """Take every ready message out (purge, or the queue being deleted)."""
+        entries = self._ready.clear()
+        self._ready_bytes = 0
+        for entry in entries:
+            self.vhost.flow.remove(len(entry.message.body) + len(entry.message.header))
+        return entries
 
     # ------------------------------------------------------------ expiry
 

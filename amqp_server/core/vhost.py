@@ -19,6 +19,7 @@ from ..errors import PRECONDITION_FAILED, ChannelError
 from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
+from .flow import MemoryFlow
 from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange
 from .message import Message
 from .queue import Queue
@@ -32,9 +33,11 @@ Destination = Union[Queue, Exchange]
 
 class VirtualHost:
     def __init__(self, name: str, store: Store, sync_barrier: SyncBarrier | None = None,
-                 scheduler: Scheduler | None = None, wall_clock: Callable[[], float] = time.time) -> None:
+                 scheduler: Scheduler | None = None, wall_clock: Callable[[], float] = time.time,
+                 flow: MemoryFlow | None = None) -> None:
         self.name = name
         self.store = store
+        self.flow = flow or MemoryFlow()
         self.sync_barrier = sync_barrier or SyncBarrier()
         self.scheduler = scheduler or Scheduler(time.monotonic)
         self.wall_clock = wall_clock  # for x-death timestamps
@@ -113,6 +116,7 @@ class VirtualHost:
             return 0
         count = queue.message_count
         queue.deleted = True
+        queue.release_ready()
         queue.delete_timers()
         self.queues.pop(queue.name, None)
         for exchange_name, _ in list(queue.bindings):

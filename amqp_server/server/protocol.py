@@ -40,7 +40,21 @@ class AMQPProtocol(asyncio.Protocol):
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
-        self.connection.receive_data(data)
+        connection = self.connection
+        connection.receive_data(data)
+        if connection.is_publisher and self._broker.flow.blocked and not connection.blocked:
+            self.apply_flow(True)
+
+    def apply_flow(self, blocked: bool) -> None:
+        """Memory alarm: stop reading from a publishing connection until it clears."""
+        connection = self.connection
+        connection.apply_flow(blocked)
+        if self._transport is None or self._transport.is_closing():
+            return
+        if connection.blocked:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
 
     def eof_received(self) -> bool:
         return False  # close our side too

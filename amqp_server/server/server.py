@@ -49,6 +49,8 @@ async def _serve(config: Config, store: SegmentStore, started: float, ready: asy
     persister = Persister(store, broker.sync_barrier)
     timers = SchedulerDriver(broker.scheduler)
     connections: set[AMQPProtocol] = set()
+    broker.flow.high_watermark = config.memory_high_watermark
+    broker.flow.on_change = lambda blocked: [protocol.apply_flow(blocked) for protocol in list(connections)]
     server = await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
                                       reuse_address=True)
     host, port = server.sockets[0].getsockname()[:2]
