@@ -6,7 +6,6 @@ lookups; behaviour lives in the connection, channel, vhost and queue objects.
 
 from __future__ import annotations
 
-import hmac
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -14,6 +13,7 @@ from typing import Callable
 from storage.api import Store
 from storage.memory import MemoryStore
 
+from .access import AccessControl
 from .confirms import SyncBarrier
 from .flow import MemoryFlow
 from .reply_to import ReplyToRegistry
@@ -35,7 +35,7 @@ class Limits:
 @dataclass
 class Broker:
     store: Store = field(default_factory=MemoryStore)
-    users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
+    access: AccessControl = field(default_factory=AccessControl.default)
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.monotonic
     vhosts: dict[str, VirtualHost] = field(default_factory=dict)
@@ -59,8 +59,3 @@ class Broker:
             vhost = self.vhosts[name] = VirtualHost(name, self.store, self.sync_barrier, self.scheduler,
                                                     self.wall_clock, self.flow)
         return vhost
-
-    def authenticate(self, username: str, password: str) -> bool:
-        expected = self.users.get(username)
-        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
-

@@ -162,6 +162,10 @@ class Connection:
         while self._confirming:
             self._confirming.pop().flush_confirms()
 
+    def check_access(self, action: str, kind: str, name: str) -> None:
+        """403 unless this connection's user may configure/write/read the named resource here."""
+        self.broker.access.check(self.username, self.vhost.name, action, kind, name)
+
     def send_method(self, channel_id: int, method: PamqpMethod) -> None:
         self.send(method_frame(channel_id, method))
 
@@ -358,7 +362,7 @@ class Connection:
                                       if method.mechanism not in ("PLAIN", "AMQPLAIN")
                                       else "invalid authentication response", 10, 11)
         username, password = credentials
-        if not self.broker.authenticate(username, password):
+        if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
             log.warning("login refused for user '%s' from %s", username, self.peer)
             if not self.client_capabilities.get("authentication_failure_close"):
                 self._finish()  # old clients expect the socket to close (RabbitMQ does the same)
@@ -394,6 +398,9 @@ class Connection:
         vhost = self.broker.vhosts.get(method.virtual_host)
         if vhost is None:
             raise AMQPConnectionError(NOT_ALLOWED, f"vhost {method.virtual_host} not found", 10, 40)
+        if not self.broker.access.may_open(self.username, vhost.name):
+            raise AMQPConnectionError(NOT_ALLOWED, f"access to vhost '{vhost.name}' refused for user "
+                                                   f"'{self.username}'", 10, 40)
         self.vhost = vhost
         self.state = State.OPEN
         self.send_method(0, commands.Connection.OpenOk())

@@ -76,6 +76,12 @@ def _check_not_default(name: str) -> None:
         raise default_exchange_refused()
 
 
+def _check_bind_access(channel: "Channel", kind: str, destination: str, source: str) -> None:
+    """Binding needs write on the destination and read on the source exchange (RabbitMQ's rule)."""
+    channel.connection.check_access("write", kind, destination)
+    channel.connection.check_access("read", "exchange", source)
+
+
 def _reply(channel: "Channel", nowait: bool, method: Any) -> None:
     if not nowait:
         channel.connection.send_method(channel.channel_id, method)
@@ -94,6 +100,7 @@ def _on_exchange_declare(channel: "Channel", method: commands.Exchange.Declare) 
     else:
         if name.startswith("amq.") and existing is None:
             raise reserved_name("exchange", name)
+        channel.connection.check_access("configure", "exchange", name)
         exchange_type = EXCHANGE_TYPES.get(method.exchange_type)
         if exchange_type is None:
             raise AMQPConnectionError(COMMAND_INVALID, f"invalid exchange type '{method.exchange_type}'")
@@ -125,6 +132,7 @@ def _on_exchange_delete(channel: "Channel", method: commands.Exchange.Delete) ->
     _check_not_default(method.exchange)
     exchange = vhost.exchanges.get(method.exchange)
     if exchange is not None:
+        channel.connection.check_access("configure", "exchange", exchange.name)
         if exchange.name.startswith("amq."):
             raise ChannelError(ACCESS_REFUSED, f"deletion of system exchange '{exchange.name}' in vhost "
                                                f"'{vhost.name}' not allowed")
@@ -140,6 +148,7 @@ def _on_exchange_bind(channel: "Channel", method: commands.Exchange.Bind) -> Non
     _check_not_default(method.destination)
     destination = lookup_exchange(channel, method.destination)
     source = lookup_exchange(channel, method.source)
+    _check_bind_access(channel, "exchange", destination.name, source.name)
     source.check_binding(method.arguments or {})
     vhost.bind(source, destination, method.routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Exchange.BindOk())
@@ -152,6 +161,7 @@ def _on_exchange_unbind(channel: "Channel", method: commands.Exchange.Unbind) ->
     _check_not_default(method.destination)
     source, destination = vhost.exchanges.get(method.source), vhost.exchanges.get(method.destination)
     if source is not None and destination is not None:
+        _check_bind_access(channel, "exchange", destination.name, source.name)
         vhost.unbind(source, destination, method.routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Exchange.UnbindOk())
 
@@ -173,6 +183,7 @@ def _on_queue_declare(channel: "Channel", method: commands.Queue.Declare) -> Non
             name = generated_name("amq.gen-")
         elif name.startswith("amq."):
             raise reserved_name("queue", name)
+        channel.connection.check_access("configure", "queue", name)
         queue = vhost.queues.get(name)
         if queue is None:
             arguments = dict(method.arguments or {})
@@ -213,6 +224,7 @@ def _on_queue_bind(channel: "Channel", method: commands.Queue.Bind) -> None:
     exchange = lookup_exchange(channel, method.exchange)  # RabbitMQ reports a missing exchange first
     queue = lookup_queue(channel, method.queue)
     routing_key = method.routing_key if (method.routing_key or method.queue) else queue.name
+    _check_bind_access(channel, "queue", queue.name, exchange.name)
     exchange.check_binding(method.arguments or {})
     channel.connection.vhost.bind(exchange, queue, routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Queue.BindOk())
@@ -226,12 +238,14 @@ def _on_queue_unbind(channel: "Channel", method: commands.Queue.Unbind) -> None:
     queue = vhost.queues.get(method.queue or channel.last_queue_name)
     if exchange is not None and queue is not None:
         _check_exclusive_access(channel, queue)
+        _check_bind_access(channel, "queue", queue.name, exchange.name)
         vhost.unbind(exchange, queue, method.routing_key, dict(method.arguments or {}))
     channel.connection.send_method(channel.channel_id, commands.Queue.UnbindOk())
 
 
 def _on_queue_purge(channel: "Channel", method: commands.Queue.Purge) -> None:
     queue = lookup_queue(channel, method.queue)
+    channel.connection.check_access("read", "queue", queue.name)
     _reply(channel, method.nowait, commands.Queue.PurgeOk(message_count=queue.purge()))
 
 
@@ -242,6 +256,7 @@ def _on_queue_delete(channel: "Channel", method: commands.Queue.Delete) -> None:
     count = 0
     if queue is not None:
         _check_exclusive_access(channel, queue)
+        channel.connection.check_access("configure", "queue", queue.name)
         if method.if_unused and queue.consumers:
             raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' in use")
         if method.if_empty and queue.message_count:

@@ -1,0 +1,105 @@
+"""Users, virtual hosts and permissions, as RabbitMQ has them.
+
+Passwords are stored as RabbitMQ's ``rabbit_password_hashing_sha256`` hashes
+(base64 of a 4-byte salt followed by SHA-256(salt + password)), so users
+exported from RabbitMQ's definitions JSON import unchanged and are never kept
+in plain text.  Permissions are three regular expressions per user and vhost —
+configure, write, read — matched against resource names exactly as RabbitMQ
+does (``re.fullmatch``; ``""`` matches nothing, ``".*"`` everything).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+from dataclasses import dataclass, field
+
+from ..errors import ACCESS_REFUSED, ChannelError
+
+HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
+LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = os.urandom(4) if salt is None else salt
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def check_password(password: str, password_hash: str) -> bool:
+    try:
+        raw = base64.b64decode(password_hash)
+    except ValueError:
+        return False
+    return len(raw) > 4 and hmac.compare_digest(hash_password(password, raw[:4]), password_hash)
+
+
+@dataclass
+class User:
+    name: str
+    password_hash: str
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Permission:
+    configure: str = ".*"
+    write: str = ".*"
+    read: str = ".*"
+
+    def allows(self, action: str, name: str) -> bool:
+        pattern = getattr(self, action)
+        return bool(pattern) and re.fullmatch(pattern, name) is not None
+
+
+class AccessControl:
+    """Who may log in, from where, to which vhost, and do what to which resource."""
+
+    def __init__(self, loopback_users: tuple[str, ...] = ("guest",)) -> None:
+        self.users: dict[str, User] = {}
+        self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost) → permission
+        self.loopback_users = loopback_users  # may only connect from 127.0.0.1 / ::1, as in RabbitMQ
+
+    @classmethod
+    def default(cls) -> "AccessControl":
+        """RabbitMQ's out-of-the-box setup: ``guest``/``guest``, administrator, everything on ``/``."""
+        access = cls()
+        access.add_user("guest", "guest", ["administrator"])
+        access.set_permission("guest", "/", Permission())
+        return access
+
+    def add_user(self, name: str, password: str | None = None, tags: list[str] | None = None,
+                 password_hash: str | None = None) -> User:
+        if password_hash is None:
+            password_hash = hash_password(password or "")
+        user = self.users[name] = User(name, password_hash, list(tags or []))
+        return user
+
+    def delete_user(self, name: str) -> None:
+        self.users.pop(name, None)
+        for key in [key for key in self.permissions if key[0] == name]:
+            del self.permissions[key]
+
+    def set_permission(self, user: str, vhost: str, permission: Permission) -> None:
+        self.permissions[(user, vhost)] = permission
+
+    def authenticate(self, username: str, password: str, peer_host: str) -> User | None:
+        """The user, if the password is right and the user may connect from ``peer_host``."""
+        user = self.users.get(username)
+        if user is None or not check_password(password, user.password_hash):
+            return None
+        if username in self.loopback_users and not peer_host.startswith(LOOPBACK_PREFIXES):
+            return None
+        return user
+
+    def may_open(self, username: str, vhost: str) -> bool:
+        return (username, vhost) in self.permissions
+
+    def check(self, username: str, vhost: str, action: str, kind: str, name: str) -> None:
+        """Raise 403 unless ``username`` may ``action`` (configure/write/read) the resource."""
+        permission = self.permissions.get((username, vhost))
+        if permission is None or not permission.allows(action, name):
+            raise ChannelError(ACCESS_REFUSED, f"access to {kind} '{name}' in vhost '{vhost}' refused for "
+                                               f"user '{username}'")
