@@ -23,6 +23,22 @@ class Config:
     frame_max: int = 131072
     channel_max: int = 2047
     memory_high_watermark: int = field(default_factory=lambda: memory_limit(DEFAULT_MEMORY_HIGH_WATERMARK))
+    # limits (RabbitMQ's defaults)
+    max_connections: int = 0  # 0: unlimited
+    max_message_size: int = 128 * 1024 * 1024
+    handshake_timeout: float = 10.0
+    # TLS (amqps): a second listener when tls_cert and tls_key are set
+    tls_port: int = 5671
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_verify_peer: bool = False  # require and verify a client certificate signed by tls_ca
+    # security
+    loopback_users: tuple[str, ...] = ("guest",)  # users that may only connect from loopback
+    # logging
+    log_format: str = "text"  # or "json"
+    # definitions (RabbitMQ's JSON format) to import at start
+    load_definitions: Path | None = None
 
 
 DEFAULT_MEMORY_HIGH_WATERMARK = 0.4  # of physical memory, as RabbitMQ's vm_memory_high_watermark
