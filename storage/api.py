@@ -94,6 +94,9 @@ class Store(Protocol):
     def remove_messages(self, vhost: str, queue: str, message_ids: Iterable[int]) -> None:
         """Forget acknowledged (or purged, or expired) messages; unknown ids are ignored."""
 
+    def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
+        """A stored message read back, written or only buffered (for messages paged out of memory)."""
+
     def sync(self) -> None:
         """Make everything written so far durable (one sync for many writes)."""
 

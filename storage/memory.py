@@ -64,6 +64,9 @@ class MemoryStore:
         for key in [key for key, binding in self._bindings.items() if doomed(binding)]:
             del self._bindings[key]
 
+    def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
+        return self._messages[(vhost, queue)][message_id]
+
     def sync(self) -> None:
         """Nothing to do: memory is as durable as this store gets."""
 

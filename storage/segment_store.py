@@ -193,6 +193,7 @@ class SegmentStore:
         self._ack_sizes: dict[int, int] = {}
         self._dir_dirty = False
         self._recovered: dict[int, MessageRecord] = {}  # read at open, handed out by the first recover()
+        self._reader = _RecordReader(self)  # for read_message (paged-out messages); its own fds and lock
         self._lock_fd = _lock_data_dir(self.data_dir)
         try:
             with _gc_paused():
@@ -545,6 +546,7 @@ class SegmentStore:
             fd = self._segment_fds.pop(segment, None)
             if fd is not None:
                 os.close(fd)
+            self._reader.forget(segment)
             (self.data_dir / segment_name(segment)).unlink(missing_ok=True)
         self._dir_dirty = True
         self._sync_dir_if_dirty()
@@ -565,6 +567,10 @@ class SegmentStore:
             finally:
                 os.close(fd)
             self._dir_dirty = False
+
+    def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
+        """A stored message read back (from the write buffer or its segment), CRC-checked."""
+        return self._reader(self._index[(vhost, queue)][message_id])
 
     # -- recover -----------------------------------------------------------------------------
 
@@ -594,6 +600,7 @@ class SegmentStore:
             self.sync()
         finally:
             self._closed = True
+            self._reader.close()
             with self._sync_lock:
                 for fd in [*self._segment_fds.values(), *self._ack_fds.values()]:
                     os.close(fd)
@@ -608,6 +615,7 @@ class _RecordReader:
     def __init__(self, store: SegmentStore) -> None:
         self._store = store
         self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()  # the sync thread may close an fd (segment deleted) meanwhile
 
     def __call__(self, location: int) -> MessageRecord:
         record = self._store._recovered.get(location)
@@ -633,12 +641,21 @@ class _RecordReader:
         return None
 
     def _from_file(self, segment: int, offset: int) -> bytes:
-        fd = self._fds.get(segment)
-        if fd is None:
-            fd = self._fds[segment] = os.open(self._store.data_dir / segment_name(segment), os.O_RDONLY)
-        length = RECORD_HEAD.unpack(os.pread(fd, RECORD_HEAD.size, offset))[0]
-        return os.pread(fd, RECORD_HEAD.size + length, offset)
+        with self._lock:
+            fd = self._fds.get(segment)
+            if fd is None:
+                fd = self._fds[segment] = os.open(self._store.data_dir / segment_name(segment), os.O_RDONLY)
+            length = RECORD_HEAD.unpack(os.pread(fd, RECORD_HEAD.size, offset))[0]
+            return os.pread(fd, RECORD_HEAD.size + length, offset)
+
+    def forget(self, segment: int) -> None:
+        with self._lock:
+            fd = self._fds.pop(segment, None)
+            if fd is not None:
+                os.close(fd)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

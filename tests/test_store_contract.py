@@ -138,6 +138,22 @@ def test_message_record_round_trips_byte_exact(store):
                                                                          record.header, record.body)
 
 
+def test_stored_messages_read_back_before_and_after_sync(store):
+    store.put_message("/", "q", 1, message(1))
+    assert store.read_message("/", "q", 1) == message(1)  # still in the write buffer
+    store.sync()
+    store.put_message("/", "q", 2, message(2))
+    store.sync()
+    assert [store.read_message("/", "q", n) for n in (1, 2)] == [message(1), message(2)]
+
+
+def test_reading_a_removed_message_fails(store):
+    store.put_message("/", "q", 1, message(1))
+    store.remove_messages("/", "q", [1])
+    with pytest.raises(KeyError):
+        store.read_message("/", "q", 1)
+
+
 def test_delete_queue_drops_its_messages_and_bindings_only(store):
     store.put_exchange(ExchangeRecord("/", "x", "direct"))
     for name in ("q", "keep"):

@@ -67,11 +67,16 @@ def _parse_expiration(expiration: str) -> int:
 
 
 class Entry:
-    __slots__ = ("message", "message_id", "redelivered", "stored", "expires_at", "delivery_count")
+    """``message`` is None while the message is paged out to the store (sizes are kept for accounting)."""
+
+    __slots__ = ("message", "message_id", "redelivered", "stored", "expires_at", "delivery_count", "body_size",
+                 "size")
 
     def __init__(self, message: Message, message_id: int, stored: bool, redelivered: bool = False,
                  expires_at: float | None = None) -> None:
-        self.message = message
+        self.message: Message | None = message
+        self.body_size = len(message.body)
+        self.size = self.body_size + len(message.header)
         self.message_id = message_id
         self.stored = stored
         self.redelivered = redelivered

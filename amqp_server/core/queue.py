@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -28,10 +29,17 @@ from .queue_arguments import QueueOptions, parse_queue_arguments
 from .ready import FifoReady, PriorityReady
 from .scheduler import Timer
 
+log = logging.getLogger("amqp_server.queue")
+
 if TYPE_CHECKING:
     from .channel import Channel
     from .connection import Connection
     from .vhost import VirtualHost
+
+
+# Persistent messages on durable queues beyond this many ready ones are paged out: only their Entry stays in
+# memory (~150 bytes); the body is read back from the store when the message reaches the head.
+PAGE_OUT_AFTER = 10_000
 
 
 class Enqueued(enum.Enum):
@@ -140,19 +148,44 @@ class Queue:
         self._next_id = max(self._next_id, message_id + 1)
 
     def _append(self, entry: Entry) -> None:
-        self._ready.append(entry)
-        size = len(entry.message.body)
-        self._ready_bytes += size
-        self.vhost.flow.add(size + len(entry.message.header))
+        ready = self._ready
+        ready.append(entry)
+        self._ready_bytes += entry.body_size
+        if entry.stored and len(ready) > PAGE_OUT_AFTER and type(ready) is FifoReady:
+            entry.message = None  # paged out: read back from the store when it reaches the head
+        else:
+            self.vhost.flow.add(entry.size)
         if entry.expires_at is not None and self._expiry_timer is None:
             self._arm_expiry_timer()
 
-    def _take_head(self) -> Entry:
+    def _pop(self) -> Entry:
+        """Remove the head entry (its message may still be paged out)."""
         entry = self._ready.popleft()
-        size = len(entry.message.body)
-        self._ready_bytes -= size
-        self.vhost.flow.remove(size + len(entry.message.header))
+        self._ready_bytes -= entry.body_size
+        if entry.message is not None:
+            self.vhost.flow.remove(entry.size)
         return entry
+
+    def _load(self, entry: Entry) -> bool:
+        """Page a message back in; False (and the message is dropped) if the store cannot return it."""
+        if entry.message is None:
+            try:
+                entry.message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name,
+                                                                                  entry.message_id))
+            except Exception:
+                log.exception("queue '%s' in vhost '%s': message %d could not be read back from the store; "
+                              "dropping it", self.name, self.vhost.name, entry.message_id)
+                self._forget((entry,))
+                return False
+        return True
+
+    def _take_head(self) -> Entry | None:
+        """The head message, paged in; None when the queue is empty."""
+        while len(self._ready):
+            entry = self._pop()
+            if self._load(entry):
+                return entry
+        return None
 
     def _expiry_for(self, message: Message, now: float) -> float | None:
         ttls = [ttl for ttl in (self.options.message_ttl, message.ttl) if ttl is not None]
@@ -167,9 +200,13 @@ class Queue:
 
     def _drop_head_while_full(self) -> None:
         while len(self._ready) and self._is_full():
-            entry = self._take_head()
-            self._forget((entry,))
-            self._dead_letter(entry.message, dead_letter.MAXLEN)
+            self._discard(self._pop(), dead_letter.MAXLEN)
+
+    def _discard(self, entry: Entry, reason: str) -> None:
+        """A ready message dies: forget it, and dead-letter it if the queue says so."""
+        self._forget((entry,))
+        if self.options.dead_letter_exchange is not None and self._load(entry):
+            self._dead_letter(entry.message, reason)
 
     # ------------------------------------------------------------ deliver
 
@@ -185,9 +222,10 @@ class Queue:
             if consumer is None:
                 return
             entry = self._take_head()
+            if entry is None:
+                return
             if entry.expires_at is not None and entry.expires_at < now:  # TTL 0 still reaches a waiting consumer
-                self._forget((entry,))
-                self._dead_letter(entry.message, dead_letter.EXPIRED)
+                self._discard(entry, dead_letter.EXPIRED)
                 continue
             consumer.channel.deliver(consumer, entry)
             if consumer.no_ack:
@@ -231,7 +269,7 @@ class Queue:
         """Take the head message for ``basic.get``."""
         self._touch()
         self._expire(self.vhost.scheduler.clock())
-        return self._take_head() if len(self._ready) else None
+        return self._take_head()
 
     # ------------------------------------------------------------ settle
 
@@ -272,8 +310,8 @@ class Queue:
         returned.sort(key=lambda entry: entry.message_id)
         self._ready.restore(returned)
         for entry in returned:
-            self._ready_bytes += len(entry.message.body)
-            self.vhost.flow.add(len(entry.message.body) + len(entry.message.header))
+            self._ready_bytes += entry.body_size
+            self.vhost.flow.add(entry.size)
         if self._expiry_timer is None and any(entry.expires_at is not None for entry in returned):
             self._arm_expiry_timer()
         self.dispatch()
@@ -288,7 +326,8 @@ class Queue:
         entries = self._ready.clear()
         self._ready_bytes = 0
         for entry in entries:
-            self.vhost.flow.remove(len(entry.message.body) + len(entry.message.header))
+            if entry.message is not None:
+                self.vhost.flow.remove(entry.size)
         return entries
 
     # ------------------------------------------------------------ expiry
@@ -299,9 +338,7 @@ class Queue:
             head = self._ready.peek()
             if head.expires_at is None or head.expires_at > now:
                 break
-            self._take_head()
-            self._forget((head,))
-            self._dead_letter(head.message, dead_letter.EXPIRED)
+            self._discard(self._pop(), dead_letter.EXPIRED)
 
     def _arm_expiry_timer(self) -> None:
         head = self._ready.peek()
@@ -370,6 +407,7 @@ class Queue:
     # ------------------------------------------------------------ dead-lettering
 
     def _dead_letter(self, message: Message, reason: str) -> None:
+        """Republish to the dead-letter exchange (if the queue has one)."""
         if self.options.dead_letter_exchange is None:
             return
         now = datetime.datetime.fromtimestamp(int(self.vhost.wall_clock()), tz=datetime.timezone.utc)
