@@ -60,9 +60,10 @@ class RunningBroker:
         return f"amqp://guest:guest@{host}:{self.port}/{path}"
 
     def add_vhost(self, name: str) -> str:
-        """Create virtual host ``name`` (no-op if it exists) and return its URL.
+        """Create virtual host ``name`` (no-op if it exists), let ``guest`` do anything in it, return its URL.
 
-        Runs ``Broker.add_vhost`` on the broker's event loop thread.  Only an
+        Like a vhost made through RabbitMQ's HTTP API, which grants its creator
+        full permissions.  Runs on the broker's event loop thread.  Only an
         in-thread broker can do this: ``running(process=True)`` raises.
         """
         if not name or len(name.encode()) > 255:
@@ -151,8 +152,11 @@ class _BrokerThread(threading.Thread):
             raise RuntimeError(f"the broker thread did not stop within {STOP_TIMEOUT_S} s")
 
     def add_vhost(self, name: str) -> None:
+        from .core.access import Permission
+
         async def add() -> None:
             self.broker.add_vhost(name)
+            self.broker.access.set_permission("guest", name, Permission())  # configure/write/read ".*"
 
         assert self.loop is not None
         asyncio.run_coroutine_threadsafe(add(), self.loop).result(VHOST_TIMEOUT_S)

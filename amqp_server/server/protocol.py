@@ -6,42 +6,94 @@ deliveries costs one ``transport.write``.  Heartbeats use one timer handle per
 connection, re-armed from ``Connection.next_deadline()``.  ``pause_writing`` /
 ``resume_writing`` (the transport's buffer limits) stop and restart deliveries
 to this connection, so a slow consumer cannot grow our memory.
+
+This layer also enforces ``max_connections`` (``ServerConnection``) and logs each
+connection's life: accepted (peer), opened (user, vhost) and closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Callable
 
 from ..core.broker import Broker
-from ..core.connection import Connection
+from ..core.connection import Connection, State
+from ..errors import NOT_ALLOWED, AMQPConnectionError
 
 log = logging.getLogger("amqp_server.protocol")
 
+CONNECTION_OPEN_PREFIX = b"\x00\x0a\x00\x28"  # class 10, method 40: a connection.open payload starts so
+
+
+class Connections:
+    """Every connection of the broker (both listeners), and how many are open (past connection.open)."""
+
+    def __init__(self, max_connections: int = 0) -> None:
+        self.max_connections = max_connections  # 0: unlimited
+        self.protocols: set[AMQPProtocol] = set()
+        self.opened = 0
+
+    def full(self) -> bool:
+        return 0 < self.max_connections <= self.opened
+
+
+class ServerConnection(Connection):
+    """``core.Connection`` plus the node connection limit, checked when connection.open arrives.
+
+    As RabbitMQ's ``connection_max``: the handshake proceeds, and a
+    connection.open that would exceed the limit is answered with
+    connection.close 530 NOT_ALLOWED (class 10, method 40).
+    """
+
+    def __init__(self, broker: Broker, peer: str, on_output: Callable[[], None],
+                 connections: Connections) -> None:
+        super().__init__(broker, peer=peer, on_output=on_output)
+        self._node_connections = connections
+
+    def _handle_method0(self, payload: bytes) -> None:
+        if (self.state is State.AWAITING_OPEN and payload.startswith(CONNECTION_OPEN_PREFIX)
+                and self._node_connections.full()):
+            limit = self._node_connections.max_connections
+            log.warning("refusing connection from %s: node connection limit (%d) is reached", self.peer, limit,
+                        extra={"peer": self.peer, "user": self.username, "reply_code": NOT_ALLOWED})
+            raise AMQPConnectionError(NOT_ALLOWED, f"connection refused: node connection limit ({limit}) is reached",
+                                      10, 40)
+        super()._handle_method0(payload)
+
 
 class AMQPProtocol(asyncio.Protocol):
-    def __init__(self, broker: Broker, connections: set["AMQPProtocol"]) -> None:
+    def __init__(self, broker: Broker, connections: Connections, tls: bool = False) -> None:
         self._broker = broker
         self._connections = connections
+        self._tls = tls
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._opened = False
+        self._accepted_at = time.monotonic()
         self.connection: Connection | None = None
+        self.closed: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        peer = transport.get_extra_info("peername")
-        self.connection = Connection(self._broker, peer=f"{peer[0]}:{peer[1]}" if peer else "?",
-                                     on_output=self._schedule_flush)
-        self._connections.add(self)
+        address = transport.get_extra_info("peername")
+        peer = f"{address[0]}:{address[1]}" if address else "?"
+        self.connection = ServerConnection(self._broker, peer, self._schedule_flush, self._connections)
+        self._connections.protocols.add(self)
+        log.info("accepted %s connection from %s", "AMQPS" if self._tls else "AMQP", peer,
+                 extra={"peer": peer, "tls": self._tls})
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
         connection = self.connection
         connection.receive_data(data)
+        if not self._opened and connection.state is State.OPEN:
+            self._on_opened()
         if connection.is_publisher and self._broker.flow.blocked and not connection.blocked:
             self.apply_flow(True)
 
@@ -59,13 +111,34 @@ class AMQPProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # close our side too
 
+    def _on_opened(self) -> None:
+        self._opened = True
+        self._connections.opened += 1
+        connection = self.connection
+        log.info("connection from %s: user '%s' authenticated and granted access to vhost '%s'",
+                 connection.peer, connection.username, connection.vhost.name,
+                 extra={"peer": connection.peer, "user": connection.username, "vhost": connection.vhost.name})
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self._connections.discard(self)
+        self._connections.protocols.discard(self)
         if self._timer is not None:
             self._timer.cancel()
-        if self.connection is not None:
-            self.connection.on_output = None
-            self.connection.connection_lost()
+        connection = self.connection
+        if connection is not None:
+            connection.on_output = None
+            connection.connection_lost()
+            duration = time.monotonic() - self._accepted_at
+            if self._opened:
+                self._connections.opened -= 1
+                log.info("closed connection from %s (user '%s', vhost '%s', duration %.1f s)", connection.peer,
+                         connection.username, connection.vhost.name, duration,
+                         extra={"peer": connection.peer, "user": connection.username,
+                                "vhost": connection.vhost.name, "duration": round(duration, 3)})
+            else:
+                log.info("closed connection from %s before it was opened (duration %.1f s)", connection.peer,
+                         duration, extra={"peer": connection.peer, "duration": round(duration, 3)})
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def pause_writing(self) -> None:
         self.connection.set_writable(False)
@@ -77,6 +150,11 @@ class AMQPProtocol(asyncio.Protocol):
         """Broker shutdown: CONNECTION_FORCED, then flush and close."""
         self.connection.force_close(reply_text)
         self._flush()
+
+    def abort(self) -> None:
+        """Drop the socket now, whatever is still buffered (a client too slow to take its close)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:

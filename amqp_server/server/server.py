@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -16,62 +17,96 @@ from storage.segment_store import SegmentStore
 from ..config import Config
 from ..core.broker import Broker, Limits
 from .persister import Persister
-from .protocol import AMQPProtocol
+from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
+from .tls import server_context
 
 log = logging.getLogger("amqp_server.server")
+
+
+SHUTDOWN_GRACE = 2.0  # seconds clients get to answer connection.close at shutdown; then their sockets are dropped
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
                 on_listening: Callable[[str, int, Broker], None] | None = None) -> None:
     """Run the broker until ``stop`` is set, or SIGTERM/SIGINT when run in the main thread.
 
-    ``on_listening(host, port, broker)`` is called once the socket is bound (for
+    ``on_listening(host, port, broker)`` is called once the sockets are bound (for
     embedding: ``amqp_server.testing`` uses it to learn the port of ``--port 0``).
+    With ``tls_cert`` and ``tls_key`` set, a second listener on ``tls_port`` speaks amqps.
+    Bad TLS settings raise ``ValueError`` (or ``OSError`` for unreadable files) before anything starts.
     """
     started = time.monotonic()
+    tls = server_context(config)
     store = SegmentStore(config.data_dir)  # raises DataDirLocked if another broker uses it
     try:
-        await _serve(config, store, started, ready, stop or asyncio.Event(), on_listening)
+        await _serve(config, tls, store, started, ready, stop or asyncio.Event(), on_listening)
     finally:
         store.close()  # syncs first: a clean shutdown loses nothing
         log.info("stopped")
 
 
-async def _serve(config: Config, store: SegmentStore, started: float, ready: asyncio.Event | None,
-                 stop: asyncio.Event, on_listening: Callable[[str, int, Broker], None] | None) -> None:
+async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore, started: float,
+                 ready: asyncio.Event | None, stop: asyncio.Event,
+                 on_listening: Callable[[str, int, Broker], None] | None) -> None:
     loop = asyncio.get_running_loop()
     broker = Broker(store=store, clock=loop.time,
                     limits=Limits(channel_max=config.channel_max, frame_max=config.frame_max,
-                                  heartbeat=config.heartbeat))
+                                  heartbeat=config.heartbeat, handshake_timeout=config.handshake_timeout,
+                                  max_message_size=config.max_message_size))
     gc.freeze()  # recovered messages are long-lived: keep them out of later full collections
     recovered = sum(queue.message_count for vhost in broker.vhosts.values() for queue in vhost.queues.values())
     persister = Persister(store, broker.sync_barrier)
     timers = SchedulerDriver(broker.scheduler)
-    connections: set[AMQPProtocol] = set()
+    connections = Connections(config.max_connections)
     broker.flow.high_watermark = config.memory_high_watermark
-    broker.flow.on_change = lambda blocked: [protocol.apply_flow(blocked) for protocol in list(connections)]
-    server = await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
-                                      reuse_address=True)
-    host, port = server.sockets[0].getsockname()[:2]
-    # One line that tooling (tests, benchmarks) parses for the port: printed whatever the log level.
-    print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
-    log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
-    if on_listening is not None:
-        on_listening(host, port, broker)
-    signals = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    if ready is not None:
-        ready.set()
+    broker.flow.on_change = lambda blocked: [protocol.apply_flow(blocked) for protocol in list(connections.protocols)]
+    servers = [await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
+                                        reuse_address=True)]
+    signals: tuple[signal.Signals, ...] = ()
     try:
+        if tls is not None:
+            servers.append(await loop.create_server(
+                lambda: AMQPProtocol(broker, connections, tls=True), config.host, config.tls_port,
+                reuse_address=True, ssl=tls, ssl_handshake_timeout=config.handshake_timeout))
+        host, port = servers[0].sockets[0].getsockname()[:2]
+        # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format.
+        print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
+        if tls is not None:
+            tls_host, tls_port = servers[1].sockets[0].getsockname()[:2]
+            print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
+        log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
+        if on_listening is not None:
+            on_listening(host, port, broker)
+        if threading.current_thread() is threading.main_thread():
+            signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+        if ready is not None:
+            ready.set()
         await stop.wait()
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
-        server.close()
+        for server in servers:
+            server.close()
         timers.stop()
-        for protocol in list(connections):
-            protocol.close("broker forced connection closure with reason 'shutdown'")
-        await asyncio.sleep(0.05)  # let the close frames go out
+        await _close_connections(connections)
         await persister.drain()
+
+
+async def _close_connections(connections: Connections) -> None:
+    """CONNECTION_FORCED to every client; wait (bounded) for them to go, then drop the stragglers."""
+    protocols = list(connections.protocols)
+    if not protocols:
+        return
+    log.info("shutting down: closing %d connections", len(protocols))
+    for protocol in protocols:
+        protocol.close("broker forced connection closure with reason 'shutdown'")
+    await asyncio.wait([protocol.closed for protocol in protocols], timeout=SHUTDOWN_GRACE)
+    stragglers = list(connections.protocols)
+    if stragglers:
+        log.warning("dropping %d connections that did not close within %.0f s", len(stragglers), SHUTDOWN_GRACE)
+        for protocol in stragglers:
+            protocol.abort()
+        await asyncio.sleep(0)  # let connection_lost release what they held
