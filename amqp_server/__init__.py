@@ -6,3 +6,11 @@ the ``storage`` package beside this one.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # lazy: `import amqp_server` (and so pytest's plugin loading) stays cheap
+    if name == "running":
+        from .testing import running
+
+        return running
+    raise AttributeError(f"module 'amqp_server' has no attribute {name!r}")

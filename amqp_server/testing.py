@@ -83,18 +83,20 @@ def running(host: str = "127.0.0.1", port: int = 0, data_dir: str | os.PathLike[
     uses a fresh temp dir that is removed afterwards; a given dir is kept, so a
     second ``running(data_dir=...)`` recovers what the first one stored.
     ``options`` are further ``Config`` fields (``heartbeat``, ``frame_max``,
-    ``channel_max``, ``log_level``); with ``process=True`` only ``log_level`` (a
-    command-line flag) is accepted.  ``timeout`` bounds the start.
+    ``channel_max``, ``max_connections`` …); with ``process=True`` only
+    ``log_level`` (a command-line flag) is accepted.  In a thread the broker
+    logs through this process's ``logging`` (logger ``amqp_server``), so
+    ``log_level`` matters only with ``process=True``.  ``timeout`` bounds the start.
     """
-    temp_dir = tempfile.mkdtemp(prefix="amqp-server-") if data_dir is None else None
+    owned = data_dir is None
+    directory = Path(tempfile.mkdtemp(prefix="amqp-server-")) if data_dir is None else Path(data_dir)
     try:
-        directory = Path(temp_dir if temp_dir is not None else data_dir)  # type: ignore[arg-type]
         start = _in_process if process else _in_thread
         with start(host, port, directory, timeout, options) as broker:
             yield broker
     finally:
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _connect_host(host: str) -> str:
@@ -192,7 +194,8 @@ def _in_process(host: str, port: int, data_dir: Path, timeout: float,
     if unsupported:
         raise TypeError(f"running(process=True) accepts only the log_level option, not {', '.join(unsupported)}")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    if str(PACKAGE_ROOT) not in sys.path:  # a source checkout: let the child import this very code
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     child = subprocess.Popen(
         [sys.executable, "-m", "amqp_server", "--host", host, "--port", str(port), "--data-dir", str(data_dir),
          "--log-level", options.get("log_level", "warning")],
