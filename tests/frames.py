@@ -66,15 +66,27 @@ def parse(data: bytes) -> list[tuple[int, Any]]:
     return frames
 
 
-class Peer:
-    """The client end of one in-process ``Connection``."""
+def run_persister(broker: Broker) -> None:
+    """What the server's persister does after a read: one store sync, then the held confirms and replies."""
+    barrier = broker.sync_barrier
+    while barrier.requested:
+        snapshot = barrier.begin()
+        broker.store.sync()
+        barrier.end(snapshot, True)
 
-    def __init__(self, broker: Broker, peer: str = "127.0.0.1:5555") -> None:
+
+class Peer:
+    """The client end of one in-process ``Connection``; ``auto_sync`` runs the persister after each send."""
+
+    def __init__(self, broker: Broker, peer: str = "127.0.0.1:5555", auto_sync: bool = True) -> None:
         self.broker = broker
         self.connection = Connection(broker, peer=peer)
+        self.auto_sync = auto_sync
 
     def send(self, data: bytes) -> None:
         self.connection.receive_data(data)
+        if self.auto_sync:
+            run_persister(self.broker)
 
     def send_method(self, channel: int, value: PamqpMethod) -> None:
         self.send(method(channel, value))

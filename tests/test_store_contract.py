@@ -279,3 +279,28 @@ def test_recovered_messages_are_delivered_to_consumers_and_acks_persist(store):
 
     third = open_peer(Broker(store=store, clock=FakeClock()))
     assert [body for _, body, _ in get_all(third, "dq")] == [b"2"]
+
+
+def test_durable_declare_ok_waits_for_the_store_sync(store):
+    """RabbitMQ commits a durable definition before answering: a kill -9 after declare-ok must not lose it."""
+    broker = Broker(store=store, clock=FakeClock())
+    peer = Peer(broker, auto_sync=False)
+    peer.handshake()
+    peer.open_channel(1)
+    peer.send_method(1, commands.Queue.Declare(queue="durable-q", durable=True))
+    peer.send_method(1, commands.Queue.Declare(queue="transient-q"))
+    assert [type(frame).__name__ for _, frame in peer.methods()] == ["DeclareOk"]  # only the transient one
+
+    snapshot = broker.sync_barrier.begin()
+    store.sync()
+    broker.sync_barrier.end(snapshot, True)
+    assert [frame.queue for _, frame in peer.methods()] == ["durable-q"]
+    assert [q.name for q in store.recover().queues] == ["durable-q"]
+
+
+def test_exclusive_durable_queues_are_not_stored(store):
+    broker = Broker(store=store, clock=FakeClock())
+    peer = open_peer(broker)
+    peer.send_method(1, commands.Queue.Declare(queue="mine", durable=True, exclusive=True))
+    peer.send(publish(1, "mine", b"p", properties=commands.Basic.Properties(delivery_mode=2)))
+    assert store.recover().queues == [] and store.recover().messages == {}

@@ -27,6 +27,7 @@ from ..errors import (
     NOT_ALLOWED,
     NOT_IMPLEMENTED,
     PRECONDITION_FAILED,
+    RESOURCE_ERROR,
     UNEXPECTED_FRAME,
     AMQPConnectionError,
     ChannelError,
@@ -308,6 +309,15 @@ class Channel:
         if self.confirms.synced(sequence):
             self.connection.vhost.sync_barrier.wait(self)
         self.flush_confirms()
+
+    def send_after_sync(self, frame: bytes, ok: bool) -> None:
+        """A reply held until the store synced a durable definition (or failed to: the channel closes)."""
+        if self.state is not ChannelState.OPEN:
+            return
+        if ok:
+            self.connection.send(frame)
+        else:
+            self.close_with_error(ChannelError(RESOURCE_ERROR, "could not write the definition to disk"))
 
     def _on_confirm_select(self, method: commands.Confirm.Select) -> None:
         if self.transaction is not None:

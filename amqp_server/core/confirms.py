@@ -79,6 +79,7 @@ class SyncBarrier:
 
     def __init__(self) -> None:
         self._waiting: dict["Channel", None] = {}
+        self._callbacks: list[Callable[[bool], None]] = []
         self.requested = False
         self.on_request: Callable[[], None] | None = None
 
@@ -94,14 +95,23 @@ class SyncBarrier:
         self._waiting[channel] = None
         self.request()
 
-    def begin(self) -> list[tuple["Channel", int]]:
+    def after_sync(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(ok)`` once the next sync has finished (replies to durable declarations)."""
+        self._callbacks.append(callback)
+        self.request()
+
+    def begin(self) -> tuple[list[tuple["Channel", int]], list[Callable[[bool], None]]]:
         """Snapshot what the sync about to start will cover."""
-        snapshot = [(channel, channel.confirms.unsynced) for channel in self._waiting]
+        snapshot = [(channel, channel.confirms.unsynced) for channel in self._waiting], self._callbacks
         self._waiting.clear()
+        self._callbacks = []
         self.requested = False
         return snapshot
 
-    def end(self, snapshot: list[tuple["Channel", int]], ok: bool) -> None:
+    def end(self, snapshot: tuple[list[tuple["Channel", int]], list[Callable[[bool], None]]], ok: bool) -> None:
         """The sync finished: release (or, if it failed, nack) what it covered."""
-        for channel, sequence in snapshot:
+        confirms, callbacks = snapshot
+        for callback in callbacks:
+            callback(ok)
+        for channel, sequence in confirms:
             channel.synced(sequence, ok)

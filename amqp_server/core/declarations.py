@@ -26,7 +26,7 @@ from ..errors import (
     reserved_name,
     resource_locked,
 )
-from ..wire.methods import queue_declare_ok_frame
+from ..wire.methods import method_frame, queue_declare_ok_frame
 from .broker_names import generated_name
 from .exchanges import EXCHANGE_TYPES, Exchange
 from .queue import Queue
@@ -83,8 +83,15 @@ def _check_bind_access(channel: "Channel", kind: str, destination: str, source: 
 
 
 def _reply(channel: "Channel", nowait: bool, method: Any) -> None:
-    if not nowait:
-        channel.connection.send_method(channel.channel_id, method)
+    """Send the -ok; after a durable change, only once the store has synced it (RabbitMQ commits first)."""
+    frame = None if nowait else (method if isinstance(method, bytes) else method_frame(channel.channel_id, method))
+    vhost = channel.connection.vhost
+    if vhost.unsynced_definitions:
+        vhost.unsynced_definitions = False
+        if frame is not None:
+            vhost.sync_barrier.after_sync(lambda ok: channel.send_after_sync(frame, ok))
+    elif frame is not None:
+        channel.connection.send(frame)
 
 
 # ---------------------------------------------------------------- exchange.*
@@ -197,9 +204,8 @@ def _on_queue_declare(channel: "Channel", method: commands.Queue.Declare) -> Non
             _check_queue_equivalent(queue, method, connection)
             queue.redeclared()
     channel.last_queue_name = queue.name
-    if not method.nowait:
-        connection.send(queue_declare_ok_frame(channel.channel_id, queue.name, queue.message_count,
-                                               len(queue.consumers)))
+    _reply(channel, method.nowait, queue_declare_ok_frame(channel.channel_id, queue.name, queue.message_count,
+                                                          len(queue.consumers)))
 
 
 def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connection: Any) -> None:
@@ -240,7 +246,7 @@ def _on_queue_unbind(channel: "Channel", method: commands.Queue.Unbind) -> None:
         _check_exclusive_access(channel, queue)
         _check_bind_access(channel, "queue", queue.name, exchange.name)
         vhost.unbind(exchange, queue, method.routing_key, dict(method.arguments or {}))
-    channel.connection.send_method(channel.channel_id, commands.Queue.UnbindOk())
+    _reply(channel, False, commands.Queue.UnbindOk())
 
 
 def _on_queue_purge(channel: "Channel", method: commands.Queue.Purge) -> None:

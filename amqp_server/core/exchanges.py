@@ -51,6 +51,10 @@ class Exchange:
         self.arguments = arguments or {}
         self.bindings: dict[BindingKey, tuple[Destination, str, dict[str, Any]]] = {}
 
+    @property
+    def persisted(self) -> bool:
+        return self.durable
+
     def record(self) -> ExchangeRecord:
         return ExchangeRecord(self.vhost.name, self.name, self.type_name, self.durable, self.auto_delete,
                               self.internal, dict(self.arguments))

@@ -114,6 +114,12 @@ class Queue:
         self._expire(self.vhost.scheduler.clock())
         return len(self._ready)
 
+    @property
+    def persisted(self) -> bool:
+        """Whether the queue is in the store: durable, and not exclusive (an exclusive queue dies with its
+        connection, so after a restart it is gone either way — RabbitMQ deletes it on recovery)."""
+        return self.durable and self.exclusive_owner is None
+
     def record(self) -> QueueRecord:
         return QueueRecord(self.vhost.name, self.name, self.durable, self.auto_delete, dict(self.arguments))
 
@@ -126,7 +132,7 @@ class Queue:
             if options.overflow == "reject-publish-dlx":
                 self._dead_letter(message, dead_letter.MAXLEN)
             return Enqueued.REJECTED
-        stored = message.persistent and self.durable
+        stored = message.persistent and self.persisted
         now = self.vhost.scheduler.clock()
         entry = Entry(message, self._next_id, stored, expires_at=self._expiry_for(message, now))
         self._next_id += 1

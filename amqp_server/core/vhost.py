@@ -38,6 +38,7 @@ class VirtualHost:
         self.name = name
         self.store = store
         self.flow = flow or MemoryFlow()
+        self.unsynced_definitions = False  # set by a durable change; the handler's reply then waits for a sync
         self.sync_barrier = sync_barrier or SyncBarrier()
         self.scheduler = scheduler or Scheduler(time.monotonic)
         self.wall_clock = wall_clock  # for x-death timestamps
@@ -90,8 +91,9 @@ class VirtualHost:
 
     def add_exchange(self, exchange: Exchange) -> None:
         self.exchanges[exchange.name] = exchange
-        if exchange.durable:
+        if exchange.persisted:
             self.store.put_exchange(exchange.record())
+            self._definitions_changed()
 
     def delete_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
@@ -102,13 +104,15 @@ class VirtualHost:
             for key in [key for key, (d, _, _) in source.bindings.items() if d is exchange]:
                 _, routing_key, arguments = source.bindings[key]
                 source.unbind(exchange, routing_key, arguments)
-        if exchange.durable:
+        if exchange.persisted:
             self.store.delete_exchange(self.name, exchange.name)
+            self._definitions_changed()
 
     def add_queue(self, queue: Queue) -> None:
         self.queues[queue.name] = queue
-        if queue.durable:
+        if queue.persisted:
             self.store.put_queue(queue.record())
+            self._definitions_changed()
 
     def delete_queue(self, queue: Queue) -> int:
         """Delete a queue: unbind it, cancel its consumers (telling them), drop its messages."""
@@ -129,16 +133,18 @@ class VirtualHost:
         queue.bindings.clear()
         for consumer in list(queue.consumers):
             consumer.channel.cancel_by_server(consumer)
-        if queue.durable:
+        if queue.persisted:
             self.store.delete_queue(self.name, queue.name)
+            self._definitions_changed()
         return count
 
     def bind(self, exchange: Exchange, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
         if exchange.bind(destination, routing_key, arguments):
             if destination.kind == "queue":
                 destination.bindings.add((exchange.name, routing_key))
-            if exchange.durable and destination.durable:
+            if exchange.persisted and destination.persisted:
                 self.store.put_binding(exchange.binding_record(destination, routing_key, arguments))
+                self._definitions_changed()
 
     def unbind(self, exchange: Exchange, destination: Destination, routing_key: str,
                arguments: dict[str, Any]) -> None:
@@ -146,9 +152,15 @@ class VirtualHost:
             if destination.kind == "queue" and not any(
                     d is destination and key == routing_key for d, key, _ in exchange.bindings.values()):
                 destination.bindings.discard((exchange.name, routing_key))
-            if exchange.durable and destination.durable:
+            if exchange.persisted and destination.persisted:
                 self.store.delete_binding(exchange.binding_record(destination, routing_key, arguments))
+                self._definitions_changed()
             self._maybe_auto_delete(exchange)
+
+    def _definitions_changed(self) -> None:
+        """A durable definition was written: it must reach the disk before the client hears -ok."""
+        self.unsynced_definitions = True
+        self.sync_barrier.request()
 
     def _maybe_auto_delete(self, exchange: Exchange) -> None:
         """An auto-delete exchange goes away when its last binding is removed."""
