@@ -134,7 +134,7 @@ class Connection:
         except AMQPConnectionError as error:
             self.close_with_error(error)
         except Exception:
-            log.exception("internal error on connection from %s", self.peer)
+            log.exception("internal error on connection from %s", self.peer, extra=self._log_fields())
             self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
 
     def data_to_send(self) -> bytes:
@@ -190,11 +190,12 @@ class Connection:
                 self._finish()
         elif self.state is not State.OPEN:
             if now >= self._handshake_deadline:
-                log.warning("closing connection from %s: handshake timeout", self.peer)
+                log.warning("closing connection from %s: handshake timeout", self.peer, extra=self._log_fields())
                 self._finish()
         elif self.heartbeat:
             if now >= self._last_received + 2 * self.heartbeat:
-                log.warning("closing connection from %s: missed heartbeats, timeout %ss", self.peer, self.heartbeat)
+                log.warning("closing connection from %s: missed heartbeats, timeout %ss", self.peer, self.heartbeat,
+                            extra=self._log_fields())
                 self._finish()
             elif now >= self._last_sent + self.heartbeat / 2 and not self.outbox:
                 self.send(HEARTBEAT_FRAME)
@@ -230,15 +231,23 @@ class Connection:
             return
         if self.state in (State.AWAITING_START_OK, State.AWAITING_TUNE_OK) and error.reply_code != ACCESS_REFUSED:
             # RabbitMQ sends no frame for errors before tuning is done: it just drops the socket.
-            log.warning("closing connection from %s during the handshake: %s", self.peer, error.reply_text)
+            log.warning("closing connection from %s during the handshake: %s", self.peer, error.reply_text,
+                        extra=self._log_fields(reply_code=error.reply_code))
             self._finish()
             return
-        log.info("closing connection from %s: %s", self.peer, error.reply_text)
+        log.info("closing connection from %s: %s", self.peer, error.reply_text,
+                 extra=self._log_fields(reply_code=error.reply_code))
         self.send_method(0, commands.Connection.Close(error.reply_code, error.reply_text[:255],
                                                      error.class_id, error.method_id))
         self._release_channels()
         self.state = State.CLOSING
         self._close_deadline = self.broker.clock() + CLOSE_OK_TIMEOUT
+
+    def _log_fields(self, **fields: Any) -> dict[str, Any]:
+        """``extra=`` for log records about this connection: peer, and user/vhost once known."""
+        known = {"peer": self.peer, "user": self.username or None,
+                 "vhost": self.vhost.name if self.state in (State.OPEN, State.CLOSING) else None}
+        return {key: value for key, value in {**known, **fields}.items() if value is not None}
 
     def force_close(self, reply_text: str) -> None:
         """Close from the broker's side (shutdown): 320 CONNECTION_FORCED."""
@@ -363,7 +372,8 @@ class Connection:
                                       else "invalid authentication response", 10, 11)
         username, password = credentials
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
-            log.warning("login refused for user '%s' from %s", username, self.peer)
+            log.warning("login refused for user '%s' from %s", username, self.peer,
+                        extra={"peer": self.peer, "user": username, "mechanism": method.mechanism})
             if not self.client_capabilities.get("authentication_failure_close"):
                 self._finish()  # old clients expect the socket to close (RabbitMQ does the same)
                 return

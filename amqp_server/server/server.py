@@ -69,6 +69,10 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore
             servers.append(await loop.create_server(
                 lambda: AMQPProtocol(broker, connections, tls=True), config.host, config.tls_port,
                 reuse_address=True, ssl=tls, ssl_handshake_timeout=config.handshake_timeout))
+        if threading.current_thread() is threading.main_thread():
+            signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:  # before the listening line: whoever reads it may stop us at once
+            loop.add_signal_handler(signum, stop.set)
         host, port = servers[0].sockets[0].getsockname()[:2]
         # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format.
         print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
@@ -78,10 +82,6 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         if on_listening is not None:
             on_listening(host, port, broker)
-        if threading.current_thread() is threading.main_thread():
-            signals = (signal.SIGTERM, signal.SIGINT)
-        for signum in signals:
-            loop.add_signal_handler(signum, stop.set)
         if ready is not None:
             ready.set()
         await stop.wait()
