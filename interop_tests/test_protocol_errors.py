@@ -357,3 +357,12 @@ def test_client_that_sends_heartbeats_is_kept(raw: RawClient) -> None:
         except socket.timeout:
             pass
     raw.open_channel(1)
+
+
+def test_after_close_ok_the_broker_leaves_the_socket_to_the_client(opened: RawClient) -> None:
+    """RabbitMQ keeps the socket open after its close-ok until the client closes it; closing first
+    races clients that read close-ok and EOF together (amqp091-go then reports a 501 "EOF")."""
+    opened.send_method(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+    opened.expect(commands.Connection.CloseOk)
+    with pytest.raises(socket.timeout):
+        opened.wait_closed(timeout=0.5)

@@ -422,10 +422,16 @@ def test_open_connection_does_not_time_out():
 
 # ------------------------------------------------------------------ connection.close
 
-def test_client_close_gets_close_ok_and_closes():
-    peer = open_peer()
+def test_client_close_gets_close_ok_and_the_client_closes_the_socket():
+    """As RabbitMQ: after close-ok the broker leaves the socket to the client (30 s at most)."""
+    clock = FakeClock()
+    peer = open_peer(Broker(clock=clock))
     peer.send_method(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
     assert [(ch, type(f)) for ch, f in peer.frames()] == [(0, commands.Connection.CloseOk)]
+    assert not peer.connection.should_close
+    peer.send_method(1, commands.Queue.Declare(queue="ignored"))
+    assert peer.frames() == []
+    peer.connection.handle_timer(clock.advance(30))
     assert peer.connection.should_close
 
 

@@ -66,6 +66,9 @@ CAPABILITIES = {
 }
 
 CLOSE_OK_TIMEOUT = 3.0  # how long we wait for connection.close-ok before dropping the socket
+# After our close-ok, the client closes the socket; closing it ourselves first races clients that
+# read close-ok and EOF together (amqp091-go reports a 501 "EOF" then). RabbitMQ waits 30 s too.
+LINGER_TIMEOUT = 30.0
 
 
 class State(enum.Enum):
@@ -75,6 +78,7 @@ class State(enum.Enum):
     AWAITING_OPEN = "awaiting connection.open"
     OPEN = "open"
     CLOSING = "closing"  # we sent connection.close and wait for close-ok
+    CLOSE_OK_SENT = "close-ok sent"  # the client closed: we answered and wait for it to drop the socket
     CLOSED = "closed"
 
 
@@ -116,7 +120,7 @@ class Connection:
 
     def receive_data(self, data: bytes) -> None:
         """Process bytes read from the peer."""
-        if self.state is State.CLOSED:
+        if self.state in (State.CLOSED, State.CLOSE_OK_SENT):
             return
         self._last_received = self.broker.clock()
         try:
@@ -173,7 +177,7 @@ class Connection:
         """When ``handle_timer`` must run next (None: no timer needed)."""
         if self.state is State.CLOSED:
             return None
-        if self.state is State.CLOSING:
+        if self.state in (State.CLOSING, State.CLOSE_OK_SENT):
             return self._close_deadline
         if self.state is not State.OPEN:
             return self._handshake_deadline
@@ -185,7 +189,7 @@ class Connection:
         """Send a heartbeat when we were quiet; drop a peer silent for two heartbeat intervals."""
         if self.state is State.CLOSED:
             return
-        if self.state is State.CLOSING:
+        if self.state in (State.CLOSING, State.CLOSE_OK_SENT):
             if now >= self._close_deadline:
                 self._finish()
         elif self.state is not State.OPEN:
@@ -227,7 +231,7 @@ class Connection:
 
     def close_with_error(self, error: AMQPError) -> None:
         """Send ``connection.close`` with the error and wait (briefly) for close-ok."""
-        if self.state in (State.CLOSING, State.CLOSED):
+        if self.state in (State.CLOSING, State.CLOSE_OK_SENT, State.CLOSED):
             return
         if self.state in (State.AWAITING_START_OK, State.AWAITING_TUNE_OK) and error.reply_code != ACCESS_REFUSED:
             # RabbitMQ sends no frame for errors before tuning is done: it just drops the socket.
@@ -417,7 +421,9 @@ class Connection:
 
     def _on_close(self, method: commands.Connection.Close) -> None:
         self.send_method(0, commands.Connection.CloseOk())
-        self._finish()
+        self._release_channels()
+        self.state = State.CLOSE_OK_SENT
+        self._close_deadline = self.broker.clock() + LINGER_TIMEOUT
 
     # -------------------------------------------------------------- teardown
 
