@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 _FRAME_HEADER = struct.Struct(">BHI")
 
+_REPLY_TO_BYTES = reply_to.PSEUDO_QUEUE.encode()
+
 # how a delivery is settled
 ACK = "ack"
 REQUEUE = "requeue"
@@ -233,7 +235,7 @@ class Channel:
         try:
             if b"CC" in header:  # cheap test before decoding the headers table (it also matches BCC)
                 message = sender_selected(message)
-            if reply_to.PSEUDO_QUEUE.encode() in header:
+            if _REPLY_TO_BYTES in header:
                 message = self._with_reply_key(message)
         except (ValueError, IndexError, struct.error):
             raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None

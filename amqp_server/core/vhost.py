@@ -56,6 +56,11 @@ class VirtualHost:
         loops end), falls back to an exchange's alternate exchange when it routes
         nowhere, and routes CC/BCC header keys as extra routing keys.
         """
+        if not message.extra_routing_keys:
+            # fast path (most messages): one key, and the exchange routes straight to queues
+            destinations = exchange.route(message, message.routing_key)
+            if destinations and all(destination.kind == "queue" for destination in destinations):
+                return list(destinations)
         keys = (message.routing_key, *message.extra_routing_keys)
         queues: dict[str, Queue] = {}
         seen: set[str] = set()
