@@ -1,66 +1,290 @@
 """Command line: ``amqp-server`` / ``python -m amqp_server``.
 
-Each flag has an environment variable (flag wins): ``AMQP_SERVER_HOST``,
-``AMQP_SERVER_PORT``, ``AMQP_SERVER_DATA_DIR``, ``AMQP_SERVER_LOG_LEVEL``.
-The flag names are a stable interface: outside tooling starts the broker with them.
+Without a subcommand it runs the broker.  Every configuration key has a flag
+(``--port``), an environment variable (``AMQP_SERVER_PORT``) and a key in the
+TOML file named by ``--config`` (``port``); flag > environment > file > default
+(see ``config``).  The flag names are a stable interface: outside tooling starts
+the broker with them.  Invalid configuration exits with code 2 and one line
+naming the key.
+
+Admin subcommands edit the users, vhosts and permissions in
+``<data dir>/access.json`` (a running broker reloads it within a second) or,
+for definitions, the data dir's store (only while no broker runs on it)::
+
+    amqp-server users add NAME PASSWORD [--tags administrator,management]
+    amqp-server users delete NAME
+    amqp-server users list
+    amqp-server vhosts add NAME | delete NAME | list
+    amqp-server permissions set USER VHOST CONFIGURE WRITE READ
+    amqp-server permissions clear USER VHOST
+    amqp-server permissions list
+    amqp-server definitions export FILE      (RabbitMQ's definitions JSON; - for stdout)
+    amqp-server definitions import FILE
+
+Each takes ``--data-dir`` and ``--config`` (the data dir is resolved like the
+broker's).  They exit with 0 on success, 1 when the change cannot be made
+(with a message on stderr), 2 on a usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
+import json
+import ssl
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
-from . import __version__
-from .config import DEFAULT_MEMORY_HIGH_WATERMARK, Config, default_data_dir, memory_limit
+from storage.segment_store import DataDirLocked
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from . import __version__, logging_setup
+from .access_store import (
+    DEFAULT_VHOST,
+    DefinitionsError,
+    check_pattern,
+    edit_access,
+    load_access,
+    locked,
+    remove_vhost,
+)
+from .config import CONFIG_ENV, OPTIONS, Config, ConfigError, env_name, flag_name, load_config
+from .core.access import Permission
+from .core.broker import Broker
+from .definitions import delete_vhost, export_from, import_file, open_offline_broker, save_broker_access
+
+ADMIN_COMMANDS = ("users", "vhosts", "permissions", "definitions")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"AMQP_SERVER_{name}", default)
+class AdminError(Exception):
+    """An admin command that cannot be done: printed, exit code 1."""
 
 
-def parse_args(argv: list[str] | None = None) -> Config:
-    parser = argparse.ArgumentParser(prog="amqp-server", description="A RabbitMQ-compatible AMQP 0-9-1 broker.")
-    parser.add_argument("--host", default=_env("HOST", "127.0.0.1"),
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces) [AMQP_SERVER_HOST]")
-    parser.add_argument("--port", type=int, default=int(_env("PORT", "5672")),
-                        help="TCP port (default 5672; 0 picks a free port and logs it) [AMQP_SERVER_PORT]")
-    parser.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", str(default_data_dir()))),
-                        help="where durable data lives (default ~/.local/share/amqp-server) [AMQP_SERVER_DATA_DIR]")
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info").lower(), choices=LOG_LEVELS,
-                        help="log verbosity (default info) [AMQP_SERVER_LOG_LEVEL]")
-    parser.add_argument("--memory-high-watermark", type=float,
-                        default=float(_env("MEMORY_HIGH_WATERMARK", str(DEFAULT_MEMORY_HIGH_WATERMARK))),
-                        help="block publishers when queued messages use more than this: a fraction of physical "
-                             "memory (default 0.4, as RabbitMQ) or a number of bytes [AMQP_SERVER_MEMORY_HIGH_WATERMARK]")
+# ------------------------------------------------------------------ running the broker
+
+def broker_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amqp-server", description="A RabbitMQ-compatible AMQP 0-9-1 broker.",
+        epilog="Each flag can also be set by the environment variable in brackets or by its key in the "
+               "--config file; flags win over the environment, which wins over the file. Admin commands: "
+               "amqp-server {users,vhosts,permissions,definitions} --help.")
+    parser.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
+    for key, option in OPTIONS.items():
+        help_text = f"{option.help} [{env_name(key)}]"
+        if option.kind == "bool":
+            parser.add_argument(flag_name(key), dest=key, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(flag_name(key), dest=key, default=None, help=help_text, choices=option.choices,
+                                metavar=option.metavar or (None if option.choices else key.upper()))
     parser.add_argument("--version", action="version", version=f"amqp-server {__version__}")
-    args = parser.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        parser.error(f"--port must be between 0 and 65535, not {args.port}")
-    if args.memory_high_watermark <= 0:
-        parser.error("--memory-high-watermark must be positive")
-    return Config(host=args.host, port=args.port, data_dir=args.data_dir, log_level=args.log_level,
-                  memory_high_watermark=memory_limit(args.memory_high_watermark))
+    return parser
+
+
+def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """The broker's ``Config`` from flags, environment and config file; raises ``ConfigError``."""
+    args = broker_parser().parse_args(argv)
+    flags = {key: value for key, value in vars(args).items() if key in OPTIONS and value is not None}
+    return load_config(flags, args.config, environ)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from storage.segment_store import DataDirLocked
-
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ADMIN_COMMANDS:
+        return admin_main(argv)
+    try:
+        config = parse_args(argv)
+    except ConfigError as error:
+        return _config_failure(error)
+    logging_setup.setup(config.log_level, config.log_format)
     from .server.server import serve
 
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:
         pass
-    except (DataDirLocked, OSError) as error:  # data dir in use, address already in use …
+    except ConfigError as error:  # the config file's permissions name a user or vhost that does not exist
+        return _config_failure(error)
+    except ssl.SSLError as error:  # a certificate or key that does not load
+        return _config_failure(ConfigError("tls_cert", f"cannot load the certificate and key: {error}"))
+    except (DataDirLocked, DefinitionsError, OSError) as error:  # data dir in use, address in use, bad definitions …
         print(f"amqp-server: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _config_failure(error: ConfigError) -> int:
+    print(f"amqp-server: invalid configuration: {error}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------ admin subcommands
+
+def admin_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help=f"the broker's data dir [{env_name('data_dir')}]")
+    common.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
+    parser = argparse.ArgumentParser(prog="amqp-server", description="Manage users, vhosts, permissions and "
+                                                                     "definitions of an amqp-server data dir.")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    def command(group: Any, name: str, handler: Callable[[argparse.Namespace, Config], str | None],
+                help_text: str, *arguments: str) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, parents=[common], help=help_text, description=help_text)
+        for argument in arguments:
+            sub.add_argument(argument)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    users = groups.add_parser("users", help="users and passwords").add_subparsers(dest="action", required=True)
+    add = command(users, "add", _users_add, "add a user", "name", "password")
+    add.add_argument("--tags", default="", help="comma-separated tags, e.g. administrator,management")
+    command(users, "delete", _users_delete, "delete a user and their permissions", "name")
+    command(users, "list", _users_list, "list users and their tags")
+    vhosts = groups.add_parser("vhosts", help="virtual hosts").add_subparsers(dest="action", required=True)
+    command(vhosts, "add", _vhosts_add, "add a virtual host", "name")
+    command(vhosts, "delete", _vhosts_delete, "delete a virtual host with its queues, exchanges and permissions",
+            "name")
+    command(vhosts, "list", _vhosts_list, "list virtual hosts")
+    permissions = groups.add_parser("permissions", help="who may configure, write and read what").add_subparsers(
+        dest="action", required=True)
+    command(permissions, "set", _permissions_set, "set a user's permissions in a vhost (regular expressions, "
+            "in RabbitMQ's order)", "user", "vhost", "configure", "write", "read")
+    command(permissions, "clear", _permissions_clear, "remove a user's permissions in a vhost", "user", "vhost")
+    command(permissions, "list", _permissions_list, "list permissions")
+    definitions = groups.add_parser("definitions", help="RabbitMQ definitions JSON").add_subparsers(
+        dest="action", required=True)
+    command(definitions, "export", _definitions_export, "export users, vhosts, permissions, exchanges, queues and "
+            "bindings (the broker must be stopped)", "file")
+    command(definitions, "import", _definitions_import, "import a definitions file (the broker must be stopped; "
+            "or start it with --load-definitions FILE)", "file")
+    return parser
+
+
+def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
+    args = admin_parser().parse_args(argv)
+    try:
+        config = load_config({"data_dir": args.data_dir} if args.data_dir else {}, args.config, environ)
+    except ConfigError as error:
+        return _config_failure(error)
+    try:
+        message = args.handler(args, config)
+    except (AdminError, DefinitionsError) as error:
+        print(f"amqp-server: {error}", file=sys.stderr)
+        return 1
+    if message:
+        print(message)
+    return 0
+
+
+def _users_add(args: argparse.Namespace, config: Config) -> str:
+    tags = [tag.strip() for tag in args.tags.split(",") if tag.strip()]
+    with edit_access(config.data_dir, config.loopback_users) as (access, _):
+        if args.name in access.users:
+            raise AdminError(f"user '{args.name}' already exists")
+        access.add_user(args.name, args.password, tags)
+    return f"added user '{args.name}'"
+
+
+def _users_delete(args: argparse.Namespace, config: Config) -> str:
+    with edit_access(config.data_dir, config.loopback_users) as (access, _):
+        if args.name not in access.users:
+            raise AdminError(f"no user '{args.name}'")
+        access.delete_user(args.name)
+    return f"deleted user '{args.name}'"
+
+
+def _users_list(args: argparse.Namespace, config: Config) -> str:
+    access, _ = load_access(config.data_dir, config.loopback_users)
+    return "\n".join(f"{user.name}\t[{', '.join(user.tags)}]" for user in access.users.values())
+
+
+def _vhosts_add(args: argparse.Namespace, config: Config) -> str:
+    with edit_access(config.data_dir, config.loopback_users) as (_, vhosts):
+        if args.name in vhosts:
+            raise AdminError(f"vhost '{args.name}' already exists")
+        vhosts.append(args.name)
+    return f"added vhost '{args.name}'"
+
+
+def _vhosts_delete(args: argparse.Namespace, config: Config) -> str:
+    """A running broker deletes the vhost's contents when it reloads; otherwise they are deleted here."""
+    if args.name == DEFAULT_VHOST:
+        raise AdminError(f"vhost '{DEFAULT_VHOST}' cannot be deleted: it always exists (remove its permissions "
+                         f"instead)")
+    with edit_access(config.data_dir, config.loopback_users) as (access, vhosts):
+        if args.name not in vhosts:
+            raise AdminError(f"no vhost '{args.name}'")
+        try:
+            with open_offline_broker(config.data_dir, config.loopback_users) as broker:
+                delete_vhost(broker, args.name)
+        except DataDirLocked:
+            pass  # a broker is running: it deletes the contents when it reloads access.json
+        remove_vhost(access, vhosts, args.name)
+    return f"deleted vhost '{args.name}'"
+
+
+def _vhosts_list(args: argparse.Namespace, config: Config) -> str:
+    return "\n".join(load_access(config.data_dir, config.loopback_users)[1])
+
+
+def _permissions_set(args: argparse.Namespace, config: Config) -> str:
+    for pattern in (args.configure, args.write, args.read):
+        check_pattern(pattern, "permissions set")
+    with edit_access(config.data_dir, config.loopback_users) as (access, vhosts):
+        if args.user not in access.users:
+            raise AdminError(f"no user '{args.user}'")
+        if args.vhost not in vhosts:
+            raise AdminError(f"no vhost '{args.vhost}'")
+        access.set_permission(args.user, args.vhost, Permission(args.configure, args.write, args.read))
+    return f"set permissions of user '{args.user}' in vhost '{args.vhost}'"
+
+
+def _permissions_clear(args: argparse.Namespace, config: Config) -> str:
+    with edit_access(config.data_dir, config.loopback_users) as (access, _):
+        if access.permissions.pop((args.user, args.vhost), None) is None:
+            raise AdminError(f"user '{args.user}' has no permissions in vhost '{args.vhost}'")
+    return f"cleared permissions of user '{args.user}' in vhost '{args.vhost}'"
+
+
+def _permissions_list(args: argparse.Namespace, config: Config) -> str:
+    access, _ = load_access(config.data_dir, config.loopback_users)
+    return "\n".join(f"{user}\t{vhost}\t{p.configure}\t{p.write}\t{p.read}"
+                     for (user, vhost), p in access.permissions.items())
+
+
+@contextmanager
+def _offline(config: Config, verb: str) -> Iterator[Broker]:
+    """The data dir's broker, opened here; a clear ``AdminError`` when a broker is running on it."""
+    try:
+        with open_offline_broker(config.data_dir, config.loopback_users) as broker:
+            yield broker
+    except DataDirLocked as error:
+        hint = ", or start it with --load-definitions FILE" if verb == "import" else ""
+        raise AdminError(f"cannot {verb} definitions while a broker is running: {error} "
+                         f"Stop the broker first{hint}.") from None
+
+
+def _definitions_export(args: argparse.Namespace, config: Config) -> str | None:
+    if not config.data_dir.is_dir():
+        raise AdminError(f"no data dir {config.data_dir}")
+    with _offline(config, "export") as broker:
+        text = json.dumps(export_from(broker), indent=2) + "\n"
+    if args.file == "-":
+        sys.stdout.write(text)
+        return None
+    Path(args.file).write_text(text, encoding="utf-8")
+    return f"exported definitions to {args.file}"
+
+
+def _definitions_import(args: argparse.Namespace, config: Config) -> str:
+    with locked(config.data_dir), _offline(config, "import") as broker:
+        counts = import_file(broker, Path(args.file))
+        save_broker_access(config.data_dir, broker)
+        transient = [f"{vhost.name}/{entity.name}" for vhost in broker.vhosts.values()
+                     for entity in (*vhost.exchanges.values(), *vhost.queues.values()) if not entity.durable]
+    summary = ", ".join(f"{count} {name}" for name, count in counts.items())
+    warning = (f"\nwarning: non-durable exchanges and queues exist only while a broker runs, so these were not "
+               f"kept (use --load-definitions at start): {', '.join(transient)}") if transient else ""
+    return f"imported {summary} from {args.file}{warning}"

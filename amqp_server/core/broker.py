@@ -49,6 +49,8 @@ class Broker:
         self.scheduler = Scheduler(self.clock)
         self.add_vhost("/")
         recovered = self.store.recover()
+        for record in (*recovered.exchanges, *recovered.queues, *recovered.bindings):
+            self.add_vhost(record.vhost)  # durable state of every vhost comes back, not only "/"
         for vhost in self.vhosts.values():
             vhost.restore(recovered)
 

@@ -281,10 +281,11 @@ class Channel:
 
     def _check_publish(self, method: wire.Publish) -> Exchange:
         vhost = self.connection.vhost
+        # permission first, then existence (RabbitMQ's order); the default exchange is 'amq.default' there
+        self.connection.check_access("write", "exchange", method.exchange or "amq.default")
         exchange = vhost.exchanges.get(method.exchange)
         if exchange is None:
             raise not_found("exchange", method.exchange, vhost.name).for_method(60, 40)
-        self.connection.check_access("write", "exchange", exchange.name)
         if exchange.internal:
             raise ChannelError(ACCESS_REFUSED, f"cannot publish to internal exchange '{method.exchange}' in vhost "
                                                f"'{vhost.name}'", 60, 40)
@@ -444,8 +445,7 @@ class Channel:
         if method.queue == reply_to.PSEUDO_QUEUE:
             self._consume_replies(method, tag)
             return
-        queue = declarations.lookup_queue(self, method.queue)
-        self.connection.check_access("read", "queue", queue.name)
+        queue = declarations.lookup_queue(self, method.queue, "read")
         if queue.has_exclusive_consumer() or (method.exclusive and queue.consumers):
             raise ChannelError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '{queue.vhost.name}' in exclusive use")
         priority = (method.arguments or {}).get("x-priority", 0)
@@ -480,8 +480,7 @@ class Channel:
                                                                                nowait=True))
 
     def _on_basic_get(self, method: commands.Basic.Get) -> None:
-        queue = declarations.lookup_queue(self, method.queue)
-        self.connection.check_access("read", "queue", queue.name)
+        queue = declarations.lookup_queue(self, method.queue, "read")
         entry = queue.get()
         if entry is None:
             self.connection.send_method(self.channel_id, commands.Basic.GetEmpty())

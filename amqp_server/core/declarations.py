@@ -44,13 +44,19 @@ EQUIVALENT_QUEUE_ARGUMENTS = (
 
 # ------------------------------------------------------------------ lookups
 
-def lookup_queue(channel: "Channel", name: str) -> Queue:
-    """The queue a method names ('' = the last one declared on this channel), usable by this connection."""
+def lookup_queue(channel: "Channel", name: str, action: str | None = None) -> Queue:
+    """The queue a method names ('' = the last one declared on this channel), usable by this connection.
+
+    With ``action``, the user's permission for it is checked first: RabbitMQ refuses (403) before it
+    looks the queue up, so a forbidden name gets 403 whether or not it exists.
+    """
     vhost = channel.connection.vhost
     if not name:
         name = channel.last_queue_name
         if not name:
             raise ChannelError(NOT_FOUND, "no previously declared queue")
+    if action is not None:
+        channel.connection.check_access(action, "queue", name)
     queue = vhost.queues.get(name)
     if queue is None:
         raise not_found("queue", name, vhost.name)
@@ -137,9 +143,9 @@ def _check_exchange_equivalent(exchange: Exchange, method: commands.Exchange.Dec
 def _on_exchange_delete(channel: "Channel", method: commands.Exchange.Delete) -> None:
     vhost = channel.connection.vhost
     _check_not_default(method.exchange)
+    channel.connection.check_access("configure", "exchange", method.exchange)
     exchange = vhost.exchanges.get(method.exchange)
     if exchange is not None:
-        channel.connection.check_access("configure", "exchange", exchange.name)
         if exchange.name.startswith("amq."):
             raise ChannelError(ACCESS_REFUSED, f"deletion of system exchange '{exchange.name}' in vhost "
                                                f"'{vhost.name}' not allowed")
@@ -153,9 +159,9 @@ def _on_exchange_bind(channel: "Channel", method: commands.Exchange.Bind) -> Non
     vhost = channel.connection.vhost
     _check_not_default(method.source)
     _check_not_default(method.destination)
+    _check_bind_access(channel, "exchange", method.destination, method.source)
     destination = lookup_exchange(channel, method.destination)
     source = lookup_exchange(channel, method.source)
-    _check_bind_access(channel, "exchange", destination.name, source.name)
     source.check_binding(method.arguments or {})
     vhost.bind(source, destination, method.routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Exchange.BindOk())
@@ -166,9 +172,9 @@ def _on_exchange_unbind(channel: "Channel", method: commands.Exchange.Unbind) ->
     vhost = channel.connection.vhost
     _check_not_default(method.source)
     _check_not_default(method.destination)
+    _check_bind_access(channel, "exchange", method.destination, method.source)
     source, destination = vhost.exchanges.get(method.source), vhost.exchanges.get(method.destination)
     if source is not None and destination is not None:
-        _check_bind_access(channel, "exchange", destination.name, source.name)
         vhost.unbind(source, destination, method.routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Exchange.UnbindOk())
 
@@ -227,10 +233,11 @@ def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connec
 
 def _on_queue_bind(channel: "Channel", method: commands.Queue.Bind) -> None:
     _check_not_default(method.exchange)
+    if method.queue or channel.last_queue_name:  # permissions first, as RabbitMQ
+        _check_bind_access(channel, "queue", method.queue or channel.last_queue_name, method.exchange)
     exchange = lookup_exchange(channel, method.exchange)  # RabbitMQ reports a missing exchange first
     queue = lookup_queue(channel, method.queue)
     routing_key = method.routing_key if (method.routing_key or method.queue) else queue.name
-    _check_bind_access(channel, "queue", queue.name, exchange.name)
     exchange.check_binding(method.arguments or {})
     channel.connection.vhost.bind(exchange, queue, routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Queue.BindOk())
@@ -240,29 +247,29 @@ def _on_queue_unbind(channel: "Channel", method: commands.Queue.Unbind) -> None:
     """Unbinding what does not exist (binding, queue or exchange) succeeds, as in RabbitMQ."""
     _check_not_default(method.exchange)
     vhost = channel.connection.vhost
+    queue_name = method.queue or channel.last_queue_name
+    _check_bind_access(channel, "queue", queue_name, method.exchange)
     exchange = vhost.exchanges.get(method.exchange)
-    queue = vhost.queues.get(method.queue or channel.last_queue_name)
+    queue = vhost.queues.get(queue_name)
     if exchange is not None and queue is not None:
         _check_exclusive_access(channel, queue)
-        _check_bind_access(channel, "queue", queue.name, exchange.name)
         vhost.unbind(exchange, queue, method.routing_key, dict(method.arguments or {}))
     _reply(channel, False, commands.Queue.UnbindOk())
 
 
 def _on_queue_purge(channel: "Channel", method: commands.Queue.Purge) -> None:
-    queue = lookup_queue(channel, method.queue)
-    channel.connection.check_access("read", "queue", queue.name)
+    queue = lookup_queue(channel, method.queue, "read")
     _reply(channel, method.nowait, commands.Queue.PurgeOk(message_count=queue.purge()))
 
 
 def _on_queue_delete(channel: "Channel", method: commands.Queue.Delete) -> None:
     vhost = channel.connection.vhost
     name = method.queue or channel.last_queue_name
+    channel.connection.check_access("configure", "queue", name)
     queue = vhost.queues.get(name)
     count = 0
     if queue is not None:
         _check_exclusive_access(channel, queue)
-        channel.connection.check_access("configure", "queue", queue.name)
         if method.if_unused and queue.consumers:
             raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' in use")
         if method.if_empty and queue.message_count:

@@ -14,6 +14,7 @@ from typing import Callable
 
 from storage.segment_store import SegmentStore
 
+from .. import access_store, definitions
 from ..config import Config
 from ..core.broker import Broker, Limits
 from .persister import Persister
@@ -24,6 +25,7 @@ from .tls import server_context
 log = logging.getLogger("amqp_server.server")
 
 
+ACCESS_POLL_INTERVAL = 1.0  # seconds between checks of access.json, which the admin CLI edits
 SHUTDOWN_GRACE = 2.0  # seconds clients get to answer connection.close at shutdown; then their sockets are dropped
 
 
@@ -50,10 +52,16 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore
                  ready: asyncio.Event | None, stop: asyncio.Event,
                  on_listening: Callable[[str, int, Broker], None] | None) -> None:
     loop = asyncio.get_running_loop()
-    broker = Broker(store=store, clock=loop.time,
+    access, vhost_names = access_store.startup_access(config)
+    broker = Broker(store=store, access=access, clock=loop.time,
                     limits=Limits(channel_max=config.channel_max, frame_max=config.frame_max,
                                   heartbeat=config.heartbeat, handshake_timeout=config.handshake_timeout,
                                   max_message_size=config.max_message_size))
+    access_store.apply_to_broker(broker, access, vhost_names)
+    if config.load_definitions is not None:
+        counts = definitions.import_file(broker, config.load_definitions)
+        definitions.save_broker_access(config.data_dir, broker)
+        log.info("imported definitions from %s: %s", config.load_definitions, counts)
     gc.freeze()  # recovered messages are long-lived: keep them out of later full collections
     recovered = sum(queue.message_count for vhost in broker.vhosts.values() for queue in vhost.queues.values())
     persister = Persister(store, broker.sync_barrier)
@@ -64,6 +72,7 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore
     servers = [await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
                                         reuse_address=True)]
     signals: tuple[signal.Signals, ...] = ()
+    access_watch = asyncio.create_task(_watch_access(config, broker, connections))
     try:
         if tls is not None:
             servers.append(await loop.create_server(
@@ -86,6 +95,7 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore
             ready.set()
         await stop.wait()
     finally:
+        access_watch.cancel()
         for signum in signals:
             loop.remove_signal_handler(signum)
         for server in servers:
@@ -110,3 +120,20 @@ async def _close_connections(connections: Connections) -> None:
         for protocol in stragglers:
             protocol.abort()
         await asyncio.sleep(0)  # let connection_lost release what they held
+
+
+async def _watch_access(config: Config, broker: Broker, connections: Connections) -> None:
+    """Reload access.json when the admin CLI changes it; vhosts no longer listed lose their connections and contents."""
+    watcher = access_store.AccessWatcher(config.data_dir, config.loopback_users)
+    while True:
+        await asyncio.sleep(ACCESS_POLL_INTERVAL)
+        reloaded = watcher.poll()
+        if reloaded is None:
+            continue
+        removed = access_store.apply_to_broker(broker, *reloaded)
+        log.info("reloaded users, vhosts and permissions from %s", watcher.data_dir / access_store.ACCESS_FILE)
+        for protocol in list(connections.protocols):
+            if protocol.connection is not None and protocol.connection.vhost.name in removed:
+                protocol.close(f"vhost '{protocol.connection.vhost.name}' is deleted")
+        for name in removed:
+            definitions.delete_vhost(broker, name)

@@ -1,0 +1,304 @@
+"""Users, virtual hosts and permissions on disk: ``<data_dir>/access.json``.
+
+The file holds the ``users``, ``vhosts`` and ``permissions`` sections of
+RabbitMQ's definitions JSON (passwords only as ``rabbit_password_hashing_sha256``
+hashes)::
+
+    {"users": [{"name": "guest", "password_hash": "…", "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": ["administrator"]}],
+     "vhosts": [{"name": "/"}],
+     "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]}
+
+Without the file the broker has RabbitMQ's out-of-the-box setup: ``guest``/``guest``,
+administrator, every permission on ``/``.  Writes are atomic (temporary file,
+fsync, rename, fsync of the directory), so a reader sees the old file or the new
+one, never half of it.  The admin CLI edits it under an flock on ``access.lock``
+(``edit_access``); the running broker notices with ``AccessWatcher.poll`` and
+installs the new state with ``apply_to_broker``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .config import Config, ConfigError
+from .core.access import HASHING_ALGORITHM, AccessControl, Permission, User, check_password
+
+if TYPE_CHECKING:
+    from .core.broker import Broker
+
+ACCESS_FILE = "access.json"
+LOCK_FILE = "access.lock"
+DEFAULT_VHOST = "/"
+
+log = logging.getLogger("amqp_server.access")
+
+
+class DefinitionsError(ValueError):
+    """Users, vhosts or permissions (in access.json or a definitions file) that cannot be loaded."""
+
+
+# ------------------------------------------------------------------ JSON sections, shared with definitions
+
+def user_to_json(user: User) -> dict[str, Any]:
+    return {"name": user.name, "password_hash": user.password_hash, "hashing_algorithm": HASHING_ALGORITHM,
+            "tags": list(user.tags)}
+
+
+def permission_to_json(user: str, vhost: str, permission: Permission) -> dict[str, str]:
+    return {"user": user, "vhost": vhost, "configure": permission.configure, "write": permission.write,
+            "read": permission.read}
+
+
+def add_user_from_json(access: AccessControl, item: Any, where: str) -> None:
+    """Add one entry of a ``users`` section (tags as a list or RabbitMQ's older comma-separated string)."""
+    name = _string(item, "name", where)
+    algorithm = item.get("hashing_algorithm", HASHING_ALGORITHM)
+    if algorithm != HASHING_ALGORITHM:
+        raise DefinitionsError(f"{where}: user '{name}': hashing_algorithm {algorithm!r} is not supported "
+                               f"(only {HASHING_ALGORITHM}); set a new password for this user")
+    tags = item.get("tags", [])
+    if isinstance(tags, str):
+        tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise DefinitionsError(f"{where}: user '{name}': tags must be a list of strings or a comma-separated string")
+    if "password" in item:  # plain, as RabbitMQ's HTTP API also accepts
+        access.add_user(name, _string(item, "password", where, allow_empty=True), tags=tags)
+    else:  # without a hash, a user who cannot log in with a password (RabbitMQ exports them so too)
+        password_hash = _string(item, "password_hash", where, allow_empty=True) if "password_hash" in item else ""
+        access.add_user(name, tags=tags, password_hash=password_hash)
+
+
+def vhost_from_json(item: Any, where: str) -> str:
+    return _string(item, "name", where)
+
+
+def set_permission_from_json(access: AccessControl, vhosts: list[str], item: Any, where: str) -> None:
+    """Apply one entry of a ``permissions`` section; its user and vhost must exist."""
+    user, vhost = _string(item, "user", where), _string(item, "vhost", where)
+    patterns = [_string(item, key, where, allow_empty=True) for key in ("configure", "write", "read")]
+    if user not in access.users:
+        raise DefinitionsError(f"{where}: no user '{user}'")
+    if vhost not in vhosts:
+        raise DefinitionsError(f"{where}: no vhost '{vhost}'")
+    for pattern in patterns:
+        check_pattern(pattern, where)
+    access.set_permission(user, vhost, Permission(*patterns))
+
+
+def check_pattern(pattern: str, where: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise DefinitionsError(f"{where}: invalid regular expression {pattern!r}: {error}") from None
+
+
+def _string(item: Any, key: str, where: str, allow_empty: bool = False) -> str:
+    if not isinstance(item, dict):
+        raise DefinitionsError(f"{where}: expected an object, got {json.dumps(item)}")
+    value = item.get(key)
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise DefinitionsError(f"{where}: '{key}' must be a non-empty string" if not allow_empty
+                               else f"{where}: '{key}' must be a string")
+    return value
+
+
+def remove_vhost(access: AccessControl, vhosts: list[str], name: str) -> None:
+    """Forget a vhost and every permission on it."""
+    vhosts.remove(name)
+    for key in [key for key in access.permissions if key[1] == name]:
+        del access.permissions[key]
+
+
+# ------------------------------------------------------------------ the file
+
+def to_json(access: AccessControl, vhosts: list[str]) -> dict[str, Any]:
+    return {
+        "users": [user_to_json(user) for user in access.users.values()],
+        "vhosts": [{"name": name} for name in vhosts],
+        "permissions": [permission_to_json(user, vhost, permission)
+                        for (user, vhost), permission in access.permissions.items()],
+    }
+
+
+def from_json(data: Any, loopback_users: tuple[str, ...] = ("guest",)) -> tuple[AccessControl, list[str]]:
+    if not isinstance(data, dict):
+        raise DefinitionsError("expected a JSON object with users, vhosts and permissions")
+    access = AccessControl(loopback_users)
+    for section in ("users", "vhosts", "permissions"):
+        if not isinstance(data.get(section, []), list):
+            raise DefinitionsError(f"{section}: expected a list")
+    for i, item in enumerate(data.get("users", [])):
+        add_user_from_json(access, item, f"users[{i}]")
+    vhosts = [DEFAULT_VHOST]  # always there, as the broker always has it
+    for i, item in enumerate(data.get("vhosts", [])):
+        name = vhost_from_json(item, f"vhosts[{i}]")
+        if name not in vhosts:
+            vhosts.append(name)
+    for i, item in enumerate(data.get("permissions", [])):
+        set_permission_from_json(access, vhosts, item, f"permissions[{i}]")
+    return access, vhosts
+
+
+def default_access(loopback_users: tuple[str, ...] = ("guest",)) -> tuple[AccessControl, list[str]]:
+    """RabbitMQ's first-start setup: guest/guest, administrator, everything on ``/``."""
+    access = AccessControl.default()
+    access.loopback_users = loopback_users
+    return access, [DEFAULT_VHOST]
+
+
+def load_access(data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)) -> tuple[AccessControl, list[str]]:
+    """The access control and vhost names stored in ``data_dir`` (the default setup if there are none).
+
+    Raises ``DefinitionsError`` naming the file when it is not valid.
+    """
+    path = Path(data_dir) / ACCESS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return default_access(loopback_users)
+    try:
+        return from_json(json.loads(text), loopback_users)
+    except (ValueError, DefinitionsError) as error:
+        raise DefinitionsError(f"{path}: {error}") from None
+
+
+def save_access(data_dir: Path, access: AccessControl, vhosts: list[str]) -> None:
+    """Replace ``access.json`` atomically and durably."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / ACCESS_FILE
+    temporary = path.with_name(ACCESS_FILE + ".tmp")
+    with temporary.open("w", encoding="utf-8") as file:
+        json.dump(to_json(access, vhosts), file, indent=2)
+        file.write("\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@contextmanager
+def locked(data_dir: Path) -> Iterator[None]:
+    """Hold ``access.lock``: one read-modify-write of ``access.json`` at a time."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
+
+
+@contextmanager
+def edit_access(data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)
+                ) -> Iterator[tuple[AccessControl, list[str]]]:
+    """Load, let the caller change, save, under ``locked``; nothing is saved when the block raises."""
+    with locked(data_dir):
+        access, vhosts = load_access(data_dir, loopback_users)
+        yield access, vhosts
+        save_access(data_dir, access, vhosts)
+
+
+# ------------------------------------------------------------------ at start, and while running
+
+def apply_config(access: AccessControl, vhosts: list[str], config: Config) -> bool:
+    """Apply the config file's ``[[users]]``, ``[[vhosts]]`` and ``[[permissions]]``; True if anything changed.
+
+    A declared user gets the declared password and tags (its hash is kept when
+    the password still matches, so the file is not rewritten at every start).
+    Raises ``ConfigError`` when a permission names a user or vhost that exists nowhere.
+    """
+    changed = False
+    for user in config.users:
+        existing = access.users.get(user.name)
+        if user.password_hash is not None:
+            password_hash = user.password_hash
+        elif existing is not None and check_password(user.password or "", existing.password_hash):
+            password_hash = existing.password_hash
+        else:
+            password_hash = None
+        if existing is None or password_hash != existing.password_hash or list(user.tags) != existing.tags:
+            access.add_user(user.name, user.password, list(user.tags), password_hash=password_hash)
+            changed = True
+    for name in config.vhosts:
+        if name not in vhosts:
+            vhosts.append(name)
+            changed = True
+    source = str(config.config_file) if config.config_file else None
+    for i, entry in enumerate(config.permissions):
+        if entry.user not in access.users:
+            raise ConfigError(f"permissions[{i}].user", f"no user '{entry.user}' (declare it in [[users]])", source)
+        if entry.vhost not in vhosts:
+            raise ConfigError(f"permissions[{i}].vhost", f"no vhost '{entry.vhost}' (declare it in [[vhosts]])",
+                              source)
+        permission = Permission(entry.configure, entry.write, entry.read)
+        if access.permissions.get((entry.user, entry.vhost)) != permission:
+            access.set_permission(entry.user, entry.vhost, permission)
+            changed = True
+    return changed
+
+
+def startup_access(config: Config) -> tuple[AccessControl, list[str]]:
+    """What the broker starts with: ``access.json`` plus the config file's users, vhosts and permissions.
+
+    The file is written when they changed it, or when it did not exist yet (the default setup).
+    """
+    with locked(config.data_dir):
+        exists = (Path(config.data_dir) / ACCESS_FILE).exists()
+        access, vhosts = load_access(config.data_dir, config.loopback_users)
+        if apply_config(access, vhosts, config) or not exists:
+            save_access(config.data_dir, access, vhosts)
+    return access, vhosts
+
+
+class AccessWatcher:
+    """Tells a running broker when ``access.json`` was replaced (by the admin CLI) — poll it every second or so."""
+
+    def __init__(self, data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)) -> None:
+        self.data_dir = Path(data_dir)
+        self.loopback_users = loopback_users
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self.data_dir / ACCESS_FILE)
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size  # each save is a new file: a new inode
+
+    def poll(self) -> tuple[AccessControl, list[str]] | None:
+        """The new state if the file changed since the last poll; ``None`` if not, or if it is invalid (logged)."""
+        signature = self._signature()
+        if signature == self._seen:
+            return None
+        self._seen = signature
+        try:
+            return load_access(self.data_dir, self.loopback_users)
+        except (OSError, DefinitionsError) as error:
+            log.error("keeping the current users and permissions: %s", error)
+            return None
+
+
+def apply_to_broker(broker: "Broker", access: AccessControl, vhosts: list[str]) -> list[str]:
+    """Install reloaded access and create new vhosts; returns the broker's vhosts that are no longer listed.
+
+    The caller closes those vhosts' connections (320 CONNECTION_FORCED, as RabbitMQ
+    does) and then removes them with ``definitions.delete_vhost``.
+    """
+    broker.access = access
+    for name in vhosts:
+        broker.add_vhost(name)
+    return [name for name in broker.vhosts if name not in vhosts]

@@ -1,0 +1,280 @@
+"""RabbitMQ's definitions JSON: export a broker's users, vhosts, permissions, exchanges, queues and bindings, and
+import them.
+
+The format is what ``rabbitmqctl export_definitions`` (3.10) writes, so a file
+exported from RabbitMQ imports here and the other way round: users carry their
+``rabbit_password_hashing_sha256`` hash (tags as a list, or the older
+comma-separated string on import); exchanges, queues and bindings carry vhost,
+name, type, durable, auto_delete, internal and arguments.  Built-in exchanges
+(``''`` and ``amq.*``), exclusive queues and the default exchange's implicit
+bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
+RabbitMQ.  Policies, parameters and topic permissions are exported empty; on
+import they are reported as ignored.
+
+Import order is users, vhosts, permissions, exchanges, queues, bindings; what
+already exists is kept (declared exchanges and queues are not redeclared).
+Anything that cannot be imported raises ``DefinitionsError`` naming the entry;
+entries before it have been imported by then.
+
+``open_offline_broker`` builds a broker over a data dir no broker is running on
+(``SegmentStore`` raises ``DataDirLocked`` otherwise), for the admin CLI.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from storage.segment_store import SegmentStore
+
+from . import __version__
+from .access_store import (
+    DefinitionsError,
+    add_user_from_json,
+    apply_to_broker,
+    load_access,
+    permission_to_json,
+    save_access,
+    set_permission_from_json,
+    user_to_json,
+    vhost_from_json,
+)
+from .core.broker import Broker
+from .core.exchanges import EXCHANGE_TYPES
+from .core.queue import Queue
+from .core.queue_arguments import parse_queue_arguments
+from .core.vhost import VirtualHost
+from .errors import AMQPError
+
+RABBIT_VERSION = "3.10.8"  # the definitions format written (RabbitMQ's version field)
+UNSUPPORTED_SECTIONS = ("policies", "parameters", "global_parameters", "topic_permissions")
+
+
+# ------------------------------------------------------------------ export
+
+def export_from(broker: Broker) -> dict[str, Any]:
+    """The broker's definitions as RabbitMQ exports them."""
+    access = broker.access
+    exchanges, queues, bindings = [], [], []
+    for vhost in broker.vhosts.values():
+        for exchange in vhost.exchanges.values():
+            if exchange.name and not exchange.name.startswith("amq."):
+                exchanges.append({"name": exchange.name, "vhost": vhost.name, "type": exchange.type_name,
+                                  "durable": exchange.durable, "auto_delete": exchange.auto_delete,
+                                  "internal": exchange.internal, "arguments": _json_table(exchange.arguments)})
+        for queue in vhost.queues.values():
+            if queue.exclusive_owner is None:
+                queues.append({"name": queue.name, "vhost": vhost.name, "durable": queue.durable,
+                               "auto_delete": queue.auto_delete, "arguments": _json_table(queue.arguments),
+                               "type": queue.options.queue_type})
+        for exchange in vhost.exchanges.values():
+            if not exchange.name:
+                continue  # the default exchange's bindings are implicit
+            for destination, routing_key, arguments in exchange.bindings.values():
+                if getattr(destination, "exclusive_owner", None) is None:
+                    bindings.append({"source": exchange.name, "vhost": vhost.name, "destination": destination.name,
+                                     "destination_type": destination.kind, "routing_key": routing_key,
+                                     "arguments": _json_table(arguments)})
+    return {
+        "rabbit_version": RABBIT_VERSION,
+        "rabbitmq_version": RABBIT_VERSION,
+        "product_name": "amqp-server",
+        "product_version": __version__,
+        "users": [{**user_to_json(user), "limits": {}} for user in access.users.values()],
+        "vhosts": [{"name": name, "limits": [], "metadata": {"description": "", "tags": []}}
+                   for name in broker.vhosts],
+        "permissions": [permission_to_json(user, vhost, permission)
+                        for (user, vhost), permission in access.permissions.items()],
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    }
+
+
+def _json_table(table: dict[str, Any]) -> dict[str, Any]:
+    return {key: _json_value(value) for key, value in table.items()}
+
+
+def _json_value(value: Any) -> Any:
+    """An AMQP table value as JSON (RabbitMQ's management JSON does the same for bytes and timestamps)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return _json_table(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, datetime.datetime):
+        return int(value.timestamp())
+    return value
+
+
+# ------------------------------------------------------------------ import
+
+def import_into(broker: Broker, data: Any) -> dict[str, int]:
+    """Import RabbitMQ definitions into ``broker``; returns counts of what was created, and of ignored sections."""
+    if not isinstance(data, dict):
+        raise DefinitionsError("definitions must be a JSON object")
+    for section in ("users", "vhosts", "permissions", "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS):
+        if not isinstance(data.get(section, []), list):
+            raise DefinitionsError(f"{section}: expected a list")
+    counts = dict.fromkeys(("users", "vhosts", "permissions", "exchanges", "queues", "bindings"), 0)
+    for i, item in enumerate(data.get("users", [])):
+        add_user_from_json(broker.access, item, f"users[{i}]")
+        counts["users"] += 1
+    for i, item in enumerate(data.get("vhosts", [])):
+        name = vhost_from_json(item, f"vhosts[{i}]")
+        counts["vhosts"] += name not in broker.vhosts
+        broker.add_vhost(name)
+    for i, item in enumerate(data.get("permissions", [])):
+        set_permission_from_json(broker.access, list(broker.vhosts), item, f"permissions[{i}]")
+        counts["permissions"] += 1
+    for i, item in enumerate(data.get("exchanges", [])):
+        counts["exchanges"] += _import_exchange(broker, item, f"exchanges[{i}]")
+    for i, item in enumerate(data.get("queues", [])):
+        counts["queues"] += _import_queue(broker, item, f"queues[{i}]")
+    for i, item in enumerate(data.get("bindings", [])):
+        counts["bindings"] += _import_binding(broker, item, f"bindings[{i}]")
+    for section in UNSUPPORTED_SECTIONS:
+        if data.get(section):
+            counts[f"ignored {section}"] = len(data[section])
+    return counts
+
+
+def import_file(broker: Broker, path: Path) -> dict[str, int]:
+    """Import a definitions file (``--load-definitions``); ``DefinitionsError`` names the file on failure."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise DefinitionsError(f"cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise DefinitionsError(f"{path} is not valid JSON: {error}") from None
+    try:
+        return import_into(broker, data)
+    except DefinitionsError as error:
+        raise DefinitionsError(f"{path}: {error}") from None
+
+
+def _entry(item: Any, where: str, strings: tuple[str, ...], flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise DefinitionsError(f"{where}: expected an object, got {json.dumps(item)}")
+    for key in strings:
+        if not isinstance(item.get(key), str):
+            raise DefinitionsError(f"{where}: '{key}' must be a string")
+    for key in flags:
+        if not isinstance(item.get(key, False), bool):
+            raise DefinitionsError(f"{where}: '{key}' must be true or false")
+    if not isinstance(item.get("arguments", {}), dict):
+        raise DefinitionsError(f"{where}: 'arguments' must be an object")
+    return item
+
+
+def _vhost(broker: Broker, item: dict[str, Any], where: str) -> VirtualHost:
+    vhost = broker.vhosts.get(item["vhost"])
+    if vhost is None:
+        raise DefinitionsError(f"{where}: no vhost '{item['vhost']}'")
+    return vhost
+
+
+def _import_exchange(broker: Broker, item: Any, where: str) -> bool:
+    item = _entry(item, where, ("vhost", "name", "type"), ("durable", "auto_delete", "internal"))
+    vhost, name = _vhost(broker, item, where), item["name"]
+    if not name or name.startswith("amq.") or name in vhost.exchanges:
+        return False
+    exchange_type = EXCHANGE_TYPES.get(item["type"])
+    if exchange_type is None:
+        raise DefinitionsError(f"{where}: exchange '{name}': unsupported type '{item['type']}'")
+    vhost.add_exchange(exchange_type(vhost, name, item.get("durable", False), item.get("auto_delete", False),
+                                     item.get("internal", False), dict(item.get("arguments", {}))))
+    return True
+
+
+def _import_queue(broker: Broker, item: Any, where: str) -> bool:
+    item = _entry(item, where, ("vhost", "name"), ("durable", "auto_delete"))
+    vhost, name = _vhost(broker, item, where), item["name"]
+    if name in vhost.queues:
+        return False
+    durable, auto_delete = item.get("durable", False), item.get("auto_delete", False)
+    arguments = dict(item.get("arguments", {}))
+    queue_type = item.get("type", "classic")
+    if queue_type != "classic" and "x-queue-type" not in arguments:
+        arguments["x-queue-type"] = queue_type
+    try:
+        options = parse_queue_arguments(arguments, name, vhost.name, durable, exclusive=False,
+                                        auto_delete=auto_delete)
+    except AMQPError as error:
+        raise DefinitionsError(f"{where}: {error.reply_text}") from None
+    vhost.add_queue(Queue(vhost, name, durable, auto_delete, arguments, options=options))
+    return True
+
+
+def _import_binding(broker: Broker, item: Any, where: str) -> bool:
+    item = _entry(item, where, ("vhost", "source", "destination", "destination_type", "routing_key"))
+    vhost = _vhost(broker, item, where)
+    if not item["source"]:
+        return False  # the default exchange's bindings are implicit
+    source = vhost.exchanges.get(item["source"])
+    if source is None:
+        raise DefinitionsError(f"{where}: no exchange '{item['source']}' in vhost '{vhost.name}'")
+    kind = item["destination_type"]
+    if kind not in ("queue", "exchange"):
+        raise DefinitionsError(f"{where}: destination_type must be 'queue' or 'exchange', not '{kind}'")
+    destination = (vhost.queues if kind == "queue" else vhost.exchanges).get(item["destination"])
+    if destination is None:
+        raise DefinitionsError(f"{where}: no {kind} '{item['destination']}' in vhost '{vhost.name}'")
+    arguments = dict(item.get("arguments", {}))
+    try:
+        source.check_binding(arguments)
+    except AMQPError as error:
+        raise DefinitionsError(f"{where}: {error.reply_text}") from None
+    vhost.bind(source, destination, item["routing_key"], arguments)
+    return True
+
+
+# ------------------------------------------------------------------ vhosts and the offline broker
+
+def delete_vhost(broker: Broker, name: str) -> None:
+    """Delete a vhost with its queues (and their messages) and exchanges, from memory and the store.
+
+    Its connections must have been closed first.
+    """
+    vhost = broker.vhosts.pop(name, None)
+    if vhost is None:
+        return
+    for queue in list(vhost.queues.values()):
+        vhost.delete_queue(queue)
+    for exchange in list(vhost.exchanges.values()):
+        if exchange.name and not exchange.name.startswith("amq.") and exchange.name in vhost.exchanges:
+            vhost.delete_exchange(exchange)
+
+
+@contextmanager
+def open_offline_broker(data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)) -> Iterator[Broker]:
+    """A broker over ``data_dir``'s store and access.json, for editing definitions while no broker runs.
+
+    Raises ``storage.segment_store.DataDirLocked`` when a broker is running on
+    the data dir.  The store is synced and closed on the way out; saving access
+    changes is the caller's job (``save_access``).
+    """
+    store = SegmentStore(data_dir)
+    try:
+        access, vhosts = load_access(data_dir, loopback_users)
+        broker = Broker(store=store, access=access)
+        apply_to_broker(broker, access, vhosts)
+        yield broker
+    finally:
+        store.close()
+
+
+def save_broker_access(data_dir: Path, broker: Broker) -> None:
+    """Write the broker's users, vhosts and permissions to ``access.json`` (after an import)."""
+    save_access(data_dir, broker.access, list(broker.vhosts))
