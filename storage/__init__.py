@@ -5,8 +5,8 @@ in-memory store (``memory``) is the executable contract and the default until
 the durable store lands.
 """
 
-from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store, binding_key
+from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store, StoredMessage, binding_key
 from .memory import MemoryStore
 from .segment_store import DataDirLocked, SegmentStore
 
-__all__ = ["BindingRecord", "DataDirLocked", "SegmentStore", "ExchangeRecord", "MemoryStore", "MessageRecord", "QueueRecord", "Recovered", "Store", "binding_key"]
+__all__ = ["BindingRecord", "DataDirLocked", "SegmentStore", "ExchangeRecord", "MemoryStore", "MessageRecord", "QueueRecord", "Recovered", "Store", "StoredMessage", "binding_key"]

@@ -60,14 +60,24 @@ class MessageRecord:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A recovered message left on disk: read it with ``Store.read_message`` when it is needed."""
+
+    body_size: int
+
+
 @dataclass
 class Recovered:
-    """Everything a store hands back at start; messages per (vhost, queue) in queue order."""
+    """Everything a store hands back at start; messages per (vhost, queue) in queue order.
+
+    A store may hand out large backlogs as ``StoredMessage`` references instead of full records.
+    """
 
     exchanges: list[ExchangeRecord] = field(default_factory=list)
     queues: list[QueueRecord] = field(default_factory=list)
     bindings: list[BindingRecord] = field(default_factory=list)
-    messages: dict[tuple[str, str], list[tuple[int, MessageRecord]]] = field(default_factory=dict)
+    messages: dict[tuple[str, str], list[tuple[int, MessageRecord | StoredMessage]]] = field(default_factory=dict)
 
 
 class Store(Protocol):

@@ -106,6 +106,21 @@ def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
                                   bytes(data[header_at:body_at]), bytes(data[body_at:end])))
 
 
+def decode_message_key(data: Buffer, start: int, end: int) -> tuple[str, str, int, int]:
+    """Only ``(vhost, queue, message id, body size)`` of a payload: what recovery keeps for paged messages."""
+    kind, message_id, vhost_length, queue_length, exchange_length, key_length, header_length = \
+        MESSAGE_HEAD.unpack_from(data, start)
+    if kind != KIND_MESSAGE:
+        raise RecordError(f"unknown record kind {kind}")
+    vhost_at = start + MESSAGE_HEAD.size
+    queue_at = vhost_at + vhost_length
+    body_at = queue_at + queue_length + exchange_length + key_length + header_length
+    if body_at > end:
+        raise RecordError("field lengths exceed the record")
+    return (data[vhost_at:queue_at].decode(_TEXT, _TEXT_ERRORS),
+            data[queue_at:queue_at + queue_length].decode(_TEXT, _TEXT_ERRORS), message_id, end - body_at)
+
+
 class RecordScanner:
     """Iterates over the records of a segment's bytes, checking length and CRC.
 

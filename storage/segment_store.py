@@ -60,9 +60,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .api import BindingRecord, binding_key, ExchangeRecord, MessageRecord, QueueRecord, Recovered
+from .api import BindingRecord, binding_key, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
 from .segment_format import (
-    ACK_ENTRY, ACK_HEADER, ACK_MAGIC, ack_name, check_header, decode_definitions, decode_message, Definitions,
+    ACK_ENTRY, ACK_HEADER, ACK_MAGIC, ack_name, check_header, decode_definitions, decode_message,
+    decode_message_key, Definitions,
     DefinitionsError, encode_definitions, encode_message, encode_table, FILE_HEADER_SIZE, RECORD_HEAD, RecordError,
     RecordScanner, SEGMENT_HEADER, SEGMENT_MAGIC, segment_name,
 )
@@ -70,6 +71,7 @@ from .segment_format import (
 log = logging.getLogger("storage.segment_store")
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
+EAGER_RECORDS = 10_000  # per queue, recovered with their bodies; the rest as StoredMessage (read on demand)
 DEFINITIONS = "definitions.json"
 _LOCATION_BITS = 40  # a location is segment << 40 | offset: one int per indexed message, not a tuple
 _OFFSET_MASK = (1 << _LOCATION_BITS) - 1
@@ -192,7 +194,7 @@ class SegmentStore:
         self._ack_fds: dict[int, int] = {}
         self._ack_sizes: dict[int, int] = {}
         self._dir_dirty = False
-        self._recovered: dict[int, MessageRecord] = {}  # read at open, handed out by the first recover()
+        self._recovered_sizes: dict[int, int] = {}  # location -> body size, from the open-time scan
         self._reader = _RecordReader(self)  # for read_message (paged-out messages); its own fds and lock
         self._lock_fd = _lock_data_dir(self.data_dir)
         try:
@@ -299,13 +301,13 @@ class SegmentStore:
             if offset in acked:
                 continue
             try:
-                vhost, queue, message_id, record = decode_message(data, start, end)
+                vhost, queue, message_id, body_size = decode_message_key(data, start, end)
             except (RecordError, UnicodeDecodeError, ValueError) as error:
                 scanner.damage = (offset, f"unparsable record ({error})")
                 return count - 1
             key = keys.setdefault((vhost, queue), (vhost, queue))
             location = _location(number, offset)
-            self._recovered[location] = record
+            self._recovered_sizes[location] = body_size  # the record itself stays on disk (CRC checked)
             self._index_message(key, message_id, location)
         return count
 
@@ -425,7 +427,7 @@ class SegmentStore:
             acks = self._pending.acks
             for location in locations:
                 segment, offset = _split(location)
-                self._recovered.pop(location, None)
+                self._recovered_sizes.pop(location, None)
                 acks.setdefault(segment, []).append(offset)
                 self._live[segment] -= 1
                 if self._live[segment] == 0 and segment != self._active:
@@ -577,20 +579,33 @@ class SegmentStore:
     def recover(self) -> Recovered:
         """The current durable-to-be state: definitions, and every stored message per queue in id order.
 
-        Called once at start it hands out what was read when the store was
-        opened; later calls (tests) read records back from the buffer or disk.
+        Past the first ``EAGER_RECORDS`` of a queue, messages found by the open-time
+        scan are handed out as ``StoredMessage`` (their size only): the broker
+        reads them back with ``read_message`` when they reach the head, so a
+        restart with millions of messages neither reads every body nor holds it.
         """
         with self._sync_lock, _gc_paused():
             read = _RecordReader(self)
             try:
-                messages = {key: [(message_id, read(location)) for message_id, location in sorted(entries.items())]
+                messages = {key: self._recover_queue(entries, read)
                             for key, entries in self._index.items() if entries}
             finally:
                 read.close()
-            self._recovered = {}
+            self._recovered_sizes = {}
             with self._buffer_lock:
                 return Recovered(exchanges=list(self._exchanges.values()), queues=list(self._queues.values()),
                                  bindings=list(self._bindings.values()), messages=messages)
+
+    def _recover_queue(self, entries: dict[int, int], read: "_RecordReader") -> list[tuple[int, MessageRecord |
+                                                                                         StoredMessage]]:
+        recovered: list[tuple[int, MessageRecord | StoredMessage]] = []
+        for message_id, location in sorted(entries.items()):
+            size = self._recovered_sizes.get(location)
+            if size is None or len(recovered) < EAGER_RECORDS:
+                recovered.append((message_id, read(location)))
+            else:
+                recovered.append((message_id, StoredMessage(size)))
+        return recovered
 
     def close(self) -> None:
         """Sync (a clean shutdown loses nothing), then release the files and the data dir lock."""
@@ -618,9 +633,6 @@ class _RecordReader:
         self._lock = threading.Lock()  # the sync thread may close an fd (segment deleted) meanwhile
 
     def __call__(self, location: int) -> MessageRecord:
-        record = self._store._recovered.get(location)
-        if record is not None:
-            return record
         segment, offset = _split(location)
         framed = self._buffered(segment, offset)
         if framed is None:

@@ -72,3 +72,24 @@ def test_paged_out_messages_keep_their_properties_and_can_be_fetched(store):
         assert headers[0].properties.headers == {"n": 1} and headers[0].properties.delivery_mode == 2
         got += [frame.value for _, frame in frames if type(frame).__name__ == "ContentBody"]
     assert got == [b"g%d" % n for n in range(6)]
+
+
+def test_a_restart_leaves_a_large_backlog_on_disk_and_delivers_it_in_order(tmp_path, monkeypatch):
+    from storage import segment_store
+    monkeypatch.setattr(segment_store, "EAGER_RECORDS", 2)
+    store = SegmentStore(tmp_path / "data")
+    broker = Broker(store=store, clock=FakeClock())
+    peer = open_peer(broker)
+    peer.send_method(1, commands.Queue.Declare(queue="q", durable=True))
+    for n in range(8):
+        peer.send(publish(1, "q", b"r%d" % n, properties=PERSISTENT))
+    store.close()
+
+    store = SegmentStore(tmp_path / "data")
+    restarted = Broker(store=store, clock=FakeClock())
+    entries = list(restarted.vhosts["/"].queues["q"]._ready)
+    assert [entry.message is None for entry in entries] == [False, False] + [True] * 6
+    consumer = open_peer(restarted)
+    consumer.send_method(1, commands.Basic.Consume(queue="q", no_ack=True))
+    assert bodies_received(consumer) == [b"r%d" % n for n in range(8)]
+    store.close()

@@ -82,3 +82,11 @@ class Entry:
         self.redelivered = redelivered
         self.expires_at = expires_at
         self.delivery_count = 0  # times returned to the queue (quorum queues' x-delivery-count)
+
+    @classmethod
+    def paged_out(cls, message_id: int, body_size: int) -> "Entry":
+        """A recovered message still on disk (read back when it reaches the head)."""
+        entry = cls.__new__(cls)
+        entry.message, entry.message_id, entry.stored, entry.redelivered = None, message_id, True, True
+        entry.expires_at, entry.delivery_count, entry.body_size, entry.size = None, 0, body_size, body_size
+        return entry

@@ -148,10 +148,21 @@ class Queue:
             self._expire(now)
         return Enqueued.STORED if stored else Enqueued.IN_MEMORY
 
-    def restore(self, message_id: int, message: Message) -> None:
-        """Re-add a message recovered from the store; it counts as delivered before (RabbitMQ does the same)."""
-        self._append(Entry(message, message_id, stored=True, redelivered=True))
+    def restore(self, message_id: int, message: Message | None, body_size: int = 0) -> None:
+        """Re-add a message recovered from the store; it counts as delivered before (RabbitMQ does the same).
+
+        ``message`` None: the store left it on disk; it stays paged out (a priority queue needs the
+        priority of each message, so it reads those at once).
+        """
         self._next_id = max(self._next_id, message_id + 1)
+        if message is None and type(self._ready) is not FifoReady:
+            message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name, message_id))
+        if message is None:
+            entry = Entry.paged_out(message_id, body_size)
+            self._ready.append(entry)
+            self._ready_bytes += body_size
+        else:
+            self._append(Entry(message, message_id, stored=True, redelivered=True))
 
     def _append(self, entry: Entry) -> None:
         ready = self._ready

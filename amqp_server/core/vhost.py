@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Union
 
-from storage.api import Recovered, Store
+from storage.api import Recovered, Store, StoredMessage
 
 from ..errors import PRECONDITION_FAILED, ChannelError
 from ..wire.properties import ContentHeader, decode_value, type_name
@@ -195,7 +195,10 @@ class VirtualHost:
             queue = self.queues.get(queue_name)
             if vhost == self.name and queue is not None:
                 for message_id, record in messages:
-                    queue.restore(message_id, Message.from_record(record))
+                    if isinstance(record, StoredMessage):
+                        queue.restore(message_id, None, record.body_size)
+                    else:
+                        queue.restore(message_id, Message.from_record(record))
 
 
 def sender_selected(message: Message) -> Message:
