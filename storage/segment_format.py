@@ -85,8 +85,8 @@ class RecordError(ValueError):
     """A record that frames correctly but whose payload does not parse (so it cannot be trusted)."""
 
 
-def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
-    """Parse the payload at ``data[start:end]`` (CRC already checked), slicing ``data`` directly for speed."""
+def _field_offsets(data: Buffer, start: int, end: int) -> tuple[int, int, int, int, int, int, int]:
+    """``(message id, vhost_at, queue_at, exchange_at, key_at, header_at, body_at)`` of a message payload."""
     kind, message_id, vhost_length, queue_length, exchange_length, key_length, header_length = \
         MESSAGE_HEAD.unpack_from(data, start)
     if kind != KIND_MESSAGE:
@@ -99,26 +99,25 @@ def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
     body_at = header_at + header_length
     if body_at > end:
         raise RecordError("field lengths exceed the record")
-    return (
-        data[vhost_at:queue_at].decode(_TEXT, _TEXT_ERRORS), data[queue_at:exchange_at].decode(_TEXT, _TEXT_ERRORS),
-        message_id, MessageRecord(data[exchange_at:key_at].decode(_TEXT, _TEXT_ERRORS),
-                                  data[key_at:header_at].decode(_TEXT, _TEXT_ERRORS),
-                                  bytes(data[header_at:body_at]), bytes(data[body_at:end])))
+    return message_id, vhost_at, queue_at, exchange_at, key_at, header_at, body_at
+
+
+def _text(data: Buffer, start: int, stop: int) -> str:
+    return data[start:stop].decode(_TEXT, _TEXT_ERRORS)
+
+
+def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
+    """Parse the payload at ``data[start:end]`` (CRC already checked), slicing ``data`` directly for speed."""
+    message_id, vhost_at, queue_at, exchange_at, key_at, header_at, body_at = _field_offsets(data, start, end)
+    return (_text(data, vhost_at, queue_at), _text(data, queue_at, exchange_at), message_id,
+            MessageRecord(_text(data, exchange_at, key_at), _text(data, key_at, header_at),
+                          bytes(data[header_at:body_at]), bytes(data[body_at:end])))
 
 
 def decode_message_key(data: Buffer, start: int, end: int) -> tuple[str, str, int, int]:
     """Only ``(vhost, queue, message id, body size)`` of a payload: what recovery keeps for paged messages."""
-    kind, message_id, vhost_length, queue_length, exchange_length, key_length, header_length = \
-        MESSAGE_HEAD.unpack_from(data, start)
-    if kind != KIND_MESSAGE:
-        raise RecordError(f"unknown record kind {kind}")
-    vhost_at = start + MESSAGE_HEAD.size
-    queue_at = vhost_at + vhost_length
-    body_at = queue_at + queue_length + exchange_length + key_length + header_length
-    if body_at > end:
-        raise RecordError("field lengths exceed the record")
-    return (data[vhost_at:queue_at].decode(_TEXT, _TEXT_ERRORS),
-            data[queue_at:queue_at + queue_length].decode(_TEXT, _TEXT_ERRORS), message_id, end - body_at)
+    message_id, vhost_at, queue_at, exchange_at, _, _, body_at = _field_offsets(data, start, end)
+    return _text(data, vhost_at, queue_at), _text(data, queue_at, exchange_at), message_id, end - body_at
 
 
 class RecordScanner:
