@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pika
 import pytest
+from pika.adapters.blocking_connection import BlockingChannel
 
 from .broker_process import BrokerProcess, external_url
 
@@ -30,10 +31,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
         process.stop()
 
 
+TIMEOUT = 5.0  # every pika connection a test opens gives up within this (or twice this)
+
+
 @pytest.fixture
 def params(broker: SimpleNamespace) -> pika.ConnectionParameters:
-    """pika connection parameters for the session broker (guest/guest, vhost /)."""
-    return pika.URLParameters(broker.url)
+    """pika connection parameters for the session broker (guest/guest, vhost /), with bounded timeouts."""
+    params = pika.URLParameters(broker.url)
+    params.socket_timeout = TIMEOUT
+    params.stack_timeout = 2 * TIMEOUT
+    params.blocked_connection_timeout = 2 * TIMEOUT
+    return params
 
 
 @pytest.fixture
@@ -44,6 +52,18 @@ def connection(params: pika.ConnectionParameters) -> Iterator[pika.BlockingConne
     finally:
         if conn.is_open:
             conn.close()
+
+
+@pytest.fixture
+def channel(connection: pika.BlockingConnection) -> BlockingChannel:
+    """A channel in confirm mode: once basic_publish returns, the message has reached its queues.
+
+    (RabbitMQ can answer a passive queue.declare before earlier publishes reach the queue; waiting
+    for the confirm makes the tests mean the same on both brokers.)
+    """
+    channel = connection.channel()
+    channel.confirm_delivery()
+    return channel
 
 
 @pytest.fixture

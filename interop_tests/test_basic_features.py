@@ -39,22 +39,6 @@ QUIET_PERIOD = 0.3  # how long "nothing more arrives" is watched for
 REPLY_TO = "amq.rabbitmq.reply-to"
 
 
-@pytest.fixture(autouse=True)
-def bounded_params(params: pika.ConnectionParameters) -> pika.ConnectionParameters:
-    params.socket_timeout = TIMEOUT
-    params.stack_timeout = 2 * TIMEOUT
-    params.blocked_connection_timeout = 2 * TIMEOUT
-    return params
-
-
-@pytest.fixture
-def channel(connection: BlockingConnection) -> BlockingChannel:
-    """A confirm-mode channel: when basic_publish returns, the message is in its queue."""
-    channel = connection.channel()
-    channel.confirm_delivery()
-    return channel
-
-
 @pytest.fixture
 def queue(channel: BlockingChannel, unique: str) -> str:
     channel.queue_declare(unique, exclusive=True)

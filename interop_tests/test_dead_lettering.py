@@ -32,8 +32,8 @@ import pytest
 from pamqp import commands
 
 from .raw_client import RawClient
-from .test_queue_features import (  # noqa: F401  (bounded_params, channel and names are fixtures)
-    Names, bounded_params, channel, get_bodies, get_body, message_count, names, publish, stays_true,
+from .test_queue_features import (  # noqa: F401  (names is a fixture)
+    Names, get_bodies, get_body, message_count, names, publish, stays_true,
     wait_for_empty, wait_for_message, wait_until,
 )
 

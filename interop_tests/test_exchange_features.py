@@ -29,21 +29,6 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 TIMEOUT = 5.0
 
 
-@pytest.fixture(autouse=True)
-def bounded_params(params: pika.ConnectionParameters) -> pika.ConnectionParameters:
-    params.socket_timeout = TIMEOUT
-    params.stack_timeout = 2 * TIMEOUT
-    params.blocked_connection_timeout = 2 * TIMEOUT
-    return params
-
-
-@pytest.fixture
-def channel(connection: BlockingConnection) -> BlockingChannel:
-    channel = connection.channel()
-    channel.confirm_delivery()
-    return channel
-
-
 class Exchanges:
     """Hands out exchange names for one test and deletes those exchanges afterwards."""
 

@@ -29,27 +29,6 @@ TIMEOUT = 5.0
 QUIET_PERIOD = 0.3  # how long "nothing more arrives" is watched for
 
 
-@pytest.fixture(autouse=True)
-def bounded_params(params: pika.ConnectionParameters) -> pika.ConnectionParameters:
-    """Every connection a test opens (including the ``connection`` fixture's) gives up in bounded time."""
-    params.socket_timeout = TIMEOUT
-    params.stack_timeout = 2 * TIMEOUT
-    params.blocked_connection_timeout = 2 * TIMEOUT
-    return params
-
-
-@pytest.fixture
-def channel(connection: BlockingConnection) -> BlockingChannel:
-    """The test's main channel, in confirm mode: when basic_publish returns, the message is in its queues.
-
-    (RabbitMQ answers a passive queue.declare ahead of publishes still on their way
-    to the queue, so counts right after unconfirmed publishes would be racy.)
-    """
-    channel = connection.channel()
-    channel.confirm_delivery()
-    return channel
-
-
 @pytest.fixture
 def queue(params: pika.ConnectionParameters, channel: BlockingChannel, unique: str) -> Iterator[str]:
     """A plain (non-exclusive, non-durable) queue, deleted afterwards over a fresh connection."""

@@ -30,23 +30,6 @@ QUIET_PERIOD = 0.4  # how long "nothing (more) happens" is watched for
 POLL = 0.02
 
 
-@pytest.fixture(autouse=True)
-def bounded_params(params: pika.ConnectionParameters) -> pika.ConnectionParameters:
-    """Every connection a test opens (the ``connection`` fixture's too) gives up in bounded time."""
-    params.socket_timeout = TIMEOUT
-    params.stack_timeout = 2 * TIMEOUT
-    params.blocked_connection_timeout = 2 * TIMEOUT
-    return params
-
-
-@pytest.fixture
-def channel(connection: BlockingConnection) -> BlockingChannel:
-    """A channel in confirm mode: once basic_publish returns, the message has reached its queues."""
-    channel = connection.channel()
-    channel.confirm_delivery()
-    return channel
-
-
 class Names:
     """Per-test queue and exchange names; everything named here is deleted after the test."""
 
