@@ -114,10 +114,18 @@ def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
                           bytes(data[header_at:body_at]), bytes(data[body_at:end])))
 
 
-def decode_message_key(data: Buffer, start: int, end: int) -> tuple[str, str, int, int]:
-    """Only ``(vhost, queue, message id, body size)`` of a payload: what recovery keeps for paged messages."""
+def decode_message_key(data: Buffer, start: int, end: int,
+                       names: dict[bytes, tuple[str, str]]) -> tuple[tuple[str, str], int, int]:
+    """Only ``((vhost, queue), message id, body size)`` of a payload: what recovery keeps for paged messages.
+
+    ``names`` caches the decoded (vhost, queue) per raw bytes: one decode per queue, not two per record.
+    """
     message_id, vhost_at, queue_at, exchange_at, _, _, body_at = _field_offsets(data, start, end)
-    return _text(data, vhost_at, queue_at), _text(data, queue_at, exchange_at), message_id, end - body_at
+    raw = data[vhost_at:exchange_at]
+    key = names.get(raw)
+    if key is None:
+        key = names[raw] = (_text(data, vhost_at, queue_at), _text(data, queue_at, exchange_at))
+    return key, message_id, end - body_at
 
 
 class RecordScanner:

@@ -293,21 +293,22 @@ class SegmentStore:
     def _index_records(self, number: int, scanner: RecordScanner, acked: set[int]) -> int:
         """Index the unacked records the scanner yields; returns how many records were intact."""
         self._live[number] = 0
-        keys: dict[tuple[str, str], tuple[str, str]] = {}  # one tuple (and strings) per queue, not per message
+        names: dict[bytes, tuple[str, str]] = {}  # one tuple (and strings) per queue, not per message
         count = 0
         data = scanner.data
+        sizes = self._recovered_sizes
+        base = number << _LOCATION_BITS
         for offset, start, end in scanner:
             count += 1
             if offset in acked:
                 continue
             try:
-                vhost, queue, message_id, body_size = decode_message_key(data, start, end)
+                key, message_id, body_size = decode_message_key(data, start, end, names)
             except (RecordError, UnicodeDecodeError, ValueError) as error:
                 scanner.damage = (offset, f"unparsable record ({error})")
                 return count - 1
-            key = keys.setdefault((vhost, queue), (vhost, queue))
-            location = _location(number, offset)
-            self._recovered_sizes[location] = body_size  # the record itself stays on disk (CRC checked)
+            location = base | offset
+            sizes[location] = body_size  # the record itself stays on disk (CRC checked)
             self._index_message(key, message_id, location)
         return count
 
@@ -599,12 +600,17 @@ class SegmentStore:
     def _recover_queue(self, entries: dict[int, int], read: "_RecordReader") -> list[tuple[int, MessageRecord |
                                                                                          StoredMessage]]:
         recovered: list[tuple[int, MessageRecord | StoredMessage]] = []
+        stored: dict[int, StoredMessage] = {}  # one (immutable) reference per body size, not per message
+        sizes = self._recovered_sizes
         for message_id, location in sorted(entries.items()):
-            size = self._recovered_sizes.get(location)
+            size = sizes.get(location)
             if size is None or len(recovered) < EAGER_RECORDS:
                 recovered.append((message_id, read(location)))
             else:
-                recovered.append((message_id, StoredMessage(size)))
+                reference = stored.get(size)
+                if reference is None:
+                    reference = stored[size] = StoredMessage(size)
+                recovered.append((message_id, reference))
         return recovered
 
     def close(self) -> None:
