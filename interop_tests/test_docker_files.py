@@ -91,8 +91,8 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def service(compose: dict) -> dict:
-    (name,) = compose["services"]
-    return compose["services"][name]
+    """The broker's service (the others are the seed example's producer and consumer)."""
+    return compose["services"]["amqp"]
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +194,24 @@ def test_compose_healthcheck_is_the_image_healthcheck(service: dict) -> None:
     assert check["test"] == ["CMD", *healthcheck_command()]
     for duration in ("interval", "timeout", "start_period"):
         assert re.fullmatch(r"\d+(ms|s|m)", check[duration]), check[duration]
+
+
+@pytest.mark.parametrize("name, script", [("producer", "send.py"), ("consumer", "receive.py")])
+def test_example_services_run_the_seed_code_once_the_broker_is_healthy(compose: dict, name: str,
+                                                                       script: str) -> None:
+    example = compose["services"][name]
+    assert example["depends_on"] == {"amqp": {"condition": "service_healthy"}}
+    assert example["network_mode"] == "service:amqp"  # so the seed's 'localhost' is the broker
+    source, target = example["volumes"][0].split(":")[:2]
+    assert (REPO / source / script).is_file()
+    assert f"python {target}/{script}" in example["command"][-1]
+
+
+def test_example_send_is_the_seed_verbatim() -> None:
+    seed = REPO.parent / "shared" / "seed" / "send.py"
+    if seed.is_file():  # the seed lives beside the repo in the workspace and in CI
+        assert (REPO / "examples" / "send.py").read_bytes() == seed.read_bytes()
+    assert "pika.ConnectionParameters('localhost')" in (REPO / "examples" / "send.py").read_text()
 
 
 def test_every_variable_the_files_set_is_one_the_broker_reads(service: dict, broker_help: str) -> None:

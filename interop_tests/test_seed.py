@@ -1,4 +1,4 @@
-"""The seed program ``seed_send.py`` (a verbatim copy of the project's seed ``send.py``) runs unchanged.
+"""The seed program ``examples/send.py`` (a verbatim copy of the project's seed ``send.py``) runs unchanged.
 
 The script hard-codes ``pika.ConnectionParameters('localhost')`` on pika's default
 port 5672.  To point it at the session broker without editing it, the subprocess
@@ -22,7 +22,7 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-SEED_SEND = Path(__file__).resolve().parent / "seed_send.py"
+SEED_SEND = Path(__file__).resolve().parent.parent / "examples" / "send.py"
 QUEUE = "hello"
 TIMEOUT = 10.0
 
@@ -69,8 +69,8 @@ def finish(process: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
-        raise AssertionError("seed_send.py did not finish") from None
-    assert process.returncode == 0, f"seed_send.py failed:\n{stdout}\n{stderr}"
+        raise AssertionError("send.py did not finish") from None
+    assert process.returncode == 0, f"send.py failed:\n{stdout}\n{stderr}"
 
 
 def receive_first_message(channel: BlockingChannel, before_consuming: Callable[[], object] = lambda: None) -> list[bytes]:
