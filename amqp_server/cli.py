@@ -35,7 +35,7 @@ import ssl
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Coroutine, Iterator, Mapping
 
 from storage.segment_store import DataDirLocked
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from .server.server import serve
 
     try:
-        asyncio.run(serve(config))
+        _run(serve(config), config.event_loop)
     except KeyboardInterrupt:
         pass
     except ConfigError as error:  # the config file's permissions name a user or vhost that does not exist
@@ -112,6 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amqp-server: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run on uvloop when asked for, or when it is installed and the choice is ``auto``."""
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                main.close()
+                raise ConfigError("event_loop", "uvloop is not installed: pip install 'amqp-server[uvloop]'")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 def _config_failure(error: ConfigError) -> int:

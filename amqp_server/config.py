@@ -57,6 +57,7 @@ ENV_PREFIX = "AMQP_SERVER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 MAX_MESSAGE_SIZE_LIMIT = 512 * 1024 * 1024  # RabbitMQ refuses a larger max_message_size too
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
@@ -136,6 +137,8 @@ class Config:
     loopback_users: tuple[str, ...] = ("guest",)  # users that may only connect from loopback
     # logging
     log_format: str = "text"  # or "json"
+    # event loop: "auto" uses uvloop when it is installed (pip install 'amqp-server[uvloop]')
+    event_loop: str = "auto"
     # definitions (RabbitMQ's JSON format) to import at start
     load_definitions: Path | None = None
     # the TOML file these came from, and the users, vhosts and permissions it declares
@@ -219,6 +222,8 @@ OPTIONS: dict[str, Option] = {
                          normalise=str.lower, choices=LOG_FORMATS),
     "load_definitions": Option("path", "RabbitMQ definitions JSON file to import at start", _existing_file,
                                optional=True),
+    "event_loop": Option("str", "auto (uvloop when installed), asyncio or uvloop (default auto)",
+                         _one_of(EVENT_LOOPS), normalise=str.lower, choices=EVENT_LOOPS),
 }
 TABLES = ("users", "vhosts", "permissions")
 PATTERN_KEYS = ("configure", "write", "read")  # "" is a valid permission pattern: it matches nothing

@@ -89,6 +89,7 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore
             tls_host, tls_port = servers[1].sockets[0].getsockname()[:2]
             print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
+        log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         if on_listening is not None:
             on_listening(host, port, broker)
         if ready is not None:
