@@ -2,7 +2,8 @@
 
 Drives the sans-IO core directly — the same code the server runs — so the
 numbers show where time goes per message without the network or the event
-loop: frame decoding, publish → route → enqueue → deliver, and encoding.
+loop: frame decoding, publish → route → enqueue → deliver, a consumer draining
+a queued backlog, and encoding.
 
     python benchmarks/hot_path.py [--messages 200000] [--size 100]
 """
@@ -78,6 +79,23 @@ def bench_publish_to_deliver(count: int, size: int, consume: bool) -> tuple[str,
     return per_message(label, count, run)
 
 
+def bench_drain_backlog(count: int, size: int) -> tuple[str, float]:
+    """A consumer arriving at a queue with a backlog: the dispatch loop (no hand-off), deliver, flush."""
+    broker = Broker(clock=FakeClock())
+    publisher = open_peer(broker)
+    publisher.send_method(1, commands.Queue.Declare(queue="q"))
+    batch = publish(1, "q", b"x" * size) * 1000
+    for _ in range(count // 1000):
+        publisher.connection.receive_data(batch)
+    consumer = open_peer(broker)
+    consumer.connection.data_to_send()
+
+    def run() -> None:
+        consumer.send_method(1, commands.Basic.Consume(queue="q", no_ack=True))
+        consumer.connection.data_to_send()
+    return per_message("queued backlog → deliver (no-ack)", count, run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
@@ -89,6 +107,7 @@ def main() -> None:
         bench_encode_deliver(args.messages),
         bench_publish_to_deliver(args.messages, args.size, consume=False),
         bench_publish_to_deliver(args.messages, args.size, consume=True),
+        bench_drain_backlog(args.messages, args.size),
     ]
     print(f"{'stage':<40} {'µs/msg':>8}   ({args.messages:,} messages of {args.size} B, CPU time)")
     for label, micros in results:

@@ -304,3 +304,16 @@ def test_exclusive_durable_queues_are_not_stored(store):
     peer.send_method(1, commands.Queue.Declare(queue="mine", durable=True, exclusive=True))
     peer.send(publish(1, "mine", b"p", properties=commands.Basic.Properties(delivery_mode=2)))
     assert store.recover().queues == [] and store.recover().messages == {}
+
+
+def test_a_delivered_message_stays_in_the_store_until_it_is_acked(store):
+    broker = Broker(store=store, clock=FakeClock())
+    peer = open_peer(broker)
+    peer.send_method(1, commands.Queue.Declare(queue="q", durable=True))
+    peer.send_method(1, commands.Basic.Consume(queue="q", no_ack=False))
+    peer.frames()
+    peer.send(publish(1, "q", b"keep me", properties=commands.Basic.Properties(delivery_mode=2)))
+    assert any(type(frame).__name__ == "Deliver" for _, frame in peer.frames())
+    assert [record.body for _, record in store.recover().messages[("/", "q")]] == [b"keep me"]
+    peer.send_method(1, commands.Basic.Ack(delivery_tag=1))
+    assert ("/", "q") not in store.recover().messages

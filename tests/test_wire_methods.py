@@ -350,3 +350,11 @@ def test_parse_header_rejects_a_short_payload():
     with pytest.raises(content.ContentHeaderError):
         content.parse_header(b"\x00\x3c\x00\x00")
 
+
+
+@given(delivery_tag=st.integers(min_value=0, max_value=2**63 - 1), multiple=st.booleans())
+def test_hand_decoded_basic_ack_equals_pamqp(delivery_tag, multiple):
+    payload = pamqp_frame.marshal(commands.Basic.Ack(delivery_tag=delivery_tag, multiple=multiple), 1)[7:-1]
+    index, method = decode_method(payload)
+    assert index == commands.Basic.Ack.index
+    assert (method.delivery_tag, method.multiple) == (delivery_tag, multiple)

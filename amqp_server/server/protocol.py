@@ -79,8 +79,8 @@ class AMQPProtocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # no isinstance(asyncio.Transport) check: uvloop's TCPTransport is not a subclass of it
+        self._transport = transport  # type: ignore[assignment]
         address = transport.get_extra_info("peername")
         peer = f"{address[0]}:{address[1]}" if address else "?"
         self.connection = ServerConnection(self._broker, peer, self._schedule_flush, self._connections)

@@ -3,9 +3,10 @@
 pamqp is reflective (several µs per frame) and its ``marshal`` validates names
 against a stricter pattern than RabbitMQ (which accepts any UTF-8 queue name),
 so the methods on the hot path or carrying arbitrary names are coded here by
-hand: ``Basic.Publish`` in; ``Basic.Deliver``, ``Basic.GetOk``, ``Basic.Return``,
-``Basic.Ack`` and ``Queue.DeclareOk`` out.  Each is golden-tested byte-for-byte
-against pamqp in ``tests/test_wire_methods.py``.
+hand: ``Basic.Publish`` and ``Basic.Ack`` in; ``Basic.Deliver``, ``Basic.GetOk``,
+``Basic.Return``, ``Basic.Ack`` and ``Queue.DeclareOk`` out.  The encoders and the
+Publish decoder are golden-tested byte-for-byte against pamqp in
+``tests/test_wire_methods.py``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ from pamqp import commands, decode
 from pamqp.base import Frame as PamqpMethod
 
 from ..errors import COMMAND_INVALID, FRAME_ERROR, AMQPConnectionError, erlang_binary
-from .framing import FRAME_END_BYTE, FRAME_METHOD
+from .framing import (
+    FRAME_BODY,
+    FRAME_END,
+    FRAME_END_BYTE,
+    FRAME_HEADER,
+    FRAME_METHOD,
+    FRAME_OVERHEAD,
+    body_frames,
+)
 
 _FRAME_HEADER = struct.Struct(">BHI")
 _INDEX = struct.Struct(">I")
 _SHORTSTR_LEN = struct.Struct(">B")
 
 BASIC_PUBLISH = commands.Basic.Publish.index
+BASIC_ACK = commands.Basic.Ack.index
+_ACK_ARGUMENTS = struct.Struct(">q")  # signed, as pamqp decodes a longlong (a tag >= 2**63 comes out negative)
 _DELIVER_PREFIX = struct.pack(">HH", 60, 60)
 _GET_OK_PREFIX = struct.pack(">HH", 60, 71)
 _RETURN_PREFIX = struct.pack(">HH", 60, 50)
@@ -31,31 +42,83 @@ _DECLARE_OK_PREFIX = struct.pack(">HH", 50, 11)
 
 
 class Publish:
-    """``Basic.Publish`` decoded by hand: the one method a publisher sends per message."""
+    """``Basic.Publish`` decoded by hand: the one method a publisher sends per message.
 
-    __slots__ = ("exchange", "routing_key", "mandatory", "immediate")
+    Treated as immutable: decoded publishes are cached and shared (see ``decode_publish``).
+    The exchange and routing key are also kept as the shortstrs they arrived as, so
+    deliveries splice them in without encoding them again.
+    """
+
+    __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "exchange_shortstr", "routing_key_shortstr")
     name = "Basic.Publish"
 
-    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool) -> None:
+    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool,
+                 exchange_shortstr: bytes | None = None, routing_key_shortstr: bytes | None = None) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.mandatory = mandatory
         self.immediate = immediate
+        self.exchange_shortstr = exchange_shortstr if exchange_shortstr is not None else _shortstr(exchange)
+        self.routing_key_shortstr = routing_key_shortstr if routing_key_shortstr is not None else _shortstr(routing_key)
+
+
+class Ack:
+    """``Basic.Ack`` from a consumer, decoded by hand: clients that ack each message send one per message.
+
+    measured: decode_method of a Basic.Ack 3.9 → 0.8 µs (timeit); pamqp's reflective decode is the slow part.
+    """
+
+    __slots__ = ("delivery_tag", "multiple")
+    name = "Basic.Ack"
+    index = BASIC_ACK
+
+    def __init__(self, delivery_tag: int, multiple: bool) -> None:
+        self.delivery_tag = delivery_tag
+        self.multiple = multiple
 
 
 def _decode_publish(payload: bytes) -> Publish:
     # class, method (4) + ticket (2), then exchange and routing-key shortstrs, then the bit octet
     offset = 6
     length = payload[offset]
-    exchange = payload[offset + 1 : offset + 1 + length].decode()
-    offset += 1 + length
+    exchange_end = offset + 1 + length
+    exchange = payload[offset + 1 : exchange_end].decode()
+    offset = exchange_end
     length = payload[offset]
-    routing_key = payload[offset + 1 : offset + 1 + length].decode()
-    offset += 1 + length
+    key_end = offset + 1 + length
+    routing_key = payload[offset + 1 : key_end].decode()
+    offset = key_end
     if offset + 1 != len(payload):
         raise ValueError("truncated or followed by extra bytes")
     bits = payload[offset]
-    return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
+    return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2),
+                   payload[6:exchange_end], payload[exchange_end:key_end])
+
+
+# Publishers repeat the same few (exchange, routing key, flags): the whole method payload is the key.
+# measured: decode Basic.Publish 1.1 → 0.3 µs/msg in hot_path.py (a hit is one dict lookup)
+_PUBLISH_CACHE: dict[bytes, Publish] = {}
+_PUBLISH_CACHE_LIMIT = 1024
+
+
+def decode_publish(payload: bytes) -> Publish:
+    """Decode a ``Basic.Publish`` payload (class and method already checked), cached by its bytes.
+
+    Raises ``AMQPConnectionError`` exactly as ``decode_method`` does.
+    """
+    if type(payload) is not bytes:  # a bytearray or memoryview cannot be a dict key
+        payload = bytes(payload)
+    method = _PUBLISH_CACHE.get(payload)
+    if method is None:
+        try:
+            method = _decode_publish(payload)
+        except Exception:
+            raise AMQPConnectionError(FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}",
+                                      BASIC_PUBLISH >> 16, BASIC_PUBLISH & 0xFFFF) from None
+        if len(_PUBLISH_CACHE) >= _PUBLISH_CACHE_LIMIT:
+            _PUBLISH_CACHE.clear()
+        _PUBLISH_CACHE[payload] = method
+    return method
 
 
 def decode_method(payload: bytes) -> tuple[int, PamqpMethod | Publish]:
@@ -68,12 +131,14 @@ def decode_method(payload: bytes) -> tuple[int, PamqpMethod | Publish]:
     if len(payload) < 4:
         raise AMQPConnectionError(FRAME_ERROR, f"type 1, all octets = {erlang_binary(payload)}: unknown_frame")
     index = _INDEX.unpack_from(payload)[0]
-    method_class = commands.INDEX_MAPPING.get(index) if index != BASIC_PUBLISH else Publish
+    if index == BASIC_PUBLISH:
+        return index, decode_publish(payload)
+    if index == BASIC_ACK and len(payload) == 13:  # any other length: pamqp's path raises the exact error
+        return index, Ack(_ACK_ARGUMENTS.unpack_from(payload, 4)[0], bool(payload[12] & 1))
+    method_class = commands.INDEX_MAPPING.get(index)
     if method_class is None:
         raise AMQPConnectionError(COMMAND_INVALID, f"unknown method class {index >> 16} method {index & 0xFFFF}")
     try:
-        if index == BASIC_PUBLISH:
-            return index, _decode_publish(payload)
         method = method_class()
         _unmarshal_exactly(method, payload[4:])
     except Exception:  # pamqp raises struct.error, ValueError, IndexError, TypeError …
@@ -123,6 +188,37 @@ def deliver_frame(channel: int, consumer_tag: bytes, delivery_tag: int, redelive
         exchange, routing_key,
     ))
     return _frame(channel, payload)
+
+
+_DELIVER_HEAD = struct.Struct(">BHIHH")  # frame header + class and method ids
+_TAG_AND_FLAG = struct.Struct(">QB")
+_END_THEN_HEADER = struct.Struct(">BBHI")  # one frame's end byte, then the next frame's header
+_INLINE_BODY_LIMIT = 16384  # bigger bodies are not copied into the delivery's bytes (the outbox join copies once)
+
+
+def deliver_content(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange: bytes,
+                    routing_key: bytes, header: bytes, body: bytes, frame_max: int) -> list[bytes]:
+    """``Basic.Deliver`` + content header + body frames, as the pieces to append to the outbox.
+
+    The method frame and the content header frame (and a body that fits in one frame and is
+    small) come as one joined ``bytes``: one object per delivery instead of five.  A large
+    body is not copied here; it is spliced in as-is (split by ``body_frames`` when over frame_max).
+    """
+    # measured: building a 100 B delivery and joining it into the outbox 1.5 → 1.1 µs/msg (timeit)
+    parts = [_DELIVER_HEAD.pack(FRAME_METHOD, channel, 13 + len(consumer_tag) + len(exchange) + len(routing_key),
+                                60, 60),
+             consumer_tag, _TAG_AND_FLAG.pack(delivery_tag, 1 if redelivered else 0), exchange, routing_key,
+             _END_THEN_HEADER.pack(FRAME_END, FRAME_HEADER, channel, len(header)), header]
+    size = len(body)
+    if not size:
+        parts.append(FRAME_END_BYTE)
+        return [b"".join(parts)]
+    if size <= _INLINE_BODY_LIMIT and size <= frame_max - FRAME_OVERHEAD:
+        parts += (_END_THEN_HEADER.pack(FRAME_END, FRAME_BODY, channel, size), body, FRAME_END_BYTE)
+        return [b"".join(parts)]
+    parts.append(FRAME_END_BYTE)
+    return [b"".join(parts), *body_frames(channel, body, frame_max)]
+
 
 
 def get_ok_frame(channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
