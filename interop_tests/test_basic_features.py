@@ -32,6 +32,7 @@ from aio_pika.patterns import RPC
 from pamqp import body as pamqp_body, commands, frame as pamqp_frame, header as pamqp_header
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from .pika_helpers import message_count, publish, wait_for_message_count
 from .raw_client import RawClient
 
 TIMEOUT = 5.0
@@ -54,21 +55,8 @@ def shared_queue(params: pika.ConnectionParameters, channel: BlockingChannel, un
         cleanup.channel().queue_delete(unique)
 
 
-def publish(channel: BlockingChannel, queue: str, *bodies: bytes) -> None:
-    for body in bodies:
-        channel.basic_publish("", queue, body)
 
 
-def message_count(channel: BlockingChannel, queue: str) -> int:
-    return channel.queue_declare(queue, passive=True).method.message_count
-
-
-def wait_for_message_count(channel: BlockingChannel, queue: str, expected: int) -> None:
-    """Poll until the queue holds ``expected`` ready messages (requeues are asynchronous in RabbitMQ)."""
-    deadline = time.monotonic() + TIMEOUT
-    while (count := message_count(channel, queue)) != expected:
-        assert time.monotonic() < deadline, f"queue {queue!r} holds {count} messages, expected {expected}"
-        channel.connection.sleep(0.02)
 
 
 def get_all(channel: BlockingChannel, queue: str) -> list[tuple[bytes, bool]]:

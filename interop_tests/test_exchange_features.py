@@ -24,7 +24,7 @@ from typing import Iterator
 import pika
 import pika.exceptions
 import pytest
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.blocking_connection import BlockingChannel
 
 TIMEOUT = 5.0
 

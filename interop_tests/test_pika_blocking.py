@@ -25,6 +25,8 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from .pika_helpers import message_count, publish, wait_for_message_count
+
 TIMEOUT = 5.0
 QUIET_PERIOD = 0.3  # how long "nothing more arrives" is watched for
 
@@ -55,21 +57,8 @@ def wait_until(connection: BlockingConnection, predicate: Callable[[], bool], wh
         connection.process_data_events(time_limit=min(0.05, remaining))
 
 
-def message_count(channel: BlockingChannel, queue: str) -> int:
-    return channel.queue_declare(queue, passive=True).method.message_count
 
 
-def wait_for_message_count(channel: BlockingChannel, queue: str, expected: int) -> None:
-    """Poll until the queue holds ``expected`` ready messages (requeues are asynchronous in RabbitMQ)."""
-    deadline = time.monotonic() + TIMEOUT
-    while (count := message_count(channel, queue)) != expected:
-        assert time.monotonic() < deadline, f"queue {queue!r} holds {count} messages, expected {expected}"
-        channel.connection.sleep(0.02)
-
-
-def publish(channel: BlockingChannel, queue: str, *bodies: bytes) -> None:
-    for body in bodies:
-        channel.basic_publish(exchange="", routing_key=queue, body=body)
 
 
 def get_all(channel: BlockingChannel, queue: str) -> list[tuple[bytes, bool]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pamqp import commands, frame as pamqp_frame, header as pamqp_header, body as pamqp_body, heartbeat
+from pamqp import commands, frame as pamqp_frame, header as pamqp_header, body as pamqp_body
 from pamqp.base import Frame as PamqpMethod
 
 from amqp_server.core.broker import Broker

@@ -1,0 +1,26 @@
+"""Small pika helpers shared by the interop suites."""
+
+from __future__ import annotations
+
+import time
+
+from pika.adapters.blocking_connection import BlockingChannel
+
+from .conftest import TIMEOUT
+
+
+def publish(channel: BlockingChannel, queue: str, *bodies: bytes) -> None:
+    for body in bodies:
+        channel.basic_publish("", queue, body)
+
+
+def message_count(channel: BlockingChannel, queue: str) -> int:
+    return channel.queue_declare(queue, passive=True).method.message_count
+
+
+def wait_for_message_count(channel: BlockingChannel, queue: str, expected: int) -> None:
+    """Poll until the queue holds ``expected`` ready messages (requeues are asynchronous in RabbitMQ)."""
+    deadline = time.monotonic() + TIMEOUT
+    while (count := message_count(channel, queue)) != expected:
+        assert time.monotonic() < deadline, f"queue {queue!r} holds {count} messages, expected {expected}"
+        channel.connection.sleep(0.02)
