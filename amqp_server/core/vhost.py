@@ -44,8 +44,8 @@ class VirtualHost:
         self.wall_clock = wall_clock  # for x-death timestamps
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self, "", durable=True)}
         self.queues: dict[str, Queue] = {}
-        for exchange_name, type_name in BUILTIN_EXCHANGES:
-            self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](self, exchange_name, durable=True)
+        for exchange_name, exchange_type in BUILTIN_EXCHANGES:
+            self.exchanges[exchange_name] = EXCHANGE_TYPES[exchange_type](self, exchange_name, durable=True)
 
     # ------------------------------------------------------------ routing
 
