@@ -208,6 +208,8 @@ def format_table(results: list[Result]) -> str:
     rows = [("broker", "runs", "ready median ms", "min ms", "max ms", "stop median ms")]
     for result in results:
         ready = [seconds * 1000 for seconds in result.ready_s]
+        if not ready:  # e.g. --rabbitmq-runs 0
+            continue
         rows.append((result.label, str(len(ready)), f"{statistics.median(ready):.1f}", f"{min(ready):.1f}",
                      f"{max(ready):.1f}", f"{statistics.median(result.stop_s) * 1000:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
