@@ -19,10 +19,11 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: tests.frames builds the frames
 
 from pamqp import commands
+from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
 from amqp_server.wire.framing import FrameReader
-from amqp_server.wire.methods import decode_method, deliver_frame, shortstr
+from amqp_server.wire.methods import decode_method, deliver_content, shortstr
 from tests.frames import FakeClock, open_peer, publish
 
 
@@ -53,11 +54,13 @@ def bench_decode_publish(count: int) -> tuple[str, float]:
 
 def bench_encode_deliver(count: int) -> tuple[str, float]:
     tag, exchange, key = shortstr("amq.ctag-x"), shortstr(""), shortstr("q")
+    body = b"x" * 100
+    header = ContentHeader(0, len(body), commands.Basic.Properties()).marshal()
 
     def run() -> None:
         for n in range(count):
-            deliver_frame(1, tag, n, False, exchange, key)
-    return per_message("encode Basic.Deliver", count, run)
+            deliver_content(1, tag, n, False, exchange, key, header, body, 131072)
+    return per_message("encode Deliver + header + body", count, run)
 
 
 def bench_publish_to_deliver(count: int, size: int, consume: bool) -> tuple[str, float]:

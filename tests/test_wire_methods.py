@@ -16,7 +16,7 @@ import struct
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from pamqp import commands, frame as pamqp_frame, header as pamqp_header
+from pamqp import body as pamqp_body, commands, frame as pamqp_frame, header as pamqp_header
 
 from amqp_server.errors import AMQPConnectionError
 from amqp_server.wire import content
@@ -24,7 +24,7 @@ from amqp_server.wire.methods import (
     Publish,
     ack_frame,
     decode_method,
-    deliver_frame,
+    deliver_content,
     get_ok_frame,
     queue_declare_ok_frame,
     return_frame,
@@ -68,12 +68,18 @@ def unmarshal_one(data: bytes):
 @GOLDEN
 @given(channel=channels, consumer_tag=shortstr_texts, delivery_tag=delivery_tags, redelivered=st.booleans(),
        exchange=pamqp_exchange_names, routing_key=shortstr_texts)
-def test_deliver_frame_matches_pamqp(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key):
-    expected = pamqp_frame.marshal(commands.Basic.Deliver(consumer_tag, delivery_tag, redelivered, exchange,
-                                                          routing_key), channel)
-
-    assert deliver_frame(channel, shortstr(consumer_tag), delivery_tag, redelivered, shortstr(exchange),
-                         shortstr(routing_key)) == expected
+def test_deliver_content_matches_pamqp(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key):
+    """Basic.Deliver + content header + body frames, built in one piece, equal pamqp's frames byte for byte."""
+    for body in (b"", b"hello", b"x" * 20_000, b"y" * 300_000):
+        header = pamqp_header.ContentHeader(0, len(body), commands.Basic.Properties(delivery_mode=2))
+        expected = [pamqp_frame.marshal(commands.Basic.Deliver(consumer_tag, delivery_tag, redelivered, exchange,
+                                                               routing_key), channel),
+                    pamqp_frame.marshal(header, channel)]
+        expected += [pamqp_frame.marshal(pamqp_body.ContentBody(body[start:start + 131064]), channel)
+                     for start in range(0, len(body), 131064)]
+        parts = deliver_content(channel, shortstr(consumer_tag), delivery_tag, redelivered, shortstr(exchange),
+                                shortstr(routing_key), header.marshal(), body, 131072)
+        assert b"".join(parts) == b"".join(expected)
 
 
 @GOLDEN
@@ -135,8 +141,11 @@ def test_queue_declare_ok_frame_with_any_utf8_name_decodes_with_pamqp(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_deliver_frame_with_any_utf8_names_decodes_with_pamqp(name):
-    channel, value = unmarshal_one(deliver_frame(2, shortstr(name), 9, True, shortstr(name), shortstr(name)))
+def test_deliver_with_any_utf8_names_decodes_with_pamqp(name):
+    delivery = b"".join(deliver_content(2, shortstr(name), 9, True, shortstr(name), shortstr(name),
+                                        pamqp_header.ContentHeader(0, 0, commands.Basic.Properties()).marshal(),
+                                        b"", 131072))
+    channel, value = unmarshal_one(delivery[:pamqp_frame.frame_parts(delivery)[2] + 8])
 
     assert channel == 2
     assert isinstance(value, commands.Basic.Deliver)
@@ -327,7 +336,7 @@ def test_delivery_mode_peek_matches_pamqp(props, body_size):
     decoded.unmarshal(payload)
 
     expected = decoded.properties.delivery_mode
-    assert content.delivery_mode(payload) == (1 if expected is None else expected)
+    assert content.peek_properties(payload)[0] == (1 if expected is None else expected)
     assert content.parse_header(payload)[:2] == (60, body_size)
     assert content.decode_properties(payload) == decoded.properties
 
@@ -335,7 +344,7 @@ def test_delivery_mode_peek_matches_pamqp(props, body_size):
 def test_delivery_mode_defaults_to_transient_without_properties():
     payload = pamqp_header.ContentHeader(0, 3, commands.Basic.Properties()).marshal()
 
-    assert content.delivery_mode(payload) == 1
+    assert content.peek_properties(payload)[0] == 1
 
 
 def test_delivery_mode_after_a_large_headers_table():
@@ -343,7 +352,7 @@ def test_delivery_mode_after_a_large_headers_table():
                                       headers={"k" * 200: "v" * 70_000, "n": 1}, delivery_mode=2, priority=9)
     payload = pamqp_header.ContentHeader(0, 1, props).marshal()
 
-    assert content.delivery_mode(payload) == 2
+    assert content.peek_properties(payload)[0] == 2
 
 
 def test_parse_header_rejects_a_short_payload():

@@ -38,11 +38,6 @@ def parse_header(payload: bytes) -> tuple[int, int, int]:
     return class_id, body_size, flags
 
 
-def delivery_mode(payload: bytes) -> int:
-    """Peek ``delivery_mode`` (2 = persistent) without decoding the property table."""
-    return peek_properties(payload)[0]
-
-
 def peek_properties(payload: bytes) -> tuple[int, int, str | None]:
     """Peek ``(delivery_mode, priority, expiration)`` by walking the flag word, skipping the rest.
 

@@ -180,16 +180,6 @@ def _frame(channel: int, payload: bytes) -> bytes:
     return _FRAME_HEADER.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
-def deliver_frame(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool,
-                  exchange: bytes, routing_key: bytes) -> bytes:
-    """``Basic.Deliver``; tag, exchange and routing key come pre-encoded as shortstrs."""
-    payload = b"".join((
-        _DELIVER_PREFIX, consumer_tag, struct.pack(">QB", delivery_tag, 1 if redelivered else 0),
-        exchange, routing_key,
-    ))
-    return _frame(channel, payload)
-
-
 _DELIVER_HEAD = struct.Struct(">BHIHH")  # frame header + class and method ids
 _TAG_AND_FLAG = struct.Struct(">QB")
 _END_THEN_HEADER = struct.Struct(">BBHI")  # one frame's end byte, then the next frame's header
