@@ -24,3 +24,13 @@ def wait_for_message_count(channel: BlockingChannel, queue: str, expected: int) 
     while (count := message_count(channel, queue)) != expected:
         assert time.monotonic() < deadline, f"queue {queue!r} holds {count} messages, expected {expected}"
         channel.connection.sleep(0.02)
+
+
+def get_all(channel: BlockingChannel, queue: str) -> list[tuple[bytes, bool]]:
+    """Drain the queue with basic.get (auto-ack): ``[(body, redelivered), ...]``."""
+    got = []
+    while True:
+        method, _, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            return got
+        got.append((body, method.redelivered))

@@ -32,7 +32,7 @@ from aio_pika.patterns import RPC
 from pamqp import body as pamqp_body, commands, frame as pamqp_frame, header as pamqp_header
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from .pika_helpers import message_count, publish, wait_for_message_count
+from .pika_helpers import get_all, message_count, publish, wait_for_message_count
 from .raw_client import RawClient
 
 TIMEOUT = 5.0
@@ -53,20 +53,6 @@ def shared_queue(params: pika.ConnectionParameters, channel: BlockingChannel, un
     yield unique
     with closing(pika.BlockingConnection(params)) as cleanup:
         cleanup.channel().queue_delete(unique)
-
-
-
-
-
-
-def get_all(channel: BlockingChannel, queue: str) -> list[tuple[bytes, bool]]:
-    """Drain the queue with basic.get (auto-ack): ``[(body, redelivered), ...]``."""
-    got = []
-    while True:
-        method, _, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            return got
-        got.append((body, method.redelivered))
 
 
 def wait_until(connection: BlockingConnection, predicate: Callable[[], bool], what: str) -> None:

@@ -25,7 +25,7 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from .pika_helpers import message_count, publish, wait_for_message_count
+from .pika_helpers import get_all, message_count, publish, wait_for_message_count
 
 TIMEOUT = 5.0
 QUIET_PERIOD = 0.3  # how long "nothing more arrives" is watched for
@@ -55,20 +55,6 @@ def wait_until(connection: BlockingConnection, predicate: Callable[[], bool], wh
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"timed out waiting for {what}"
         connection.process_data_events(time_limit=min(0.05, remaining))
-
-
-
-
-
-
-def get_all(channel: BlockingChannel, queue: str) -> list[tuple[bytes, bool]]:
-    """Drain the queue with basic.get (auto-ack): ``[(body, redelivered), ...]``."""
-    got = []
-    while True:
-        method, _, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            return got
-        got.append((body, method.redelivered))
 
 
 class Collector:
