@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from .conftest import TIMEOUT
 
@@ -34,3 +35,12 @@ def get_all(channel: BlockingChannel, queue: str) -> list[tuple[bytes, bool]]:
         if method is None:
             return got
         got.append((body, method.redelivered))
+
+
+def wait_until(connection: BlockingConnection, predicate: Callable[[], bool], what: str) -> None:
+    """Process events until ``predicate()`` holds (bounded by TIMEOUT)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out waiting for {what}"
+        connection.process_data_events(time_limit=min(0.05, remaining))

@@ -22,7 +22,7 @@ import asyncio
 import time
 from contextlib import closing
 from types import SimpleNamespace
-from typing import Callable, Iterator
+from typing import Iterator
 
 import aio_pika
 import pika
@@ -32,7 +32,7 @@ from aio_pika.patterns import RPC
 from pamqp import body as pamqp_body, commands, frame as pamqp_frame, header as pamqp_header
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from .pika_helpers import get_all, message_count, publish, wait_for_message_count
+from .pika_helpers import get_all, message_count, publish, wait_for_message_count, wait_until
 from .raw_client import RawClient
 
 TIMEOUT = 5.0
@@ -53,14 +53,6 @@ def shared_queue(params: pika.ConnectionParameters, channel: BlockingChannel, un
     yield unique
     with closing(pika.BlockingConnection(params)) as cleanup:
         cleanup.channel().queue_delete(unique)
-
-
-def wait_until(connection: BlockingConnection, predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"timed out waiting for {what}"
-        connection.process_data_events(time_limit=min(0.05, remaining))
 
 
 def settle(connection: BlockingConnection) -> None:

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import time
 from contextlib import closing
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pika
 import pika.exceptions
 import pytest
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.blocking_connection import BlockingChannel
 
-from .pika_helpers import get_all, message_count, publish, wait_for_message_count
+from .pika_helpers import get_all, message_count, publish, wait_for_message_count, wait_until
 
 TIMEOUT = 5.0
 QUIET_PERIOD = 0.3  # how long "nothing more arrives" is watched for
@@ -47,14 +47,6 @@ def exchange(params: pika.ConnectionParameters, unique: str) -> Iterator[str]:
     yield name
     with closing(pika.BlockingConnection(params)) as cleanup:
         cleanup.channel().exchange_delete(name)
-
-
-def wait_until(connection: BlockingConnection, predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"timed out waiting for {what}"
-        connection.process_data_events(time_limit=min(0.05, remaining))
 
 
 class Collector:
