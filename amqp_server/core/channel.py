@@ -164,7 +164,7 @@ class Channel:
         elif isinstance(method, commands.Channel.CloseOk):
             self._closed()
         elif isinstance(method, commands.Channel.Open):
-            raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
+            self._on_channel_open(method)
         elif isinstance(method, wire.Publish):
             self._start_content(method)  # its header and body are swallowed, not treated as stray
 
@@ -184,7 +184,7 @@ class Channel:
         self.connection.send_method(self.channel_id, commands.Channel.FlowOk(active=True))
 
     def _on_channel_open(self, method: commands.Channel.Open) -> None:
-        raise AMQPConnectionError(504, "second 'channel.open' seen")
+        raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
 
     def close_with_error(self, error: ChannelError) -> None:
         """Close this channel only: send channel.close and discard input until close-ok."""

@@ -30,6 +30,7 @@ from .. import __version__
 from ..errors import (
     ACCESS_REFUSED,
     CHANNEL_ERROR,
+    CONNECTION_FORCED,
     COMMAND_INVALID,
     FRAME_ERROR,
     INTERNAL_ERROR,
@@ -275,7 +276,7 @@ class Connection:
     def force_close(self, reply_text: str) -> None:
         """Close from the broker's side (shutdown): 320 CONNECTION_FORCED."""
         if self.state is State.OPEN:
-            self.close_with_error(AMQPConnectionError(320, reply_text))
+            self.close_with_error(AMQPConnectionError(CONNECTION_FORCED, reply_text))
         else:
             self._finish()
 
