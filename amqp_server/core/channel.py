@@ -33,10 +33,11 @@ from ..errors import (
     ChannelError,
     not_found,
     table_type,
+    undecodable_content,
 )
 from ..wire import methods as wire
 from ..wire.content import BASIC_CLASS_ID, parse_header
-from ..wire.properties import ContentHeader
+from ..wire.properties import ContentHeader, PropertiesError, check_properties
 from ..wire.framing import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_METHOD, body_frames
 from . import declarations
 from .broker_names import generated_name
@@ -253,21 +254,30 @@ class Channel:
         return True
 
     def _publish_content(self, method: wire.Publish, header: bytes, body: bytes) -> None:
-        """Check, route and enqueue one complete message (and note it for publisher confirms)."""
+        """Check, route and enqueue one complete message (and note it for publisher confirms).
+
+        RabbitMQ's order: permission and exchange checks, then the whole property list is
+        decoded (541 for the connection if it cannot be: nothing is routed or confirmed), then
+        ``expiration`` is checked (406).  Only a message that passed ``check_properties`` gets
+        in, so other clients' operations can decode its headers later.
+        """
+        exchange = self._check_publish(method)
+        if len(header) != 14 or header[12] or header[13]:  # no properties: nothing to check (the hot path)
+            try:
+                check_properties(header)
+            except PropertiesError:
+                raise undecodable_content() from None
         try:
             message = Message(method.exchange, method.routing_key, header, body, None,
                               method.exchange_shortstr, method.routing_key_shortstr)
         except InvalidExpiration as error:
             raise ChannelError(PRECONDITION_FAILED, str(error), 60, 40) from None
-        except ValueError as error:
-            raise AMQPConnectionError(FRAME_ERROR, str(error), 60, 40) from None
-        exchange = self._check_publish(method)
         try:
             if b"CC" in header:  # cheap test before decoding the headers table (it also matches BCC)
                 message = sender_selected(message)
             if _REPLY_TO_BYTES in header:
                 message = self._with_reply_key(message)
-        except (ValueError, IndexError, struct.error):
+        except (ValueError, OverflowError, OSError):  # a CC/BCC value pamqp cannot decode (a far-off timestamp)
             raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
