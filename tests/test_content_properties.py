@@ -32,7 +32,8 @@ from amqp_server.core.broker import Broker
 from amqp_server.core.confirms import SyncBarrier
 from amqp_server.server import server as server_module
 from amqp_server.server.protocol import Connections
-from amqp_server.wire.properties import ContentHeader
+from amqp_server.wire.content import decode_properties
+from amqp_server.wire.properties import MAX_NESTING, ContentHeader, PropertiesError, check_properties
 from storage.api import MessageRecord
 from storage.memory import MemoryStore
 from tests.frames import FakeClock, method, open_peer, publish
@@ -425,3 +426,18 @@ def test_one_vhost_that_fails_to_delete_does_not_stop_the_others(monkeypatch, ca
     run_access_watch(broker, polls)
     assert deleted == ["b"] and len(polls) >= 3
     assert_logged_with_traceback(caplog)
+
+
+def nested(depth: int) -> bytes:
+    """A headers table with ``depth`` tables nested inside it."""
+    table = b""
+    for _ in range(depth):
+        table = entry(b"n", b"F", long_prefixed(table))
+    return content_header(HEADERS, headers_property(table), 0)
+
+
+def test_nesting_is_checked_down_to_the_limit_pamqp_can_decode():
+    check_properties(nested(MAX_NESTING))
+    decode_properties(nested(MAX_NESTING))  # what a headers exchange or dead-lettering does later
+    with pytest.raises(PropertiesError):
+        check_properties(nested(MAX_NESTING + 1))

@@ -55,7 +55,7 @@ _VALUE_SIZES = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b
 # fixed, or -1 for a 4-byte length prefix. The 18 types RabbitMQ 3.10 decodes (rabbit_binary_parser);
 # any other tag makes it close the publisher's connection (probed: c, U, N, O, n, NUL, space).
 _CHECK_SIZES = {tag[0]: -1 if size == "L" else size for tag, size in _VALUE_SIZES.items()}
-_F, _D, _A, _T = b"f"[0], b"d"[0], b"A"[0], b"F"[0]
+_FLOAT_TAG, _DOUBLE_TAG, _ARRAY_TAG, _TABLE_TAG = b"fdAF"
 # Nesting deeper than this is refused too: pamqp's recursive decoder (headers exchange, x-death)
 # would overflow Python's stack on it. RabbitMQ has no limit; no client nests tables this deep.
 MAX_NESTING = 100
@@ -95,7 +95,7 @@ def check_properties(payload: bytes) -> None:
                 offset = start + _LONG.unpack_from(payload, offset)[0]
                 if offset > end:
                     raise PropertiesError("headers table longer than the content header")
-                _check_table(payload, start, offset, 0)
+                _check_entries(payload, start, offset, 0, True)
             else:
                 offset += 1 if layout is OCTET else 8
     except IndexError:  # a shortstr length byte past the end
@@ -125,50 +125,38 @@ def _plan(flags: int) -> tuple[int, tuple[str, ...] | None]:
     return plan
 
 
-def _check_table(buffer: bytes, offset: int, end: int, depth: int) -> None:
+def _check_entries(buffer: bytes, offset: int, end: int, depth: int, keyed: bool) -> None:
+    """Check the values of a table (``keyed``: each after its key) or an array in ``buffer[offset:end]``."""
     if depth > MAX_NESTING:
         raise PropertiesError("field tables nested too deeply")
+    sizes = _CHECK_SIZES
     while offset < end:
-        offset += 1 + buffer[offset]  # the key
-        if offset >= end:
-            raise PropertiesError("field table key without a value")
-        offset = _check_value(buffer, offset, end, depth)
-
-
-def _check_array(buffer: bytes, offset: int, end: int, depth: int) -> None:
-    if depth > MAX_NESTING:
-        raise PropertiesError("field tables nested too deeply")
-    while offset < end:
-        offset = _check_value(buffer, offset, end, depth)
-
-
-def _check_value(buffer: bytes, offset: int, end: int, depth: int) -> int:
-    """Check the typed value at ``offset``; return where the next one starts."""
-    tag = buffer[offset]
-    size = _CHECK_SIZES.get(tag)
-    if size is None:
-        raise PropertiesError(f"unknown field type {bytes((tag,))!r}")
-    offset += 1
-    if size >= 0:
-        after = offset + size
-        if after > end:
+        if keyed:
+            offset += 1 + buffer[offset]
+            if offset >= end:
+                raise PropertiesError("field table key without a value")
+        tag = buffer[offset]
+        size = sizes.get(tag)
+        if size is None:
+            raise PropertiesError(f"unknown field type {bytes((tag,))!r}")
+        offset += 1
+        if size >= 0:
+            if offset + size > end:
+                raise PropertiesError("field value longer than its table")
+            if tag == _FLOAT_TAG or tag == _DOUBLE_TAG:
+                value = (_FLOAT if tag == _FLOAT_TAG else _DOUBLE).unpack_from(buffer, offset)[0]
+                if value != value or value in (math.inf, -math.inf):
+                    raise PropertiesError("float that is not finite")
+            offset += size
+            continue
+        start = offset + 4
+        if start > end:
             raise PropertiesError("field value longer than its table")
-        if tag == _F or tag == _D:
-            value = (_FLOAT if tag == _F else _DOUBLE).unpack_from(buffer, offset)[0]
-            if value != value or value in (math.inf, -math.inf):
-                raise PropertiesError("float that is not finite")
-        return after
-    start = offset + 4
-    if start > end:
-        raise PropertiesError("field value longer than its table")
-    after = start + _LONG.unpack_from(buffer, offset)[0]
-    if after > end:
-        raise PropertiesError("field value longer than its table")
-    if tag == _T:
-        _check_table(buffer, start, after, depth + 1)
-    elif tag == _A:
-        _check_array(buffer, start, after, depth + 1)
-    return after
+        offset = start + _LONG.unpack_from(buffer, offset)[0]
+        if offset > end:
+            raise PropertiesError("field value longer than its table")
+        if tag == _TABLE_TAG or tag == _ARRAY_TAG:
+            _check_entries(buffer, start, offset, depth + 1, tag == _TABLE_TAG)
 
 
 class ContentHeader:
