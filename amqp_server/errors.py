@@ -76,6 +76,7 @@ def undecodable_content() -> AMQPConnectionError:
     process crashes): 541 with the bare name as text and no method — probed: 541 'INTERNAL_ERROR' 0 0."""
     error = AMQPConnectionError(INTERNAL_ERROR, "")
     error.reply_text = REPLY_NAMES[INTERNAL_ERROR]
+    error.args = (error.reply_text,)
     return error
 
 

@@ -13,6 +13,7 @@ hand-coded ``Basic.Deliver`` and the publisher's raw content header.
 from __future__ import annotations
 
 import enum
+import logging
 import struct
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
@@ -52,6 +53,8 @@ from .vhost import sender_selected
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+log = logging.getLogger("amqp_server.channel")
 
 _FRAME_HEADER = struct.Struct(">BHI")
 _CONTENT_FIXED = struct.Struct(">HHQH")  # content header: class id, weight, body size, first flag word
@@ -265,7 +268,9 @@ class Channel:
         if len(header) != 14 or header[12] or header[13]:  # no properties: nothing to check (the hot path)
             try:
                 check_properties(header)
-            except PropertiesError:
+            except PropertiesError as error:
+                log.warning("connection from %s published content properties that cannot be decoded (%s)",
+                            self.connection.peer, error)
                 raise undecodable_content() from None
         try:
             message = Message(method.exchange, method.routing_key, header, body, None,
