@@ -71,6 +71,15 @@ class AMQPConnectionError(AMQPError):
     """A hard error: the broker closes the whole connection (``connection.close``)."""
 
 
+def undecodable_content() -> AMQPConnectionError:
+    """What RabbitMQ 3.10 sends for a publish whose content properties it cannot decode (its channel
+    process crashes): 541 with the bare name as text and no method — probed: 541 'INTERNAL_ERROR' 0 0."""
+    error = AMQPConnectionError(INTERNAL_ERROR, "")
+    error.reply_text = REPLY_NAMES[INTERNAL_ERROR]
+    error.args = (error.reply_text,)
+    return error
+
+
 def vhost_resource(kind: str, name: str, vhost: str) -> str:
     """RabbitMQ's way of naming a resource in reply texts: ``queue 'q' in vhost '/'``."""
     return f"{kind} '{name}' in vhost '{vhost}'"

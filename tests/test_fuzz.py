@@ -19,7 +19,7 @@ from pamqp.base import Frame as PamqpMethod
 from amqp_server.core.broker import Broker
 from tests.frames import PROTOCOL_HEADER, FakeClock, Peer, content, method, open_peer, parse, publish
 
-HARD_ERROR_CODES = {501, 502, 503, 504, 505, 506, 530, 540}
+HARD_ERROR_CODES = {501, 502, 503, 504, 505, 506, 530, 540, 541}
 INTERNAL_ERROR = 541
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -130,6 +130,12 @@ def publishes(draw) -> bytes:
     properties = commands.Basic.Properties(delivery_mode=draw(st.sampled_from([1, 2])),
                                            headers=draw(tables) or None)
     frames = content(channel, body, properties, frame_max=draw(st.sampled_from([9, 20, 131072])))
+    if draw(st.integers(0, 3)) == 0:  # a property list cut short or with bytes after it: RabbitMQ refuses both
+        header_size = struct.unpack_from(">I", frames, 3)[0]
+        header = frames[7:7 + header_size]
+        cut = draw(st.integers(0, header_size - 14))
+        header = header[:header_size - cut] if cut else header + draw(st.binary(min_size=1, max_size=5))
+        frames = struct.pack(">BHI", 2, channel, len(header)) + header + b"\xce" + frames[8 + header_size:]
     declared = draw(st.none() | st.integers(0, 100))
     if declared is not None:  # overwrite body_size (after the frame header, class id and weight)
         frames = frames[:11] + struct.pack(">Q", declared) + frames[19:]
@@ -165,7 +171,10 @@ def check_output(peer: Peer, output: bytes) -> list:
     methods = [(ch, f) for ch, f in frames if isinstance(f, PamqpMethod)]
     for i, (channel, value) in enumerate(methods):
         if isinstance(value, commands.Connection.Close):
-            assert value.reply_code != INTERNAL_ERROR, f"a Python exception leaked: {value.reply_text}"
+            # RabbitMQ's reply to content properties it cannot decode is 541 with the bare name;
+            # a leaked Python exception says "INTERNAL_ERROR - internal error"
+            assert value.reply_code != INTERNAL_ERROR or value.reply_text == "INTERNAL_ERROR", (
+                f"a Python exception leaked: {value.reply_text}")
             assert channel == 0
             assert value.reply_code in HARD_ERROR_CODES, value.reply_text
             after = [f for _, f in methods[i + 1:]]

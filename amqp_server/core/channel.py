@@ -13,6 +13,7 @@ hand-coded ``Basic.Deliver`` and the publisher's raw content header.
 from __future__ import annotations
 
 import enum
+import logging
 import struct
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
@@ -33,10 +34,11 @@ from ..errors import (
     ChannelError,
     not_found,
     table_type,
+    undecodable_content,
 )
 from ..wire import methods as wire
 from ..wire.content import BASIC_CLASS_ID, parse_header
-from ..wire.properties import ContentHeader
+from ..wire.properties import ContentHeader, PropertiesError, check_properties
 from ..wire.framing import FRAME_BODY, FRAME_END_BYTE, FRAME_HEADER, FRAME_METHOD, body_frames
 from . import declarations
 from .broker_names import generated_name
@@ -51,6 +53,8 @@ from .vhost import sender_selected
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+log = logging.getLogger("amqp_server.channel")
 
 _FRAME_HEADER = struct.Struct(">BHI")
 _CONTENT_FIXED = struct.Struct(">HHQH")  # content header: class id, weight, body size, first flag word
@@ -253,21 +257,32 @@ class Channel:
         return True
 
     def _publish_content(self, method: wire.Publish, header: bytes, body: bytes) -> None:
-        """Check, route and enqueue one complete message (and note it for publisher confirms)."""
+        """Check, route and enqueue one complete message (and note it for publisher confirms).
+
+        RabbitMQ's order: permission and exchange checks, then the whole property list is
+        decoded (541 for the connection if it cannot be: nothing is routed or confirmed), then
+        ``expiration`` is checked (406).  Only a message that passed ``check_properties`` gets
+        in, so other clients' operations can decode its headers later.
+        """
+        exchange = self._check_publish(method)
+        if len(header) != 14 or header[12] or header[13]:  # no properties: nothing to check (the hot path)
+            try:
+                check_properties(header)
+            except PropertiesError as error:
+                log.warning("connection from %s published content properties that cannot be decoded (%s)",
+                            self.connection.peer, error)
+                raise undecodable_content() from None
         try:
             message = Message(method.exchange, method.routing_key, header, body, None,
                               method.exchange_shortstr, method.routing_key_shortstr)
         except InvalidExpiration as error:
             raise ChannelError(PRECONDITION_FAILED, str(error), 60, 40) from None
-        except ValueError as error:
-            raise AMQPConnectionError(FRAME_ERROR, str(error), 60, 40) from None
-        exchange = self._check_publish(method)
         try:
             if b"CC" in header:  # cheap test before decoding the headers table (it also matches BCC)
                 message = sender_selected(message)
             if _REPLY_TO_BYTES in header:
                 message = self._with_reply_key(message)
-        except (ValueError, IndexError, struct.error):
+        except (ValueError, OverflowError, OSError):  # a CC/BCC value pamqp cannot decode (a far-off timestamp)
             raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))

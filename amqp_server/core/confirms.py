@@ -14,10 +14,13 @@ snapshot back (``end``) so each channel confirms what that sync covered.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from .channel import Channel
+
+log = logging.getLogger("amqp_server.confirms")
 
 
 class Confirms:
@@ -109,9 +112,20 @@ class SyncBarrier:
         return snapshot
 
     def end(self, snapshot: tuple[list[tuple["Channel", int]], list[Callable[[bool], None]]], ok: bool) -> None:
-        """The sync finished: release (or, if it failed, nack) what it covered."""
+        """The sync finished: release (or, if it failed, nack) what it covered.
+
+        An error boundary (the persister's task calls it, for every connection at once): a
+        callback or channel that raises is logged with its traceback and the others still run.
+        """
         confirms, callbacks = snapshot
         for callback in callbacks:
-            callback(ok)
+            try:
+                callback(ok)
+            except Exception:
+                log.exception("a reply held for a store sync failed")
         for channel, sequence in confirms:
-            channel.synced(sequence, ok)
+            try:
+                channel.synced(sequence, ok)
+            except Exception:
+                log.exception("releasing the publisher confirms of channel %d after a store sync failed",
+                              channel.channel_id)

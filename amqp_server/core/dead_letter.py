@@ -6,13 +6,23 @@ headers set once; the headers table key-sorted, as RabbitMQ leaves it.  The
 ``expiration`` property is removed (kept as ``original-expiration``) so the
 message does not expire again on arrival.  Only the changed headers are
 encoded; the publisher's other properties and headers stay byte-for-byte.
+
+This runs inside other clients' operations (a passive declare that expires the
+head, a reject, a publish that pushes the head out) and in timers, so it is an
+error boundary: a message whose header cannot be read (stored before the door
+checked properties) loses the unreadable part, logged with the traceback, and a
+message that cannot be dead-lettered at all is dropped with a log line — never
+the caller's connection, a timer, or the other messages of the same operation.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
+import struct
 from typing import TYPE_CHECKING, Any
 
+from ..wire.content import BASIC_CLASS_ID
 from ..wire.properties import ContentHeader, RawValue, decode_value, encode_value
 from .message import Message
 
@@ -24,11 +34,23 @@ EXPIRED = "expired"
 MAXLEN = "maxlen"
 DELIVERY_LIMIT = "delivery_limit"
 
+log = logging.getLogger("amqp_server.dead_letter")
+
+_NO_PROPERTIES = struct.Struct(">HHQH")  # class id, weight, body size, flags
+
+
+def republish(message: Message, queue: "Queue", reason: str, now: datetime.datetime) -> None:
+    """Send ``message``, leaving ``queue``, to the queue's dead-letter exchange — or drop it, logged."""
+    try:
+        queue.vhost.dead_letter(dead_lettered_copy(message, queue, reason, now))
+    except Exception:
+        log.exception("queue '%s' in vhost '%s': a message could not be dead-lettered (%s); dropping it",
+                      queue.name, queue.vhost.name, reason)
+
 
 def dead_lettered_copy(message: Message, queue: "Queue", reason: str, now: datetime.datetime) -> Message:
     """The message as it leaves ``queue`` for its dead-letter exchange."""
-    header = ContentHeader(message.header)
-    entries = header.header_entries()
+    header, entries = _editable(message, queue)
     entries.pop("x-delivery-count", None)
     routing_keys = [message.routing_key, *string_list(_decoded(entries, "CC"))]
     death: dict[str, Any] = {"count": 1, "reason": reason, "queue": queue.name, "time": now,
@@ -37,10 +59,12 @@ def dead_lettered_copy(message: Message, queue: "Queue", reason: str, now: datet
     if expiration is not None:
         death["original-expiration"] = expiration
         header.set_shortstr("expiration", None)
-    deaths = [d for d in _decoded(entries, "x-death") or [] if isinstance(d, dict)]
+    deaths = _deaths(entries)
     for index, earlier in enumerate(deaths):
         if earlier.get("queue") == queue.name and earlier.get("reason") == reason:
-            death = dict(sorted({**earlier, "count": int(earlier.get("count", 0)) + 1, "time": now}.items()))
+            count = earlier.get("count")
+            count = count if isinstance(count, int) and not isinstance(count, bool) else 0
+            death = dict(sorted({**earlier, "count": count + 1, "time": now}.items()))
             del deaths[index]
             break
     entries["x-death"] = encode_value([death, *deaths])
@@ -57,17 +81,29 @@ def dead_lettered_copy(message: Message, queue: "Queue", reason: str, now: datet
 
 
 def is_cycle(message: Message, target: "Queue") -> bool:
-    """A dead-lettered message reaching a queue it already died in, with no rejection on the way, is dropped."""
-    deaths = [d for d in _decoded(ContentHeader(message.header).header_entries(), "x-death") or []
-              if isinstance(d, dict)]
+    """A dead-lettered message reaching a queue it already died in, with no rejection on the way, is dropped.
+
+    ``message`` is a copy ``dead_lettered_copy`` made: its header is always readable.
+    """
+    deaths = _deaths(ContentHeader(message.header).header_entries())
     return (any(death.get("queue") == target.name for death in deaths)
             and not any(death.get("reason") == REJECTED for death in deaths))
 
 
 def with_headers(message: Message, updates: dict[str, Any], remove: tuple[str, ...] = ()) -> Message:
-    """A copy of ``message`` with headers set (encoded as RabbitMQ types them) and others removed."""
-    header = ContentHeader(message.header)
-    entries = {key: value for key, value in header.header_entries().items() if key not in remove}
+    """A copy of ``message`` with headers set (encoded as RabbitMQ types them) and others removed.
+
+    A message whose header cannot be read (stored before the door checked properties) comes
+    back as it is, without the added headers (logged): a quorum queue's requeue or
+    ``basic.get`` goes on, for it and for the other messages of the same operation.
+    """
+    try:
+        header = ContentHeader(message.header)
+        entries = header.header_entries()
+    except ValueError:
+        log.exception("a message's headers cannot be decoded; it goes on without the headers %s", sorted(updates))
+        return message
+    entries = {key: value for key, value in entries.items() if key not in remove}
     entries.update((key, RawValue(encode_value(value))) for key, value in updates.items())
     header.set_header_entries(entries)
     copy = Message(message.exchange, message.routing_key, header.encode(), message.body, message.persistent)
@@ -82,6 +118,37 @@ def string_list(value: object) -> list[str]:
     return [item.decode() if isinstance(item, bytes) else item for item in value if isinstance(item, (str, bytes))]
 
 
+def _editable(message: Message, queue: "Queue") -> tuple[ContentHeader, dict[str, bytes]]:
+    """The message's header split for editing, and its headers table; what cannot be read is left out."""
+    try:
+        header = ContentHeader(message.header)
+    except ValueError:
+        log.exception("queue '%s' in vhost '%s': a dead-lettered message's properties cannot be decoded; "
+                      "it goes on without them", queue.name, queue.vhost.name)
+        header = ContentHeader(_NO_PROPERTIES.pack(BASIC_CLASS_ID, 0, len(message.body), 0))
+        if message.persistent:
+            header.fields["delivery_mode"] = b"\x02"
+        return header, {}
+    try:
+        return header, header.header_entries()
+    except ValueError:
+        log.exception("queue '%s' in vhost '%s': a dead-lettered message's headers table cannot be decoded; "
+                      "it goes on without it", queue.name, queue.vhost.name)
+        return header, {}
+
+
+def _deaths(entries: dict[str, bytes]) -> list[dict[str, Any]]:
+    return [death for death in _decoded(entries, "x-death") or [] if isinstance(death, dict)]
+
+
 def _decoded(entries: dict[str, bytes], key: str) -> Any:
+    """One header decoded with pamqp; None (logged) when pamqp cannot decode what RabbitMQ accepts
+    (a key that is not UTF-8, a timestamp past the year 9999)."""
     raw = entries.get(key)
-    return decode_value(raw) if raw is not None else None
+    if raw is None:
+        return None
+    try:
+        return decode_value(raw)
+    except Exception:
+        log.exception("header %r cannot be decoded; ignoring it", key)
+        return None

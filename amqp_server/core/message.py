@@ -10,12 +10,17 @@ delivery history.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from storage.api import MessageRecord
 
 from ..wire.content import peek_properties
 from ..wire.methods import shortstr
+
+log = logging.getLogger("amqp_server.message")
+
+_NO_PROPERTIES = bytes(14)  # a content header with no property flags: Message() takes the defaults
 
 
 class Message:
@@ -56,7 +61,20 @@ class Message:
 
     @classmethod
     def from_record(cls, record: MessageRecord) -> "Message":
-        return cls(record.exchange, record.routing_key, record.header, record.body, persistent=True)
+        """A message read back from the store.
+
+        One whose properties cannot be peeked (stored before the door checked them) is kept byte
+        for byte with the defaults — no priority, no per-message TTL — and logged: recovery and
+        paging in never fail on it, and the operations that edit headers handle it later.
+        """
+        try:
+            return cls(record.exchange, record.routing_key, record.header, record.body, persistent=True)
+        except Exception:
+            log.exception("a stored message on exchange '%s' has content properties that cannot be decoded; "
+                          "keeping it without priority or per-message TTL", record.exchange)
+            message = cls(record.exchange, record.routing_key, _NO_PROPERTIES, record.body, persistent=True)
+            message.header = record.header
+            return message
 
 
 class InvalidExpiration(ValueError):

@@ -490,4 +490,4 @@ class Queue:
         if self.options.dead_letter_exchange is None:
             return
         now = datetime.datetime.fromtimestamp(int(self.vhost.wall_clock()), tz=datetime.timezone.utc)
-        self.vhost.dead_letter(dead_letter.dead_lettered_copy(message, self, reason, now))
+        dead_letter.republish(message, self, reason, now)  # an error boundary: it may run in anyone's context

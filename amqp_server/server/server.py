@@ -128,13 +128,26 @@ async def _watch_access(config: Config, broker: Broker, connections: Connections
     watcher = access_store.AccessWatcher(config.data_dir, config.loopback_users)
     while True:
         await asyncio.sleep(ACCESS_POLL_INTERVAL)
-        reloaded = watcher.poll()
-        if reloaded is None:
-            continue
-        removed = access_store.apply_to_broker(broker, *reloaded)
-        log.info("reloaded users, vhosts and permissions from %s", watcher.data_dir / access_store.ACCESS_FILE)
-        for protocol in list(connections.protocols):
-            if protocol.connection is not None and protocol.connection.vhost.name in removed:
+        try:  # an error boundary: one failed reload is logged, and the next poll still runs
+            _reload_access(watcher, broker, connections)
+        except Exception:
+            log.exception("reloading %s failed", watcher.data_dir / access_store.ACCESS_FILE)
+
+
+def _reload_access(watcher: access_store.AccessWatcher, broker: Broker, connections: Connections) -> None:
+    reloaded = watcher.poll()
+    if reloaded is None:
+        return
+    removed = access_store.apply_to_broker(broker, *reloaded)
+    log.info("reloaded users, vhosts and permissions from %s", watcher.data_dir / access_store.ACCESS_FILE)
+    for protocol in list(connections.protocols):
+        if protocol.connection is not None and protocol.connection.vhost.name in removed:
+            try:
                 protocol.close(f"vhost '{protocol.connection.vhost.name}' is deleted")
-        for name in removed:
+            except Exception:
+                log.exception("closing a connection of deleted vhost '%s' failed", protocol.connection.vhost.name)
+    for name in removed:
+        try:
             definitions.delete_vhost(broker, name)
+        except Exception:
+            log.exception("deleting the contents of vhost '%s' failed", name)

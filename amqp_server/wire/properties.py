@@ -7,11 +7,16 @@ header (pamqp picks the smallest integer type, encodes floats as 32-bit,
 cannot encode byte arrays), so here the header is split into raw fields and
 raw table entries, and only the changed ones are encoded — with the types
 RabbitMQ uses (``l`` for integers, ``S`` for strings, ``T`` for timestamps).
+
+``check_properties`` is the door: a publish whose property list RabbitMQ could
+not decode never gets in (RabbitMQ closes the connection with 541), so what is
+stored can later be split, edited and decoded in other clients' operations.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import struct
 from typing import Any
 
@@ -19,6 +24,8 @@ from pamqp import decode
 
 _FIXED = struct.Struct(">HHQH")
 _LONG = struct.Struct(">I")
+_FLOAT = struct.Struct(">f")
+_DOUBLE = struct.Struct(">d")
 
 # Basic property flags, in wire order, with how each value is laid out.
 SHORTSTR, TABLE, OCTET, TIMESTAMP = "shortstr", "table", "octet", "timestamp"
@@ -44,8 +51,120 @@ _VALUE_SIZES = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b
                 b"d": 8, b"D": 5, b"T": 8, b"V": 0, b"S": "L", b"x": "L", b"A": "L", b"F": "L"}
 
 
+# Field-table value sizes by type tag (as an int, what indexing bytes gives) for check_properties:
+# fixed, or -1 for a 4-byte length prefix. The 18 types RabbitMQ 3.10 decodes (rabbit_binary_parser);
+# any other tag makes it close the publisher's connection (probed: c, U, N, O, n, NUL, space).
+_CHECK_SIZES = {tag[0]: -1 if size == "L" else size for tag, size in _VALUE_SIZES.items()}
+_FLOAT_TAG, _DOUBLE_TAG, _ARRAY_TAG, _TABLE_TAG = b"fdAF"
+# Nesting deeper than this is refused too: pamqp's recursive decoder (headers exchange, x-death)
+# would overflow Python's stack on it. RabbitMQ has no limit; no client nests tables this deep.
+MAX_NESTING = 100
+
+
+class PropertiesError(ValueError):
+    """A content header's property list that RabbitMQ cannot decode (it closes the connection: 541)."""
+
+
+def check_properties(payload: bytes) -> None:
+    """Raise ``PropertiesError`` unless the property list decodes the way RabbitMQ decodes it.
+
+    Each flagged field lies inside the payload, which ends right after the last one (trailing bytes
+    are refused); no continuation flag word (basic has 14 properties; the unused bit 1 is ignored,
+    as RabbitMQ does); a headers table holds whole entries of known types, nested tables and arrays
+    included, with finite floats (Erlang's float match refuses NaN and infinities). Shortstrs and
+    keys are not checked for UTF-8 (neither does RabbitMQ). ``payload`` has the 14-byte fixed part.
+    """
+    flags = _FIXED.unpack_from(payload)[3]
+    if flags & 1:
+        raise PropertiesError("continuation property flags")
+    fixed, layouts = _plan(flags)
+    end = len(payload)
+    if layouts is None:  # only octets and timestamps: the size says it all
+        if end != fixed:
+            raise PropertiesError("property list length does not match the content header")
+        return
+    offset = _FIXED.size
+    try:
+        for layout in layouts:
+            if layout is SHORTSTR:
+                offset += 1 + payload[offset]
+            elif layout is TABLE:
+                start = offset + 4
+                if start > end:
+                    raise PropertiesError("truncated headers table")
+                offset = start + _LONG.unpack_from(payload, offset)[0]
+                if offset > end:
+                    raise PropertiesError("headers table longer than the content header")
+                _check_entries(payload, start, offset, 0, True)
+            else:
+                offset += 1 if layout is OCTET else 8
+    except IndexError:  # a shortstr length byte past the end
+        raise PropertiesError("truncated property list") from None
+    if offset != end:
+        raise PropertiesError("property list length does not match the content header")
+
+
+_PLANS: dict[int, tuple[int, tuple[str, ...] | None]] = {}
+
+
+def _plan(flags: int) -> tuple[int, tuple[str, ...] | None]:
+    """``(header size, None)`` when the fields present have fixed sizes, else ``(0, their layouts)``.
+
+    Cached per flag word (at most 2**14 of them): a publish with delivery_mode only is checked
+    with a dict lookup and one comparison. measured: check_properties (delivery_mode only) 0.52 → 0.21 µs
+    (timeit).
+    """
+    plan = _PLANS.get(flags)
+    if plan is None:
+        layouts = tuple(layout for _name, flag, layout in PROPERTIES if flags & flag)
+        if SHORTSTR in layouts or TABLE in layouts:
+            plan = (0, layouts)
+        else:
+            plan = (_FIXED.size + sum(1 if layout is OCTET else 8 for layout in layouts), None)
+        _PLANS[flags] = plan
+    return plan
+
+
+def _check_entries(buffer: bytes, offset: int, end: int, depth: int, keyed: bool) -> None:
+    """Check the values of a table (``keyed``: each after its key) or an array in ``buffer[offset:end]``."""
+    if depth > MAX_NESTING:
+        raise PropertiesError("field tables nested too deeply")
+    sizes = _CHECK_SIZES
+    while offset < end:
+        if keyed:
+            offset += 1 + buffer[offset]
+            if offset >= end:
+                raise PropertiesError("field table key without a value")
+        tag = buffer[offset]
+        size = sizes.get(tag)
+        if size is None:
+            raise PropertiesError(f"unknown field type {bytes((tag,))!r}")
+        offset += 1
+        if size >= 0:
+            if offset + size > end:
+                raise PropertiesError("field value longer than its table")
+            if tag == _FLOAT_TAG or tag == _DOUBLE_TAG:
+                value = (_FLOAT if tag == _FLOAT_TAG else _DOUBLE).unpack_from(buffer, offset)[0]
+                if value != value or value in (math.inf, -math.inf):
+                    raise PropertiesError("float that is not finite")
+            offset += size
+            continue
+        start = offset + 4
+        if start > end:
+            raise PropertiesError("field value longer than its table")
+        offset = start + _LONG.unpack_from(buffer, offset)[0]
+        if offset > end:
+            raise PropertiesError("field value longer than its table")
+        if tag == _TABLE_TAG or tag == _ARRAY_TAG:
+            _check_entries(buffer, start, offset, depth + 1, tag == _TABLE_TAG)
+
+
 class ContentHeader:
-    """A content header split into raw property fields, each editable on its own."""
+    """A content header split into raw property fields, each editable on its own.
+
+    Raises ValueError when a field runs past the end of ``payload`` (only a message stored
+    before the door checked properties can have that; the caller decides what to do with it).
+    """
 
     def __init__(self, payload: bytes) -> None:
         class_id, weight, self.body_size, flags = _FIXED.unpack_from(payload)
@@ -55,6 +174,8 @@ class ContentHeader:
         for name, flag, layout in PROPERTIES:
             if flags & flag:
                 size = _field_size(payload, offset, layout)
+                if offset + size > len(payload):
+                    raise ValueError(f"content header property {name} runs past the end of the header")
                 self.fields[name] = payload[offset : offset + size]
                 offset += size
 
@@ -159,14 +280,20 @@ def _value_size(table: bytes, offset: int) -> int:
     if size is None:
         raise ValueError(f"unknown field type {tag!r}")
     if size == "L":
+        if offset + 5 > len(table):
+            raise ValueError("malformed field table")
         return 5 + _LONG.unpack_from(table, offset + 1)[0]
     return 1 + size
 
 
 def _field_size(payload: bytes, offset: int, layout: str) -> int:
     if layout == SHORTSTR:
+        if offset >= len(payload):
+            raise ValueError("content header property runs past the end of the header")
         return 1 + payload[offset]
     if layout == TABLE:
+        if offset + 4 > len(payload):
+            raise ValueError("content header property runs past the end of the header")
         return 4 + _LONG.unpack_from(payload, offset)[0]
     return 1 if layout == OCTET else 8
 
