@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from storage import segment_store
+from storage import fileio
 from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered
 from storage.memory import MemoryStore
+from storage.segment_format import Definitions, encode_definitions
 from storage.segment_store import DataDirLocked, SegmentStore, StoreClosed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -438,9 +439,11 @@ def test_unreadable_segment_is_skipped_untouched_and_never_written_to(tmp_path: 
 
 def test_corrupt_definitions_file_is_set_aside_and_the_store_still_opens(tmp_path: Path, caplog) -> None:
     write_store(tmp_path, 3)
+    (tmp_path / "definitions.log").unlink()  # the queue only in the snapshot, as an older version wrote it
+    (tmp_path / "definitions.json").write_bytes(encode_definitions(Definitions([], [QueueRecord("/", "q")], [])))
     flip_byte(tmp_path / "definitions.json", 40)
 
-    with caplog.at_level(logging.ERROR, logger="storage.segment_store"):
+    with caplog.at_level(logging.ERROR, logger="storage.definitions_log"):
         recovered = reopen(tmp_path)
 
     assert recovered.queues == []
@@ -566,17 +569,17 @@ def test_a_failed_sync_raises_and_the_next_sync_writes_the_same_data(tmp_path: P
     store.sync()
     put_messages(store, range(11, 21))
     store.remove_messages("/", "q", [1, 2])
-    real_pwrite_all = segment_store._pwrite_all
+    real_pwrite_all = fileio.pwrite_all
 
     def half_then_enospc(fd: int, data, offset: int) -> None:
         real_pwrite_all(fd, bytes(data)[:len(data) // 2], offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(segment_store, "_pwrite_all", half_then_enospc)
+    monkeypatch.setattr(fileio, "pwrite_all", half_then_enospc)
     with pytest.raises(OSError) as raised:
         store.sync()
     assert raised.value.errno == errno.ENOSPC
-    monkeypatch.setattr(segment_store, "_pwrite_all", real_pwrite_all)
+    monkeypatch.setattr(fileio, "pwrite_all", real_pwrite_all)
     put_messages(store, range(21, 23))
     store.sync()
     store.close()
@@ -590,7 +593,7 @@ def test_a_failed_fsync_raises_and_is_retried(tmp_path: Path, monkeypatch) -> No
     store = SegmentStore(tmp_path)
     put_messages(store, range(1, 6))
     failures = iter([OSError(errno.EIO, "Input/output error")])
-    real_datasync = segment_store._datasync
+    real_datasync = fileio.datasync
 
     def failing_once(fd: int) -> None:
         error = next(failures, None)
@@ -598,7 +601,7 @@ def test_a_failed_fsync_raises_and_is_retried(tmp_path: Path, monkeypatch) -> No
             raise error
         real_datasync(fd)
 
-    monkeypatch.setattr(segment_store, "_datasync", failing_once)
+    monkeypatch.setattr(fileio, "datasync", failing_once)
     with pytest.raises(OSError):
         store.sync()
     store.sync()
