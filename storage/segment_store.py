@@ -93,7 +93,6 @@ class _Chunk:
     segment: int
     start: int
     data: bytearray = field(default_factory=bytearray)
-    records: int = 0  # message records in ``data`` (for the report of what a failed shutdown could not write)
 
 
 @dataclass
@@ -342,7 +341,6 @@ class SegmentStore:
             self._live[self._active] = 0
         location = _location(self._active, self._active_size)
         self._buffer(framed)
-        self._pending.chunks[-1].records += 1
         return location
 
     def _buffer(self, data: bytes) -> None:
@@ -612,12 +610,20 @@ class SegmentStore:
                 os.close(self._lock_fd)  # releases the flock
 
     def _unwritten(self) -> str:
+        """What the pending batch holds, for the report of a failed last sync (scans the index: only then)."""
         pending = self._pending
-        records = sum(chunk.records for chunk in pending.chunks)
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for chunk in pending.chunks:
+            spans.setdefault(chunk.segment, []).append((chunk.start, chunk.start + len(chunk.data)))
+        messages = 0
+        for locations in self._index.values():
+            for location in locations.values():
+                segment, offset = _split(location)
+                messages += any(start <= offset < end for start, end in spans.get(segment, ()))
         size = sum(len(chunk.data) for chunk in pending.chunks)
         acks = sum(len(offsets) for offsets in pending.acks.values())
-        return (f"{records} message records ({size} bytes), {acks} acks, {self._definitions.unwritten} "
-                f"definition changes and the deletion of {len(pending.doomed)} segments")
+        return (f"{messages} unacknowledged messages ({size} bytes of records), {acks} acks, "
+                f"{self._definitions.unwritten} definition changes")
 
 
 class _RecordReader:
