@@ -1,4 +1,4 @@
-"""The few low-level file operations both store files use, in one place (and one place for tests to fail them).
+"""The low-level file operations of the store's files, in one place (and one place for tests to fail them).
 
 Callers go through the module (``fileio.pwrite_all(...)``), so a test can
 replace a function here to simulate ENOSPC or EIO for every file of the store.
@@ -7,6 +7,7 @@ replace a function here to simulate ENOSPC or EIO for every file of the store.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 from pathlib import Path
@@ -42,3 +43,25 @@ def release_tail(fd: int, size: int) -> None:
         os.ftruncate(fd, size)
     except OSError as error:
         log.debug("could not truncate after a failed write: %s", error)
+
+
+class DataDirLocked(RuntimeError):
+    """Another store (normally another running broker) has this data dir open."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """flock ``LOCK`` so that two brokers never share a data dir (each would corrupt the other's files)."""
+    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirLocked(f"data dir {data_dir} is already in use by another store (pid {owner}); "
+                            "is another broker running on it?") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd

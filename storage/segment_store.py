@@ -49,23 +49,23 @@ from __future__ import annotations
 
 import array
 import contextlib
-import fcntl
 import gc
 import logging
 import mmap
 import os
 import sys
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from . import fileio
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
 from .definitions_log import DefinitionsBatch, DefinitionsLog
+from .fileio import DataDirLocked  # noqa: F401 (importers expect it here)
+from .record_reader import location, LOCATION_BITS, RecordReader, split
 from .segment_format import (
-    ACK_ENTRY, ACK_HEADER, ACK_MAGIC, ack_name, check_header, decode_message, decode_message_key, encode_message,
+    ACK_ENTRY, ACK_HEADER, ACK_MAGIC, ack_name, check_header, decode_message_key, encode_message,
     FILE_HEADER_SIZE, RECORD_HEAD, RecordError, RecordScanner, SEGMENT_HEADER, SEGMENT_MAGIC, segment_name,
 )
 
@@ -74,12 +74,6 @@ log = logging.getLogger("storage.segment_store")
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 EAGER_RECORDS = 10_000  # per queue, recovered with their bodies; the rest as StoredMessage (read on demand)
 ROLL_EMPTY_AT = 1024 * 1024  # a fully-acked active segment this long is rolled (and so deleted) at once
-_LOCATION_BITS = 40  # a location is segment << 40 | offset: one int per indexed message, not a tuple
-_OFFSET_MASK = (1 << _LOCATION_BITS) - 1
-
-
-class DataDirLocked(RuntimeError):
-    """Another store (normally another running broker) has this data dir open."""
 
 
 class StoreClosed(RuntimeError):
@@ -103,14 +97,6 @@ class _Batch:
     acks: dict[int, list[int]] = field(default_factory=dict)  # segment -> record offsets
     definitions: DefinitionsBatch | None = None  # changed definitions, when there are any
     doomed: set[int] = field(default_factory=set)  # fully-acked segments to delete
-
-
-def _location(segment: int, offset: int) -> int:
-    return segment << _LOCATION_BITS | offset
-
-
-def _split(location: int) -> tuple[int, int]:
-    return location >> _LOCATION_BITS, location & _OFFSET_MASK
 
 
 def _pack_offsets(offsets: list[int]) -> bytes:
@@ -141,24 +127,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _lock_data_dir(data_dir: Path) -> int:
-    """flock ``LOCK`` so that two brokers never share a data dir (each would corrupt the other's files)."""
-    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise DataDirLocked(f"data dir {data_dir} is already in use by another store (pid {owner}); "
-                            "is another broker running on it?") from None
-    except BaseException:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-    return fd
-
-
 class SegmentStore:
     """A durable ``storage.api.Store``; state is recovered from ``data_dir`` when it is opened."""
 
@@ -185,8 +153,8 @@ class SegmentStore:
         self._ack_sizes: dict[int, int] = {}
         self._dir_dirty = False
         self._recovered_sizes: dict[int, int] = {}  # location -> body size, from the open-time scan
-        self._reader = _RecordReader(self)  # for read_message (paged-out messages); its own fds and lock
-        self._lock_fd = _lock_data_dir(self.data_dir)
+        self._reader = RecordReader(self.data_dir, self._buffered_record)  # for read_message (paged-out messages); its own fds and lock
+        self._lock_fd = fileio.lock_data_dir(self.data_dir)
         try:
             with _gc_paused():
                 self._open()
@@ -270,7 +238,7 @@ class SegmentStore:
         count = 0
         data = scanner.data
         sizes = self._recovered_sizes
-        base = number << _LOCATION_BITS
+        base = number << LOCATION_BITS
         for offset, start, end in scanner:
             count += 1
             if offset in acked:
@@ -336,12 +304,14 @@ class SegmentStore:
         """Buffer a framed record in the active segment (rolling first if it is full); returns its location."""
         if self._active_size >= self._segment_size:
             self._roll()
+        elif self._short_of_space:
+            self._roll_if_reclaimable()  # emptied before the sync that failed: nothing else would roll it
         if self._active_size == 0:
             self._buffer(SEGMENT_HEADER)
             self._live[self._active] = 0
-        location = _location(self._active, self._active_size)
+        at = location(self._active, self._active_size)
         self._buffer(framed)
-        return location
+        return at
 
     def _buffer(self, data: bytes) -> None:
         chunks = self._pending.chunks
@@ -357,7 +327,7 @@ class SegmentStore:
             self._doom(finished)
 
     def _index_message(self, key: tuple[str, str], message_id: int, location: int) -> None:
-        segment, _ = _split(location)
+        segment, _ = split(location)
         self._live[segment] += 1
         replaced = self._index.setdefault(key, {}).get(message_id)
         self._index[key][message_id] = location
@@ -383,7 +353,7 @@ class SegmentStore:
         with self._buffer_lock:
             acks = self._pending.acks
             for location in locations:
-                segment, offset = _split(location)
+                segment, offset = split(location)
                 self._recovered_sizes.pop(location, None)
                 acks.setdefault(segment, []).append(offset)
                 self._live[segment] -= 1
@@ -392,7 +362,11 @@ class SegmentStore:
             self._roll_if_reclaimable()
 
     def _roll_if_reclaimable(self) -> None:
-        """Roll a fully-acked active segment, so the next sync deletes it (called under ``_buffer_lock``)."""
+        """Roll a fully-acked active segment, so the next sync deletes it.
+
+        Only from the caller's thread (``_live`` of the active segment is counted
+        there, after ``_append``), under ``_buffer_lock``.
+        """
         if self._live.get(self._active) == 0 and (self._active_size >= ROLL_EMPTY_AT or self._short_of_space):
             self._roll()
 
@@ -443,8 +417,7 @@ class SegmentStore:
         if failed.definitions is not None:
             self._definitions.give_back(failed.definitions)
             failed.definitions = None
-        self._short_of_space = True
-        self._roll_if_reclaimable()
+        self._short_of_space = True  # rolling is left to the caller's thread, which owns ``_live`` counts
 
     def _write_batch(self, batch: _Batch) -> None:
         """Write the batch in the documented order; each part is removed from it once it is durable."""
@@ -540,6 +513,17 @@ class SegmentStore:
             fileio.fsync_dir(self.data_dir)
             self._dir_dirty = False
 
+    def _buffered_record(self, segment: int, offset: int) -> bytes | None:
+        """A framed record that is not in its file yet: in the write buffer or the batch being written."""
+        with self._buffer_lock:
+            writing = self._writing
+            for chunk in [*(writing.chunks if writing is not None else ()), *self._pending.chunks]:
+                if chunk.segment == segment and chunk.start <= offset < chunk.start + len(chunk.data):
+                    start = offset - chunk.start
+                    length = RECORD_HEAD.unpack_from(chunk.data, start)[0]
+                    return bytes(chunk.data[start:start + RECORD_HEAD.size + length])
+        return None
+
     def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         """A stored message read back (from the write buffer or its segment), CRC-checked."""
         return self._reader(self._index[(vhost, queue)][message_id])
@@ -555,7 +539,7 @@ class SegmentStore:
         restart with millions of messages neither reads every body nor holds it.
         """
         with self._sync_lock, _gc_paused():
-            read = _RecordReader(self)
+            read = RecordReader(self.data_dir, self._buffered_record)
             try:
                 messages = {key: self._recover_queue(entries, read)
                             for key, entries in self._index.items() if entries}
@@ -568,7 +552,7 @@ class SegmentStore:
                                  queues=list(definitions.queues.values()),
                                  bindings=list(definitions.bindings.values()), messages=messages)
 
-    def _recover_queue(self, entries: dict[int, int], read: "_RecordReader") -> list[tuple[int, MessageRecord |
+    def _recover_queue(self, entries: dict[int, int], read: RecordReader) -> list[tuple[int, MessageRecord |
                                                                                          StoredMessage]]:
         recovered: list[tuple[int, MessageRecord | StoredMessage]] = []
         stored: dict[int, StoredMessage] = {}  # one (immutable) reference per body size, not per message
@@ -618,59 +602,9 @@ class SegmentStore:
         messages = 0
         for locations in self._index.values():
             for location in locations.values():
-                segment, offset = _split(location)
+                segment, offset = split(location)
                 messages += any(start <= offset < end for start, end in spans.get(segment, ()))
         size = sum(len(chunk.data) for chunk in pending.chunks)
         acks = sum(len(offsets) for offsets in pending.acks.values())
         return (f"{messages} unacknowledged messages ({size} bytes of records), {acks} acks, "
                 f"{self._definitions.unwritten} definition changes")
-
-
-class _RecordReader:
-    """Reads message records back by location: from the open-time scan, the write buffer, or the files."""
-
-    def __init__(self, store: SegmentStore) -> None:
-        self._store = store
-        self._fds: dict[int, int] = {}
-        self._lock = threading.Lock()  # the sync thread may close an fd (segment deleted) meanwhile
-
-    def __call__(self, location: int) -> MessageRecord:
-        segment, offset = _split(location)
-        framed = self._buffered(segment, offset)
-        if framed is None:
-            framed = self._from_file(segment, offset)
-        length, crc = RECORD_HEAD.unpack_from(framed)
-        end = RECORD_HEAD.size + length
-        if len(framed) != end or zlib.crc32(memoryview(framed)[RECORD_HEAD.size:]) != crc:
-            raise RecordError(f"{segment_name(segment)} offset {offset}: record damaged since it was written")
-        return decode_message(framed, RECORD_HEAD.size, end)[3]
-
-    def _buffered(self, segment: int, offset: int) -> bytes | None:
-        with self._store._buffer_lock:
-            writing = self._store._writing
-            for chunk in [*(writing.chunks if writing is not None else ()), *self._store._pending.chunks]:
-                if chunk.segment == segment and chunk.start <= offset < chunk.start + len(chunk.data):
-                    start = offset - chunk.start
-                    length = RECORD_HEAD.unpack_from(chunk.data, start)[0]
-                    return bytes(chunk.data[start:start + RECORD_HEAD.size + length])
-        return None
-
-    def _from_file(self, segment: int, offset: int) -> bytes:
-        with self._lock:
-            fd = self._fds.get(segment)
-            if fd is None:
-                fd = self._fds[segment] = os.open(self._store.data_dir / segment_name(segment), os.O_RDONLY)
-            length = RECORD_HEAD.unpack(os.pread(fd, RECORD_HEAD.size, offset))[0]
-            return os.pread(fd, RECORD_HEAD.size + length, offset)
-
-    def forget(self, segment: int) -> None:
-        with self._lock:
-            fd = self._fds.pop(segment, None)
-            if fd is not None:
-                os.close(fd)
-
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
