@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from storage import fileio
+from storage import definitions_log, fileio
 from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered
 from storage.memory import MemoryStore
 from storage.segment_format import Definitions, encode_definitions
@@ -226,9 +226,12 @@ def apply(store, operation: tuple) -> None:
         store.sync()
 
 
+@pytest.mark.parametrize("compact_at", [definitions_log.COMPACT_MIN_BYTES, 0], ids=["log", "compacting"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
-def test_any_operation_sequence_recovers_like_memory_store(tmp_path_factory, operations: list[tuple]) -> None:
+def test_any_operation_sequence_recovers_like_memory_store(tmp_path_factory, monkeypatch, compact_at: int,
+                                                           operations: list[tuple]) -> None:
+    monkeypatch.setattr(definitions_log, "COMPACT_MIN_BYTES", compact_at)  # 0: compact whenever the log outgrows 2x
     path = tmp_path_factory.mktemp("store")
     memory, store = MemoryStore(), SegmentStore(path, segment_size=512)
     try:
