@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pytest
 
@@ -27,11 +27,14 @@ def disk(tmp_path: Path) -> Iterator[Path]:
         yield path
 
 
-def fill(store: SegmentStore, queues: list[str], batch: int = 3) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """Put messages round-robin over ``queues``, syncing every ``batch``, until a sync fails with ENOSPC.
+class Filled(NamedTuple):
+    synced: dict[str, list[int]]  # per queue
+    unsynced: dict[str, list[int]]  # the failed batch, per queue
+    free_before: int  # free bytes on the disk just before the failed sync
 
-    Returns the ids synced and the ids of the failed batch, per queue.
-    """
+
+def fill(store: SegmentStore, queues: list[str], batch: int = 3) -> Filled:
+    """Put messages round-robin over ``queues``, syncing every ``batch``, until a sync fails with ENOSPC."""
     synced: dict[str, list[int]] = {queue: [] for queue in queues}
     n = 0
     for _ in range(1000):
@@ -41,11 +44,12 @@ def fill(store: SegmentStore, queues: list[str], batch: int = 3) -> tuple[dict[s
             queue = queues[n % len(queues)]
             store.put_message("/", queue, n, message(n))
             unsynced[queue].append(n)
+        free_before = free(store.data_dir)
         try:
             store.sync()
         except OSError as error:
             assert error.errno == errno.ENOSPC
-            return synced, unsynced
+            return Filled(synced, unsynced, free_before)
         for queue in queues:
             synced[queue] += unsynced[queue]
     raise AssertionError("the disk never filled up")
@@ -62,7 +66,7 @@ def recovered_ids(path: Path, queue: str) -> list[int]:
 def test_acking_everything_on_a_full_disk_frees_it_and_new_messages_sync_without_restart(disk: Path) -> None:
     store = SegmentStore(disk)  # default 64 MB segments: everything is in the active one
     store.put_queue(QueueRecord("/", "q"))
-    synced, unsynced = fill(store, ["q"])
+    synced, unsynced, _ = fill(store, ["q"])
     assert used(disk) > 6 * 1024 * 1024
 
     store.remove_messages("/", "q", synced["q"] + unsynced["q"])
@@ -76,11 +80,14 @@ def test_acking_everything_on_a_full_disk_frees_it_and_new_messages_sync_without
 
 def test_a_failed_append_leaves_room_for_acks_which_a_purge_gets_written_and_close_reports_the_rest(
         disk: Path, caplog) -> None:
+    reserve = disk / "reserve"  # freed below: whatever the fill left, acks have room (and the batch does not)
+    reserve.write_bytes(b"\x00" * 65536)
     store = SegmentStore(disk)
     store.put_queue(QueueRecord("/", "keep"))
     store.put_queue(QueueRecord("/", "purge"))
-    synced, unsynced = fill(store, ["keep", "purge"], batch=6)
-    assert free(disk) >= 8192  # the failed batch's partial write was cut off again
+    synced, unsynced, free_before = fill(store, ["keep", "purge"], batch=6)
+    assert free(disk) >= free_before - 8192  # the failed batch's partial write was cut off again
+    reserve.unlink()
 
     store.remove_messages("/", "purge", synced["purge"] + unsynced["purge"])  # shares segments with "keep"
     with pytest.raises(OSError):
@@ -99,7 +106,7 @@ def test_space_freed_elsewhere_on_the_disk_lets_the_retried_batch_through(disk: 
     ballast.write_bytes(b"\x00" * (2 * 1024 * 1024))
     store = SegmentStore(disk)
     store.put_queue(QueueRecord("/", "q"))
-    synced, unsynced = fill(store, ["q"])
+    synced, unsynced, _ = fill(store, ["q"])
 
     ballast.unlink()
     store.put_message("/", "q", 10_000, message(10_000))
