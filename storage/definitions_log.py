@@ -91,6 +91,7 @@ class DefinitionsLog:
         self._pending = DefinitionsBatch()
         self._fd: int | None = None  # the log, opened at the first write
         self._size = 0  # durable size of the log (0: no header yet)
+        self._dir_dirty = False  # the log's directory entry is new: fsync the directory with the next append
         self._snapshot_size = 0
 
     # -- opening -----------------------------------------------------------------------------
@@ -268,13 +269,14 @@ class DefinitionsLog:
     def _append(self, records: bytearray) -> None:
         data = records if self._size else LOG_HEADER + records
         if self._fd is None:
-            created = not (self.data_dir / LOG).exists()
+            self._dir_dirty |= not (self.data_dir / LOG).exists()
             self._fd = os.open(self.data_dir / LOG, os.O_WRONLY | os.O_CREAT, 0o644)
-            if created:
-                fileio.fsync_dir(self.data_dir)
         try:
             fileio.pwrite_all(self._fd, data, self._size)
             fileio.datasync(self._fd)
+            if self._dir_dirty:  # a new (or just renamed) log is only there after a crash once this is done
+                fileio.fsync_dir(self.data_dir)
+                self._dir_dirty = False
         except OSError:
             fileio.release_tail(self._fd, self._size)
             raise
@@ -284,9 +286,13 @@ class DefinitionsLog:
         encoded = encode_definitions(snapshot)
         _replace_file(self.data_dir / SNAPSHOT, encoded)
         self._snapshot_size = len(encoded)
-        _replace_file(self.data_dir / LOG, LOG_HEADER)
-        self.close()  # the old log's fd; the next append opens the new one
+        self.close()  # whatever happens next, the next append opens the log by name
+        path = self.data_dir / LOG
+        os.replace(_write_temporary(path, LOG_HEADER), path)
         self._size = len(LOG_HEADER)
+        self._dir_dirty = True
+        fileio.fsync_dir(self.data_dir)
+        self._dir_dirty = False
         log.debug("compacted the definitions log into a %d-byte snapshot", len(encoded))
 
     def close(self) -> None:
@@ -295,8 +301,8 @@ class DefinitionsLog:
             self._fd = None
 
 
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file, fsynced, renamed over it, directory fsynced."""
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """``data`` in a fsynced temporary file beside ``path``, ready to be renamed over it."""
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -305,8 +311,13 @@ def _replace_file(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)  # on a full disk, its space is what the next sync needs
         raise
+    return temporary
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file, fsynced, renamed over it, directory fsynced."""
+    os.replace(_write_temporary(path, data), path)
     fileio.fsync_dir(path.parent)

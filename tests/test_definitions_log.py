@@ -122,28 +122,31 @@ def test_recovery_replays_the_log_over_the_snapshot_and_cuts_a_torn_tail(tmp_pat
 
 
 def test_a_crash_between_the_new_snapshot_and_the_new_log_recovers_the_same(tmp_path: Path, monkeypatch) -> None:
-    real_replace = definitions_log._replace_file
+    real_write_temporary = definitions_log._write_temporary
 
-    def snapshot_only(path: Path, data: bytes) -> None:
+    def snapshot_only(path: Path, data: bytes) -> Path:
         if path.name == definitions_log.LOG:
             raise OSError(5, "simulated crash before the log is replaced")
-        real_replace(path, data)
+        return real_write_temporary(path, data)
 
     store = SegmentStore(tmp_path)
     scripted_changes(store)
     store.sync()
     monkeypatch.setattr(definitions_log, "COMPACT_MIN_BYTES", 0)
-    monkeypatch.setattr(definitions_log, "_replace_file", snapshot_only)
+    monkeypatch.setattr(definitions_log, "_write_temporary", snapshot_only)
     store.delete_queue("/", "q3")
     store.put_queue(QueueRecord("/", "q3", durable=True, arguments={"x-new": True}))
     store.sync()  # the compaction fails half-way; the sync itself does not
+    store.put_queue(QueueRecord("/", "after"))  # appended to the old log, by name
+    store.sync()
     store.close()
 
     assert (tmp_path / "definitions.json").exists()
     recovered = reopen(tmp_path)  # new snapshot + the whole old log replayed over it: same records (order may differ)
     assert unordered(definitions_of(recovered)) == unordered(expected(lambda memory: (
         scripted_changes(memory), memory.delete_queue("/", "q3"),
-        memory.put_queue(QueueRecord("/", "q3", durable=True, arguments={"x-new": True})))))
+        memory.put_queue(QueueRecord("/", "q3", durable=True, arguments={"x-new": True})),
+        memory.put_queue(QueueRecord("/", "after")))))
 
 
 def test_a_data_dir_with_only_the_old_snapshot_opens_and_is_migrated_to_the_log(tmp_path: Path) -> None:
