@@ -200,8 +200,29 @@ OPERATIONS = st.lists(st.one_of(
     st.tuples(st.just("put_message"), st.sampled_from("ab"), st.integers(1, 30), st.binary(max_size=300)),
     st.tuples(st.just("remove"), st.sampled_from("ab"), st.lists(st.integers(1, 30), max_size=8)),
     st.tuples(st.just("sync")),
+    st.tuples(st.just("failing_sync"), st.integers(0, 6)),
     st.tuples(st.just("reopen")),
 ), max_size=60)
+
+
+def failing_sync(store: SegmentStore, writes_before_failure: int) -> None:
+    """A sync whose write number ``writes_before_failure`` (0-based) writes half, then fails with ENOSPC."""
+    real = fileio.pwrite_all
+    calls = iter(range(1_000_000))
+
+    def pwrite_all(fd: int, data, offset: int) -> None:
+        if next(calls) == writes_before_failure:
+            real(fd, bytes(data)[:len(data) // 2], offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data, offset)
+
+    fileio.pwrite_all = pwrite_all
+    try:
+        store.sync()
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        fileio.pwrite_all = real
 
 
 def apply(store, operation: tuple) -> None:
@@ -239,6 +260,8 @@ def test_any_operation_sequence_recovers_like_memory_store(tmp_path_factory, mon
             if operation[0] == "reopen":
                 store.close()
                 store = SegmentStore(path, segment_size=512)
+            elif operation[0] == "failing_sync":
+                failing_sync(store, operation[1])
             else:
                 apply(memory, operation)
                 apply(store, operation)
