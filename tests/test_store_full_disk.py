@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -14,6 +19,7 @@ from storage.api import MessageRecord, QueueRecord
 from storage.segment_store import SegmentStore
 from tests.small_disk import free, mounted_tmpfs, used
 
+REPO = Path(__file__).resolve().parent.parent
 BODY = 100 * 1024
 
 
@@ -130,3 +136,56 @@ def test_the_active_segment_is_deleted_once_fully_acked(tmp_path: Path) -> None:
     store.put_message("/", "q", 100, message(100))
     store.close()
     assert recovered_ids(tmp_path, "q") == [100]
+
+
+WRITER = r"""
+import sys
+from storage.api import MessageRecord, QueueRecord
+from storage.segment_store import SegmentStore
+
+store = SegmentStore(sys.argv[1], segment_size=1024 * 1024)
+store.put_queue(QueueRecord("/", "q"))
+store.sync()
+put = acked = 0
+body = b"x" * 50_000
+while True:
+    for _ in range(10):
+        put += 1
+        store.put_message("/", "q", put, MessageRecord("", "q", b"h%d" % put, body))
+    try:
+        store.sync()
+    except OSError:  # the disk is full: a consumer catches up, all but the newest 40 are acked
+        print("acking", put - 40, flush=True)
+        store.remove_messages("/", "q", range(acked + 1, put - 39))
+        acked = put - 40
+        continue
+    print("synced", put, acked, flush=True)
+"""
+
+
+@pytest.mark.parametrize("lines_after_the_disk_filled", [0, 3, 20])
+def test_kill_9_amid_full_disk_failures_loses_no_synced_message_and_resurrects_no_synced_ack(
+        disk: Path, lines_after_the_disk_filled: int) -> None:
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(disk)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    watchdog = threading.Timer(30, writer.kill)
+    watchdog.start()
+    try:
+        lines = []
+        while sum(line.startswith("acking") for line in lines) < 2:
+            lines.append(writer.stdout.readline())
+            assert lines[-1], "the writer died"
+        lines += [writer.stdout.readline() for _ in range(lines_after_the_disk_filled)]
+        os.kill(writer.pid, signal.SIGKILL)  # mid-batch, mid-sync or mid-failure
+        writer.wait(timeout=10)
+        lines += writer.stdout.readlines()
+    finally:
+        watchdog.cancel()
+        writer.stdout.close()
+    synced_put, synced_acked = map(int, [line for line in lines if line.startswith("synced")][-1].split()[1:])
+    acks_issued = max(int(line.split()[1]) for line in lines if line.startswith("acking"))
+
+    ids = recovered_ids(disk, "q")
+    assert ids == list(range(ids[0], ids[-1] + 1))
+    assert ids[0] > synced_acked  # acks made durable by a sync that succeeded stay
+    assert set(range(acks_issued + 1, synced_put + 1)) <= set(ids)  # synced and never acked: all there
