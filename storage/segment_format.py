@@ -20,8 +20,8 @@ Ack file ``acks.NNNNNNNNNN``: b"AMQPACK\\x00" + u16 version (1), then one u64
 per acknowledged record: that record's byte offset in segment N.  Offsets (not
 message ids) because a queue deleted and declared again reuses ids from 1.
 
-Definitions file ``definitions.json``: one ASCII line ``AMQPDEFS 1 <crc32 hex>``
-then JSON.  The CRC catches damage that still parses as JSON; argument tables
+Definitions snapshot ``definitions.json``: one ASCII line ``AMQPDEFS 1 <crc32 hex>``
+then JSON (the changes since it are in ``definitions.log``: see ``storage.definitions_log``).  The CRC catches damage that still parses as JSON; argument tables
 go through a tagged encoding (``encode_value``) because JSON alone would lose
 bytes, Decimal, datetime and the int/float/bool distinctions AMQP tables have.
 """

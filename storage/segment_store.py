@@ -153,7 +153,7 @@ class SegmentStore:
         self._ack_sizes: dict[int, int] = {}
         self._dir_dirty = False
         self._recovered_sizes: dict[int, int] = {}  # location -> body size, from the open-time scan
-        self._reader = RecordReader(self.data_dir, self._buffered_record)  # for read_message (paged-out messages); its own fds and lock
+        self._reader = RecordReader(self.data_dir, self._buffered_record)  # for read_message: its own fds and lock
         self._lock_fd = fileio.lock_data_dir(self.data_dir)
         try:
             with _gc_paused():
