@@ -7,6 +7,7 @@ the durable store lands.
 
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store, StoredMessage, binding_key
 from .memory import MemoryStore
-from .segment_store import DataDirLocked, SegmentStore
+from .fileio import DataDirLocked
+from .segment_store import SegmentStore
 
 __all__ = ["BindingRecord", "DataDirLocked", "SegmentStore", "ExchangeRecord", "MemoryStore", "MessageRecord", "QueueRecord", "Recovered", "Store", "StoredMessage", "binding_key"]

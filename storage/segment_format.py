@@ -20,8 +20,8 @@ Ack file ``acks.NNNNNNNNNN``: b"AMQPACK\\x00" + u16 version (1), then one u64
 per acknowledged record: that record's byte offset in segment N.  Offsets (not
 message ids) because a queue deleted and declared again reuses ids from 1.
 
-Definitions file ``definitions.json``: one ASCII line ``AMQPDEFS 1 <crc32 hex>``
-then JSON.  The CRC catches damage that still parses as JSON; argument tables
+Definitions snapshot ``definitions.json``: one ASCII line ``AMQPDEFS 1 <crc32 hex>``
+then JSON (the changes since it are in ``definitions.log``: see ``storage.definitions_log``).  The CRC catches damage that still parses as JSON; argument tables
 go through a tagged encoding (``encode_value``) because JSON alone would lose
 bytes, Decimal, datetime and the int/float/bool distinctions AMQP tables have.
 """
@@ -256,16 +256,41 @@ class Definitions:
     bindings: list[BindingRecord]
 
 
+def exchange_document(e: ExchangeRecord) -> dict[str, Any]:
+    return {"vhost": e.vhost, "name": e.name, "type": e.type, "durable": e.durable, "auto_delete": e.auto_delete,
+            "internal": e.internal, "arguments": encode_table(e.arguments)}
+
+
+def queue_document(q: QueueRecord) -> dict[str, Any]:
+    return {"vhost": q.vhost, "name": q.name, "durable": q.durable, "auto_delete": q.auto_delete,
+            "arguments": encode_table(q.arguments)}
+
+
+def binding_document(b: BindingRecord) -> dict[str, Any]:
+    return {"vhost": b.vhost, "source": b.source, "destination": b.destination,
+            "destination_kind": b.destination_kind, "routing_key": b.routing_key,
+            "arguments": encode_table(b.arguments)}
+
+
+def exchange_from_document(e: dict[str, Any]) -> ExchangeRecord:
+    return ExchangeRecord(e["vhost"], e["name"], e["type"], e["durable"], e["auto_delete"], e["internal"],
+                          decode_table(e["arguments"]))
+
+
+def queue_from_document(q: dict[str, Any]) -> QueueRecord:
+    return QueueRecord(q["vhost"], q["name"], q["durable"], q["auto_delete"], decode_table(q["arguments"]))
+
+
+def binding_from_document(b: dict[str, Any]) -> BindingRecord:
+    return BindingRecord(b["vhost"], b["source"], b["destination"], b["routing_key"], decode_table(b["arguments"]),
+                         b["destination_kind"])
+
+
 def encode_definitions(definitions: Definitions) -> bytes:
     document = {
-        "exchanges": [{"vhost": e.vhost, "name": e.name, "type": e.type, "durable": e.durable,
-                       "auto_delete": e.auto_delete, "internal": e.internal,
-                       "arguments": encode_table(e.arguments)} for e in definitions.exchanges],
-        "queues": [{"vhost": q.vhost, "name": q.name, "durable": q.durable, "auto_delete": q.auto_delete,
-                    "arguments": encode_table(q.arguments)} for q in definitions.queues],
-        "bindings": [{"vhost": b.vhost, "source": b.source, "destination": b.destination,
-                      "destination_kind": b.destination_kind, "routing_key": b.routing_key,
-                      "arguments": encode_table(b.arguments)} for b in definitions.bindings],
+        "exchanges": [exchange_document(e) for e in definitions.exchanges],
+        "queues": [queue_document(q) for q in definitions.queues],
+        "bindings": [binding_document(b) for b in definitions.bindings],
     }
     body = json.dumps(document, indent=1, ensure_ascii=True).encode("ascii")
     return f"{DEFINITIONS_MAGIC} {FORMAT_VERSION} {zlib.crc32(body):08x}\n".encode("ascii") + body
@@ -286,14 +311,8 @@ def decode_definitions(data: bytes) -> Definitions:
         raise DefinitionsError("checksum mismatch")
     try:
         document = json.loads(body)
-        return Definitions(
-            exchanges=[ExchangeRecord(e["vhost"], e["name"], e["type"], e["durable"], e["auto_delete"],
-                                      e["internal"], decode_table(e["arguments"])) for e in document["exchanges"]],
-            queues=[QueueRecord(q["vhost"], q["name"], q["durable"], q["auto_delete"], decode_table(q["arguments"]))
-                    for q in document["queues"]],
-            bindings=[BindingRecord(b["vhost"], b["source"], b["destination"], b["routing_key"],
-                                    decode_table(b["arguments"]), b["destination_kind"])
-                      for b in document["bindings"]],
-        )
+        return Definitions(exchanges=[exchange_from_document(e) for e in document["exchanges"]],
+                           queues=[queue_from_document(q) for q in document["queues"]],
+                           bindings=[binding_from_document(b) for b in document["bindings"]])
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise DefinitionsError(f"unreadable content: {error}") from error

@@ -3,40 +3,42 @@
 Layout of a data dir (byte formats in ``storage.segment_format``)::
 
     LOCK                 flock'ed while a store has the dir open; holds the owner's pid
-    definitions.json     exchanges, queues, bindings (CRC-checked JSON, replaced atomically)
+    definitions.json     snapshot of exchanges, queues, bindings (see ``storage.definitions_log``)
+    definitions.log      the changes since that snapshot, appended to
     msgs.0000000001 ...  message segments, appended to, never rewritten
     acks.0000000001 ...  offsets of the acknowledged records of the segment with the same number
 
 Why this shape (it is what LavinMQ does): persistent messages are written once
 and mostly consumed soon, so appends plus small ack records are the cheapest
 durable writes there are; a segment whose every record is acked is deleted as
-a whole, which reclaims disk space without compaction.
-
-Why definitions live in a JSON snapshot and not in the log: they change rarely
-and are small, a snapshot needs no compaction, and a human can read it.  It is
-rewritten at most once per ``sync`` (however many definitions changed), to a
-temporary file that is fsynced and then renamed over the old one, so it is
-always either the old or the new version, never torn.
+a whole, which reclaims disk space without compaction.  The active segment (the
+one being appended to) is rolled as soon as it is fully acked and at least
+``ROLL_EMPTY_AT`` long -- or at any length once a sync has failed -- so a queue
+drained while running gives its space back without waiting for 64 MB more.
 
 Durability: ``put_*``/``remove_*``/``delete_*`` only change memory; ``sync`` is
-the one place that writes and fsyncs (group commit: one fsync of the segment
-for any number of puts).  Within a sync the order is chosen so that a crash
-anywhere inside it leaves a state that was valid before or after some prefix of
-the operations, never messages without their queue or acks lost behind a
-queue's deletion:
+the one place that writes and fsyncs (group commit: one fsync per file for any
+number of changes).  Within a sync the order is chosen so that a crash (or a
+failure: ENOSPC) anywhere inside it leaves a state that was valid before or
+after some prefix of the operations, never messages without their queue or
+acks lost behind a queue's deletion -- and so that what frees space comes first:
 
-1. ack files (so a ``delete_queue`` drops its messages before the queue is gone),
-2. the definitions (so a new queue exists before messages are written to it),
-3. the segment data (acks written in step 1 for records of this batch point at
+1. deletion of fully-acked segments (it frees space, and needs none; their
+   pending acks and unwritten records are dropped, not written),
+2. ack files (tiny; so a ``delete_queue`` drops its messages before the queue is gone),
+3. the definitions log (so a new queue exists before messages are written to it),
+4. the segment data (acks written in step 2 for records of this batch point at
    offsets that, after a crash, lie past the end of a segment that recovery
-   never writes to again, so they are harmless),
-4. deletion of fully-acked segments.
+   never writes to again, so they are harmless).
 
-Records sit at fixed offsets decided at ``put`` time and are written with
-``pwrite`` there, so a ``sync`` that fails (ENOSPC, EIO) can be retried: the
-failed batch is put back in front of newer writes and written again, in full,
-by the next ``sync`` — which also covers the Linux behaviour of dropping dirty
-pages after a failed fsync.
+Each step is written and fsynced before the next starts; a step that fails stops
+the sync, and only what was not durably written goes back in front of newer
+writes, in the same order and at the same offsets (records sit at offsets
+decided at ``put`` time and are written with ``pwrite``), for the next ``sync``
+to write again in full -- which also covers the Linux behaviour of dropping
+dirty pages after a failed fsync.  A failed append is cut off again
+(``fileio.release_tail``) so the space its partial write took stays free for the
+acks and deletions that free more.
 
 Threads: the broker calls everything from its event loop, but ``sync`` may run
 in one other thread: the write buffer is swapped out under ``_buffer_lock`` and
@@ -46,40 +48,32 @@ written outside it, and file descriptors are only touched under ``_sync_lock``.
 from __future__ import annotations
 
 import array
-import errno
 import contextlib
-import fcntl
 import gc
 import logging
 import mmap
 import os
 import sys
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
-from .api import BindingRecord, binding_key, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
+from . import fileio
+from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
+from .definitions_log import DefinitionsBatch, DefinitionsLog
+from .fileio import DataDirLocked  # noqa: F401 (importers expect it here)
+from .record_reader import location, LOCATION_BITS, RecordReader, split
 from .segment_format import (
-    ACK_ENTRY, ACK_HEADER, ACK_MAGIC, ack_name, check_header, decode_definitions, decode_message,
-    decode_message_key, Definitions,
-    DefinitionsError, encode_definitions, encode_message, encode_table, FILE_HEADER_SIZE, RECORD_HEAD, RecordError,
-    RecordScanner, SEGMENT_HEADER, SEGMENT_MAGIC, segment_name,
+    ACK_ENTRY, ACK_HEADER, ACK_MAGIC, ack_name, check_header, decode_message_key, encode_message,
+    FILE_HEADER_SIZE, RECORD_HEAD, RecordError, RecordScanner, SEGMENT_HEADER, SEGMENT_MAGIC, segment_name,
 )
 
 log = logging.getLogger("storage.segment_store")
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 EAGER_RECORDS = 10_000  # per queue, recovered with their bodies; the rest as StoredMessage (read on demand)
-DEFINITIONS = "definitions.json"
-_LOCATION_BITS = 40  # a location is segment << 40 | offset: one int per indexed message, not a tuple
-_OFFSET_MASK = (1 << _LOCATION_BITS) - 1
-_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)  # size changes are flushed by both
-
-
-class DataDirLocked(RuntimeError):
-    """Another store (normally another running broker) has this data dir open."""
+ROLL_EMPTY_AT = 1024 * 1024  # a fully-acked active segment this long is rolled (and so deleted) at once
 
 
 class StoreClosed(RuntimeError):
@@ -101,25 +95,8 @@ class _Batch:
 
     chunks: list[_Chunk] = field(default_factory=list)
     acks: dict[int, list[int]] = field(default_factory=dict)  # segment -> record offsets
-    definitions: Definitions | None = None  # a snapshot, when they changed
+    definitions: DefinitionsBatch | None = None  # changed definitions, when there are any
     doomed: set[int] = field(default_factory=set)  # fully-acked segments to delete
-
-
-def _location(segment: int, offset: int) -> int:
-    return segment << _LOCATION_BITS | offset
-
-
-def _split(location: int) -> tuple[int, int]:
-    return location >> _LOCATION_BITS, location & _OFFSET_MASK
-
-
-def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written == 0:
-            raise OSError(errno.EIO, "pwrite wrote nothing")
-        view, offset = view[written:], offset + written
 
 
 def _pack_offsets(offsets: list[int]) -> bytes:
@@ -150,24 +127,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _lock_data_dir(data_dir: Path) -> int:
-    """flock ``LOCK`` so that two brokers never share a data dir (each would corrupt the other's files)."""
-    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise DataDirLocked(f"data dir {data_dir} is already in use by another store (pid {owner}); "
-                            "is another broker running on it?") from None
-    except BaseException:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-    return fd
-
-
 class SegmentStore:
     """A durable ``storage.api.Store``; state is recovered from ``data_dir`` when it is opened."""
 
@@ -178,25 +137,24 @@ class SegmentStore:
         self._buffer_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._closed = False
-        # definitions, in insertion order like MemoryStore (guarded by _buffer_lock)
-        self._exchanges: dict[tuple[str, str], ExchangeRecord] = {}
-        self._queues: dict[tuple[str, str], QueueRecord] = {}
-        self._bindings: dict[tuple, BindingRecord] = {}
-        self._definitions_dirty = False
+        # definitions, in insertion order like MemoryStore (guarded by _buffer_lock; its file by _sync_lock)
+        self._definitions = DefinitionsLog(self.data_dir)
         # messages: owned by the caller's thread
         self._index: dict[tuple[str, str], dict[int, int]] = {}  # (vhost, queue) -> message id -> location
         self._live: dict[int, int] = {}  # segment -> records not acked yet
         self._active = 0  # segment new records go to
         self._active_size = 0  # its size including buffered records; 0 = not started
         self._pending = _Batch()  # guarded by _buffer_lock
+        self._writing: _Batch | None = None  # the batch a sync is writing (its records are in neither place)
+        self._short_of_space = False  # the last sync failed: roll the active segment as soon as it is acked
         # files: owned by whoever holds _sync_lock
         self._segment_fds: dict[int, int] = {}
         self._ack_fds: dict[int, int] = {}
         self._ack_sizes: dict[int, int] = {}
         self._dir_dirty = False
         self._recovered_sizes: dict[int, int] = {}  # location -> body size, from the open-time scan
-        self._reader = _RecordReader(self)  # for read_message (paged-out messages); its own fds and lock
-        self._lock_fd = _lock_data_dir(self.data_dir)
+        self._reader = RecordReader(self.data_dir, self._buffered_record)  # for read_message: its own fds and lock
+        self._lock_fd = fileio.lock_data_dir(self.data_dir)
         try:
             with _gc_paused():
                 self._open()
@@ -207,8 +165,7 @@ class SegmentStore:
     # -- opening: rebuild memory from disk ---------------------------------------------------
 
     def _open(self) -> None:
-        (self.data_dir / (DEFINITIONS + ".tmp")).unlink(missing_ok=True)  # a rewrite that never got renamed
-        self._load_definitions()
+        self._definitions.open()
         segments, acks = self._list_files()
         for number in sorted(set(acks) - set(segments)):
             log.info("removing %s: its segment is gone", self.data_dir / ack_name(number))
@@ -232,22 +189,6 @@ class SegmentStore:
             if len(number) == 10 and number.isdigit() and kind in ("msgs", "acks"):
                 (segments if kind == "msgs" else acks).add(int(number))
         return segments, acks
-
-    def _load_definitions(self) -> None:
-        path = self.data_dir / DEFINITIONS
-        try:
-            definitions = decode_definitions(path.read_bytes())
-        except FileNotFoundError:
-            return
-        except DefinitionsError as error:
-            aside = path.with_name(f"{DEFINITIONS}.corrupt")
-            log.error("%s is unusable (%s): starting without durable exchanges, queues and bindings; "
-                      "the file is kept as %s", path, error, aside)
-            os.replace(path, aside)
-            return
-        self._exchanges = {(record.vhost, record.name): record for record in definitions.exchanges}
-        self._queues = {(record.vhost, record.name): record for record in definitions.queues}
-        self._bindings = {binding_key(record): record for record in definitions.bindings}
 
     def _read_acks(self, number: int) -> set[int]:
         """The acked offsets of segment ``number``; a damaged ack file costs redeliveries, never losses."""
@@ -297,7 +238,7 @@ class SegmentStore:
         count = 0
         data = scanner.data
         sizes = self._recovered_sizes
-        base = number << _LOCATION_BITS
+        base = number << LOCATION_BITS
         for offset, start, end in scanner:
             count += 1
             if offset in acked:
@@ -325,48 +266,31 @@ class SegmentStore:
     # -- definitions -------------------------------------------------------------------------
 
     def put_exchange(self, record: ExchangeRecord) -> None:
-        encode_table(record.arguments)  # raises TypeError here, not in a later sync
         with self._buffer_lock:
-            self._exchanges[(record.vhost, record.name)] = record
-            self._definitions_dirty = True
+            self._definitions.put_exchange(record)  # raises TypeError for unstorable arguments, before any change
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         with self._buffer_lock:
-            self._exchanges.pop((vhost, name), None)
-            self._forget_bindings(lambda b: b.vhost == vhost and (
-                b.source == name or (b.destination == name and b.destination_kind == "exchange")))
-            self._definitions_dirty = True
+            self._definitions.delete_exchange(vhost, name)
 
     def put_queue(self, record: QueueRecord) -> None:
-        encode_table(record.arguments)  # raises TypeError here, not in a later sync
         with self._buffer_lock:
-            self._queues[(record.vhost, record.name)] = record
-            self._definitions_dirty = True
+            self._definitions.put_queue(record)
 
     def delete_queue(self, vhost: str, name: str) -> None:
         with self._buffer_lock:
-            self._queues.pop((vhost, name), None)
-            self._forget_bindings(
-                lambda b: b.vhost == vhost and b.destination == name and b.destination_kind == "queue")
-            self._definitions_dirty = True
+            self._definitions.delete_queue(vhost, name)
         messages = self._index.pop((vhost, name), None)
         if messages:
             self._release(messages.values())
 
     def put_binding(self, record: BindingRecord) -> None:
-        encode_table(record.arguments)  # raises TypeError here, not in a later sync
         with self._buffer_lock:
-            self._bindings[binding_key(record)] = record
-            self._definitions_dirty = True
+            self._definitions.put_binding(record)
 
     def delete_binding(self, record: BindingRecord) -> None:
         with self._buffer_lock:
-            self._bindings.pop(binding_key(record), None)
-            self._definitions_dirty = True
-
-    def _forget_bindings(self, doomed: Callable[[BindingRecord], bool]) -> None:
-        for key in [key for key, binding in self._bindings.items() if doomed(binding)]:
-            del self._bindings[key]
+            self._definitions.delete_binding(record)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -380,12 +304,14 @@ class SegmentStore:
         """Buffer a framed record in the active segment (rolling first if it is full); returns its location."""
         if self._active_size >= self._segment_size:
             self._roll()
+        elif self._short_of_space:
+            self._roll_if_reclaimable()  # emptied before the sync that failed: nothing else would roll it
         if self._active_size == 0:
             self._buffer(SEGMENT_HEADER)
             self._live[self._active] = 0
-        location = _location(self._active, self._active_size)
+        at = location(self._active, self._active_size)
         self._buffer(framed)
-        return location
+        return at
 
     def _buffer(self, data: bytes) -> None:
         chunks = self._pending.chunks
@@ -401,7 +327,7 @@ class SegmentStore:
             self._doom(finished)
 
     def _index_message(self, key: tuple[str, str], message_id: int, location: int) -> None:
-        segment, _ = _split(location)
+        segment, _ = split(location)
         self._live[segment] += 1
         replaced = self._index.setdefault(key, {}).get(message_id)
         self._index[key][message_id] = location
@@ -427,12 +353,22 @@ class SegmentStore:
         with self._buffer_lock:
             acks = self._pending.acks
             for location in locations:
-                segment, offset = _split(location)
+                segment, offset = split(location)
                 self._recovered_sizes.pop(location, None)
                 acks.setdefault(segment, []).append(offset)
                 self._live[segment] -= 1
                 if self._live[segment] == 0 and segment != self._active:
                     self._doom(segment)
+            self._roll_if_reclaimable()
+
+    def _roll_if_reclaimable(self) -> None:
+        """Roll a fully-acked active segment, so the next sync deletes it.
+
+        Only from the caller's thread (``_live`` of the active segment is counted
+        there, after ``_append``), under ``_buffer_lock``.
+        """
+        if self._live.get(self._active) == 0 and (self._active_size >= ROLL_EMPTY_AT or self._short_of_space):
+            self._roll()
 
     def _doom(self, segment: int) -> None:
         del self._live[segment]
@@ -443,59 +379,74 @@ class SegmentStore:
     def sync(self) -> None:
         """Write and fsync everything buffered; raises OSError (e.g. ENOSPC) if that failed.
 
-        After a failure nothing is lost from memory: the next ``sync`` writes the
-        same batch again, so the caller can hold confirms and retry.
+        After a failure nothing is lost from memory: the next ``sync`` writes
+        what this one could not, so the caller can hold confirms and retry.
         """
         if self._closed:
             raise StoreClosed(f"store on {self.data_dir} is closed")
         with self._sync_lock:
             with self._buffer_lock:
-                batch = self._take_batch()
+                batch = self._writing = self._take_batch()
             try:
                 self._write_batch(batch)
             except BaseException:
                 with self._buffer_lock:
                     self._give_back(batch)
                 raise
+            finally:
+                self._writing = None
+            self._short_of_space = False
 
     def _take_batch(self) -> _Batch:
         batch, self._pending = self._pending, _Batch()
-        if self._definitions_dirty:
-            batch.definitions = Definitions(list(self._exchanges.values()), list(self._queues.values()),
-                                            list(self._bindings.values()))
-            self._definitions_dirty = False
+        doomed = batch.doomed
+        if doomed:  # deleted first: what they hold need not be written
+            batch.chunks = [chunk for chunk in batch.chunks if chunk.segment not in doomed]
+            batch.acks = {segment: offsets for segment, offsets in batch.acks.items() if segment not in doomed}
+        batch.definitions = self._definitions.take()
         return batch
 
     def _give_back(self, failed: _Batch) -> None:
-        """Put a batch whose write failed in front of what was buffered since, to be written again."""
+        """Put what a failed sync did not write in front of what was buffered since, to be written again."""
         newer = self._pending
         self._pending = failed
         failed.chunks.extend(newer.chunks)
         for segment, offsets in newer.acks.items():
             failed.acks.setdefault(segment, []).extend(offsets)
         failed.doomed |= newer.doomed
-        failed.definitions = None
-        self._definitions_dirty = True  # rewritten from the current state, which includes both batches
+        if failed.definitions is not None:
+            self._definitions.give_back(failed.definitions)
+            failed.definitions = None
+        self._short_of_space = True  # rolling is left to the caller's thread, which owns ``_live`` counts
 
     def _write_batch(self, batch: _Batch) -> None:
+        """Write the batch in the documented order; each part is removed from it once it is durable."""
+        self._delete_segments(batch.doomed)
+        batch.doomed = set()
         self._write_acks(batch.acks)
         if batch.definitions is not None:
-            self._write_definitions(batch.definitions)
+            self._definitions.write(batch.definitions)
+            batch.definitions = None
         self._write_chunks(batch.chunks)
-        self._delete_segments(batch.doomed)
+        batch.chunks = []
 
     def _write_acks(self, acks: dict[int, list[int]]) -> None:
-        for segment, offsets in acks.items():
+        """Append each segment's acks and fsync them; a segment's acks leave ``acks`` once durable."""
+        for segment in list(acks):
             fd = self._ack_fd(segment)
             size = self._ack_sizes.get(segment, 0)
-            data = _pack_offsets(offsets)
+            data = _pack_offsets(acks[segment])
             if size == 0:
                 data = ACK_HEADER + data
-            _pwrite_all(fd, data, size)
+            try:
+                fileio.pwrite_all(fd, data, size)
+                fileio.datasync(fd)
+                self._sync_dir_if_dirty()
+            except OSError:
+                fileio.release_tail(fd, size)
+                raise
             self._ack_sizes[segment] = size + len(data)
-        for segment in acks:
-            _datasync(self._ack_fds[segment])
-        self._sync_dir_if_dirty()
+            del acks[segment]
 
     def _ack_fd(self, segment: int) -> int:
         fd = self._ack_fds.get(segment)
@@ -505,25 +456,21 @@ class SegmentStore:
             fd = self._ack_fds[segment] = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         return fd
 
-    def _write_definitions(self, definitions: Definitions) -> None:
-        path = self.data_dir / DEFINITIONS
-        temporary = path.with_name(DEFINITIONS + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _pwrite_all(fd, encode_definitions(definitions), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-        self._dir_dirty = True
-        self._sync_dir_if_dirty()
-
     def _write_chunks(self, chunks: list[_Chunk]) -> None:
-        for chunk in chunks:
-            _pwrite_all(self._segment_fd(chunk.segment), chunk.data, chunk.start)
-        for segment in {chunk.segment for chunk in chunks}:
-            _datasync(self._segment_fds[segment])
-        self._sync_dir_if_dirty()
+        try:
+            for chunk in chunks:
+                fileio.pwrite_all(self._segment_fd(chunk.segment), chunk.data, chunk.start)
+            for segment in {chunk.segment for chunk in chunks}:
+                fileio.datasync(self._segment_fds[segment])
+            self._sync_dir_if_dirty()
+        except OSError:
+            starts: dict[int, int] = {}
+            for chunk in chunks:
+                starts.setdefault(chunk.segment, chunk.start)
+            for segment, start in starts.items():
+                if segment in self._segment_fds:
+                    fileio.release_tail(self._segment_fds[segment], start)
+            raise
         active = self._active  # read without the lock: a stale value only keeps an fd open one sync longer
         for segment in [segment for segment in self._segment_fds if segment != active]:
             os.close(self._segment_fds.pop(segment))
@@ -562,14 +509,20 @@ class SegmentStore:
         self._dir_dirty = True  # fsynced with the next sync's directory update; nothing depends on it sooner
 
     def _sync_dir_if_dirty(self) -> None:
-        """New, renamed and deleted files only persist once their directory is fsynced."""
         if self._dir_dirty:
-            fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fileio.fsync_dir(self.data_dir)
             self._dir_dirty = False
+
+    def _buffered_record(self, segment: int, offset: int) -> bytes | None:
+        """A framed record that is not in its file yet: in the write buffer or the batch being written."""
+        with self._buffer_lock:
+            writing = self._writing
+            for chunk in [*(writing.chunks if writing is not None else ()), *self._pending.chunks]:
+                if chunk.segment == segment and chunk.start <= offset < chunk.start + len(chunk.data):
+                    start = offset - chunk.start
+                    length = RECORD_HEAD.unpack_from(chunk.data, start)[0]
+                    return bytes(chunk.data[start:start + RECORD_HEAD.size + length])
+        return None
 
     def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         """A stored message read back (from the write buffer or its segment), CRC-checked."""
@@ -586,7 +539,7 @@ class SegmentStore:
         restart with millions of messages neither reads every body nor holds it.
         """
         with self._sync_lock, _gc_paused():
-            read = _RecordReader(self)
+            read = RecordReader(self.data_dir, self._buffered_record)
             try:
                 messages = {key: self._recover_queue(entries, read)
                             for key, entries in self._index.items() if entries}
@@ -594,10 +547,12 @@ class SegmentStore:
                 read.close()
             self._recovered_sizes = {}
             with self._buffer_lock:
-                return Recovered(exchanges=list(self._exchanges.values()), queues=list(self._queues.values()),
-                                 bindings=list(self._bindings.values()), messages=messages)
+                definitions = self._definitions
+                return Recovered(exchanges=list(definitions.exchanges.values()),
+                                 queues=list(definitions.queues.values()),
+                                 bindings=list(definitions.bindings.values()), messages=messages)
 
-    def _recover_queue(self, entries: dict[int, int], read: "_RecordReader") -> list[tuple[int, MessageRecord |
+    def _recover_queue(self, entries: dict[int, int], read: RecordReader) -> list[tuple[int, MessageRecord |
                                                                                          StoredMessage]]:
         recovered: list[tuple[int, MessageRecord | StoredMessage]] = []
         stored: dict[int, StoredMessage] = {}  # one (immutable) reference per body size, not per message
@@ -614,11 +569,19 @@ class SegmentStore:
         return recovered
 
     def close(self) -> None:
-        """Sync (a clean shutdown loses nothing), then release the files and the data dir lock."""
+        """Sync (a clean shutdown loses nothing), then release the files and the data dir lock.
+
+        If that last sync fails (a full disk), what it could not write is logged
+        and dropped -- everything else was written, in the order ``sync``
+        documents -- and the store still closes: it does not raise ``OSError``.
+        """
         if self._closed:
             return
         try:
             self.sync()
+        except OSError as error:
+            log.error("could not write %s to %s at shutdown (%s): lost, as after a crash; everything else is "
+                      "written", self._unwritten(), self.data_dir, error)
         finally:
             self._closed = True
             self._reader.close()
@@ -627,53 +590,21 @@ class SegmentStore:
                     os.close(fd)
                 self._segment_fds.clear()
                 self._ack_fds.clear()
+                self._definitions.close()
                 os.close(self._lock_fd)  # releases the flock
 
-
-class _RecordReader:
-    """Reads message records back by location: from the open-time scan, the write buffer, or the files."""
-
-    def __init__(self, store: SegmentStore) -> None:
-        self._store = store
-        self._fds: dict[int, int] = {}
-        self._lock = threading.Lock()  # the sync thread may close an fd (segment deleted) meanwhile
-
-    def __call__(self, location: int) -> MessageRecord:
-        segment, offset = _split(location)
-        framed = self._buffered(segment, offset)
-        if framed is None:
-            framed = self._from_file(segment, offset)
-        length, crc = RECORD_HEAD.unpack_from(framed)
-        end = RECORD_HEAD.size + length
-        if len(framed) != end or zlib.crc32(memoryview(framed)[RECORD_HEAD.size:]) != crc:
-            raise RecordError(f"{segment_name(segment)} offset {offset}: record damaged since it was written")
-        return decode_message(framed, RECORD_HEAD.size, end)[3]
-
-    def _buffered(self, segment: int, offset: int) -> bytes | None:
-        with self._store._buffer_lock:
-            for chunk in self._store._pending.chunks:
-                if chunk.segment == segment and chunk.start <= offset < chunk.start + len(chunk.data):
-                    start = offset - chunk.start
-                    length = RECORD_HEAD.unpack_from(chunk.data, start)[0]
-                    return bytes(chunk.data[start:start + RECORD_HEAD.size + length])
-        return None
-
-    def _from_file(self, segment: int, offset: int) -> bytes:
-        with self._lock:
-            fd = self._fds.get(segment)
-            if fd is None:
-                fd = self._fds[segment] = os.open(self._store.data_dir / segment_name(segment), os.O_RDONLY)
-            length = RECORD_HEAD.unpack(os.pread(fd, RECORD_HEAD.size, offset))[0]
-            return os.pread(fd, RECORD_HEAD.size + length, offset)
-
-    def forget(self, segment: int) -> None:
-        with self._lock:
-            fd = self._fds.pop(segment, None)
-            if fd is not None:
-                os.close(fd)
-
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+    def _unwritten(self) -> str:
+        """What the pending batch holds, for the report of a failed last sync (scans the index: only then)."""
+        pending = self._pending
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for chunk in pending.chunks:
+            spans.setdefault(chunk.segment, []).append((chunk.start, chunk.start + len(chunk.data)))
+        messages = 0
+        for locations in self._index.values():
+            for location in locations.values():
+                segment, offset = split(location)
+                messages += any(start <= offset < end for start, end in spans.get(segment, ()))
+        size = sum(len(chunk.data) for chunk in pending.chunks)
+        acks = sum(len(offsets) for offsets in pending.acks.values())
+        return (f"{messages} unacknowledged messages ({size} bytes of records), {acks} acks, "
+                f"{self._definitions.unwritten} definition changes")

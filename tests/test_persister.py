@@ -78,3 +78,44 @@ async def test_a_failed_sync_nacks_and_the_next_one_confirms():
     await settle()
     acks = [f for _, f in peer.methods() if isinstance(f, commands.Basic.Ack)]
     assert [(a.delivery_tag, a.multiple) for a in acks] == [(3, False)]
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_after_a_failed_sync_the_store_is_retried_without_new_writes():
+    store = FlakyDisk(fail=0)
+    broker = Broker(store=store, clock=FakeClock())
+    persister = Persister(store, broker.sync_barrier, retry_after=0.01)
+    peer = confirming_publisher(broker)
+    await settle()
+    syncs_before = store.syncs
+    store.fail = 2
+    peer.send(publish(1, "q", b"kept in memory", properties=PERSISTENT))
+    await until(lambda: store.syncs >= syncs_before + 3)  # the failure, a failed retry, a retry that works
+    await asyncio.sleep(0.05)
+    assert store.syncs == syncs_before + 3  # and then no more: nothing is left to write
+    await persister.drain()
+
+
+async def test_durable_declares_on_several_channels_share_one_sync():
+    store = FlakyDisk(fail=0)
+    broker = Broker(store=store, clock=FakeClock())
+    Persister(store, broker.sync_barrier)
+    peer = Peer(broker, auto_sync=False)
+    peer.handshake()
+    for channel in (1, 2, 3):
+        peer.open_channel(channel)
+    await settle()
+    peer.frames()
+    syncs_before = store.syncs
+    for channel in (1, 2, 3):
+        peer.send_method(channel, commands.Queue.Declare(queue=f"q{channel}", durable=True))
+    await settle()
+    replies = [(channel, type(method)) for channel, method in peer.methods()]
+    assert sorted(replies) == [(channel, commands.Queue.DeclareOk) for channel in (1, 2, 3)]
+    assert store.syncs == syncs_before + 1

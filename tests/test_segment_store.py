@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from storage import segment_store
+from storage import definitions_log, fileio
 from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered
 from storage.memory import MemoryStore
+from storage.segment_format import Definitions, encode_definitions
 from storage.segment_store import DataDirLocked, SegmentStore, StoreClosed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,8 +200,29 @@ OPERATIONS = st.lists(st.one_of(
     st.tuples(st.just("put_message"), st.sampled_from("ab"), st.integers(1, 30), st.binary(max_size=300)),
     st.tuples(st.just("remove"), st.sampled_from("ab"), st.lists(st.integers(1, 30), max_size=8)),
     st.tuples(st.just("sync")),
+    st.tuples(st.just("failing_sync"), st.integers(0, 6)),
     st.tuples(st.just("reopen")),
 ), max_size=60)
+
+
+def failing_sync(store: SegmentStore, writes_before_failure: int) -> None:
+    """A sync whose write number ``writes_before_failure`` (0-based) writes half, then fails with ENOSPC."""
+    real = fileio.pwrite_all
+    calls = iter(range(1_000_000))
+
+    def pwrite_all(fd: int, data, offset: int) -> None:
+        if next(calls) == writes_before_failure:
+            real(fd, bytes(data)[:len(data) // 2], offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data, offset)
+
+    fileio.pwrite_all = pwrite_all
+    try:
+        store.sync()
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        fileio.pwrite_all = real
 
 
 def apply(store, operation: tuple) -> None:
@@ -225,9 +247,12 @@ def apply(store, operation: tuple) -> None:
         store.sync()
 
 
+@pytest.mark.parametrize("compact_at", [definitions_log.COMPACT_MIN_BYTES, 0], ids=["log", "compacting"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
-def test_any_operation_sequence_recovers_like_memory_store(tmp_path_factory, operations: list[tuple]) -> None:
+def test_any_operation_sequence_recovers_like_memory_store(tmp_path_factory, monkeypatch, compact_at: int,
+                                                           operations: list[tuple]) -> None:
+    monkeypatch.setattr(definitions_log, "COMPACT_MIN_BYTES", compact_at)  # 0: compact whenever the log outgrows 2x
     path = tmp_path_factory.mktemp("store")
     memory, store = MemoryStore(), SegmentStore(path, segment_size=512)
     try:
@@ -235,6 +260,8 @@ def test_any_operation_sequence_recovers_like_memory_store(tmp_path_factory, ope
             if operation[0] == "reopen":
                 store.close()
                 store = SegmentStore(path, segment_size=512)
+            elif operation[0] == "failing_sync":
+                failing_sync(store, operation[1])
             else:
                 apply(memory, operation)
                 apply(store, operation)
@@ -438,9 +465,11 @@ def test_unreadable_segment_is_skipped_untouched_and_never_written_to(tmp_path: 
 
 def test_corrupt_definitions_file_is_set_aside_and_the_store_still_opens(tmp_path: Path, caplog) -> None:
     write_store(tmp_path, 3)
+    (tmp_path / "definitions.log").unlink()  # the queue only in the snapshot, as an older version wrote it
+    (tmp_path / "definitions.json").write_bytes(encode_definitions(Definitions([], [QueueRecord("/", "q")], [])))
     flip_byte(tmp_path / "definitions.json", 40)
 
-    with caplog.at_level(logging.ERROR, logger="storage.segment_store"):
+    with caplog.at_level(logging.ERROR, logger="storage.definitions_log"):
         recovered = reopen(tmp_path)
 
     assert recovered.queues == []
@@ -566,17 +595,17 @@ def test_a_failed_sync_raises_and_the_next_sync_writes_the_same_data(tmp_path: P
     store.sync()
     put_messages(store, range(11, 21))
     store.remove_messages("/", "q", [1, 2])
-    real_pwrite_all = segment_store._pwrite_all
+    real_pwrite_all = fileio.pwrite_all
 
     def half_then_enospc(fd: int, data, offset: int) -> None:
         real_pwrite_all(fd, bytes(data)[:len(data) // 2], offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(segment_store, "_pwrite_all", half_then_enospc)
+    monkeypatch.setattr(fileio, "pwrite_all", half_then_enospc)
     with pytest.raises(OSError) as raised:
         store.sync()
     assert raised.value.errno == errno.ENOSPC
-    monkeypatch.setattr(segment_store, "_pwrite_all", real_pwrite_all)
+    monkeypatch.setattr(fileio, "pwrite_all", real_pwrite_all)
     put_messages(store, range(21, 23))
     store.sync()
     store.close()
@@ -590,7 +619,7 @@ def test_a_failed_fsync_raises_and_is_retried(tmp_path: Path, monkeypatch) -> No
     store = SegmentStore(tmp_path)
     put_messages(store, range(1, 6))
     failures = iter([OSError(errno.EIO, "Input/output error")])
-    real_datasync = segment_store._datasync
+    real_datasync = fileio.datasync
 
     def failing_once(fd: int) -> None:
         error = next(failures, None)
@@ -598,7 +627,7 @@ def test_a_failed_fsync_raises_and_is_retried(tmp_path: Path, monkeypatch) -> No
             raise error
         real_datasync(fd)
 
-    monkeypatch.setattr(segment_store, "_datasync", failing_once)
+    monkeypatch.setattr(fileio, "datasync", failing_once)
     with pytest.raises(OSError):
         store.sync()
     store.sync()
