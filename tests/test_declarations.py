@@ -128,6 +128,15 @@ def test_redeclare_with_different_flag_is_406(field):
     assert declare(peer, "q").queue == "q"
 
 
+def test_redeclare_with_an_unhashable_queue_type_is_406_not_541():
+    # found by the fuzz test: the equivalence check put the received value in a set
+    peer = open_peer()
+    declare(peer, "q")
+    close = refused(peer, commands.Queue.Declare(queue="q", arguments={"x-queue-type": ["classic"]}))
+    assert close.reply_code == 406 and "inequivalent arg 'x-queue-type'" in close.reply_text
+    assert declare(peer, "q").queue == "q"
+
+
 def test_redeclare_non_exclusive_queue_as_exclusive_is_405():
     peer = open_peer()
     declare(peer, "q")

@@ -225,7 +225,7 @@ def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connec
     arguments = method.arguments or {}
     for arg in EQUIVALENT_QUEUE_ARGUMENTS:
         received, current = arguments.get(arg), queue.arguments.get(arg)
-        if arg == "x-queue-type" and {received, current} <= {None, "classic"}:
+        if arg == "x-queue-type" and received in (None, "classic") and current in (None, "classic"):
             continue  # a classic queue is the same with or without the argument
         if received != current:
             raise inequivalent_table_arg(arg, "queue", queue.name, vhost, received, current)
