@@ -52,7 +52,7 @@ from ..wire.framing import (
     Frame,
     FrameReader,
 )
-from ..wire.methods import BASIC_PUBLISH, decode_method, method_frame
+from ..wire.methods import BASIC_PUBLISH, channel_open_ok_frame, decode_method, method_frame
 from .auth import parse_credentials
 from .broker import Broker
 from .channel import Channel, ChannelState
@@ -363,7 +363,7 @@ class Connection:
             raise AMQPConnectionError(NOT_ALLOWED, f"number of channels opened ({len(self.channels)}) has reached "
                                                    f"the negotiated channel_max ({self.channel_max})")
         self.channels[channel_id] = Channel(self, channel_id)
-        self.send_method(channel_id, commands.Channel.OpenOk())
+        self.send(channel_open_ok_frame(channel_id))
 
     def channel_closed(self, channel_id: int) -> None:
         """A channel finished closing; its number may be opened again."""
