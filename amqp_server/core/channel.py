@@ -157,10 +157,15 @@ class Channel:
             self._complete_publish()
 
     def _handle_while_closing(self, index: int, method: Any) -> None:
-        """After we sent channel.close, everything but close / close-ok is ignored (RabbitMQ's rules)."""
+        """After we sent channel.close, everything but close / close-ok is ignored (RabbitMQ's rules).
+
+        A client close crossing ours is answered, but the channel stays closing: the client's
+        close-ok for *our* close is still on its way, and only that frees the channel number
+        (spec 2.2.4; RabbitMQ does the same).  Freeing it at once made that close-ok land on
+        an unopened channel: 504, and the whole connection gone.
+        """
         if isinstance(method, commands.Channel.Close):
             self.connection.send_method(self.channel_id, commands.Channel.CloseOk())
-            self._closed()
         elif isinstance(method, commands.Channel.CloseOk):
             self._closed()
         elif isinstance(method, commands.Channel.Open):
