@@ -50,6 +50,8 @@ BODY_ABC = "616263"
 
 # (what the client sends, what RabbitMQ 3.10.8 answered: (frame type, channel, method, argument hex))
 SEQUENCE = [
+    (method(0, commands.Connection.UpdateSecret(new_secret="new", reason="rotation")),
+     [(1, 0, "Connection.UpdateSecretOk", "")]),
     (method(1, commands.Channel.Open()), [(1, 1, "Channel.OpenOk", "00000000")]),
     (method(1, commands.Channel.Flow(active=True)), [(1, 1, "Channel.FlowOk", "01")]),
     (method(1, commands.Exchange.Declare(exchange="probe.x", exchange_type="fanout")),

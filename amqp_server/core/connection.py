@@ -457,6 +457,13 @@ class Connection:
         self.state = State.OPEN
         self.send_method(0, commands.Connection.OpenOk())
 
+    def _on_update_secret(self, method: commands.Connection.UpdateSecret) -> None:
+        """Accepted as RabbitMQ accepts it for users of its internal database (probed: any new secret).
+
+        A new secret matters only to brokers with expiring tokens; amqplib's suite sends one.
+        """
+        self.send_method(0, commands.Connection.UpdateSecretOk())
+
     def _on_close(self, method: commands.Connection.Close) -> None:
         self.send_method(0, commands.Connection.CloseOk())
         self._release_channels()
@@ -491,4 +498,5 @@ _HANDSHAKE: dict[tuple[State, type], Callable[[Connection, Any], None]] = {
     (State.AWAITING_START_OK, commands.Connection.StartOk): Connection._on_start_ok,
     (State.AWAITING_TUNE_OK, commands.Connection.TuneOk): Connection._on_tune_ok,
     (State.AWAITING_OPEN, commands.Connection.Open): Connection._on_open,
+    (State.OPEN, commands.Connection.UpdateSecret): Connection._on_update_secret,
 }
