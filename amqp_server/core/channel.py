@@ -96,6 +96,7 @@ class Channel:
         self.transaction: Transaction | None = None  # set by tx.select
         self.reply_key: str | None = None  # direct reply-to: this channel's reply routing key
         self._reply_consumer: Consumer | None = None
+        self.held_cancels: list[bytes] | None = None  # set while this channel's queue.delete runs
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
         # content being assembled: the publish method, its header, its body parts
         self._publish: wire.Publish | None = None
@@ -518,8 +519,11 @@ class Channel:
         self.consumers.pop(consumer.tag, None)
         consumer.queue.consumers.remove(consumer)
         if self.connection.client_capabilities.get("consumer_cancel_notify") and self.state is ChannelState.OPEN:
-            self.connection.send_method(self.channel_id, commands.Basic.Cancel(consumer_tag=consumer.tag,
-                                                                               nowait=True))
+            frame = wire.method_frame(self.channel_id, commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+            if self.held_cancels is not None:
+                self.held_cancels.append(frame)  # this channel deleted the queue: its delete-ok goes first
+            else:
+                self.connection.send(frame)
 
     def _on_basic_get(self, method: commands.Basic.Get) -> None:
         queue = declarations.lookup_queue(self, method.queue, "read")
