@@ -7,7 +7,7 @@ empty words, a pathological ``#.#.#.#`` pattern) and headers exchanges
 exchange-to-exchange bindings (two hops, unbind, a loop); an unknown exchange
 type (connection error 503); alternate exchanges (with and without
 mandatory); sender-selected distribution (``CC``/``BCC`` headers); and
-auto-delete exchanges.
+auto-delete exchanges, also cascading through exchange-to-exchange bindings.
 
 The test channel is in confirm mode, so when ``basic_publish`` returns the
 message is in every queue it was routed to and a ``basic.get`` sees it.  Queues
@@ -609,3 +609,32 @@ def test_auto_delete_exchange_is_deleted_with_its_last_bound_queue(channel, exch
     channel.queue_delete(q)
 
     assert not exchange_exists(params, x)
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["transient", "durable"])
+def test_auto_delete_cascades_through_an_exchange_binding_when_the_queue_goes(channel, exchanges, unique, params,
+                                                                               durable):
+    """outer (auto-delete) -> inner (auto-delete) -> queue: deleting the queue removes inner, then outer."""
+    outer = declare_exchange(channel, exchanges, "outer", "fanout", auto_delete=True, durable=durable)
+    inner = declare_exchange(channel, exchanges, "inner", "fanout", auto_delete=True, durable=durable)
+    q = f"{unique}-q"
+    channel.queue_declare(q, auto_delete=True, durable=durable)
+    channel.exchange_bind(destination=inner, source=outer)
+    channel.queue_bind(q, inner)
+
+    channel.queue_delete(q)
+
+    assert not exchange_exists(params, inner)
+    assert not exchange_exists(params, outer)
+
+
+def test_deleting_the_inner_exchange_removes_its_auto_delete_source(channel, exchanges, unique, params):
+    outer = declare_exchange(channel, exchanges, "outer", "fanout", auto_delete=True)
+    inner = declare_exchange(channel, exchanges, "inner", "fanout", auto_delete=True)
+    q = queue(channel, unique, "q")
+    channel.exchange_bind(destination=inner, source=outer)
+    channel.queue_bind(q, inner)
+
+    channel.exchange_delete(inner)
+
+    assert not exchange_exists(params, outer)

@@ -147,13 +147,40 @@ def test_frames_on_a_closing_channel_are_discarded_until_close_ok():
     peer.open_channel(1)
 
 
-def test_client_close_crossing_the_broker_close_gets_close_ok():
+def test_client_close_crossing_the_broker_close_gets_close_ok_and_waits_for_the_clients_close_ok():
+    """Both sides close at once (a publish to a missing exchange, then the client closes).
+
+    As RabbitMQ: we answer the client's close, the channel stays closing until the client's
+    close-ok for our close arrives, and then the number is free again; the connection lives on.
+    """
+    peer = open_peer()
+    peer.send(publish(1, "k", b"abc", exchange="missing"))
+    peer.send_method(1, commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+    frames = peer.frames()
+    assert [(ch, type(v)) for ch, v in frames] == [(1, commands.Channel.Close), (1, commands.Channel.CloseOk)]
+    assert channel_close(frames, 1).reply_code == 404
+    assert 1 in peer.connection.channels  # still closing
+    peer.send_method(1, commands.Queue.Declare(queue="ignored-while-closing"))
+    assert peer.frames() == []
+    peer.send_method(1, commands.Channel.CloseOk())
+    assert peer.frames() == []
+    assert 1 not in peer.connection.channels
+    assert not peer.connection.should_close
+    peer.open_channel(1)
+    assert declare(peer, "q").queue == "q"
+    assert "ignored-while-closing" not in peer.broker.vhosts["/"].queues
+
+
+def test_channel_open_after_a_crossing_close_but_before_close_ok_is_a_connection_error():
+    """The number is not free until the client's close-ok: RabbitMQ says 'second channel.open seen'."""
     peer = open_peer()
     peer.send_method(1, commands.Queue.Declare(queue="x", passive=True))
     channel_close(peer.frames(), 1)
     peer.send_method(1, commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0))
     assert [(ch, type(v)) for ch, v in peer.frames()] == [(1, commands.Channel.CloseOk)]
-    peer.open_channel(1)
+    peer.send_method(1, commands.Channel.Open())
+    close = connection_close(peer.frames())
+    assert (close.reply_code, close.reply_text) == (504, "CHANNEL_ERROR - second 'channel.open' seen")
 
 
 def test_stray_content_frame_on_a_closing_channel_is_505():

@@ -12,7 +12,7 @@ import pytest
 from pamqp import body as pamqp_body, commands
 
 from amqp_server.core.broker import Broker
-from tests.frames import FakeClock, Peer, open_peer, publish
+from tests.frames import FakeClock, Peer, open_peer, publish, run_persister
 
 LOCKED = ("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{}' in vhost '/'. It could be "
           "originally declared on another connection or the exclusive property value does not match that of the "
@@ -430,6 +430,20 @@ def test_delete_cancels_consumers_and_notifies_clients_that_asked(notify):
     declare(deleter, "q")
     deleter.send(publish(1, "q", b"after delete"))
     assert consumer.frames() == []
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["transient", "durable"])
+def test_delete_ok_comes_before_the_cancel_of_the_deleting_channels_own_consumer(durable):
+    """RabbitMQ's order (probed): delete-ok, then basic.cancel on the same channel; amqplib depends on it."""
+    peer = open_peer()
+    declare(peer, "q", durable=durable)
+    ok(peer, commands.Basic.Consume(queue="q", consumer_tag="c"))
+    peer.auto_sync = False
+    peer.send_method(1, commands.Queue.Delete(queue="q"))
+    if durable:
+        assert peer.frames() == []  # both wait for the store
+        run_persister(peer.broker)
+    assert [(ch, type(v)) for ch, v in peer.frames()] == [(1, commands.Queue.DeleteOk), (1, commands.Basic.Cancel)]
 
 
 def test_delete_if_unused_with_consumer_is_406():

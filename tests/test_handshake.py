@@ -420,6 +420,16 @@ def test_open_connection_does_not_time_out():
     assert not peer.connection.should_close
 
 
+# ------------------------------------------------------------------ connection.update-secret
+
+def test_update_secret_gets_update_secret_ok_and_the_connection_lives_on():
+    """RabbitMQ 3.10 (internal users) answers any new secret with update-secret-ok; amqplib's suite sends one."""
+    peer = open_peer()
+    peer.send_method(0, commands.Connection.UpdateSecret(new_secret="new", reason="rotation"))
+    assert [(ch, type(f)) for ch, f in peer.frames()] == [(0, commands.Connection.UpdateSecretOk)]
+    peer.open_channel(2)
+
+
 # ------------------------------------------------------------------ connection.close
 
 def test_client_close_gets_close_ok_and_the_client_closes_the_socket():

@@ -100,6 +100,7 @@ class Channel:
         self.transaction: Transaction | None = None  # set by tx.select
         self.reply_key: str | None = None  # direct reply-to: this channel's reply routing key
         self._reply_consumer: Consumer | None = None
+        self.held_cancels: list[bytes] | None = None  # set while this channel's queue.delete runs
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
         # content being assembled: the publish method, its header, its body parts
         self._publish: wire.Publish | None = None
@@ -161,10 +162,15 @@ class Channel:
             self._complete_publish()
 
     def _handle_while_closing(self, index: int, method: Any) -> None:
-        """After we sent channel.close, everything but close / close-ok is ignored (RabbitMQ's rules)."""
+        """After we sent channel.close, everything but close / close-ok is ignored (RabbitMQ's rules).
+
+        A client close crossing ours is answered, but the channel stays closing: the client's
+        close-ok for *our* close is still on its way, and only that frees the channel number
+        (spec 2.2.4; RabbitMQ does the same).  Freeing it at once made that close-ok land on
+        an unopened channel: 504, and the whole connection gone.
+        """
         if isinstance(method, commands.Channel.Close):
             self.connection.send_method(self.channel_id, commands.Channel.CloseOk())
-            self._closed()
         elif isinstance(method, commands.Channel.CloseOk):
             self._closed()
         elif isinstance(method, commands.Channel.Open):
@@ -528,8 +534,11 @@ class Channel:
         self.consumers.pop(consumer.tag, None)
         consumer.queue.consumers.remove(consumer)
         if self.connection.client_capabilities.get("consumer_cancel_notify") and self.state is ChannelState.OPEN:
-            self.connection.send_method(self.channel_id, commands.Basic.Cancel(consumer_tag=consumer.tag,
-                                                                               nowait=True))
+            frame = wire.method_frame(self.channel_id, commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+            if self.held_cancels is not None:
+                self.held_cancels.append(frame)  # this channel deleted the queue: its delete-ok goes first
+            else:
+                self.connection.send(frame)
 
     def _on_basic_get(self, method: commands.Basic.Get) -> None:
         queue = declarations.lookup_queue(self, method.queue, "read")

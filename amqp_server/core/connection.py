@@ -52,7 +52,7 @@ from ..wire.framing import (
     Frame,
     FrameReader,
 )
-from ..wire.methods import BASIC_PUBLISH, decode_method, method_frame
+from ..wire.methods import BASIC_PUBLISH, channel_open_ok_frame, decode_method, method_frame
 from .auth import parse_credentials
 from .broker import Broker
 from .channel import Channel, ChannelState
@@ -363,7 +363,7 @@ class Connection:
             raise AMQPConnectionError(NOT_ALLOWED, f"number of channels opened ({len(self.channels)}) has reached "
                                                    f"the negotiated channel_max ({self.channel_max})")
         self.channels[channel_id] = Channel(self, channel_id)
-        self.send_method(channel_id, commands.Channel.OpenOk())
+        self.send(channel_open_ok_frame(channel_id))
 
     def channel_closed(self, channel_id: int) -> None:
         """A channel finished closing; its number may be opened again."""
@@ -457,6 +457,13 @@ class Connection:
         self.state = State.OPEN
         self.send_method(0, commands.Connection.OpenOk())
 
+    def _on_update_secret(self, method: commands.Connection.UpdateSecret) -> None:
+        """Accepted as RabbitMQ accepts it for users of its internal database (probed: any new secret).
+
+        A new secret matters only to brokers with expiring tokens; amqplib's suite sends one.
+        """
+        self.send_method(0, commands.Connection.UpdateSecretOk())
+
     def _on_close(self, method: commands.Connection.Close) -> None:
         self.send_method(0, commands.Connection.CloseOk())
         self._release_channels()
@@ -491,4 +498,5 @@ _HANDSHAKE: dict[tuple[State, type], Callable[[Connection, Any], None]] = {
     (State.AWAITING_START_OK, commands.Connection.StartOk): Connection._on_start_ok,
     (State.AWAITING_TUNE_OK, commands.Connection.TuneOk): Connection._on_tune_ok,
     (State.AWAITING_OPEN, commands.Connection.Open): Connection._on_open,
+    (State.OPEN, commands.Connection.UpdateSecret): Connection._on_update_secret,
 }

@@ -268,14 +268,25 @@ def _on_queue_delete(channel: "Channel", method: commands.Queue.Delete) -> None:
     channel.connection.check_access("configure", "queue", name)
     queue = vhost.queues.get(name)
     count = 0
+    held: list[bytes] = []  # basic.cancel for this channel's consumers: RabbitMQ sends them after delete-ok
     if queue is not None:
         _check_exclusive_access(channel, queue)
         if method.if_unused and queue.consumers:
             raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' in use")
         if method.if_empty and queue.message_count:
             raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' not empty")
-        count = vhost.delete_queue(queue)
+        channel.held_cancels = held
+        try:
+            count = vhost.delete_queue(queue)
+        finally:
+            channel.held_cancels = None
+    reply_waits_for_sync = vhost.unsynced_definitions
     _reply(channel, method.nowait, commands.Queue.DeleteOk(message_count=count))
+    for frame in held:  # amqplib resolves the delete and then ends the consumer; the other order loses the reply
+        if reply_waits_for_sync:
+            vhost.sync_barrier.after_sync(lambda ok, frame=frame: channel.send_after_sync(frame, ok))
+        else:
+            channel.connection.send(frame)
 
 
 HANDLERS: dict[int, Callable[["Channel", Any], None]] = {

@@ -105,17 +105,27 @@ class VirtualHost:
             self._definitions_changed()
 
     def delete_exchange(self, exchange: Exchange) -> None:
+        """Delete an exchange and every binding from or to it.
+
+        An auto-delete source that loses its last binding this way goes too, and so on up
+        a chain of exchange-to-exchange bindings (RabbitMQ's rule).  The store forgets the
+        bindings with the exchange, so only the exchange's own record is deleted there.
+        """
         del self.exchanges[exchange.name]
         for destination, routing_key, _arguments in exchange.bindings.values():
             if destination.kind == "queue":
                 destination.bindings.discard((exchange.name, routing_key))
+        sources = []
         for source in list(self.exchanges.values()):  # bindings *to* this exchange (rare: a scan is fine)
             for key in [key for key, (d, _, _) in source.bindings.items() if d is exchange]:
                 _, routing_key, arguments = source.bindings[key]
                 source.unbind(exchange, routing_key, arguments)
+                sources.append(source)
         if exchange.persisted:
             self.store.delete_exchange(self.name, exchange.name)
             self._definitions_changed()
+        for source in sources:
+            self._maybe_auto_delete(source)
 
     def add_queue(self, queue: Queue) -> None:
         self.queues[queue.name] = queue

@@ -6,7 +6,8 @@ so the methods on the hot path or carrying arbitrary names are coded here by
 hand: ``Basic.Publish`` and ``Basic.Ack`` in; ``Basic.Deliver``, ``Basic.GetOk``,
 ``Basic.Return``, ``Basic.Ack`` and ``Queue.DeclareOk`` out.  The encoders and the
 Publish decoder are golden-tested byte-for-byte against pamqp in
-``tests/test_wire_methods.py``.
+``tests/test_wire_methods.py``.  ``Channel.OpenOk`` is coded here too, because
+pamqp's default for its reserved field differs from RabbitMQ's bytes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ _GET_OK_PREFIX = struct.pack(">HH", 60, 71)
 _RETURN_PREFIX = struct.pack(">HH", 60, 50)
 _ACK = struct.Struct(">BHIHHQB")  # whole frame header + Basic.Ack, end byte appended
 _DECLARE_OK_PREFIX = struct.pack(">HH", 50, 11)
+# class, method, then the reserved channel-id longstr, empty: RabbitMQ's bytes.  pamqp's default is "0",
+# and amqp-client.js skips exactly four bytes there, so a non-empty value costs it frame sync.
+_CHANNEL_OPEN_OK = struct.pack(">HHI", 20, 11, 0)
 
 
 class Publish:
@@ -227,6 +231,11 @@ def return_frame(channel: int, reply_code: int, reply_text: str, exchange: bytes
 
 def ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     return _ACK.pack(FRAME_METHOD, channel, 13, 60, 80, delivery_tag, 1 if multiple else 0) + FRAME_END_BYTE
+
+
+def channel_open_ok_frame(channel: int) -> bytes:
+    """``Channel.OpenOk`` exactly as RabbitMQ sends it (reserved channel-id empty)."""
+    return _frame(channel, _CHANNEL_OPEN_OK)
 
 
 def queue_declare_ok_frame(channel: int, queue: str, message_count: int, consumer_count: int) -> bytes:
