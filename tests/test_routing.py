@@ -34,9 +34,10 @@ from hypothesis import example, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from pamqp import commands
 
-from amqp_server.core.exchanges import EXCHANGE_TYPES, Exchange, headers_match, topic_matches
+from amqp_server.core.exchanges import EXCHANGE_TYPES, Exchange, TopicExchange, headers_match
 from amqp_server.core.message import Message
 from amqp_server.core.queue import Queue
+from amqp_server.core.topic import TopicTrie
 from amqp_server.core.vhost import VirtualHost
 from storage.memory import MemoryStore
 
@@ -155,9 +156,49 @@ def binding_arguments(draw: st.DrawFn) -> dict[str, Any]:
 @example(pattern="*", routing_key="")
 @example(pattern="a.*", routing_key="a.")
 @example(pattern="#.a.#", routing_key="a")
-def test_topic_matches_agrees_with_model(pattern: str, routing_key: str) -> None:
-    assert topic_matches(list(split_words(pattern)), list(split_words(routing_key))) == \
-        model_topic_matches(pattern, routing_key)
+@example(pattern="a", routing_key="*")
+@example(pattern="#", routing_key="#.#")
+def test_topic_trie_matches_one_pattern_like_the_model(pattern: str, routing_key: str) -> None:
+    trie: TopicTrie[str] = TopicTrie()
+    trie.add(pattern, "binding", "q")
+    assert trie.match(routing_key) == (["q"] if model_topic_matches(pattern, routing_key) else [])
+
+
+# Longer patterns than topic_keys, with runs of ``#`` and empty words (``a..b``, a leading or trailing ``.``).
+trie_patterns = st.lists(st.sampled_from(["a", "b", "*", "#", "#", ""]), max_size=7).map(".".join)
+trie_keys = st.lists(st.sampled_from(["a", "b", "", "*", "#"]), max_size=8).map(".".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(patterns=st.lists(trie_patterns, max_size=12), routing_keys=st.lists(trie_keys, min_size=1, max_size=6),
+       data=st.data())
+@example(patterns=["#.#", "#.#.#", "#", "", ".", "a..b", "*.#.*", "#.*.#"],
+         routing_keys=["", ".", "a..b", "a", "a.b.a.b.a"], data=None)
+def test_topic_trie_matches_many_patterns_like_the_model_while_bound_and_unbound(
+        patterns: list[str], routing_keys: list[str], data: st.DataObject | None) -> None:
+    """Bindings (the same pattern may repeat, as distinct bindings) share trie nodes; after unbinding
+    some the rest still match as the model says, and after unbinding all the trie is empty."""
+    trie: TopicTrie[int] = TopicTrie()
+    bound = dict(enumerate(patterns))
+    for index, pattern in bound.items():
+        trie.add(pattern, index, index)
+
+    def check() -> None:
+        for routing_key in routing_keys:
+            expected = sorted(index for index, pattern in bound.items() if model_topic_matches(pattern, routing_key))
+            assert sorted(trie.match(routing_key)) == expected, (routing_key, bound)
+
+    check()
+    removed = data.draw(st.sets(st.sampled_from(sorted(bound)))) if data is not None and bound else set(bound)
+    for index in removed:
+        trie.remove(bound.pop(index), index)
+    trie.remove("a.missing", 0)  # unbinding what is not bound changes nothing
+    for pattern in bound.values():
+        trie.remove(pattern, "not a binding")
+    check()
+    for index, pattern in list(bound.items()):
+        trie.remove(pattern, index)
+    assert trie.nodes == 0 and trie.root.empty()
 
 
 @settings(max_examples=200, deadline=None)
@@ -218,6 +259,21 @@ def test_pathological_topic_patterns_route_correctly(pattern: str, routing_key: 
     assert routed(exchange, make_message(routing_key)) == expected
 
 
+def test_sixty_word_key_against_runs_of_hash_routes_correctly() -> None:
+    vhost = new_vhost()
+    exchange = declare_exchange(vhost, "t", "topic")
+    patterns = {"all": ".".join(["#"] * 30), "ends-b": ".".join(["#"] * 30 + ["b"]),
+                "b-then-a": ".".join(["#"] * 15 + ["b", "a"] + ["#"] * 15),
+                "sixty-one": ".".join(["#", "*"] * 30 + ["*"]), "sixty": ".".join(["*", "#"] * 30),
+                "hash-a-hash": ".".join(["#", "a"] * 20 + ["#"])}
+    for name, pattern in patterns.items():
+        vhost.bind(exchange, declare_queue(vhost, name), pattern, {})
+    for routing_key in [".".join(["a"] * 60), ".".join(["a"] * 59 + ["b"]), ".".join(["a", "b"] * 30),
+                        ".".join([""] * 60)]:
+        expected = {name for name, pattern in patterns.items() if model_topic_matches(pattern, routing_key)}
+        assert routed(exchange, make_message(routing_key)) == expected, routing_key
+
+
 # ------------------------------------------------------------------ focused cases
 
 
@@ -263,6 +319,56 @@ def test_topic_cache_drops_a_deleted_queue() -> None:
     assert routed(exchange, make_message("a")) == set()
     declare_queue(vhost, "q")
     assert routed(exchange, make_message("a")) == set()
+
+
+def test_topic_route_cache_stays_within_its_bound() -> None:
+    vhost = new_vhost()
+    exchange = declare_exchange(vhost, "t", "topic")
+    assert isinstance(exchange, TopicExchange)
+    for index in range(50):
+        vhost.bind(exchange, declare_queue(vhost, f"q{index}"), f"k{index}.#", {})
+    for n in range(exchange.CACHE_LIMIT * 2 + 7):
+        assert routed(exchange, make_message(f"k{n % 60}.{n}")) == ({f"q{n % 60}"} if n % 60 < 50 else set())
+        assert len(exchange._cache) <= exchange.CACHE_LIMIT
+    assert exchange.CACHE_LIMIT <= 10_000
+
+
+def test_unbinding_every_topic_binding_empties_the_trie() -> None:
+    vhost = new_vhost()
+    exchange = declare_exchange(vhost, "t", "topic")
+    assert isinstance(exchange, TopicExchange)
+    queues = [declare_queue(vhost, name) for name in ["q0", "q1"]]
+    other = declare_exchange(vhost, "e2e", "fanout")
+    bindings = [(queue, pattern, arguments) for queue in queues
+                for pattern in ["a.b.c", "a.b", "a.*.c", "a.#", "#", "#.#", "", "a..b", "*.b.#"]
+                for arguments in [{}, {"x-any": 1}]]
+    for queue, pattern, arguments in bindings:
+        vhost.bind(exchange, queue, pattern, arguments)
+    vhost.bind(exchange, other, "a.#", {})
+    assert sorted(d.name for d in exchange.route(make_message("a.b.c"), "a.b.c")) == ["e2e", "q0", "q1"]
+    for queue, pattern, arguments in bindings[: len(bindings) // 2]:
+        vhost.unbind(exchange, queue, pattern, arguments)
+    vhost.unbind(exchange, other, "a.#", {})
+    assert exchange._trie.nodes > 0
+    vhost.delete_queue(queues[1])  # the rest go with their queue
+    assert exchange._trie.nodes == 0 and exchange._trie.root.empty()
+    assert routed(exchange, make_message("a.b.c")) == set()
+
+
+def test_topic_routes_to_exchanges_and_each_destination_once() -> None:
+    vhost = new_vhost()
+    topic = declare_exchange(vhost, "t", "topic")
+    downstream = declare_exchange(vhost, "down", "fanout")
+    queue, other = declare_queue(vhost, "q"), declare_queue(vhost, "other")
+    vhost.bind(topic, queue, "a.*", {})
+    vhost.bind(topic, queue, "#.b", {})
+    vhost.bind(topic, downstream, "#", {})
+    vhost.bind(topic, downstream, "a.b", {})
+    vhost.bind(downstream, other, "", {})
+    vhost.bind(downstream, queue, "", {})
+    assert sorted(d.name for d in topic.route(make_message("a.b"), "a.b")) == ["down", "q"]
+    assert sorted(q.name for q in vhost.route(topic, make_message("a.b"))) == ["other", "q"]
+    assert sorted(q.name for q in vhost.route(topic, make_message("c"))) == ["other", "q"]
 
 
 def test_queue_bound_by_several_matching_bindings_is_routed_once() -> None:
@@ -447,6 +553,15 @@ class RoutingMachine(RuleBasedStateMachine):
                 probes = HEADER_PROBES if EXCHANGE_NAMES.get(exchange_name) == "headers" else KEY_PROBES
                 for key, headers, message in probes:
                     self.check(exchange_name, key, headers, message)
+
+    @invariant()
+    def the_topic_trie_holds_only_the_bound_patterns(self) -> None:
+        """Incremental bind/unbind keeps one trie node per distinct prefix of a bound pattern: no leftovers."""
+        exchange = self.vhost.exchanges.get("ex-topic")
+        if isinstance(exchange, TopicExchange):
+            words = [split_words(key) for name, _, key, _ in self.bindings if name == "ex-topic"]
+            prefixes = {pattern[:length] for pattern in words for length in range(1, len(pattern) + 1)}
+            assert exchange._trie.nodes == len(prefixes)
 
 
 RoutingMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)

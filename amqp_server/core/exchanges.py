@@ -3,7 +3,7 @@
 Bindings are kept once, in the base class, keyed by (queue, routing key,
 arguments) as RabbitMQ does; each type derives the index it routes with:
 direct a dict from routing key to queues, fanout a precomputed tuple, topic a
-per-routing-key cache over a linear-time matcher, headers a scan that decodes
+bounded per-routing-key cache over a trie (``topic``), headers a scan that decodes
 the message's headers once.  The default exchange has no bindings of its own:
 every queue is implicitly bound to it by name.
 """
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Union
 
 from ..errors import FRAME_ERROR, PRECONDITION_FAILED, AMQPConnectionError, ChannelError
 from ..wire.content import decode_properties
+from .topic import TopicTrie
 
 from storage.api import BindingRecord, ExchangeRecord
 
@@ -148,22 +149,40 @@ class FanoutExchange(Exchange):
 
 
 class TopicExchange(Exchange):
-    """Routes by dot-separated patterns (``*`` one word, ``#`` zero or more), cached per routing key."""
+    """Routes by dot-separated patterns (``*`` one word, ``#`` zero or more) through a trie, cached per key.
+
+    The cache is a dict emptied when full, not an LRU: a hit stays one
+    ``dict.get``.  Measured per route, 20k bindings, bound 4096: a hot key 0.044 µs
+    against 0.072 (OrderedDict.move_to_end) and 0.070 (functools.lru_cache); 8k
+    keys in turn 0.71 against 0.65 / 0.57; 40k keys 0.98 against 1.13 / 1.03.
+    A miss is a trie walk of a few µs, so a bound of a few thousand keys is enough.
+    """
 
     type_name = "topic"
-    __slots__ = ("_cache",)
-    CACHE_LIMIT = 10_000
+    __slots__ = ("_trie", "_cache")
+    CACHE_LIMIT = 4096
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._trie: TopicTrie[Destination] = TopicTrie()
         self._cache: dict[str, tuple[Destination, ...]] = {}
+
+    def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
+        if not super().bind(destination, routing_key, arguments):
+            return False
+        self._trie.add(routing_key, binding_key(destination, routing_key, arguments), destination)
+        return True
+
+    def unbind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
+        if not super().unbind(destination, routing_key, arguments):
+            return False
+        self._trie.remove(routing_key, binding_key(destination, routing_key, arguments))
+        return True
 
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
         destinations = self._cache.get(routing_key)
         if destinations is None:
-            words = _words(routing_key)
-            destinations = _distinct(d for d, pattern, _ in self.bindings.values()
-                                     if topic_matches(_words(pattern), words))
+            destinations = _distinct(self._trie.match(routing_key))
             if len(self._cache) >= self.CACHE_LIMIT:
                 self._cache.clear()
             self._cache[routing_key] = destinations
@@ -171,40 +190,6 @@ class TopicExchange(Exchange):
 
     def _reindex(self, routing_key: str) -> None:
         self._cache.clear()
-
-
-def _words(key: str) -> list[str]:
-    return key.split(".") if key else []
-
-
-def topic_matches(pattern: list[str], words: list[str]) -> bool:
-    """Whether a topic binding pattern matches a routing key, in O(len(pattern) × len(words)).
-
-    Tracks the set of pattern positions reachable after each word, so patterns
-    like ``#.#.#.#`` cannot blow up the way naive backtracking does.
-    """
-    def closure(states: set[int]) -> set[int]:
-        result = set(states)
-        for i in sorted(states):
-            while i < len(pattern) and pattern[i] == "#":
-                i += 1
-                result.add(i)
-        return result
-
-    states = closure({0})
-    for word in words:
-        following = set()
-        for i in states:
-            if i < len(pattern):
-                token = pattern[i]
-                if token == "#":
-                    following.add(i)
-                elif token == "*" or token == word:
-                    following.add(i + 1)
-        if not following:
-            return False
-        states = closure(following)
-    return len(pattern) in states
 
 
 class HeadersExchange(Exchange):

@@ -1,0 +1,164 @@
+"""Topic matching: a trie over the words of the binding patterns, as RabbitMQ's.
+
+A pattern is its ``.``-separated words (the empty string is zero words, ``a..b``
+has an empty word in the middle); ``*`` matches exactly one word and ``#`` zero
+or more.  Each node of the trie is one pattern prefix, with literal-word edges
+in a dict and the ``*`` and ``#`` edges apart from them (a key word ``*`` or
+``#`` is just a word).  The bindings whose pattern ends at a node hang on it.
+
+How matching works: an NFA walk, one step per key word, over the set of nodes
+whose prefix matches the words so far.  A ``#`` node stays in the set while it
+eats words, and entering any node also enters its ``#`` child (zero words).  A
+node is in the set at most once per step, so a key of n words costs
+O(n × live nodes) — ``#.#.#.#`` against 60 words stays small — and the cost
+does not depend on how many bindings there are, only on those that match.
+
+Binding and unbinding touch only the pattern's path (O(words)); removing the
+last binding of a pattern prunes the nodes it leaves empty.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Hashable, TypeVar
+
+D = TypeVar("D")
+
+
+def topic_words(key: str) -> list[str]:
+    """A routing key or binding pattern as its words (AMQP: ``.``-separated; ``""`` has none)."""
+    return key.split(".") if key else []
+
+
+class _Node(Generic[D]):
+    __slots__ = ("words", "star", "hash", "is_hash", "bindings")
+
+    def __init__(self, is_hash: bool = False) -> None:
+        self.words: dict[str, _Node[D]] | None = None  # literal-word edges, None until the first
+        self.star: _Node[D] | None = None
+        self.hash: _Node[D] | None = None
+        self.is_hash = is_hash  # reached by a ``#`` edge: it may also eat the next word and stay
+        self.bindings: dict[Hashable, D] | None = None  # bindings whose pattern ends here
+
+    def child(self, word: str) -> _Node[D] | None:
+        if word == "*":
+            return self.star
+        if word == "#":
+            return self.hash
+        return self.words.get(word) if self.words is not None else None
+
+    def add_child(self, word: str) -> _Node[D]:
+        node: _Node[D] = _Node(is_hash=word == "#")
+        if word == "*":
+            self.star = node
+        elif word == "#":
+            self.hash = node
+        else:
+            if self.words is None:
+                self.words = {}
+            self.words[word] = node
+        return node
+
+    def remove_child(self, word: str) -> None:
+        if word == "*":
+            self.star = None
+        elif word == "#":
+            self.hash = None
+        else:
+            assert self.words is not None
+            del self.words[word]
+            if not self.words:
+                self.words = None
+
+    def empty(self) -> bool:
+        return self.bindings is None and self.words is None and self.star is None and self.hash is None
+
+
+class TopicTrie(Generic[D]):
+    """Binding patterns → destinations; ``match`` gives every destination of every matching binding."""
+
+    __slots__ = ("root", "nodes")
+
+    def __init__(self) -> None:
+        self.root: _Node[D] = _Node()
+        self.nodes = 0  # besides the root: 0 once every binding is gone
+
+    def add(self, pattern: str, key: Hashable, destination: D) -> None:
+        """Bind ``destination`` under ``pattern``; ``key`` names the binding for ``remove``."""
+        node = self.root
+        for word in topic_words(pattern):
+            child = node.child(word)
+            if child is None:
+                child = node.add_child(word)
+                self.nodes += 1
+            node = child
+        if node.bindings is None:
+            node.bindings = {}
+        node.bindings[key] = destination
+
+    def remove(self, pattern: str, key: Hashable) -> None:
+        """Drop the binding ``key`` under ``pattern`` (if there) and prune the nodes it leaves empty."""
+        path = [self.root]
+        words = topic_words(pattern)
+        for word in words:
+            child = path[-1].child(word)
+            if child is None:
+                return
+            path.append(child)
+        node = path[-1]
+        if node.bindings is None or node.bindings.pop(key, None) is None:
+            return
+        if not node.bindings:
+            node.bindings = None
+        for depth in range(len(words), 0, -1):
+            if not path[depth].empty():
+                break
+            path[depth - 1].remove_child(words[depth - 1])
+            self.nodes -= 1
+
+    def match(self, routing_key: str) -> list[D]:
+        """Destinations of the bindings matching ``routing_key``: one per binding, so possibly repeated."""
+        current = _enter([self.root])
+        for word in topic_words(routing_key):
+            following: list[_Node[D]] = []
+            for node in current:
+                if node.words is not None:
+                    child = node.words.get(word)
+                    if child is not None:
+                        following.append(child)
+                if node.star is not None:
+                    following.append(node.star)
+                if node.is_hash:
+                    following.append(node)
+            if not following:
+                return []
+            current = _enter(following)
+        return [destination for node in current if node.bindings is not None
+                for destination in node.bindings.values()]
+
+
+def _enter(nodes: list[_Node[D]]) -> list[_Node[D]]:
+    """``nodes`` and the ``#`` nodes reachable from them by zero words, each once.
+
+    Only ``#`` nodes can be reached twice in one step (a node has one parent, and
+    only a ``#`` node stays put), so only they are deduplicated; without any,
+    the list is returned as it is.
+    """
+    for node in nodes:
+        if node.is_hash or node.hash is not None:
+            break
+    else:
+        return nodes
+    entered: list[_Node[D]] = []
+    seen: set[_Node[D]] = set()
+    for node in nodes:
+        if node.is_hash:
+            if node in seen:
+                continue
+            seen.add(node)
+        entered.append(node)
+        node = node.hash
+        while node is not None and node not in seen:
+            seen.add(node)
+            entered.append(node)
+            node = node.hash
+    return entered
