@@ -24,6 +24,7 @@ invalidation.  Pathological topic patterns run under a hypothesis deadline.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
@@ -160,44 +161,47 @@ def binding_arguments(draw: st.DrawFn) -> dict[str, Any]:
 @example(pattern="#", routing_key="#.#")
 def test_topic_trie_matches_one_pattern_like_the_model(pattern: str, routing_key: str) -> None:
     trie: TopicTrie[str] = TopicTrie()
-    trie.add(pattern, "binding", "q")
+    trie.add(pattern, "q")
     assert trie.match(routing_key) == (["q"] if model_topic_matches(pattern, routing_key) else [])
 
 
 # Longer patterns than topic_keys, with runs of ``#`` and empty words (``a..b``, a leading or trailing ``.``).
 trie_patterns = st.lists(st.sampled_from(["a", "b", "*", "#", "#", ""]), max_size=7).map(".".join)
 trie_keys = st.lists(st.sampled_from(["a", "b", "", "*", "#"]), max_size=8).map(".".join)
+# (pattern, destination); a pair may repeat: bindings that differ only in their arguments
+trie_bindings = st.lists(st.tuples(trie_patterns, st.sampled_from(["d0", "d1", "d2"])), max_size=12)
 
 
 @settings(max_examples=300, deadline=None)
-@given(patterns=st.lists(trie_patterns, max_size=12), routing_keys=st.lists(trie_keys, min_size=1, max_size=6),
-       data=st.data())
-@example(patterns=["#.#", "#.#.#", "#", "", ".", "a..b", "*.#.*", "#.*.#"],
+@given(bindings=trie_bindings, routing_keys=st.lists(trie_keys, min_size=1, max_size=6), data=st.data())
+@example(bindings=[("#.#", "d0"), ("#.#.#", "d0"), ("#", "d1"), ("", "d1"), (".", "d2"), ("a..b", "d2"),
+                   ("*.#.*", "d0"), ("#.*.#", "d1"), ("#", "d1")],
          routing_keys=["", ".", "a..b", "a", "a.b.a.b.a"], data=None)
 def test_topic_trie_matches_many_patterns_like_the_model_while_bound_and_unbound(
-        patterns: list[str], routing_keys: list[str], data: st.DataObject | None) -> None:
-    """Bindings (the same pattern may repeat, as distinct bindings) share trie nodes; after unbinding
-    some the rest still match as the model says, and after unbinding all the trie is empty."""
-    trie: TopicTrie[int] = TopicTrie()
-    bound = dict(enumerate(patterns))
-    for index, pattern in bound.items():
-        trie.add(pattern, index, index)
+        bindings: list[tuple[str, str]], routing_keys: list[str], data: st.DataObject | None) -> None:
+    """Patterns share trie nodes; after unbinding some bindings the rest still match as the model
+    says (each destination once per matching pattern), and after unbinding all the trie is empty."""
+    trie: TopicTrie[str] = TopicTrie()
+    bound = dict(enumerate(bindings))
+    for pattern, destination in bound.values():
+        trie.add(pattern, destination)
 
     def check() -> None:
         for routing_key in routing_keys:
-            expected = sorted(index for index, pattern in bound.items() if model_topic_matches(pattern, routing_key))
-            assert sorted(trie.match(routing_key)) == expected, (routing_key, bound)
+            expected = Counter(destination for pattern, destination in set(bound.values())
+                               if model_topic_matches(pattern, routing_key))
+            assert Counter(trie.match(routing_key)) == expected, (routing_key, bound)
 
     check()
     removed = data.draw(st.sets(st.sampled_from(sorted(bound)))) if data is not None and bound else set(bound)
     for index in removed:
-        trie.remove(bound.pop(index), index)
-    trie.remove("a.missing", 0)  # unbinding what is not bound changes nothing
-    for pattern in bound.values():
-        trie.remove(pattern, "not a binding")
+        trie.remove(*bound.pop(index))
+    trie.remove("a.missing", "d0")  # unbinding what is not bound changes nothing
+    for pattern, _ in bound.values():
+        trie.remove(pattern, "not bound")
     check()
-    for index, pattern in list(bound.items()):
-        trie.remove(pattern, index)
+    for pattern, destination in bound.values():
+        trie.remove(pattern, destination)
     assert trie.nodes == 0 and trie.root.empty()
 
 

@@ -170,13 +170,13 @@ class TopicExchange(Exchange):
     def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
         if not super().bind(destination, routing_key, arguments):
             return False
-        self._trie.add(routing_key, binding_key(destination, routing_key, arguments), destination)
+        self._trie.add(routing_key, destination)
         return True
 
     def unbind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
         if not super().unbind(destination, routing_key, arguments):
             return False
-        self._trie.remove(routing_key, binding_key(destination, routing_key, arguments))
+        self._trie.remove(routing_key, destination)
         return True
 
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Generic, Hashable, TypeVar
 
-D = TypeVar("D")
+D = TypeVar("D", bound=Hashable)
 
 
 def topic_words(key: str) -> list[str]:
@@ -37,7 +37,8 @@ class _Node(Generic[D]):
         self.star: _Node[D] | None = None
         self.hash: _Node[D] | None = None
         self.is_hash = is_hash  # reached by a ``#`` edge: it may also eat the next word and stay
-        self.bindings: dict[Hashable, D] | None = None  # bindings whose pattern ends here
+        # destinations bound with the pattern ending here → how many bindings (they differ in arguments)
+        self.bindings: dict[D, int] | None = None
 
     def child(self, word: str) -> _Node[D] | None:
         if word == "*":
@@ -82,8 +83,8 @@ class TopicTrie(Generic[D]):
         self.root: _Node[D] = _Node()
         self.nodes = 0  # besides the root: 0 once every binding is gone
 
-    def add(self, pattern: str, key: Hashable, destination: D) -> None:
-        """Bind ``destination`` under ``pattern``; ``key`` names the binding for ``remove``."""
+    def add(self, pattern: str, destination: D) -> None:
+        """One more binding of ``destination`` with ``pattern`` (the exchange knows they are distinct)."""
         node = self.root
         for word in topic_words(pattern):
             child = node.child(word)
@@ -93,10 +94,10 @@ class TopicTrie(Generic[D]):
             node = child
         if node.bindings is None:
             node.bindings = {}
-        node.bindings[key] = destination
+        node.bindings[destination] = node.bindings.get(destination, 0) + 1
 
-    def remove(self, pattern: str, key: Hashable) -> None:
-        """Drop the binding ``key`` under ``pattern`` (if there) and prune the nodes it leaves empty."""
+    def remove(self, pattern: str, destination: D) -> None:
+        """One binding fewer of ``destination`` with ``pattern``; prune the nodes the last one leaves empty."""
         path = [self.root]
         words = topic_words(pattern)
         for word in words:
@@ -104,11 +105,15 @@ class TopicTrie(Generic[D]):
             if child is None:
                 return
             path.append(child)
-        node = path[-1]
-        if node.bindings is None or node.bindings.pop(key, None) is None:
+        bindings = path[-1].bindings
+        if bindings is None or destination not in bindings:
             return
-        if not node.bindings:
-            node.bindings = None
+        if bindings[destination] > 1:
+            bindings[destination] -= 1
+            return
+        del bindings[destination]
+        if not bindings:
+            path[-1].bindings = None
         for depth in range(len(words), 0, -1):
             if not path[depth].empty():
                 break
@@ -116,7 +121,7 @@ class TopicTrie(Generic[D]):
             self.nodes -= 1
 
     def match(self, routing_key: str) -> list[D]:
-        """Destinations of the bindings matching ``routing_key``: one per binding, so possibly repeated."""
+        """Destinations bound with a pattern matching ``routing_key``: once per matching pattern."""
         current = _enter([self.root])
         for word in topic_words(routing_key):
             following: list[_Node[D]] = []
@@ -133,7 +138,7 @@ class TopicTrie(Generic[D]):
                 return []
             current = _enter(following)
         return [destination for node in current if node.bindings is not None
-                for destination in node.bindings.values()]
+                for destination in node.bindings]
 
 
 def _enter(nodes: list[_Node[D]]) -> list[_Node[D]]:
