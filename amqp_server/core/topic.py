@@ -11,7 +11,9 @@ whose prefix matches the words so far.  A ``#`` node stays in the set while it
 eats words, and entering any node also enters its ``#`` child (zero words).  A
 node is in the set at most once per step, so a key of n words costs
 O(n × live nodes) — ``#.#.#.#`` against 60 words stays small — and the cost
-does not depend on how many bindings there are, only on those that match.
+depends on the pattern prefixes that match the key, not on how many bindings
+there are (sans-IO, benchmarks/topic_bench.py: a fresh key 0.8 ms → 1.9 µs with
+1k bindings, 15 ms → 3 µs with 20k, 79 ms → 4.7 µs with 100k).
 
 Binding and unbinding touch only the pattern's path (O(words)); removing the
 last binding of a pattern prunes the nodes it leaves empty.
@@ -75,7 +77,7 @@ class _Node(Generic[D]):
 
 
 class TopicTrie(Generic[D]):
-    """Binding patterns → destinations; ``match`` gives every destination of every matching binding."""
+    """Binding patterns → destinations; ``match`` gives the destinations of every matching pattern."""
 
     __slots__ = ("root", "nodes")
 
