@@ -12,8 +12,8 @@ Every index changes incrementally, so a bind, an unbind, or removing a
 destination's bindings costs the same however many other bindings the exchange
 has (benchmarks/binding_bench.py, sans-IO, with 100k bindings: a direct
 bind+unbind took 6.2 ms rebuilding the key's queue list from every binding, now
-1.2 µs; a topic one 6.9 ms scanning for the queue's other bindings, now 3.9 µs;
-deleting a queue bound once 6.1 / 4.4 ms, now 4.7 / 7.6 µs).
+1.2-1.5 µs; a topic one 6.9 ms scanning for the queue's other bindings, now
+~4 µs; deleting a queue bound once 6.1 / 4.4 ms, now 4.5 / 7.5 µs).
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ def _distinct(destinations: Iterable[Destination]) -> tuple[Destination, ...]:
 class Exchange:
     """The bindings of one exchange, and the hooks through which each type keeps its routing index.
 
-    ``_by_destination`` maps each bound destination to its routing keys, each
-    to the arguments repr of its one binding or, when bindings differ only in
-    arguments, a set of them.  A type's index changes only when a (destination,
+    ``_by_destination`` maps each bound destination to the key of its one
+    binding (most queues have one: no 224-byte dict each) or, from two, to its
+    routing keys, each to the arguments repr of its one binding with that key
+    or, when bindings differ only in arguments, a set of them.  A type's index changes only when a (destination,
     routing key) pair gains its first binding or loses its last
     (``_pair_bound`` / ``_pair_unbound``): arguments never change where a
     non-headers exchange routes.
@@ -71,7 +72,7 @@ class Exchange:
         self.internal = internal
         self.arguments = arguments or {}
         self.bindings: dict[BindingKey, tuple[Destination, str, dict[str, Any]]] = {}
-        self._by_destination: dict[Destination, dict[str, str | set[str]]] = {}
+        self._by_destination: dict[Destination, BindingKey | dict[str, str | set[str]]] = {}
 
     @property
     def persisted(self) -> bool:
@@ -96,15 +97,19 @@ class Exchange:
         if key in self.bindings:
             return False
         self.bindings[key] = (destination, routing_key, arguments)
-        routing_keys = self._by_destination.get(destination)
-        if routing_keys is None:
-            routing_keys = self._by_destination[destination] = {}
-        variants = routing_keys.get(routing_key)
+        held = self._by_destination.get(destination)
+        if held is None:
+            self._by_destination[destination] = key
+            self._pair_bound(destination, routing_key)
+            return True
+        if isinstance(held, tuple):
+            held = self._by_destination[destination] = {held[2]: held[3]}
+        variants = held.get(routing_key)
         if variants is None:
-            routing_keys[routing_key] = key[3]
+            held[routing_key] = key[3]
             self._pair_bound(destination, routing_key)
         elif isinstance(variants, str):
-            routing_keys[routing_key] = {variants, key[3]}
+            held[routing_key] = {variants, key[3]}
         else:
             variants.add(key[3])
         return True
@@ -116,27 +121,41 @@ class Exchange:
         if binding is None:
             return False
         destination = binding[0]  # the object indexed, should another of the same name be passed
-        routing_keys = self._by_destination[destination]
-        variants = routing_keys[routing_key]
+        held = self._by_destination[destination]
+        if isinstance(held, tuple):
+            del self._by_destination[destination]
+            self._pair_unbound(destination, routing_key)
+            return True
+        variants = held[routing_key]
         if isinstance(variants, str):
-            del routing_keys[routing_key]
-            if not routing_keys:
-                del self._by_destination[destination]
+            del held[routing_key]
             self._pair_unbound(destination, routing_key)
         else:
             variants.discard(key[3])
             if len(variants) == 1:
-                routing_keys[routing_key] = variants.pop()
+                held[routing_key] = variants.pop()
+        if len(held) == 1:
+            [(only_key, only_variants)] = held.items()
+            if isinstance(only_variants, str):  # one binding left: back to its key alone
+                self._by_destination[destination] = (destination.kind, destination.name, only_key, only_variants)
         return True
 
     def is_bound(self, destination: Destination, routing_key: str) -> bool:
         """Whether some binding (whatever its arguments) leads from here to ``destination`` with ``routing_key``."""
-        return routing_key in self._by_destination.get(destination, ())
+        held = self._by_destination.get(destination)
+        if isinstance(held, tuple):
+            return held[2] == routing_key
+        return held is not None and routing_key in held
 
     def bindings_of(self, destination: Destination) -> list[tuple[str, dict[str, Any]]]:
         """(routing key, arguments) of each binding to ``destination``: O(its bindings), whatever the others."""
+        held = self._by_destination.get(destination)
+        if held is None:
+            return []
+        if isinstance(held, tuple):
+            return [(held[2], self.bindings[held][2])]
         found = []
-        for routing_key, variants in self._by_destination.get(destination, {}).items():
+        for routing_key, variants in held.items():
             for arguments_repr in (variants,) if isinstance(variants, str) else variants:
                 found.append((routing_key,
                               self.bindings[(destination.kind, destination.name, routing_key, arguments_repr)][2]))
