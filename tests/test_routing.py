@@ -24,6 +24,7 @@ invalidation.  Pathological topic patterns run under a hypothesis deadline.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
@@ -34,9 +35,10 @@ from hypothesis import example, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from pamqp import commands
 
-from amqp_server.core.exchanges import EXCHANGE_TYPES, Exchange, headers_match, topic_matches
+from amqp_server.core.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange, TopicExchange, headers_match
 from amqp_server.core.message import Message
 from amqp_server.core.queue import Queue
+from amqp_server.core.topic import TopicTrie, _Node
 from amqp_server.core.vhost import VirtualHost
 from storage.memory import MemoryStore
 
@@ -155,9 +157,56 @@ def binding_arguments(draw: st.DrawFn) -> dict[str, Any]:
 @example(pattern="*", routing_key="")
 @example(pattern="a.*", routing_key="a.")
 @example(pattern="#.a.#", routing_key="a")
-def test_topic_matches_agrees_with_model(pattern: str, routing_key: str) -> None:
-    assert topic_matches(list(split_words(pattern)), list(split_words(routing_key))) == \
-        model_topic_matches(pattern, routing_key)
+@example(pattern="a", routing_key="*")
+@example(pattern="#", routing_key="#.#")
+def test_topic_trie_matches_one_pattern_like_the_model(pattern: str, routing_key: str) -> None:
+    trie: TopicTrie[str] = TopicTrie()
+    trie.add(pattern, "q")
+    assert trie.match(routing_key) == (["q"] if model_topic_matches(pattern, routing_key) else [])
+
+
+# Longer patterns than topic_keys, with runs of ``#`` and empty words (``a..b``, a leading or trailing ``.``).
+trie_patterns = st.lists(st.sampled_from(["a", "b", "*", "#", "#", ""]), max_size=7).map(".".join)
+trie_keys = st.lists(st.sampled_from(["a", "b", "", "*", "#"]), max_size=8).map(".".join)
+# (pattern, destination); a pair may repeat: adding it again changes nothing
+trie_bindings = st.lists(st.tuples(trie_patterns, st.sampled_from(["d0", "d1", "d2"])), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bindings=trie_bindings, routing_keys=st.lists(trie_keys, min_size=1, max_size=6), data=st.data())
+@example(bindings=[("#.#", "d0"), ("#.#.#", "d0"), ("#", "d1"), ("", "d1"), (".", "d2"), ("a..b", "d2"),
+                   ("*.#.*", "d0"), ("#.*.#", "d1"), ("#", "d1"), ("a", "d0"), ("a", "d1"), ("a", "d2"),
+                   ("b", "d0"), ("a.b", "d0")],
+         routing_keys=["", ".", "a..b", "a", "a.b.a.b.a"], data=None)
+def test_topic_trie_matches_many_patterns_like_the_model_while_bound_and_unbound(
+        bindings: list[tuple[str, str]], routing_keys: list[str], data: st.DataObject | None) -> None:
+    """Patterns share trie nodes; after removing some (pattern, destination) pairs the rest still match
+    as the model says (each destination once per matching pattern), and after removing all the trie is
+    empty.  The trie holds each pair once (the exchange counts the bindings behind it)."""
+    trie: TopicTrie[str] = TopicTrie()
+    for pattern, destination in bindings:
+        trie.add(pattern, destination)
+    bound = set(bindings)
+
+    def check() -> None:
+        for routing_key in routing_keys:
+            expected = Counter(destination for pattern, destination in bound
+                               if model_topic_matches(pattern, routing_key))
+            assert Counter(trie.match(routing_key)) == expected, (routing_key, bound)
+
+    check()
+    pairs = sorted(bound)
+    removed = data.draw(st.lists(st.sampled_from(pairs))) if data is not None and pairs else pairs
+    for pair in removed:  # a pair may come twice: removing it again changes nothing
+        trie.remove(*pair)
+        bound.discard(pair)
+    trie.remove("a.missing", "d0")  # removing what is not there changes nothing
+    for pattern, _ in bindings:
+        trie.remove(pattern, "not bound")
+    check()
+    for pattern, destination in bound:
+        trie.remove(pattern, destination)
+    assert trie.nodes == 0 and trie.root.empty()
 
 
 @settings(max_examples=200, deadline=None)
@@ -218,6 +267,21 @@ def test_pathological_topic_patterns_route_correctly(pattern: str, routing_key: 
     assert routed(exchange, make_message(routing_key)) == expected
 
 
+def test_sixty_word_key_against_runs_of_hash_routes_correctly() -> None:
+    vhost = new_vhost()
+    exchange = declare_exchange(vhost, "t", "topic")
+    patterns = {"all": ".".join(["#"] * 30), "ends-b": ".".join(["#"] * 30 + ["b"]),
+                "b-then-a": ".".join(["#"] * 15 + ["b", "a"] + ["#"] * 15),
+                "sixty-one": ".".join(["#", "*"] * 30 + ["*"]), "sixty": ".".join(["*", "#"] * 30),
+                "hash-a-hash": ".".join(["#", "a"] * 20 + ["#"])}
+    for name, pattern in patterns.items():
+        vhost.bind(exchange, declare_queue(vhost, name), pattern, {})
+    for routing_key in [".".join(["a"] * 60), ".".join(["a"] * 59 + ["b"]), ".".join(["a", "b"] * 30),
+                        ".".join([""] * 60)]:
+        expected = {name for name, pattern in patterns.items() if model_topic_matches(pattern, routing_key)}
+        assert routed(exchange, make_message(routing_key)) == expected, routing_key
+
+
 # ------------------------------------------------------------------ focused cases
 
 
@@ -263,6 +327,56 @@ def test_topic_cache_drops_a_deleted_queue() -> None:
     assert routed(exchange, make_message("a")) == set()
     declare_queue(vhost, "q")
     assert routed(exchange, make_message("a")) == set()
+
+
+def test_topic_route_cache_stays_within_its_bound() -> None:
+    vhost = new_vhost()
+    exchange = declare_exchange(vhost, "t", "topic")
+    assert isinstance(exchange, TopicExchange)
+    for index in range(50):
+        vhost.bind(exchange, declare_queue(vhost, f"q{index}"), f"k{index}.#", {})
+    for n in range(exchange.CACHE_LIMIT * 2 + 7):
+        assert routed(exchange, make_message(f"k{n % 60}.{n}")) == ({f"q{n % 60}"} if n % 60 < 50 else set())
+        assert len(exchange._cache) <= exchange.CACHE_LIMIT
+    assert exchange.CACHE_LIMIT <= 10_000
+
+
+def test_unbinding_every_topic_binding_empties_the_trie() -> None:
+    vhost = new_vhost()
+    exchange = declare_exchange(vhost, "t", "topic")
+    assert isinstance(exchange, TopicExchange)
+    queues = [declare_queue(vhost, name) for name in ["q0", "q1"]]
+    other = declare_exchange(vhost, "e2e", "fanout")
+    bindings = [(queue, pattern, arguments) for queue in queues
+                for pattern in ["a.b.c", "a.b", "a.*.c", "a.#", "#", "#.#", "", "a..b", "*.b.#"]
+                for arguments in [{}, {"x-any": 1}]]
+    for queue, pattern, arguments in bindings:
+        vhost.bind(exchange, queue, pattern, arguments)
+    vhost.bind(exchange, other, "a.#", {})
+    assert sorted(d.name for d in exchange.route(make_message("a.b.c"), "a.b.c")) == ["e2e", "q0", "q1"]
+    for queue, pattern, arguments in bindings[: len(bindings) // 2]:
+        vhost.unbind(exchange, queue, pattern, arguments)
+    vhost.unbind(exchange, other, "a.#", {})
+    assert exchange._trie.nodes > 0
+    vhost.delete_queue(queues[1])  # the rest go with their queue
+    assert exchange._trie.nodes == 0 and exchange._trie.root.empty()
+    assert routed(exchange, make_message("a.b.c")) == set()
+
+
+def test_topic_routes_to_exchanges_and_each_destination_once() -> None:
+    vhost = new_vhost()
+    topic = declare_exchange(vhost, "t", "topic")
+    downstream = declare_exchange(vhost, "down", "fanout")
+    queue, other = declare_queue(vhost, "q"), declare_queue(vhost, "other")
+    vhost.bind(topic, queue, "a.*", {})
+    vhost.bind(topic, queue, "#.b", {})
+    vhost.bind(topic, downstream, "#", {})
+    vhost.bind(topic, downstream, "a.b", {})
+    vhost.bind(downstream, other, "", {})
+    vhost.bind(downstream, queue, "", {})
+    assert sorted(d.name for d in topic.route(make_message("a.b"), "a.b")) == ["down", "q"]
+    assert sorted(q.name for q in vhost.route(topic, make_message("a.b"))) == ["other", "q"]
+    assert sorted(q.name for q in vhost.route(topic, make_message("c"))) == ["other", "q"]
 
 
 def test_queue_bound_by_several_matching_bindings_is_routed_once() -> None:
@@ -364,6 +478,91 @@ HEADER_PROBES = [("", headers, make_message("", headers))
                  for headers in [None, {"k1": 1}, {"k1": 2, "k2": "s", "x-k": None}, {"k2": 1, "x-k": "s"}]]
 
 
+# ------------------------------------------------------------------ indexes recomputed from scratch
+
+ModelBinding = tuple[str, str, tuple[tuple[str, Any], ...]]  # (queue, key, sorted arguments) on one exchange
+
+
+def trie_pairs(node: _Node[Any], words: tuple[str, ...] = ()) -> set[tuple[str, Any]]:
+    """Every (pattern, destination) the trie holds, checking each node is in its canonical form:
+    a dict of children or of destinations only from two up, literal children keyed by their own
+    word, ``is_hash`` exactly on ``#`` nodes, and no empty node below the root."""
+    pairs: set[tuple[str, Any]] = set()
+    destinations = node.destinations
+    if type(destinations) is dict:
+        assert len(destinations) >= 2, "a lone destination should be stored as itself"
+        pairs.update((".".join(words), destination) for destination in destinations)
+    elif destinations is not None:
+        pairs.add((".".join(words), destinations))
+    children = []
+    if type(node.words) is dict:
+        assert len(node.words) >= 2, "a lone child should be stored as itself"
+        for word, child in node.words.items():
+            assert child.word == word
+            children.append(child)
+    elif node.words is not None:
+        children.append(node.words)
+    for child in children:
+        assert child.word not in ("*", "#") and not child.is_hash
+    for child, word in ((node.star, "*"), (node.hash, "#")):
+        if child is not None:
+            assert child.word == word and child.is_hash == (word == "#")
+            children.append(child)
+    for child in children:
+        assert not child.empty(), f"an empty node left under {words}"
+        pairs |= trie_pairs(child, (*words, child.word))
+    return pairs
+
+
+def assert_indexes_match(exchange: Exchange, expected: set[ModelBinding], queues: dict[str, Queue],
+                         gone: list[Queue]) -> None:
+    """Every incremental index of ``exchange`` equals what its model bindings give when rebuilt from
+    scratch: the base's bindings and per-destination index (through ``is_bound`` and ``bindings_of``,
+    and its canonical form), direct's per-key destinations, topic's trie, each queue's own set of
+    (exchange, key).  ``gone`` are deleted queue objects: nothing may still point at them."""
+    assert {(d.name, key, tuple(sorted(arguments.items())))
+            for d, key, arguments in exchange.bindings.values()} == expected
+    per_queue: dict[str, dict[str, set[tuple[tuple[str, Any], ...]]]] = {}
+    for queue_name, key, arguments in expected:
+        per_queue.setdefault(queue_name, {}).setdefault(key, set()).add(arguments)
+    assert {id(d) for d in exchange._by_destination} == {id(queues[name]) for name in per_queue}
+    for destination, held in exchange._by_destination.items():  # canonical: a dict only from two bindings
+        if isinstance(held, tuple):
+            assert held in exchange.bindings and exchange.bindings[held][0] is destination
+        else:
+            assert sum(1 if isinstance(variants, str) else len(variants) for variants in held.values()) >= 2
+            for variants in held.values():
+                assert isinstance(variants, str) or len(variants) >= 2
+    probe_keys = {key for _, key, _ in expected} | {probe for probe, _, _ in KEY_PROBES}
+    for queue in [*queues.values(), *gone]:
+        mine = per_queue.get(queue.name, {}) if queues.get(queue.name) is queue else {}
+        assert {(key, tuple(sorted(arguments.items()))) for key, arguments in exchange.bindings_of(queue)} == {
+            (key, arguments) for key, variants in mine.items() for arguments in variants}
+        for key in probe_keys:
+            assert exchange.is_bound(queue, key) == (key in mine), (queue.name, key)
+        if queues.get(queue.name) is queue:
+            assert {key for name, key in queue.bindings if name == exchange.name} == set(mine)
+    pairs = {(key, queue_name) for queue_name, key, _ in expected}
+    if isinstance(exchange, DirectExchange):
+        routes: dict[str, set[str]] = {}
+        for key, queue_name in pairs:
+            routes.setdefault(key, set()).add(queue_name)
+        for key, destinations in exchange._routes.items():
+            assert isinstance(destinations, tuple) == (len(destinations) == 1) and destinations
+            for destination in destinations:
+                assert queues.get(destination.name) is destination
+        assert {key: {d.name for d in destinations} for key, destinations in exchange._routes.items()} == routes
+    if isinstance(exchange, TopicExchange):
+        held = trie_pairs(exchange._trie.root)
+        for _, destination in held:
+            assert queues.get(destination.name) is destination
+        assert {(pattern, destination.name) for pattern, destination in held} == pairs
+
+
+# keys many bindings share (several queues on one direct key, trie nodes with several children)
+COMMON_KEYS = st.sampled_from(["a", "b", "a.b", "a.a", "#", ""])
+
+
 class RoutingMachine(RuleBasedStateMachine):
     """One vhost with one exchange of each type and a few queues, mirrored by a set of bindings."""
 
@@ -371,6 +570,7 @@ class RoutingMachine(RuleBasedStateMachine):
         super().__init__()
         self.vhost = new_vhost()
         self.bindings: set[Binding] = set()
+        self.deleted_queues: list[Queue] = []  # old objects of deleted queues, which no index may keep
         for name in QUEUE_NAMES:
             declare_queue(self.vhost, name)
         for name, type_name in EXCHANGE_NAMES.items():
@@ -387,8 +587,8 @@ class RoutingMachine(RuleBasedStateMachine):
         actual = routed(self.vhost.exchanges[exchange_name], message or make_message(routing_key, headers))
         assert actual == expected, (exchange_name, routing_key, headers, sorted(self.bindings, key=repr))
 
-    @rule(exchange=st.sampled_from(sorted(EXCHANGE_NAMES)), queue=st.sampled_from(QUEUE_NAMES), key=topic_keys,
-          arguments=st.just({}) | binding_arguments())
+    @rule(exchange=st.sampled_from(sorted(EXCHANGE_NAMES)), queue=st.sampled_from(QUEUE_NAMES),
+          key=COMMON_KEYS | topic_keys, arguments=st.just({}) | binding_arguments())
     def bind(self, exchange: str, queue: str, key: str, arguments: dict[str, Any]) -> None:
         if exchange in self.vhost.exchanges and queue in self.vhost.queues:
             self.vhost.bind(self.vhost.exchanges[exchange], self.vhost.queues[queue], key, arguments)
@@ -412,6 +612,14 @@ class RoutingMachine(RuleBasedStateMachine):
             self.vhost.unbind(self.vhost.exchanges[exchange], self.vhost.queues[queue], key, dict(arguments))
             self.bindings.discard(binding)
 
+    @precondition(lambda self: self.bindings)
+    @rule(data=st.data(), queue=st.sampled_from(QUEUE_NAMES), arguments=st.just({}) | binding_arguments())
+    def bind_an_existing_key_again(self, data: st.DataObject, queue: str, arguments: dict[str, Any]) -> None:
+        """Another queue, or other arguments, with a key already bound: keys with several destinations
+        and bindings that differ only in arguments, which a random key rarely gives."""
+        exchange, _, key, _ = data.draw(st.sampled_from(sorted(self.bindings, key=repr)))
+        self.bind(exchange, queue, key, arguments)
+
     @rule(exchange=st.sampled_from(["", *sorted(EXCHANGE_NAMES)]), key=topic_keys | st.sampled_from(QUEUE_NAMES),
           headers=st.none() | header_tables)
     def publish(self, exchange: str, key: str, headers: dict[str, Any] | None) -> None:
@@ -421,6 +629,7 @@ class RoutingMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from(QUEUE_NAMES))
     def delete_queue(self, name: str) -> None:
         if name in self.vhost.queues:
+            self.deleted_queues.append(self.vhost.queues[name])
             self.vhost.delete_queue(self.vhost.queues[name])
             self.bindings = {binding for binding in self.bindings if binding[1] != name}
 
@@ -448,6 +657,95 @@ class RoutingMachine(RuleBasedStateMachine):
                 for key, headers, message in probes:
                     self.check(exchange_name, key, headers, message)
 
+    @invariant()
+    def every_index_equals_one_rebuilt_from_the_bindings(self) -> None:
+        for name in EXCHANGE_NAMES:
+            exchange = self.vhost.exchanges.get(name)
+            if exchange is not None:
+                expected = {(queue, key, arguments) for source, queue, key, arguments in self.bindings
+                            if source == name}
+                assert_indexes_match(exchange, expected, self.vhost.queues, self.deleted_queues[-5:])
 
-RoutingMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+    @invariant()
+    def the_topic_trie_holds_only_the_bound_patterns(self) -> None:
+        """Incremental bind/unbind keeps one trie node per distinct prefix of a bound pattern: no leftovers."""
+        exchange = self.vhost.exchanges.get("ex-topic")
+        if isinstance(exchange, TopicExchange):
+            words = [split_words(key) for name, _, key, _ in self.bindings if name == "ex-topic"]
+            prefixes = {pattern[:length] for pattern in words for length in range(1, len(pattern) + 1)}
+            assert exchange._trie.nodes == len(prefixes)
+
+
+RoutingMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 TestRoutingMatchesModel = RoutingMachine.TestCase
+
+
+@pytest.mark.parametrize("type_name", sorted(EXCHANGE_TYPES))
+def test_indexes_follow_each_change_of_representation(type_name: str) -> None:
+    """Walk every index through its shapes — one destination or child stored as itself, a dict from two,
+    back to one, to none — checking each against a recomputation after every step."""
+    vhost = new_vhost()
+    exchange = declare_exchange(vhost, "x", type_name)
+    queues = {name: declare_queue(vhost, name) for name in ["q0", "q1", "q2"]}
+    bound: set[ModelBinding] = set()
+    gone: list[Queue] = []
+    steps = [("bind", "q0", "a.b", {}), ("bind", "q1", "a.b", {}), ("bind", "q2", "a.b", {}),
+             ("bind", "q0", "a.b", {"x-k": 1}), ("bind", "q0", "a.b", {"x-k": 2}), ("bind", "q0", "a.c", {}),
+             ("bind", "q0", "a", {}), ("bind", "q1", "a.#", {}), ("bind", "q1", "#", {}),
+             ("unbind", "q0", "a.b", {"x-k": 1}), ("unbind", "q0", "a.b", {}), ("unbind", "q1", "a.b", {}),
+             ("unbind", "q0", "a.c", {}), ("unbind", "q0", "a.b", {"x-k": 2}), ("delete", "q2", "", {}),
+             ("unbind", "q1", "#", {}), ("unbind", "q1", "a.#", {}), ("delete", "q0", "", {})]
+    for action, name, key, arguments in steps:
+        if action == "bind":
+            vhost.bind(exchange, queues[name], key, arguments)
+            bound.add((name, key, tuple(sorted(arguments.items()))))
+        elif action == "unbind":
+            vhost.unbind(exchange, queues[name], key, arguments)
+            bound.discard((name, key, tuple(sorted(arguments.items()))))
+        else:
+            gone.append(queues.pop(name))
+            vhost.delete_queue(gone[-1])
+            bound = {binding for binding in bound if binding[0] != name}
+        assert_indexes_match(exchange, bound, vhost.queues, gone)
+    assert not exchange.bindings and not exchange._by_destination
+
+
+class ScanCountingDict(dict):  # type: ignore[type-arg]
+    """An exchange's ``bindings`` that counts the walks over all of it."""
+
+    scans = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.scans += 1
+        return super().__iter__()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self.scans += 1
+        return super().values()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self.scans += 1
+        return super().items()
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self.scans += 1
+        return super().keys()
+
+
+@pytest.mark.parametrize("type_name", sorted(EXCHANGE_TYPES))
+def test_bind_unbind_and_queue_delete_never_walk_the_other_bindings(type_name: str) -> None:
+    """Their cost must not grow with the exchange's other bindings (a walk made binding or unbinding N
+    queues O(N²)): none of them may iterate over all of the exchange's bindings."""
+    vhost = new_vhost()
+    exchange = declare_exchange(vhost, "x", type_name)
+    exchange.bindings = ScanCountingDict()
+    queues = [declare_queue(vhost, f"q{n}") for n in range(10)]
+    for n in range(50):
+        vhost.bind(exchange, queues[n % 10], f"k{n % 7}.{n}", {"x-match": "any", "n": n % 3})
+    for n in range(0, 50, 3):
+        vhost.unbind(exchange, queues[n % 10], f"k{n % 7}.{n}", {"x-match": "any", "n": n % 3})
+    vhost.unbind(exchange, queues[0], "not.bound", {})
+    for queue in queues[:4]:
+        vhost.delete_queue(queue)
+    assert exchange.bindings.scans == 0
+    assert len(exchange.bindings) == sum(1 for n in range(50) if n % 3 and n % 10 >= 4)

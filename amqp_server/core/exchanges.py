@@ -1,11 +1,19 @@
 """Exchanges: each type is a small class behind one interface, ``route``.
 
 Bindings are kept once, in the base class, keyed by (queue, routing key,
-arguments) as RabbitMQ does; each type derives the index it routes with:
-direct a dict from routing key to queues, fanout a precomputed tuple, topic a
-per-routing-key cache over a linear-time matcher, headers a scan that decodes
-the message's headers once.  The default exchange has no bindings of its own:
-every queue is implicitly bound to it by name.
+arguments) as RabbitMQ does, together with an index from each destination to
+its routing keys; each type derives the index it routes with: direct a dict
+from routing key to queues, fanout the destination index itself, topic a
+bounded per-routing-key cache over a trie (``topic``), headers a scan that
+decodes the message's headers once.  The default exchange has no bindings of
+its own: every queue is implicitly bound to it by name.
+
+Every index changes incrementally, so a bind, an unbind, or removing a
+destination's bindings costs the same however many other bindings the exchange
+has (benchmarks/binding_bench.py, sans-IO, with 100k bindings: a direct
+bind+unbind took 6.2 ms rebuilding the key's queue list from every binding, now
+1.2-1.5 µs; a topic one 6.9 ms scanning for the queue's other bindings, now
+~4 µs; deleting a queue bound once 6.1 / 4.4 ms, now 4.5 / 7.5 µs).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Union
 
 from ..errors import FRAME_ERROR, PRECONDITION_FAILED, AMQPConnectionError, ChannelError
 from ..wire.content import decode_properties
+from .topic import TopicTrie
 
 from storage.api import BindingRecord, ExchangeRecord
 
@@ -26,10 +35,12 @@ if TYPE_CHECKING:
 
 BindingKey = tuple[str, str, str, str]  # (destination kind, name, routing key, repr of arguments)
 Destination = Union["Queue", "Exchange"]
+NO_ARGUMENTS = "[]"  # the repr of no arguments, one string shared by every such binding (51 bytes each otherwise)
 
 
 def binding_key(destination: Destination, routing_key: str, arguments: dict[str, Any]) -> BindingKey:
-    return (destination.kind, destination.name, routing_key, repr(sorted(arguments.items())))
+    return (destination.kind, destination.name, routing_key,
+            repr(sorted(arguments.items())) if arguments else NO_ARGUMENTS)
 
 
 def _distinct(destinations: Iterable[Destination]) -> tuple[Destination, ...]:
@@ -37,9 +48,21 @@ def _distinct(destinations: Iterable[Destination]) -> tuple[Destination, ...]:
 
 
 class Exchange:
+    """The bindings of one exchange, and the hooks through which each type keeps its routing index.
+
+    ``_by_destination`` maps each bound destination to the key of its one
+    binding (most queues have one: no 224-byte dict each; 20k queues bound
+    once, 11.4 → 7.7 MB) or, from two, to its routing keys, each to the
+    arguments repr of its one binding with that key or, when bindings differ
+    only in arguments, a set of them.  A type's index changes only when a
+    (destination, routing key) pair gains its first binding or loses its last
+    (``_pair_bound`` / ``_pair_unbound``): arguments never change where a
+    non-headers exchange routes.
+    """
+
     type_name: ClassVar[str] = ""
     kind: ClassVar[str] = "exchange"
-    __slots__ = ("vhost", "name", "durable", "auto_delete", "internal", "arguments", "bindings")
+    __slots__ = ("vhost", "name", "durable", "auto_delete", "internal", "arguments", "bindings", "_by_destination")
 
     def __init__(self, vhost: "VirtualHost", name: str, durable: bool = False, auto_delete: bool = False,
                  internal: bool = False, arguments: dict[str, Any] | None = None) -> None:
@@ -50,6 +73,7 @@ class Exchange:
         self.internal = internal
         self.arguments = arguments or {}
         self.bindings: dict[BindingKey, tuple[Destination, str, dict[str, Any]]] = {}
+        self._by_destination: dict[Destination, BindingKey | dict[str, str | set[str]]] = {}
 
     @property
     def persisted(self) -> bool:
@@ -74,49 +98,122 @@ class Exchange:
         if key in self.bindings:
             return False
         self.bindings[key] = (destination, routing_key, arguments)
-        self._reindex(routing_key)
+        held = self._by_destination.get(destination)
+        if held is None:
+            self._by_destination[destination] = key
+            self._pair_bound(destination, routing_key)
+            return True
+        if isinstance(held, tuple):
+            held = self._by_destination[destination] = {held[2]: held[3]}
+        variants = held.get(routing_key)
+        if variants is None:
+            held[routing_key] = key[3]
+            self._pair_bound(destination, routing_key)
+        elif isinstance(variants, str):
+            held[routing_key] = {variants, key[3]}
+        else:
+            variants.add(key[3])
         return True
 
     def unbind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
         """Remove a binding; False when there was none."""
-        if self.bindings.pop(binding_key(destination, routing_key, arguments), None) is None:
+        key = binding_key(destination, routing_key, arguments)
+        binding = self.bindings.pop(key, None)
+        if binding is None:
             return False
-        self._reindex(routing_key)
+        destination = binding[0]  # the object indexed, should another of the same name be passed
+        held = self._by_destination[destination]
+        if isinstance(held, tuple):
+            del self._by_destination[destination]
+            self._pair_unbound(destination, routing_key)
+            return True
+        variants = held[routing_key]
+        if isinstance(variants, str):
+            del held[routing_key]
+            self._pair_unbound(destination, routing_key)
+        else:
+            variants.discard(key[3])
+            if len(variants) == 1:
+                held[routing_key] = variants.pop()
+        if len(held) == 1:
+            [(only_key, only_variants)] = held.items()
+            if isinstance(only_variants, str):  # one binding left: back to its key alone
+                self._by_destination[destination] = (destination.kind, destination.name, only_key, only_variants)
         return True
 
+    def is_bound(self, destination: Destination, routing_key: str) -> bool:
+        """Whether some binding (whatever its arguments) leads from here to ``destination`` with ``routing_key``."""
+        held = self._by_destination.get(destination)
+        if isinstance(held, tuple):
+            return held[2] == routing_key
+        return held is not None and routing_key in held
+
+    def bindings_of(self, destination: Destination) -> list[tuple[str, dict[str, Any]]]:
+        """(routing key, arguments) of each binding to ``destination``: O(its bindings), whatever the others."""
+        held = self._by_destination.get(destination)
+        if held is None:
+            return []
+        if isinstance(held, tuple):
+            return [(held[2], self.bindings[held][2])]
+        found = []
+        for routing_key, variants in held.items():
+            for arguments_repr in (variants,) if isinstance(variants, str) else variants:
+                found.append((routing_key,
+                              self.bindings[(destination.kind, destination.name, routing_key, arguments_repr)][2]))
+        return found
+
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
-        """Where a message published with ``routing_key`` goes: queues and exchanges, each once."""
+        """Where a message published with ``routing_key`` goes: queues and exchanges, each once.
+
+        What is returned may be the type's own index: iterate it at once, without binding meanwhile.
+        """
         raise NotImplementedError
 
     def check_binding(self, arguments: dict[str, Any]) -> None:
         """Refuse binding arguments this type cannot use (406); most types accept anything."""
 
-    def _bound_destinations(self) -> tuple[Destination, ...]:
-        return _distinct(destination for destination, _, _ in self.bindings.values())
+    def _pair_bound(self, destination: Destination, routing_key: str) -> None:
+        """The first binding to ``destination`` with ``routing_key`` was added."""
 
-    def _reindex(self, routing_key: str) -> None:
-        """Bindings under ``routing_key`` changed; types with an index rebuild that part."""
+    def _pair_unbound(self, destination: Destination, routing_key: str) -> None:
+        """The last binding to ``destination`` with ``routing_key`` was removed."""
 
 
 class DirectExchange(Exchange):
-    """Routes to queues bound with exactly the message's routing key: one dict lookup."""
+    """Routes to queues bound with exactly the message's routing key: one dict lookup.
+
+    A key's destinations are a 1-tuple while there is one (most keys: 48 bytes,
+    where a one-entry dict takes 224), then a dict used as an ordered set, so
+    adding or removing one never walks the others.
+    """
 
     type_name = "direct"
     __slots__ = ("_routes",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._routes: dict[str, tuple[Destination, ...]] = {}
+        self._routes: dict[str, tuple[Destination] | dict[Destination, None]] = {}
 
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
         return self._routes.get(routing_key, ())
 
-    def _reindex(self, routing_key: str) -> None:
-        destinations = _distinct(d for d, key, _ in self.bindings.values() if key == routing_key)
-        if destinations:
-            self._routes[routing_key] = destinations
+    def _pair_bound(self, destination: Destination, routing_key: str) -> None:
+        current = self._routes.get(routing_key)
+        if current is None:
+            self._routes[routing_key] = (destination,)
+        elif isinstance(current, tuple):
+            self._routes[routing_key] = {current[0]: None, destination: None}
         else:
-            self._routes.pop(routing_key, None)
+            current[destination] = None
+
+    def _pair_unbound(self, destination: Destination, routing_key: str) -> None:
+        current = self._routes[routing_key]
+        if isinstance(current, tuple):
+            del self._routes[routing_key]
+        else:
+            del current[destination]
+            if len(current) == 1:
+                self._routes[routing_key] = (next(iter(current)),)
 
 
 class DefaultExchange(Exchange):
@@ -131,80 +228,50 @@ class DefaultExchange(Exchange):
 
 
 class FanoutExchange(Exchange):
-    """Routes to every bound queue, ignoring the routing key."""
+    """Routes to every bound destination, ignoring the routing key: the destination index's keys."""
 
     type_name = "fanout"
-    __slots__ = ("_destinations",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._destinations: tuple[Destination, ...] = ()
+    __slots__ = ()
 
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
-        return self._destinations
-
-    def _reindex(self, routing_key: str) -> None:
-        self._destinations = self._bound_destinations()
+        return self._by_destination
 
 
 class TopicExchange(Exchange):
-    """Routes by dot-separated patterns (``*`` one word, ``#`` zero or more), cached per routing key."""
+    """Routes by dot-separated patterns (``*`` one word, ``#`` zero or more) through a trie, cached per key.
+
+    The cache is a dict emptied when full, not an LRU: a hit stays one
+    ``dict.get``.  Measured per route, 20k bindings, bound 4096: a hot key 0.044 µs
+    against 0.072 (OrderedDict.move_to_end) and 0.070 (functools.lru_cache); 8k
+    keys in turn 0.71 against 0.65 / 0.57; 40k keys 0.98 against 1.13 / 1.03.
+    A miss is a trie walk of a few µs, so a bound of a few thousand keys is enough.
+    """
 
     type_name = "topic"
-    __slots__ = ("_cache",)
-    CACHE_LIMIT = 10_000
+    __slots__ = ("_trie", "_cache")
+    CACHE_LIMIT = 4096
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._trie: TopicTrie[Destination] = TopicTrie()
         self._cache: dict[str, tuple[Destination, ...]] = {}
 
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
         destinations = self._cache.get(routing_key)
         if destinations is None:
-            words = _words(routing_key)
-            destinations = _distinct(d for d, pattern, _ in self.bindings.values()
-                                     if topic_matches(_words(pattern), words))
+            destinations = _distinct(self._trie.match(routing_key))
             if len(self._cache) >= self.CACHE_LIMIT:
                 self._cache.clear()
             self._cache[routing_key] = destinations
         return destinations
 
-    def _reindex(self, routing_key: str) -> None:
+    def _pair_bound(self, destination: Destination, routing_key: str) -> None:
+        self._trie.add(routing_key, destination)
         self._cache.clear()
 
-
-def _words(key: str) -> list[str]:
-    return key.split(".") if key else []
-
-
-def topic_matches(pattern: list[str], words: list[str]) -> bool:
-    """Whether a topic binding pattern matches a routing key, in O(len(pattern) × len(words)).
-
-    Tracks the set of pattern positions reachable after each word, so patterns
-    like ``#.#.#.#`` cannot blow up the way naive backtracking does.
-    """
-    def closure(states: set[int]) -> set[int]:
-        result = set(states)
-        for i in sorted(states):
-            while i < len(pattern) and pattern[i] == "#":
-                i += 1
-                result.add(i)
-        return result
-
-    states = closure({0})
-    for word in words:
-        following = set()
-        for i in states:
-            if i < len(pattern):
-                token = pattern[i]
-                if token == "#":
-                    following.add(i)
-                elif token == "*" or token == word:
-                    following.add(i + 1)
-        if not following:
-            return False
-        states = closure(following)
-    return len(pattern) in states
+    def _pair_unbound(self, destination: Destination, routing_key: str) -> None:
+        self._trie.remove(routing_key, destination)
+        self._cache.clear()
 
 
 class HeadersExchange(Exchange):

@@ -116,10 +116,11 @@ class VirtualHost:
             if destination.kind == "queue":
                 destination.bindings.discard((exchange.name, routing_key))
         sources = []
-        for source in list(self.exchanges.values()):  # bindings *to* this exchange (rare: a scan is fine)
-            for key in [key for key, (d, _, _) in source.bindings.items() if d is exchange]:
-                _, routing_key, arguments = source.bindings[key]
+        for source in list(self.exchanges.values()):  # bindings *to* this exchange: each source's own index
+            bound = list(source.bindings_of(exchange))
+            for routing_key, arguments in bound:
                 source.unbind(exchange, routing_key, arguments)
+            if bound:
                 sources.append(source)
         if exchange.persisted:
             self.store.delete_exchange(self.name, exchange.name)
@@ -145,8 +146,7 @@ class VirtualHost:
         for exchange_name, _ in list(queue.bindings):
             exchange = self.exchanges.get(exchange_name)
             if exchange is not None:
-                for key in [key for key, (d, _, _) in exchange.bindings.items() if d is queue]:
-                    _, routing_key, arguments = exchange.bindings[key]
+                for routing_key, arguments in exchange.bindings_of(queue):  # its own bindings, not the others'
                     exchange.unbind(queue, routing_key, arguments)
                 self._maybe_auto_delete(exchange)
         queue.bindings.clear()
@@ -168,8 +168,7 @@ class VirtualHost:
     def unbind(self, exchange: Exchange, destination: Destination, routing_key: str,
                arguments: dict[str, Any]) -> None:
         if exchange.unbind(destination, routing_key, arguments):
-            if destination.kind == "queue" and not any(
-                    d is destination and key == routing_key for d, key, _ in exchange.bindings.values()):
+            if destination.kind == "queue" and not exchange.is_bound(destination, routing_key):
                 destination.bindings.discard((exchange.name, routing_key))
             if exchange.persisted and destination.persisted:
                 self.store.delete_binding(exchange.binding_record(destination, routing_key, arguments))
