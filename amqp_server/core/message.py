@@ -56,7 +56,8 @@ class Message:
 
     @classmethod
     def from_record(cls, record: MessageRecord) -> "Message":
-        return cls(record.exchange, record.routing_key, record.header, record.body, persistent=True)
+        """A stored message read back; its delivery_mode is the one published (a quorum queue stores transient ones)."""
+        return cls(record.exchange, record.routing_key, record.header, record.body)
 
 
 class InvalidExpiration(ValueError):
