@@ -12,12 +12,15 @@ and after the sync.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pamqp import commands
 from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
 from amqp_server.core.message import Message
+from amqp_server.server.persister import Persister
 from storage.api import MessageRecord, Store
 from storage.memory import MemoryStore
 from tests.frames import FakeClock, Peer, publish
@@ -221,3 +224,27 @@ def test_a_message_read_back_from_the_store_is_persistent_only_if_published_so()
     assert not Message.from_record(MessageRecord("", "qq", header, b"x")).persistent
     header = ContentHeader(0, 1, PERSISTENT).marshal()
     assert Message.from_record(MessageRecord("", "qq", header, b"x")).persistent
+
+
+# ------------------------------------------------------------------ the persister
+
+async def test_a_sync_requested_before_the_persister_is_attached_still_runs():
+    """Recovery can write (a recovered message expiring at start) before the server attaches the persister:
+    that request must not be lost, or no sync, confirm or commit-ok would ever come."""
+    broker = Broker(store=MemoryStore(), clock=FakeClock())
+    broker.sync_barrier.request()
+    Persister(broker.store, broker.sync_barrier)
+    peer = Peer(broker, auto_sync=False)
+    peer.handshake()
+    peer.open_channel(1)
+    peer.send_method(1, commands.Queue.Declare(queue="q", durable=True))
+    peer.send_method(1, commands.Tx.Select())
+    peer.send(publish(1, "q", b"durable", properties=PERSISTENT))
+    peer.send_method(1, commands.Tx.Commit())
+    sent: list[str] = []
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        sent += names(peer)
+        if "CommitOk" in sent:
+            break
+    assert sorted(sent) == ["CommitOk", "DeclareOk", "SelectOk"]

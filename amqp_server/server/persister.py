@@ -24,6 +24,8 @@ class Persister:
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
         barrier.on_request = self._kick
+        if barrier.requested:  # written before we were attached (recovered messages expiring at start)
+            self._kick()
 
     def _kick(self) -> None:
         if self._task is None:
