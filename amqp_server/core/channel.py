@@ -393,13 +393,24 @@ class Channel:
         self.connection.send_method(self.channel_id, commands.Tx.SelectOk())
 
     def _on_tx_commit(self, method: commands.Tx.Commit) -> None:
+        """Route the publishes and apply the settlements; commit-ok once what they wrote is on disk.
+
+        RabbitMQ promises durability on commit: like a publisher confirm, commit-ok for
+        persistent messages on durable queues (any message on a quorum queue) waits for the
+        store's next sync, and so does one that acked or rejected stored messages (their
+        removal must not be undone by a crash).  A commit that wrote nothing replies at once.
+        """
         transaction = self._require_transaction()
+        durable = False
         for exchange, message, mandatory in transaction.publishes:
-            self._route(exchange, message, mandatory)
+            stored, _ = self._route(exchange, message, mandatory)
+            durable |= stored
         for taken, outcome in transaction.settlements:
+            durable |= outcome is not REQUEUE and any(item.entry.stored and not item.queue.deleted
+                                                      for item in taken)
             self._settle(taken, outcome)
         transaction.clear()
-        self.connection.send_method(self.channel_id, commands.Tx.CommitOk())
+        self._tx_reply(commands.Tx.CommitOk(), after_sync=durable)
 
     def _on_tx_rollback(self, method: commands.Tx.Rollback) -> None:
         transaction = self._require_transaction()
@@ -408,7 +419,27 @@ class Channel:
                 self.unacked[item.tag] = item
         self.unacked = OrderedDict(sorted(self.unacked.items()))
         transaction.clear()
-        self.connection.send_method(self.channel_id, commands.Tx.RollbackOk())
+        self._tx_reply(commands.Tx.RollbackOk(), after_sync=False)
+
+    def _tx_reply(self, reply: commands.Tx.CommitOk | commands.Tx.RollbackOk, after_sync: bool) -> None:
+        """Send ``reply`` now, or after the next store sync; behind a reply still waiting, it waits too (order)."""
+        transaction = self.transaction
+        if not after_sync and not transaction.replies_waiting:
+            self.connection.send_method(self.channel_id, reply)
+            return
+        transaction.replies_waiting += 1
+        frame = wire.method_frame(self.channel_id, reply)
+
+        def synced(ok: bool) -> None:
+            transaction.replies_waiting -= 1
+            if self.state is not ChannelState.OPEN:
+                return
+            if ok or not after_sync:  # a reply that only waited for its turn wrote nothing that failed
+                self.connection.send(frame)
+            else:
+                self.close_with_error(ChannelError(RESOURCE_ERROR, "could not write the transaction to disk", 90, 20))
+
+        self.connection.vhost.sync_barrier.after_sync(synced)
 
     def _require_transaction(self) -> Transaction:
         if self.transaction is None:

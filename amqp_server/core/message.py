@@ -61,14 +61,15 @@ class Message:
 
     @classmethod
     def from_record(cls, record: MessageRecord) -> "Message":
-        """A message read back from the store.
+        """A message read back from the store; its delivery_mode is the one published (a quorum queue
+        stores transient ones).
 
         One whose properties cannot be peeked (stored before the door checked them) is kept byte
-        for byte with the defaults — no priority, no per-message TTL — and logged: recovery and
-        paging in never fail on it, and the operations that edit headers handle it later.
+        for byte with the defaults — no priority, no per-message TTL, persistent — and logged:
+        recovery and paging in never fail on it, and the operations that edit headers handle it later.
         """
         try:
-            return cls(record.exchange, record.routing_key, record.header, record.body, persistent=True)
+            return cls(record.exchange, record.routing_key, record.header, record.body)
         except Exception:
             log.exception("a stored message on exchange '%s' has content properties that cannot be decoded; "
                           "keeping it without priority or per-message TTL", record.exchange)

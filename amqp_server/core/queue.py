@@ -76,7 +76,7 @@ class Queue:
     kind = "queue"
     __slots__ = ("vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "options", "_ready",
                  "consumers", "_next_id", "_had_consumer", "deleted", "bindings", "_ready_bytes",
-                 "_expiry_timer", "_unused_timer", "_last_used", "_plain")
+                 "_expiry_timer", "_unused_timer", "_last_used", "_plain", "_stores_transient")
 
     def __init__(self, vhost: "VirtualHost", name: str, durable: bool = False, auto_delete: bool = False,
                  arguments: dict[str, Any] | None = None, exclusive_owner: "Connection | None" = None,
@@ -91,6 +91,8 @@ class Queue:
         # no TTL and no length limit: a publish to an empty queue may go straight to a consumer
         self._plain = (self.options.message_ttl is None and self.options.max_length is None
                        and self.options.max_length_bytes is None)
+        # RabbitMQ's quorum queues log every message, whatever its delivery_mode (they are always durable)
+        self._stores_transient = self.options.queue_type == "quorum"
         max_priority = self.options.max_priority
         self._ready: FifoReady | PriorityReady = PriorityReady(max_priority) if max_priority else FifoReady()
         self._ready_bytes = 0
@@ -131,14 +133,14 @@ class Queue:
     def publish(self, message: Message) -> Enqueued:
         """Append a routed message, applying length limits and TTL."""
         if (self._plain and self.consumers and message.ttl is None and not len(self._ready)
-                and not (message.persistent and self.persisted)):
+                and not self._stores(message)):
             return self._hand_off(message)
         options = self.options
         if not self._plain and options.overflow != "drop-head" and self._is_full(extra=message):
             if options.overflow == "reject-publish-dlx":
                 self._dead_letter(message, dead_letter.MAXLEN)
             return Enqueued.REJECTED
-        stored = message.persistent and self.persisted
+        stored = self._stores(message)
         # the clock is read only when a TTL applies (and no list is built for _expiry_for)
         if options.message_ttl is None and message.ttl is None:
             now = expires_at = None
@@ -158,6 +160,10 @@ class Queue:
         if expires_at is not None:
             self._expire(now)
         return Enqueued.STORED if stored else Enqueued.IN_MEMORY
+
+    def _stores(self, message: Message) -> bool:
+        """Whether ``message`` goes to the store: a persistent one on a persisted queue, any on a quorum queue."""
+        return (message.persistent or self._stores_transient) and self.persisted
 
     def _hand_off(self, message: Message) -> Enqueued:
         """A transient message for an empty queue without limits or TTL: straight to a consumer with credit.

@@ -35,6 +35,8 @@ class Persister:
         self._failing = False  # the last sync failed: log repeats quietly until one succeeds
         self._stopped = False
         barrier.on_request = self._kick
+        if barrier.requested:  # written before we were attached (recovered messages expiring at start)
+            self._kick()
 
     def _kick(self) -> None:
         if self._task is None and not self._stopped:
