@@ -293,6 +293,7 @@ def test_channel_open_before_connection_open_gets_505():
     commands.Connection.StartOk(client_properties={}, mechanism="PLAIN", response="\0guest\0guest"),
     commands.Channel.Open(),
     commands.Queue.Declare(queue="x"),
+    commands.Basic.Publish(exchange="", routing_key="q"),  # decoded by the fast path, which used to crash here
 ], ids=lambda value: value.name)
 def test_unexpected_method_on_channel_zero_after_open_gets_504(value):
     peer = open_peer()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import logging
 import platform
+import struct
 from typing import Any, Callable
 
 from pamqp import commands
@@ -56,6 +57,8 @@ from ..wire.methods import BASIC_PUBLISH, channel_open_ok_frame, decode_method, 
 from .auth import parse_credentials
 from .broker import Broker
 from .channel import Channel, ChannelState
+
+_METHOD_IDS = struct.Struct(">HH")  # class id, method id: the first four bytes of a method payload
 
 log = logging.getLogger("amqp_server.connection")
 
@@ -383,9 +386,10 @@ class Connection:
                                                                   commands.Connection.Unblocked)):
                 return
             else:
+                class_id, method_id = _METHOD_IDS.unpack_from(payload)  # the fast-decoded Publish has no .index
                 raise AMQPConnectionError(
                     CHANNEL_ERROR, f"unexpected method in connection state {_RABBIT_STATE_NAMES[self.state]}",
-                    method.index >> 16, method.index & 0xFFFF)
+                    class_id, method_id)
         handler(self, method)
 
     def _start(self) -> None:
