@@ -151,7 +151,7 @@ class DiskMonitor:
         self.free = free
         alarmed = free < self.limit
         if alarmed != self.alarmed:  # RabbitMQ's log line
-            log.warning("free disk space is %s. Free bytes: %d. Limit: %d",
+            log.warning("Free disk space is %s. Free bytes: %d. Limit: %d",
                         "insufficient" if alarmed else "sufficient", free, self.limit)
             self._alarms.set(DISK, alarmed)
         if alarmed:
