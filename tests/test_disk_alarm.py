@@ -265,3 +265,14 @@ def test_the_protocol_stops_reading_from_publishers_during_a_disk_alarm():
             peer.protocol.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+def test_a_new_limit_replaces_the_old_one():
+    """What a management call like rabbitmqctl set_disk_free_limit would do."""
+    node = Node(free=LIMIT - 1)
+    assert node.broker.alarms.active == {"disk"}
+    node.broker.disk.start(LIMIT - 2, node.disk)
+    assert node.broker.alarms.active == set() and node.broker.disk.limit == LIMIT - 2
+    node.broker.disk.start(0, node.disk)
+    node.disk.free = 0
+    assert node.broker.scheduler.next_deadline() is None and node.broker.alarms.active == set()

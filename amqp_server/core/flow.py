@@ -119,8 +119,10 @@ class DiskMonitor:
         return DISK in self._alarms.active
 
     def start(self, limit: int, free_space: Callable[[], int]) -> None:
-        """Check free space now and from then on; a limit of 0 disables the alarm."""
-        self.stop()
+        """Check free space now and from then on (a new limit replaces the old); 0 disables the alarm."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.limit = limit
         self._free_space = free_space
         if limit > 0:
@@ -128,12 +130,6 @@ class DiskMonitor:
             self._check(self._scheduler.clock())
         else:
             self._alarms.set(DISK, False)
-
-    def stop(self) -> None:
-        """No more checks (the alarm keeps its last state)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def _check(self, now: float) -> None:
         self._timer = self._scheduler.call_at(now + self._measure(), self._check)
