@@ -70,13 +70,47 @@ def default_data_dir() -> Path:
 
 
 DEFAULT_MEMORY_HIGH_WATERMARK = 0.4  # of physical memory, as RabbitMQ's vm_memory_high_watermark
+DEFAULT_DISK_FREE_LIMIT = 50_000_000  # bytes: RabbitMQ's default disk_free_limit ("50MB")
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def memory_limit(value: float) -> int:
     """A fraction (<= 1) of physical memory, or an absolute number of bytes."""
     if value <= 1:
-        return int(value * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        return int(value * physical_memory())
     return int(value)
+
+
+# RabbitMQ's information units (rabbit_resource_monitor_misc), exactly: k/kiB... are powers of 1024, kB... of 1000
+SIZE_PATTERN = re.compile(r"([0-9]+)(kB|KB|MB|GB|kb|mb|gb|Kb|Mb|Gb|kiB|KiB|MiB|GiB|kib|mib|gib|KIB|MIB|GIB|k|K|m|M|g|G)?")
+SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+              "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+MEM_RELATIVE = "mem_relative:"
+
+
+def disk_free_limit(text: str) -> int:
+    """``50MB``, ``1GB``, ``500MiB``, ``52428800`` (bytes) or ``mem_relative:1.5`` (× physical memory), in bytes.
+
+    Raises ``ValueError`` for anything else.
+    """
+    text = text.strip()
+    if text.startswith(MEM_RELATIVE):
+        return relative_disk_free_limit(float(text[len(MEM_RELATIVE):]))
+    match = SIZE_PATTERN.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    number, unit = match.groups()
+    return int(number) * (SIZE_UNITS[unit.lower()] if unit else 1)
+
+
+def relative_disk_free_limit(ratio: float) -> int:
+    """RabbitMQ's ``disk_free_limit.relative``: free disk must stay at least ``ratio`` × physical memory."""
+    if not 0 <= ratio < float("inf"):
+        raise ValueError(ratio)
+    return round(ratio * physical_memory())
 
 
 class ConfigError(ValueError):
@@ -123,6 +157,7 @@ class Config:
     frame_max: int = 131072
     channel_max: int = 2047
     memory_high_watermark: int = field(default_factory=lambda: memory_limit(DEFAULT_MEMORY_HIGH_WATERMARK))
+    disk_free_limit: int = DEFAULT_DISK_FREE_LIMIT  # bytes; publishers are blocked below it; 0: no disk alarm
     # limits (RabbitMQ's defaults)
     max_connections: int = 0  # 0: unlimited
     max_message_size: int = 128 * 1024 * 1024
@@ -154,7 +189,7 @@ class Config:
 class Option:
     """One scalar key: its type, how it is checked and normalised, and its help text."""
 
-    kind: str  # "str", "int", "float", "bool", "path", "list"
+    kind: str  # "str", "int", "float", "bool", "path", "list", "disk_limit"
     help: str
     check: Callable[[Any], str | None] = lambda value: None  # the problem with a value, if any
     normalise: Callable[[Any], Any] = lambda value: value  # applied before the check
@@ -203,6 +238,10 @@ OPTIONS: dict[str, Option] = {
     "memory_high_watermark": Option(
         "float", "block publishers when queued messages use more than this: a fraction of physical memory "
                  "(default 0.4, as RabbitMQ) or a number of bytes", _positive, convert=memory_limit),
+    "disk_free_limit": Option(
+        "disk_limit", "block publishers while the data dir's disk has less free space than this: bytes with an "
+                      "optional unit (50MB, 1GB, 500MiB) or mem_relative:RATIO, a multiple of physical memory "
+                      "(default 50MB, as RabbitMQ; 0: off)", metavar="SIZE"),
     "max_connections": Option("int", "most client connections at once (default 0: unlimited)",
                               _between(0, 2**31 - 1)),
     "max_message_size": Option("int", "largest message body accepted, bytes (default 134217728)",
@@ -228,7 +267,8 @@ OPTIONS: dict[str, Option] = {
 TABLES = ("users", "vhosts", "permissions")
 PATTERN_KEYS = ("configure", "write", "read")  # "" is a valid permission pattern: it matches nothing
 KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
-              "path": "a path (string)", "list": "a list of strings"}
+              "path": "a path (string)", "list": "a list of strings",
+              "disk_limit": "a size (50MB, 1GB, 500MiB, a number of bytes) or mem_relative:RATIO"}
 
 
 def flag_name(key: str) -> str:
@@ -322,6 +362,11 @@ def _from_text(key: str, text: str, source: str) -> Any:
         return Path(text).expanduser()
     if kind == "list":
         return tuple(part.strip() for part in text.split(",") if part.strip())
+    if kind == "disk_limit":
+        try:
+            return disk_free_limit(text)
+        except ValueError:
+            raise ConfigError(key, f"must be {KIND_NAMES[kind]}, got {text!r}", source) from None
     return text
 
 
@@ -340,7 +385,31 @@ def _from_toml(key: str, value: Any, source: str, base_dir: Path) -> Any:
         return base_dir / Path(value).expanduser()
     if kind == "list" and isinstance(value, list) and all(isinstance(item, str) for item in value):
         return tuple(value)
+    if kind == "disk_limit":
+        return _disk_limit_from_toml(key, value, source)
     raise ConfigError(key, f"must be {KIND_NAMES[kind]}, got {_toml_type(value)} {value!r}", source)
+
+
+def _disk_limit_from_toml(key: str, value: Any, source: str) -> int:
+    """``"50MB"``, ``50000000``, ``"mem_relative:1.5"``, or rabbitmq.conf's dotted keys:
+    ``disk_free_limit.absolute = "1GB"`` / ``disk_free_limit.relative = 1.5``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    try:
+        if isinstance(value, str):
+            return disk_free_limit(value)
+        if isinstance(value, dict) and len(value) == 1:
+            (form, amount), = value.items()
+            if form == "absolute" and isinstance(amount, (str, int)) and not isinstance(amount, bool):
+                return disk_free_limit(str(amount))
+            if form == "relative" and isinstance(amount, (int, float)) and not isinstance(amount, bool):
+                return relative_disk_free_limit(float(amount))
+    except ValueError:
+        pass
+    if isinstance(value, dict):
+        raise ConfigError(key, f"must be a table with one key, absolute (a size) or relative (a number), "
+                               f"got {value!r}", source)
+    raise ConfigError(key, f"must be {KIND_NAMES['disk_limit']}, got {_toml_type(value)} {value!r}", source)
 
 
 def _toml_type(value: Any) -> str:

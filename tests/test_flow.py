@@ -21,31 +21,31 @@ def methods_of(peer, kind) -> list:
 
 def test_publisher_is_blocked_above_the_high_watermark_and_unblocked_below_the_low_one():
     broker = blocked_broker(high_watermark=5 * (MESSAGE_OVERHEAD + 100))
-    changes: list[bool] = []
-    broker.flow.on_change = changes.append
+    changes: list[str | None] = []
+    broker.alarms.on_change = lambda: changes.append(broker.alarms.reason)
     publisher = open_peer(broker, capabilities={"connection.blocked": True})
     publisher.send_method(1, commands.Queue.Declare(queue="q"))
     publisher.frames()
 
     for _ in range(8):
         publisher.send(publish(1, "q", b"x" * 60))
-    assert changes == [True]
-    publisher.connection.apply_flow(True)
+    assert changes == ["low on memory"] and broker.alarms.active == {"memory"}
+    publisher.connection.apply_flow(broker.alarms.reason)
     blocked = methods_of(publisher, commands.Connection.Blocked)
     assert len(blocked) == 1 and blocked[0].reason == "low on memory"
 
     consumer = open_peer(broker)
     for _ in range(8):
         consumer.send_method(1, commands.Basic.Get(queue="q", no_ack=True))
-    assert changes == [True, False]
-    publisher.connection.apply_flow(False)
+    assert changes == ["low on memory", None] and broker.alarms.active == set()
+    publisher.connection.apply_flow(broker.alarms.reason)
     assert len(methods_of(publisher, commands.Connection.Unblocked)) == 1
 
 
 def test_a_connection_that_never_published_is_not_blocked():
     broker = blocked_broker(high_watermark=1)
     consumer = open_peer(broker, capabilities={"connection.blocked": True})
-    consumer.connection.apply_flow(True)
+    consumer.connection.apply_flow("low on memory")
     assert not consumer.connection.blocked
     assert methods_of(consumer, commands.Connection.Blocked) == []
 
@@ -56,7 +56,7 @@ def test_clients_without_the_capability_are_blocked_without_a_frame():
     publisher.send_method(1, commands.Queue.Declare(queue="q"))
     publisher.send(publish(1, "q", b"x"))
     publisher.frames()
-    publisher.connection.apply_flow(True)
+    publisher.connection.apply_flow("low on memory")
     assert publisher.connection.blocked
     assert methods_of(publisher, commands.Connection.Blocked) == []
 

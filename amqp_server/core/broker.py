@@ -15,7 +15,7 @@ from storage.memory import MemoryStore
 
 from .access import AccessControl
 from .confirms import SyncBarrier
-from .flow import MemoryFlow
+from .flow import MEMORY, Alarms, DiskMonitor, MemoryFlow
 from .reply_to import ReplyToRegistry
 from .scheduler import Scheduler
 from .vhost import VirtualHost
@@ -44,9 +44,13 @@ class Broker:
     scheduler: Scheduler = field(init=False)
     reply_to: ReplyToRegistry = field(default_factory=ReplyToRegistry)
     flow: MemoryFlow = field(default_factory=MemoryFlow)
+    alarms: Alarms = field(default_factory=Alarms)  # public read: which resource alarms are in effect
+    disk: DiskMonitor = field(init=False)  # free space and limit of the data dir's disk (started by the server)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.clock)
+        self.disk = DiskMonitor(self.alarms, self.scheduler)
+        self.flow.on_change = lambda blocked: self.alarms.set(MEMORY, blocked)
         self.add_vhost("/")
         recovered = self.store.recover()
         for record in (*recovered.exchanges, *recovered.queues, *recovered.bindings):

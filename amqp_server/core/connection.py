@@ -112,8 +112,8 @@ class Connection:
         self.frame_max = broker.limits.frame_max
         self.heartbeat = 0
         self.writable = True
-        self.is_publisher = False  # has published: subject to memory flow control
-        self.blocked = False  # memory alarm: we stopped reading from this connection
+        self.is_publisher = False  # has published: subject to the resource alarms
+        self.blocked = False  # resource alarm: we stopped reading from this connection
         self._header = b""
         self._confirming: set[Channel] = set()
         self._reader = FrameReader(FRAME_MIN_SIZE)
@@ -206,6 +206,8 @@ class Connection:
             return self._handshake_deadline
         if not self.heartbeat:
             return None
+        if self.blocked:  # we are not reading: the peer's heartbeats cannot arrive
+            return self._last_sent + self.heartbeat / 2
         return min(self._last_sent + self.heartbeat / 2, self._last_received + 2 * self.heartbeat)
 
     def handle_timer(self, now: float) -> None:
@@ -220,7 +222,7 @@ class Connection:
                 log.warning("closing connection from %s: handshake timeout", self.peer, extra=self._log_fields())
                 self._finish()
         elif self.heartbeat:
-            if now >= self._last_received + 2 * self.heartbeat:
+            if now >= self._last_received + 2 * self.heartbeat and not self.blocked:
                 log.warning("closing connection from %s: missed heartbeats, timeout %ss", self.peer, self.heartbeat,
                             extra=self._log_fields())
                 self._finish()
@@ -239,17 +241,23 @@ class Connection:
             for channel in list(self.channels.values()):
                 channel.resume_deliveries()
 
-    def apply_flow(self, blocked: bool) -> None:
-        """Memory alarm on/off: block (or unblock) this connection if it publishes.
+    def apply_flow(self, reason: str | None) -> None:
+        """Resource alarms changed: block this connection if it publishes, or unblock it when none remains.
 
-        The I/O layer stops reading while ``self.blocked``; clients that
-        advertised the capability are told with connection.blocked/unblocked.
+        ``reason`` is ``Alarms.reason`` ("low on memory", "low on disk & memory"),
+        None when no alarm is in effect.  The I/O layer stops reading while
+        ``self.blocked``; clients that advertised the capability are told with one
+        connection.blocked (a second alarm sends nothing more, as RabbitMQ) and one
+        connection.unblocked when the last alarm clears.
         """
+        blocked = reason is not None
         if blocked == self.blocked or (blocked and not self.is_publisher) or self.state is not State.OPEN:
             return
         self.blocked = blocked
+        if not blocked:  # as RabbitMQ's heartbeat monitor, paused while we did not read: count from now
+            self._last_received = self.broker.clock()
         if self.client_capabilities.get("connection.blocked"):
-            self.send_method(0, commands.Connection.Blocked(reason="low on memory") if blocked
+            self.send_method(0, commands.Connection.Blocked(reason=reason) if blocked
                              else commands.Connection.Unblocked())
 
     def close_with_error(self, error: AMQPError) -> None:

@@ -94,13 +94,13 @@ class AMQPProtocol(asyncio.Protocol):
         connection.receive_data(data)
         if not self._opened and connection.state is State.OPEN:
             self._on_opened()
-        if connection.is_publisher and self._broker.flow.blocked and not connection.blocked:
-            self.apply_flow(True)
+        if connection.is_publisher and self._broker.alarms.blocked and not connection.blocked:
+            self.apply_flow()
 
-    def apply_flow(self, blocked: bool) -> None:
-        """Memory alarm: stop reading from a publishing connection until it clears."""
+    def apply_flow(self) -> None:
+        """Resource alarms changed: stop reading from a publishing connection until none remains."""
         connection = self.connection
-        connection.apply_flow(blocked)
+        connection.apply_flow(self._broker.alarms.reason)
         if self._transport is None or self._transport.is_closing():
             return
         if connection.blocked:

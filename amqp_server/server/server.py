@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import ssl
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from storage.segment_store import SegmentStore
@@ -68,7 +70,8 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore
     timers = SchedulerDriver(broker.scheduler)
     connections = Connections(config.max_connections)
     broker.flow.high_watermark = config.memory_high_watermark
-    broker.flow.on_change = lambda blocked: [protocol.apply_flow(blocked) for protocol in list(connections.protocols)]
+    broker.alarms.on_change = lambda: [protocol.apply_flow() for protocol in list(connections.protocols)]
+    broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
     servers = [await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
                                         reuse_address=True)]
     signals: tuple[signal.Signals, ...] = ()
@@ -104,6 +107,12 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore
         timers.stop()
         await _close_connections(connections)
         await persister.drain()
+
+
+def free_disk_space(path: Path) -> int:
+    """Bytes an unprivileged process can still write on the filesystem holding ``path`` (df's "Available")."""
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
 
 
 async def _close_connections(connections: Connections) -> None:
