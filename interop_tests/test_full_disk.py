@@ -42,7 +42,7 @@ def brokers() -> Iterator[list[BrokerProcess]]:
 
 
 def start(brokers: list[BrokerProcess], data_dir: Path) -> BrokerProcess:
-    broker = BrokerProcess(data_dir).start()
+    broker = BrokerProcess(data_dir, "--disk-free-limit", "0").start()  # the out-of-space path under the alarm
     brokers.append(broker)
     return broker
 
