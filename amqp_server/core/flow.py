@@ -126,7 +126,7 @@ class DiskMonitor:
         self.limit = limit
         self._free_space = free_space
         if limit > 0:
-            log.info("free disk space limit: %d bytes", limit)
+            log.debug("free disk space limit: %d bytes", limit)
             self._check(self._scheduler.clock())
         else:
             self._alarms.set(DISK, False)
