@@ -252,8 +252,10 @@ class Queue:
 
     def _discard(self, entry: Entry, reason: str) -> None:
         """A ready message dies: forget it, and dead-letter it if the queue says so."""
+        # read back (if paged out) before the store forgets it
+        dead_lettered = self.options.dead_letter_exchange is not None and self._load(entry)
         self._forget((entry,))
-        if self.options.dead_letter_exchange is not None and self._load(entry):
+        if dead_lettered:
             self._dead_letter(entry.message, reason)
 
     # ------------------------------------------------------------ deliver
