@@ -203,7 +203,7 @@ class Queue:
             entry.message = None  # paged out: read back from the store when it reaches the head
         else:
             self.vhost.flow.add(entry.size)
-        if entry.expires_at is not None and self._expiry_timer is None:
+        if entry.expires_at is not None:
             self._arm_expiry_timer()
 
     def _pop(self) -> Entry:
@@ -247,8 +247,10 @@ class Queue:
                 or (options.max_length_bytes is not None and size > options.max_length_bytes))
 
     def _drop_head_while_full(self) -> None:
-        while len(self._ready) and self._is_full():
-            self._discard(self._pop(), dead_letter.MAXLEN)
+        if len(self._ready) and self._is_full():
+            while len(self._ready) and self._is_full():
+                self._discard(self._pop(), dead_letter.MAXLEN)
+            self._arm_expiry_timer()
 
     def _discard(self, entry: Entry, reason: str) -> None:
         """A ready message dies: forget it, and dead-letter it if the queue says so."""
@@ -262,12 +264,18 @@ class Queue:
 
     def dispatch(self, now: float | None = None) -> None:
         """Hand ready messages to consumers with credit until one side runs out."""
-        ready, consumers = self._ready, self.consumers
+        consumers = self.consumers
         if not consumers:
             return
         if len(consumers) == 1:
             self._drain_to(consumers[0], now)
-            return
+        else:
+            self._deal(now)
+        self._arm_expiry_timer()  # the head moved on: its expiry is the queue's next deadline
+
+    def _deal(self, now: float | None) -> None:
+        """``dispatch`` for several consumers: round-robin (or by priority) among those with credit."""
+        ready = self._ready
         while len(ready):
             consumer = self._next_consumer()
             if consumer is None:
@@ -350,7 +358,9 @@ class Queue:
         """Take the head message for ``basic.get``."""
         self._touch()
         self._expire(self.vhost.scheduler.clock())
-        return self._take_head()
+        entry = self._take_head()
+        self._arm_expiry_timer()
+        return entry
 
     # ------------------------------------------------------------ settle
 
@@ -393,8 +403,7 @@ class Queue:
         for entry in returned:
             self._ready_bytes += entry.body_size
             self.vhost.flow.add(entry.size)
-        if self._expiry_timer is None and any(entry.expires_at is not None for entry in returned):
-            self._arm_expiry_timer()
+        self._arm_expiry_timer()  # a requeued message may be the new head
         self.dispatch()
 
     def purge(self) -> int:
@@ -414,7 +423,12 @@ class Queue:
     # ------------------------------------------------------------ expiry
 
     def _expire(self, now: float) -> None:
-        """Drop (dead-letter) expired messages at the head."""
+        """Drop (dead-letter) expired messages at the head.
+
+        Only the head expires, as in RabbitMQ's classic queues: a message with a
+        TTL behind one without waits until it reaches the head (it is never
+        delivered once expired: ``dispatch`` drops it then).
+        """
         while len(self._ready):
             head = self._ready.peek()
             if head.expires_at is None or head.expires_at > now:
@@ -422,18 +436,29 @@ class Queue:
             self._discard(self._pop(), dead_letter.EXPIRED)
 
     def _arm_expiry_timer(self) -> None:
+        """Have the expiry timer fire by the head's expiry (call whenever the head may have changed).
+
+        Armed for the head only: an earlier expiry further back is not due
+        before it reaches the head, and a timer for it would fire with nothing
+        to do and re-arm at a deadline already past, for ever.  A timer armed
+        for later than the new head's expiry is moved earlier; one armed earlier
+        (or left over from an old head) fires, expires what is due, re-arms.
+        """
         head = self._ready.peek()
-        when = head.expires_at if head is not None else None
-        if when is None:
-            when = min((entry.expires_at for entry in self._ready if entry.expires_at is not None), default=None)
-        if when is not None:
-            self._expiry_timer = self.vhost.scheduler.call_at(when, self._on_expiry_timer)
+        if head is None or head.expires_at is None:
+            return
+        when, timer = head.expires_at, self._expiry_timer
+        if timer is not None:
+            if timer.when <= when:
+                return
+            timer.cancel()
+        self._expiry_timer = self.vhost.scheduler.call_at(when, self._on_expiry_timer)
 
     def _on_expiry_timer(self, now: float) -> None:
         self._expiry_timer = None
         if not self.deleted:
             self._expire(now)
-            self._arm_expiry_timer()
+            self._arm_expiry_timer()  # the head now expires after ``now`` (or not at all): no busy loop
 
     def _touch(self) -> None:
         """The queue was used (x-expires counts from the last use)."""
