@@ -148,7 +148,9 @@ class Queue:
         entry = Entry(message, self._next_id, stored, expires_at=expires_at)
         self._next_id += 1
         if stored:
-            self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record())
+            # the store keeps the expiry on the wall clock: the TTL counts from the publish across a restart
+            wall_expiry = None if expires_at is None else self.vhost.wall_clock() + (expires_at - now)
+            self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record(wall_expiry))
             self.vhost.sync_barrier.request()
         self._append(entry)
         if self.consumers:
@@ -179,21 +181,26 @@ class Queue:
         consumer.channel.deliver(consumer, entry)
         return Enqueued.IN_MEMORY
 
-    def restore(self, message_id: int, message: Message | None, body_size: int = 0) -> None:
+    def restore(self, message_id: int, message: Message | None, body_size: int = 0,
+                expires_at: float | None = None) -> None:
         """Re-add a message recovered from the store; it counts as delivered before (RabbitMQ does the same).
 
         ``message`` None: the store left it on disk; it stays paged out (a priority queue needs the
-        priority of each message, so it reads those at once).
+        priority of each message, so it reads those at once).  ``expires_at``: the stored expiry
+        (wall clock), so the message expires when it would have without the restart.
         """
         self._next_id = max(self._next_id, message_id + 1)
         if message is None and type(self._ready) is not FifoReady:
             message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name, message_id))
+        expiry = self._recovered_expiry(message, expires_at)
         if message is None:
-            entry = Entry.paged_out(message_id, body_size)
+            entry = Entry.paged_out(message_id, body_size, expiry)
             self._ready.append(entry)
             self._ready_bytes += body_size
+            if expiry is not None:
+                self._arm_expiry_timer()
         else:
-            self._append(Entry(message, message_id, stored=True, redelivered=True))
+            self._append(Entry(message, message_id, stored=True, redelivered=True, expires_at=expiry))
 
     def _append(self, entry: Entry) -> None:
         ready = self._ready
@@ -235,9 +242,26 @@ class Queue:
                 return entry
         return None
 
-    def _expiry_for(self, message: Message, now: float) -> float | None:
-        ttls = [ttl for ttl in (self.options.message_ttl, message.ttl) if ttl is not None]
+    def _expiry_for(self, message: Message | None, now: float) -> float | None:
+        """When a message enqueued at ``now`` expires: the smaller of the queue's and its own TTL.
+
+        ``message`` None (still on disk): only the queue's TTL is known.
+        """
+        ttls = [ttl for ttl in (self.options.message_ttl, message.ttl if message is not None else None)
+                if ttl is not None]
         return now + min(ttls) / 1000 if ttls else None
+
+    def _recovered_expiry(self, message: Message | None, stored: float | None) -> float | None:
+        """A recovered message's expiry on the scheduler's clock, from the wall-clock expiry it was stored with.
+
+        A record without one that would have a TTL here was written before expiries were stored: its
+        publish time is unknown, so its TTL counts from the restart.
+        """
+        if stored is not None:
+            return self.vhost.scheduler.clock() + (stored - self.vhost.wall_clock())
+        if self.options.message_ttl is None and (message is None or message.ttl is None):
+            return None
+        return self._expiry_for(message, self.vhost.scheduler.clock())
 
     def _is_full(self, extra: Message | None = None) -> bool:
         options = self.options
