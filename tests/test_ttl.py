@@ -17,6 +17,7 @@ from typing import Iterator
 
 import pytest
 from pamqp import commands
+from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
 from amqp_server.core.scheduler import Scheduler
@@ -270,5 +271,4 @@ def test_a_record_stored_without_its_expiry_gets_the_queue_ttl_from_the_restart(
 
 
 def publish_header() -> bytes:
-    from pamqp.header import ContentHeader
     return ContentHeader(0, 3, PERSISTENT).marshal()
