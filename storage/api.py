@@ -52,12 +52,19 @@ def binding_key(record: BindingRecord) -> tuple[str, str, str, str, str, str]:
 
 @dataclass(frozen=True)
 class MessageRecord:
-    """A persistent message as stored: routing info, the raw content header, the body."""
+    """A persistent message as stored: routing info, the raw content header, the body.
+
+    ``expires_at``: when the message expires in this queue (per-message or queue TTL), as wall-clock
+    seconds since the epoch, so that a TTL keeps counting from the publish across a restart, downtime
+    included (as in RabbitMQ); None when no TTL applies — or for a record written before expiry was
+    stored, which the broker tells apart by the TTLs it would have had.
+    """
 
     exchange: str
     routing_key: str
     header: bytes  # the content header payload exactly as published (class, weight, size, properties)
     body: bytes
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,7 @@ class StoredMessage:
     """A recovered message left on disk: read it with ``Store.read_message`` when it is needed."""
 
     body_size: int
+    expires_at: float | None = None  # as in ``MessageRecord``
 
 
 @dataclass

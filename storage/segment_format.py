@@ -6,15 +6,22 @@ opening a store.
 
 Segment file ``msgs.NNNNNNNNNN``::
 
-    header   b"AMQPSEG\\x00" + u16 format version (1)                  10 bytes
+    header   b"AMQPSEG\\x00" + u16 format version (2; version 1 is still read)   10 bytes
     record*  u32 payload length, u32 crc32(payload), payload
 
     message payload (all integers little-endian):
-        u8 kind (1 = message)     -- room for other record kinds later
+        u8 kind (1 = message, 2 = message with its expiry)
         u64 message_id
         u16 len(vhost), u16 len(queue), u16 len(exchange), u16 len(routing_key)
         u32 len(header)
+        kind 2 only: f64 expiry, wall-clock seconds since the epoch (``MessageRecord.expires_at``)
         vhost, queue, exchange, routing_key (UTF-8), header bytes, body bytes (the rest)
+
+    Version 2 added kind 2; a version-1 segment holds kind-1 records only.  A
+    message without an expiry is still written as kind 1, byte for byte as in
+    version 1.  The file version was raised so that an older broker skips (and
+    leaves untouched) a segment it cannot read rather than truncating it at the
+    first kind-2 record as damage.
 
 Ack file ``acks.NNNNNNNNNN``: b"AMQPACK\\x00" + u16 version (1), then one u64
 per acknowledged record: that record's byte offset in segment N.  Offsets (not
@@ -40,17 +47,21 @@ from typing import Any, Iterator, Union
 
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of ack files and the definitions file
+SEGMENT_VERSION = 2  # of segment files: see the module docstring
 SEGMENT_MAGIC = b"AMQPSEG\x00"
 ACK_MAGIC = b"AMQPACK\x00"
-SEGMENT_HEADER = SEGMENT_MAGIC + struct.pack("<H", FORMAT_VERSION)
+_READABLE_VERSIONS = {SEGMENT_MAGIC: (1, SEGMENT_VERSION), ACK_MAGIC: (FORMAT_VERSION,)}
+SEGMENT_HEADER = SEGMENT_MAGIC + struct.pack("<H", SEGMENT_VERSION)
 ACK_HEADER = ACK_MAGIC + struct.pack("<H", FORMAT_VERSION)
 FILE_HEADER_SIZE = len(SEGMENT_HEADER)  # both kinds of file have a 10-byte header
 assert len(ACK_HEADER) == FILE_HEADER_SIZE
 
 RECORD_HEAD = struct.Struct("<II")  # payload length, crc32(payload)
 MESSAGE_HEAD = struct.Struct("<BQHHHHI")
+EXPIRY = struct.Struct("<d")
 KIND_MESSAGE = 1
+KIND_EXPIRING_MESSAGE = 2
 MIN_PAYLOAD = MESSAGE_HEAD.size
 ACK_ENTRY = struct.Struct("<Q")
 DEFINITIONS_MAGIC = "AMQPDEFS"
@@ -72,9 +83,12 @@ def ack_name(number: int) -> str:
 def encode_message(vhost: str, queue: str, message_id: int, record: MessageRecord) -> bytes:
     """One framed record (length, crc, payload) ready to append to a segment."""
     names = [name.encode(_TEXT, _TEXT_ERRORS) for name in (vhost, queue, record.exchange, record.routing_key)]
-    payload = b"".join((
-        MESSAGE_HEAD.pack(KIND_MESSAGE, message_id, *(len(name) for name in names), len(record.header)),
-        *names, record.header, record.body))
+    lengths = (*(len(name) for name in names), len(record.header))
+    if record.expires_at is None:
+        head = MESSAGE_HEAD.pack(KIND_MESSAGE, message_id, *lengths)
+    else:
+        head = MESSAGE_HEAD.pack(KIND_EXPIRING_MESSAGE, message_id, *lengths) + EXPIRY.pack(record.expires_at)
+    payload = b"".join((head, *names, record.header, record.body))
     return RECORD_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -85,13 +99,19 @@ class RecordError(ValueError):
     """A record that frames correctly but whose payload does not parse (so it cannot be trusted)."""
 
 
-def _field_offsets(data: Buffer, start: int, end: int) -> tuple[int, int, int, int, int, int, int]:
-    """``(message id, vhost_at, queue_at, exchange_at, key_at, header_at, body_at)`` of a message payload."""
+Offsets = tuple[int, float | None, int, int, int, int, int, int]
+
+
+def _field_offsets(data: Buffer, start: int, end: int) -> Offsets:
+    """``(message id, expiry, vhost_at, queue_at, exchange_at, key_at, header_at, body_at)`` of a payload."""
     kind, message_id, vhost_length, queue_length, exchange_length, key_length, header_length = \
         MESSAGE_HEAD.unpack_from(data, start)
-    if kind != KIND_MESSAGE:
+    if kind == KIND_MESSAGE:
+        vhost_at = start + MESSAGE_HEAD.size
+    elif kind == KIND_EXPIRING_MESSAGE:
+        vhost_at = start + MESSAGE_HEAD.size + EXPIRY.size
+    else:
         raise RecordError(f"unknown record kind {kind}")
-    vhost_at = start + MESSAGE_HEAD.size
     queue_at = vhost_at + vhost_length
     exchange_at = queue_at + queue_length
     key_at = exchange_at + exchange_length
@@ -99,7 +119,8 @@ def _field_offsets(data: Buffer, start: int, end: int) -> tuple[int, int, int, i
     body_at = header_at + header_length
     if body_at > end:
         raise RecordError("field lengths exceed the record")
-    return message_id, vhost_at, queue_at, exchange_at, key_at, header_at, body_at
+    expires_at = EXPIRY.unpack_from(data, start + MESSAGE_HEAD.size)[0] if kind == KIND_EXPIRING_MESSAGE else None
+    return message_id, expires_at, vhost_at, queue_at, exchange_at, key_at, header_at, body_at
 
 
 def _text(data: Buffer, start: int, stop: int) -> str:
@@ -108,24 +129,26 @@ def _text(data: Buffer, start: int, stop: int) -> str:
 
 def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
     """Parse the payload at ``data[start:end]`` (CRC already checked), slicing ``data`` directly for speed."""
-    message_id, vhost_at, queue_at, exchange_at, key_at, header_at, body_at = _field_offsets(data, start, end)
+    message_id, expires_at, vhost_at, queue_at, exchange_at, key_at, header_at, body_at = \
+        _field_offsets(data, start, end)
     return (_text(data, vhost_at, queue_at), _text(data, queue_at, exchange_at), message_id,
             MessageRecord(_text(data, exchange_at, key_at), _text(data, key_at, header_at),
-                          bytes(data[header_at:body_at]), bytes(data[body_at:end])))
+                          bytes(data[header_at:body_at]), bytes(data[body_at:end]), expires_at))
 
 
 def decode_message_key(data: Buffer, start: int, end: int,
-                       names: dict[bytes, tuple[str, str]]) -> tuple[tuple[str, str], int, int]:
-    """Only ``((vhost, queue), message id, body size)`` of a payload: what recovery keeps for paged messages.
+                       names: dict[bytes, tuple[str, str]]) -> tuple[tuple[str, str], int, int, float | None]:
+    """Only ``((vhost, queue), message id, body size, expiry)`` of a payload: what recovery keeps for paged
+    messages.
 
     ``names`` caches the decoded (vhost, queue) per raw bytes: one decode per queue, not two per record.
     """
-    message_id, vhost_at, queue_at, exchange_at, _, _, body_at = _field_offsets(data, start, end)
+    message_id, expires_at, vhost_at, queue_at, exchange_at, _, _, body_at = _field_offsets(data, start, end)
     raw = data[vhost_at:exchange_at]
     key = names.get(raw)
     if key is None:
         key = names[raw] = (_text(data, vhost_at, queue_at), _text(data, queue_at, exchange_at))
-    return key, message_id, end - body_at
+    return key, message_id, end - body_at, expires_at
 
 
 class RecordScanner:
@@ -170,18 +193,19 @@ class RecordScanner:
 
 
 def check_header(data: bytes, magic: bytes) -> str | None:
-    """Why a file's header is unusable, or None if it is a version-1 header of the expected kind.
+    """Why a file's header is unusable, or None if it is a header of the expected kind in a readable version.
 
     A file shorter than the header that is a prefix of it (the crash came right
     after creating it) is reported as "empty", which callers treat as no records.
     """
-    expected = magic + struct.pack("<H", FORMAT_VERSION)
-    if len(data) < FILE_HEADER_SIZE and expected.startswith(data):
+    versions = _READABLE_VERSIONS.get(magic, (FORMAT_VERSION,))  # ack files and the definitions log: 1
+    if len(data) < FILE_HEADER_SIZE and any((magic + struct.pack("<H", version)).startswith(data)
+                                            for version in versions):
         return "empty"
     if data[:len(magic)] != magic:
         return f"bad magic {bytes(data[:len(magic)])!r}"
     version = struct.unpack_from("<H", data, len(magic))[0] if len(data) >= FILE_HEADER_SIZE else None
-    if version != FORMAT_VERSION:
+    if version not in versions:
         return f"unknown format version {version}"
     return None
 

@@ -153,6 +153,7 @@ class SegmentStore:
         self._ack_sizes: dict[int, int] = {}
         self._dir_dirty = False
         self._recovered_sizes: dict[int, int] = {}  # location -> body size, from the open-time scan
+        self._recovered_expiry: dict[int, float] = {}  # location -> expiry, for the records that have one
         self._reader = RecordReader(self.data_dir, self._buffered_record)  # for read_message: its own fds and lock
         self._lock_fd = fileio.lock_data_dir(self.data_dir)
         try:
@@ -244,12 +245,14 @@ class SegmentStore:
             if offset in acked:
                 continue
             try:
-                key, message_id, body_size = decode_message_key(data, start, end, names)
+                key, message_id, body_size, expires_at = decode_message_key(data, start, end, names)
             except (RecordError, UnicodeDecodeError, ValueError) as error:
                 scanner.damage = (offset, f"unparsable record ({error})")
                 return count - 1
             location = base | offset
             sizes[location] = body_size  # the record itself stays on disk (CRC checked)
+            if expires_at is not None:
+                self._recovered_expiry[location] = expires_at
             self._index_message(key, message_id, location)
         return count
 
@@ -355,6 +358,7 @@ class SegmentStore:
             for location in locations:
                 segment, offset = split(location)
                 self._recovered_sizes.pop(location, None)
+                self._recovered_expiry.pop(location, None)
                 acks.setdefault(segment, []).append(offset)
                 self._live[segment] -= 1
                 if self._live[segment] == 0 and segment != self._active:
@@ -546,6 +550,7 @@ class SegmentStore:
             finally:
                 read.close()
             self._recovered_sizes = {}
+            self._recovered_expiry = {}
             with self._buffer_lock:
                 definitions = self._definitions
                 return Recovered(exchanges=list(definitions.exchanges.values()),
@@ -556,11 +561,13 @@ class SegmentStore:
                                                                                          StoredMessage]]:
         recovered: list[tuple[int, MessageRecord | StoredMessage]] = []
         stored: dict[int, StoredMessage] = {}  # one (immutable) reference per body size, not per message
-        sizes = self._recovered_sizes
+        sizes, expiry = self._recovered_sizes, self._recovered_expiry
         for message_id, location in sorted(entries.items()):
             size = sizes.get(location)
             if size is None or len(recovered) < EAGER_RECORDS:
                 recovered.append((message_id, read(location)))
+            elif expiry and location in expiry:  # expiries differ per message: nothing to share
+                recovered.append((message_id, StoredMessage(size, expiry[location])))
             else:
                 reference = stored.get(size)
                 if reference is None:

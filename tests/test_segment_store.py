@@ -441,7 +441,7 @@ def test_record_with_a_valid_crc_but_unparsable_payload_counts_as_damage(tmp_pat
     assert segment.stat().st_size == size_before - len(payload) - 8
 
 
-@pytest.mark.parametrize("header", [b"AMQPSEG\x00\x02\x00", b"NOTASEG\x00\x01\x00"],
+@pytest.mark.parametrize("header", [b"AMQPSEG\x00\x03\x00", b"NOTASEG\x00\x01\x00"],
                          ids=["unknown-version", "bad-magic"])
 def test_unreadable_segment_is_skipped_untouched_and_never_written_to(tmp_path: Path, caplog,
                                                                       header: bytes) -> None:

@@ -56,8 +56,9 @@ class Message:
         self.persistent = delivery_mode == 2 if persistent is None else persistent
         self.ttl = _parse_expiration(expiration) if expiration is not None else None
 
-    def to_record(self) -> MessageRecord:
-        return MessageRecord(self.exchange, self.routing_key, self.header, self.body)
+    def to_record(self, expires_at: float | None = None) -> MessageRecord:
+        """``expires_at``: its expiry in the queue it is stored for, in wall-clock seconds."""
+        return MessageRecord(self.exchange, self.routing_key, self.header, self.body, expires_at)
 
     @classmethod
     def from_record(cls, record: MessageRecord) -> "Message":
@@ -114,9 +115,9 @@ class Entry:
         self.delivery_count = 0  # times returned to the queue (quorum queues' x-delivery-count)
 
     @classmethod
-    def paged_out(cls, message_id: int, body_size: int) -> "Entry":
+    def paged_out(cls, message_id: int, body_size: int, expires_at: float | None = None) -> "Entry":
         """A recovered message still on disk (read back when it reaches the head)."""
         entry = cls.__new__(cls)
         entry.message, entry.message_id, entry.stored, entry.redelivered = None, message_id, True, True
-        entry.expires_at, entry.delivery_count, entry.body_size, entry.size = None, 0, body_size, body_size
+        entry.expires_at, entry.delivery_count, entry.body_size, entry.size = expires_at, 0, body_size, body_size
         return entry

@@ -150,7 +150,9 @@ class Queue:
         entry = Entry(message, self._next_id, stored, expires_at=expires_at)
         self._next_id += 1
         if stored:
-            self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record())
+            # the store keeps the expiry on the wall clock: the TTL counts from the publish across a restart
+            wall_expiry = None if expires_at is None else self.vhost.wall_clock() + (expires_at - now)
+            self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record(wall_expiry))
             self.vhost.sync_barrier.request()
         self._append(entry)
         if self.consumers:
@@ -185,21 +187,26 @@ class Queue:
         consumer.channel.deliver(consumer, entry)
         return Enqueued.IN_MEMORY
 
-    def restore(self, message_id: int, message: Message | None, body_size: int = 0) -> None:
+    def restore(self, message_id: int, message: Message | None, body_size: int = 0,
+                expires_at: float | None = None) -> None:
         """Re-add a message recovered from the store; it counts as delivered before (RabbitMQ does the same).
 
         ``message`` None: the store left it on disk; it stays paged out (a priority queue needs the
-        priority of each message, so it reads those at once).
+        priority of each message, so it reads those at once).  ``expires_at``: the stored expiry
+        (wall clock), so the message expires when it would have without the restart.
         """
         self._next_id = max(self._next_id, message_id + 1)
         if message is None and type(self._ready) is not FifoReady:
             message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name, message_id))
+        expiry = self._recovered_expiry(message, expires_at)
         if message is None:
-            entry = Entry.paged_out(message_id, body_size)
+            entry = Entry.paged_out(message_id, body_size, expiry)
             self._ready.append(entry)
             self._ready_bytes += body_size
+            if expiry is not None:
+                self._arm_expiry_timer()
         else:
-            self._append(Entry(message, message_id, stored=True, redelivered=True))
+            self._append(Entry(message, message_id, stored=True, redelivered=True, expires_at=expiry))
 
     def _append(self, entry: Entry) -> None:
         ready = self._ready
@@ -209,7 +216,7 @@ class Queue:
             entry.message = None  # paged out: read back from the store when it reaches the head
         else:
             self.vhost.flow.add(entry.size)
-        if entry.expires_at is not None and self._expiry_timer is None:
+        if entry.expires_at is not None:
             self._arm_expiry_timer()
 
     def _pop(self) -> Entry:
@@ -241,9 +248,26 @@ class Queue:
                 return entry
         return None
 
-    def _expiry_for(self, message: Message, now: float) -> float | None:
-        ttls = [ttl for ttl in (self.options.message_ttl, message.ttl) if ttl is not None]
+    def _expiry_for(self, message: Message | None, now: float) -> float | None:
+        """When a message enqueued at ``now`` expires: the smaller of the queue's and its own TTL.
+
+        ``message`` None (still on disk): only the queue's TTL is known.
+        """
+        ttls = [ttl for ttl in (self.options.message_ttl, message.ttl if message is not None else None)
+                if ttl is not None]
         return now + min(ttls) / 1000 if ttls else None
+
+    def _recovered_expiry(self, message: Message | None, stored: float | None) -> float | None:
+        """A recovered message's expiry on the scheduler's clock, from the wall-clock expiry it was stored with.
+
+        A record without one that would have a TTL here was written before expiries were stored: its
+        publish time is unknown, so its TTL counts from the restart.
+        """
+        if stored is not None:
+            return self.vhost.scheduler.clock() + (stored - self.vhost.wall_clock())
+        if self.options.message_ttl is None and (message is None or message.ttl is None):
+            return None
+        return self._expiry_for(message, self.vhost.scheduler.clock())
 
     def _is_full(self, extra: Message | None = None) -> bool:
         options = self.options
@@ -253,25 +277,35 @@ class Queue:
                 or (options.max_length_bytes is not None and size > options.max_length_bytes))
 
     def _drop_head_while_full(self) -> None:
-        while len(self._ready) and self._is_full():
-            self._discard(self._pop(), dead_letter.MAXLEN)
+        if len(self._ready) and self._is_full():
+            while len(self._ready) and self._is_full():
+                self._discard(self._pop(), dead_letter.MAXLEN)
+            self._arm_expiry_timer()
 
     def _discard(self, entry: Entry, reason: str) -> None:
         """A ready message dies: forget it, and dead-letter it if the queue says so."""
+        # read back (if paged out) before the store forgets it
+        dead_lettered = self.options.dead_letter_exchange is not None and self._load(entry)
         self._forget((entry,))
-        if self.options.dead_letter_exchange is not None and self._load(entry):
+        if dead_lettered:
             self._dead_letter(entry.message, reason)
 
     # ------------------------------------------------------------ deliver
 
     def dispatch(self, now: float | None = None) -> None:
         """Hand ready messages to consumers with credit until one side runs out."""
-        ready, consumers = self._ready, self.consumers
+        consumers = self.consumers
         if not consumers:
             return
         if len(consumers) == 1:
             self._drain_to(consumers[0], now)
-            return
+        else:
+            self._deal(now)
+        self._arm_expiry_timer()  # the head moved on: its expiry is the queue's next deadline
+
+    def _deal(self, now: float | None) -> None:
+        """``dispatch`` for several consumers: round-robin (or by priority) among those with credit."""
+        ready = self._ready
         while len(ready):
             consumer = self._next_consumer()
             if consumer is None:
@@ -354,7 +388,9 @@ class Queue:
         """Take the head message for ``basic.get``."""
         self._touch()
         self._expire(self.vhost.scheduler.clock())
-        return self._take_head()
+        entry = self._take_head()
+        self._arm_expiry_timer()
+        return entry
 
     # ------------------------------------------------------------ settle
 
@@ -397,8 +433,7 @@ class Queue:
         for entry in returned:
             self._ready_bytes += entry.body_size
             self.vhost.flow.add(entry.size)
-        if self._expiry_timer is None and any(entry.expires_at is not None for entry in returned):
-            self._arm_expiry_timer()
+        self._arm_expiry_timer()  # a requeued message may be the new head
         self.dispatch()
 
     def purge(self) -> int:
@@ -418,7 +453,12 @@ class Queue:
     # ------------------------------------------------------------ expiry
 
     def _expire(self, now: float) -> None:
-        """Drop (dead-letter) expired messages at the head."""
+        """Drop (dead-letter) expired messages at the head.
+
+        Only the head expires, as in RabbitMQ's classic queues: a message with a
+        TTL behind one without waits until it reaches the head (it is never
+        delivered once expired: ``dispatch`` drops it then).
+        """
         while len(self._ready):
             head = self._ready.peek()
             if head.expires_at is None or head.expires_at > now:
@@ -426,18 +466,29 @@ class Queue:
             self._discard(self._pop(), dead_letter.EXPIRED)
 
     def _arm_expiry_timer(self) -> None:
+        """Have the expiry timer fire by the head's expiry (call whenever the head may have changed).
+
+        Armed for the head only: an earlier expiry further back is not due
+        before it reaches the head, and a timer for it would fire with nothing
+        to do and re-arm at a deadline already past, for ever.  A timer armed
+        for later than the new head's expiry is moved earlier; one armed earlier
+        (or left over from an old head) fires, expires what is due, re-arms.
+        """
         head = self._ready.peek()
-        when = head.expires_at if head is not None else None
-        if when is None:
-            when = min((entry.expires_at for entry in self._ready if entry.expires_at is not None), default=None)
-        if when is not None:
-            self._expiry_timer = self.vhost.scheduler.call_at(when, self._on_expiry_timer)
+        if head is None or head.expires_at is None:
+            return
+        when, timer = head.expires_at, self._expiry_timer
+        if timer is not None:
+            if timer.when <= when:
+                return
+            timer.cancel()
+        self._expiry_timer = self.vhost.scheduler.call_at(when, self._on_expiry_timer)
 
     def _on_expiry_timer(self, now: float) -> None:
         self._expiry_timer = None
         if not self.deleted:
             self._expire(now)
-            self._arm_expiry_timer()
+            self._arm_expiry_timer()  # the head now expires after ``now`` (or not at all): no busy loop
 
     def _touch(self) -> None:
         """The queue was used (x-expires counts from the last use)."""

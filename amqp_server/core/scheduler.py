@@ -4,13 +4,22 @@ The core never sleeps or reads a clock on its own: it asks the injected
 ``clock`` for "now" and registers callbacks here.  The I/O layer (or a test)
 calls ``run_due(now)`` at ``next_deadline()``; ``on_change`` tells it when a
 new, earlier deadline appeared, so it can re-arm its single loop timer.
+
+``run_due`` is the error boundary of every timer: a callback that raises is
+logged with its traceback and the other due timers still run.  It runs only
+the timers that were due when it was called, so a callback that re-arms at a
+deadline already passed runs again at the next pass, never in a loop within
+this one (which would freeze the event loop).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from typing import Callable
+
+log = logging.getLogger("amqp_server.scheduler")
 
 
 class Timer:
@@ -48,8 +57,15 @@ class Scheduler:
         return heap[0][0] if heap else None
 
     def run_due(self, now: float) -> None:
+        """Run every timer due at ``now`` (each at most once); a raising callback is logged, not propagated."""
         heap = self._heap
+        due = []
         while heap and heap[0][0] <= now:
-            timer = heapq.heappop(heap)[2]
-            if not timer.cancelled:
+            due.append(heapq.heappop(heap)[2])
+        for timer in due:
+            if timer.cancelled:  # also by an earlier callback of this pass
+                continue
+            try:
                 timer.callback(now)
+            except Exception:
+                log.exception("timer callback %r failed", timer.callback)

@@ -41,7 +41,7 @@ class VirtualHost:
         self.unsynced_definitions = False  # set by a durable change; the handler's reply then waits for a sync
         self.sync_barrier = sync_barrier or SyncBarrier()
         self.scheduler = scheduler or Scheduler(time.monotonic)
-        self.wall_clock = wall_clock  # for x-death timestamps
+        self.wall_clock = wall_clock  # for x-death timestamps and the expiries the store keeps
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self, "", durable=True)}
         self.queues: dict[str, Queue] = {}
         for exchange_name, exchange_type in BUILTIN_EXCHANGES:
@@ -209,9 +209,9 @@ class VirtualHost:
             if vhost == self.name and queue is not None:
                 for message_id, record in messages:
                     if isinstance(record, StoredMessage):
-                        queue.restore(message_id, None, record.body_size)
+                        queue.restore(message_id, None, record.body_size, record.expires_at)
                     else:
-                        queue.restore(message_id, Message.from_record(record))
+                        queue.restore(message_id, Message.from_record(record), expires_at=record.expires_at)
 
 
 def sender_selected(message: Message) -> Message:

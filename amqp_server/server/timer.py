@@ -1,4 +1,8 @@
-"""Drives the core's ``Scheduler`` (message TTL, queue expiry) with one asyncio timer handle."""
+"""Drives the core's ``Scheduler`` (message TTL, queue expiry) with one asyncio timer handle.
+
+Timers registered before the driver exists (queues and messages recovered at
+start) are armed when it is created.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ class SchedulerDriver:
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
         scheduler.on_change = self._arm
+        self._arm()
 
     def _arm(self) -> None:
         deadline = self._scheduler.next_deadline()
@@ -26,8 +31,10 @@ class SchedulerDriver:
 
     def _fire(self) -> None:
         self._handle = self._armed_for = None
-        self._scheduler.run_due(self._loop.time())
-        self._arm()
+        try:
+            self._scheduler.run_due(self._loop.time())
+        finally:  # the loop timer stays armed for the timers still to come, whatever happened
+            self._arm()
 
     def stop(self) -> None:
         if self._handle is not None:
