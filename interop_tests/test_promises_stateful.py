@@ -54,13 +54,6 @@ from pamqp import commands
 from .broker_process import BrokerProcess
 from .durability_helpers import BODY, HEADER, METHOD, AmqpSocket, describe, make_message, message_key
 
-# Switches for rules that hit two bugs being fixed elsewhere: on main before those fixes, a TTL-less message
-# followed by one with an expiration on the same queue froze the broker, and per-message TTLs were lost on
-# recovery (so a recovered TTL message counted as TTL-less, which then froze the queue too).  Turn both off
-# to exercise the rest without them.
-MIX_TTL_AND_PLAIN_MESSAGES = True  # off: TTL messages go only to the "ttl" queue, which gets nothing else
-TTL_ACROSS_RESTARTS = True  # off: TTL messages are transient and never on the quorum queue (no restart keeps them)
-
 EXAMPLES = int(os.environ.get("PROMISES_EXAMPLES", "5"))
 STEPS = int(os.environ.get("PROMISES_STEPS", "40"))
 SHRINK = os.environ.get("PROMISES_SHRINK", "") not in ("", "0")
@@ -365,12 +358,7 @@ class Promises(RuleBasedStateMachine):
           via=st.sampled_from(["confirm", "commit", "rollback", "plain"]))
     @step
     def publish(self, queue: str, count: int, persistent: bool, ttl: str | None, via: str) -> None:
-        """``count`` messages to ``queue`` (with a TTL switch off, queue and persistence are remapped first)."""
-        if ttl is not None and not TTL_ACROSS_RESTARTS:
-            persistent = False
-            queue = "classic" if queue == "quorum" else queue
-        if not MIX_TTL_AND_PLAIN_MESSAGES:
-            queue = "ttl" if ttl is not None else ("classic" if queue == "ttl" else queue)
+        """``count`` messages to ``queue``: TTL and TTL-less ones mix on every queue, and survive restarts."""
         sent = [self._new(queue, persistent, ttl) for _ in range(count)]
         self.publishes += 1
         channel = {"confirm": CONFIRM, "commit": TX, "rollback": TX, "plain": PLAIN}[via]
