@@ -20,7 +20,6 @@ from deleting the filler to ``connection.unblocked``, and the confirms after it.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -37,23 +36,11 @@ from amqp_server.config import disk_free_limit  # noqa: E402
 from interop_tests.broker_process import BrokerProcess  # noqa: E402
 from interop_tests.raw_client import CLIENT_PROPERTIES, RawClient  # noqa: E402
 from tests.frames import publish  # noqa: E402
+from tests.small_disk import free  # noqa: E402
 
 QUEUE = "full_disk"
 PERSISTENT = commands.Basic.Properties(delivery_mode=2)
 MiB = 1024 * 1024
-
-
-def free_space(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
-
-
-def rss(process: BrokerProcess) -> int:
-    with open(f"/proc/{process.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 class Publisher:
@@ -154,7 +141,7 @@ def run(args: argparse.Namespace, mount_point: Path) -> None:
     broker = BrokerProcess(data_dir, "--disk-free-limit", str(limit), "--log-level", "warning").start()
     try:
         print(f"tmpfs {args.tmpfs_size}, filler {args.filler}, limit {args.limit}: "
-              f"{free_space(mount_point) / MiB:.1f} MiB free at start, {args.size}-byte persistent messages")
+              f"{free(mount_point) / MiB:.1f} MiB free at start, {args.size}-byte persistent messages")
         publisher = Publisher(broker, args.size)
         started = time.monotonic()
         while publisher.blocked_at is None and time.monotonic() - started < args.timeout:
@@ -168,19 +155,19 @@ def run(args: argparse.Namespace, mount_point: Path) -> None:
             pass
         print(f"blocked ({publisher.reason!r}) after {publisher.blocked_at - started:.2f} s: "
               f"{publisher.acked} confirmed, {publisher.nacked} nacked, {publisher.outstanding} unread; "
-              f"{free_space(mount_point) / MiB:.1f} MiB free")
+              f"{free(mount_point) / MiB:.1f} MiB free")
 
-        rss_blocked = rss(broker)
+        rss_blocked = broker.rss()
         before = publisher.published
         pushed = publisher.push_while_blocked(args.hold)
-        rss_held = rss(broker)
+        rss_held = broker.rss()
         print(f"RSS when blocked {rss_blocked / MiB:.1f} MiB, after {args.hold:.0f} s more of pushing "
               f"{rss_held / MiB:.1f} MiB ({pushed / MiB:.1f} MiB = {publisher.published - before} messages "
               f"pushed, left in socket buffers)")
 
         drained, seconds = drain(broker)
         print(f"drained {drained} messages in {seconds:.2f} s while blocked; "
-              f"{free_space(mount_point) / MiB:.1f} MiB free after the drain")
+              f"{free(mount_point) / MiB:.1f} MiB free after the drain")
 
         freed_at = time.monotonic()
         filler.unlink()

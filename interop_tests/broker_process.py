@@ -63,6 +63,15 @@ class BrokerProcess:
         for line in self.process.stderr:
             self.log.append(line)
 
+    def rss(self) -> int:
+        """Resident memory of the broker process, in bytes."""
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS line")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         """Stop the broker (SIGTERM by default, SIGKILL for crash tests) and return its exit code."""
         if self.process is None:

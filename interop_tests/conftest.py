@@ -6,9 +6,11 @@ a broker of their own (restarts, signals) use ``BrokerProcess`` directly.
 
 from __future__ import annotations
 
+import signal
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pika
 import pytest
@@ -29,6 +31,21 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
         yield SimpleNamespace(host=process.host, port=process.port, url=process.url, process=process)
     finally:
         process.stop()
+
+
+@pytest.fixture
+def start_broker() -> Iterator[Callable[[Path], BrokerProcess]]:
+    """Starts a broker of the test's own on a data dir (free port); whatever still runs at teardown is killed."""
+    started: list[BrokerProcess] = []
+
+    def start(data_dir: Path) -> BrokerProcess:
+        process = BrokerProcess(data_dir).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop(signal.SIGKILL)
 
 
 TIMEOUT = 5.0  # every pika connection a test opens gives up within this (or twice this)

@@ -12,30 +12,14 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pika
-import pytest
 
 from .broker_process import BrokerProcess
 from .conftest import TIMEOUT
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
-
-@pytest.fixture
-def start_broker() -> Iterator[Callable[[Path], BrokerProcess]]:
-    """Starts a broker on a data dir (on a free port); whatever is still running at teardown is killed."""
-    started: list[BrokerProcess] = []
-
-    def start(data_dir: Path) -> BrokerProcess:
-        process = BrokerProcess(data_dir).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop(signal.SIGKILL)
 
 
 def connect(broker: BrokerProcess) -> pika.BlockingConnection:

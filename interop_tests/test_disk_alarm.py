@@ -7,9 +7,7 @@ Mounting needs root; elsewhere the tmpfs tests skip, except with ``CI=true``, wh
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +16,7 @@ import pika
 import pytest
 
 from tests.frames import publish as publish_frames
+from tests.small_disk import free, mounted_tmpfs
 
 from .broker_process import BrokerProcess
 from .conftest import TIMEOUT
@@ -33,33 +32,8 @@ HELD = 20_000  # messages (20 MB) a raw publisher pushes while blocked
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        problem = f"cannot mount a tmpfs (root needed): {mounted.stderr.strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", TMPFS_SIZE) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
-
-
-def free_space(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
-
-
-def rss(process: BrokerProcess) -> int:
-    """Resident memory of the broker process, bytes."""
-    with open(f"/proc/{process.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def blocking_connection(url: str, events: list[str]) -> pika.BlockingConnection:
@@ -91,7 +65,7 @@ def test_low_disk_blocks_publishers_and_freed_space_unblocks_them(tmpfs: Path):
     data_dir.mkdir()
     # what the broker's own files take once it runs (lock, access.json): measured, not guessed
     BrokerProcess(data_dir, "--disk-free-limit", "0").start().stop()
-    limit = free_space(tmpfs) - HEADROOM
+    limit = free(tmpfs) - HEADROOM
     broker = BrokerProcess(data_dir, "--disk-free-limit", str(limit)).start()
     try:
         events: list[str] = []
@@ -108,18 +82,18 @@ def test_low_disk_blocks_publishers_and_freed_space_unblocks_them(tmpfs: Path):
 
         filler = tmpfs / "filler"
         filler.write_bytes(b"\0" * FILLER_SIZE)
-        assert free_space(tmpfs) < limit
+        assert free(tmpfs) < limit
         channel.basic_publish("", "disk", BODY)
         wait_until(publisher, lambda: bool(events), "connection.blocked")
         assert events == ["low on disk"]
 
         queued = message_count(observer, "disk")
-        memory = rss(broker)
+        memory = broker.rss()
         backlog = message * HELD
         pushed = push_until_full(raw.sock, backlog)  # the kernel's socket buffers take a few MB, the broker none
         assert pushed < len(backlog)
         assert message_count(observer, "disk") == queued
-        assert rss(broker) - memory < 4 * 1024 * 1024, (rss(broker) - memory, pushed)
+        assert broker.rss() - memory < 4 * 1024 * 1024, (broker.rss() - memory, pushed)
 
         filler.unlink()
         wait_until(publisher, lambda: "unblocked" in events, "connection.unblocked")

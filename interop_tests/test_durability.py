@@ -34,11 +34,10 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pika
 import pika.exceptions
-import pytest
 
 from storage.segment_format import decode_message, RecordScanner, segment_name
 from storage.segment_store import DEFAULT_SEGMENT_SIZE
@@ -51,20 +50,6 @@ from .durability_helpers import (
 REPO = Path(__file__).resolve().parent.parent
 QUEUE = "durable-queue"
 
-
-@pytest.fixture
-def start_broker() -> Iterator[Callable[[Path], BrokerProcess]]:
-    """Starts a broker on a data dir (on a free port); whatever is still running at teardown is killed."""
-    started: list[BrokerProcess] = []
-
-    def start(data_dir: Path) -> BrokerProcess:
-        process = BrokerProcess(data_dir).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop(signal.SIGKILL)
 
 
 def connect(broker: BrokerProcess) -> AmqpSocket:

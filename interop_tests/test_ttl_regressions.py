@@ -19,7 +19,6 @@ import signal
 import struct
 import time
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from pamqp import commands
@@ -30,19 +29,6 @@ from .durability_helpers import AmqpSocket, BODY, make_message
 TTL = 6.0  # s: long enough to check "still there after the restart" even on a loaded machine
 DOWNTIME = 2.0  # s between publish and restart: the margin between the right deadline and a wrong one
 
-
-@pytest.fixture
-def start_broker() -> Iterator[Callable[[Path], BrokerProcess]]:
-    started: list[BrokerProcess] = []
-
-    def start(data_dir: Path) -> BrokerProcess:
-        process = BrokerProcess(data_dir).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop(signal.SIGKILL)
 
 
 def connect(broker: BrokerProcess) -> AmqpSocket:
