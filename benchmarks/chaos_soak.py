@@ -302,10 +302,14 @@ def main() -> int:
     for worker in workers:
         worker.start()
     started, samples = time.monotonic(), []
+    consumers_stop_at = args.duration - min(10.0, args.duration / 4)
     while time.monotonic() - started < args.duration:
-        if time.monotonic() - started > args.duration - min(10.0, args.duration / 4):
+        elapsed = time.monotonic() - started
+        wake = min(elapsed + args.sample_every, args.duration)
+        if elapsed < consumers_stop_at < wake:  # stop the consumers on time, not at the next sample
+            time.sleep(consumers_stop_at - elapsed)
             Consumer.consumers_stop.set()
-        time.sleep(min(args.sample_every, max(0.0, args.duration - (time.monotonic() - started))))
+        time.sleep(max(0.0, wake - (time.monotonic() - started)))
         samples.append((round(time.monotonic() - started), broker.rss_kib()))
         print(f"t={samples[-1][0]:>4}s rss={samples[-1][1] / 1024:.1f} MiB "
               f"confirmed={ledger.counts.get('confirmed', 0)} committed={ledger.counts.get('committed', 0)} "
