@@ -11,17 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from amqp_server import cli
-from amqp_server.access_store import apply_config, load_access, startup_access
-from amqp_server.config import (
-    Config,
-    ConfigError,
-    PermissionDefinition,
-    UserDefinition,
-    load_config,
-    memory_limit,
-)
 from amqp_server.core.access import AccessControl, Permission, check_password, hash_password
+from amqp_server.ops import cli
+from amqp_server.ops.access import apply_config, load_access, startup_access
+from amqp_server.ops.config import Config, PermissionDefinition, UserDefinition, load_config, memory_limit
+from amqp_server.ops.errors import ConfigError
 
 NO_ENV: dict[str, str] = {}
 
