@@ -12,7 +12,7 @@ nothing is started, ``amqp_broker.url`` is that URL and ``amqp_vhost`` is that
 URL too (its vhost, ``/`` by default), shared by all tests.
 
 Registered through the ``pytest11`` entry point, so installing the package is
-enough; ``-p no:amqp_server.pytest_plugin`` turns it off.
+enough; ``-p no:amqp_server.pytest_plugin`` (the entry point's name) turns it off.
 """
 
 from __future__ import annotations
