@@ -25,7 +25,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator
 
 from ..core.access import HASHING_ALGORITHM, AccessControl, Permission, User, check_password
 from .config import Config
@@ -54,7 +54,29 @@ def permission_to_json(user: str, vhost: str, permission: Permission) -> dict[st
             "read": permission.read}
 
 
-def add_user_from_json(access: AccessControl, item: Any, where: str) -> None:
+def import_sections(data: dict[str, Any], access: AccessControl, vhosts: Container[str],
+                    add_vhost: Callable[[str], Any]) -> dict[str, int]:
+    """Apply the ``users``, ``vhosts`` and ``permissions`` sections of a definitions document (each already
+    checked to be a list), in that order; returns how many users, new vhosts and permissions there were.
+
+    ``vhosts`` are the names that exist (it sees what ``add_vhost`` adds): a permission's vhost must be one.
+    """
+    counts = dict.fromkeys(("users", "vhosts", "permissions"), 0)
+    for i, item in enumerate(data.get("users", [])):
+        _add_user_from_json(access, item, f"users[{i}]")
+        counts["users"] += 1
+    for i, item in enumerate(data.get("vhosts", [])):
+        name = json_string(item, "name", f"vhosts[{i}]")
+        if name not in vhosts:
+            add_vhost(name)
+            counts["vhosts"] += 1
+    for i, item in enumerate(data.get("permissions", [])):
+        _set_permission_from_json(access, vhosts, item, f"permissions[{i}]")
+        counts["permissions"] += 1
+    return counts
+
+
+def _add_user_from_json(access: AccessControl, item: Any, where: str) -> None:
     """Add one entry of a ``users`` section (tags as a list or RabbitMQ's older comma-separated string)."""
     name = json_string(item, "name", where)
     algorithm = item.get("hashing_algorithm", HASHING_ALGORITHM)
@@ -71,11 +93,7 @@ def add_user_from_json(access: AccessControl, item: Any, where: str) -> None:
         access.add_user(name, tags=tags, password_hash=password_hash)
 
 
-def vhost_from_json(item: Any, where: str) -> str:
-    return json_string(item, "name", where)
-
-
-def set_permission_from_json(access: AccessControl, vhosts: list[str], item: Any, where: str) -> None:
+def _set_permission_from_json(access: AccessControl, vhosts: Container[str], item: Any, where: str) -> None:
     """Apply one entry of a ``permissions`` section; its user and vhost must exist."""
     user, vhost = json_string(item, "user", where), json_string(item, "vhost", where)
     patterns = [json_string(item, key, where, allow_empty=True) for key in ("configure", "write", "read")]
@@ -114,15 +132,8 @@ def from_json(data: Any, loopback_users: tuple[str, ...] = ("guest",)) -> tuple[
         raise DefinitionsError("expected a JSON object with users, vhosts and permissions")
     access = AccessControl(loopback_users)
     json_lists(data, ("users", "vhosts", "permissions"))
-    for i, item in enumerate(data.get("users", [])):
-        add_user_from_json(access, item, f"users[{i}]")
     vhosts = [DEFAULT_VHOST]  # always there, as the broker always has it
-    for i, item in enumerate(data.get("vhosts", [])):
-        name = vhost_from_json(item, f"vhosts[{i}]")
-        if name not in vhosts:
-            vhosts.append(name)
-    for i, item in enumerate(data.get("permissions", [])):
-        set_permission_from_json(access, vhosts, item, f"permissions[{i}]")
+    import_sections(data, access, vhosts, vhosts.append)
     return access, vhosts
 
 

@@ -52,12 +52,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, flag_name
+from .logging import FORMATS
 from .validation import check_tls_settings, regex_problem, split_list, tags_from, valid_password_hash
 
 ENV_PREFIX = "AMQP_SERVER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = FORMATS  # the formats ops.logging writes
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 MAX_MESSAGE_SIZE_LIMIT = 512 * 1024 * 1024  # RabbitMQ refuses a larger max_message_size too
 TRUE_WORDS = ("true", "yes", "on", "1")

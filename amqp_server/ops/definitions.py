@@ -39,14 +39,12 @@ from ..core.queue_arguments import parse_queue_arguments
 from ..core.vhost import VirtualHost
 from ..errors import AMQPError
 from .access import (
-    add_user_from_json,
     apply_to_broker,
+    import_sections,
     load_access,
     permission_to_json,
     save_access,
-    set_permission_from_json,
     user_to_json,
-    vhost_from_json,
 )
 from .errors import DefinitionsError
 from .validation import json_lists, json_object, json_string
@@ -126,17 +124,8 @@ def import_into(broker: Broker, data: Any) -> dict[str, int]:
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
     json_lists(data, ("users", "vhosts", "permissions", "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS))
-    counts = dict.fromkeys(("users", "vhosts", "permissions", "exchanges", "queues", "bindings"), 0)
-    for i, item in enumerate(data.get("users", [])):
-        add_user_from_json(broker.access, item, f"users[{i}]")
-        counts["users"] += 1
-    for i, item in enumerate(data.get("vhosts", [])):
-        name = vhost_from_json(item, f"vhosts[{i}]")
-        counts["vhosts"] += name not in broker.vhosts
-        broker.add_vhost(name)
-    for i, item in enumerate(data.get("permissions", [])):
-        set_permission_from_json(broker.access, list(broker.vhosts), item, f"permissions[{i}]")
-        counts["permissions"] += 1
+    counts = {**import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
+              **dict.fromkeys(("exchanges", "queues", "bindings"), 0)}
     for i, item in enumerate(data.get("exchanges", [])):
         counts["exchanges"] += _import_exchange(broker, item, f"exchanges[{i}]")
     for i, item in enumerate(data.get("queues", [])):
