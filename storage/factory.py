@@ -10,8 +10,9 @@ restart) is there for embedding and tests.  A ``store`` setting on the configura
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .api import Store
 from .memory import MemoryStore
