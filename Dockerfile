@@ -21,5 +21,5 @@ VOLUME /var/lib/amqp-server
 EXPOSE 5672 5671
 # A real AMQP handshake (login, open vhost, close), not just an open port.
 HEALTHCHECK --interval=10s --timeout=6s --start-period=10s --retries=3 \
-    CMD ["python", "-m", "amqp_server.healthcheck", "--port", "5672"]
+    CMD ["python", "-m", "amqp_server.ops.healthcheck", "--port", "5672"]
 CMD ["amqp-server"]

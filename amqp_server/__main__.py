@@ -1,7 +1,7 @@
-"""``python -m amqp_server``: see ``cli``."""
+"""``python -m amqp_server``: see ``ops.cli``."""
 
 import sys
 
-from .cli import main
+from .ops.cli import main
 
 sys.exit(main())

@@ -32,7 +32,7 @@ from pamqp import commands
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from amqp_server.config import disk_free_limit  # noqa: E402
+from amqp_server.ops.config import disk_free_limit  # noqa: E402
 from interop_tests.broker_process import BrokerProcess  # noqa: E402
 from interop_tests.raw_client import CLIENT_PROPERTIES, RawClient  # noqa: E402
 from tests.frames import publish  # noqa: E402

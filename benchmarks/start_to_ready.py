@@ -8,7 +8,7 @@ the client polls the port every millisecond, so "ready" means ready for AMQP,
 not just a bound socket -- and then the time to stop it:
 
 - ``python -m amqp_server``: a new interpreter, polled on a port picked up front;
-- ``running()``: ``amqp_server.testing.running()``, the broker in a thread of
+- ``running()``: ``amqp_server.running()`` (``amqp_server.ops.embedding``), the broker in a thread of
   this process (the server modules are imported once before timing);
 - ``running(process=True)``: the same API starting ``python -m amqp_server``;
 - RabbitMQ, when ``rabbitmq-server`` is installed (skip with ``--no-rabbitmq``):
@@ -41,7 +41,7 @@ from pamqp import commands, frame
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from amqp_server.testing import running  # noqa: E402
+from amqp_server.ops.embedding import running  # noqa: E402
 
 RABBITMQ_REF = Path("/work/shared/tools/rabbitmq-ref.sh")
 POLL_INTERVAL_S = 0.001

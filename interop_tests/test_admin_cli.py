@@ -21,7 +21,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from amqp_server.cli import main as cli_main
+from amqp_server.ops.cli import main as cli_main
 
 from .broker_process import BrokerProcess
 

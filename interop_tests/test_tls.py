@@ -23,7 +23,7 @@ import pika
 import pytest
 import trustme
 
-from amqp_server.config import Config
+from amqp_server.ops.config import Config
 from amqp_server.server.tls import server_context
 
 from .broker_process import BrokerProcess

@@ -11,17 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from amqp_server import cli
-from amqp_server.access_store import apply_config, load_access, startup_access
-from amqp_server.config import (
-    Config,
-    ConfigError,
-    PermissionDefinition,
-    UserDefinition,
-    load_config,
-    memory_limit,
-)
 from amqp_server.core.access import AccessControl, Permission, check_password, hash_password
+from amqp_server.ops import cli
+from amqp_server.ops.access import apply_config, load_access, startup_access
+from amqp_server.ops.config import Config, PermissionDefinition, UserDefinition, load_config, memory_limit
+from amqp_server.ops.errors import ConfigError
+from amqp_server.server.tls import server_context
 
 NO_ENV: dict[str, str] = {}
 
@@ -321,3 +316,14 @@ def test_configured_loopback_users_apply_to_stored_users(tmp_path: Path) -> None
     access.add_user("app", "pw")
     assert access.authenticate("app", "pw", "10.0.0.1") is None
     assert access.authenticate("guest", "guest", "10.0.0.1") is not None
+
+
+def test_a_config_built_directly_gets_the_same_tls_rule(tmp_path: Path) -> None:
+    """Embedding builds ``Config`` without ``load_config``: the TLS listener checks it with the same rule."""
+    with pytest.raises(ConfigError) as caught:
+        server_context(Config(data_dir=tmp_path, tls_cert=tmp_path / "cert.pem"))
+    assert str(caught.value) == "tls_key: required when tls_cert is set"
+    with pytest.raises(ConfigError) as caught:
+        server_context(Config(data_dir=tmp_path, tls_verify_peer=True))
+    assert str(caught.value) == "tls_ca: required when tls_verify_peer is set"
+    assert server_context(Config(data_dir=tmp_path)) is None

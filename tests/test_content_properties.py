@@ -26,10 +26,11 @@ from types import SimpleNamespace
 import pytest
 from pamqp import commands
 
-from amqp_server import access_store, definitions
 from amqp_server.core import channel as channel_module
 from amqp_server.core.broker import Broker
 from amqp_server.core.confirms import SyncBarrier
+from amqp_server.ops import access as ops_access
+from amqp_server.ops import definitions
 from amqp_server.server import server as server_module
 from amqp_server.server.protocol import Connections
 from amqp_server.wire.content import decode_properties
@@ -390,7 +391,7 @@ def test_a_failing_access_reload_is_logged_and_the_next_poll_still_runs(monkeypa
                 raise RuntimeError("boom")
             return (access, ["/", "added"]) if len(polls) == 2 else None
 
-    monkeypatch.setattr(access_store, "AccessWatcher", Watcher)
+    monkeypatch.setattr(ops_access, "AccessWatcher", Watcher)
     monkeypatch.setattr(server_module, "ACCESS_POLL_INTERVAL", 0)
     run_access_watch(broker, polls)
     assert len(polls) >= 3 and "added" in broker.vhosts
@@ -420,7 +421,7 @@ def test_one_vhost_that_fails_to_delete_does_not_stop_the_others(monkeypatch, ca
             raise RuntimeError("boom")
         deleted.append(name)
 
-    monkeypatch.setattr(access_store, "AccessWatcher", Watcher)
+    monkeypatch.setattr(ops_access, "AccessWatcher", Watcher)
     monkeypatch.setattr(server_module, "ACCESS_POLL_INTERVAL", 0)
     monkeypatch.setattr(definitions, "delete_vhost", delete_vhost)
     run_access_watch(broker, polls)

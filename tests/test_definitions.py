@@ -18,18 +18,11 @@ from typing import Any
 import pytest
 from pamqp import commands
 
-from amqp_server.access_store import (
-    ACCESS_FILE,
-    AccessWatcher,
-    DefinitionsError,
-    apply_to_broker,
-    edit_access,
-    load_access,
-    save_access,
-)
 from amqp_server.core.access import AccessControl, Permission, hash_password
 from amqp_server.core.broker import Broker
-from amqp_server.definitions import delete_vhost, export_from, import_file, import_into, open_offline_broker
+from amqp_server.ops.access import ACCESS_FILE, AccessWatcher, apply_to_broker, edit_access, load_access, save_access
+from amqp_server.ops.definitions import delete_vhost, export_from, import_file, import_into, open_offline_broker
+from amqp_server.ops.errors import DefinitionsError
 
 from .frames import PROTOCOL_HEADER, FakeClock, Peer, open_peer, publish
 

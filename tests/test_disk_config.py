@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from amqp_server import cli
-from amqp_server.config import Config, ConfigError, load_config, physical_memory
+from amqp_server.ops import cli
+from amqp_server.ops.config import Config, load_config, physical_memory
+from amqp_server.ops.errors import ConfigError
 
 NO_ENV: dict[str, str] = {}
 

@@ -1,4 +1,4 @@
-"""``amqp_server.testing.running()`` and the pytest plugin (``amqp_broker``, ``amqp_vhost``).
+"""``amqp_server.running()`` (``amqp_server.ops.embedding``) and the pytest plugin (``amqp_broker``, ``amqp_vhost``).
 
 These start real brokers (in a thread, or as ``python -m amqp_server``) on free
 127.0.0.1 ports and talk to them with pika and raw sockets: start and stop, the
@@ -19,7 +19,7 @@ import pika.exceptions
 import pytest
 from pamqp import commands, frame
 
-from amqp_server.testing import RunningBroker, running
+from amqp_server.ops.embedding import RunningBroker, running
 from storage.segment_store import DataDirLocked
 
 pytest_plugins = ["pytester"]

@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from storage.segment_store import SegmentStore
+from storage.api import Store
+from storage.factory import open_store
 
-from .. import access_store, definitions
-from ..config import Config
 from ..core.broker import Broker, Limits
+from ..ops import access as ops_access
+from ..ops import definitions
+from ..ops.config import Config
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
@@ -36,13 +38,13 @@ async def serve(config: Config, ready: asyncio.Event | None = None, stop: asynci
     """Run the broker until ``stop`` is set, or SIGTERM/SIGINT when run in the main thread.
 
     ``on_listening(host, port, broker)`` is called once the sockets are bound (for
-    embedding: ``amqp_server.testing`` uses it to learn the port of ``--port 0``).
+    embedding: ``amqp_server.ops.embedding`` uses it to learn the port of ``--port 0``).
     With ``tls_cert`` and ``tls_key`` set, a second listener on ``tls_port`` speaks amqps.
     Bad TLS settings raise ``ValueError`` (or ``OSError`` for unreadable files) before anything starts.
     """
     started = time.monotonic()
     tls = server_context(config)
-    store = SegmentStore(config.data_dir)  # raises DataDirLocked if another broker uses it
+    store = open_store(config)  # raises DataDirLocked if another broker uses the data dir
     try:
         await _serve(config, tls, store, started, ready, stop or asyncio.Event(), on_listening)
     finally:
@@ -50,16 +52,16 @@ async def serve(config: Config, ready: asyncio.Event | None = None, stop: asynci
         log.info("stopped")
 
 
-async def _serve(config: Config, tls: ssl.SSLContext | None, store: SegmentStore, started: float,
+async def _serve(config: Config, tls: ssl.SSLContext | None, store: Store, started: float,
                  ready: asyncio.Event | None, stop: asyncio.Event,
                  on_listening: Callable[[str, int, Broker], None] | None) -> None:
     loop = asyncio.get_running_loop()
-    access, vhost_names = access_store.startup_access(config)
+    access, vhost_names = ops_access.startup_access(config)
     broker = Broker(store=store, access=access, clock=loop.time,
                     limits=Limits(channel_max=config.channel_max, frame_max=config.frame_max,
                                   heartbeat=config.heartbeat, handshake_timeout=config.handshake_timeout,
                                   max_message_size=config.max_message_size))
-    access_store.apply_to_broker(broker, access, vhost_names)
+    ops_access.apply_to_broker(broker, access, vhost_names)
     if config.load_definitions is not None:
         counts = definitions.import_file(broker, config.load_definitions)
         definitions.save_broker_access(config.data_dir, broker)
@@ -134,21 +136,21 @@ async def _close_connections(connections: Connections) -> None:
 
 async def _watch_access(config: Config, broker: Broker, connections: Connections) -> None:
     """Reload access.json when the admin CLI changes it; vhosts no longer listed lose their connections and contents."""
-    watcher = access_store.AccessWatcher(config.data_dir, config.loopback_users)
+    watcher = ops_access.AccessWatcher(config.data_dir, config.loopback_users)
     while True:
         await asyncio.sleep(ACCESS_POLL_INTERVAL)
         try:  # an error boundary: one failed reload is logged, and the next poll still runs
             _reload_access(watcher, broker, connections)
         except Exception:
-            log.exception("reloading %s failed", watcher.data_dir / access_store.ACCESS_FILE)
+            log.exception("reloading %s failed", watcher.data_dir / ops_access.ACCESS_FILE)
 
 
-def _reload_access(watcher: access_store.AccessWatcher, broker: Broker, connections: Connections) -> None:
+def _reload_access(watcher: ops_access.AccessWatcher, broker: Broker, connections: Connections) -> None:
     reloaded = watcher.poll()
     if reloaded is None:
         return
-    removed = access_store.apply_to_broker(broker, *reloaded)
-    log.info("reloaded users, vhosts and permissions from %s", watcher.data_dir / access_store.ACCESS_FILE)
+    removed = ops_access.apply_to_broker(broker, *reloaded)
+    log.info("reloaded users, vhosts and permissions from %s", watcher.data_dir / ops_access.ACCESS_FILE)
     for protocol in list(connections.protocols):
         if protocol.connection is not None and protocol.connection.vhost.name in removed:
             try:

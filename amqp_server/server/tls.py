@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import ssl
 
-from ..config import Config
+from ..ops.config import Config
+from ..ops.validation import check_tls_settings
 
 
 def server_context(config: Config) -> ssl.SSLContext | None:
-    """The context for the amqps listener, or None when TLS is not configured."""
-    if config.tls_cert is None and config.tls_key is None:
-        if config.tls_verify_peer or config.tls_ca is not None:
-            raise ValueError("TLS options given without a certificate: set tls_cert and tls_key")
+    """The context for the amqps listener, or None when TLS is not configured.
+
+    ``load_config`` has checked which TLS settings go together; a ``Config`` built directly (embedding)
+    is checked here by the same rule, and raises the same ``ConfigError`` (a ``ValueError``).
+    """
+    check_tls_settings(lambda key: getattr(config, key))
+    if config.tls_cert is None:
         return None
-    if config.tls_cert is None or config.tls_key is None:
-        raise ValueError("TLS needs both a certificate (tls_cert) and its private key (tls_key)")
-    if config.tls_verify_peer and config.tls_ca is None:
-        raise ValueError("tls_verify_peer needs tls_ca, the CA that signs client certificates")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(config.tls_cert, config.tls_key)

@@ -23,26 +23,23 @@ import fcntl
 import json
 import logging
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator
 
-from .config import Config, ConfigError
-from .core.access import HASHING_ALGORITHM, AccessControl, Permission, User, check_password
+from ..core.access import HASHING_ALGORITHM, AccessControl, Permission, User, check_password
+from .config import Config
+from .errors import ConfigError, DefinitionsError, NotFound
+from .validation import json_lists, json_string, must_exist, regex_problem, tags_from
 
 if TYPE_CHECKING:
-    from .core.broker import Broker
+    from ..core.broker import Broker
 
 ACCESS_FILE = "access.json"
 LOCK_FILE = "access.lock"
 DEFAULT_VHOST = "/"
 
 log = logging.getLogger("amqp_server.access")
-
-
-class DefinitionsError(ValueError):
-    """Users, vhosts or permissions (in access.json or a definitions file) that cannot be loaded."""
 
 
 # ------------------------------------------------------------------ JSON sections, shared with definitions
@@ -57,57 +54,59 @@ def permission_to_json(user: str, vhost: str, permission: Permission) -> dict[st
             "read": permission.read}
 
 
-def add_user_from_json(access: AccessControl, item: Any, where: str) -> None:
+def import_sections(data: dict[str, Any], access: AccessControl, vhosts: Container[str],
+                    add_vhost: Callable[[str], Any]) -> dict[str, int]:
+    """Apply the ``users``, ``vhosts`` and ``permissions`` sections of a definitions document (each already
+    checked to be a list), in that order; returns how many users, new vhosts and permissions there were.
+
+    ``vhosts`` are the names that exist (it sees what ``add_vhost`` adds): a permission's vhost must be one.
+    """
+    counts = dict.fromkeys(("users", "vhosts", "permissions"), 0)
+    for i, item in enumerate(data.get("users", [])):
+        _add_user_from_json(access, item, f"users[{i}]")
+        counts["users"] += 1
+    for i, item in enumerate(data.get("vhosts", [])):
+        name = json_string(item, "name", f"vhosts[{i}]")
+        if name not in vhosts:
+            add_vhost(name)
+            counts["vhosts"] += 1
+    for i, item in enumerate(data.get("permissions", [])):
+        _set_permission_from_json(access, vhosts, item, f"permissions[{i}]")
+        counts["permissions"] += 1
+    return counts
+
+
+def _add_user_from_json(access: AccessControl, item: Any, where: str) -> None:
     """Add one entry of a ``users`` section (tags as a list or RabbitMQ's older comma-separated string)."""
-    name = _string(item, "name", where)
+    name = json_string(item, "name", where)
     algorithm = item.get("hashing_algorithm", HASHING_ALGORITHM)
     if algorithm != HASHING_ALGORITHM:
         raise DefinitionsError(f"{where}: user '{name}': hashing_algorithm {algorithm!r} is not supported "
                                f"(only {HASHING_ALGORITHM}); set a new password for this user")
-    tags = item.get("tags", [])
-    if isinstance(tags, str):
-        tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+    tags = tags_from(item.get("tags", []))
+    if tags is None:
         raise DefinitionsError(f"{where}: user '{name}': tags must be a list of strings or a comma-separated string")
     if "password" in item:  # plain, as RabbitMQ's HTTP API also accepts
-        access.add_user(name, _string(item, "password", where, allow_empty=True), tags=tags)
+        access.add_user(name, json_string(item, "password", where, allow_empty=True), tags=tags)
     else:  # without a hash, a user who cannot log in with a password (RabbitMQ exports them so too)
-        password_hash = _string(item, "password_hash", where, allow_empty=True) if "password_hash" in item else ""
+        password_hash = json_string(item, "password_hash", where, allow_empty=True) if "password_hash" in item else ""
         access.add_user(name, tags=tags, password_hash=password_hash)
 
 
-def vhost_from_json(item: Any, where: str) -> str:
-    return _string(item, "name", where)
-
-
-def set_permission_from_json(access: AccessControl, vhosts: list[str], item: Any, where: str) -> None:
+def _set_permission_from_json(access: AccessControl, vhosts: Container[str], item: Any, where: str) -> None:
     """Apply one entry of a ``permissions`` section; its user and vhost must exist."""
-    user, vhost = _string(item, "user", where), _string(item, "vhost", where)
-    patterns = [_string(item, key, where, allow_empty=True) for key in ("configure", "write", "read")]
-    if user not in access.users:
-        raise DefinitionsError(f"{where}: no user '{user}'")
-    if vhost not in vhosts:
-        raise DefinitionsError(f"{where}: no vhost '{vhost}'")
-    for pattern in patterns:
-        check_pattern(pattern, where)
-    access.set_permission(user, vhost, Permission(*patterns))
-
-
-def check_pattern(pattern: str, where: str) -> None:
+    user, vhost = json_string(item, "user", where), json_string(item, "vhost", where)
+    patterns = [json_string(item, key, where, allow_empty=True) for key in ("configure", "write", "read")]
     try:
-        re.compile(pattern)
-    except re.error as error:
-        raise DefinitionsError(f"{where}: invalid regular expression {pattern!r}: {error}") from None
-
-
-def _string(item: Any, key: str, where: str, allow_empty: bool = False) -> str:
-    if not isinstance(item, dict):
-        raise DefinitionsError(f"{where}: expected an object, got {json.dumps(item)}")
-    value = item.get(key)
-    if not isinstance(value, str) or (not value and not allow_empty):
-        raise DefinitionsError(f"{where}: '{key}' must be a non-empty string" if not allow_empty
-                               else f"{where}: '{key}' must be a string")
-    return value
+        must_exist("user", user, access.users)
+        must_exist("vhost", vhost, vhosts)
+    except NotFound as error:
+        raise DefinitionsError(f"{where}: {error}") from None
+    for pattern in patterns:
+        problem = regex_problem(pattern)
+        if problem is not None:
+            raise DefinitionsError(f"{where}: {problem}")
+    access.set_permission(user, vhost, Permission(*patterns))
 
 
 def remove_vhost(access: AccessControl, vhosts: list[str], name: str) -> None:
@@ -132,18 +131,9 @@ def from_json(data: Any, loopback_users: tuple[str, ...] = ("guest",)) -> tuple[
     if not isinstance(data, dict):
         raise DefinitionsError("expected a JSON object with users, vhosts and permissions")
     access = AccessControl(loopback_users)
-    for section in ("users", "vhosts", "permissions"):
-        if not isinstance(data.get(section, []), list):
-            raise DefinitionsError(f"{section}: expected a list")
-    for i, item in enumerate(data.get("users", [])):
-        add_user_from_json(access, item, f"users[{i}]")
+    json_lists(data, ("users", "vhosts", "permissions"))
     vhosts = [DEFAULT_VHOST]  # always there, as the broker always has it
-    for i, item in enumerate(data.get("vhosts", [])):
-        name = vhost_from_json(item, f"vhosts[{i}]")
-        if name not in vhosts:
-            vhosts.append(name)
-    for i, item in enumerate(data.get("permissions", [])):
-        set_permission_from_json(access, vhosts, item, f"permissions[{i}]")
+    import_sections(data, access, vhosts, vhosts.append)
     return access, vhosts
 
 
@@ -239,11 +229,12 @@ def apply_config(access: AccessControl, vhosts: list[str], config: Config) -> bo
             changed = True
     source = str(config.config_file) if config.config_file else None
     for i, entry in enumerate(config.permissions):
-        if entry.user not in access.users:
-            raise ConfigError(f"permissions[{i}].user", f"no user '{entry.user}' (declare it in [[users]])", source)
-        if entry.vhost not in vhosts:
-            raise ConfigError(f"permissions[{i}].vhost", f"no vhost '{entry.vhost}' (declare it in [[vhosts]])",
-                              source)
+        try:
+            must_exist("user", entry.user, access.users)
+            must_exist("vhost", entry.vhost, vhosts)
+        except NotFound as error:
+            raise ConfigError(f"permissions[{i}].{error.kind}", f"{error} (declare it in [[{error.kind}s]])",
+                              source) from None
         permission = Permission(entry.configure, entry.write, entry.read)
         if access.permissions.get((entry.user, entry.vhost)) != permission:
             access.set_permission(entry.user, entry.vhost, permission)
@@ -296,7 +287,7 @@ def apply_to_broker(broker: "Broker", access: AccessControl, vhosts: list[str]) 
     """Install reloaded access and create new vhosts; returns the broker's vhosts that are no longer listed.
 
     The caller closes those vhosts' connections (320 CONNECTION_FORCED, as RabbitMQ
-    does) and then removes them with ``definitions.delete_vhost``.
+    does) and then removes them with ``ops.definitions.delete_vhost``.
     """
     broker.access = access
     for name in vhosts:

@@ -17,7 +17,7 @@ Anything that cannot be imported raises ``DefinitionsError`` naming the entry;
 entries before it have been imported by then.
 
 ``open_offline_broker`` builds a broker over a data dir no broker is running on
-(``SegmentStore`` raises ``DataDirLocked`` otherwise), for the admin CLI.
+(its store raises ``DataDirLocked`` otherwise), for the admin CLI.
 """
 
 from __future__ import annotations
@@ -29,26 +29,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from storage.segment_store import SegmentStore
+from storage.factory import open_store
 
-from . import __version__
-from .access_store import (
-    DefinitionsError,
-    add_user_from_json,
+from .. import __version__
+from ..core.broker import Broker
+from ..core.exchanges import EXCHANGE_TYPES
+from ..core.queue import Queue
+from ..core.queue_arguments import parse_queue_arguments
+from ..core.vhost import VirtualHost
+from ..errors import AMQPError
+from .access import (
     apply_to_broker,
+    import_sections,
     load_access,
     permission_to_json,
     save_access,
-    set_permission_from_json,
     user_to_json,
-    vhost_from_json,
 )
-from .core.broker import Broker
-from .core.exchanges import EXCHANGE_TYPES
-from .core.queue import Queue
-from .core.queue_arguments import parse_queue_arguments
-from .core.vhost import VirtualHost
-from .errors import AMQPError
+from .errors import DefinitionsError
+from .validation import json_lists, json_object, json_string
 
 RABBIT_VERSION = "3.10.8"  # the definitions format written (RabbitMQ's version field)
 UNSUPPORTED_SECTIONS = ("policies", "parameters", "global_parameters", "topic_permissions")
@@ -124,20 +123,9 @@ def import_into(broker: Broker, data: Any) -> dict[str, int]:
     """Import RabbitMQ definitions into ``broker``; returns counts of what was created, and of ignored sections."""
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
-    for section in ("users", "vhosts", "permissions", "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS):
-        if not isinstance(data.get(section, []), list):
-            raise DefinitionsError(f"{section}: expected a list")
-    counts = dict.fromkeys(("users", "vhosts", "permissions", "exchanges", "queues", "bindings"), 0)
-    for i, item in enumerate(data.get("users", [])):
-        add_user_from_json(broker.access, item, f"users[{i}]")
-        counts["users"] += 1
-    for i, item in enumerate(data.get("vhosts", [])):
-        name = vhost_from_json(item, f"vhosts[{i}]")
-        counts["vhosts"] += name not in broker.vhosts
-        broker.add_vhost(name)
-    for i, item in enumerate(data.get("permissions", [])):
-        set_permission_from_json(broker.access, list(broker.vhosts), item, f"permissions[{i}]")
-        counts["permissions"] += 1
+    json_lists(data, ("users", "vhosts", "permissions", "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS))
+    counts = {**import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
+              **dict.fromkeys(("exchanges", "queues", "bindings"), 0)}
     for i, item in enumerate(data.get("exchanges", [])):
         counts["exchanges"] += _import_exchange(broker, item, f"exchanges[{i}]")
     for i, item in enumerate(data.get("queues", [])):
@@ -165,11 +153,9 @@ def import_file(broker: Broker, path: Path) -> dict[str, int]:
 
 
 def _entry(item: Any, where: str, strings: tuple[str, ...], flags: tuple[str, ...] = ()) -> dict[str, Any]:
-    if not isinstance(item, dict):
-        raise DefinitionsError(f"{where}: expected an object, got {json.dumps(item)}")
+    item = json_object(item, where)
     for key in strings:
-        if not isinstance(item.get(key), str):
-            raise DefinitionsError(f"{where}: '{key}' must be a string")
+        json_string(item, key, where, allow_empty=True)
     for key in flags:
         if not isinstance(item.get(key, False), bool):
             raise DefinitionsError(f"{where}: '{key}' must be true or false")
@@ -261,11 +247,11 @@ def delete_vhost(broker: Broker, name: str) -> None:
 def open_offline_broker(data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)) -> Iterator[Broker]:
     """A broker over ``data_dir``'s store and access.json, for editing definitions while no broker runs.
 
-    Raises ``storage.segment_store.DataDirLocked`` when a broker is running on
+    Raises ``storage.fileio.DataDirLocked`` when a broker is running on
     the data dir.  The store is synced and closed on the way out; saving access
     changes is the caller's job (``save_access``).
     """
-    store = SegmentStore(data_dir)
+    store = open_store(data_dir)
     try:
         access, vhosts = load_access(data_dir, loopback_users)
         broker = Broker(store=store, access=access)

@@ -1,4 +1,4 @@
-"""``python -m amqp_server.healthcheck``: exit 0 if a broker completes a real AMQP handshake, else 1.
+"""``python -m amqp_server.ops.healthcheck``: exit 0 if a broker completes a real AMQP handshake, else 1.
 
 It connects, sends the protocol header, logs in with PLAIN, tunes, opens the
 virtual host and closes the connection cleanly — so "healthy" means the broker
@@ -94,7 +94,7 @@ def check(host: str, port: int, user: str, password: str, vhost: str = "/", time
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m amqp_server.healthcheck",
+    parser = argparse.ArgumentParser(prog="python -m amqp_server.ops.healthcheck",
                                      description="Exit 0 if an AMQP 0-9-1 broker completes a handshake, else 1.")
     parser.add_argument("--host", default="127.0.0.1", help="broker address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5672, help="broker port (default 5672)")

@@ -8,7 +8,7 @@ milliseconds and lets the test create virtual hosts (``add_vhost``);
 ``process=True`` runs ``python -m amqp_server`` as a subprocess instead, for
 isolation from the test process (its own GIL, its own crash).
 
-The pytest fixtures built on this live in ``amqp_server.pytest_plugin``.
+The pytest fixtures built on this live in ``amqp_server.ops.pytest_plugin``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 VHOST_TIMEOUT_S = 10.0
 LISTENING = re.compile(r"listening on (\S+):(\d+),")
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds amqp_server/ and storage/
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds amqp_server/ and storage/
 
 
 @dataclass
@@ -133,7 +133,7 @@ class _BrokerThread(threading.Thread):
             self.listening.set()
 
     async def _main(self) -> None:
-        from .server.server import serve  # the server stack loads only when a broker starts
+        from ..server.server import serve  # the server stack loads only when a broker starts
 
         self.loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
@@ -154,7 +154,7 @@ class _BrokerThread(threading.Thread):
             raise RuntimeError(f"the broker thread did not stop within {STOP_TIMEOUT_S} s")
 
     def add_vhost(self, name: str) -> None:
-        from .core.access import Permission
+        from ..core.access import Permission
 
         async def add() -> None:
             self.broker.add_vhost(name)

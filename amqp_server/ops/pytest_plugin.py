@@ -12,7 +12,7 @@ nothing is started, ``amqp_broker.url`` is that URL and ``amqp_vhost`` is that
 URL too (its vhost, ``/`` by default), shared by all tests.
 
 Registered through the ``pytest11`` entry point, so installing the package is
-enough; ``-p no:amqp_server.pytest_plugin`` turns it off.
+enough; ``-p no:amqp_server.pytest_plugin`` (the entry point's name) turns it off.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 
 if TYPE_CHECKING:
-    from .testing import RunningBroker
+    from .embedding import RunningBroker
 
 _vhost_numbers = itertools.count(1)
 
@@ -63,7 +63,7 @@ def amqp_broker(pytestconfig: pytest.Config) -> Iterator[RunningBroker | Externa
     if url:
         yield ExternalBroker(url)
         return
-    from .testing import running  # the broker stack loads only when a test asks for it
+    from .embedding import running  # the broker stack loads only when a test asks for it
 
     with running() as broker:
         yield broker

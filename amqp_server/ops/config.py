@@ -15,7 +15,7 @@ key upper-cased after ``AMQP_SERVER_`` as an environment variable.  Lists
 Relative paths in the file are relative to the file's directory.
 
 The file may also declare users, virtual hosts and permissions; they are
-applied to ``<data_dir>/access.json`` at every start (``access_store.apply_config``)::
+applied to ``<data_dir>/access.json`` at every start (``ops.access.apply_config``)::
 
     [[users]]
     name = "app"
@@ -43,8 +43,6 @@ exits with code 2.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
 import os
 import re
@@ -53,10 +51,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .errors import ConfigError, flag_name
+from .logging import FORMATS
+from .validation import check_tls_settings, regex_problem, split_list, tags_from, valid_password_hash
+
 ENV_PREFIX = "AMQP_SERVER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = FORMATS  # the formats ops.logging writes
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 MAX_MESSAGE_SIZE_LIMIT = 512 * 1024 * 1024  # RabbitMQ refuses a larger max_message_size too
 TRUE_WORDS = ("true", "yes", "on", "1")
@@ -111,19 +113,6 @@ def relative_disk_free_limit(ratio: float) -> int:
     if not 0 <= ratio < float("inf"):
         raise ValueError(ratio)
     return round(ratio * physical_memory())
-
-
-class ConfigError(ValueError):
-    """Invalid configuration: the message names the key and where its value came from."""
-
-    def __init__(self, key: str, problem: str, source: str | None = None) -> None:
-        self.key = key
-        self.problem = problem
-        self.source = source
-        if source == flag_name(key):  # "--port must be between 0 and 65535, got 70000"
-            super().__init__(f"{source} {problem}")
-        else:  # "port: must be between 0 and 65535, got 70000 (from AMQP_SERVER_PORT)"
-            super().__init__(f"{key}: {problem}" + (f" (from {source})" if source else ""))
 
 
 @dataclass(frozen=True)
@@ -271,10 +260,6 @@ KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool
               "disk_limit": "a size (50MB, 1GB, 500MiB, a number of bytes) or mem_relative:RATIO"}
 
 
-def flag_name(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
 def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper()
 
@@ -314,7 +299,7 @@ def load_config(flags: Mapping[str, Any] | None = None, config_file: Path | str 
         source = flag_name(key)
         values[key] = (value if isinstance(value, bool) else _from_text(key, value, source), source)
     settings = {key: _checked(key, value, source) for key, (value, source) in values.items()}
-    _check_combinations(settings, {key: source for key, (_, source) in values.items()})
+    check_tls_settings(settings.get, {key: source for key, (_, source) in values.items()})
     settings.setdefault("data_dir", default_data_dir())
     if path is not None:
         settings.update(config_file=path, **_tables(tables, str(path)))
@@ -361,7 +346,7 @@ def _from_text(key: str, text: str, source: str) -> Any:
             raise ConfigError(key, "must not be empty", source)
         return Path(text).expanduser()
     if kind == "list":
-        return tuple(part.strip() for part in text.split(",") if part.strip())
+        return tuple(split_list(text))
     if kind == "disk_limit":
         try:
             return disk_free_limit(text)
@@ -428,13 +413,6 @@ def _checked(key: str, value: Any, source: str) -> Any:
     return option.convert(value)
 
 
-def _check_combinations(settings: dict[str, Any], sources: dict[str, str]) -> None:
-    for key, needs in (("tls_cert", "tls_key"), ("tls_key", "tls_cert"), ("tls_verify_peer", "tls_ca"),
-                       ("tls_ca", "tls_cert")):
-        if settings.get(key) and not settings.get(needs):
-            raise ConfigError(needs, f"required when {key} is set (from {sources[key]})")
-
-
 # ------------------------------------------------------------------ [[users]], [[vhosts]], [[permissions]]
 
 def _tables(tables: dict[str, Any], source: str) -> dict[str, Any]:
@@ -478,30 +456,20 @@ def _user(entry: dict[str, Any], where: str, source: str) -> UserDefinition:
     if ("password" in entry) == ("password_hash" in entry):
         raise ConfigError(f"{where}.password", "set exactly one of password and password_hash", source)
     password_hash = entry.get("password_hash")
-    if password_hash is not None and not _valid_hash(password_hash):
+    if password_hash is not None and not valid_password_hash(password_hash):
         raise ConfigError(f"{where}.password_hash", "not a rabbit_password_hashing_sha256 hash "
                                                     "(base64 of a 4-byte salt and a SHA-256 digest)", source)
-    tags = entry.get("tags", [])
-    if isinstance(tags, str):
-        tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-        raise ConfigError(f"{where}.tags", f"must be a list of strings, got {_toml_type(tags)} {tags!r}", source)
+    given = entry.get("tags", [])
+    tags = tags_from(given)
+    if tags is None:
+        raise ConfigError(f"{where}.tags", f"must be a list of strings, got {_toml_type(given)} {given!r}", source)
     return UserDefinition(entry["name"], entry.get("password"), password_hash, tuple(tags))
-
-
-def _valid_hash(password_hash: str) -> bool:
-    try:
-        return len(base64.b64decode(password_hash, validate=True)) == 36
-    except (binascii.Error, ValueError):
-        return False
 
 
 def _permission(entry: dict[str, Any], where: str, source: str) -> PermissionDefinition:
     entry = _fields(entry, where, source, required=("user", "vhost", *PATTERN_KEYS))
     for key in PATTERN_KEYS:
-        try:
-            re.compile(entry[key])
-        except re.error as error:
-            raise ConfigError(f"{where}.{key}", f"invalid regular expression {entry[key]!r}: {error}", source) \
-                from None
+        problem = regex_problem(entry[key])
+        if problem is not None:
+            raise ConfigError(f"{where}.{key}", problem, source)
     return PermissionDefinition(**{f.name: entry[f.name] for f in fields(PermissionDefinition)})

@@ -3,7 +3,7 @@
 Without a subcommand it runs the broker.  Every configuration key has a flag
 (``--port``), an environment variable (``AMQP_SERVER_PORT``) and a key in the
 TOML file named by ``--config`` (``port``); flag > environment > file > default
-(see ``config``).  The flag names are a stable interface: outside tooling starts
+(see ``ops.config``).  The flag names are a stable interface: outside tooling starts
 the broker with them.  Invalid configuration exits with code 2 and one line
 naming the key.
 
@@ -37,28 +37,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Iterator, Mapping
 
-from storage.segment_store import DataDirLocked
+from storage.fileio import DataDirLocked
 
-from . import __version__, logging_setup
-from .access_store import (
-    DEFAULT_VHOST,
-    DefinitionsError,
-    check_pattern,
-    edit_access,
-    load_access,
-    locked,
-    remove_vhost,
-)
-from .config import CONFIG_ENV, OPTIONS, Config, ConfigError, env_name, flag_name, load_config
-from .core.access import Permission
-from .core.broker import Broker
+from .. import __version__
+from ..core.access import Permission
+from ..core.broker import Broker
+from .access import DEFAULT_VHOST, edit_access, load_access, locked, remove_vhost
+from .config import CONFIG_ENV, OPTIONS, Config, env_name, load_config
 from .definitions import delete_vhost, export_from, import_file, open_offline_broker, save_broker_access
+from .errors import AccessError, ConfigError, DefinitionsError, flag_name
+from .logging import setup as setup_logging
+from .validation import must_be_new, must_exist, regex_problem, split_list
 
 ADMIN_COMMANDS = ("users", "vhosts", "permissions", "definitions")
 
 
 class AdminError(Exception):
-    """An admin command that cannot be done: printed, exit code 1."""
+    """An admin command that cannot be done with this data dir (none there, or a broker runs on it): printed,
+    exit code 1, like an ``AccessError`` or a ``DefinitionsError``."""
 
 
 # ------------------------------------------------------------------ running the broker
@@ -97,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_args(argv)
     except ConfigError as error:
         return _config_failure(error)
-    logging_setup.setup(config.log_level, config.log_format)
-    from .server.server import serve
+    setup_logging(config.log_level, config.log_format)
+    from ..server.server import serve
 
     try:
         _run(serve(config), config.event_loop)
@@ -185,7 +181,7 @@ def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int
         return _config_failure(error)
     try:
         message = args.handler(args, config)
-    except (AdminError, DefinitionsError) as error:
+    except (AdminError, AccessError, DefinitionsError) as error:
         print(f"amqp-server: {error}", file=sys.stderr)
         return 1
     if message:
@@ -194,18 +190,15 @@ def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int
 
 
 def _users_add(args: argparse.Namespace, config: Config) -> str:
-    tags = [tag.strip() for tag in args.tags.split(",") if tag.strip()]
     with edit_access(config.data_dir, config.loopback_users) as (access, _):
-        if args.name in access.users:
-            raise AdminError(f"user '{args.name}' already exists")
-        access.add_user(args.name, args.password, tags)
+        must_be_new("user", args.name, access.users)
+        access.add_user(args.name, args.password, split_list(args.tags))
     return f"added user '{args.name}'"
 
 
 def _users_delete(args: argparse.Namespace, config: Config) -> str:
     with edit_access(config.data_dir, config.loopback_users) as (access, _):
-        if args.name not in access.users:
-            raise AdminError(f"no user '{args.name}'")
+        must_exist("user", args.name, access.users)
         access.delete_user(args.name)
     return f"deleted user '{args.name}'"
 
@@ -217,8 +210,7 @@ def _users_list(args: argparse.Namespace, config: Config) -> str:
 
 def _vhosts_add(args: argparse.Namespace, config: Config) -> str:
     with edit_access(config.data_dir, config.loopback_users) as (_, vhosts):
-        if args.name in vhosts:
-            raise AdminError(f"vhost '{args.name}' already exists")
+        must_be_new("vhost", args.name, vhosts)
         vhosts.append(args.name)
     return f"added vhost '{args.name}'"
 
@@ -226,11 +218,10 @@ def _vhosts_add(args: argparse.Namespace, config: Config) -> str:
 def _vhosts_delete(args: argparse.Namespace, config: Config) -> str:
     """A running broker deletes the vhost's contents when it reloads; otherwise they are deleted here."""
     if args.name == DEFAULT_VHOST:
-        raise AdminError(f"vhost '{DEFAULT_VHOST}' cannot be deleted: it always exists (remove its permissions "
+        raise AccessError(f"vhost '{DEFAULT_VHOST}' cannot be deleted: it always exists (remove its permissions "
                          f"instead)")
     with edit_access(config.data_dir, config.loopback_users) as (access, vhosts):
-        if args.name not in vhosts:
-            raise AdminError(f"no vhost '{args.name}'")
+        must_exist("vhost", args.name, vhosts)
         try:
             with open_offline_broker(config.data_dir, config.loopback_users) as broker:
                 delete_vhost(broker, args.name)
@@ -246,12 +237,12 @@ def _vhosts_list(args: argparse.Namespace, config: Config) -> str:
 
 def _permissions_set(args: argparse.Namespace, config: Config) -> str:
     for pattern in (args.configure, args.write, args.read):
-        check_pattern(pattern, "permissions set")
+        problem = regex_problem(pattern)
+        if problem is not None:
+            raise AccessError(f"permissions set: {problem}")
     with edit_access(config.data_dir, config.loopback_users) as (access, vhosts):
-        if args.user not in access.users:
-            raise AdminError(f"no user '{args.user}'")
-        if args.vhost not in vhosts:
-            raise AdminError(f"no vhost '{args.vhost}'")
+        must_exist("user", args.user, access.users)
+        must_exist("vhost", args.vhost, vhosts)
         access.set_permission(args.user, args.vhost, Permission(args.configure, args.write, args.read))
     return f"set permissions of user '{args.user}' in vhost '{args.vhost}'"
 
@@ -259,7 +250,7 @@ def _permissions_set(args: argparse.Namespace, config: Config) -> str:
 def _permissions_clear(args: argparse.Namespace, config: Config) -> str:
     with edit_access(config.data_dir, config.loopback_users) as (access, _):
         if access.permissions.pop((args.user, args.vhost), None) is None:
-            raise AdminError(f"user '{args.user}' has no permissions in vhost '{args.vhost}'")
+            raise AccessError(f"user '{args.user}' has no permissions in vhost '{args.vhost}'")
     return f"cleared permissions of user '{args.user}' in vhost '{args.vhost}'"
 
 
