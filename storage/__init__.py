@@ -1,8 +1,9 @@
 """Where durable state lives: the store interface (``api``) and its implementations.
 
-The broker core talks to a store only through ``storage.api.Store``; the
-in-memory store (``memory``) is the executable contract and the default until
-the durable store lands.
+The broker core talks to a store only through ``storage.api.Store``. The server runs on the
+durable ``SegmentStore`` (``segment_store``); the in-memory store (``memory``) is the executable
+contract both are tested against, and the default of a ``Broker`` built without a store (the
+sans-IO tests).
 """
 
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store, StoredMessage, binding_key

@@ -1,8 +1,9 @@
 """The narrow interface between the broker core and durable storage.
 
 The core writes definitions (durable exchanges, queues, bindings) and persistent
-messages on durable queues through ``Store``; it never reads back except once,
-at start, through ``recover``.  Writes may be buffered: nothing is promised to
+messages on durable queues through ``Store``. It reads back in two places only: once at
+start, through ``recover``, and ``read_message`` for a message paged out of memory (a
+recovered backlog handed back as ``StoredMessage`` references).  Writes may be buffered: nothing is promised to
 be durable until ``sync`` returns, which is the group-commit point the server's
 persister calls once for many writes before releasing publisher confirms.
 Records are frozen dataclasses of plain values so any engine can serialise them.

@@ -100,10 +100,6 @@ class FrameReader:
         return frames
 
 
-def build_frame(frame_type: int, channel: int, payload: bytes) -> bytes:
-    return _HEADER.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
-
-
 def body_frames(channel: int, body: bytes, frame_max: int) -> list[bytes | memoryview]:
     """Split ``body`` into content-body frames that each fit in ``frame_max``.
 

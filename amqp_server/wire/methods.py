@@ -35,7 +35,6 @@ _SHORTSTR_LEN = struct.Struct(">B")
 BASIC_PUBLISH = commands.Basic.Publish.index
 BASIC_ACK = commands.Basic.Ack.index
 _ACK_ARGUMENTS = struct.Struct(">q")  # signed, as pamqp decodes a longlong (a tag >= 2**63 comes out negative)
-_DELIVER_PREFIX = struct.pack(">HH", 60, 60)
 _GET_OK_PREFIX = struct.pack(">HH", 60, 71)
 _RETURN_PREFIX = struct.pack(">HH", 60, 50)
 _ACK = struct.Struct(">BHIHHQB")  # whole frame header + Basic.Ack, end byte appended
