@@ -45,7 +45,10 @@ class BindingRecord:
     destination_kind: str = "queue"
 
 
-def binding_key(record: BindingRecord) -> tuple[str, str, str, str, str, str]:
+BindingKey = tuple[str, str, str, str, str, str]
+
+
+def binding_key(record: BindingRecord) -> BindingKey:
     """A hashable identity for a binding (its arguments are a table, so not hashable themselves)."""
     return (record.vhost, record.source, record.destination_kind, record.destination, record.routing_key,
             repr(sorted(record.arguments.items())))

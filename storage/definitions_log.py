@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import fileio
-from .api import BindingRecord, binding_key, ExchangeRecord, QueueRecord
+from .api import BindingKey, BindingRecord, ExchangeRecord, QueueRecord, binding_key
 from .segment_format import (
     binding_document, binding_from_document, check_header, decode_definitions, Definitions, DefinitionsError,
     encode_definitions, exchange_document, exchange_from_document, FILE_HEADER_SIZE, FORMAT_VERSION,
@@ -87,7 +87,7 @@ class DefinitionsLog:
         self.data_dir = data_dir
         self.exchanges: dict[tuple[str, str], ExchangeRecord] = {}
         self.queues: dict[tuple[str, str], QueueRecord] = {}
-        self.bindings: dict[tuple, BindingRecord] = {}
+        self.bindings: dict[BindingKey, BindingRecord] = {}
         self._pending = DefinitionsBatch()
         self._fd: int | None = None  # the log, opened at the first write
         self._size = 0  # durable size of the log (0: no header yet)

@@ -62,7 +62,7 @@ from typing import Iterable, Iterator
 from . import fileio
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
 from .definitions_log import DefinitionsBatch, DefinitionsLog
-from .fileio import DataDirLocked  # noqa: F401 (importers expect it here)
+from .fileio import DataDirLocked as DataDirLocked  # re-exported: importers expect it here
 from .record_reader import location, LOCATION_BITS, RecordReader, split
 from .segment_format import (
     ACK_ENTRY, ACK_HEADER, ACK_MAGIC, ack_name, check_header, decode_message_key, encode_message,
@@ -106,7 +106,7 @@ def _pack_offsets(offsets: list[int]) -> bytes:
     return packed.tobytes()
 
 
-def _unpack_offsets(data: bytes) -> array.array:
+def _unpack_offsets(data: bytes) -> array.array[int]:
     packed = array.array("Q")
     packed.frombytes(data)
     if sys.byteorder != "little":

@@ -83,10 +83,11 @@ class FrameReader:
                     break  # wait for the rest of the payload and the end byte
                 if source[frame_end] != FRAME_END:
                     raise AMQPConnectionError(
-                        FRAME_ERROR, f"type {frame_type}, all octets = {erlang_binary(source[offset + 7:frame_end])}: "
+                        FRAME_ERROR, f"type {frame_type}, all octets = {erlang_binary(bytes(source[offset + 7:frame_end]))}: "
                                      f"{{invalid_frame_end_marker,{source[frame_end]}}}")
                 payload = source[offset + 7 : frame_end]
-                frames.append((frame_type, channel, payload if direct else bytes(payload)))
+                # direct: source is data, a bytes, so the slice is one (mypy sees bytes | bytearray)
+                frames.append((frame_type, channel, payload if direct else bytes(payload)))  # type: ignore[arg-type]
                 offset = frame_end + 1
         except AMQPConnectionError as error:
             self.error = error
