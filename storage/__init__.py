@@ -7,8 +7,9 @@ sans-IO tests).
 """
 
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store, StoredMessage, binding_key
-from .memory import MemoryStore
 from .fileio import DataDirLocked
+from .memory import MemoryStore
 from .segment_store import SegmentStore
 
-__all__ = ["BindingRecord", "DataDirLocked", "SegmentStore", "ExchangeRecord", "MemoryStore", "MessageRecord", "QueueRecord", "Recovered", "Store", "StoredMessage", "binding_key"]
+__all__ = ["BindingRecord", "DataDirLocked", "SegmentStore", "ExchangeRecord", "MemoryStore", "MessageRecord",
+           "QueueRecord", "Recovered", "Store", "StoredMessage", "binding_key"]

@@ -38,16 +38,28 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import fileio
 from .api import BindingKey, BindingRecord, ExchangeRecord, QueueRecord, binding_key
 from .segment_format import (
-    binding_document, binding_from_document, check_header, decode_definitions, Definitions, DefinitionsError,
-    encode_definitions, exchange_document, exchange_from_document, FILE_HEADER_SIZE, FORMAT_VERSION,
-    queue_document, queue_from_document, RECORD_HEAD,
+    FILE_HEADER_SIZE,
+    FORMAT_VERSION,
+    RECORD_HEAD,
+    Definitions,
+    DefinitionsError,
+    binding_document,
+    binding_from_document,
+    check_header,
+    decode_definitions,
+    encode_definitions,
+    exchange_document,
+    exchange_from_document,
+    queue_document,
+    queue_from_document,
 )
 
 log = logging.getLogger("storage.definitions_log")

@@ -7,7 +7,7 @@ recovery logic be tested without a disk.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .api import BindingKey, BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, binding_key
 

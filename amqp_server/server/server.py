@@ -11,8 +11,8 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from storage.segment_store import SegmentStore
 

@@ -82,8 +82,9 @@ class FrameReader:
                 if frame_end >= end:
                     break  # wait for the rest of the payload and the end byte
                 if source[frame_end] != FRAME_END:
+                    octets = erlang_binary(bytes(source[offset + 7 : frame_end]))
                     raise AMQPConnectionError(
-                        FRAME_ERROR, f"type {frame_type}, all octets = {erlang_binary(bytes(source[offset + 7:frame_end]))}: "
+                        FRAME_ERROR, f"type {frame_type}, all octets = {octets}: "
                                      f"{{invalid_frame_end_marker,{source[frame_end]}}}")
                 payload = source[offset + 7 : frame_end]
                 # direct: source is data, a bytes, so the slice is one (mypy sees bytes | bytearray)

@@ -47,8 +47,9 @@ PROPERTIES = (
 )
 
 # Size of a field-table value after its type tag: fixed, or a 4-byte length prefix ("L").
-_VALUE_SIZES: dict[bytes, int | str] = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8, b"f": 4,
-                b"d": 8, b"D": 5, b"T": 8, b"V": 0, b"S": "L", b"x": "L", b"A": "L", b"F": "L"}
+_VALUE_SIZES: dict[bytes, int | str] = {
+    b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8, b"f": 4,
+    b"d": 8, b"D": 5, b"T": 8, b"V": 0, b"S": "L", b"x": "L", b"A": "L", b"F": "L"}
 
 
 # Field-table value sizes by type tag (as an int, what indexing bytes gives) for check_properties:
