@@ -2,10 +2,12 @@
 
 The core writes definitions (durable exchanges, queues, bindings) and persistent
 messages on durable queues through ``Store``. It reads back in two places only: once at
-start, through ``recover``, and ``read_message`` for a message paged out of memory (a
-recovered backlog handed back as ``StoredMessage`` references).  Writes may be buffered: nothing is promised to
-be durable until ``sync`` returns, which is the group-commit point the server's
-persister calls once for many writes before releasing publisher confirms.
+start, through ``recover``, and through ``read_message`` for a persistent message paged
+out of memory (the tail of a long queue, or a backlog ``recover`` handed back as
+``StoredMessage`` references) when it reaches the head of its queue.  Writes may be
+buffered: nothing is promised to be durable until ``sync`` returns, which is the
+group-commit point the server's persister calls once for many writes before releasing
+publisher confirms.
 Records are frozen dataclasses of plain values so any engine can serialise them.
 """
 
