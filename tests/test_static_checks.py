@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
     if importlib.util.find_spec(tool) is None:
         pytest.fail(f"{tool} is not installed: it is a test dependency, `pip install -e '.[test]'`")
-    return subprocess.run([sys.executable, "-m", tool, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", tool, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def test_ruff_check_passes() -> None:
     result = _run("ruff", "check", "--no-fix", "--output-format", "concise", ".")
     assert result.returncode == 0, (
-        f"ruff check found problems (many are fixed by `ruff check --fix`):\n{result.stdout}{result.stderr}")
+        f"ruff check found problems (many are fixed by `ruff check --fix`):\n{result.stdout}{result.stderr}"
+    )
 
 
 def test_mypy_passes() -> None:
