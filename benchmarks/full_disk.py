@@ -20,7 +20,6 @@ from deleting the filler to ``connection.unblocked``, and the confirms after it.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -79,7 +78,7 @@ class Publisher:
         """Handle one frame if one comes within ``timeout``."""
         try:
             _, frame = self.client.read_frame(timeout)
-        except socket.timeout:
+        except TimeoutError:
             return False
         if isinstance(frame, (commands.Basic.Ack, commands.Basic.Nack)):
             settled = frame.delivery_tag - self.acked - self.nacked if frame.multiple else 1

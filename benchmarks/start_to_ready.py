@@ -31,10 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import closing, redirect_stderr
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pamqp import commands, frame
 

@@ -38,9 +38,10 @@ import time
 import urllib.parse
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pamqp import commands, frame
 from pamqp.base import Frame
@@ -335,7 +336,7 @@ class Consumer:
         while True:
             try:
                 data = sock.recv(1 << 20)
-            except socket.timeout:
+            except TimeoutError:
                 data = None
             now = time.monotonic_ns()
             if in_window is None and now >= deadline:

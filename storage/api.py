@@ -1,17 +1,21 @@
 """The narrow interface between the broker core and durable storage.
 
 The core writes definitions (durable exchanges, queues, bindings) and persistent
-messages on durable queues through ``Store``; it never reads back except once,
-at start, through ``recover``.  Writes may be buffered: nothing is promised to
-be durable until ``sync`` returns, which is the group-commit point the server's
-persister calls once for many writes before releasing publisher confirms.
+messages on durable queues through ``Store``. It reads back in two places only: once at
+start, through ``recover``, and through ``read_message`` for a persistent message paged
+out of memory (the tail of a long queue, or a backlog ``recover`` handed back as
+``StoredMessage`` references) when it reaches the head of its queue.  Writes may be
+buffered: nothing is promised to be durable until ``sync`` returns, which is the
+group-commit point the server's persister calls once for many writes before releasing
+publisher confirms.
 Records are frozen dataclasses of plain values so any engine can serialise them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,10 @@ class BindingRecord:
     destination_kind: str = "queue"
 
 
-def binding_key(record: BindingRecord) -> tuple[str, str, str, str, str, str]:
+BindingKey = tuple[str, str, str, str, str, str]
+
+
+def binding_key(record: BindingRecord) -> BindingKey:
     """A hashable identity for a binding (its arguments are a table, so not hashable themselves)."""
     return (record.vhost, record.source, record.destination_kind, record.destination, record.routing_key,
             repr(sorted(record.arguments.items())))

@@ -38,16 +38,28 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import fileio
-from .api import BindingRecord, binding_key, ExchangeRecord, QueueRecord
+from .api import BindingKey, BindingRecord, ExchangeRecord, QueueRecord, binding_key
 from .segment_format import (
-    binding_document, binding_from_document, check_header, decode_definitions, Definitions, DefinitionsError,
-    encode_definitions, exchange_document, exchange_from_document, FILE_HEADER_SIZE, FORMAT_VERSION,
-    queue_document, queue_from_document, RECORD_HEAD,
+    FILE_HEADER_SIZE,
+    FORMAT_VERSION,
+    RECORD_HEAD,
+    Definitions,
+    DefinitionsError,
+    binding_document,
+    binding_from_document,
+    check_header,
+    decode_definitions,
+    encode_definitions,
+    exchange_document,
+    exchange_from_document,
+    queue_document,
+    queue_from_document,
 )
 
 log = logging.getLogger("storage.definitions_log")
@@ -87,7 +99,7 @@ class DefinitionsLog:
         self.data_dir = data_dir
         self.exchanges: dict[tuple[str, str], ExchangeRecord] = {}
         self.queues: dict[tuple[str, str], QueueRecord] = {}
-        self.bindings: dict[tuple, BindingRecord] = {}
+        self.bindings: dict[BindingKey, BindingRecord] = {}
         self._pending = DefinitionsBatch()
         self._fd: int | None = None  # the log, opened at the first write
         self._size = 0  # durable size of the log (0: no header yet)

@@ -10,8 +10,8 @@ import errno
 import fcntl
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("storage.fileio")
 

@@ -7,9 +7,9 @@ recovery logic be tested without a disk.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
-from .api import BindingRecord, binding_key, ExchangeRecord, MessageRecord, QueueRecord, Recovered
+from .api import BindingKey, BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, binding_key
 
 
 class MemoryStore:
@@ -18,7 +18,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._exchanges: dict[tuple[str, str], ExchangeRecord] = {}
         self._queues: dict[tuple[str, str], QueueRecord] = {}
-        self._bindings: dict[tuple, BindingRecord] = {}
+        self._bindings: dict[BindingKey, BindingRecord] = {}
         self._messages: dict[tuple[str, str], dict[int, MessageRecord]] = {}
 
     def recover(self) -> Recovered:

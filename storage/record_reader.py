@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .api import MessageRecord
-from .segment_format import decode_message, RECORD_HEAD, RecordError, segment_name
+from .segment_format import RECORD_HEAD, RecordError, decode_message, segment_name
 
 LOCATION_BITS = 40
 _OFFSET_MASK = (1 << LOCATION_BITS) - 1

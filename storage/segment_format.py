@@ -28,9 +28,10 @@ per acknowledged record: that record's byte offset in segment N.  Offsets (not
 message ids) because a queue deleted and declared again reuses ids from 1.
 
 Definitions snapshot ``definitions.json``: one ASCII line ``AMQPDEFS 1 <crc32 hex>``
-then JSON (the changes since it are in ``definitions.log``: see ``storage.definitions_log``).  The CRC catches damage that still parses as JSON; argument tables
-go through a tagged encoding (``encode_value``) because JSON alone would lose
-bytes, Decimal, datetime and the int/float/bool distinctions AMQP tables have.
+then JSON (the changes since it are in ``definitions.log``: see ``storage.definitions_log``).
+The CRC catches damage that still parses as JSON; argument tables go through a tagged encoding
+(``encode_value``) because JSON alone would lose bytes, Decimal, datetime and the int/float/bool
+distinctions AMQP tables have.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ import json
 import mmap
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Union
+from typing import Any
 
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord
 
@@ -65,7 +67,7 @@ KIND_EXPIRING_MESSAGE = 2
 MIN_PAYLOAD = MESSAGE_HEAD.size
 ACK_ENTRY = struct.Struct("<Q")
 DEFINITIONS_MAGIC = "AMQPDEFS"
-Buffer = Union[bytes, mmap.mmap]  # slicing either gives bytes
+Buffer = bytes | mmap.mmap  # slicing either gives bytes
 _TEXT = "utf-8"
 _TEXT_ERRORS = "surrogatepass"  # names are stored exactly as the broker holds them, even if not valid UTF-8
 

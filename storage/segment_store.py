@@ -55,18 +55,30 @@ import mmap
 import os
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from . import fileio
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
 from .definitions_log import DefinitionsBatch, DefinitionsLog
-from .fileio import DataDirLocked  # noqa: F401 (importers expect it here)
-from .record_reader import location, LOCATION_BITS, RecordReader, split
+from .fileio import DataDirLocked as DataDirLocked  # re-exported: importers expect it here
+from .record_reader import LOCATION_BITS, RecordReader, location, split
 from .segment_format import (
-    ACK_ENTRY, ACK_HEADER, ACK_MAGIC, ack_name, check_header, decode_message_key, encode_message,
-    FILE_HEADER_SIZE, RECORD_HEAD, RecordError, RecordScanner, SEGMENT_HEADER, SEGMENT_MAGIC, segment_name,
+    ACK_ENTRY,
+    ACK_HEADER,
+    ACK_MAGIC,
+    FILE_HEADER_SIZE,
+    RECORD_HEAD,
+    SEGMENT_HEADER,
+    SEGMENT_MAGIC,
+    RecordError,
+    RecordScanner,
+    ack_name,
+    check_header,
+    decode_message_key,
+    encode_message,
+    segment_name,
 )
 
 log = logging.getLogger("storage.segment_store")
@@ -106,7 +118,7 @@ def _pack_offsets(offsets: list[int]) -> bytes:
     return packed.tobytes()
 
 
-def _unpack_offsets(data: bytes) -> array.array:
+def _unpack_offsets(data: bytes) -> array.array[int]:
     packed = array.array("Q")
     packed.frombytes(data)
     if sys.byteorder != "little":
@@ -562,12 +574,12 @@ class SegmentStore:
         recovered: list[tuple[int, MessageRecord | StoredMessage]] = []
         stored: dict[int, StoredMessage] = {}  # one (immutable) reference per body size, not per message
         sizes, expiry = self._recovered_sizes, self._recovered_expiry
-        for message_id, location in sorted(entries.items()):
-            size = sizes.get(location)
+        for message_id, at in sorted(entries.items()):
+            size = sizes.get(at)
             if size is None or len(recovered) < EAGER_RECORDS:
-                recovered.append((message_id, read(location)))
-            elif expiry and location in expiry:  # expiries differ per message: nothing to share
-                recovered.append((message_id, StoredMessage(size, expiry[location])))
+                recovered.append((message_id, read(at)))
+            elif expiry and at in expiry:  # expiries differ per message: nothing to share
+                recovered.append((message_id, StoredMessage(size, expiry[at])))
             else:
                 reference = stored.get(size)
                 if reference is None:
@@ -608,8 +620,8 @@ class SegmentStore:
             spans.setdefault(chunk.segment, []).append((chunk.start, chunk.start + len(chunk.data)))
         messages = 0
         for locations in self._index.values():
-            for location in locations.values():
-                segment, offset = split(location)
+            for at in locations.values():
+                segment, offset = split(at)
                 messages += any(start <= offset < end for start, end in spans.get(segment, ()))
         size = sum(len(chunk.data) for chunk in pending.chunks)
         acks = sum(len(offsets) for offsets in pending.acks.values())

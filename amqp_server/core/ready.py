@@ -37,9 +37,6 @@ class FifoReady:
     def popleft(self) -> Entry:
         return self._entries.popleft()
 
-    def pop_newest(self) -> Entry:
-        return self._entries.pop()
-
     def restore(self, entries: list[Entry]) -> None:
         """Put entries (sorted by id) back where they were."""
         ready = self._entries
@@ -88,13 +85,6 @@ class PriorityReady:
             if len(level):
                 self._count -= 1
                 return level.popleft()
-        raise IndexError("pop from an empty queue")
-
-    def pop_newest(self) -> Entry:
-        for level in self._levels:
-            if len(level):
-                self._count -= 1
-                return level.pop_newest()
         raise IndexError("pop from an empty queue")
 
     def restore(self, entries: list[Entry]) -> None:

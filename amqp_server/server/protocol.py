@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.broker import Broker
 from ..core.connection import Connection, State
@@ -75,7 +75,8 @@ class AMQPProtocol(asyncio.Protocol):
         self._timer_at: float | None = None
         self._opened = False
         self._accepted_at = time.monotonic()
-        self.connection: Connection | None = None
+        # set by connection_made, which asyncio calls before any other callback: typed as always there
+        self.connection: Connection = None  # type: ignore[assignment]
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -11,8 +11,8 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from storage.api import Store
 from storage.factory import open_store
@@ -72,7 +72,12 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: Store, start
     timers = SchedulerDriver(broker.scheduler)
     connections = Connections(config.max_connections)
     broker.flow.high_watermark = config.memory_high_watermark
-    broker.alarms.on_change = lambda: [protocol.apply_flow() for protocol in list(connections.protocols)]
+
+    def apply_flow() -> None:
+        for protocol in list(connections.protocols):
+            protocol.apply_flow()
+
+    broker.alarms.on_change = apply_flow
     broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
     servers = [await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
                                         reuse_address=True)]

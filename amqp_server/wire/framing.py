@@ -82,11 +82,13 @@ class FrameReader:
                 if frame_end >= end:
                     break  # wait for the rest of the payload and the end byte
                 if source[frame_end] != FRAME_END:
+                    octets = erlang_binary(bytes(source[offset + 7 : frame_end]))
                     raise AMQPConnectionError(
-                        FRAME_ERROR, f"type {frame_type}, all octets = {erlang_binary(source[offset + 7:frame_end])}: "
+                        FRAME_ERROR, f"type {frame_type}, all octets = {octets}: "
                                      f"{{invalid_frame_end_marker,{source[frame_end]}}}")
                 payload = source[offset + 7 : frame_end]
-                frames.append((frame_type, channel, payload if direct else bytes(payload)))
+                # direct: source is data, a bytes, so the slice is one (mypy sees bytes | bytearray)
+                frames.append((frame_type, channel, payload if direct else bytes(payload)))  # type: ignore[arg-type]
                 offset = frame_end + 1
         except AMQPConnectionError as error:
             self.error = error
@@ -98,10 +100,6 @@ class FrameReader:
         elif offset:
             del buffer[:offset]
         return frames
-
-
-def build_frame(frame_type: int, channel: int, payload: bytes) -> bytes:
-    return _HEADER.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
 def body_frames(channel: int, body: bytes, frame_max: int) -> list[bytes | memoryview]:

@@ -35,7 +35,6 @@ _SHORTSTR_LEN = struct.Struct(">B")
 BASIC_PUBLISH = commands.Basic.Publish.index
 BASIC_ACK = commands.Basic.Ack.index
 _ACK_ARGUMENTS = struct.Struct(">q")  # signed, as pamqp decodes a longlong (a tag >= 2**63 comes out negative)
-_DELIVER_PREFIX = struct.pack(">HH", 60, 60)
 _GET_OK_PREFIX = struct.pack(">HH", 60, 71)
 _RETURN_PREFIX = struct.pack(">HH", 60, 50)
 _ACK = struct.Struct(">BHIHHQB")  # whole frame header + Basic.Ack, end byte appended
@@ -125,7 +124,7 @@ def decode_publish(payload: bytes) -> Publish:
     return method
 
 
-def decode_method(payload: bytes) -> tuple[int, PamqpMethod | Publish]:
+def decode_method(payload: bytes) -> tuple[int, PamqpMethod | Publish | Ack]:
     """Decode a method frame's payload into ``(method index, method)``.
 
     Raises ``AMQPConnectionError`` as RabbitMQ answers: 501 FRAME_ERROR when the
@@ -191,7 +190,7 @@ _INLINE_BODY_LIMIT = 16384  # bigger bodies are not copied into the delivery's b
 
 
 def deliver_content(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange: bytes,
-                    routing_key: bytes, header: bytes, body: bytes, frame_max: int) -> list[bytes]:
+                    routing_key: bytes, header: bytes, body: bytes, frame_max: int) -> list[bytes | memoryview]:
     """``Basic.Deliver`` + content header + body frames, as the pieces to append to the outbox.
 
     The method frame and the content header frame (and a body that fits in one frame and is

@@ -47,14 +47,15 @@ PROPERTIES = (
 )
 
 # Size of a field-table value after its type tag: fixed, or a 4-byte length prefix ("L").
-_VALUE_SIZES = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8, b"f": 4,
-                b"d": 8, b"D": 5, b"T": 8, b"V": 0, b"S": "L", b"x": "L", b"A": "L", b"F": "L"}
+_VALUE_SIZES: dict[bytes, int | str] = {
+    b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8, b"f": 4,
+    b"d": 8, b"D": 5, b"T": 8, b"V": 0, b"S": "L", b"x": "L", b"A": "L", b"F": "L"}
 
 
 # Field-table value sizes by type tag (as an int, what indexing bytes gives) for check_properties:
 # fixed, or -1 for a 4-byte length prefix. The 18 types RabbitMQ 3.10 decodes (rabbit_binary_parser);
 # any other tag makes it close the publisher's connection (probed: c, U, N, O, n, NUL, space).
-_CHECK_SIZES = {tag[0]: -1 if size == "L" else size for tag, size in _VALUE_SIZES.items()}
+_CHECK_SIZES = {tag[0]: -1 if isinstance(size, str) else size for tag, size in _VALUE_SIZES.items()}
 _FLOAT_TAG, _DOUBLE_TAG, _ARRAY_TAG, _TABLE_TAG = b"fdAF"
 # Nesting deeper than this is refused too: pamqp's recursive decoder (headers exchange, x-death)
 # would overflow Python's stack on it. RabbitMQ has no limit; no client nests tables this deep.
@@ -279,10 +280,11 @@ def _value_size(table: bytes, offset: int) -> int:
     size = _VALUE_SIZES.get(tag)
     if size is None:
         raise ValueError(f"unknown field type {tag!r}")
-    if size == "L":
+    if isinstance(size, str):  # "L": a 4-byte length prefix
         if offset + 5 > len(table):
             raise ValueError("malformed field table")
-        return 5 + _LONG.unpack_from(table, offset + 1)[0]
+        length: int = _LONG.unpack_from(table, offset + 1)[0]
+        return 5 + length
     return 1 + size
 
 
@@ -294,7 +296,8 @@ def _field_size(payload: bytes, offset: int, layout: str) -> int:
     if layout == TABLE:
         if offset + 4 > len(payload):
             raise ValueError("content header property runs past the end of the header")
-        return 4 + _LONG.unpack_from(payload, offset)[0]
+        length: int = _LONG.unpack_from(payload, offset)[0]
+        return 4 + length
     return 1 if layout == OCTET else 8
 
 
