@@ -238,7 +238,8 @@ class TopologyChurner(Worker):
         kind = rng.choice(["direct", "fanout", "topic", "headers"])
         durable = rng.random() < 0.3
         channel.exchange_declare(outer, "topic", auto_delete=True, durable=durable)
-        channel.exchange_declare(inner, kind, auto_delete=rng.random() < 0.5, durable=durable)
+        inner_auto_delete = rng.random() < 0.5
+        channel.exchange_declare(inner, kind, auto_delete=inner_auto_delete, durable=durable)
         channel.exchange_bind(inner, outer, routing_key="#")
         dlx = f"churn.dlq.{tag}"
         channel.queue_declare(dlx, auto_delete=True)
@@ -256,8 +257,8 @@ class TopologyChurner(Worker):
         channel.queue_unbind(queue, inner, routing_key="k", arguments={"x-match": "any", "k": 1})
         channel.queue_delete(queue)
         channel.queue_delete(dlx)
-        if rng.random() < 0.5:
-            channel.exchange_delete(inner)
+        if not inner_auto_delete or rng.random() < 0.5:  # else the broker deleted it with its last binding
+            channel.exchange_delete(inner)  # (a kept one is a definition that stays: RSS would grow by design)
         channel.exchange_delete(outer)
 
 
