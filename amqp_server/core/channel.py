@@ -15,8 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 import struct
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from pamqp import commands
 
@@ -47,12 +46,12 @@ from .exchanges import Exchange
 from . import reply_to
 from .dead_letter import with_headers
 from .message import Entry, InvalidExpiration, Message
-from .queue import Consumer, Enqueued, Queue
+from .delivery import Consumer, Source, Unacked, UnackedTable
+from .interfaces import ConnectionPort
+from .queue import Enqueued
 from .transaction import Transaction
 from .vhost import sender_selected
 
-if TYPE_CHECKING:
-    from .connection import Connection
 
 log = logging.getLogger("amqp_server.channel")
 
@@ -74,25 +73,13 @@ class ChannelState(enum.Enum):
     CLOSED = "closed"
 
 
-class Unacked:
-    """A delivered message awaiting ack: where it came from and which consumer holds its credit."""
-
-    __slots__ = ("tag", "entry", "queue", "consumer")
-
-    def __init__(self, tag: int, entry: Entry, queue: Queue, consumer: Consumer | None) -> None:
-        self.tag = tag
-        self.entry = entry
-        self.queue = queue
-        self.consumer = consumer
-
-
 class Channel:
-    def __init__(self, connection: "Connection", channel_id: int) -> None:
+    def __init__(self, connection: ConnectionPort, channel_id: int) -> None:
         self.connection = connection
         self.channel_id = channel_id
         self.state = ChannelState.OPEN
         self.consumers: dict[str, Consumer] = {}
-        self.unacked: OrderedDict[int, Unacked] = OrderedDict()
+        self.unacked = UnackedTable()
         self.prefetch_count = 0  # for consumers created from now on (global=false)
         self.global_prefetch_count = 0  # shared by the whole channel (global=true)
         self._next_delivery_tag = 1
@@ -417,7 +404,7 @@ class Channel:
         for taken, _ in transaction.settlements:
             for item in taken:
                 self.unacked[item.tag] = item
-        self.unacked = OrderedDict(sorted(self.unacked.items()))
+        self.unacked = UnackedTable(sorted(self.unacked.items()))
         transaction.clear()
         self._tx_reply(commands.Tx.RollbackOk(), after_sync=False)
 
@@ -561,9 +548,8 @@ class Channel:
         consumer.queue.remove_consumer(consumer)
 
     def cancel_by_server(self, consumer: Consumer) -> None:
-        """The queue went away: drop the consumer and tell clients that understand basic.cancel."""
+        """The queue went away (and forgot the consumer): drop it and tell clients that understand basic.cancel."""
         self.consumers.pop(consumer.tag, None)
-        consumer.queue.consumers.remove(consumer)
         if self.connection.client_capabilities.get("consumer_cancel_notify") and self.state is ChannelState.OPEN:
             frame = wire.method_frame(self.channel_id, commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
             if self.held_cancels is not None:
@@ -591,31 +577,9 @@ class Channel:
 
     # ---------------------------------------------------------- settlement
 
-    def _take_unacked(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
-        """Remove and return the deliveries an ack/nack/reject names (406 for an unknown tag)."""
-        unacked = self.unacked
-        if multiple:
-            if delivery_tag == 0:
-                taken = list(unacked.values())
-                unacked.clear()
-                return taken
-            if delivery_tag not in unacked:  # RabbitMQ refuses the whole ack, even if smaller tags exist
-                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
-            taken = []
-            while unacked:
-                tag = next(iter(unacked))
-                if tag > delivery_tag:
-                    break
-                taken.append(unacked.popitem(last=False)[1])
-            return taken
-        item = unacked.pop(delivery_tag, None)
-        if item is None:
-            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
-        return [item]
-
     def _settle(self, taken: list[Unacked], outcome: str) -> None:
         """Apply an ack (``ACK``), a requeue (``REQUEUE``) or a reject/nack without requeue (``REJECT``)."""
-        by_queue: dict[Queue, list[Entry]] = {}
+        by_queue: dict[Source, list[Entry]] = {}
         for item in taken:
             if item.consumer is not None:
                 item.consumer.unacked -= 1
@@ -630,7 +594,7 @@ class Channel:
         self.resume_deliveries()
 
     def _acknowledge(self, delivery_tag: int, multiple: bool, outcome: str) -> None:
-        taken = self._take_unacked(delivery_tag, multiple)
+        taken = self.unacked.take(delivery_tag, multiple)
         if self.transaction is not None:
             self.transaction.settlements.append((taken, outcome))  # applied at tx.commit
         else:

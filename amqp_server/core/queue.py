@@ -9,7 +9,7 @@ Expiry is checked at the head (as RabbitMQ's classic queues do) and driven by
 the vhost's scheduler.  Messages that die (rejected, expired, pushed out by a
 length limit, past a delivery limit) go to the dead-letter exchange if one is
 set.  The queue writes persistent messages through the store and forgets them
-there once settled; it knows nothing about frames (``Channel.deliver`` does).
+there once settled; it knows nothing about frames or channels: it hands entries to a ``delivery.Consumer``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from storage.api import QueueRecord
 
-from ..wire.methods import shortstr
 from . import dead_letter
+from .delivery import Consumer
 from .message import Entry, Message
 from .queue_arguments import QueueOptions, parse_queue_arguments
 from .ready import FifoReady, PriorityReady
@@ -32,8 +32,6 @@ from .scheduler import Timer
 log = logging.getLogger("amqp_server.queue")
 
 if TYPE_CHECKING:
-    from .channel import Channel
-    from .connection import Connection
     from .vhost import VirtualHost
 
 
@@ -50,28 +48,6 @@ class Enqueued(enum.Enum):
     REJECTED = 2  # refused by x-overflow reject-publish*: nack
 
 
-class Consumer:
-    """One ``basic.consume`` on one channel; prefetch credit is counted here (per-consumer QoS)."""
-
-    __slots__ = ("channel", "tag", "tag_shortstr", "queue", "no_ack", "exclusive", "prefetch_count", "unacked",
-                 "priority")
-
-    def __init__(self, channel: "Channel", tag: str, queue: "Queue", no_ack: bool, exclusive: bool,
-                 prefetch_count: int, priority: int = 0) -> None:
-        self.channel = channel
-        self.tag = tag
-        self.tag_shortstr = shortstr(tag)  # spliced into every Basic.Deliver
-        self.queue = queue
-        self.no_ack = no_ack
-        self.exclusive = exclusive
-        self.prefetch_count = 0 if no_ack else prefetch_count
-        self.unacked = 0
-        self.priority = priority
-
-    def has_credit(self) -> bool:
-        return (not self.prefetch_count or self.unacked < self.prefetch_count) and self.channel.can_deliver(self)
-
-
 class Queue:
     kind = "queue"
     __slots__ = ("vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "options", "_ready",
@@ -79,7 +55,7 @@ class Queue:
                  "_expiry_timer", "_unused_timer", "_last_used", "_plain", "_stores_transient")
 
     def __init__(self, vhost: "VirtualHost", name: str, durable: bool = False, auto_delete: bool = False,
-                 arguments: dict[str, Any] | None = None, exclusive_owner: "Connection | None" = None,
+                 arguments: dict[str, Any] | None = None, exclusive_owner: object | None = None,
                  options: QueueOptions | None = None) -> None:
         self.vhost = vhost
         self.name = name
@@ -184,7 +160,7 @@ class Queue:
         if flow.high_watermark is not None:  # keep the memory alarm's view exactly that of append-then-take
             flow.add(entry.size)
             flow.remove(entry.size)
-        consumer.channel.deliver(consumer, entry)
+        consumer.deliver(entry)
         return Enqueued.IN_MEMORY
 
     def restore(self, message_id: int, message: Message | None, body_size: int = 0,
@@ -319,7 +295,7 @@ class Queue:
                 if entry.expires_at < now:  # TTL 0 still reaches a waiting consumer
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
-            consumer.channel.deliver(consumer, entry)
+            consumer.deliver(entry)
             if consumer.no_ack and entry.stored:  # settling forgets it in the store; nothing to do otherwise
                 self.settle((entry,))
 
@@ -333,7 +309,7 @@ class Queue:
         if no_ack and not consumer.has_credit():
             return
         ready = self._ready
-        deliver = consumer.channel.deliver
+        deliver = consumer.deliver
         while len(ready):
             if not no_ack and not consumer.has_credit():  # each delivery uses up prefetch credit
                 return
@@ -346,7 +322,7 @@ class Queue:
                 if entry.expires_at < now:  # TTL 0 still reaches a waiting consumer
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
-            deliver(consumer, entry)
+            deliver(entry)
             if no_ack and entry.stored:  # delivered without ack: done with it in the store
                 self.settle((entry,))
 

@@ -150,8 +150,10 @@ class VirtualHost:
                     exchange.unbind(queue, routing_key, arguments)
                 self._maybe_auto_delete(exchange)
         queue.bindings.clear()
-        for consumer in list(queue.consumers):
-            consumer.channel.cancel_by_server(consumer)
+        consumers = list(queue.consumers)
+        queue.consumers.clear()
+        for consumer in consumers:
+            consumer.cancelled()
         if queue.persisted:
             self.store.delete_queue(self.name, queue.name)
             self._definitions_changed()
