@@ -74,6 +74,10 @@ class ChannelState(enum.Enum):
 
 
 class Channel:
+    """One open channel: owns its consumers, its unacked deliveries and delivery tags, its QoS, the content
+    being assembled, and its confirm / tx / direct reply-to state; talks to its connection only through
+    ``ConnectionPort``."""
+
     def __init__(self, connection: ConnectionPort, channel_id: int) -> None:
         self.connection = connection
         self.channel_id = channel_id

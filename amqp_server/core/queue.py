@@ -18,7 +18,7 @@ import datetime
 import enum
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from storage.api import QueueRecord
 
@@ -32,7 +32,11 @@ from .scheduler import Timer
 log = logging.getLogger("amqp_server.queue")
 
 if TYPE_CHECKING:
-    from .vhost import VirtualHost
+    from storage.api import Store
+
+    from .confirms import SyncBarrier
+    from .flow import MemoryFlow
+    from .scheduler import Scheduler
 
 
 # Persistent messages on durable queues beyond this many ready ones are paged out: only their Entry stays in
@@ -48,13 +52,32 @@ class Enqueued(enum.Enum):
     REJECTED = 2  # refused by x-overflow reject-publish*: nack
 
 
+class QueueHost(Protocol):
+    """The virtual host as its queues see it: the store, the clocks, flow accounting, and where the dead go."""
+
+    name: str
+    store: "Store"
+    sync_barrier: "SyncBarrier"
+    scheduler: "Scheduler"
+    wall_clock: Callable[[], float]
+    flow: "MemoryFlow"
+
+    def delete_queue(self, queue: "Queue") -> int: ...
+
+    def dead_letter(self, message: Message) -> None: ...
+
+
 class Queue:
+    """One queue: owns its ready messages (in memory or paged out to the store), its consumers in delivery
+    order, its TTL and unused-expiry timers and the names of the bindings that point at it; it gives entries
+    to ``delivery.Consumer``s and dead-letters through its ``QueueHost``."""
+
     kind = "queue"
     __slots__ = ("vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "options", "_ready",
                  "consumers", "_next_id", "_had_consumer", "deleted", "bindings", "_ready_bytes",
                  "_expiry_timer", "_unused_timer", "_last_used", "_plain", "_stores_transient")
 
-    def __init__(self, vhost: "VirtualHost", name: str, durable: bool = False, auto_delete: bool = False,
+    def __init__(self, vhost: QueueHost, name: str, durable: bool = False, auto_delete: bool = False,
                  arguments: dict[str, Any] | None = None, exclusive_owner: object | None = None,
                  options: QueueOptions | None = None) -> None:
         self.vhost = vhost
@@ -84,7 +107,7 @@ class Queue:
             self._arm_unused_timer()
 
     @classmethod
-    def from_record(cls, vhost: "VirtualHost", record: QueueRecord) -> "Queue":
+    def from_record(cls, vhost: QueueHost, record: QueueRecord) -> "Queue":
         """A durable queue recovered from the store (its arguments were validated when declared)."""
         arguments = dict(record.arguments)
         options = parse_queue_arguments(arguments, record.name, vhost.name, record.durable, exclusive=False)

@@ -32,6 +32,9 @@ Destination = Union[Queue, Exchange]
 
 
 class VirtualHost:
+    """One virtual host: owns its exchanges (amq.* built in), its queues and the bindings between them, and
+    writes their durable definitions to the store; shares the broker's store, sync barrier, clock and flow."""
+
     def __init__(self, name: str, store: Store, sync_barrier: SyncBarrier | None = None,
                  scheduler: Scheduler | None = None, wall_clock: Callable[[], float] = time.time,
                  flow: MemoryFlow | None = None) -> None:
