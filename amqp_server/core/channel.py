@@ -6,15 +6,14 @@ Handlers raise ``ChannelError`` / ``AMQPConnectionError``; the connection turns
 them into ``channel.close`` / ``connection.close``.  After we send
 ``channel.close`` every frame but ``channel.close``/``close-ok`` is discarded.
 
-Deliveries are written straight into the connection's outbox with the
-hand-coded ``Basic.Deliver`` and the publisher's raw content header.
+Deliveries go to the connection's ``Writer`` (the hand-coded ``Basic.Deliver``
+and the publisher's raw content header).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import struct
 from typing import Any, Callable
 
 from pamqp import commands
@@ -38,7 +37,7 @@ from ..errors import (
 from ..wire import methods as wire
 from ..wire.assembler import Assembler
 from ..wire.properties import ContentHeader, PropertiesError, check_properties
-from ..wire.framing import FRAME_END_BYTE, FRAME_HEADER, FRAME_METHOD, body_frames
+from ..wire.framing import FRAME_METHOD
 from . import declarations
 from .broker_names import generated_name
 from .confirms import Confirms
@@ -55,7 +54,6 @@ from .vhost import sender_selected
 
 log = logging.getLogger("amqp_server.channel")
 
-_FRAME_HEADER = struct.Struct(">BHI")
 _IN_MEMORY = Enqueued.IN_MEMORY
 
 _REPLY_TO_BYTES = reply_to.PSEUDO_QUEUE.encode()
@@ -79,6 +77,7 @@ class Channel:
 
     def __init__(self, connection: ConnectionPort, channel_id: int) -> None:
         self.connection = connection
+        self._writer = connection.writer  # every frame this channel sends goes out here
         self.channel_id = channel_id
         self.state = ChannelState.OPEN
         self.consumers: dict[str, Consumer] = {}
@@ -427,24 +426,14 @@ class Channel:
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
-        connection = self.connection
-        outbox = connection.outbox
-        if not outbox and connection.on_output is not None:
-            connection.on_output()
-        outbox += wire.deliver_content(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
-                                       message.exchange_shortstr, message.routing_key_shortstr, message.header,
-                                       message.body, connection.frame_max)
+        self._writer.deliver(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
+                             message.exchange_shortstr, message.routing_key_shortstr, message.header, message.body)
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1
 
     def _send_content(self, method_frame: bytes, message: Message) -> None:
-        header = message.header
-        connection = self.connection
-        connection.send(method_frame)
-        outbox = connection.outbox
-        outbox.append(_FRAME_HEADER.pack(FRAME_HEADER, self.channel_id, len(header)) + header + FRAME_END_BYTE)
-        outbox.extend(body_frames(self.channel_id, message.body, connection.frame_max))
+        self._writer.send_content(self.channel_id, method_frame, message.header, message.body)
 
     def resume_deliveries(self) -> None:
         for queue in {consumer.queue for consumer in self.consumers.values()}:

@@ -7,13 +7,14 @@ other, but the modules depend only on these interfaces.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pamqp.base import Frame as PamqpMethod
 
     from .broker import Broker
     from .vhost import VirtualHost
+    from .writer import Writer
 
 
 class ConnectionPort(Protocol):
@@ -23,11 +24,9 @@ class ConnectionPort(Protocol):
     vhost: "VirtualHost"
     peer: str
     client_capabilities: dict[str, Any]
-    frame_max: int
+    writer: "Writer"  # every frame for the peer goes out here
     writable: bool  # transport flow control: no deliveries while False
     is_publisher: bool  # set by a channel that publishes: the resource alarms apply
-    outbox: list[bytes]  # deliveries are appended here directly (the hot path)
-    on_output: Callable[[], None] | None
 
     def send(self, data: bytes) -> None: ...
 
