@@ -426,8 +426,15 @@ class Channel:
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
-        self._writer.deliver(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
-                             message.exchange_shortstr, message.routing_key_shortstr, message.header, message.body)
+        # ``Writer.send`` inlined with the Deliver encoder: a call less per delivery. measured: a writer method
+        # here cost 1.69 → 1.78 µs/msg (queued backlog → deliver) and 5.89 → 6.22 (publish → deliver) in hot_path.py
+        writer = self._writer
+        outbox = writer.outbox
+        if not outbox and writer.on_output is not None:
+            writer.on_output()
+        outbox += wire.deliver_content(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
+                                       message.exchange_shortstr, message.routing_key_shortstr, message.header,
+                                       message.body, writer.frame_max)
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1

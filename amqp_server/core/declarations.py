@@ -91,8 +91,7 @@ def _reply(channel: ChannelPort, nowait: bool, method: Any) -> None:
     """Send the -ok; after a durable change, only once the store has synced it (RabbitMQ commits first)."""
     frame = None if nowait else (method if isinstance(method, bytes) else method_frame(channel.channel_id, method))
     vhost = channel.connection.vhost
-    if vhost.unsynced_definitions:
-        vhost.unsynced_definitions = False
+    if vhost.take_unsynced_definitions():
         if frame is not None:
             vhost.sync_barrier.after_sync(lambda ok: channel.send_after_sync(frame, ok))
     elif frame is not None:

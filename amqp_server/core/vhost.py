@@ -185,6 +185,11 @@ class VirtualHost:
         self.unsynced_definitions = True
         self.sync_barrier.request()
 
+    def take_unsynced_definitions(self) -> bool:
+        """Whether a durable definition was written since the last call (the -ok that follows waits for the sync)."""
+        unsynced, self.unsynced_definitions = self.unsynced_definitions, False
+        return unsynced
+
     def _maybe_auto_delete(self, exchange: Exchange) -> None:
         """An auto-delete exchange goes away when its last binding is removed."""
         if exchange.auto_delete and not exchange.bindings and self.exchanges.get(exchange.name) is exchange:
