@@ -34,6 +34,9 @@ class Limits:
 
 @dataclass
 class Broker:
+    """What every connection of a server shares: the vhosts, the store, access control, the limits, the clocks
+    and scheduler, the sync barrier, the reply-to registry and the resource alarms."""
+
     store: Store = field(default_factory=MemoryStore)
     access: AccessControl = field(default_factory=AccessControl.default)
     limits: Limits = field(default_factory=Limits)

@@ -15,10 +15,7 @@ snapshot back (``end``) so each channel confirms what that sync covered.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:
-    from .channel import Channel
+from typing import Callable, Protocol
 
 log = logging.getLogger("amqp_server.confirms")
 
@@ -73,6 +70,16 @@ class Confirms:
         return self.published, multiple
 
 
+class SyncWaiter(Protocol):
+    """What waits in a ``SyncBarrier``: a channel in confirm mode."""
+
+    channel_id: int
+    confirms: Confirms | None  # set: only channels after confirm.select wait here
+
+    def synced(self, sequence: int, ok: bool) -> None:
+        """The sync covering publishes up to ``sequence`` finished (``ok``) or failed."""
+
+
 class SyncBarrier:
     """Whether the store needs a sync, and the channels waiting for it with the sequence each needs.
 
@@ -81,7 +88,7 @@ class SyncBarrier:
     """
 
     def __init__(self) -> None:
-        self._waiting: dict["Channel", None] = {}
+        self._waiting: dict[SyncWaiter, None] = {}
         self._callbacks: list[Callable[[bool], None]] = []
         self.requested = False
         self.on_request: Callable[[], None] | None = None
@@ -93,7 +100,7 @@ class SyncBarrier:
             if self.on_request is not None:
                 self.on_request()
 
-    def wait(self, channel: "Channel") -> None:
+    def wait(self, channel: SyncWaiter) -> None:
         """``channel`` has publishes that may be confirmed only after the next sync."""
         self._waiting[channel] = None
         self.request()
@@ -103,7 +110,7 @@ class SyncBarrier:
         self._callbacks.append(callback)
         self.request()
 
-    def begin(self) -> tuple[list[tuple["Channel", int]], list[Callable[[bool], None]]]:
+    def begin(self) -> tuple[list[tuple[SyncWaiter, int]], list[Callable[[bool], None]]]:
         """Snapshot what the sync about to start will cover."""
         snapshot = [(channel, channel.confirms.unsynced) for channel in self._waiting], self._callbacks
         self._waiting.clear()
@@ -111,7 +118,7 @@ class SyncBarrier:
         self.requested = False
         return snapshot
 
-    def end(self, snapshot: tuple[list[tuple["Channel", int]], list[Callable[[bool], None]]], ok: bool) -> None:
+    def end(self, snapshot: tuple[list[tuple[SyncWaiter, int]], list[Callable[[bool], None]]], ok: bool) -> None:
         """The sync finished: release (or, if it failed, nack) what it covered.
 
         An error boundary (the persister's task calls it, for every connection at once): a

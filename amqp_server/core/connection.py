@@ -5,7 +5,7 @@ must be the protocol header; after it, a ``FrameReader`` yields frames, which go
 to the handshake (channel 0) or to a ``Channel``; a Basic.Publish whose content
 header and single body frame came in the same read goes to its channel in one
 call (``Channel.publish_whole``), the hot path of a publishing connection.
-Replies and deliveries are appended to an outbox that the I/O layer drains with
+Replies and deliveries go to the connection's ``Writer``, whose outbox the I/O layer drains with
 ``data_to_send`` (once per loop tick: ``on_output`` tells it the first time
 something is queued).  Time never comes from a clock read here:
 ``handle_timer(now)`` sends heartbeats and drops silent peers, and
@@ -53,10 +53,11 @@ from ..wire.framing import (
     Frame,
     FrameReader,
 )
-from ..wire.methods import BASIC_PUBLISH, channel_open_ok_frame, decode_method, method_frame
+from ..wire.methods import BASIC_PUBLISH, channel_open_ok_frame, decode_method
 from .auth import parse_credentials
 from .broker import Broker
 from .channel import Channel, ChannelState
+from .writer import Writer
 
 _METHOD_IDS = struct.Struct(">HH")  # class id, method id: the first four bytes of a method payload
 
@@ -100,16 +101,14 @@ class Connection:
     def __init__(self, broker: Broker, peer: str = "127.0.0.1", on_output: Callable[[], None] | None = None) -> None:
         self.broker = broker
         self.peer = peer
-        self.on_output = on_output
+        self.writer = Writer(on_output, broker.limits.frame_max)
         self.state = State.AWAITING_HEADER
-        self.outbox: list[bytes] = []
         self.channels: dict[int, Channel] = {}
         self.client_properties: dict[str, Any] = {}
         self.client_capabilities: dict[str, Any] = {}
         self.username = ""
         self.vhost = broker.vhosts["/"]
         self.channel_max = broker.limits.channel_max
-        self.frame_max = broker.limits.frame_max
         self.heartbeat = 0
         self.writable = True
         self.is_publisher = False  # has published: subject to the resource alarms
@@ -166,17 +165,27 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
-        if not self.outbox:
-            return b""
-        data = b"".join(self.outbox)
-        self.outbox.clear()
-        self._last_sent = self.broker.clock()
+        data = self.writer.take()
+        if data:
+            self._last_sent = self.broker.clock()
         return data
 
     def send(self, data: bytes) -> None:
-        if not self.outbox and self.on_output is not None:
-            self.on_output()
-        self.outbox.append(data)
+        self.writer.send(data)
+
+    @property
+    def on_output(self) -> Callable[[], None] | None:
+        """Called when the first frame of a batch is queued (the I/O layer sets it, and clears it on close)."""
+        return self.writer.on_output
+
+    @on_output.setter
+    def on_output(self, on_output: Callable[[], None] | None) -> None:
+        self.writer.on_output = on_output
+
+    @property
+    def frame_max(self) -> int:
+        """The negotiated frame_max (the broker's own until tune-ok)."""
+        return self.writer.frame_max
 
     def confirm_pending(self, channel: Channel) -> None:
         """``channel`` has publishes to confirm; they are acked together when this read is done."""
@@ -194,7 +203,7 @@ class Connection:
         self.broker.access.check(self.username, self.vhost.name, action, kind, name)
 
     def send_method(self, channel_id: int, method: PamqpMethod) -> None:
-        self.send(method_frame(channel_id, method))
+        self.writer.send_method(channel_id, method)
 
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` must run next (None: no timer needed)."""
@@ -226,7 +235,7 @@ class Connection:
                 log.warning("closing connection from %s: missed heartbeats, timeout %ss", self.peer, self.heartbeat,
                             extra=self._log_fields())
                 self._finish()
-            elif now >= self._last_sent + self.heartbeat / 2 and not self.outbox:
+            elif now >= self._last_sent + self.heartbeat / 2 and not self.writer.outbox:
                 self.send(HEARTBEAT_FRAME)
 
     def connection_lost(self) -> None:
@@ -452,7 +461,7 @@ class Connection:
         if not 0 < method.channel_max <= limits.channel_max:
             raise AMQPConnectionError(NOT_ALLOWED, f"negotiated channel_max = {method.channel_max} is higher than "
                                                    f"the maximum allowed value ({limits.channel_max})", 10, 31)
-        self.frame_max = method.frame_max
+        self.writer.frame_max = method.frame_max
         self.channel_max = method.channel_max
         self.heartbeat = method.heartbeat
         self._reader.max_frame_size = self.frame_max
@@ -495,8 +504,8 @@ class Connection:
     def _finish(self) -> None:
         self._release_channels()
         self.state = State.CLOSED
-        if self.on_output is not None:
-            self.on_output()  # let the I/O layer flush what is left and close the transport
+        if self.writer.on_output is not None:
+            self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 
 
 _RABBIT_STATE_NAMES = {

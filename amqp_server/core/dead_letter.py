@@ -20,14 +20,31 @@ from __future__ import annotations
 import datetime
 import logging
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..wire.content import BASIC_CLASS_ID
 from ..wire.properties import ContentHeader, RawValue, decode_value, encode_value
 from .message import Message
 
 if TYPE_CHECKING:
-    from .queue import Queue
+    from .queue_arguments import QueueOptions
+
+
+class DeadLetterHost(Protocol):
+    """The virtual host a dead-lettered copy is republished in."""
+
+    name: str
+
+    def dead_letter(self, message: Message) -> None: ...
+
+
+class DeadLetterSource(Protocol):
+    """The queue a message died in, as dead-lettering sees it."""
+
+    name: str
+    options: "QueueOptions"
+    vhost: DeadLetterHost
+
 
 REJECTED = "rejected"
 EXPIRED = "expired"
@@ -39,7 +56,7 @@ log = logging.getLogger("amqp_server.dead_letter")
 _NO_PROPERTIES = struct.Struct(">HHQH")  # class id, weight, body size, flags
 
 
-def republish(message: Message, queue: "Queue", reason: str, now: datetime.datetime) -> None:
+def republish(message: Message, queue: DeadLetterSource, reason: str, now: datetime.datetime) -> None:
     """Send ``message``, leaving ``queue``, to the queue's dead-letter exchange — or drop it, logged."""
     try:
         queue.vhost.dead_letter(dead_lettered_copy(message, queue, reason, now))
@@ -48,7 +65,7 @@ def republish(message: Message, queue: "Queue", reason: str, now: datetime.datet
                       queue.name, queue.vhost.name, reason)
 
 
-def dead_lettered_copy(message: Message, queue: "Queue", reason: str, now: datetime.datetime) -> Message:
+def dead_lettered_copy(message: Message, queue: DeadLetterSource, reason: str, now: datetime.datetime) -> Message:
     """The message as it leaves ``queue`` for its dead-letter exchange."""
     header, entries = _editable(message, queue)
     entries.pop("x-delivery-count", None)
@@ -80,7 +97,7 @@ def dead_lettered_copy(message: Message, queue: "Queue", reason: str, now: datet
     return copy
 
 
-def is_cycle(message: Message, target: "Queue") -> bool:
+def is_cycle(message: Message, target: DeadLetterSource) -> bool:
     """A dead-lettered message reaching a queue it already died in, with no rejection on the way, is dropped.
 
     ``message`` is a copy ``dead_lettered_copy`` made: its header is always readable.
@@ -118,7 +135,7 @@ def string_list(value: object) -> list[str]:
     return [item.decode() if isinstance(item, bytes) else item for item in value if isinstance(item, (str, bytes))]
 
 
-def _editable(message: Message, queue: "Queue") -> tuple[ContentHeader, dict[str, bytes]]:
+def _editable(message: Message, queue: DeadLetterSource) -> tuple[ContentHeader, dict[str, bytes]]:
     """The message's header split for editing, and its headers table; what cannot be read is left out."""
     try:
         header = ContentHeader(message.header)

@@ -8,7 +8,7 @@ reserved ``amq.`` prefix and the default exchange 403, missing resources 404.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from pamqp import commands
 
@@ -29,11 +29,10 @@ from ..errors import (
 from ..wire.methods import method_frame, queue_declare_ok_frame
 from .broker_names import generated_name
 from .exchanges import EXCHANGE_TYPES, Exchange
+from .interfaces import ChannelPort
 from .queue import Queue
 from .queue_arguments import parse_queue_arguments
 
-if TYPE_CHECKING:
-    from .channel import Channel
 
 # Queue arguments whose values must match on redeclaration (RabbitMQ's equivalence list).
 EQUIVALENT_QUEUE_ARGUMENTS = (
@@ -44,7 +43,7 @@ EQUIVALENT_QUEUE_ARGUMENTS = (
 
 # ------------------------------------------------------------------ lookups
 
-def lookup_queue(channel: "Channel", name: str, action: str | None = None) -> Queue:
+def lookup_queue(channel: ChannelPort, name: str, action: str | None = None) -> Queue:
     """The queue a method names ('' = the last one declared on this channel), usable by this connection.
 
     With ``action``, the user's permission for it is checked first: RabbitMQ refuses (403) before it
@@ -64,7 +63,7 @@ def lookup_queue(channel: "Channel", name: str, action: str | None = None) -> Qu
     return queue
 
 
-def lookup_exchange(channel: "Channel", name: str) -> Exchange:
+def lookup_exchange(channel: ChannelPort, name: str) -> Exchange:
     vhost = channel.connection.vhost
     exchange = vhost.exchanges.get(name)
     if exchange is None:
@@ -72,7 +71,7 @@ def lookup_exchange(channel: "Channel", name: str) -> Exchange:
     return exchange
 
 
-def _check_exclusive_access(channel: "Channel", queue: Queue) -> None:
+def _check_exclusive_access(channel: ChannelPort, queue: Queue) -> None:
     if queue.exclusive_owner is not None and queue.exclusive_owner is not channel.connection:
         raise resource_locked(queue.name, queue.vhost.name)
 
@@ -82,18 +81,17 @@ def _check_not_default(name: str) -> None:
         raise default_exchange_refused()
 
 
-def _check_bind_access(channel: "Channel", kind: str, destination: str, source: str) -> None:
+def _check_bind_access(channel: ChannelPort, kind: str, destination: str, source: str) -> None:
     """Binding needs write on the destination and read on the source exchange (RabbitMQ's rule)."""
     channel.connection.check_access("write", kind, destination)
     channel.connection.check_access("read", "exchange", source)
 
 
-def _reply(channel: "Channel", nowait: bool, method: Any) -> None:
+def _reply(channel: ChannelPort, nowait: bool, method: Any) -> None:
     """Send the -ok; after a durable change, only once the store has synced it (RabbitMQ commits first)."""
     frame = None if nowait else (method if isinstance(method, bytes) else method_frame(channel.channel_id, method))
     vhost = channel.connection.vhost
-    if vhost.unsynced_definitions:
-        vhost.unsynced_definitions = False
+    if vhost.take_unsynced_definitions():
         if frame is not None:
             vhost.sync_barrier.after_sync(lambda ok: channel.send_after_sync(frame, ok))
     elif frame is not None:
@@ -102,7 +100,7 @@ def _reply(channel: "Channel", nowait: bool, method: Any) -> None:
 
 # ---------------------------------------------------------------- exchange.*
 
-def _on_exchange_declare(channel: "Channel", method: commands.Exchange.Declare) -> None:
+def _on_exchange_declare(channel: ChannelPort, method: commands.Exchange.Declare) -> None:
     vhost = channel.connection.vhost
     name = method.exchange
     _check_not_default(name)
@@ -140,7 +138,7 @@ def _check_exchange_equivalent(exchange: Exchange, method: commands.Exchange.Dec
         raise inequivalent_table_arg("alternate-exchange", "exchange", exchange.name, vhost, received_ae, current_ae)
 
 
-def _on_exchange_delete(channel: "Channel", method: commands.Exchange.Delete) -> None:
+def _on_exchange_delete(channel: ChannelPort, method: commands.Exchange.Delete) -> None:
     vhost = channel.connection.vhost
     _check_not_default(method.exchange)
     channel.connection.check_access("configure", "exchange", method.exchange)
@@ -155,7 +153,7 @@ def _on_exchange_delete(channel: "Channel", method: commands.Exchange.Delete) ->
     _reply(channel, method.nowait, commands.Exchange.DeleteOk())
 
 
-def _on_exchange_bind(channel: "Channel", method: commands.Exchange.Bind) -> None:
+def _on_exchange_bind(channel: ChannelPort, method: commands.Exchange.Bind) -> None:
     vhost = channel.connection.vhost
     _check_not_default(method.source)
     _check_not_default(method.destination)
@@ -167,7 +165,7 @@ def _on_exchange_bind(channel: "Channel", method: commands.Exchange.Bind) -> Non
     _reply(channel, method.nowait, commands.Exchange.BindOk())
 
 
-def _on_exchange_unbind(channel: "Channel", method: commands.Exchange.Unbind) -> None:
+def _on_exchange_unbind(channel: ChannelPort, method: commands.Exchange.Unbind) -> None:
     """Unbinding what does not exist succeeds, as in RabbitMQ."""
     vhost = channel.connection.vhost
     _check_not_default(method.source)
@@ -181,7 +179,7 @@ def _on_exchange_unbind(channel: "Channel", method: commands.Exchange.Unbind) ->
 
 # ------------------------------------------------------------------ queue.*
 
-def _on_queue_declare(channel: "Channel", method: commands.Queue.Declare) -> None:
+def _on_queue_declare(channel: ChannelPort, method: commands.Queue.Declare) -> None:
     connection = channel.connection
     vhost = connection.vhost
     name = method.queue
@@ -231,7 +229,7 @@ def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connec
             raise inequivalent_table_arg(arg, "queue", queue.name, vhost, received, current)
 
 
-def _on_queue_bind(channel: "Channel", method: commands.Queue.Bind) -> None:
+def _on_queue_bind(channel: ChannelPort, method: commands.Queue.Bind) -> None:
     _check_not_default(method.exchange)
     if method.queue or channel.last_queue_name:  # permissions first, as RabbitMQ
         _check_bind_access(channel, "queue", method.queue or channel.last_queue_name, method.exchange)
@@ -243,7 +241,7 @@ def _on_queue_bind(channel: "Channel", method: commands.Queue.Bind) -> None:
     _reply(channel, method.nowait, commands.Queue.BindOk())
 
 
-def _on_queue_unbind(channel: "Channel", method: commands.Queue.Unbind) -> None:
+def _on_queue_unbind(channel: ChannelPort, method: commands.Queue.Unbind) -> None:
     """Unbinding what does not exist (binding, queue or exchange) succeeds, as in RabbitMQ."""
     _check_not_default(method.exchange)
     vhost = channel.connection.vhost
@@ -257,12 +255,12 @@ def _on_queue_unbind(channel: "Channel", method: commands.Queue.Unbind) -> None:
     _reply(channel, False, commands.Queue.UnbindOk())
 
 
-def _on_queue_purge(channel: "Channel", method: commands.Queue.Purge) -> None:
+def _on_queue_purge(channel: ChannelPort, method: commands.Queue.Purge) -> None:
     queue = lookup_queue(channel, method.queue, "read")
     _reply(channel, method.nowait, commands.Queue.PurgeOk(message_count=queue.purge()))
 
 
-def _on_queue_delete(channel: "Channel", method: commands.Queue.Delete) -> None:
+def _on_queue_delete(channel: ChannelPort, method: commands.Queue.Delete) -> None:
     vhost = channel.connection.vhost
     name = method.queue or channel.last_queue_name
     channel.connection.check_access("configure", "queue", name)
@@ -289,7 +287,7 @@ def _on_queue_delete(channel: "Channel", method: commands.Queue.Delete) -> None:
             channel.connection.send(frame)
 
 
-HANDLERS: dict[int, Callable[["Channel", Any], None]] = {
+HANDLERS: dict[int, Callable[[ChannelPort, Any], None]] = {
     commands.Exchange.Declare.index: _on_exchange_declare,
     commands.Exchange.Delete.index: _on_exchange_delete,
     commands.Exchange.Bind.index: _on_exchange_bind,

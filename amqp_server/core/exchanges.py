@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol
 
 from ..errors import FRAME_ERROR, PRECONDITION_FAILED, AMQPConnectionError, ChannelError
 from ..wire.content import decode_properties
@@ -30,11 +30,26 @@ from storage.api import BindingRecord, ExchangeRecord
 
 if TYPE_CHECKING:
     from .message import Message
-    from .queue import Queue
-    from .vhost import VirtualHost
+
+
+class Bindable(Protocol):
+    """A binding's destination, a queue or an exchange, as the source exchange sees it."""
+
+    kind: str  # "queue" or "exchange"
+    name: str
+
+    def __hash__(self) -> int: ...  # destinations are dict keys (per-destination index, topic trie)
+
+
+class ExchangeHost(Protocol):
+    """The virtual host an exchange lives in (the default exchange routes by queue name)."""
+
+    name: str
+    queues: dict[str, Any]
+
 
 BindingKey = tuple[str, str, str, str]  # (destination kind, name, routing key, repr of arguments)
-Destination = Union["Queue", "Exchange"]
+Destination = Bindable
 NO_ARGUMENTS = "[]"  # the repr of no arguments, one string shared by every such binding (51 bytes each otherwise)
 
 
@@ -64,7 +79,7 @@ class Exchange:
     kind: ClassVar[str] = "exchange"
     __slots__ = ("vhost", "name", "durable", "auto_delete", "internal", "arguments", "bindings", "_by_destination")
 
-    def __init__(self, vhost: "VirtualHost", name: str, durable: bool = False, auto_delete: bool = False,
+    def __init__(self, vhost: ExchangeHost, name: str, durable: bool = False, auto_delete: bool = False,
                  internal: bool = False, arguments: dict[str, Any] | None = None) -> None:
         self.vhost = vhost
         self.name = name

@@ -9,7 +9,7 @@ Expiry is checked at the head (as RabbitMQ's classic queues do) and driven by
 the vhost's scheduler.  Messages that die (rejected, expired, pushed out by a
 length limit, past a delivery limit) go to the dead-letter exchange if one is
 set.  The queue writes persistent messages through the store and forgets them
-there once settled; it knows nothing about frames (``Channel.deliver`` does).
+there once settled; it knows nothing about frames or channels: it hands entries to a ``delivery.Consumer``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import datetime
 import enum
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from storage.api import QueueRecord
 
-from ..wire.methods import shortstr
 from . import dead_letter
+from .delivery import Consumer
 from .message import Entry, Message
 from .queue_arguments import QueueOptions, parse_queue_arguments
 from .ready import FifoReady, PriorityReady
@@ -32,9 +32,11 @@ from .scheduler import Timer
 log = logging.getLogger("amqp_server.queue")
 
 if TYPE_CHECKING:
-    from .channel import Channel
-    from .connection import Connection
-    from .vhost import VirtualHost
+    from storage.api import Store
+
+    from .confirms import SyncBarrier
+    from .flow import MemoryFlow
+    from .scheduler import Scheduler
 
 
 # Persistent messages on durable queues beyond this many ready ones are paged out: only their Entry stays in
@@ -50,36 +52,33 @@ class Enqueued(enum.Enum):
     REJECTED = 2  # refused by x-overflow reject-publish*: nack
 
 
-class Consumer:
-    """One ``basic.consume`` on one channel; prefetch credit is counted here (per-consumer QoS)."""
+class QueueHost(Protocol):
+    """The virtual host as its queues see it: the store, the clocks, flow accounting, and where the dead go."""
 
-    __slots__ = ("channel", "tag", "tag_shortstr", "queue", "no_ack", "exclusive", "prefetch_count", "unacked",
-                 "priority")
+    name: str
+    store: "Store"
+    sync_barrier: "SyncBarrier"
+    scheduler: "Scheduler"
+    wall_clock: Callable[[], float]
+    flow: "MemoryFlow"
 
-    def __init__(self, channel: "Channel", tag: str, queue: "Queue", no_ack: bool, exclusive: bool,
-                 prefetch_count: int, priority: int = 0) -> None:
-        self.channel = channel
-        self.tag = tag
-        self.tag_shortstr = shortstr(tag)  # spliced into every Basic.Deliver
-        self.queue = queue
-        self.no_ack = no_ack
-        self.exclusive = exclusive
-        self.prefetch_count = 0 if no_ack else prefetch_count
-        self.unacked = 0
-        self.priority = priority
+    def delete_queue(self, queue: "Queue") -> int: ...
 
-    def has_credit(self) -> bool:
-        return (not self.prefetch_count or self.unacked < self.prefetch_count) and self.channel.can_deliver(self)
+    def dead_letter(self, message: Message) -> None: ...
 
 
 class Queue:
+    """One queue: owns its ready messages (in memory or paged out to the store), its consumers in delivery
+    order, its TTL and unused-expiry timers and the names of the bindings that point at it; it gives entries
+    to ``delivery.Consumer``s and dead-letters through its ``QueueHost``."""
+
     kind = "queue"
     __slots__ = ("vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "options", "_ready",
                  "consumers", "_next_id", "_had_consumer", "deleted", "bindings", "_ready_bytes",
                  "_expiry_timer", "_unused_timer", "_last_used", "_plain", "_stores_transient")
 
-    def __init__(self, vhost: "VirtualHost", name: str, durable: bool = False, auto_delete: bool = False,
-                 arguments: dict[str, Any] | None = None, exclusive_owner: "Connection | None" = None,
+    def __init__(self, vhost: QueueHost, name: str, durable: bool = False, auto_delete: bool = False,
+                 arguments: dict[str, Any] | None = None, exclusive_owner: object | None = None,
                  options: QueueOptions | None = None) -> None:
         self.vhost = vhost
         self.name = name
@@ -108,7 +107,7 @@ class Queue:
             self._arm_unused_timer()
 
     @classmethod
-    def from_record(cls, vhost: "VirtualHost", record: QueueRecord) -> "Queue":
+    def from_record(cls, vhost: QueueHost, record: QueueRecord) -> "Queue":
         """A durable queue recovered from the store (its arguments were validated when declared)."""
         arguments = dict(record.arguments)
         options = parse_queue_arguments(arguments, record.name, vhost.name, record.durable, exclusive=False)
@@ -184,7 +183,7 @@ class Queue:
         if flow.high_watermark is not None:  # keep the memory alarm's view exactly that of append-then-take
             flow.add(entry.size)
             flow.remove(entry.size)
-        consumer.channel.deliver(consumer, entry)
+        consumer.deliver(entry)
         return Enqueued.IN_MEMORY
 
     def restore(self, message_id: int, message: Message | None, body_size: int = 0,
@@ -319,7 +318,7 @@ class Queue:
                 if entry.expires_at < now:  # TTL 0 still reaches a waiting consumer
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
-            consumer.channel.deliver(consumer, entry)
+            consumer.deliver(entry)
             if consumer.no_ack and entry.stored:  # settling forgets it in the store; nothing to do otherwise
                 self.settle((entry,))
 
@@ -333,7 +332,7 @@ class Queue:
         if no_ack and not consumer.has_credit():
             return
         ready = self._ready
-        deliver = consumer.channel.deliver
+        deliver = consumer.deliver
         while len(ready):
             if not no_ack and not consumer.has_credit():  # each delivery uses up prefetch credit
                 return
@@ -346,7 +345,7 @@ class Queue:
                 if entry.expires_at < now:  # TTL 0 still reaches a waiting consumer
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
-            deliver(consumer, entry)
+            deliver(entry)
             if no_ack and entry.stored:  # delivered without ack: done with it in the store
                 self.settle((entry,))
 

@@ -32,6 +32,9 @@ Destination = Union[Queue, Exchange]
 
 
 class VirtualHost:
+    """One virtual host: owns its exchanges (amq.* built in), its queues and the bindings between them, and
+    writes their durable definitions to the store; shares the broker's store, sync barrier, clock and flow."""
+
     def __init__(self, name: str, store: Store, sync_barrier: SyncBarrier | None = None,
                  scheduler: Scheduler | None = None, wall_clock: Callable[[], float] = time.time,
                  flow: MemoryFlow | None = None) -> None:
@@ -150,8 +153,10 @@ class VirtualHost:
                     exchange.unbind(queue, routing_key, arguments)
                 self._maybe_auto_delete(exchange)
         queue.bindings.clear()
-        for consumer in list(queue.consumers):
-            consumer.channel.cancel_by_server(consumer)
+        consumers = list(queue.consumers)
+        queue.consumers.clear()
+        for consumer in consumers:
+            consumer.cancelled()
         if queue.persisted:
             self.store.delete_queue(self.name, queue.name)
             self._definitions_changed()
@@ -179,6 +184,11 @@ class VirtualHost:
         """A durable definition was written: it must reach the disk before the client hears -ok."""
         self.unsynced_definitions = True
         self.sync_barrier.request()
+
+    def take_unsynced_definitions(self) -> bool:
+        """Whether a durable definition was written since the last call (the -ok that follows waits for the sync)."""
+        unsynced, self.unsynced_definitions = self.unsynced_definitions, False
+        return unsynced
 
     def _maybe_auto_delete(self, exchange: Exchange) -> None:
         """An auto-delete exchange goes away when its last binding is removed."""

@@ -1,0 +1,127 @@
+"""The package layering, checked on every run by parsing imports (``ast``, nothing is imported).
+
+The rules (ARCHITECTURE.md): ``wire/`` is a codec and imports nothing from ``core/`` or
+``server/``; only ``server/`` (the asyncio adapter) imports asyncio; ``storage/`` imports
+nothing from ``amqp_server``; and ``core/`` has no import cycle.  Imports under
+``if TYPE_CHECKING:`` count: a type-only import that reaches back is still an object
+reaching back.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Outside server/ and allowed asyncio: the embedding helper runs a broker in a thread with its own loop, and
+# the CLI's admin commands drive that helper (both operations code, moving to amqp_server/ops/).
+ASYNCIO_ALLOWED = {"amqp_server.testing", "amqp_server.cli", "amqp_server.ops.testing", "amqp_server.ops.cli"}
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path, package: list[str]) -> set[str]:
+    """Every module ``path`` (in ``package``) imports, absolute: ``from . import x`` submodules and TYPE_CHECKING
+    ones included (``ast.walk`` visits the body of every ``if``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)  # may name a submodule
+    return found
+
+
+def sources(*packages: str) -> dict[str, set[str]]:
+    modules: dict[str, set[str]] = {}
+    for package in packages:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = module_name(path)
+            modules[name] = imports_of(path, name.split(".") if path.name == "__init__.py"
+                                       else name.split(".")[:-1])
+    return modules
+
+
+def within(imported: str, package: str) -> bool:
+    return imported == package or imported.startswith(package + ".")
+
+
+def test_wire_imports_nothing_from_core_or_server() -> None:
+    bad = {(module, imported) for module, imported_set in sources("amqp_server/wire").items()
+           for imported in imported_set
+           if within(imported, "amqp_server.core") or within(imported, "amqp_server.server")}
+    assert not bad
+
+
+def test_only_server_imports_asyncio() -> None:
+    bad = {module for module, imported_set in sources("amqp_server", "storage").items()
+           if not within(module, "amqp_server.server") and module not in ASYNCIO_ALLOWED
+           and any(within(imported, "asyncio") for imported in imported_set)}
+    assert not bad
+
+
+def test_storage_imports_nothing_from_amqp_server() -> None:
+    bad = {(module, imported) for module, imported_set in sources("storage").items()
+           for imported in imported_set if within(imported, "amqp_server")}
+    assert not bad
+
+
+def core_graph() -> dict[str, set[str]]:
+    modules = sources("amqp_server/core")
+    return {module: {imported for imported in imported_set if imported in modules and imported != module}
+            for module, imported_set in modules.items()}
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """Tarjan's algorithm: the components of more than one module are the import cycles."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[frozenset[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in graph[node]:
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(frozenset(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
+
+
+def test_the_cycle_finder_sees_type_checking_imports(tmp_path: Path) -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert strongly_connected(graph) == [frozenset({"a", "b", "c"})]
+    source = tmp_path / "m.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .channel import Channel\n")
+    assert "pkg.core.channel" in imports_of(source, ["pkg", "core"])
+
+
+def test_no_import_cycle_inside_core() -> None:
+    assert strongly_connected(core_graph()) == []
