@@ -29,13 +29,12 @@ broker's).  They exit with 0 on success, 1 when the change cannot be made
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import ssl
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from storage.fileio import DataDirLocked
 
@@ -94,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         return _config_failure(error)
     setup_logging(config.log_level, config.log_format)
-    from ..server.server import serve
+    from ..server.embedded import run  # the server stack loads only when a broker starts
 
     try:
-        _run(serve(config), config.event_loop)
+        run(config)
     except KeyboardInterrupt:
         pass
     except ConfigError as error:  # the config file's permissions name a user or vhost that does not exist
@@ -108,21 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amqp-server: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-def _run(main: Coroutine[Any, Any, None], event_loop: str) -> None:
-    """Run on uvloop when asked for, or when it is installed and the choice is ``auto``."""
-    if event_loop != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if event_loop == "uvloop":
-                main.close()
-                raise ConfigError("event_loop", "uvloop is not installed: pip install 'amqp-server[uvloop]'")
-        else:
-            uvloop.run(main)
-            return
-    asyncio.run(main)
 
 
 def _config_failure(error: ConfigError) -> int:

@@ -13,7 +13,6 @@ The pytest fixtures built on this live in ``amqp_server.ops.pytest_plugin``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import queue
 import re
@@ -111,75 +110,25 @@ def _connect_host(host: str) -> str:
 # ------------------------------------------------------------------ in a thread
 
 
-class _BrokerThread(threading.Thread):
-    """Runs ``serve()`` on its own event loop; ``listening`` is set once bound (or once it failed)."""
-
-    def __init__(self, config: Config) -> None:
-        super().__init__(name="amqp-server", daemon=True)
-        self.config = config
-        self.listening = threading.Event()
-        self.error: BaseException | None = None
-        self.address: tuple[str, int] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stop_event: asyncio.Event | None = None
-        self.broker: Any = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as error:  # reported to the test thread, which re-raises it
-            self.error = error
-        finally:
-            self.listening.set()
-
-    async def _main(self) -> None:
-        from ..server.server import serve  # the server stack loads only when a broker starts
-
-        self.loop = asyncio.get_running_loop()
-        self.stop_event = asyncio.Event()
-        await serve(self.config, stop=self.stop_event, on_listening=self._on_listening)
-
-    def _on_listening(self, host: str, port: int, broker: Any) -> None:
-        self.address, self.broker = (host, port), broker
-        self.listening.set()
-
-    def stop(self) -> None:
-        if self.loop is not None and self.stop_event is not None:
-            try:
-                self.loop.call_soon_threadsafe(self.stop_event.set)
-            except RuntimeError:  # the loop already closed: serve() ended by itself
-                pass
-        self.join(STOP_TIMEOUT_S)
-        if self.is_alive():
-            raise RuntimeError(f"the broker thread did not stop within {STOP_TIMEOUT_S} s")
-
-    def add_vhost(self, name: str) -> None:
-        from ..core.access import Permission
-
-        async def add() -> None:
-            self.broker.add_vhost(name)
-            self.broker.access.set_permission("guest", name, Permission())  # configure/write/read ".*"
-
-        assert self.loop is not None
-        asyncio.run_coroutine_threadsafe(add(), self.loop).result(VHOST_TIMEOUT_S)
-
-
 @contextmanager
 def _in_thread(host: str, port: int, data_dir: Path, timeout: float,
                options: dict[str, Any]) -> Iterator[RunningBroker]:
-    thread = _BrokerThread(Config(host=host, port=port, data_dir=data_dir, **options))
+    from ..server.embedded import BrokerThread  # the server stack loads only when a broker starts
+
+    thread = BrokerThread(Config(host=host, port=port, data_dir=data_dir, **options))
     thread.start()
     if not thread.listening.wait(timeout):
-        thread.stop()
+        thread.stop(STOP_TIMEOUT_S)
         raise RuntimeError(f"the broker did not start listening within {timeout} s")
     if thread.address is None:  # serve() failed before binding: data dir locked, port in use …
         thread.join(STOP_TIMEOUT_S)
         assert thread.error is not None
         raise thread.error
     try:
-        yield RunningBroker(thread.address[0], thread.address[1], data_dir, thread.add_vhost)
+        yield RunningBroker(thread.address[0], thread.address[1], data_dir,
+                            lambda name: thread.add_vhost(name, VHOST_TIMEOUT_S))
     finally:
-        thread.stop()
+        thread.stop(STOP_TIMEOUT_S)
     if thread.error is not None:  # serve() crashed while the test ran
         raise thread.error
 
