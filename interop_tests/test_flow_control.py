@@ -20,15 +20,23 @@ def small_broker(tmp_path):
 
 def test_publisher_is_blocked_then_unblocked(small_broker):
     events: list[str] = []
-    publisher = pika.BlockingConnection(pika.URLParameters(small_broker.url))
+    params = pika.URLParameters(small_broker.url)
+    params.blocked_connection_timeout = 30  # a publish stuck behind a blocked socket fails instead of hanging
+    publisher = pika.BlockingConnection(params)
     publisher.add_on_connection_blocked_callback(lambda *_: events.append("blocked"))
     publisher.add_on_connection_unblocked_callback(lambda *_: events.append("unblocked"))
     channel = publisher.channel()
     channel.queue_declare("flow")
-    deadline = time.monotonic() + 10
-    while "blocked" not in events and time.monotonic() < deadline:
+    # at most 1 MB (5x the watermark): far less than the loopback socket buffers hold once the broker
+    # stops reading, so a loaded machine that sees connection.blocked late cannot wedge the publish
+    for _ in range(1000):
+        if "blocked" in events:
+            break
         channel.basic_publish("", "flow", b"x" * 1000)
         publisher.process_data_events(time_limit=0)
+    deadline = time.monotonic() + 10
+    while "blocked" not in events and time.monotonic() < deadline:
+        publisher.process_data_events(time_limit=0.1)
     assert events == ["blocked"]
 
     consumer = pika.BlockingConnection(pika.URLParameters(small_broker.url))
