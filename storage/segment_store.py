@@ -85,7 +85,10 @@ log = logging.getLogger("storage.segment_store")
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 EAGER_RECORDS = 10_000  # per queue, recovered with their bodies; the rest as StoredMessage (read on demand)
-ROLL_EMPTY_AT = 1024 * 1024  # a fully-acked active segment this long is rolled (and so deleted) at once
+# A fully-acked active segment this long is rolled (and so deleted) at once. Not smaller: each roll creates,
+# syncs and deletes files; measured (amqp-perf scenario c, 2 rounds): rolling at 1 MiB cost 6% of throughput
+# (30.9k vs 32.7k msg/s) and a third more confirm p99 (21.2 vs 15.3 ms) against never rolling early.
+ROLL_EMPTY_AT = 8 * 1024 * 1024
 
 
 class StoreClosed(RuntimeError):

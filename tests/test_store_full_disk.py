@@ -125,7 +125,7 @@ def test_space_freed_elsewhere_on_the_disk_lets_the_retried_batch_through(disk: 
 def test_the_active_segment_is_deleted_once_fully_acked(tmp_path: Path) -> None:
     store = SegmentStore(tmp_path)
     store.put_queue(QueueRecord("/", "q"))
-    ids = range(1, 31)  # 3 MB, in one 64 MB segment
+    ids = range(1, 91)  # 9 MB (over ROLL_EMPTY_AT), in one 64 MB segment
     for n in ids:
         store.put_message("/", "q", n, message(n))
     store.sync()
