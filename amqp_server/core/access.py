@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ..errors import ACCESS_REFUSED, ChannelError
+from ..errors import resource_access_refused
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
@@ -115,8 +115,7 @@ class AccessControl:
             return
         permission = self.permissions.get((username, vhost))
         if permission is None or not permission.allows(action, name):
-            raise ChannelError(ACCESS_REFUSED, f"access to {kind} '{name}' in vhost '{vhost}' refused for "
-                                               f"user '{username}'")
+            raise resource_access_refused(kind, name, vhost, username)
         if len(self._allowed) >= ALLOWED_CACHE_LIMIT:
             self._allowed.clear()
         self._allowed.add(key)

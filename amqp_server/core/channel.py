@@ -19,20 +19,32 @@ from typing import Any, Callable
 from pamqp import commands
 
 from ..errors import (
-    ACCESS_REFUSED,
-    CHANNEL_ERROR,
-    COMMAND_INVALID,
-    FRAME_ERROR,
-    NOT_ALLOWED,
-    NOT_IMPLEMENTED,
-    PRECONDITION_FAILED,
-    RESOURCE_ERROR,
-    UNEXPECTED_FRAME,
     AMQPConnectionError,
     ChannelError,
     not_found,
-    table_type,
     undecodable_content,
+    confirm_to_tx,
+    consumer_tag_reused,
+    definition_write_failed,
+    expected_integer,
+    expected_method_frame,
+    flow_inactive_unsupported,
+    immediate_unsupported,
+    internal_exchange,
+    invalid_arg,
+    invalid_expiration,
+    malformed_properties,
+    no_reply_consumer,
+    not_transactional,
+    prefetch_size_unsupported,
+    queue_exclusive_use,
+    recover_without_requeue,
+    reply_consumer_acks,
+    reply_consumer_set,
+    second_channel_open,
+    transaction_write_failed,
+    tx_to_confirm,
+    unimplemented_method,
 )
 from ..wire import methods as wire
 from ..wire.assembler import Assembler
@@ -105,7 +117,7 @@ class Channel:
                 self._publish_content(*command)
             return
         if frame_type != FRAME_METHOD:
-            raise AMQPConnectionError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+            raise expected_method_frame()
         index, method = wire.decode_method(payload)
         if self.state is not ChannelState.OPEN:
             self._handle_while_closing(index, method)
@@ -147,11 +159,11 @@ class Channel:
 
     def _on_channel_flow(self, method: commands.Channel.Flow) -> None:
         if not method.active:
-            raise AMQPConnectionError(NOT_IMPLEMENTED, "active=false")
+            raise flow_inactive_unsupported()
         self.connection.send_method(self.channel_id, commands.Channel.FlowOk(active=True))
 
     def _on_channel_open(self, method: commands.Channel.Open) -> None:
-        raise AMQPConnectionError(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
+        raise second_channel_open()
 
     def close_with_error(self, error: ChannelError) -> None:
         """Close this channel only: send channel.close and discard input until close-ok."""
@@ -219,14 +231,14 @@ class Channel:
             message = Message(method.exchange, method.routing_key, header, body, None,
                               method.exchange_shortstr, method.routing_key_shortstr)
         except InvalidExpiration as error:
-            raise ChannelError(PRECONDITION_FAILED, str(error), 60, 40) from None
+            raise invalid_expiration(str(error)) from None
         try:
             if b"CC" in header:  # cheap test before decoding the headers table (it also matches BCC)
                 message = sender_selected(message)
             if _REPLY_TO_BYTES in header:
                 message = self._with_reply_key(message)
         except (ValueError, OverflowError, OSError):  # a CC/BCC value pamqp cannot decode (a far-off timestamp)
-            raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None
+            raise malformed_properties() from None
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
             return
@@ -277,10 +289,9 @@ class Channel:
         if exchange is None:
             raise not_found("exchange", method.exchange, vhost.name).for_method(60, 40)
         if exchange.internal:
-            raise ChannelError(ACCESS_REFUSED, f"cannot publish to internal exchange '{method.exchange}' in vhost "
-                                               f"'{vhost.name}'", 60, 40)
+            raise internal_exchange(method.exchange, vhost.name)
         if method.immediate:
-            raise AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+            raise immediate_unsupported()
         return exchange
 
     def flush_confirms(self) -> None:
@@ -310,11 +321,11 @@ class Channel:
         if ok:
             self.connection.send(frame)
         else:
-            self.close_with_error(ChannelError(RESOURCE_ERROR, "could not write the definition to disk"))
+            self.close_with_error(definition_write_failed())
 
     def _on_confirm_select(self, method: commands.Confirm.Select) -> None:
         if self.transaction is not None:
-            raise ChannelError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
+            raise tx_to_confirm()
         if self.confirms is None:
             self.confirms = Confirms()
         if not method.nowait:
@@ -324,7 +335,7 @@ class Channel:
 
     def _on_tx_select(self, method: commands.Tx.Select) -> None:
         if self.confirms is not None:
-            raise ChannelError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+            raise confirm_to_tx()
         if self.transaction is None:
             self.transaction = Transaction()
         self.connection.send_method(self.channel_id, commands.Tx.SelectOk())
@@ -374,22 +385,22 @@ class Channel:
             if ok or not after_sync:  # a reply that only waited for its turn wrote nothing that failed
                 self.connection.send(frame)
             else:
-                self.close_with_error(ChannelError(RESOURCE_ERROR, "could not write the transaction to disk", 90, 20))
+                self.close_with_error(transaction_write_failed())
 
         self.connection.vhost.sync_barrier.after_sync(synced)
 
     def _require_transaction(self) -> Transaction:
         if self.transaction is None:
-            raise ChannelError(PRECONDITION_FAILED, "channel is not transactional")
+            raise not_transactional()
         return self.transaction
 
     # ------------------------------------------------------------ direct reply-to
 
     def _consume_replies(self, method: commands.Basic.Consume, tag: str) -> None:
         if not method.no_ack:
-            raise ChannelError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
+            raise reply_consumer_acks()
         if self._reply_consumer is not None:
-            raise ChannelError(PRECONDITION_FAILED, "reply consumer already set")
+            raise reply_consumer_set()
         self.reply_key = self.connection.broker.reply_to.register(self)
         self._reply_consumer = Consumer(self, tag, None, no_ack=True, exclusive=False, prefetch_count=0)
         if not method.nowait:
@@ -406,7 +417,7 @@ class Channel:
         if header.shortstr("reply_to") != reply_to.PSEUDO_QUEUE:
             return message
         if self.reply_key is None:
-            raise ChannelError(PRECONDITION_FAILED, "fast reply consumer does not exist", 60, 40)
+            raise no_reply_consumer()
         header.set_shortstr("reply_to", self.reply_key)
         copy = Message(message.exchange, message.routing_key, header.encode(), message.body, message.persistent)
         copy.extra_routing_keys = message.extra_routing_keys
@@ -453,7 +464,7 @@ class Channel:
 
     def _on_basic_qos(self, method: commands.Basic.Qos) -> None:
         if method.prefetch_size:
-            raise AMQPConnectionError(NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})")
+            raise prefetch_size_unsupported(method.prefetch_size)
         if method.global_:
             self.global_prefetch_count = method.prefetch_count
         else:
@@ -464,17 +475,16 @@ class Channel:
     def _on_basic_consume(self, method: commands.Basic.Consume) -> None:
         tag = method.consumer_tag or generated_name("amq.ctag-")
         if tag in self.consumers or (self._reply_consumer is not None and self._reply_consumer.tag == tag):
-            raise AMQPConnectionError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+            raise consumer_tag_reused(tag)
         if method.queue == reply_to.PSEUDO_QUEUE:
             self._consume_replies(method, tag)
             return
         queue = declarations.lookup_queue(self, method.queue, "read")
         if queue.has_exclusive_consumer() or (method.exclusive and queue.consumers):
-            raise ChannelError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '{queue.vhost.name}' in exclusive use")
+            raise queue_exclusive_use(queue.name, queue.vhost.name)
         priority = (method.arguments or {}).get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ChannelError(PRECONDITION_FAILED, f"invalid arg 'x-priority' for queue '{queue.name}' in vhost "
-                                                    f"'{queue.vhost.name}': \"expected integer, got {table_type(priority)}\"")
+            raise invalid_arg("x-priority", "queue", queue.name, queue.vhost.name, expected_integer(priority))
         consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority)
         self.consumers[tag] = consumer
         if not method.nowait:
@@ -558,7 +568,7 @@ class Channel:
 
     def _on_basic_recover(self, method: commands.Basic.Recover | commands.Basic.RecoverAsync) -> None:
         if not method.requeue:
-            raise AMQPConnectionError(NOT_IMPLEMENTED, "requeue=false")
+            raise recover_without_requeue()
         taken = list(self.unacked.values())
         self.unacked.clear()
         self._settle(taken, REQUEUE)
@@ -567,7 +577,7 @@ class Channel:
 
 
 def _unsupported(index: int) -> AMQPConnectionError:
-    return AMQPConnectionError(COMMAND_INVALID, "unimplemented method", index >> 16, index & 0xFFFF)
+    return unimplemented_method(index >> 16, index & 0xFFFF)
 
 
 _HANDLERS: dict[int, Callable[[Channel, Any], None]] = {

@@ -30,17 +30,26 @@ from pamqp.base import Frame as PamqpMethod
 from .. import __version__
 from ..errors import (
     ACCESS_REFUSED,
-    CHANNEL_ERROR,
-    CONNECTION_FORCED,
-    COMMAND_INVALID,
-    FRAME_ERROR,
-    INTERNAL_ERROR,
-    NOT_ALLOWED,
-    UNEXPECTED_FRAME,
     AMQPConnectionError,
     AMQPError,
     ChannelError,
-    erlang_binary,
+    channel_max_reached,
+    channel_max_too_high,
+    connection_forced,
+    expected_channel_open,
+    expected_method_frame,
+    frame_before_open,
+    frame_max_too_high,
+    frame_max_too_low,
+    heartbeat_on_channel,
+    internal_error,
+    invalid_auth_response,
+    login_refused,
+    unexpected_connection_method,
+    unknown_mechanism,
+    unknown_method_frame,
+    vhost_access_refused,
+    vhost_not_found,
 )
 from ..wire.framing import (
     FRAME_BODY,
@@ -161,7 +170,7 @@ class Connection:
             self.close_with_error(error)
         except Exception:
             log.exception("internal error on connection from %s", self.peer, extra=self._log_fields())
-            self.close_with_error(AMQPConnectionError(INTERNAL_ERROR, "internal error"))
+            self.close_with_error(internal_error())
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
@@ -296,7 +305,7 @@ class Connection:
     def force_close(self, reply_text: str) -> None:
         """Close from the broker's side (shutdown): 320 CONNECTION_FORCED."""
         if self.state is State.OPEN:
-            self.close_with_error(AMQPConnectionError(CONNECTION_FORCED, reply_text))
+            self.close_with_error(connection_forced(reply_text))
         else:
             self._finish()
 
@@ -319,17 +328,17 @@ class Connection:
     def _handle_frame(self, frame_type: int, channel_id: int, payload: bytes) -> None:
         if frame_type == FRAME_HEARTBEAT:
             if payload:
-                raise AMQPConnectionError(FRAME_ERROR, f"type 8, all octets = {erlang_binary(payload)}: unknown_frame")
+                raise unknown_method_frame(8, payload)
             if channel_id:
-                raise AMQPConnectionError(UNEXPECTED_FRAME, "type 8, all octets = <<>>")
+                raise heartbeat_on_channel()
         elif self.state is State.CLOSING:
             self._handle_while_closing(frame_type, channel_id, payload)
         elif channel_id == 0:
             if frame_type != FRAME_METHOD:
-                raise AMQPConnectionError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+                raise expected_method_frame()
             self._handle_method0(payload)
         elif self.state is not State.OPEN:
-            raise AMQPConnectionError(UNEXPECTED_FRAME, f"type {frame_type}, all octets = {erlang_binary(payload)}")
+            raise frame_before_open(frame_type, payload)
         else:
             channel = self.channels.get(channel_id)
             if channel is None:
@@ -374,14 +383,13 @@ class Connection:
 
     def _open_channel(self, channel_id: int, frame_type: int, payload: bytes) -> None:
         if frame_type != FRAME_METHOD:
-            raise AMQPConnectionError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+            raise expected_method_frame()
         index, method = decode_method(payload)
         if not isinstance(method, commands.Channel.Open):
-            raise AMQPConnectionError(CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF)
+            raise expected_channel_open(index >> 16, index & 0xFFFF)
         # RabbitMQ limits how many channels are open, not which numbers they use.
         if len(self.channels) >= self.channel_max:
-            raise AMQPConnectionError(NOT_ALLOWED, f"number of channels opened ({len(self.channels)}) has reached "
-                                                   f"the negotiated channel_max ({self.channel_max})")
+            raise channel_max_reached(len(self.channels), self.channel_max)
         self.channels[channel_id] = Channel(self, channel_id)
         self.send(channel_open_ok_frame(channel_id))
 
@@ -404,9 +412,7 @@ class Connection:
                 return
             else:
                 class_id, method_id = _METHOD_IDS.unpack_from(payload)  # the fast-decoded Publish has no .index
-                raise AMQPConnectionError(
-                    CHANNEL_ERROR, f"unexpected method in connection state {_RABBIT_STATE_NAMES[self.state]}",
-                    class_id, method_id)
+                raise unexpected_connection_method(_RABBIT_STATE_NAMES[self.state], class_id, method_id)
         handler(self, method)
 
     def _start(self) -> None:
@@ -430,9 +436,8 @@ class Connection:
         self.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
         credentials = parse_credentials(method.mechanism, method.response)
         if credentials is None:
-            raise AMQPConnectionError(COMMAND_INVALID, f"unknown authentication mechanism '{method.mechanism}'"
-                                      if method.mechanism not in ("PLAIN", "AMQPLAIN")
-                                      else "invalid authentication response", 10, 11)
+            raise (unknown_mechanism(method.mechanism) if method.mechanism not in ("PLAIN", "AMQPLAIN")
+                   else invalid_auth_response())
         username, password = credentials
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
             log.warning("login refused for user '%s' from %s", username, self.peer,
@@ -440,9 +445,7 @@ class Connection:
             if not self.client_capabilities.get("authentication_failure_close"):
                 self._finish()  # old clients expect the socket to close (RabbitMQ does the same)
                 return
-            raise AMQPConnectionError(
-                ACCESS_REFUSED, f"Login was refused using authentication mechanism {method.mechanism}. "
-                     "For details see the broker logfile.")
+            raise login_refused(method.mechanism)
         self.username = username
         self.state = State.AWAITING_TUNE_OK
         limits = self.broker.limits
@@ -453,14 +456,11 @@ class Connection:
         limits = self.broker.limits
         # As RabbitMQ: 0 ("no limit") exceeds a configured limit, so it is refused too.
         if method.frame_max < FRAME_MIN_SIZE:
-            raise AMQPConnectionError(NOT_ALLOWED, f"negotiated frame_max = {method.frame_max} is lower than the "
-                                                   f"minimum allowed value ({FRAME_MIN_SIZE})", 10, 31)
+            raise frame_max_too_low(method.frame_max, FRAME_MIN_SIZE)
         if method.frame_max > limits.frame_max:
-            raise AMQPConnectionError(NOT_ALLOWED, f"negotiated frame_max = {method.frame_max} is higher than the "
-                                                   f"maximum allowed value ({limits.frame_max})", 10, 31)
+            raise frame_max_too_high(method.frame_max, limits.frame_max)
         if not 0 < method.channel_max <= limits.channel_max:
-            raise AMQPConnectionError(NOT_ALLOWED, f"negotiated channel_max = {method.channel_max} is higher than "
-                                                   f"the maximum allowed value ({limits.channel_max})", 10, 31)
+            raise channel_max_too_high(method.channel_max, limits.channel_max)
         self.writer.frame_max = method.frame_max
         self.channel_max = method.channel_max
         self.heartbeat = method.heartbeat
@@ -470,10 +470,9 @@ class Connection:
     def _on_open(self, method: commands.Connection.Open) -> None:
         vhost = self.broker.vhosts.get(method.virtual_host)
         if vhost is None:
-            raise AMQPConnectionError(NOT_ALLOWED, f"vhost {method.virtual_host} not found", 10, 40)
+            raise vhost_not_found(method.virtual_host)
         if not self.broker.access.may_open(self.username, vhost.name):
-            raise AMQPConnectionError(NOT_ALLOWED, f"access to vhost '{vhost.name}' refused for user "
-                                                   f"'{self.username}'", 10, 40)
+            raise vhost_access_refused(vhost.name, self.username)
         self.vhost = vhost
         self.state = State.OPEN
         self.send_method(0, commands.Connection.OpenOk())

@@ -13,18 +13,17 @@ from typing import Any, Callable
 from pamqp import commands
 
 from ..errors import (
-    ACCESS_REFUSED,
-    COMMAND_INVALID,
-    NOT_FOUND,
-    PRECONDITION_FAILED,
-    AMQPConnectionError,
-    ChannelError,
     default_exchange_refused,
     inequivalent_arg,
     inequivalent_table_arg,
     not_found,
     reserved_name,
     resource_locked,
+    in_use,
+    invalid_exchange_type,
+    no_previous_queue,
+    queue_not_empty,
+    system_exchange_deletion,
 )
 from ..wire.methods import method_frame, queue_declare_ok_frame
 from .broker_names import generated_name
@@ -53,7 +52,7 @@ def lookup_queue(channel: ChannelPort, name: str, action: str | None = None) -> 
     if not name:
         name = channel.last_queue_name
         if not name:
-            raise ChannelError(NOT_FOUND, "no previously declared queue")
+            raise no_previous_queue()
     if action is not None:
         channel.connection.check_access(action, "queue", name)
     queue = vhost.queues.get(name)
@@ -114,7 +113,7 @@ def _on_exchange_declare(channel: ChannelPort, method: commands.Exchange.Declare
         channel.connection.check_access("configure", "exchange", name)
         exchange_type = EXCHANGE_TYPES.get(method.exchange_type)
         if exchange_type is None:
-            raise AMQPConnectionError(COMMAND_INVALID, f"invalid exchange type '{method.exchange_type}'")
+            raise invalid_exchange_type(method.exchange_type)
         if existing is None:
             vhost.add_exchange(exchange_type(vhost, name, method.durable, method.auto_delete, method.internal,
                                              dict(method.arguments or {})))
@@ -145,10 +144,9 @@ def _on_exchange_delete(channel: ChannelPort, method: commands.Exchange.Delete) 
     exchange = vhost.exchanges.get(method.exchange)
     if exchange is not None:
         if exchange.name.startswith("amq."):
-            raise ChannelError(ACCESS_REFUSED, f"deletion of system exchange '{exchange.name}' in vhost "
-                                               f"'{vhost.name}' not allowed")
+            raise system_exchange_deletion(exchange.name, vhost.name)
         if method.if_unused and exchange.bindings:
-            raise ChannelError(PRECONDITION_FAILED, f"exchange '{exchange.name}' in vhost '{vhost.name}' in use")
+            raise in_use("exchange", exchange.name, vhost.name)
         vhost.delete_exchange(exchange)
     _reply(channel, method.nowait, commands.Exchange.DeleteOk())
 
@@ -270,9 +268,9 @@ def _on_queue_delete(channel: ChannelPort, method: commands.Queue.Delete) -> Non
     if queue is not None:
         _check_exclusive_access(channel, queue)
         if method.if_unused and queue.consumers:
-            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' in use")
+            raise in_use("queue", name, vhost.name)
         if method.if_empty and queue.message_count:
-            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{vhost.name}' not empty")
+            raise queue_not_empty(name, vhost.name)
         channel.held_cancels = held
         try:
             count = vhost.delete_queue(queue)

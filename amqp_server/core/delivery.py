@@ -13,7 +13,7 @@ from collections import OrderedDict
 from functools import partial
 from typing import TYPE_CHECKING, Iterable, Protocol
 
-from ..errors import PRECONDITION_FAILED, ChannelError
+from ..errors import unknown_delivery_tag
 from ..wire.methods import shortstr
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class UnackedTable(OrderedDict[int, Unacked]):
                 self.clear()
                 return taken
             if delivery_tag not in self:  # RabbitMQ refuses the whole ack, even if smaller tags exist
-                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
+                raise unknown_delivery_tag(delivery_tag)
             taken = []
             while self:
                 tag = next(iter(self))
@@ -108,5 +108,5 @@ class UnackedTable(OrderedDict[int, Unacked]):
             return taken
         item = self.pop(delivery_tag, None)
         if item is None:
-            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
+            raise unknown_delivery_tag(delivery_tag)
         return [item]

@@ -22,7 +22,7 @@ import datetime
 import decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol
 
-from ..errors import FRAME_ERROR, PRECONDITION_FAILED, AMQPConnectionError, ChannelError
+from ..errors import malformed_properties, x_match_type, x_match_value
 from ..wire.content import decode_properties
 from .topic import TopicTrie
 
@@ -301,11 +301,9 @@ class HeadersExchange(Exchange):
             x_match = x_match.decode("utf-8", "replace")
         if not isinstance(x_match, str):
             kind = "signedint" if isinstance(x_match, int) and not isinstance(x_match, bool) else type(x_match).__name__
-            raise ChannelError(PRECONDITION_FAILED, f"Invalid x-match field type {kind} (value {x_match}); "
-                                                    "expected longstr")
+            raise x_match_type(kind, x_match)
         if x_match not in X_MATCH_VALUES:
-            raise ChannelError(PRECONDITION_FAILED, f'Invalid x-match field value <<"{x_match}">>; expected all, '
-                                                    "any, all-with-x, or any-with-x")
+            raise x_match_value(x_match)
 
     def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
         if not self.bindings:
@@ -313,7 +311,7 @@ class HeadersExchange(Exchange):
         try:
             headers = decode_properties(message.header).headers or {}
         except Exception:  # pamqp raises ValueError, struct.error, IndexError … on malformed tables
-            raise AMQPConnectionError(FRAME_ERROR, "malformed content header properties", 60, 40) from None
+            raise malformed_properties() from None
         return _distinct(d for d, _, arguments in self.bindings.values() if headers_match(arguments, headers))
 
 

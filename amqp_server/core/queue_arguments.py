@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PRECONDITION_FAILED, ChannelError, table_type, vhost_resource
+from ..errors import (
+    ChannelError,
+    table_type,
+    arg_unsupported_by_type,
+    expected_integer,
+    invalid_arg,
+    invalid_arg_type,
+    invalid_property,
+)
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum")
@@ -42,17 +50,15 @@ UNSUPPORTED = {
 def parse_queue_arguments(arguments: dict[str, Any], name: str, vhost: str, durable: bool,
                           exclusive: bool, auto_delete: bool = False) -> QueueOptions:
     """Validate ``arguments`` as RabbitMQ does and return the options they set."""
-    resource = vhost_resource("queue", name, vhost)
-
     def invalid(arg: str, reason: str) -> ChannelError:
-        return ChannelError(PRECONDITION_FAILED, f"invalid arg '{arg}' for {resource}: {reason}")
+        return invalid_arg(arg, "queue", name, vhost, reason)
 
     def integer(arg: str, minimum: int, maximum: int | None = None, too_large: str = "value_too_large") -> int | None:
         value = arguments.get(arg)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise invalid(arg, f'"expected integer, got {table_type(value)}"')
+            raise invalid(arg, expected_integer(value))
         if value < minimum:
             raise invalid(arg, f"{{value_negative,{value}}}" if value < 0 else f"{{value_zero,{value}}}")
         if maximum is not None and value > maximum:
@@ -67,8 +73,7 @@ def parse_queue_arguments(arguments: dict[str, Any], name: str, vhost: str, dura
             value = value.decode("utf-8", "replace")
         if not isinstance(value, str):
             if wrong_type == "dead_letter":
-                raise ChannelError(PRECONDITION_FAILED, f"invalid type '{table_type(value)}' for arg '{arg}' in "
-                                                        f"{resource}")
+                raise invalid_arg_type(arg, name, vhost, value)
             raise invalid(arg, f"{{unacceptable_type,{table_type(value)}}}")
         return value
 
@@ -79,11 +84,10 @@ def parse_queue_arguments(arguments: dict[str, Any], name: str, vhost: str, dura
         for prop, refused in (("non-durable", not durable), ("exclusive-owner", exclusive),
                               ("auto-delete", auto_delete)):
             if refused:
-                raise ChannelError(PRECONDITION_FAILED, f"invalid property '{prop}' for {resource}")
+                raise invalid_property(prop, name, vhost)
     for arg in UNSUPPORTED[queue_type]:
         if arg in arguments:
-            raise ChannelError(PRECONDITION_FAILED, f"invalid arg '{arg}' for {resource} of queue type "
-                                                    f"rabbit_{queue_type}_queue")
+            raise arg_unsupported_by_type(arg, name, vhost, queue_type)
     overflow = string("x-overflow") or "drop-head"
     if overflow not in OVERFLOW_MODES:
         raise invalid("x-overflow", "invalid_overflow")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Union
 
 from storage.api import Recovered, Store, StoredMessage
 
-from ..errors import PRECONDITION_FAILED, ChannelError
+from ..errors import cc_not_array
 from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
@@ -236,8 +236,7 @@ def sender_selected(message: Message) -> Message:
         if raw is None:
             continue
         if raw[:1] != b"A":
-            raise ChannelError(PRECONDITION_FAILED, f'invalid message: {{unacceptable_type_in_header,"{name}",'
-                                                    f'{type_name(raw)}}}', 60, 40)
+            raise cc_not_array(name, type_name(raw))
         keys.extend(dead_letter.string_list(decode_value(raw)))
     if not keys and "BCC" not in entries:
         return message

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from ..core.broker import Broker
 from ..core.connection import Connection, State
-from ..errors import NOT_ALLOWED, AMQPConnectionError
+from ..errors import NOT_ALLOWED, node_connection_limit
 
 log = logging.getLogger("amqp_server.protocol")
 
@@ -58,8 +58,7 @@ class ServerConnection(Connection):
             limit = self._node_connections.max_connections
             log.warning("refusing connection from %s: node connection limit (%d) is reached", self.peer, limit,
                         extra={"peer": self.peer, "user": self.username, "reply_code": NOT_ALLOWED})
-            raise AMQPConnectionError(NOT_ALLOWED, f"connection refused: node connection limit ({limit}) is reached",
-                                      10, 40)
+            raise node_connection_limit(limit)
         super()._handle_method0(payload)
 
 

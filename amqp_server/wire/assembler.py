@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import FRAME_ERROR, PRECONDITION_FAILED, UNEXPECTED_FRAME, AMQPConnectionError, ChannelError
+from ..errors import (
+    bad_content_header,
+    body_too_long,
+    content_header_class,
+    expected_content_body,
+    expected_content_header,
+    message_too_large,
+)
 from .content import BASIC_CLASS_ID, parse_header
 from .framing import FRAME_BODY, FRAME_HEADER
 from .methods import Publish, decode_publish
@@ -54,30 +61,24 @@ class Assembler:
         """
         if self._header is None:
             if frame_type != FRAME_HEADER:
-                raise AMQPConnectionError(
-                    UNEXPECTED_FRAME, f"expected content header for class {BASIC_CLASS_ID}, "
-                                      "got non content header frame instead", 60, 40)
+                raise expected_content_header()
             try:
                 class_id, body_size, _ = parse_header(payload)
             except ValueError as error:
-                raise AMQPConnectionError(FRAME_ERROR, str(error), 60, 40) from None
+                raise bad_content_header(str(error)) from None
             if class_id != BASIC_CLASS_ID:
-                raise AMQPConnectionError(UNEXPECTED_FRAME, f"expected content header for class {BASIC_CLASS_ID}, "
-                                                            f"got one for class {class_id} instead", 60, 40)
+                raise content_header_class(class_id)
             self._header, self._body_size = payload, body_size
             if body_size > self.max_message_size and keep:
-                raise ChannelError(PRECONDITION_FAILED, f"message size {body_size} is larger than configured max "
-                                                        f"size {self.max_message_size}", 60, 40)
+                raise message_too_large(body_size, self.max_message_size)
         elif frame_type == FRAME_BODY:
             self._received += len(payload)
             if self._received > self._body_size:
-                raise AMQPConnectionError(FRAME_ERROR, f"content body is longer than the {self._body_size} bytes "
-                                                       "its header declared", 60, 40)
+                raise body_too_long(self._body_size)
             if keep:
                 self._body.append(payload)
         else:
-            raise AMQPConnectionError(UNEXPECTED_FRAME, "expected content body, got non content body frame instead",
-                                      60, 40)
+            raise expected_content_body()
         if self._received != self._body_size:
             return None
         method, header = self.method, self._header

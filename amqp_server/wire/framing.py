@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import FRAME_ERROR, AMQPConnectionError, erlang_binary
+from ..errors import (
+    AMQPConnectionError,
+    erlang_binary,
+    frame_too_large,
+    invalid_frame_end,
+    unknown_frame_type,
+)
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 
@@ -73,19 +79,15 @@ class FrameReader:
             while end - offset >= 7:
                 frame_type, channel, size = unpack_from(source, offset)
                 if frame_type not in KNOWN_FRAME_TYPES:
-                    raise AMQPConnectionError(FRAME_ERROR, f"type {frame_type}, all octets = <<>>: unknown_frame")
+                    raise unknown_frame_type(frame_type)
                 if size > max_payload:
-                    raise AMQPConnectionError(
-                        FRAME_ERROR, f"type {frame_type}, all octets = <<>>: "
-                                     f"{{frame_too_large,{size},{max_payload - FRAME_OVERHEAD}}}")
+                    raise frame_too_large(frame_type, size, max_payload - FRAME_OVERHEAD)
                 frame_end = offset + 7 + size
                 if frame_end >= end:
                     break  # wait for the rest of the payload and the end byte
                 if source[frame_end] != FRAME_END:
                     octets = erlang_binary(bytes(source[offset + 7 : frame_end]))
-                    raise AMQPConnectionError(
-                        FRAME_ERROR, f"type {frame_type}, all octets = {octets}: "
-                                     f"{{invalid_frame_end_marker,{source[frame_end]}}}")
+                    raise invalid_frame_end(frame_type, octets, source[frame_end])
                 payload = source[offset + 7 : frame_end]
                 # direct: source is data, a bytes, so the slice is one (mypy sees bytes | bytearray)
                 frames.append((frame_type, channel, payload if direct else bytes(payload)))  # type: ignore[arg-type]

@@ -17,7 +17,11 @@ import struct
 from pamqp import commands, decode
 from pamqp.base import Frame as PamqpMethod
 
-from ..errors import COMMAND_INVALID, FRAME_ERROR, AMQPConnectionError, erlang_binary
+from ..errors import (
+    undecodable_arguments,
+    unknown_method,
+    unknown_method_frame,
+)
 from .framing import (
     FRAME_BODY,
     FRAME_END,
@@ -116,8 +120,7 @@ def decode_publish(payload: bytes) -> Publish:
         try:
             method = _decode_publish(payload)
         except Exception:
-            raise AMQPConnectionError(FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}",
-                                      BASIC_PUBLISH >> 16, BASIC_PUBLISH & 0xFFFF) from None
+            raise undecodable_arguments(payload[4:], BASIC_PUBLISH >> 16, BASIC_PUBLISH & 0xFFFF) from None
         if len(_PUBLISH_CACHE) >= _PUBLISH_CACHE_LIMIT:
             _PUBLISH_CACHE.clear()
         _PUBLISH_CACHE[payload] = method
@@ -132,7 +135,7 @@ def decode_method(payload: bytes) -> tuple[int, PamqpMethod | Publish | Ack]:
     503 for an unknown class or method (RabbitMQ 3.10 drops the socket there).
     """
     if len(payload) < 4:
-        raise AMQPConnectionError(FRAME_ERROR, f"type 1, all octets = {erlang_binary(payload)}: unknown_frame")
+        raise unknown_method_frame(1, payload)
     index = _INDEX.unpack_from(payload)[0]
     if index == BASIC_PUBLISH:
         return index, decode_publish(payload)
@@ -140,13 +143,12 @@ def decode_method(payload: bytes) -> tuple[int, PamqpMethod | Publish | Ack]:
         return index, Ack(_ACK_ARGUMENTS.unpack_from(payload, 4)[0], bool(payload[12] & 1))
     method_class = commands.INDEX_MAPPING.get(index)
     if method_class is None:
-        raise AMQPConnectionError(COMMAND_INVALID, f"unknown method class {index >> 16} method {index & 0xFFFF}")
+        raise unknown_method(index >> 16, index & 0xFFFF)
     try:
         method = method_class()
         _unmarshal_exactly(method, payload[4:])
     except Exception:  # pamqp raises struct.error, ValueError, IndexError, TypeError …
-        raise AMQPConnectionError(FRAME_ERROR, f"cannot decode {erlang_binary(payload[4:])}",
-                                  index >> 16, index & 0xFFFF) from None
+        raise undecodable_arguments(payload[4:], index >> 16, index & 0xFFFF) from None
     return index, method
 
 
