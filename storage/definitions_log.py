@@ -50,7 +50,7 @@ from .segment_format import (
     FORMAT_VERSION,
     RECORD_HEAD,
     Definitions,
-    DefinitionsError,
+    DefinitionsLogError,
     binding_document,
     binding_from_document,
     check_header,
@@ -141,7 +141,7 @@ class DefinitionsLog:
             definitions = decode_definitions(data)
         except FileNotFoundError:
             return
-        except DefinitionsError as error:
+        except DefinitionsLogError as error:
             aside = path.with_name(f"{SNAPSHOT}.corrupt")
             log.error("%s is unusable (%s): starting without durable exchanges, queues and bindings; "
                       "the file is kept as %s", path, error, aside)

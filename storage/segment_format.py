@@ -322,7 +322,7 @@ def encode_definitions(definitions: Definitions) -> bytes:
     return f"{DEFINITIONS_MAGIC} {FORMAT_VERSION} {zlib.crc32(body):08x}\n".encode("ascii") + body
 
 
-class DefinitionsError(ValueError):
+class DefinitionsLogError(ValueError):
     """The definitions file is damaged or of an unknown version."""
 
 
@@ -330,15 +330,15 @@ def decode_definitions(data: bytes) -> Definitions:
     first_line, _, body = data.partition(b"\n")
     parts = first_line.split(b" ")
     if len(parts) != 3 or parts[0] != DEFINITIONS_MAGIC.encode():
-        raise DefinitionsError("bad header line")
+        raise DefinitionsLogError("bad header line")
     if parts[1] != str(FORMAT_VERSION).encode():
-        raise DefinitionsError(f"unknown format version {parts[1]!r}")
+        raise DefinitionsLogError(f"unknown format version {parts[1]!r}")
     if f"{zlib.crc32(body):08x}".encode() != parts[2]:
-        raise DefinitionsError("checksum mismatch")
+        raise DefinitionsLogError("checksum mismatch")
     try:
         document = json.loads(body)
         return Definitions(exchanges=[exchange_from_document(e) for e in document["exchanges"]],
                            queues=[queue_from_document(q) for q in document["queues"]],
                            bindings=[binding_from_document(b) for b in document["bindings"]])
     except (KeyError, TypeError, ValueError, IndexError) as error:
-        raise DefinitionsError(f"unreadable content: {error}") from error
+        raise DefinitionsLogError(f"unreadable content: {error}") from error

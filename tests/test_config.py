@@ -257,6 +257,15 @@ def test_file_password_replaces_a_changed_one(tmp_path: Path) -> None:
     assert check_password("new", access.users["app"].password_hash)
 
 
+def test_check_password_refuses_what_is_not_a_hash_of_it() -> None:
+    """check_password and the config file share one hash rule; a login still fails, never raises, on any
+    stored string that is not the password's hash (definitions import keeps such strings, "" included)."""
+    good = hash_password("pw")
+    assert check_password("pw", good)
+    for stored in ("", "not-a-hash", good[:-4], good + "\n", " " + good, "é" + good, hash_password("other")):
+        assert not check_password("pw", stored)
+
+
 def test_permission_for_an_unknown_vhost_is_a_config_error(tmp_path: Path) -> None:
     path = write_toml(tmp_path, '[[permissions]]\nuser = "guest"\nvhost = "nope"\nconfigure = ".*"\n'
                                 'write = ".*"\nread = ".*"\n')

@@ -11,6 +11,7 @@ does (``re.fullmatch``; ``""`` matches nothing, ``".*"`` everything).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from ..errors import resource_access_refused
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
+PASSWORD_HASH_BYTES = 36  # rabbit_password_hashing_sha256: a 4-byte salt and a 32-byte SHA-256 digest
 LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
 
 
@@ -28,12 +30,26 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
-def check_password(password: str, password_hash: str) -> bool:
+def _hash_bytes(password_hash: str) -> bytes | None:
+    """The salt + digest of a ``rabbit_password_hashing_sha256`` hash, or None if it is not one."""
     try:
-        raw = base64.b64decode(password_hash)
-    except ValueError:
-        return False
-    return len(raw) > 4 and hmac.compare_digest(hash_password(password, raw[:4]), password_hash)
+        raw = base64.b64decode(password_hash, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == PASSWORD_HASH_BYTES else None
+
+
+def valid_password_hash(password_hash: str) -> bool:
+    """Whether ``password_hash`` is a ``rabbit_password_hashing_sha256`` hash: base64 of salt + digest.
+    The one rule for a hash, used by the config file and by ``check_password``."""
+    return _hash_bytes(password_hash) is not None
+
+
+def check_password(password: str, password_hash: str) -> bool:
+    # Only a valid hash can equal hash_password's (canonical, 36-byte) output, so refusing others early
+    # changes no answer.
+    raw = _hash_bytes(password_hash)
+    return raw is not None and hmac.compare_digest(hash_password(password, raw[:4]), password_hash)
 
 
 @dataclass

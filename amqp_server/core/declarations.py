@@ -27,10 +27,9 @@ from ..errors import (
 )
 from ..wire.methods import method_frame, queue_declare_ok_frame
 from .broker_names import generated_name
-from .exchanges import EXCHANGE_TYPES, Exchange
+from .exchanges import EXCHANGE_TYPES, Exchange, new_exchange
 from .interfaces import ChannelPort
 from .queue import Queue
-from .queue_arguments import parse_queue_arguments
 
 
 # Queue arguments whose values must match on redeclaration (RabbitMQ's equivalence list).
@@ -115,8 +114,8 @@ def _on_exchange_declare(channel: ChannelPort, method: commands.Exchange.Declare
         if exchange_type is None:
             raise invalid_exchange_type(method.exchange_type)
         if existing is None:
-            vhost.add_exchange(exchange_type(vhost, name, method.durable, method.auto_delete, method.internal,
-                                             dict(method.arguments or {})))
+            vhost.add_exchange(new_exchange(vhost, method.exchange_type, name, method.durable, method.auto_delete,
+                                            method.internal, method.arguments))
         else:
             _check_exchange_equivalent(existing, method, vhost.name)
     _reply(channel, method.nowait, commands.Exchange.DeclareOk())
@@ -195,11 +194,8 @@ def _on_queue_declare(channel: ChannelPort, method: commands.Queue.Declare) -> N
         channel.connection.check_access("configure", "queue", name)
         queue = vhost.queues.get(name)
         if queue is None:
-            arguments = dict(method.arguments or {})
-            options = parse_queue_arguments(arguments, name, vhost.name, method.durable, method.exclusive,
-                                            method.auto_delete)
-            queue = Queue(vhost, name, method.durable, method.auto_delete, arguments,
-                          exclusive_owner=connection if method.exclusive else None, options=options)
+            queue = Queue.with_arguments(vhost, name, method.durable, method.auto_delete, method.arguments,
+                                         exclusive_owner=connection if method.exclusive else None)
             vhost.add_queue(queue)
         else:
             _check_exclusive_access(channel, queue)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Protocol
 
 from ..errors import malformed_properties, x_match_type, x_match_value
 from ..wire.content import decode_properties
@@ -367,3 +367,17 @@ EXCHANGE_TYPES: dict[str, type[Exchange]] = {
     "topic": TopicExchange,
     "headers": HeadersExchange,
 }
+
+
+class UnsupportedExchangeType(ValueError):
+    """No exchange type of that name (the caller words the error: 503 on the wire, a definitions error...)."""
+
+
+def new_exchange(vhost: ExchangeHost, type_name: str, name: str, durable: bool = False, auto_delete: bool = False,
+                 internal: bool = False, arguments: Mapping[str, Any] | None = None) -> Exchange:
+    """The one constructor of an exchange by its RabbitMQ type name, for exchange.declare, recovery
+    from the store and definitions import; ``arguments`` is copied."""
+    exchange_class = EXCHANGE_TYPES.get(type_name)
+    if exchange_class is None:
+        raise UnsupportedExchangeType(type_name)
+    return exchange_class(vhost, name, durable, auto_delete, internal, dict(arguments or {}))

@@ -18,7 +18,7 @@ import datetime
 import enum
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
 from storage.api import QueueRecord
 
@@ -107,11 +107,20 @@ class Queue:
             self._arm_unused_timer()
 
     @classmethod
+    def with_arguments(cls, vhost: QueueHost, name: str, durable: bool, auto_delete: bool,
+                       arguments: Mapping[str, Any] | None, exclusive_owner: object | None = None) -> "Queue":
+        """The one way from a queue's ``x-…`` arguments to a queue, for queue.declare, recovery from the
+        store and definitions import: the arguments (copied) are parsed into its ``QueueOptions``, and an
+        invalid one raises RabbitMQ's 406 ``ChannelError``."""
+        arguments = dict(arguments or {})
+        options = parse_queue_arguments(arguments, name, vhost.name, durable, exclusive_owner is not None,
+                                        auto_delete)
+        return cls(vhost, name, durable, auto_delete, arguments, exclusive_owner, options)
+
+    @classmethod
     def from_record(cls, vhost: QueueHost, record: QueueRecord) -> "Queue":
         """A durable queue recovered from the store (its arguments were validated when declared)."""
-        arguments = dict(record.arguments)
-        options = parse_queue_arguments(arguments, record.name, vhost.name, record.durable, exclusive=False)
-        return cls(vhost, record.name, record.durable, record.auto_delete, arguments, options=options)
+        return cls.with_arguments(vhost, record.name, record.durable, record.auto_delete, record.arguments)
 
     @property
     def message_count(self) -> int:

@@ -20,7 +20,7 @@ from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
 from .flow import MemoryFlow
-from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange
+from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, new_exchange
 from .message import Message
 from .queue import Queue
 from .scheduler import Scheduler
@@ -48,7 +48,7 @@ class VirtualHost:
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self, "", durable=True)}
         self.queues: dict[str, Queue] = {}
         for exchange_name, exchange_type in BUILTIN_EXCHANGES:
-            self.exchanges[exchange_name] = EXCHANGE_TYPES[exchange_type](self, exchange_name, durable=True)
+            self.exchanges[exchange_name] = new_exchange(self, exchange_type, exchange_name, durable=True)
 
     # ------------------------------------------------------------ routing
 
@@ -201,8 +201,8 @@ class VirtualHost:
         """Rebuild durable definitions and persistent messages recovered from the store."""
         for record in recovered.exchanges:
             if record.vhost == self.name and record.type in EXCHANGE_TYPES:
-                self.exchanges[record.name] = EXCHANGE_TYPES[record.type](
-                    self, record.name, record.durable, record.auto_delete, record.internal, dict(record.arguments))
+                self.exchanges[record.name] = new_exchange(self, record.type, record.name, record.durable,
+                                                           record.auto_delete, record.internal, record.arguments)
         for record in recovered.queues:
             if record.vhost == self.name:
                 self.queues[record.name] = Queue.from_record(self, record)

@@ -51,9 +51,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..core.access import valid_password_hash
 from .errors import ConfigError, flag_name
 from .logging import FORMATS
-from .validation import check_tls_settings, regex_problem, split_list, tags_from, valid_password_hash
+from .validation import check_tls_settings, regex_problem, split_list, tags_from
 
 ENV_PREFIX = "AMQP_SERVER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"

@@ -33,9 +33,8 @@ from storage.factory import open_store
 
 from .. import __version__
 from ..core.broker import Broker
-from ..core.exchanges import EXCHANGE_TYPES
+from ..core.exchanges import UnsupportedExchangeType, new_exchange
 from ..core.queue import Queue
-from ..core.queue_arguments import parse_queue_arguments
 from ..core.vhost import VirtualHost
 from ..errors import AMQPError
 from .access import (
@@ -176,11 +175,12 @@ def _import_exchange(broker: Broker, item: Any, where: str) -> bool:
     vhost, name = _vhost(broker, item, where), item["name"]
     if not name or name.startswith("amq.") or name in vhost.exchanges:
         return False
-    exchange_type = EXCHANGE_TYPES.get(item["type"])
-    if exchange_type is None:
-        raise DefinitionsError(f"{where}: exchange '{name}': unsupported type '{item['type']}'")
-    vhost.add_exchange(exchange_type(vhost, name, item.get("durable", False), item.get("auto_delete", False),
-                                     item.get("internal", False), dict(item.get("arguments", {}))))
+    try:
+        exchange = new_exchange(vhost, item["type"], name, item.get("durable", False), item.get("auto_delete", False),
+                                item.get("internal", False), item.get("arguments", {}))
+    except UnsupportedExchangeType:
+        raise DefinitionsError(f"{where}: exchange '{name}': unsupported type '{item['type']}'") from None
+    vhost.add_exchange(exchange)
     return True
 
 
@@ -195,11 +195,10 @@ def _import_queue(broker: Broker, item: Any, where: str) -> bool:
     if queue_type != "classic" and "x-queue-type" not in arguments:
         arguments["x-queue-type"] = queue_type
     try:
-        options = parse_queue_arguments(arguments, name, vhost.name, durable, exclusive=False,
-                                        auto_delete=auto_delete)
+        queue = Queue.with_arguments(vhost, name, durable, auto_delete, arguments)
     except AMQPError as error:
         raise DefinitionsError(f"{where}: {error.reply_text}") from None
-    vhost.add_queue(Queue(vhost, name, durable, auto_delete, arguments, options=options))
+    vhost.add_queue(queue)
     return True
 
 

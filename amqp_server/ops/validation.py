@@ -1,17 +1,16 @@
 """One function per validation rule of the operations layer.
 
 The config file, the admin CLI, definitions import and ``access.json`` (and the HTTP API, when it
-comes) check the same things — tags, permission patterns, password hashes, that a user or vhost
-exists, which TLS settings go together, the shape of a definitions entry — and each rule is written
-here once.  A rule returns the problem (or the clean value) where callers word the error with their
-own context (``users[0].tags: …``, ``permissions[2]: …``); it raises where the error is the same
-for every caller.
+comes) check the same things — tags, permission patterns, that a user or vhost exists, which TLS
+settings go together, the shape of a definitions entry — and each rule is written here once (the
+password-hash rule is ``core.access.valid_password_hash``, as the core checks hashes at login).
+A rule returns the problem (or the clean value) where callers word the error with their own
+context (``users[0].tags: …``, ``permissions[2]: …``); it raises where the error is the same for
+every caller.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any, Callable, Container, Iterable, Mapping
@@ -20,7 +19,6 @@ from .errors import AlreadyExists, ConfigError, DefinitionsError, NotFound
 
 # Each TLS setting and the one it is useless without, in the order they are reported.
 TLS_NEEDS = (("tls_cert", "tls_key"), ("tls_key", "tls_cert"), ("tls_verify_peer", "tls_ca"), ("tls_ca", "tls_cert"))
-PASSWORD_HASH_BYTES = 36  # rabbit_password_hashing_sha256: a 4-byte salt and a 32-byte SHA-256 digest
 
 
 # ------------------------------------------------------------------ values
@@ -46,14 +44,6 @@ def regex_problem(pattern: str) -> str | None:
     except re.error as error:
         return f"invalid regular expression {pattern!r}: {error}"
     return None
-
-
-def valid_password_hash(password_hash: str) -> bool:
-    """Whether ``password_hash`` is a ``rabbit_password_hashing_sha256`` hash: base64 of salt + digest."""
-    try:
-        return len(base64.b64decode(password_hash, validate=True)) == PASSWORD_HASH_BYTES
-    except (binascii.Error, ValueError):
-        return False
 
 
 # ------------------------------------------------------------------ users and vhosts
