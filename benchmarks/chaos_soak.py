@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,52 +35,11 @@ import pika
 import pika.exceptions
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from interop_tests.broker_process import BrokerProcess  # noqa: E402 - the repository root is on the path now
+
 DURABLE_QUEUES = [f"soak.q{i}" for i in range(4)]
-LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
 ERRORS = (pika.exceptions.AMQPError, OSError, AttributeError, AssertionError)
-
-
-class Broker:
-    """``python -m amqp_server`` on a fixed loopback port, its log kept in a file."""
-
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.data_dir, self.log_path = data_dir, log_path
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "amqp_server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)], stderr=log, stdout=subprocess.DEVNULL, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            matches = LISTENING.findall(self.log_path.read_text(errors="replace"))
-            if matches and self._accepts(int(matches[-1][1])):
-                self.port = int(matches[-1][1])
-                return
-            time.sleep(0.05)
-        raise RuntimeError("broker did not start")
-
-    @staticmethod
-    def _accepts(port: int) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def rss_kib(self) -> int:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
-    def kill(self, sig: int = signal.SIGKILL) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(30)
 
 
 class Ledger:
@@ -299,8 +256,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="amqp-soak-"))
     log_path = workdir / "broker.log"
-    broker = Broker(workdir / "data", log_path)
-    broker.start()
+    broker = BrokerProcess(workdir / "data").start()
     ledger, stop = Ledger(), threading.Event()
     kinds = [ConfirmPublisher, ConfirmPublisher, TxPublisher, Consumer, Consumer, TopologyChurner, ConnectionChurner]
     if args.only:
@@ -318,7 +274,7 @@ def main() -> int:
             time.sleep(consumers_stop_at - elapsed)
             Consumer.consumers_stop.set()
         time.sleep(max(0.0, wake - (time.monotonic() - started)))
-        samples.append((round(time.monotonic() - started), broker.rss_kib()))
+        samples.append((round(time.monotonic() - started), broker.rss() // 1024))
         print(f"t={samples[-1][0]:>4}s rss={samples[-1][1] / 1024:.1f} MiB "
               f"confirmed={ledger.counts.get('confirmed', 0)} committed={ledger.counts.get('committed', 0)} "
               f"acked={ledger.counts.get('acked', 0)}", flush=True)
@@ -326,14 +282,15 @@ def main() -> int:
     for worker in workers:
         worker.join(30)
     alive = [worker.name for worker in workers if worker.is_alive()]
-    broker.kill(signal.SIGKILL)
-    broker.start()  # same port, same data dir
+    broker.stop(signal.SIGKILL)
+    broker.start(port=broker.port)  # same port, same data dir
     present = drain(broker.port)
-    exit_code = broker.kill(signal.SIGTERM)
+    exit_code = broker.stop(signal.SIGTERM, timeout=30)
     with ledger.lock:
         must_survive = ledger.promised.keys() - ledger.acked
         lost = must_survive - present
-    log_text = log_path.read_text(errors="replace")
+    log_text = "".join(broker.log)
+    log_path.write_text(log_text)
     tracebacks = log_text.count("Traceback")
     warmup = [rss for t, rss in samples if t >= min(60, args.duration / 3)]
     report = {
