@@ -46,6 +46,7 @@ from typing import Any
 from . import fileio
 from .api import BindingKey, BindingRecord, ExchangeRecord, QueueRecord, binding_key
 from .segment_format import (
+    DEFINITIONS_LOG_MAGIC,
     FILE_HEADER_SIZE,
     FORMAT_VERSION,
     RECORD_HEAD,
@@ -66,7 +67,7 @@ log = logging.getLogger("storage.definitions_log")
 
 SNAPSHOT = "definitions.json"
 LOG = "definitions.log"
-LOG_MAGIC = b"AMQPDLOG"
+LOG_MAGIC = DEFINITIONS_LOG_MAGIC
 LOG_HEADER = LOG_MAGIC + struct.pack("<H", FORMAT_VERSION)
 COMPACT_MIN_BYTES = 1024 * 1024  # below this the log is not worth compacting (replaying it takes milliseconds)
 COMPACT_FACTOR = 2  # compact when the log is this many times the size of the last snapshot

@@ -53,7 +53,9 @@ FORMAT_VERSION = 1  # of ack files and the definitions file
 SEGMENT_VERSION = 2  # of segment files: see the module docstring
 SEGMENT_MAGIC = b"AMQPSEG\x00"
 ACK_MAGIC = b"AMQPACK\x00"
-_READABLE_VERSIONS = {SEGMENT_MAGIC: (1, SEGMENT_VERSION), ACK_MAGIC: (FORMAT_VERSION,)}
+DEFINITIONS_LOG_MAGIC = b"AMQPDLOG"
+_READABLE_VERSIONS = {SEGMENT_MAGIC: (1, SEGMENT_VERSION), ACK_MAGIC: (FORMAT_VERSION,),
+                      DEFINITIONS_LOG_MAGIC: (FORMAT_VERSION,)}
 SEGMENT_HEADER = SEGMENT_MAGIC + struct.pack("<H", SEGMENT_VERSION)
 ACK_HEADER = ACK_MAGIC + struct.pack("<H", FORMAT_VERSION)
 FILE_HEADER_SIZE = len(SEGMENT_HEADER)  # both kinds of file have a 10-byte header
@@ -200,7 +202,7 @@ def check_header(data: bytes, magic: bytes) -> str | None:
     A file shorter than the header that is a prefix of it (the crash came right
     after creating it) is reported as "empty", which callers treat as no records.
     """
-    versions = _READABLE_VERSIONS.get(magic, (FORMAT_VERSION,))  # ack files and the definitions log: 1
+    versions = _READABLE_VERSIONS[magic]
     if len(data) < FILE_HEADER_SIZE and any((magic + struct.pack("<H", version)).startswith(data)
                                             for version in versions):
         return "empty"
