@@ -56,7 +56,7 @@ class AMQPError(Exception):
         self.method_id = method_id
         super().__init__(self.reply_text)
 
-    def for_method(self, class_id: int, method_id: int) -> "AMQPError":
+    def for_method(self, class_id: int, method_id: int) -> AMQPError:
         """Attach the offending method unless a handler already named one."""
         if not self.class_id:
             self.class_id, self.method_id = class_id, method_id
@@ -97,9 +97,11 @@ def inequivalent_arg(arg: str, kind: str, name: str, vhost: str, received: objec
     )
 
 
-def inequivalent_table_arg(arg: str, kind: str, name: str, vhost: str, received: object,
-                           current: object) -> ChannelError:
+def inequivalent_table_arg(
+    arg: str, kind: str, name: str, vhost: str, received: object, current: object
+) -> ChannelError:
     """406 for an ``x-`` argument that differs; RabbitMQ names the table type when one side is absent."""
+
     def show(value: object) -> str:
         return "none" if value is None else f"the value '{value}' of type '{table_type(value)}'"
 
@@ -107,8 +109,9 @@ def inequivalent_table_arg(arg: str, kind: str, name: str, vhost: str, received:
         detail = f"received '{received}' but current is '{current}'"
     else:
         detail = f"received {show(received)} but current is {show(current)}"
-    return ChannelError(PRECONDITION_FAILED,
-                        f"inequivalent arg '{arg}' for {vhost_resource(kind, name, vhost)}: {detail}")
+    return ChannelError(
+        PRECONDITION_FAILED, f"inequivalent arg '{arg}' for {vhost_resource(kind, name, vhost)}: {detail}"
+    )
 
 
 def table_type(value: object) -> str:
@@ -120,7 +123,7 @@ def table_type(value: object) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "signedint" if -2**31 <= value < 2**31 else "long"
+        return "signedint" if -(2**31) <= value < 2**31 else "long"
     if isinstance(value, float):
         return "double"
     if isinstance(value, dict):
@@ -168,18 +171,21 @@ def _show(value: object) -> str:
 # ---------------------------------------------------------------- framing (wire/framing.py, wire/methods.py)
 # RabbitMQ reports a bad frame with the frame type and its octets in Erlang syntax.
 
+
 def unknown_frame_type(frame_type: int) -> AMQPConnectionError:
     return AMQPConnectionError(FRAME_ERROR, f"type {frame_type}, all octets = <<>>: unknown_frame")
 
 
 def frame_too_large(frame_type: int, size: int, max_size: int) -> AMQPConnectionError:
-    return AMQPConnectionError(FRAME_ERROR, f"type {frame_type}, all octets = <<>>: "
-                                            f"{{frame_too_large,{size},{max_size}}}")
+    return AMQPConnectionError(
+        FRAME_ERROR, f"type {frame_type}, all octets = <<>>: {{frame_too_large,{size},{max_size}}}"
+    )
 
 
 def invalid_frame_end(frame_type: int, octets: str, marker: int) -> AMQPConnectionError:
-    return AMQPConnectionError(FRAME_ERROR, f"type {frame_type}, all octets = {octets}: "
-                                            f"{{invalid_frame_end_marker,{marker}}}")
+    return AMQPConnectionError(
+        FRAME_ERROR, f"type {frame_type}, all octets = {octets}: {{invalid_frame_end_marker,{marker}}}"
+    )
 
 
 def unknown_method_frame(frame_type: int, payload: bytes) -> AMQPConnectionError:
@@ -210,14 +216,17 @@ def frame_before_open(frame_type: int, payload: bytes) -> AMQPConnectionError:
 # ---------------------------------------------------------------- content (wire/assembler.py, publish)
 # Content frames belong to basic.publish (60, 40).
 
+
 def expected_content_header() -> AMQPConnectionError:
-    return AMQPConnectionError(UNEXPECTED_FRAME, "expected content header for class 60, "
-                                                 "got non content header frame instead", 60, 40)
+    return AMQPConnectionError(
+        UNEXPECTED_FRAME, "expected content header for class 60, got non content header frame instead", 60, 40
+    )
 
 
 def content_header_class(class_id: int) -> AMQPConnectionError:
-    return AMQPConnectionError(UNEXPECTED_FRAME, f"expected content header for class 60, "
-                                                 f"got one for class {class_id} instead", 60, 40)
+    return AMQPConnectionError(
+        UNEXPECTED_FRAME, f"expected content header for class 60, got one for class {class_id} instead", 60, 40
+    )
 
 
 def bad_content_header(detail: str) -> AMQPConnectionError:
@@ -226,13 +235,15 @@ def bad_content_header(detail: str) -> AMQPConnectionError:
 
 
 def message_too_large(size: int, max_size: int) -> ChannelError:
-    return ChannelError(PRECONDITION_FAILED, f"message size {size} is larger than configured max size {max_size}",
-                        60, 40)
+    return ChannelError(
+        PRECONDITION_FAILED, f"message size {size} is larger than configured max size {max_size}", 60, 40
+    )
 
 
 def body_too_long(body_size: int) -> AMQPConnectionError:
-    return AMQPConnectionError(FRAME_ERROR, f"content body is longer than the {body_size} bytes its header declared",
-                               60, 40)
+    return AMQPConnectionError(
+        FRAME_ERROR, f"content body is longer than the {body_size} bytes its header declared", 60, 40
+    )
 
 
 def expected_content_body() -> AMQPConnectionError:
@@ -249,8 +260,9 @@ def invalid_expiration(detail: str) -> ChannelError:
 
 
 def cc_not_array(header: str, type_name: str) -> ChannelError:
-    return ChannelError(PRECONDITION_FAILED, f'invalid message: {{unacceptable_type_in_header,"{header}",{type_name}}}',
-                        60, 40)
+    return ChannelError(
+        PRECONDITION_FAILED, f'invalid message: {{unacceptable_type_in_header,"{header}",{type_name}}}', 60, 40
+    )
 
 
 def internal_exchange(name: str, vhost: str) -> ChannelError:
@@ -267,6 +279,7 @@ def no_reply_consumer() -> ChannelError:
 
 # ---------------------------------------------------------------- connection handshake and limits
 
+
 def node_connection_limit(limit: int) -> AMQPConnectionError:
     return AMQPConnectionError(NOT_ALLOWED, f"connection refused: node connection limit ({limit}) is reached", 10, 40)
 
@@ -280,23 +293,31 @@ def invalid_auth_response() -> AMQPConnectionError:
 
 
 def login_refused(mechanism: str) -> AMQPConnectionError:
-    return AMQPConnectionError(ACCESS_REFUSED, f"Login was refused using authentication mechanism {mechanism}. "
-                                               "For details see the broker logfile.")
+    return AMQPConnectionError(
+        ACCESS_REFUSED,
+        f"Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.",
+    )
 
 
 def frame_max_too_low(frame_max: int, minimum: int) -> AMQPConnectionError:
-    return AMQPConnectionError(NOT_ALLOWED, f"negotiated frame_max = {frame_max} is lower than the "
-                                            f"minimum allowed value ({minimum})", 10, 31)
+    return AMQPConnectionError(
+        NOT_ALLOWED, f"negotiated frame_max = {frame_max} is lower than the minimum allowed value ({minimum})", 10, 31
+    )
 
 
 def frame_max_too_high(frame_max: int, maximum: int) -> AMQPConnectionError:
-    return AMQPConnectionError(NOT_ALLOWED, f"negotiated frame_max = {frame_max} is higher than the "
-                                            f"maximum allowed value ({maximum})", 10, 31)
+    return AMQPConnectionError(
+        NOT_ALLOWED, f"negotiated frame_max = {frame_max} is higher than the maximum allowed value ({maximum})", 10, 31
+    )
 
 
 def channel_max_too_high(channel_max: int, maximum: int) -> AMQPConnectionError:
-    return AMQPConnectionError(NOT_ALLOWED, f"negotiated channel_max = {channel_max} is higher than "
-                                            f"the maximum allowed value ({maximum})", 10, 31)
+    return AMQPConnectionError(
+        NOT_ALLOWED,
+        f"negotiated channel_max = {channel_max} is higher than the maximum allowed value ({maximum})",
+        10,
+        31,
+    )
 
 
 def vhost_not_found(vhost: str) -> AMQPConnectionError:
@@ -308,8 +329,9 @@ def vhost_access_refused(vhost: str, username: str) -> AMQPConnectionError:
 
 
 def unexpected_connection_method(state_name: str, class_id: int, method_id: int) -> AMQPConnectionError:
-    return AMQPConnectionError(CHANNEL_ERROR, f"unexpected method in connection state {state_name}",
-                               class_id, method_id)
+    return AMQPConnectionError(
+        CHANNEL_ERROR, f"unexpected method in connection state {state_name}", class_id, method_id
+    )
 
 
 def connection_forced(detail: str) -> AMQPConnectionError:
@@ -323,6 +345,7 @@ def internal_error() -> AMQPConnectionError:
 
 # ---------------------------------------------------------------- channels (open, flow, modes, qos)
 
+
 def expected_channel_open(class_id: int, method_id: int) -> AMQPConnectionError:
     return AMQPConnectionError(CHANNEL_ERROR, "expected 'channel.open'", class_id, method_id)
 
@@ -332,8 +355,9 @@ def second_channel_open() -> AMQPConnectionError:
 
 
 def channel_max_reached(opened: int, channel_max: int) -> AMQPConnectionError:
-    return AMQPConnectionError(NOT_ALLOWED, f"number of channels opened ({opened}) has reached "
-                                            f"the negotiated channel_max ({channel_max})")
+    return AMQPConnectionError(
+        NOT_ALLOWED, f"number of channels opened ({opened}) has reached the negotiated channel_max ({channel_max})"
+    )
 
 
 def unimplemented_method(class_id: int, method_id: int) -> AMQPConnectionError:
@@ -374,6 +398,7 @@ def transaction_write_failed() -> ChannelError:
 
 # ---------------------------------------------------------------- consumers and acknowledgements
 
+
 def consumer_tag_reused(tag: str) -> AMQPConnectionError:
     return AMQPConnectionError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
 
@@ -395,6 +420,7 @@ def unknown_delivery_tag(delivery_tag: int) -> ChannelError:
 
 
 # ---------------------------------------------------------------- declarations, deletions, access
+
 
 def no_previous_queue() -> ChannelError:
     return ChannelError(NOT_FOUND, "no previously declared queue")
@@ -425,12 +451,14 @@ def x_match_type(kind: str, value: object) -> ChannelError:
 
 
 def x_match_value(value: str) -> ChannelError:
-    return ChannelError(PRECONDITION_FAILED, f'Invalid x-match field value <<"{value}">>; expected all, '
-                                             "any, all-with-x, or any-with-x")
+    return ChannelError(
+        PRECONDITION_FAILED, f'Invalid x-match field value <<"{value}">>; expected all, any, all-with-x, or any-with-x'
+    )
 
 
 # ---------------------------------------------------------------- queue and consumer arguments (x-…)
 # ``reason`` is RabbitMQ's Erlang term for the problem, e.g. ``{value_negative,-1}``.
+
 
 def invalid_arg(arg: str, kind: str, name: str, vhost: str, reason: str) -> ChannelError:
     return ChannelError(PRECONDITION_FAILED, f"invalid arg '{arg}' for {vhost_resource(kind, name, vhost)}: {reason}")
@@ -441,8 +469,10 @@ def expected_integer(value: object) -> str:
 
 
 def invalid_arg_type(arg: str, name: str, vhost: str, value: object) -> ChannelError:
-    return ChannelError(PRECONDITION_FAILED,
-                        f"invalid type '{table_type(value)}' for arg '{arg}' in {vhost_resource('queue', name, vhost)}")
+    return ChannelError(
+        PRECONDITION_FAILED,
+        f"invalid type '{table_type(value)}' for arg '{arg}' in {vhost_resource('queue', name, vhost)}",
+    )
 
 
 def invalid_property(prop: str, name: str, vhost: str) -> ChannelError:
@@ -450,5 +480,7 @@ def invalid_property(prop: str, name: str, vhost: str) -> ChannelError:
 
 
 def arg_unsupported_by_type(arg: str, name: str, vhost: str, queue_type: str) -> ChannelError:
-    return ChannelError(PRECONDITION_FAILED, f"invalid arg '{arg}' for {vhost_resource('queue', name, vhost)} "
-                                             f"of queue type rabbit_{queue_type}_queue")
+    return ChannelError(
+        PRECONDITION_FAILED,
+        f"invalid arg '{arg}' for {vhost_resource('queue', name, vhost)} of queue type rabbit_{queue_type}_queue",
+    )

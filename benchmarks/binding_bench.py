@@ -125,17 +125,23 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=100_000, help="bindings for the memory measurement (0: skip)")
     args = parser.parse_args()
     counts = [int(n) for n in args.bindings.split(",")]
-    print(f"{'type':>7} {'bindings':>9} {'bind+unbind/s':>14} {'µs/pair':>9} {'q delete/s':>11} {'µs/delete':>10}"
-          "   (sans-IO, CPU)")
+    print(
+        f"{'type':>7} {'bindings':>9} {'bind+unbind/s':>14} {'µs/pair':>9} {'q delete/s':>11} {'µs/delete':>10}"
+        "   (sans-IO, CPU)"
+    )
     for type_name in args.types.split(","):
         for count in counts:
             pairs, deletes = churn(type_name, count, args.seconds)
-            print(f"{type_name:>7} {count:>9,} {pairs:>14,.0f} {1e6 / pairs:>9.1f} {deletes:>11,.0f} "
-                  f"{1e6 / deletes:>10.1f}")
+            print(
+                f"{type_name:>7} {count:>9,} {pairs:>14,.0f} {1e6 / pairs:>9.1f} {deletes:>11,.0f} "
+                f"{1e6 / deletes:>10.1f}"
+            )
     if args.memory:
         for type_name in args.types.split(","):
-            print(f"memory of {args.memory:,} {type_name} bindings: {binding_memory(type_name, args.memory):.1f} MB "
-                  "(tracemalloc)")
+            print(
+                f"memory of {args.memory:,} {type_name} bindings: {binding_memory(type_name, args.memory):.1f} MB "
+                "(tracemalloc)"
+            )
 
 
 if __name__ == "__main__":

@@ -61,9 +61,18 @@ class Ledger:
 
 
 def connect(port: int) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", port, heartbeat=30, blocked_connection_timeout=30, socket_timeout=10,
-        stack_timeout=30, connection_attempts=3, retry_delay=0.5))
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            "127.0.0.1",
+            port,
+            heartbeat=30,
+            blocked_connection_timeout=30,
+            socket_timeout=10,
+            stack_timeout=30,
+            connection_attempts=3,
+            retry_delay=0.5,
+        )
+    )
 
 
 def drop_abruptly(connection: pika.BlockingConnection) -> None:
@@ -115,8 +124,12 @@ class ConfirmPublisher(Worker):
             roll = self.rng.random()
             expiration = "3600000" if roll < 0.3 else str(self.rng.randint(1, 50)) if roll < 0.4 else None
             try:
-                channel.basic_publish("", self.rng.choice(DURABLE_QUEUES), message_id.encode(),
-                                      pika.BasicProperties(delivery_mode=2, expiration=expiration))
+                channel.basic_publish(
+                    "",
+                    self.rng.choice(DURABLE_QUEUES),
+                    message_id.encode(),
+                    pika.BasicProperties(delivery_mode=2, expiration=expiration),
+                )
             except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
                 self.ledger.add("nacked")
                 continue
@@ -136,8 +149,9 @@ class TxPublisher(Worker):
         while not self.stop_event.is_set():
             ids = [uuid.uuid4().hex for _ in range(self.rng.randint(1, 20))]
             for message_id in ids:
-                channel.basic_publish("", self.rng.choice(DURABLE_QUEUES), message_id.encode(),
-                                      pika.BasicProperties(delivery_mode=2))
+                channel.basic_publish(
+                    "", self.rng.choice(DURABLE_QUEUES), message_id.encode(), pika.BasicProperties(delivery_mode=2)
+                )
             if self.rng.random() < 0.2:
                 channel.tx_rollback()
                 self.ledger.add("rolled back", ids)
@@ -200,15 +214,25 @@ class TopologyChurner(Worker):
         channel.exchange_bind(inner, outer, routing_key="#")
         dlx = f"churn.dlq.{tag}"
         channel.queue_declare(dlx, auto_delete=True)
-        arguments = {"x-message-ttl": rng.choice([0, 5, 50]), "x-dead-letter-exchange": "",
-                     "x-dead-letter-routing-key": dlx, "x-max-length": rng.choice([1, 10, 1000])}
-        queue = channel.queue_declare("", exclusive=rng.random() < 0.5, auto_delete=True, durable=False,
-                                      arguments=arguments).method.queue
+        arguments = {
+            "x-message-ttl": rng.choice([0, 5, 50]),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dlx,
+            "x-max-length": rng.choice([1, 10, 1000]),
+        }
+        queue = channel.queue_declare(
+            "", exclusive=rng.random() < 0.5, auto_delete=True, durable=False, arguments=arguments
+        ).method.queue
         channel.queue_bind(queue, inner, routing_key="k", arguments={"x-match": "any", "k": 1})
         for index in range(rng.randint(0, 20)):
-            channel.basic_publish(outer, "k", b"churn",
-                                  pika.BasicProperties(expiration=str(rng.randint(0, 100)) if index % 2 else None,
-                                                       headers={"k": 1, "n": index}))
+            channel.basic_publish(
+                outer,
+                "k",
+                b"churn",
+                pika.BasicProperties(
+                    expiration=str(rng.randint(0, 100)) if index % 2 else None, headers={"k": 1, "n": index}
+                ),
+            )
         if rng.random() < 0.5:
             channel.basic_consume(queue, lambda *args: None, auto_ack=True)
         channel.queue_unbind(queue, inner, routing_key="k", arguments={"x-match": "any", "k": 1})
@@ -223,8 +247,12 @@ class ConnectionChurner(Worker):
     def session(self, connection: pika.BlockingConnection) -> None:
         channel = connection.channel()
         for _ in range(self.rng.randint(0, 50)):
-            channel.basic_publish("", self.rng.choice(DURABLE_QUEUES), b"unconfirmed",
-                                  pika.BasicProperties(delivery_mode=self.rng.choice([1, 2])))
+            channel.basic_publish(
+                "",
+                self.rng.choice(DURABLE_QUEUES),
+                b"unconfirmed",
+                pika.BasicProperties(delivery_mode=self.rng.choice([1, 2])),
+            )
         self.ledger.add("connections churned")
         if self.rng.random() < 0.7:
             drop_abruptly(connection)
@@ -251,8 +279,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of chaos before the kill -9")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS samples")
-    parser.add_argument("--only", default="", help="comma-separated worker kinds to run (default: all), "
-                                                   "e.g. TxPublisher,Consumer to narrow a failure down")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated worker kinds to run (default: all), e.g. TxPublisher,Consumer to narrow a failure down",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="amqp-soak-"))
     log_path = workdir / "broker.log"
@@ -261,8 +292,9 @@ def main() -> int:
     kinds = [ConfirmPublisher, ConfirmPublisher, TxPublisher, Consumer, Consumer, TopologyChurner, ConnectionChurner]
     if args.only:
         kinds = [kind for kind in kinds if kind.__name__ in args.only.split(",")]
-    workers = [kind(f"{kind.__name__}-{i}", broker.port, ledger, stop, args.seed * 100 + i)
-               for i, kind in enumerate(kinds)]
+    workers = [
+        kind(f"{kind.__name__}-{i}", broker.port, ledger, stop, args.seed * 100 + i) for i, kind in enumerate(kinds)
+    ]
     for worker in workers:
         worker.start()
     started, samples = time.monotonic(), []
@@ -275,9 +307,12 @@ def main() -> int:
             Consumer.consumers_stop.set()
         time.sleep(max(0.0, wake - (time.monotonic() - started)))
         samples.append((round(time.monotonic() - started), broker.rss() // 1024))
-        print(f"t={samples[-1][0]:>4}s rss={samples[-1][1] / 1024:.1f} MiB "
-              f"confirmed={ledger.counts.get('confirmed', 0)} committed={ledger.counts.get('committed', 0)} "
-              f"acked={ledger.counts.get('acked', 0)}", flush=True)
+        print(
+            f"t={samples[-1][0]:>4}s rss={samples[-1][1] / 1024:.1f} MiB "
+            f"confirmed={ledger.counts.get('confirmed', 0)} committed={ledger.counts.get('committed', 0)} "
+            f"acked={ledger.counts.get('acked', 0)}",
+            flush=True,
+        )
     stop.set()
     for worker in workers:
         worker.join(30)
@@ -294,12 +329,18 @@ def main() -> int:
     tracebacks = log_text.count("Traceback")
     warmup = [rss for t, rss in samples if t >= min(60, args.duration / 3)]
     report = {
-        "duration_s": args.duration, "counts": ledger.counts, "must_survive": len(must_survive),
-        "present_after_kill9": len(present), "lost": len(lost), "tracebacks_in_log": tracebacks,
+        "duration_s": args.duration,
+        "counts": ledger.counts,
+        "must_survive": len(must_survive),
+        "present_after_kill9": len(present),
+        "lost": len(lost),
+        "tracebacks_in_log": tracebacks,
         "rss_mib_first": round(warmup[0] / 1024, 1) if warmup else None,
         "rss_mib_last": round(warmup[-1] / 1024, 1) if warmup else None,
         "rss_mib_max": round(max(warmup) / 1024, 1) if warmup else None,
-        "workers_stuck": alive, "sigterm_exit_code": exit_code, "log": str(log_path),
+        "workers_stuck": alive,
+        "sigterm_exit_code": exit_code,
+        "log": str(log_path),
     }
     print(json.dumps(report, indent=2, sort_keys=True))
     failed = lost or tracebacks or alive or exit_code != 0

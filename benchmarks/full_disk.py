@@ -100,7 +100,7 @@ class Publisher:
         pushed, deadline = 0, time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
-                pushed += sock.send(data[pushed % len(data):])
+                pushed += sock.send(data[pushed % len(data) :])
             except BlockingIOError:
                 time.sleep(0.05)
         sock.settimeout(10.0)
@@ -139,8 +139,10 @@ def run(args: argparse.Namespace, mount_point: Path) -> None:
     limit = disk_free_limit(args.limit)
     broker = BrokerProcess(data_dir, "--disk-free-limit", str(limit), "--log-level", "warning").start()
     try:
-        print(f"tmpfs {args.tmpfs_size}, filler {args.filler}, limit {args.limit}: "
-              f"{free(mount_point) / MiB:.1f} MiB free at start, {args.size}-byte persistent messages")
+        print(
+            f"tmpfs {args.tmpfs_size}, filler {args.filler}, limit {args.limit}: "
+            f"{free(mount_point) / MiB:.1f} MiB free at start, {args.size}-byte persistent messages"
+        )
         publisher = Publisher(broker, args.size)
         started = time.monotonic()
         while publisher.blocked_at is None and time.monotonic() - started < args.timeout:
@@ -152,21 +154,27 @@ def run(args: argparse.Namespace, mount_point: Path) -> None:
             raise SystemExit(f"not blocked within {args.timeout} s")
         while publisher.outstanding and publisher.read(0.5):  # the confirms of what the broker had read
             pass
-        print(f"blocked ({publisher.reason!r}) after {publisher.blocked_at - started:.2f} s: "
-              f"{publisher.acked} confirmed, {publisher.nacked} nacked, {publisher.outstanding} unread; "
-              f"{free(mount_point) / MiB:.1f} MiB free")
+        print(
+            f"blocked ({publisher.reason!r}) after {publisher.blocked_at - started:.2f} s: "
+            f"{publisher.acked} confirmed, {publisher.nacked} nacked, {publisher.outstanding} unread; "
+            f"{free(mount_point) / MiB:.1f} MiB free"
+        )
 
         rss_blocked = broker.rss()
         before = publisher.published
         pushed = publisher.push_while_blocked(args.hold)
         rss_held = broker.rss()
-        print(f"RSS when blocked {rss_blocked / MiB:.1f} MiB, after {args.hold:.0f} s more of pushing "
-              f"{rss_held / MiB:.1f} MiB ({pushed / MiB:.1f} MiB = {publisher.published - before} messages "
-              f"pushed, left in socket buffers)")
+        print(
+            f"RSS when blocked {rss_blocked / MiB:.1f} MiB, after {args.hold:.0f} s more of pushing "
+            f"{rss_held / MiB:.1f} MiB ({pushed / MiB:.1f} MiB = {publisher.published - before} messages "
+            f"pushed, left in socket buffers)"
+        )
 
         drained, seconds = drain(broker)
-        print(f"drained {drained} messages in {seconds:.2f} s while blocked; "
-              f"{free(mount_point) / MiB:.1f} MiB free after the drain")
+        print(
+            f"drained {drained} messages in {seconds:.2f} s while blocked; "
+            f"{free(mount_point) / MiB:.1f} MiB free after the drain"
+        )
 
         freed_at = time.monotonic()
         filler.unlink()
@@ -183,8 +191,10 @@ def run(args: argparse.Namespace, mount_point: Path) -> None:
             if publisher.published < target and publisher.outstanding < args.window:
                 publisher.send(min(100, target - publisher.published, args.window - publisher.outstanding))
             publisher.read(0.05)
-        print(f"after unblocking: {publisher.acked} confirmed in all, {publisher.nacked} nacked, "
-              f"{publisher.outstanding} outstanding; {args.after} more in {time.monotonic() - resumed:.2f} s")
+        print(
+            f"after unblocking: {publisher.acked} confirmed in all, {publisher.nacked} nacked, "
+            f"{publisher.outstanding} outstanding; {args.after} more in {time.monotonic() - resumed:.2f} s"
+        )
         publisher.client.close()
     finally:
         broker.stop()
@@ -204,8 +214,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         mount_point = Path(temp)
         size = disk_free_limit(args.tmpfs_size)
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
-                                 capture_output=True, text=True)
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True, text=True
+        )
         if mounted.returncode:
             raise SystemExit(f"cannot mount a tmpfs (run as root): {mounted.stderr.strip()}")
         try:

@@ -40,6 +40,7 @@ def bench_framing(count: int, size: int) -> tuple[str, float]:
     def run() -> None:
         for _ in range(count // 1000):
             reader.feed(data)
+
     return per_message("frame reader (3 frames)", count, run)
 
 
@@ -49,6 +50,7 @@ def bench_decode_publish(count: int) -> tuple[str, float]:
     def run() -> None:
         for _ in range(count):
             decode_method(payload)
+
     return per_message("decode Basic.Publish", count, run)
 
 
@@ -60,6 +62,7 @@ def bench_encode_deliver(count: int) -> tuple[str, float]:
     def run() -> None:
         for n in range(count):
             deliver_content(1, tag, n, False, exchange, key, header, body, 131072)
+
     return per_message("encode Deliver + header + body", count, run)
 
 
@@ -78,6 +81,7 @@ def bench_publish_to_deliver(count: int, size: int, consume: bool) -> tuple[str,
         for _ in range(count // 1000):
             publisher.connection.receive_data(batch)
             consumer.connection.data_to_send()
+
     label = "publish → route → deliver (no-ack)" if consume else "publish → route → enqueue"
     return per_message(label, count, run)
 
@@ -96,6 +100,7 @@ def bench_drain_backlog(count: int, size: int) -> tuple[str, float]:
     def run() -> None:
         consumer.send_method(1, commands.Basic.Consume(queue="q", no_ack=True))
         consumer.connection.data_to_send()
+
     return per_message("queued backlog → deliver (no-ack)", count, run)
 
 

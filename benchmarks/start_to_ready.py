@@ -71,8 +71,10 @@ def handshake(port: int, timeout: float = 5.0) -> None:
             expect(sock, commands.Connection.Start)
             sock.sendall(frame.marshal(commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"), 0))
             tune = expect(sock, commands.Connection.Tune)
-            sock.sendall(frame.marshal(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0), 0)
-                         + frame.marshal(commands.Connection.Open(virtual_host="/"), 0))
+            sock.sendall(
+                frame.marshal(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0), 0)
+                + frame.marshal(commands.Connection.Open(virtual_host="/"), 0)
+            )
             expect(sock, commands.Connection.OpenOk)
             sock.sendall(frame.marshal(commands.Connection.Close(200, "bye", 0, 0), 0))
             expect(sock, commands.Connection.CloseOk)
@@ -139,9 +141,23 @@ def python_m_amqp_server(result: Result) -> None:
     data_dir = tempfile.mkdtemp(prefix="amqp-start-bench-")
     started = time.perf_counter()
     child = subprocess.Popen(
-        [sys.executable, "-m", "amqp_server", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data_dir,
-         "--log-level", "warning"],
-        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "amqp_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            data_dir,
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         result.ready_s.append(await_handshake(port, started, READY_TIMEOUT_S, lambda: child.poll() is None))
@@ -173,16 +189,26 @@ def rabbitmq(port: int) -> Callable[[Result], None]:
     def measure(result: Result) -> None:
         shutil.rmtree(base, ignore_errors=True)  # a first boot every time, like our fresh data dirs
         started = time.perf_counter()
-        script = subprocess.Popen(["bash", str(RABBITMQ_REF), "start", str(port)],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        script = subprocess.Popen(
+            ["bash", str(RABBITMQ_REF), "start", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            result.ready_s.append(await_handshake(port, started, RABBITMQ_READY_TIMEOUT_S,
-                                                  lambda: script.poll() in (None, 0)))
+            result.ready_s.append(
+                await_handshake(port, started, RABBITMQ_READY_TIMEOUT_S, lambda: script.poll() in (None, 0))
+            )
         finally:
             script.wait(RABBITMQ_READY_TIMEOUT_S)
             stopping = time.perf_counter()
-            subprocess.run(["bash", str(RABBITMQ_REF), "stop", str(port)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=RABBITMQ_READY_TIMEOUT_S, check=False)
+            subprocess.run(
+                ["bash", str(RABBITMQ_REF), "stop", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=RABBITMQ_READY_TIMEOUT_S,
+                check=False,
+            )
             deadline = stopping + RABBITMQ_READY_TIMEOUT_S
             while not port_is_free(port) and time.perf_counter() < deadline:
                 time.sleep(0.05)
@@ -197,8 +223,13 @@ def rabbitmq(port: int) -> Callable[[Result], None]:
 
 def rabbitmq_version() -> str:
     try:
-        info = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"], capture_output=True,
-                              text=True, timeout=10, check=False)
+        info = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except OSError:
         return ""
     return info.stdout.split("-")[0]
@@ -210,11 +241,23 @@ def format_table(results: list[Result]) -> str:
         ready = [seconds * 1000 for seconds in result.ready_s]
         if not ready:  # e.g. --rabbitmq-runs 0
             continue
-        rows.append((result.label, str(len(ready)), f"{statistics.median(ready):.1f}", f"{min(ready):.1f}",
-                     f"{max(ready):.1f}", f"{statistics.median(result.stop_s) * 1000:.1f}"))
+        rows.append(
+            (
+                result.label,
+                str(len(ready)),
+                f"{statistics.median(ready):.1f}",
+                f"{min(ready):.1f}",
+                f"{max(ready):.1f}",
+                f"{statistics.median(result.stop_s) * 1000:.1f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width)
-                       in enumerate(zip(row, widths))) for row in rows]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))
+        )
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -239,8 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("5673 is the shared reference RabbitMQ: pick another --rabbitmq-port")
         if not port_is_free(args.rabbitmq_port):
             parser.error(f"port {args.rabbitmq_port} is in use: pick another --rabbitmq-port")
-        plans.append((f"RabbitMQ {rabbitmq_version()} (rabbitmq-ref.sh)".replace("  ", " "),
-                      rabbitmq(args.rabbitmq_port), args.rabbitmq_runs))
+        plans.append(
+            (
+                f"RabbitMQ {rabbitmq_version()} (rabbitmq-ref.sh)".replace("  ", " "),
+                rabbitmq(args.rabbitmq_port),
+                args.rabbitmq_runs,
+            )
+        )
 
     results = []
     for label, measure, runs in plans:

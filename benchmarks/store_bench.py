@@ -38,17 +38,23 @@ class SqliteStore:
         self._db = sqlite3.connect(path / "store.sqlite3", isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS messages (vhost TEXT, queue TEXT, id INTEGER, exchange TEXT, "
-                         "routing_key TEXT, header BLOB, body BLOB, PRIMARY KEY (vhost, queue, id)) WITHOUT ROWID")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS messages (vhost TEXT, queue TEXT, id INTEGER, exchange TEXT, "
+            "routing_key TEXT, header BLOB, body BLOB, PRIMARY KEY (vhost, queue, id)) WITHOUT ROWID"
+        )
         self._db.execute("BEGIN")
 
     def put_message(self, vhost: str, queue: str, message_id: int, record: MessageRecord) -> None:
-        self._db.execute("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (vhost, queue, message_id, record.exchange, record.routing_key, record.header, record.body))
+        self._db.execute(
+            "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (vhost, queue, message_id, record.exchange, record.routing_key, record.header, record.body),
+        )
 
     def remove_messages(self, vhost: str, queue: str, message_ids: Iterable[int]) -> None:
-        self._db.executemany("DELETE FROM messages WHERE vhost = ? AND queue = ? AND id = ?",
-                             [(vhost, queue, message_id) for message_id in message_ids])
+        self._db.executemany(
+            "DELETE FROM messages WHERE vhost = ? AND queue = ? AND id = ?",
+            [(vhost, queue, message_id) for message_id in message_ids],
+        )
 
     def sync(self) -> None:
         self._db.execute("COMMIT")
@@ -57,9 +63,11 @@ class SqliteStore:
     def recover(self) -> dict[tuple[str, str], list[tuple[int, MessageRecord]]]:
         messages: dict[tuple[str, str], list[tuple[int, MessageRecord]]] = {}
         for vhost, queue, message_id, exchange, routing_key, header, body in self._db.execute(
-                "SELECT * FROM messages ORDER BY vhost, queue, id"):
+            "SELECT * FROM messages ORDER BY vhost, queue, id"
+        ):
             messages.setdefault((vhost, queue), []).append(
-                (message_id, MessageRecord(exchange, routing_key, header, body)))
+                (message_id, MessageRecord(exchange, routing_key, header, body))
+            )
         return messages
 
     def close(self) -> None:
@@ -91,6 +99,7 @@ def put_batch(body: bytes) -> Callable[[object, range], None]:
     def step(store, ids: range) -> None:
         for message_id in ids:
             store.put_message("/", "bench", message_id, record)
+
     return step
 
 
@@ -126,8 +135,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000, help="messages put then removed (100_000)")
     parser.add_argument("--size", type=int, default=100, help="body size for put/remove (100)")
     parser.add_argument("--batch", type=int, default=256, help="puts or removes per sync (256)")
-    parser.add_argument("--recovery-messages", type=int, default=100_000,
-                        help="messages in the store when measuring recovery (100_000; try 1_000_000)")
+    parser.add_argument(
+        "--recovery-messages",
+        type=int,
+        default=100_000,
+        help="messages in the store when measuring recovery (100_000; try 1_000_000)",
+    )
     parser.add_argument("--recovery-size", type=int, default=1024, help="body size for recovery (1024)")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the stores (a temp dir)")
     args = parser.parse_args()
@@ -138,22 +151,29 @@ def main() -> None:
         rows = []
         for name, opener in openers.items():
             result = throughput(opener, root / f"{name}-throughput", args.messages, args.batch, args.size)
-            seconds = recovery(opener, root / f"{name}-recovery", args.recovery_messages, args.batch,
-                               args.recovery_size)
+            seconds = recovery(
+                opener, root / f"{name}-recovery", args.recovery_messages, args.batch, args.recovery_size
+            )
             rows.append((name, result, seconds))
             shutil.rmtree(root / f"{name}-recovery")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"{args.messages} x {args.size} B messages, {args.batch} per sync; "
-          f"recovery of {args.recovery_messages} x {args.recovery_size} B")
-    print(f"{'store':<11} {'put msg/s':>10} {'sync p50':>9} {'sync p99':>9} "
-          f"{'remove msg/s':>13} {'sync p50':>9} {'sync p99':>9} {'recovery s':>11}")
+    print(
+        f"{args.messages} x {args.size} B messages, {args.batch} per sync; "
+        f"recovery of {args.recovery_messages} x {args.recovery_size} B"
+    )
+    print(
+        f"{'store':<11} {'put msg/s':>10} {'sync p50':>9} {'sync p99':>9} "
+        f"{'remove msg/s':>13} {'sync p50':>9} {'sync p99':>9} {'recovery s':>11}"
+    )
     for name, result, seconds in rows:
-        print(f"{name:<11} {result['put']:>10,.0f} {percentile(result['put_syncs'], .5) * 1e3:>7.2f}ms "
-              f"{percentile(result['put_syncs'], .99) * 1e3:>7.2f}ms {result['remove']:>13,.0f} "
-              f"{percentile(result['remove_syncs'], .5) * 1e3:>7.2f}ms "
-              f"{percentile(result['remove_syncs'], .99) * 1e3:>7.2f}ms {seconds:>11.2f}")
+        print(
+            f"{name:<11} {result['put']:>10,.0f} {percentile(result['put_syncs'], 0.5) * 1e3:>7.2f}ms "
+            f"{percentile(result['put_syncs'], 0.99) * 1e3:>7.2f}ms {result['remove']:>13,.0f} "
+            f"{percentile(result['remove_syncs'], 0.5) * 1e3:>7.2f}ms "
+            f"{percentile(result['remove_syncs'], 0.99) * 1e3:>7.2f}ms {seconds:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

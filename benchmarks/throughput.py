@@ -123,9 +123,7 @@ class Connection:
         if tune.frame_max:
             self.frame_max = min(tune.frame_max, OUR_FRAME_MAX)
         self.send(
-            commands.Connection.TuneOk(
-                channel_max=tune.channel_max, frame_max=self.frame_max, heartbeat=0
-            ),
+            commands.Connection.TuneOk(channel_max=tune.channel_max, frame_max=self.frame_max, heartbeat=0),
             channel=0,
         )
         self.send(commands.Connection.Open(virtual_host=url.vhost), channel=0)
@@ -217,9 +215,7 @@ class Shared:
 
     @classmethod
     def create(cls, ctx: Any) -> Shared:
-        return cls(
-            *(ctx.RawValue("q", 0) for _ in range(4)), ctx.Event(), ctx.Event()
-        )
+        return cls(*(ctx.RawValue("q", 0) for _ in range(4)), ctx.Event(), ctx.Event())
 
 
 @dataclass(frozen=True)
@@ -247,8 +243,9 @@ def build_message(queue: str, size: int, frame_max: int) -> tuple[bytearray, int
     return message, ts_offset
 
 
-def publisher_main(url: AmqpUrl, queue: str, load: Workload, shared: Shared,
-                   ready: multiprocessing.connection.Connection) -> None:
+def publisher_main(
+    url: AmqpUrl, queue: str, load: Workload, shared: Shared, ready: multiprocessing.connection.Connection
+) -> None:
     try:
         conn = Connection(url)
         ready.send(("ready", None))
@@ -296,8 +293,9 @@ def sleep_until(when_ns: int) -> None:
         time.sleep(delay)
 
 
-def consumer_main(url: AmqpUrl, queue: str, load: Workload, shared: Shared,
-                  ready: multiprocessing.connection.Connection) -> None:
+def consumer_main(
+    url: AmqpUrl, queue: str, load: Workload, shared: Shared, ready: multiprocessing.connection.Connection
+) -> None:
     try:
         conn = Connection(url)
         if load.ack:
@@ -348,13 +346,10 @@ class Consumer:
                 self.parse(now)
                 shared.consumed.value = self.consumed
             if now >= drain_until or (
-                in_window is not None
-                and shared.publisher_done.is_set()
-                and self.consumed >= shared.published.value
+                in_window is not None and shared.publisher_done.is_set() and self.consumed >= shared.published.value
             ):
                 break
-        return {"consumed_in_window": in_window, "consumed": self.consumed,
-                **latency_summary(self.latencies)}
+        return {"consumed_in_window": in_window, "consumed": self.consumed, **latency_summary(self.latencies)}
 
     def parse(self, now: int) -> None:
         buf = self.conn.buf
@@ -420,8 +415,7 @@ def run_benchmark(label: str, url: AmqpUrl, load: Workload) -> dict[str, Any]:
     queue = f"bench-throughput-{uuid.uuid4().hex[:12]}"
     control = Connection(url)
     try:
-        control.rpc(commands.Queue.Declare(queue=queue, durable=False, auto_delete=False),
-                    commands.Queue.DeclareOk)
+        control.rpc(commands.Queue.Declare(queue=queue, durable=False, auto_delete=False), commands.Queue.DeclareOk)
         try:
             return {"target": label, **measure(url, queue, load)}
         finally:
@@ -434,8 +428,10 @@ def measure(url: AmqpUrl, queue: str, load: Workload) -> dict[str, Any]:
     """Run consumer and publisher processes through one timed window and collect their numbers."""
     ctx = multiprocessing.get_context("spawn")
     shared = Shared.create(ctx)
-    with Worker(ctx, consumer_main, url, queue, load, shared) as consumer, \
-            Worker(ctx, publisher_main, url, queue, load, shared) as publisher:
+    with (
+        Worker(ctx, consumer_main, url, queue, load, shared) as consumer,
+        Worker(ctx, publisher_main, url, queue, load, shared) as publisher,
+    ):
         await_message(consumer, "ready", READY_TIMEOUT_S)
         await_message(publisher, "ready", READY_TIMEOUT_S)
         shared.start_ns.value = time.monotonic_ns() + 50_000_000
@@ -497,10 +493,24 @@ class OwnBroker:
 
     def __enter__(self) -> AmqpUrl:
         self.process = subprocess.Popen(
-            [self.python, "-m", "amqp_server", "--host", "127.0.0.1", "--port", "0",
-             "--data-dir", self.tmp.name, "--log-level", "warning"],
-            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
+            [
+                self.python,
+                "-m",
+                "amqp_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--data-dir",
+                self.tmp.name,
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         port = self._await_port()
         threading.Thread(target=self._drain, daemon=True).start()
@@ -559,8 +569,10 @@ ROWS = (
 def format_table(load: Workload, results: list[dict[str, Any]]) -> str:
     mode = f"manual ack, prefetch {load.prefetch}" if load.ack else "no-ack"
     rate = f"{load.rate:,.0f} msg/s" if load.rate else "unlimited"
-    lines = [f"1 queue, 1 publisher, 1 consumer; {load.size} B bodies, {load.duration:g} s, "
-             f"{mode}, rate {rate}, max backlog {load.max_backlog:,}"]
+    lines = [
+        f"1 queue, 1 publisher, 1 consumer; {load.size} B bodies, {load.duration:g} s, "
+        f"{mode}, rate {rate}, max backlog {load.max_backlog:,}"
+    ]
     width = max(14, *(len(r["target"]) for r in results))
     lines.append(" " * 16 + "".join(f"{r['target']:>{width + 2}}" for r in results))
     for title, key, fmt in ROWS:
@@ -574,22 +586,25 @@ def format_table(load: Workload, results: list[dict[str, Any]]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", action="append", default=[],
-                        help="benchmark an already-running broker (repeatable); "
-                             "without it, our amqp_server is started on 127.0.0.1")
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        help="benchmark an already-running broker (repeatable); without it, our amqp_server is started on 127.0.0.1",
+    )
     parser.add_argument("--rabbitmq-url", help="also benchmark this broker, shown as 'rabbitmq'")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("--size", type=int, default=100, help="body bytes, >= 8 (default 100)")
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="publish rate limit in msg/s (default 0 = unlimited)")
-    parser.add_argument("--max-backlog", type=int, default=10000,
-                        help="publisher pauses while published - consumed exceeds this")
-    parser.add_argument("--ack", action="store_true",
-                        help="manual multi-acks with a prefetch window instead of no-ack")
+    parser.add_argument("--rate", type=float, default=0.0, help="publish rate limit in msg/s (default 0 = unlimited)")
+    parser.add_argument(
+        "--max-backlog", type=int, default=10000, help="publisher pauses while published - consumed exceeds this"
+    )
+    parser.add_argument("--ack", action="store_true", help="manual multi-acks with a prefetch window instead of no-ack")
     parser.add_argument("--prefetch", type=int, default=1000, help="prefetch count with --ack")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter used to start amqp_server (default: this one)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter used to start amqp_server (default: this one)"
+    )
     args = parser.parse_args(argv)
     if args.size < 8:
         parser.error("--size must be at least 8 (the body carries a timestamp)")

@@ -139,6 +139,7 @@ def main() -> None:
 
     if args.broker:
         from interop_tests.broker_process import BrokerProcess
+
         with tempfile.TemporaryDirectory(prefix="topic-bench-") as data_dir:
             broker = BrokerProcess(Path(data_dir)).start()
             try:

@@ -9,18 +9,18 @@ import sys
 
 import pika
 
-connection = pika.BlockingConnection(pika.ConnectionParameters('localhost'))
+connection = pika.BlockingConnection(pika.ConnectionParameters("localhost"))
 channel = connection.channel()
-channel.queue_declare(queue='hello')
+channel.queue_declare(queue="hello")
 
 
 def callback(ch, method, properties, body):
     print(f" [x] Received {body!r}", flush=True)
-    if '--forever' not in sys.argv:
+    if "--forever" not in sys.argv:
         ch.stop_consuming()
 
 
-channel.basic_consume(queue='hello', on_message_callback=callback, auto_ack=True)
-print(' [*] Waiting for messages.', flush=True)
+channel.basic_consume(queue="hello", on_message_callback=callback, auto_ack=True)
+print(" [*] Waiting for messages.", flush=True)
 channel.start_consuming()
 connection.close()

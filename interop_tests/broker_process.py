@@ -34,11 +34,25 @@ class BrokerProcess:
     def url(self) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/"
 
-    def start(self, port: int = 0, timeout: float = 20.0) -> "BrokerProcess":
+    def start(self, port: int = 0, timeout: float = 20.0) -> BrokerProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "amqp_server", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(self.data_dir), "--log-level", "info", *self.extra_args],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "amqp_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "info",
+                *self.extra_args,
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
             cwd=Path(__file__).resolve().parent.parent,
         )
         deadline = time.monotonic() + timeout

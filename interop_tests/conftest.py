@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import signal
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator
 
 import pika
 import pytest

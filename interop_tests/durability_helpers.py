@@ -16,10 +16,13 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from pamqp import commands, frame as pamqp_frame, header as pamqp_header
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+from pamqp import header as pamqp_header
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_MAX = 131072
@@ -41,10 +44,12 @@ class Sent:
     body: bytes
 
     def publish_frames(self, channel: int, exchange: str, routing_key: str, frame_max: int = FRAME_MAX) -> bytes:
-        parts = [pamqp_frame.marshal(commands.Basic.Publish(exchange=exchange, routing_key=routing_key), channel),
-                 _frame(HEADER, channel, self.header)]
+        parts = [
+            pamqp_frame.marshal(commands.Basic.Publish(exchange=exchange, routing_key=routing_key), channel),
+            _frame(HEADER, channel, self.header),
+        ]
         step = frame_max - 8
-        parts.extend(_frame(BODY, channel, self.body[start:start + step]) for start in range(0, len(self.body), step))
+        parts.extend(_frame(BODY, channel, self.body[start : start + step]) for start in range(0, len(self.body), step))
         return b"".join(parts)
 
 
@@ -104,9 +109,15 @@ def varied_messages(rng: random.Random, prefix: str, count: int, big_every: int 
 
 def _varied_properties(rng: random.Random, index: int) -> dict[str, Any]:
     properties: dict[str, Any] = {
-        "headers": {"index": index, "text": f"é ☃ {index}", "flag": index % 2 == 0, "ratio": index / 7,
-                    "big": -(2 ** 40) - index, "nested": {"list": [1, "two", None, {"deep": True}]},
-                    "raw": bytearray([index % 256, 0, 255])},
+        "headers": {
+            "index": index,
+            "text": f"é ☃ {index}",
+            "flag": index % 2 == 0,
+            "ratio": index / 7,
+            "big": -(2**40) - index,
+            "nested": {"list": [1, "two", None, {"deep": True}]},
+            "raw": bytearray([index % 256, 0, 255]),
+        },
     }
     if index % 3:
         properties["content_type"] = rng.choice(["application/json", "text/plain", "application/octet-stream"])
@@ -116,8 +127,7 @@ def _varied_properties(rng: random.Random, index: int) -> dict[str, Any]:
         properties["reply_to"] = f"replies-{index % 3}"
     if index % 5:
         properties["priority"] = index % 10
-        properties["timestamp"] = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc) \
-            + datetime.timedelta(seconds=index)
+        properties["timestamp"] = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(seconds=index)
         properties["message_type"] = "durability-test"
         properties["app_id"] = "interop-tests"
     if index % 7 == 1:
@@ -138,7 +148,7 @@ class AmqpSocket:
         self._confirm_opened = False
         self._published = 0  # on the confirm channel
 
-    def __enter__(self) -> "AmqpSocket":
+    def __enter__(self) -> AmqpSocket:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -156,9 +166,9 @@ class AmqpSocket:
     def _fill(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise socket.timeout("no data from the broker in time")
+            raise TimeoutError("no data from the broker in time")
         if self._pos > 1 << 20:
-            del self._buffer[:self._pos]
+            del self._buffer[: self._pos]
             self._pos = 0
         self.sock.settimeout(remaining)
         try:
@@ -178,7 +188,7 @@ class AmqpSocket:
                 frame_type, channel, size = FRAME_HEAD.unpack_from(self._buffer, self._pos)
                 if available >= size + 8:
                     start = self._pos + 7
-                    payload = bytes(self._buffer[start:start + size])
+                    payload = bytes(self._buffer[start : start + size])
                     assert self._buffer[start + size] == 0xCE, "bad frame end"
                     self._pos = start + size + 1
                     return frame_type, channel, payload
@@ -197,32 +207,40 @@ class AmqpSocket:
 
     def expect(self, channel: int, method_type: type, timeout: float | None = None) -> Any:
         got_channel, method = self.read_method(timeout)
-        assert isinstance(method, method_type) and got_channel == channel, \
+        assert isinstance(method, method_type) and got_channel == channel, (
             f"expected {method_type.__name__} on channel {channel}, got {describe(method)} on {got_channel}"
+        )
         return method
 
     def call(self, channel: int, method: Any, reply_type: type, timeout: float | None = None) -> Any:
         self.send_method(channel, method)
         return self.expect(channel, reply_type, timeout)
 
-    def handshake(self) -> "AmqpSocket":
+    def handshake(self) -> AmqpSocket:
         self.send(PROTOCOL_HEADER)
         self.expect(0, commands.Connection.Start)
-        self.send_method(0, commands.Connection.StartOk(
-            client_properties={"product": "durability-tests",
-                               "capabilities": {"publisher_confirms": True, "basic.nack": True}},
-            mechanism="PLAIN", response="\0guest\0guest"))
+        self.send_method(
+            0,
+            commands.Connection.StartOk(
+                client_properties={
+                    "product": "durability-tests",
+                    "capabilities": {"publisher_confirms": True, "basic.nack": True},
+                },
+                mechanism="PLAIN",
+                response="\0guest\0guest",
+            ),
+        )
         tune = self.expect(0, commands.Connection.Tune)
-        self.send_method(0, commands.Connection.TuneOk(channel_max=tune.channel_max, frame_max=FRAME_MAX,
-                                                       heartbeat=0))
+        self.send_method(0, commands.Connection.TuneOk(channel_max=tune.channel_max, frame_max=FRAME_MAX, heartbeat=0))
         self.call(0, commands.Connection.Open(virtual_host="/"), commands.Connection.OpenOk)
         self.call(1, commands.Channel.Open(), commands.Channel.OpenOk)
         return self
 
     def declare_queue(self, queue: str, passive: bool = False) -> commands.Queue.DeclareOk:
         """Declare a durable queue (or check it exists, with its message count)."""
-        return self.call(1, commands.Queue.Declare(queue=queue, passive=passive, durable=True),
-                         commands.Queue.DeclareOk)
+        return self.call(
+            1, commands.Queue.Declare(queue=queue, passive=passive, durable=True), commands.Queue.DeclareOk
+        )
 
     def publish_confirmed(self, messages: Iterable[Sent], routing_key: str, exchange: str = "") -> None:
         """Publish on a confirm channel (channel 2, opened on first use) and wait until the broker acks all."""
@@ -270,8 +288,11 @@ class AmqpSocket:
 
     def close(self) -> None:
         """A clean connection.close (everything sent before it is processed first; unacked are requeued)."""
-        self.call(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0),
-                  commands.Connection.CloseOk)
+        self.call(
+            0,
+            commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0),
+            commands.Connection.CloseOk,
+        )
         self.sock.close()
 
 
@@ -317,8 +338,9 @@ class ConfirmPublisher(threading.Thread):
             _, method = conn.read_method()
             if isinstance(method, (commands.Basic.Ack, commands.Basic.Nack)):
                 settled = self.confirmed if isinstance(method, commands.Basic.Ack) else self.nacked
-                tags = [tag for tag in pending if tag <= method.delivery_tag] if method.multiple \
-                    else [method.delivery_tag]
+                tags = (
+                    [tag for tag in pending if tag <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+                )
                 for tag in tags:
                     settled.append(pending.pop(tag))
             else:

@@ -13,7 +13,8 @@ import struct
 import time
 from typing import Any
 
-from pamqp import commands, frame as pamqp_frame
+from pamqp import commands
+from pamqp import frame as pamqp_frame
 from pamqp.base import Frame as PamqpMethod
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -22,8 +23,12 @@ _HEADER = struct.Struct(">BHI")
 
 CLIENT_PROPERTIES = {
     "product": "raw-client",
-    "capabilities": {"authentication_failure_close": True, "basic.nack": True,
-                     "consumer_cancel_notify": True, "publisher_confirms": True},
+    "capabilities": {
+        "authentication_failure_close": True,
+        "basic.nack": True,
+        "consumer_cancel_notify": True,
+        "publisher_confirms": True,
+    },
 }
 
 
@@ -42,7 +47,7 @@ class RawClient:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self._buffer = b""
 
-    def __enter__(self) -> "RawClient":
+    def __enter__(self) -> RawClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,11 +61,11 @@ class RawClient:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def send_frame(self, frame_type: int, channel: int, payload: bytes, end: int = FRAME_END,
-                   size: int | None = None) -> None:
+    def send_frame(
+        self, frame_type: int, channel: int, payload: bytes, end: int = FRAME_END, size: int | None = None
+    ) -> None:
         """Send one frame; ``end`` and ``size`` may lie about the frame."""
-        self.send(_HEADER.pack(frame_type, channel, len(payload) if size is None else size)
-                  + payload + bytes([end]))
+        self.send(_HEADER.pack(frame_type, channel, len(payload) if size is None else size) + payload + bytes([end]))
 
     def send_method(self, channel: int, method: PamqpMethod) -> None:
         self.send(pamqp_frame.marshal(method, channel))
@@ -74,7 +79,7 @@ class RawClient:
     def _fill(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise socket.timeout("no data from the broker in time")
+            raise TimeoutError("no data from the broker in time")
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
@@ -110,7 +115,8 @@ class RawClient:
             if getattr(value, "name", None) == "Heartbeat":
                 continue
             assert isinstance(value, method_type) and got_channel == channel, (
-                f"expected {method_type.__name__} on channel {channel}, got {value!r} on channel {got_channel}")
+                f"expected {method_type.__name__} on channel {channel}, got {value!r} on channel {got_channel}"
+            )
             return value
 
     def expect_connection_close(self, timeout: float | None = None) -> commands.Connection.Close:
@@ -148,21 +154,33 @@ class RawClient:
         self.send(PROTOCOL_HEADER)
         return self.expect(commands.Connection.Start)
 
-    def start_ok(self, username: str = "guest", password: str = "guest", mechanism: str = "PLAIN",
-                 client_properties: dict | None = None) -> None:
+    def start_ok(
+        self,
+        username: str = "guest",
+        password: str = "guest",
+        mechanism: str = "PLAIN",
+        client_properties: dict | None = None,
+    ) -> None:
         response = f"\0{username}\0{password}"
-        self.send_method(0, commands.Connection.StartOk(
-            client_properties=CLIENT_PROPERTIES if client_properties is None else client_properties,
-            mechanism=mechanism, response=response))
+        self.send_method(
+            0,
+            commands.Connection.StartOk(
+                client_properties=CLIENT_PROPERTIES if client_properties is None else client_properties,
+                mechanism=mechanism,
+                response=response,
+            ),
+        )
 
-    def handshake(self, vhost: str = "/", frame_max: int = 131072, channel_max: int = 2047,
-                  heartbeat: int = 0) -> "RawClient":
+    def handshake(
+        self, vhost: str = "/", frame_max: int = 131072, channel_max: int = 2047, heartbeat: int = 0
+    ) -> RawClient:
         """Protocol header through ``connection.open-ok``."""
         self.start()
         self.start_ok()
         self.expect(commands.Connection.Tune)
-        self.send_method(0, commands.Connection.TuneOk(channel_max=channel_max, frame_max=frame_max,
-                                                       heartbeat=heartbeat))
+        self.send_method(
+            0, commands.Connection.TuneOk(channel_max=channel_max, frame_max=frame_max, heartbeat=heartbeat)
+        )
         self.send_method(0, commands.Connection.Open(virtual_host=vhost))
         self.expect(commands.Connection.OpenOk)
         return self

@@ -13,9 +13,10 @@ name is refused even when it does not exist.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -37,8 +38,12 @@ def definitions() -> dict[str, Any]:
         "users": [
             {"name": "alice", "password_hash": hash_password("alice-pw"), "tags": []},
             {"name": "bob", "password_hash": hash_password("bob-pw"), "tags": ""},
-            {"name": RABBITMQ_HASH[0], "password_hash": RABBITMQ_HASH[2],
-             "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"]},
+            {
+                "name": RABBITMQ_HASH[0],
+                "password_hash": RABBITMQ_HASH[2],
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": ["management"],
+            },
         ],
         "vhosts": [{"name": VHOST}],
         "permissions": [
@@ -61,9 +66,18 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProce
 
 
 def connect(broker: BrokerProcess, user: str, password: str, vhost: str = VHOST) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        broker.host, broker.port, vhost, pika.PlainCredentials(user, password), connection_attempts=1,
-        socket_timeout=5, stack_timeout=10, blocked_connection_timeout=5))
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            broker.host,
+            broker.port,
+            vhost,
+            pika.PlainCredentials(user, password),
+            connection_attempts=1,
+            socket_timeout=5,
+            stack_timeout=10,
+            blocked_connection_timeout=5,
+        )
+    )
 
 
 @pytest.fixture
@@ -77,8 +91,11 @@ def names(acl_broker: BrokerProcess, unique: str) -> SimpleNamespace:
             channel.queue_declare(f"{prefix}-q-{unique}")
     finally:
         connection.close()
-    return SimpleNamespace(**{f"{prefix}x": f"{prefix}-x-{unique}" for prefix in "cwrn"},
-                           **{f"{prefix}q": f"{prefix}-q-{unique}" for prefix in "cwrn"}, unique=unique)
+    return SimpleNamespace(
+        **{f"{prefix}x": f"{prefix}-x-{unique}" for prefix in "cwrn"},
+        **{f"{prefix}q": f"{prefix}-q-{unique}" for prefix in "cwrn"},
+        unique=unique,
+    )
 
 
 @pytest.fixture
@@ -115,10 +132,12 @@ def publish(exchange: str, routing_key: str = "k", body: bytes = b"m") -> Callab
     def operation(channel: Any) -> None:
         channel.confirm_delivery()  # so that a refusal arrives before basic_publish returns
         channel.basic_publish(exchange, routing_key, body)
+
     return operation
 
 
 # ------------------------------------------------------------------ configure
+
 
 def test_exchange_declare_needs_configure(alice: pika.BlockingConnection, names: SimpleNamespace) -> None:
     assert refused(alice, lambda ch: ch.exchange_declare(names.nx, "fanout")) == refusal("exchange", names.nx)
@@ -157,7 +176,8 @@ def test_queue_delete_needs_configure(alice: pika.BlockingConnection, names: Sim
     assert refused(alice, lambda ch: ch.queue_declare(names.cq, passive=True))[0] == 404
 
 
-# ------------------------------------------------------------------ bindings: write on the destination, read on the source
+# --------------------------------------------------------------- bindings: write on the destination, read on the source
+
 
 def test_queue_bind_needs_write_on_the_queue(alice: pika.BlockingConnection, names: SimpleNamespace) -> None:
     assert refused(alice, lambda ch: ch.queue_bind(names.nq, names.rx)) == refusal("queue", names.nq)
@@ -171,23 +191,24 @@ def test_queue_bind_allowed(alice: pika.BlockingConnection, names: SimpleNamespa
     allowed(alice, lambda ch: ch.queue_bind(names.wq, names.rx))
 
 
-def test_queue_unbind_needs_write_on_the_queue_and_read_on_the_exchange(alice: pika.BlockingConnection,
-                                                                        names: SimpleNamespace) -> None:
+def test_queue_unbind_needs_write_on_the_queue_and_read_on_the_exchange(
+    alice: pika.BlockingConnection, names: SimpleNamespace
+) -> None:
     assert refused(alice, lambda ch: ch.queue_unbind(names.nq, names.rx)) == refusal("queue", names.nq)
     assert refused(alice, lambda ch: ch.queue_unbind(names.wq, names.nx)) == refusal("exchange", names.nx)
     allowed(alice, lambda ch: ch.queue_bind(names.wq, names.rx))
     allowed(alice, lambda ch: ch.queue_unbind(names.wq, names.rx))
 
 
-def test_exchange_bind_needs_write_on_the_destination_and_read_on_the_source(alice: pika.BlockingConnection,
-                                                                             names: SimpleNamespace) -> None:
+def test_exchange_bind_needs_write_on_the_destination_and_read_on_the_source(
+    alice: pika.BlockingConnection, names: SimpleNamespace
+) -> None:
     assert refused(alice, lambda ch: ch.exchange_bind(names.nx, names.rx)) == refusal("exchange", names.nx)
     assert refused(alice, lambda ch: ch.exchange_bind(names.wx, names.nx)) == refusal("exchange", names.nx)
     allowed(alice, lambda ch: ch.exchange_bind(names.wx, names.rx))
 
 
-def test_exchange_unbind_needs_write_on_the_destination(alice: pika.BlockingConnection,
-                                                        names: SimpleNamespace) -> None:
+def test_exchange_unbind_needs_write_on_the_destination(alice: pika.BlockingConnection, names: SimpleNamespace) -> None:
     allowed(alice, lambda ch: ch.exchange_bind(names.wx, names.rx))
     assert refused(alice, lambda ch: ch.exchange_unbind(names.nx, names.rx)) == refusal("exchange", names.nx)
     allowed(alice, lambda ch: ch.exchange_unbind(names.wx, names.rx))
@@ -195,8 +216,10 @@ def test_exchange_unbind_needs_write_on_the_destination(alice: pika.BlockingConn
 
 # ------------------------------------------------------------------ write and read
 
-def test_publish_needs_write_on_the_exchange(acl_broker: BrokerProcess, alice: pika.BlockingConnection,
-                                             names: SimpleNamespace) -> None:
+
+def test_publish_needs_write_on_the_exchange(
+    acl_broker: BrokerProcess, alice: pika.BlockingConnection, names: SimpleNamespace
+) -> None:
     assert refused(alice, publish(names.nx)) == refusal("exchange", names.nx)
     guest = connect(acl_broker, "guest", "guest")
     try:
@@ -207,8 +230,9 @@ def test_publish_needs_write_on_the_exchange(acl_broker: BrokerProcess, alice: p
     assert allowed(alice, lambda ch: ch.basic_get(names.rq, auto_ack=True))[2] == b"written"
 
 
-def test_publish_to_the_default_exchange_needs_write_on_amq_default(alice: pika.BlockingConnection,
-                                                                    names: SimpleNamespace) -> None:
+def test_publish_to_the_default_exchange_needs_write_on_amq_default(
+    alice: pika.BlockingConnection, names: SimpleNamespace
+) -> None:
     assert refused(alice, publish("", routing_key=names.wq)) == refusal("exchange", "amq.default")
 
 
@@ -229,29 +253,46 @@ def test_purge_needs_read_on_the_queue(alice: pika.BlockingConnection, names: Si
 
 # ------------------------------------------------------------------ permission before existence
 
-@pytest.mark.parametrize("kind, operation", [
-    ("exchange", lambda ch, name: ch.exchange_delete(name)),
-    ("queue", lambda ch, name: ch.queue_delete(name)),
-    ("queue", lambda ch, name: ch.queue_bind(name, "amq.fanout")),
-    ("queue", lambda ch, name: ch.queue_unbind(name, "amq.fanout")),
-    ("exchange", lambda ch, name: publish(name)(ch)),
-    ("queue", lambda ch, name: ch.basic_consume(name, lambda *args: None)),
-    ("queue", lambda ch, name: ch.basic_get(name)),
-    ("queue", lambda ch, name: ch.queue_purge(name)),
-], ids=["exchange.delete", "queue.delete", "queue.bind", "queue.unbind", "basic.publish", "basic.consume",
-        "basic.get", "queue.purge"])
-def test_refused_even_when_the_resource_does_not_exist(alice: pika.BlockingConnection, unique: str, kind: str,
-                                                       operation: Callable[[Any, str], Any]) -> None:
+
+@pytest.mark.parametrize(
+    "kind, operation",
+    [
+        ("exchange", lambda ch, name: ch.exchange_delete(name)),
+        ("queue", lambda ch, name: ch.queue_delete(name)),
+        ("queue", lambda ch, name: ch.queue_bind(name, "amq.fanout")),
+        ("queue", lambda ch, name: ch.queue_unbind(name, "amq.fanout")),
+        ("exchange", lambda ch, name: publish(name)(ch)),
+        ("queue", lambda ch, name: ch.basic_consume(name, lambda *args: None)),
+        ("queue", lambda ch, name: ch.basic_get(name)),
+        ("queue", lambda ch, name: ch.queue_purge(name)),
+    ],
+    ids=[
+        "exchange.delete",
+        "queue.delete",
+        "queue.bind",
+        "queue.unbind",
+        "basic.publish",
+        "basic.consume",
+        "basic.get",
+        "queue.purge",
+    ],
+)
+def test_refused_even_when_the_resource_does_not_exist(
+    alice: pika.BlockingConnection, unique: str, kind: str, operation: Callable[[Any, str], Any]
+) -> None:
     missing = f"n-missing-{unique}"
     assert refused(alice, lambda ch: operation(ch, missing)) == refusal(kind, missing)
 
 
 def test_allowed_name_that_does_not_exist_is_not_found(alice: pika.BlockingConnection, unique: str) -> None:
     assert refused(alice, lambda ch: ch.basic_get(f"r-missing-{unique}")) == (
-        404, f"NOT_FOUND - no queue 'r-missing-{unique}' in vhost '{VHOST}'")
+        404,
+        f"NOT_FOUND - no queue 'r-missing-{unique}' in vhost '{VHOST}'",
+    )
 
 
 # ------------------------------------------------------------------ logging in and opening vhosts
+
 
 def open_refusal(broker: BrokerProcess, user: str, password: str, vhost: str) -> str:
     with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as caught:
@@ -261,9 +302,11 @@ def open_refusal(broker: BrokerProcess, user: str, password: str, vhost: str) ->
 
 def test_vhost_without_permission_is_refused_with_530(acl_broker: BrokerProcess) -> None:
     assert "(530) \"NOT_ALLOWED - access to vhost 'acl' refused for user 'bob'\"" in open_refusal(
-        acl_broker, "bob", "bob-pw", VHOST)
+        acl_broker, "bob", "bob-pw", VHOST
+    )
     assert "(530) \"NOT_ALLOWED - access to vhost '/' refused for user 'alice'\"" in open_refusal(
-        acl_broker, "alice", "alice-pw", "/")
+        acl_broker, "alice", "alice-pw", "/"
+    )
 
 
 def test_missing_vhost_is_refused_with_530(acl_broker: BrokerProcess) -> None:

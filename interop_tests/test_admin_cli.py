@@ -14,8 +14,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import pika
 import pika.exceptions
@@ -43,11 +44,21 @@ def ok(*args: str, data_dir: Path) -> str:
     return result.stdout
 
 
-def connect(broker: BrokerProcess, user: str = "guest", password: str = "guest",
-            vhost: str = "/") -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        broker.host, broker.port, vhost, pika.PlainCredentials(user, password), connection_attempts=1,
-        socket_timeout=5, stack_timeout=10, blocked_connection_timeout=5))
+def connect(
+    broker: BrokerProcess, user: str = "guest", password: str = "guest", vhost: str = "/"
+) -> pika.BlockingConnection:
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            broker.host,
+            broker.port,
+            vhost,
+            pika.PlainCredentials(user, password),
+            connection_attempts=1,
+            socket_timeout=5,
+            stack_timeout=10,
+            blocked_connection_timeout=5,
+        )
+    )
 
 
 def eventually(attempt: Callable[[], T]) -> T:
@@ -81,6 +92,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]
 
 
 # ------------------------------------------------------------------ while the broker runs
+
 
 def test_user_added_while_running_can_log_in(running: BrokerProcess) -> None:
     ok("users", "add", "carol", "carol-pw", "--tags", "management", data_dir=running.data_dir)
@@ -124,8 +136,10 @@ def test_vhost_deleted_while_running_closes_its_connections(running: BrokerProce
 def test_definitions_export_is_refused_while_the_broker_runs(running: BrokerProcess, tmp_path: Path) -> None:
     result = cli("definitions", "export", str(tmp_path / "out.json"), data_dir=running.data_dir)
     assert result.returncode == 1
-    assert result.stderr.startswith("amqp-server: cannot export definitions while a broker is running: data dir "
-                                    f"{running.data_dir} is already in use")
+    assert result.stderr.startswith(
+        "amqp-server: cannot export definitions while a broker is running: data dir "
+        f"{running.data_dir} is already in use"
+    )
     assert result.stderr.rstrip().endswith("Stop the broker first.")
     assert not (tmp_path / "out.json").exists()
 
@@ -141,6 +155,7 @@ def test_definitions_import_is_refused_while_the_broker_runs(running: BrokerProc
 
 
 # ------------------------------------------------------------------ definitions round trip
+
 
 def test_definitions_round_trip_through_export_and_import(tmp_path: Path) -> None:
     source, target, path = tmp_path / "source", tmp_path / "target", tmp_path / "definitions.json"
@@ -158,8 +173,14 @@ def test_definitions_round_trip_through_export_and_import(tmp_path: Path) -> Non
         broker.stop()
     ok("definitions", "export", str(path), data_dir=source)
     exported = json.loads(path.read_text())
-    assert {"name": "orders.eu", "vhost": "/", "durable": True, "auto_delete": False, "type": "classic",
-            "arguments": {"x-max-length": 100}} in exported["queues"]
+    assert {
+        "name": "orders.eu",
+        "vhost": "/",
+        "durable": True,
+        "auto_delete": False,
+        "type": "classic",
+        "arguments": {"x-max-length": 100},
+    } in exported["queues"]
     assert "imported" in ok("definitions", "import", str(path), data_dir=target)
     broker = BrokerProcess(target).start()
     try:
@@ -182,6 +203,7 @@ def test_export_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 # ------------------------------------------------------------------ listing and errors (in-process: faster)
 
+
 def admin(capsys: pytest.CaptureFixture[str], *args: str, data_dir: Path) -> tuple[int, str, str]:
     code = cli_main([*args, "--data-dir", str(data_dir)])
     captured = capsys.readouterr()
@@ -193,30 +215,44 @@ def test_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     admin(capsys, "vhosts", "add", "v1", data_dir=tmp_path)
     admin(capsys, "permissions", "set", "gina", "v1", "^g-", "", ".*", data_dir=tmp_path)
     assert admin(capsys, "users", "list", data_dir=tmp_path) == (
-        0, "guest\t[administrator]\ngina\t[administrator, monitoring]\n", "")
+        0,
+        "guest\t[administrator]\ngina\t[administrator, monitoring]\n",
+        "",
+    )
     assert admin(capsys, "vhosts", "list", data_dir=tmp_path) == (0, "/\nv1\n", "")
     assert admin(capsys, "permissions", "list", data_dir=tmp_path) == (
-        0, "guest\t/\t.*\t.*\t.*\ngina\tv1\t^g-\t\t.*\n", "")
+        0,
+        "guest\t/\t.*\t.*\t.*\ngina\tv1\t^g-\t\t.*\n",
+        "",
+    )
     assert admin(capsys, "permissions", "clear", "gina", "v1", data_dir=tmp_path)[0] == 0
     assert admin(capsys, "permissions", "list", data_dir=tmp_path)[1] == "guest\t/\t.*\t.*\t.*\n"
 
 
-@pytest.mark.parametrize("args, message", [
-    (("users", "add", "guest", "x"), "amqp-server: user 'guest' already exists\n"),
-    (("users", "delete", "nobody"), "amqp-server: no user 'nobody'\n"),
-    (("vhosts", "add", "/"), "amqp-server: vhost '/' already exists\n"),
-    (("vhosts", "delete", "nope"), "amqp-server: no vhost 'nope'\n"),
-    (("vhosts", "delete", "/"), "amqp-server: vhost '/' cannot be deleted: it always exists (remove its permissions "
-                                "instead)\n"),
-    (("permissions", "set", "guest", "nope", ".*", ".*", ".*"), "amqp-server: no vhost 'nope'\n"),
-    (("permissions", "set", "nobody", "/", ".*", ".*", ".*"), "amqp-server: no user 'nobody'\n"),
-    (("permissions", "set", "guest", "/", "(", ".*", ".*"),
-     "amqp-server: permissions set: invalid regular expression '(': missing ), unterminated subpattern at "
-     "position 0\n"),
-    (("permissions", "clear", "guest", "nope"), "amqp-server: user 'guest' has no permissions in vhost 'nope'\n"),
-])
-def test_refused_changes_exit_1_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                               args: tuple[str, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("users", "add", "guest", "x"), "amqp-server: user 'guest' already exists\n"),
+        (("users", "delete", "nobody"), "amqp-server: no user 'nobody'\n"),
+        (("vhosts", "add", "/"), "amqp-server: vhost '/' already exists\n"),
+        (("vhosts", "delete", "nope"), "amqp-server: no vhost 'nope'\n"),
+        (
+            ("vhosts", "delete", "/"),
+            "amqp-server: vhost '/' cannot be deleted: it always exists (remove its permissions instead)\n",
+        ),
+        (("permissions", "set", "guest", "nope", ".*", ".*", ".*"), "amqp-server: no vhost 'nope'\n"),
+        (("permissions", "set", "nobody", "/", ".*", ".*", ".*"), "amqp-server: no user 'nobody'\n"),
+        (
+            ("permissions", "set", "guest", "/", "(", ".*", ".*"),
+            "amqp-server: permissions set: invalid regular expression '(': missing ), unterminated subpattern at "
+            "position 0\n",
+        ),
+        (("permissions", "clear", "guest", "nope"), "amqp-server: user 'guest' has no permissions in vhost 'nope'\n"),
+    ],
+)
+def test_refused_changes_exit_1_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str
+) -> None:
     assert admin(capsys, *args, data_dir=tmp_path) == (1, "", message)
 
 
@@ -238,25 +274,38 @@ def test_invalid_config_file_exits_2_without_traceback(tmp_path: Path) -> None:
     path.write_text('port = 5672\nlog_format = "yaml"\n')
     result = cli("--config", str(path), data_dir=tmp_path)
     assert result.returncode == 2
-    assert result.stderr == (f"amqp-server: invalid configuration: log_format: must be one of text, json, got 'yaml' "
-                             f"(from {path})\n")
+    assert result.stderr == (
+        f"amqp-server: invalid configuration: log_format: must be one of text, json, got 'yaml' (from {path})\n"
+    )
 
 
 def test_certificate_that_does_not_load_exits_2(tmp_path: Path) -> None:
     for name in ("cert.pem", "key.pem"):
         (tmp_path / name).write_text("not PEM\n")
-    result = cli("--port", "0", "--tls-port", "0", "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key",
-                 str(tmp_path / "key.pem"), data_dir=tmp_path / "data")
+    result = cli(
+        "--port",
+        "0",
+        "--tls-port",
+        "0",
+        "--tls-cert",
+        str(tmp_path / "cert.pem"),
+        "--tls-key",
+        str(tmp_path / "key.pem"),
+        data_dir=tmp_path / "data",
+    )
     assert result.returncode == 2
-    assert result.stderr.startswith("amqp-server: invalid configuration: tls_cert: cannot load the certificate and "
-                                    "key: ")
+    assert result.stderr.startswith(
+        "amqp-server: invalid configuration: tls_cert: cannot load the certificate and key: "
+    )
     assert "Traceback" not in result.stderr
 
 
 def test_config_file_users_can_log_in(tmp_path: Path) -> None:
     path = tmp_path / "amqp-server.toml"
-    path.write_text('[[users]]\nname = "hana"\npassword = "hana-pw"\n\n[[vhosts]]\nname = "apps"\n\n'
-                    '[[permissions]]\nuser = "hana"\nvhost = "apps"\nconfigure = ".*"\nwrite = ".*"\nread = ".*"\n')
+    path.write_text(
+        '[[users]]\nname = "hana"\npassword = "hana-pw"\n\n[[vhosts]]\nname = "apps"\n\n'
+        '[[permissions]]\nuser = "hana"\nvhost = "apps"\nconfigure = ".*"\nwrite = ".*"\nread = ".*"\n'
+    )
     broker = BrokerProcess(tmp_path / "data", "--config", str(path)).start()
     try:
         connection = connect(broker, "hana", "hana-pw", "apps")

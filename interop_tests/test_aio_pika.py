@@ -11,9 +11,9 @@ connection closes.  Every await is bounded by ``asyncio.wait_for``.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import AsyncIterator
 
 import aio_pika
 import aiormq
@@ -60,10 +60,14 @@ async def test_publisher_confirms_are_awaited_for_each_publish(conn, unique: str
     channel = await bounded(conn.channel())
     assert channel.publisher_confirms
     queue = await bounded(channel.declare_queue(unique, auto_delete=True))
-    confirmations = await bounded(asyncio.gather(*(
-        channel.default_exchange.publish(aio_pika.Message(str(i).encode()), routing_key=unique)
-        for i in range(50)
-    )))
+    confirmations = await bounded(
+        asyncio.gather(
+            *(
+                channel.default_exchange.publish(aio_pika.Message(str(i).encode()), routing_key=unique)
+                for i in range(50)
+            )
+        )
+    )
     assert all(isinstance(c, aiormq.spec.Basic.Ack) for c in confirmations)
     declared = await bounded(channel.declare_queue(unique, passive=True))
     assert declared.declaration_result.message_count == 50
@@ -75,17 +79,28 @@ async def test_direct_exchange_binding_routes_properties_and_headers(conn, uniqu
     exchange = await bounded(channel.declare_exchange(unique, aio_pika.ExchangeType.DIRECT, auto_delete=True))
     queue = await bounded(channel.declare_queue(f"{unique}-q", auto_delete=True))
     await bounded(queue.bind(exchange, routing_key="rk"))
-    sent_at = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    await bounded(exchange.publish(
-        aio_pika.Message(
-            b'{"k": 1}', content_type="application/json", content_encoding="utf-8",
-            headers={"x-int": 7, "x-str": "v", "x-bool": True, "x-list": [1, "a"], "x-nested": {"n": 1}},
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT, priority=3, correlation_id="corr",
-            reply_to="replies", expiration=60, message_id="mid-1", timestamp=sent_at,
-            type="kind", user_id="guest", app_id="tests",
-        ),
-        routing_key="rk",
-    ))
+    sent_at = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await bounded(
+        exchange.publish(
+            aio_pika.Message(
+                b'{"k": 1}',
+                content_type="application/json",
+                content_encoding="utf-8",
+                headers={"x-int": 7, "x-str": "v", "x-bool": True, "x-list": [1, "a"], "x-nested": {"n": 1}},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                priority=3,
+                correlation_id="corr",
+                reply_to="replies",
+                expiration=60,
+                message_id="mid-1",
+                timestamp=sent_at,
+                type="kind",
+                user_id="guest",
+                app_id="tests",
+            ),
+            routing_key="rk",
+        )
+    )
     await bounded(exchange.publish(aio_pika.Message(b"unbound key"), routing_key="other"))
     message = await bounded(queue.get(timeout=TIMEOUT))
     assert message.body == b'{"k": 1}'
@@ -157,6 +172,7 @@ async def test_queue_iterator_with_process_acks_every_message(conn, unique: str)
 async def test_auto_delete_queue_goes_away_when_its_last_consumer_cancels(conn, unique: str) -> None:
     channel = await bounded(conn.channel())
     queue = await bounded(channel.declare_queue(unique, auto_delete=True))
+
     async def ignore(message: AbstractIncomingMessage) -> None:
         pass
 
@@ -211,8 +227,11 @@ async def test_prefetch_limits_unacked_deliveries(conn, unique: str) -> None:
 async def test_mandatory_unroutable_publish_raises_when_on_return_raises(conn, unique: str) -> None:
     channel = await bounded(conn.channel(on_return_raises=True))
     with pytest.raises(aio_pika.exceptions.DeliveryError) as excinfo:
-        await bounded(channel.default_exchange.publish(
-            aio_pika.Message(b"nowhere", message_id="m1"), routing_key=unique, mandatory=True))
+        await bounded(
+            channel.default_exchange.publish(
+                aio_pika.Message(b"nowhere", message_id="m1"), routing_key=unique, mandatory=True
+            )
+        )
     frame = excinfo.value.frame
     assert isinstance(frame, aiormq.spec.Basic.Return)
     assert frame.reply_code == 312
@@ -220,16 +239,22 @@ async def test_mandatory_unroutable_publish_raises_when_on_return_raises(conn, u
     assert frame.routing_key == unique
     # the channel stays usable after a return
     queue = await bounded(channel.declare_queue(f"{unique}-ok", auto_delete=True))
-    await bounded(channel.default_exchange.publish(aio_pika.Message(b"ok", message_id="m2"),
-                                                   routing_key=queue.name, mandatory=True))
+    await bounded(
+        channel.default_exchange.publish(
+            aio_pika.Message(b"ok", message_id="m2"), routing_key=queue.name, mandatory=True
+        )
+    )
 
 
 async def test_mandatory_return_reaches_the_return_callback(conn, unique: str) -> None:
     channel = await bounded(conn.channel())
     returned: asyncio.Future = asyncio.get_running_loop().create_future()
     channel.return_callbacks.add(lambda _channel, message: returned.set_result(message))
-    await bounded(channel.default_exchange.publish(
-        aio_pika.Message(b"bounced", headers={"h": "v"}), routing_key=unique, mandatory=True))
+    await bounded(
+        channel.default_exchange.publish(
+            aio_pika.Message(b"bounced", headers={"h": "v"}), routing_key=unique, mandatory=True
+        )
+    )
     message = await bounded(returned)
     assert message.body == b"bounced"
     assert message.headers == {"h": "v"}
@@ -257,7 +282,8 @@ async def test_exclusive_queue_is_locked_for_other_connections(conn, broker: Sim
         with pytest.raises(aiormq.exceptions.ChannelLockedResource) as excinfo:
             await bounded(channel.declare_queue(unique, exclusive=True))
         assert excinfo.value.args[0].startswith(
-            f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{unique}' in vhost '/'")
+            f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{unique}' in vhost '/'"
+        )
         assert not other.is_closed
     finally:
         await bounded(other.close())

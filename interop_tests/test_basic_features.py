@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from types import SimpleNamespace
-from typing import Iterator
 
 import aio_pika
 import pika
 import pika.exceptions
 import pytest
 from aio_pika.patterns import RPC
-from pamqp import body as pamqp_body, commands, frame as pamqp_frame, header as pamqp_header
+from pamqp import body as pamqp_body
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+from pamqp import header as pamqp_header
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from .pika_helpers import get_all, message_count, publish, wait_for_message_count, wait_until
@@ -77,13 +80,15 @@ def assert_closed_by_broker(excinfo: pytest.ExceptionInfo, code: int, text: str)
 
 
 def raw_publish_frames(channel: int, routing_key: str, body: bytes, **publish_args) -> bytes:
-    return (pamqp_frame.marshal(commands.Basic.Publish(exchange="", routing_key=routing_key, **publish_args),
-                                channel)
-            + pamqp_frame.marshal(pamqp_header.ContentHeader(0, len(body), commands.Basic.Properties()), channel)
-            + pamqp_frame.marshal(pamqp_body.ContentBody(body), channel))
+    return (
+        pamqp_frame.marshal(commands.Basic.Publish(exchange="", routing_key=routing_key, **publish_args), channel)
+        + pamqp_frame.marshal(pamqp_header.ContentHeader(0, len(body), commands.Basic.Properties()), channel)
+        + pamqp_frame.marshal(pamqp_body.ContentBody(body), channel)
+    )
 
 
 # ------------------------------------------------------------------ basic.get
+
 
 def test_basic_get_reports_the_messages_left(channel, queue):
     publish(channel, queue, b"m1", b"m2", b"m3")
@@ -109,6 +114,7 @@ def test_basic_get_message_count_excludes_unacked_messages(channel, queue):
 
 
 # ------------------------------------------------------------------ nack and reject
+
 
 def test_nack_multiple_requeues_up_to_the_tag(channel, queue):
     publish(channel, queue, b"m1", b"m2", b"m3")
@@ -158,6 +164,7 @@ def test_reject_with_requeue_redelivers(channel, queue):
 
 # ------------------------------------------------------------------ basic.recover
 
+
 def test_recover_with_requeue_redelivers_unacked_messages(connection, channel, queue):
     publish(channel, queue, b"m1", b"m2")
     collector = Collector()
@@ -181,8 +188,10 @@ def test_recover_without_requeue_closes_the_connection_540(connection, channel, 
 
 # ------------------------------------------------------------------ basic.qos
 
-def consume_two_queues(connection: BlockingConnection, unique: str,
-                       *qos_before_each: list[tuple[int, bool]]) -> tuple[BlockingChannel, Collector]:
+
+def consume_two_queues(
+    connection: BlockingConnection, unique: str, *qos_before_each: list[tuple[int, bool]]
+) -> tuple[BlockingChannel, Collector]:
     """Two queues of five messages each, consumed on one channel; ``qos_before_each[i]`` lists the
     ``(prefetch_count, global_qos)`` settings made just before consumer ``i`` starts."""
     channel = connection.channel()
@@ -245,6 +254,7 @@ def test_nonzero_prefetch_size_closes_the_connection_540(connection, channel):
 
 # ------------------------------------------------------------------ consumers
 
+
 def test_exclusive_consumer_refuses_a_second_consumer_403(connection, channel, queue):
     channel.basic_consume(queue, Collector(), exclusive=True)
     other = connection.channel()
@@ -303,13 +313,19 @@ def test_deleting_a_consumed_queue_sends_basic_cancel(connection, unique):
 
 # ------------------------------------------------------------------ mandatory and immediate
 
+
 def test_unroutable_mandatory_message_is_returned_312(connection, unique):
     channel = connection.channel()
     returns = []
     channel.add_on_return_callback(lambda ch, method, properties, body: returns.append((method, properties, body)))
 
-    channel.basic_publish("", f"{unique}-nowhere", b"back to sender", pika.BasicProperties(
-        content_type="text/plain", headers={"k": "v"}), mandatory=True)
+    channel.basic_publish(
+        "",
+        f"{unique}-nowhere",
+        b"back to sender",
+        pika.BasicProperties(content_type="text/plain", headers={"k": "v"}),
+        mandatory=True,
+    )
 
     wait_until(connection, lambda: returns, "basic.return")
     ((method, properties, body),) = returns
@@ -343,6 +359,7 @@ def test_immediate_publish_closes_the_connection_540(broker, unique):
 
 
 # ------------------------------------------------------------------ publisher confirms
+
 
 def test_publisher_acks_cover_every_tag_once_and_coalesce(broker):
     count = 200
@@ -386,6 +403,7 @@ def test_full_reject_publish_queue_nacks(channel, unique):
 
 
 # ------------------------------------------------------------------ transactions
+
 
 def test_tx_publishes_appear_only_after_commit(connection, unique):
     observer = connection.channel()
@@ -448,10 +466,13 @@ def test_tx_commit_applies_acks(connection, unique):
     assert get_all(observer, unique) == []
 
 
-@pytest.mark.parametrize("operation, text", [
-    ("tx_commit", "PRECONDITION_FAILED - channel is not transactional"),
-    ("tx_rollback", "PRECONDITION_FAILED - channel is not transactional"),
-])
+@pytest.mark.parametrize(
+    "operation, text",
+    [
+        ("tx_commit", "PRECONDITION_FAILED - channel is not transactional"),
+        ("tx_rollback", "PRECONDITION_FAILED - channel is not transactional"),
+    ],
+)
 def test_commit_or_rollback_without_select_is_406(connection, operation, text):
     channel = connection.channel()
 
@@ -481,6 +502,7 @@ def test_tx_select_after_confirm_select_is_406(channel):
 
 # ------------------------------------------------------------------ channel.flow
 
+
 def test_channel_flow_active_is_acknowledged(connection):
     channel = connection.channel()
 
@@ -499,13 +521,16 @@ def test_channel_flow_inactive_closes_the_connection_540(connection):
 
 # ------------------------------------------------------------------ direct reply-to
 
+
 def test_direct_reply_to_round_trip(params, connection, shared_queue):
     requester = connection.channel()
     replies = []
-    requester.basic_consume(REPLY_TO, lambda ch, method, properties, body: replies.append((method, properties, body)),
-                            auto_ack=True)
-    requester.basic_publish("", shared_queue, b"question", pika.BasicProperties(reply_to=REPLY_TO,
-                                                                                correlation_id="c-1"))
+    requester.basic_consume(
+        REPLY_TO, lambda ch, method, properties, body: replies.append((method, properties, body)), auto_ack=True
+    )
+    requester.basic_publish(
+        "", shared_queue, b"question", pika.BasicProperties(reply_to=REPLY_TO, correlation_id="c-1")
+    )
 
     with closing(pika.BlockingConnection(params)) as responder_connection:
         responder = responder_connection.channel()

@@ -23,9 +23,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 from celery import Celery, chain, group
@@ -51,9 +51,27 @@ class Worker:
         self.nodename = f"interop-{uuid.uuid4().hex[:8]}@127.0.0.1"
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "interop_tests.celery_app", "worker",
-             "--pool=solo", "--concurrency=1", "-l", "info", "-n", self.nodename, "-Q", queue, *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "interop_tests.celery_app",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                "-l",
+                "info",
+                "-n",
+                self.nodename,
+                "-Q",
+                queue,
+                *extra_args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
             env={**os.environ, celery_app.BROKER_URL_ENV: broker_url, celery_app.QUEUE_ENV: queue, **(env or {})},
             cwd=Path(__file__).resolve().parent.parent,
         )
@@ -67,7 +85,7 @@ class Worker:
             if f"{self.nodename} ready." in line:
                 self.ready.set()
 
-    def wait_ready(self) -> "Worker":
+    def wait_ready(self) -> Worker:
         deadline = time.monotonic() + WORKER_START_TIMEOUT
         while not self.ready.wait(0.1):
             if self.process.poll() is not None or time.monotonic() > deadline:

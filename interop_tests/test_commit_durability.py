@@ -21,11 +21,17 @@ from .conftest import TIMEOUT
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 
-
 def connect(broker: BrokerProcess) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        host="127.0.0.1", port=broker.port, socket_timeout=TIMEOUT, blocked_connection_timeout=TIMEOUT,
-        connection_attempts=1, heartbeat=0))
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            host="127.0.0.1",
+            port=broker.port,
+            socket_timeout=TIMEOUT,
+            blocked_connection_timeout=TIMEOUT,
+            connection_attempts=1,
+            heartbeat=0,
+        )
+    )
 
 
 def drain(broker: BrokerProcess, queue: str) -> list[tuple[bytes, pika.BasicProperties]]:
@@ -43,7 +49,8 @@ def drain(broker: BrokerProcess, queue: str) -> list[tuple[bytes, pika.BasicProp
 
 
 def test_200_persistent_messages_committed_in_one_tx_survive_kill_9_right_after_commit_ok(
-        tmp_path: Path, start_broker) -> None:
+    tmp_path: Path, start_broker
+) -> None:
     broker = start_broker(tmp_path)
     channel = connect(broker).channel()
     channel.queue_declare("tx-q", durable=True)
@@ -81,7 +88,8 @@ def test_acks_committed_in_a_tx_stay_acked_after_kill_9_right_after_commit_ok(tm
 
 
 def test_confirmed_transient_messages_on_a_quorum_queue_survive_a_clean_restart_and_kill_9(
-        tmp_path: Path, start_broker) -> None:
+    tmp_path: Path, start_broker
+) -> None:
     published = [(b"no delivery_mode", None), (b"delivery_mode 1", 1), (b"delivery_mode 2", 2)]
     broker = start_broker(tmp_path)
     channel = connect(broker).channel()
@@ -94,8 +102,9 @@ def test_confirmed_transient_messages_on_a_quorum_queue_survive_a_clean_restart_
 
     broker = start_broker(tmp_path)
     back = drain(broker, "quorum-q")
-    assert [(body, properties.delivery_mode, properties.message_id) for body, properties in back] == \
-        [(body, mode, body.decode()) for body, mode in published]
+    assert [(body, properties.delivery_mode, properties.message_id) for body, properties in back] == [
+        (body, mode, body.decode()) for body, mode in published
+    ]
 
     channel = connect(broker).channel()
     channel.confirm_delivery()
@@ -103,5 +112,6 @@ def test_confirmed_transient_messages_on_a_quorum_queue_survive_a_clean_restart_
     broker.stop(signal.SIGKILL)
 
     broker = start_broker(tmp_path)
-    assert [(body, properties.delivery_mode) for body, properties in drain(broker, "quorum-q")] == \
-        [(b"transient, then kill -9", 1)]
+    assert [(body, properties.delivery_mode) for body, properties in drain(broker, "quorum-q")] == [
+        (b"transient, then kill -9", 1)
+    ]

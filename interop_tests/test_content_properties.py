@@ -58,8 +58,14 @@ def bystander(params: pika.ConnectionParameters):
 
 def names() -> SimpleNamespace:
     tag = uuid.uuid4().hex[:8]
-    return SimpleNamespace(ttl=f"door-ttl-{tag}", maxlen=f"door-max-{tag}", quorum=f"door-qq-{tag}",
-                           other=f"door-other-{tag}", dead=f"door-dead-{tag}", other_dead=f"door-other-dead-{tag}")
+    return SimpleNamespace(
+        ttl=f"door-ttl-{tag}",
+        maxlen=f"door-max-{tag}",
+        quorum=f"door-qq-{tag}",
+        other=f"door-other-{tag}",
+        dead=f"door-dead-{tag}",
+        other_dead=f"door-other-dead-{tag}",
+    )
 
 
 @pytest.mark.parametrize("table", BAD_TABLES.values(), ids=BAD_TABLES.keys())
@@ -72,13 +78,20 @@ def test_bad_headers_table_closes_only_the_publisher_and_the_bystander_is_unaffe
     channel.queue_declare(q.ttl, auto_delete=True, arguments={"x-message-ttl": 200, **dead_letter})
     channel.queue_declare(q.maxlen, auto_delete=True, arguments={"x-max-length": 1, **dead_letter})
     channel.queue_declare(q.quorum, durable=True, arguments={"x-queue-type": "quorum"})
-    channel.queue_declare(q.other, auto_delete=True, arguments={
-        "x-message-ttl": 200, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": q.other_dead})
+    channel.queue_declare(
+        q.other,
+        auto_delete=True,
+        arguments={"x-message-ttl": 200, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": q.other_dead},
+    )
     try:
         for queue in (q.ttl, q.maxlen, q.quorum):
             close = publish_bad(broker, queue, table)
             assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
-                541, "INTERNAL_ERROR", 0, 0)
+                541,
+                "INTERNAL_ERROR",
+                0,
+                0,
+            )
         # what the stored bad message used to break, each on the bystander's connection
         channel.basic_publish("", q.maxlen, b"pushes out the head")
         channel.basic_publish("", q.maxlen, b"pushes out the head again")

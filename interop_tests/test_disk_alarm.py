@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pika
 import pytest
@@ -134,8 +134,9 @@ def test_a_limit_beyond_the_disk_blocks_publishers_at_once_but_not_consumers(tmp
         consumer = pika.BlockingConnection(pika.URLParameters(broker.url))
         consumer_channel = consumer.channel()  # a consumer is still read: it opens channels, consumes, acks
         received: list[bytes] = []
-        consumer_channel.basic_consume("full", lambda ch, method, _, body: (received.append(body),
-                                                                            ch.basic_ack(method.delivery_tag)))
+        consumer_channel.basic_consume(
+            "full", lambda ch, method, _, body: (received.append(body), ch.basic_ack(method.delivery_tag))
+        )
         wait_until(consumer, lambda: received[:3] == [b"1", b"2", b"3"], "the stored messages")
         consumer_channel.queue_declare("full", durable=True, passive=True)
         assert "Free disk space is insufficient" in "".join(broker.log)

@@ -97,8 +97,9 @@ def service(compose: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def broker_help() -> str:
-    result = subprocess.run([sys.executable, "-m", "amqp_server", "--help"], capture_output=True, text=True,
-                            cwd=REPO, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "amqp_server", "--help"], capture_output=True, text=True, cwd=REPO, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -108,8 +109,9 @@ def run_healthcheck(port: int, **env: str) -> subprocess.CompletedProcess[str]:
     command = healthcheck_command()
     assert command[0] == "python"
     arguments = [str(port) if part == "5672" else part for part in command[1:]]
-    return subprocess.run([sys.executable, *arguments], capture_output=True, text=True, cwd=REPO, timeout=30,
-                          env=clean_env(**env))
+    return subprocess.run(
+        [sys.executable, *arguments], capture_output=True, text=True, cwd=REPO, timeout=30, env=clean_env(**env)
+    )
 
 
 # ------------------------------------------------------------------ Dockerfile
@@ -145,8 +147,9 @@ def test_base_image_python_satisfies_requires_python() -> None:
 def test_image_runs_as_a_non_root_user_it_creates() -> None:
     (user,) = instruction("USER")
     assert user not in ("root", "0")
-    assert any(re.search(rf"\buseradd\b.*\b{user}$", arguments.split("&&")[0].strip())
-               for arguments in instruction("RUN"))
+    assert any(
+        re.search(rf"\buseradd\b.*\b{user}$", arguments.split("&&")[0].strip()) for arguments in instruction("RUN")
+    )
 
 
 def test_image_exposes_amqp_and_amqps_and_keeps_data_in_a_volume() -> None:
@@ -197,8 +200,7 @@ def test_compose_healthcheck_is_the_image_healthcheck(service: dict) -> None:
 
 
 @pytest.mark.parametrize("name, script", [("producer", "send.py"), ("consumer", "receive.py")])
-def test_example_services_run_the_seed_code_once_the_broker_is_healthy(compose: dict, name: str,
-                                                                       script: str) -> None:
+def test_example_services_run_the_seed_code_once_the_broker_is_healthy(compose: dict, name: str, script: str) -> None:
     example = compose["services"][name]
     assert example["depends_on"] == {"amqp": {"condition": "service_healthy"}}
     assert example["network_mode"] == "service:amqp"  # so the seed's 'localhost' is the broker
@@ -243,7 +245,13 @@ def test_healthcheck_fails_when_the_login_is_refused(broker: SimpleNamespace) ->
 
 def test_healthcheck_fails_when_the_vhost_cannot_be_opened(broker: SimpleNamespace) -> None:
     command = healthcheck_command()
-    result = subprocess.run([sys.executable, *command[1:3], "--port", str(broker.port), "--vhost", "no-such-vhost"],
-                            capture_output=True, text=True, cwd=REPO, timeout=30, env=clean_env())
+    result = subprocess.run(
+        [sys.executable, *command[1:3], "--port", str(broker.port), "--vhost", "no-such-vhost"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+        env=clean_env(),
+    )
     assert result.returncode == 1
     assert "530" in result.stderr

@@ -33,23 +33,30 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pika
 import pika.exceptions
 
-from storage.segment_format import decode_message, RecordScanner, segment_name
+from storage.segment_format import RecordScanner, decode_message, segment_name
 from storage.segment_store import DEFAULT_SEGMENT_SIZE
 
 from .broker_process import BrokerProcess
 from .durability_helpers import (
-    AmqpSocket, BrokerGone, ConfirmPublisher, Delivered, make_message, message_key, Sent, varied_messages,
+    AmqpSocket,
+    BrokerGone,
+    ConfirmPublisher,
+    Delivered,
+    Sent,
+    make_message,
+    message_key,
+    varied_messages,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 QUEUE = "durable-queue"
-
 
 
 def connect(broker: BrokerProcess) -> AmqpSocket:
@@ -57,13 +64,21 @@ def connect(broker: BrokerProcess) -> AmqpSocket:
 
 
 def pika_connect(broker: BrokerProcess) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        host="127.0.0.1", port=broker.port, socket_timeout=5, blocked_connection_timeout=5,
-        connection_attempts=1, heartbeat=0))
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            host="127.0.0.1",
+            port=broker.port,
+            socket_timeout=5,
+            blocked_connection_timeout=5,
+            connection_attempts=1,
+            heartbeat=0,
+        )
+    )
 
 
-def drain(broker: BrokerProcess, queue: str = QUEUE, ack: Callable[[Delivered], bool] = lambda _: False
-          ) -> list[Delivered]:
+def drain(
+    broker: BrokerProcess, queue: str = QUEUE, ack: Callable[[Delivered], bool] = lambda _: False
+) -> list[Delivered]:
     """Every message in ``queue``, in delivery order; acks those ``ack`` picks, requeues the rest."""
     with connect(broker) as conn:
         deliveries = conn.consume_all(queue)
@@ -73,6 +88,7 @@ def drain(broker: BrokerProcess, queue: str = QUEUE, ack: Callable[[Delivered], 
 
 
 # -- 1. confirmed means durable ------------------------------------------------------------------
+
 
 class Ledger:
     """What the broker owes: every message sent, those it must still hold, those it must never return."""
@@ -123,7 +139,7 @@ def publish_and_kill(broker: BrokerProcess, messages: list[Sent], delay: float) 
 
 
 def test_confirmed_persistent_messages_survive_kill_9_at_random_points(tmp_path: Path, start_broker) -> None:
-    seed = random.randrange(2 ** 32)
+    seed = random.randrange(2**32)
     rng = random.Random(seed)
     ledger = Ledger(seed)
     broker = start_broker(tmp_path)
@@ -142,8 +158,10 @@ def test_confirmed_persistent_messages_survive_kill_9_at_random_points(tmp_path:
 
         broker = start_broker(tmp_path)
         to_ack = set(rng.sample(sorted(ledger.owed), len(ledger.owed) // 2))
-        ledger.check(drain(broker, ack=lambda delivery: delivery.key in to_ack),
-                     f"round {round_number}, after kill -9 ({len(publisher.confirmed)} confirmed)")
+        ledger.check(
+            drain(broker, ack=lambda delivery: delivery.key in to_ack),
+            f"round {round_number}, after kill -9 ({len(publisher.confirmed)} confirmed)",
+        )
         ledger.owed -= to_ack
         ledger.acked |= to_ack
         assert broker.stop() == 0
@@ -165,8 +183,14 @@ DURABLE_EXCHANGES: list[tuple[str, str, dict[str, Any]]] = [
     ("d.dlx", "direct", {}),
 ]
 DURABLE_QUEUES: dict[str, dict[str, Any]] = {
-    "d.ae-q": {}, "d.direct-q": {}, "d.fanout-q": {}, "d.topic-q": {}, "d.headers-q": {}, "d.e2e-q": {},
-    "d.dead-q": {}, "d.messages-q": {},
+    "d.ae-q": {},
+    "d.direct-q": {},
+    "d.fanout-q": {},
+    "d.topic-q": {},
+    "d.headers-q": {},
+    "d.e2e-q": {},
+    "d.dead-q": {},
+    "d.messages-q": {},
     "d.ttl-q": {"x-message-ttl": 3600000},
     "d.maxlen-q": {"x-max-length": 2},
     "d.dlx-q": {"x-dead-letter-exchange": "d.dlx", "x-dead-letter-routing-key": "dead"},
@@ -240,8 +264,10 @@ def channel_error(connection: pika.BlockingConnection, action: Callable[[Any], A
 
 
 def inequivalence_errors(connection: pika.BlockingConnection) -> list[tuple[int, str] | None]:
-    return [channel_error(connection, lambda channel: channel.queue_declare(name, durable=True, arguments=arguments))
-            for name, arguments in INEQUIVALENT_REDECLARES]
+    return [
+        channel_error(connection, lambda channel: channel.queue_declare(name, durable=True, arguments=arguments))
+        for name, arguments in INEQUIVALENT_REDECLARES
+    ]
 
 
 def get_bodies(channel: Any, queue: str) -> list[bytes]:
@@ -256,25 +282,36 @@ def get_bodies(channel: Any, queue: str) -> list[bytes]:
 def check_definitions(connection: pika.BlockingConnection, expected_errors: list, tag: str, when: str) -> None:
     """Everything durable is back as declared and works; ``tag``'s transient things are gone (consumes its message)."""
     for name, kind, arguments in DURABLE_EXCHANGES:
-        assert channel_error(connection, lambda channel: channel.exchange_declare(
-            name, kind, durable=True, arguments=arguments)) is None, f"{when}: exchange {name} not as declared"
+        assert (
+            channel_error(
+                connection, lambda channel: channel.exchange_declare(name, kind, durable=True, arguments=arguments)
+            )
+            is None
+        ), f"{when}: exchange {name} not as declared"
     for name, arguments in DURABLE_QUEUES.items():
-        assert channel_error(connection, lambda channel: channel.queue_declare(
-            name, durable=True, arguments=arguments)) is None, f"{when}: queue {name} not as declared"
+        assert (
+            channel_error(connection, lambda channel: channel.queue_declare(name, durable=True, arguments=arguments))
+            is None
+        ), f"{when}: queue {name} not as declared"
     assert inequivalence_errors(connection) == expected_errors, f"{when}: stored arguments differ"
-    assert channel_error(connection, lambda channel: channel.exchange_declare("t.exchange", passive=True)) == \
-        (404, "NOT_FOUND - no exchange 't.exchange' in vhost '/'"), when
+    assert channel_error(connection, lambda channel: channel.exchange_declare("t.exchange", passive=True)) == (
+        404,
+        "NOT_FOUND - no exchange 't.exchange' in vhost '/'",
+    ), when
     for queue in TRANSIENT_QUEUES:
-        assert channel_error(connection, lambda channel: channel.queue_declare(queue, passive=True)) == \
-            (404, f"NOT_FOUND - no queue '{queue}' in vhost '/'"), f"{when}: {queue} survived"
+        assert channel_error(connection, lambda channel: channel.queue_declare(queue, passive=True)) == (
+            404,
+            f"NOT_FOUND - no queue '{queue}' in vhost '/'",
+        ), f"{when}: {queue} survived"
 
     channel = connection.channel()
     assert get_bodies(channel, "d.messages-q") == [f"persistent {tag}".encode()], f"{when}: persistent/transient"
     for queue in DURABLE_QUEUES:
         channel.queue_purge(queue)
-    for exchange, routing_key, headers, queue in ROUTES:
-        channel.basic_publish(exchange, routing_key, f"{exchange} {routing_key}".encode(),
-                              pika.BasicProperties(headers=headers))
+    for exchange, routing_key, headers, _queue in ROUTES:
+        channel.basic_publish(
+            exchange, routing_key, f"{exchange} {routing_key}".encode(), pika.BasicProperties(headers=headers)
+        )
     landed = {queue: get_bodies(channel, queue) for queue in DURABLE_QUEUES}
     expected = {queue: [] for queue in DURABLE_QUEUES}
     for exchange, routing_key, _, queue in ROUTES:
@@ -297,8 +334,7 @@ def check_definitions(connection: pika.BlockingConnection, expected_errors: list
     channel.close()
 
 
-def test_durable_definitions_survive_kill_9_and_sigterm_and_transient_ones_do_not(
-        tmp_path: Path, start_broker) -> None:
+def test_durable_definitions_survive_kill_9_and_sigterm_and_transient_ones_do_not(tmp_path: Path, start_broker) -> None:
     broker = start_broker(tmp_path)
     connection = pika_connect(broker)
     declare_durable_definitions(connection.channel())
@@ -350,8 +386,10 @@ def test_durable_exclusive_queue_is_gone_after_kill_9(tmp_path: Path, start_brok
 
     broker = start_broker(tmp_path)
     connection = pika_connect(broker)
-    assert channel_error(connection, lambda channel: channel.queue_declare("d.exclusive", passive=True)) == \
-        (404, "NOT_FOUND - no queue 'd.exclusive' in vhost '/'")
+    assert channel_error(connection, lambda channel: channel.queue_declare("d.exclusive", passive=True)) == (
+        404,
+        "NOT_FOUND - no queue 'd.exclusive' in vhost '/'",
+    )
     channel = connection.channel()
     channel.queue_declare("d.exclusive", durable=True, exclusive=True)  # a new owner, not a leftover
     assert channel.queue_declare("d.exclusive", passive=True).method.message_count == 0
@@ -360,8 +398,8 @@ def test_durable_exclusive_queue_is_gone_after_kill_9(tmp_path: Path, start_brok
 
 # -- 3. one broker per data dir ------------------------------------------------------------------
 
-def test_second_broker_on_a_data_dir_in_use_exits_1_and_the_first_keeps_serving(
-        tmp_path: Path, start_broker) -> None:
+
+def test_second_broker_on_a_data_dir_in_use_exits_1_and_the_first_keeps_serving(tmp_path: Path, start_broker) -> None:
     first = start_broker(tmp_path)
     with connect(first) as conn:
         conn.declare_queue(QUEUE)
@@ -371,7 +409,11 @@ def test_second_broker_on_a_data_dir_in_use_exits_1_and_the_first_keeps_serving(
     started = time.monotonic()
     second = subprocess.run(
         [sys.executable, "-m", "amqp_server", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=15, cwd=REPO)
+        capture_output=True,
+        text=True,
+        timeout=15,
+        cwd=REPO,
+    )
     assert second.returncode == 1, second.stderr
     assert time.monotonic() - started < 10
     assert str(tmp_path) in second.stderr and "in use" in second.stderr, second.stderr
@@ -381,11 +423,14 @@ def test_second_broker_on_a_data_dir_in_use_exits_1_and_the_first_keeps_serving(
         conn.publish_confirmed([make_message("after", b"also kept")], QUEUE)
         conn.close()
     assert first.stop() == 0
-    assert [(delivery.key, delivery.body) for delivery in drain(start_broker(tmp_path))] == \
-        [("before", b"kept"), ("after", b"also kept")]
+    assert [(delivery.key, delivery.body) for delivery in drain(start_broker(tmp_path))] == [
+        ("before", b"kept"),
+        ("after", b"also kept"),
+    ]
 
 
 # -- 4. damaged segment files --------------------------------------------------------------------
+
 
 def segment_records(path: Path) -> list[tuple[str, int, int, int]]:
     """``(message key, record offset, payload start, payload end)`` of each record of a segment file."""
@@ -433,8 +478,11 @@ def test_damaged_segments_are_reported_and_only_intact_messages_served(tmp_path:
         assert any(str(path) in line for line in warnings), f"no warning naming {path}: {broker.log}"
     sent = {message.key: message for message in first + second}
     deliveries = drain(broker)
-    damaged = [delivery.key for delivery in deliveries
-               if delivery.key not in sent or not delivery.is_copy_of(sent[delivery.key])]
+    damaged = [
+        delivery.key
+        for delivery in deliveries
+        if delivery.key not in sent or not delivery.is_copy_of(sent[delivery.key])
+    ]
     assert not damaged, f"served damaged messages: {damaged}"
     keys = [delivery.key for delivery in deliveries]
     intact = [message.key for message in first[:4] + second[:6]]
@@ -449,6 +497,7 @@ def test_damaged_segments_are_reported_and_only_intact_messages_served(tmp_path:
 
 
 # -- 5. disk space -------------------------------------------------------------------------------
+
 
 def data_dir_size(data_dir: Path) -> int:
     size = 0
@@ -489,8 +538,9 @@ def test_acked_messages_disk_space_is_reclaimed_while_running(tmp_path: Path, st
             conn.ack(delivery.delivery_tag for delivery in deliveries)
             peak = max(peak, data_dir_size(tmp_path))
         conn.close()
-    assert peak <= 2 * DEFAULT_SEGMENT_SIZE + len(body) * batch_size, \
+    assert peak <= 2 * DEFAULT_SEGMENT_SIZE + len(body) * batch_size, (
         f"data dir reached {peak} bytes after {published} bytes published and acked"
+    )
     assert broker.process is not None
     assert deleted_files_held_open(broker.process.pid, tmp_path) == []
     assert broker.stop() == 0

@@ -18,8 +18,8 @@ fresh connection after each test.  Every wait is bounded.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import closing
-from typing import Iterator
 
 import pika
 import pika.exceptions
@@ -52,8 +52,7 @@ def exchanges(params: pika.ConnectionParameters, unique: str) -> Iterator[Exchan
             cleanup_channel.exchange_delete(name)
 
 
-def declare_exchange(channel: BlockingChannel, exchanges: Exchanges, suffix: str, kind: str,
-                     **kwargs) -> str:
+def declare_exchange(channel: BlockingChannel, exchanges: Exchanges, suffix: str, kind: str, **kwargs) -> str:
     name = exchanges.name(suffix)
     channel.exchange_declare(name, kind, **kwargs)
     return name
@@ -94,6 +93,7 @@ def exchange_exists(params: pika.ConnectionParameters, name: str) -> bool:
 
 
 # ------------------------------------------------------------------ direct and fanout
+
 
 def test_direct_exchange_routes_by_exact_routing_key(channel, exchanges, unique):
     x = declare_exchange(channel, exchanges, "direct", "direct")
@@ -192,8 +192,9 @@ def test_topic_pattern_of_many_hashes_against_a_long_key_routes_quickly(connecti
     channel.queue_bind(failing, x, "#.#.#.#.z")
     received: list[tuple[str, bytes]] = []
     for name in (matching, failing):
-        channel.basic_consume(name, lambda ch, method, props, body, name=name: received.append((name, body)),
-                              auto_ack=True)
+        channel.basic_consume(
+            name, lambda ch, method, props, body, name=name: received.append((name, body)), auto_ack=True
+        )
 
     started = time.monotonic()
     channel.basic_publish(x, ".".join(["a"] * 30), b"long")
@@ -263,13 +264,21 @@ def test_headers_exchange_matches_all_any_with_x_and_void_values(channel, exchan
     assert routed == HEADER_MATCHES
 
 
-@pytest.mark.parametrize("x_match, text", [
-    ("some", "PRECONDITION_FAILED - Invalid x-match field value <<\"some\">>; "
-             "expected all, any, all-with-x, or any-with-x"),
-    ("ALL", "PRECONDITION_FAILED - Invalid x-match field value <<\"ALL\">>; "
-            "expected all, any, all-with-x, or any-with-x"),
-    (5, "PRECONDITION_FAILED - Invalid x-match field type signedint (value 5); expected longstr"),
-])
+@pytest.mark.parametrize(
+    "x_match, text",
+    [
+        (
+            "some",
+            'PRECONDITION_FAILED - Invalid x-match field value <<"some">>; '
+            "expected all, any, all-with-x, or any-with-x",
+        ),
+        (
+            "ALL",
+            'PRECONDITION_FAILED - Invalid x-match field value <<"ALL">>; expected all, any, all-with-x, or any-with-x',
+        ),
+        (5, "PRECONDITION_FAILED - Invalid x-match field type signedint (value 5); expected longstr"),
+    ],
+)
 def test_headers_binding_with_an_invalid_x_match_is_refused(channel, exchanges, unique, x_match, text):
     x = declare_exchange(channel, exchanges, "headers", "headers")
     q = queue(channel, unique, "q")
@@ -282,10 +291,17 @@ def test_headers_binding_with_an_invalid_x_match_is_refused(channel, exchanges, 
 
 # ------------------------------------------------------------------ built-in exchanges
 
-@pytest.mark.parametrize("name, kind", [
-    ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
-    ("amq.headers", "headers"), ("amq.match", "headers"),
-])
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("amq.direct", "direct"),
+        ("amq.fanout", "fanout"),
+        ("amq.topic", "topic"),
+        ("amq.headers", "headers"),
+        ("amq.match", "headers"),
+    ],
+)
 def test_builtin_exchange_exists_with_its_type(channel, name, kind):
     channel.exchange_declare(name, passive=True)
     channel.exchange_declare(name, kind, durable=True)
@@ -296,7 +312,8 @@ def test_builtin_exchange_exists_with_its_type(channel, name, kind):
     assert excinfo.value.reply_code == 406
     assert excinfo.value.reply_text == (
         f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{name}' in vhost '/': "
-        f"received '{wrong}' but current is '{kind}'")
+        f"received '{wrong}' but current is '{kind}'"
+    )
 
 
 def test_builtin_amq_topic_routes(channel, unique):
@@ -310,6 +327,7 @@ def test_builtin_amq_topic_routes(channel, unique):
 
 
 # ------------------------------------------------------------------ internal exchanges
+
 
 def test_publishing_to_an_internal_exchange_closes_the_channel_403(connection, channel, exchanges, unique):
     x = declare_exchange(channel, exchanges, "internal", "fanout", internal=True)
@@ -336,6 +354,7 @@ def test_internal_exchange_receives_through_an_exchange_binding(channel, exchang
 
 
 # ------------------------------------------------------------------ exchange.delete
+
 
 def test_exchange_delete_if_unused_refuses_an_exchange_with_bindings(connection, channel, exchanges, unique, params):
     x = declare_exchange(channel, exchanges, "x", "direct")
@@ -388,6 +407,7 @@ def test_deleting_an_exchange_removes_its_bindings(channel, exchanges, unique):
 
 
 # ------------------------------------------------------------------ exchange-to-exchange bindings
+
 
 def test_exchange_binding_routes_through_two_hops(channel, exchanges, unique):
     first = declare_exchange(channel, exchanges, "first", "direct")
@@ -449,6 +469,7 @@ def test_exchange_bind_to_a_missing_exchange_is_404(channel, exchanges, unique):
 
 # ------------------------------------------------------------------ unknown exchange type
 
+
 def test_unknown_exchange_type_closes_the_connection_503(connection, channel, unique, params):
     name = f"{unique}-x"
 
@@ -462,6 +483,7 @@ def test_unknown_exchange_type_closes_the_connection_503(connection, channel, un
 
 
 # ------------------------------------------------------------------ alternate exchanges
+
 
 def alternate_setup(channel: BlockingChannel, exchanges: Exchanges, unique: str) -> tuple[str, str, str]:
     """A direct exchange (binding 'known' -> main queue) whose alternate exchange fans out to a queue."""
@@ -505,8 +527,7 @@ def test_mandatory_message_the_alternate_exchange_cannot_route_is_returned(chann
 
 
 def test_mandatory_message_with_a_missing_alternate_exchange_is_returned(channel, exchanges, unique):
-    main = declare_exchange(channel, exchanges, "main", "direct",
-                            arguments={"alternate-exchange": f"{unique}-missing"})
+    main = declare_exchange(channel, exchanges, "main", "direct", arguments={"alternate-exchange": f"{unique}-missing"})
 
     with pytest.raises(pika.exceptions.UnroutableError) as excinfo:
         channel.basic_publish(main, "nowhere", b"lost", mandatory=True)
@@ -516,6 +537,7 @@ def test_mandatory_message_with_a_missing_alternate_exchange_is_returned(channel
 
 
 # ------------------------------------------------------------------ CC and BCC
+
 
 def test_cc_header_adds_routing_keys_and_is_kept(channel, exchanges, unique):
     x = declare_exchange(channel, exchanges, "x", "direct")
@@ -564,10 +586,13 @@ def test_cc_ignores_non_string_entries_and_other_header_cases(channel, unique):
     assert drain(channel, q3) == []
 
 
-@pytest.mark.parametrize("headers, text", [
-    ({"CC": "k"}, 'PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,"CC",longstr}'),
-    ({"BCC": 5}, 'PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,"BCC",signedint}'),
-])
+@pytest.mark.parametrize(
+    "headers, text",
+    [
+        ({"CC": "k"}, 'PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,"CC",longstr}'),
+        ({"BCC": 5}, 'PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,"BCC",signedint}'),
+    ],
+)
 def test_cc_or_bcc_that_is_not_an_array_closes_the_channel_406(connection, channel, unique, headers, text):
     q = queue(channel, unique, "q")
 
@@ -579,6 +604,7 @@ def test_cc_or_bcc_that_is_not_an_array_closes_the_channel_406(connection, chann
 
 
 # ------------------------------------------------------------------ auto-delete exchanges
+
 
 def test_auto_delete_exchange_is_deleted_when_its_last_binding_goes(channel, exchanges, unique, params):
     x = declare_exchange(channel, exchanges, "auto", "direct", auto_delete=True)
@@ -612,8 +638,9 @@ def test_auto_delete_exchange_is_deleted_with_its_last_bound_queue(channel, exch
 
 
 @pytest.mark.parametrize("durable", [False, True], ids=["transient", "durable"])
-def test_auto_delete_cascades_through_an_exchange_binding_when_the_queue_goes(channel, exchanges, unique, params,
-                                                                               durable):
+def test_auto_delete_cascades_through_an_exchange_binding_when_the_queue_goes(
+    channel, exchanges, unique, params, durable
+):
     """outer (auto-delete) -> inner (auto-delete) -> queue: deleting the queue removes inner, then outer."""
     outer = declare_exchange(channel, exchanges, "outer", "fanout", auto_delete=True, durable=durable)
     inner = declare_exchange(channel, exchanges, "inner", "fanout", auto_delete=True, durable=durable)

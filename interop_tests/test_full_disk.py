@@ -9,8 +9,8 @@ messages back.  These need our broker's data dir, so they never run against AMQP
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pika
 import pika.exceptions

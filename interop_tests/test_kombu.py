@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
-from typing import Callable, Iterator
 
 import amqp.exceptions
 import pytest
@@ -80,15 +80,20 @@ def drain_until(conn: Connection, done: Callable[[], bool], what: str) -> None:
         assert remaining > 0, f"timed out waiting for {what}"
         try:
             conn.drain_events(timeout=min(0.2, remaining))
-        except socket.timeout:
+        except TimeoutError:
             pass
 
 
 def consume(conn: Connection, queues: list[Queue], count: int, **consumer_options: object) -> list[Message]:
     """Consume (without acking) until ``count`` messages arrived on ``queues``."""
     received: list[Message] = []
-    consumer = Consumer(conn.default_channel, queues=queues, accept=ACCEPT,
-                        callbacks=[lambda body, message: received.append(message)], **consumer_options)
+    consumer = Consumer(
+        conn.default_channel,
+        queues=queues,
+        accept=ACCEPT,
+        callbacks=[lambda body, message: received.append(message)],
+        **consumer_options,
+    )
     with consumer:
         drain_until(conn, lambda: len(received) >= count, f"{count} messages")
     return received
@@ -141,7 +146,8 @@ def test_durable_exchange_and_queue_keep_persistent_delivery_mode(conn, declared
     queue = Queue(unique, exchange, routing_key="k", durable=True)
     declared += [queue, exchange]
     Producer(conn.default_channel).publish(
-        {"durable": True}, exchange=exchange, routing_key="k", declare=[queue], delivery_mode="persistent")
+        {"durable": True}, exchange=exchange, routing_key="k", declare=[queue], delivery_mode="persistent"
+    )
 
     [message] = consume(conn, [queue], 1)
     message.ack()
@@ -167,8 +173,13 @@ def test_prefetch_one_consumer_sees_ack_reject_and_requeue_take_effect(conn, dec
     for body in "ABC":
         producer.publish(body, declare=[queue])
     received: list[Message] = []
-    consumer = Consumer(conn.default_channel, queues=[queue], prefetch_count=1, accept=ACCEPT,
-                        callbacks=[lambda body, message: received.append(message)])
+    consumer = Consumer(
+        conn.default_channel,
+        queues=[queue],
+        prefetch_count=1,
+        accept=ACCEPT,
+        callbacks=[lambda body, message: received.append(message)],
+    )
 
     with consumer:
         drain_until(conn, lambda: len(received) == 1, "A")
@@ -252,8 +263,9 @@ def test_topic_exchange_matches_star_and_hash_patterns(conn, declared, unique):
         producer.publish(key, routing_key=key)
 
     received: list[str] = []
-    with Consumer(channel, queues=[queue], no_ack=True, accept=ACCEPT,
-                  callbacks=[lambda body, message: received.append(body)]):
+    with Consumer(
+        channel, queues=[queue], no_ack=True, accept=ACCEPT, callbacks=[lambda body, message: received.append(body)]
+    ):
         drain_until(conn, lambda: "end" in received, "the closing message")  # per-queue order is publish order
 
     assert received == ["stock.ibm.nyse", "audit", "audit.a.b.c", "end"]
@@ -271,9 +283,13 @@ def test_json_and_raw_bodies_round_trip_and_pickle_is_refused(conn, declared, un
 
     received: list[Message] = []
     refused: list[tuple[Message, Exception]] = []
-    consumer = Consumer(conn.default_channel, queues=[queue], accept=["json", "application/data"],
-                        callbacks=[lambda body, message: received.append(message)],
-                        on_decode_error=lambda message, exc: refused.append((message, exc)))
+    consumer = Consumer(
+        conn.default_channel,
+        queues=[queue],
+        accept=["json", "application/data"],
+        callbacks=[lambda body, message: received.append(message)],
+        on_decode_error=lambda message, exc: refused.append((message, exc)),
+    )
     with consumer:
         drain_until(conn, lambda: len(received) + len(refused) == 3, "three messages")
         for message in received:
@@ -322,7 +338,8 @@ def test_redeclare_with_a_different_message_ttl_is_refused(conn, declared, uniqu
 
     assert refused.value.reply_code == 406
     assert refused.value.reply_text.startswith(
-        f"PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue '{unique}' in vhost '/'")
+        f"PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue '{unique}' in vhost '/'"
+    )
 
 
 def test_message_ttl_drops_messages_nobody_consumed(conn, confirming, declared, unique):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pika
 import pytest
@@ -32,9 +32,19 @@ SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reaso
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """A broker with small limits (max_connections aside, which gets its own broker)."""
-    process = BrokerProcess(tmp_path_factory.mktemp("limits"), "--handshake-timeout", "1",
-                            "--max-message-size", "1024", "--channel-max", "8", "--frame-max", "8192",
-                            "--heartbeat", "7").start()
+    process = BrokerProcess(
+        tmp_path_factory.mktemp("limits"),
+        "--handshake-timeout",
+        "1",
+        "--max-message-size",
+        "1024",
+        "--channel-max",
+        "8",
+        "--frame-max",
+        "8192",
+        "--heartbeat",
+        "7",
+    ).start()
     try:
         yield process
     finally:
@@ -60,9 +70,17 @@ def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
 
 
 def pika_connect(port: int, **options) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        host="127.0.0.1", port=port, socket_timeout=5, stack_timeout=10, blocked_connection_timeout=5,
-        connection_attempts=1, **options))
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            host="127.0.0.1",
+            port=port,
+            socket_timeout=5,
+            stack_timeout=10,
+            blocked_connection_timeout=5,
+            connection_attempts=1,
+            **options,
+        )
+    )
 
 
 def open_until_open_answer(client: RawClient) -> object:
@@ -164,8 +182,9 @@ def test_message_over_max_message_size_closes_the_channel_with_406(limited: Brok
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
             channel.basic_get(queue)
         assert closed.value.reply_code == 406
-        assert closed.value.reply_text == "PRECONDITION_FAILED - message size 1025 is larger than configured max " \
-                                          "size 1024"
+        assert (
+            closed.value.reply_text == "PRECONDITION_FAILED - message size 1025 is larger than configured max size 1024"
+        )
         assert connection.is_open
     finally:
         connection.close()

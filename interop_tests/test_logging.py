@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pika
 import pytest
@@ -79,9 +80,14 @@ def refused_login(port: int) -> str:
     """Log in with a wrong password; return the client's address as the broker sees it."""
     with RawClient("127.0.0.1", port) as client:
         client.start()
-        client.send_method(0, commands.Connection.StartOk(
-            client_properties={"capabilities": {"authentication_failure_close": True}}, mechanism="PLAIN",
-            response="\0guest\0wrong"))
+        client.send_method(
+            0,
+            commands.Connection.StartOk(
+                client_properties={"capabilities": {"authentication_failure_close": True}},
+                mechanism="PLAIN",
+                response="\0guest\0wrong",
+            ),
+        )
         assert client.expect(commands.Connection.Close).reply_code == 403
         return local_peer(client)
 
@@ -103,10 +109,18 @@ def test_text_mode_logs_a_connection_accepted_opened_and_closed(text_broker: Bro
         peer = local_peer(client)
         client.send_method(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
         client.expect(commands.Connection.CloseOk)
-    wait_for(text_broker, lambda line: line.endswith(f"INFO amqp_server.protocol: accepted AMQP connection "
-                                                     f"from {peer}"), parse=lines)
-    wait_for(text_broker, lambda line: line.endswith(f"connection from {peer}: user 'guest' authenticated and "
-                                                     "granted access to vhost '/'"), parse=lines)
+    wait_for(
+        text_broker,
+        lambda line: line.endswith(f"INFO amqp_server.protocol: accepted AMQP connection from {peer}"),
+        parse=lines,
+    )
+    wait_for(
+        text_broker,
+        lambda line: line.endswith(
+            f"connection from {peer}: user 'guest' authenticated and granted access to vhost '/'"
+        ),
+        parse=lines,
+    )
     wait_for(text_broker, lambda line: f"closed connection from {peer} (user 'guest', vhost '/'" in line, parse=lines)
 
 
@@ -119,13 +133,15 @@ def test_text_mode_logs_a_refused_login_as_a_warning(text_broker: BrokerProcess)
 
 
 def test_json_mode_keeps_the_exact_listening_line(json_broker: BrokerProcess) -> None:
-    assert lines(json_broker)[0] == (f"amqp-server listening on 127.0.0.1:{json_broker.port}, "
-                                     f"data dir {json_broker.data_dir}")
+    assert lines(json_broker)[0] == (
+        f"amqp-server listening on 127.0.0.1:{json_broker.port}, data dir {json_broker.data_dir}"
+    )
 
 
 def test_json_mode_every_other_line_is_a_json_record_with_the_base_keys(json_broker: BrokerProcess) -> None:
-    connection = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=json_broker.port,
-                                                                   socket_timeout=5, connection_attempts=1))
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters(host="127.0.0.1", port=json_broker.port, socket_timeout=5, connection_attempts=1)
+    )
     connection.close()
     wait_for(json_broker, lambda record: record["message"].startswith("closed connection"))
     for record in records(json_broker):

@@ -42,8 +42,9 @@ def missing(what: str, install: str) -> None:
 def run_client(command: list[str], cwd: Path, broker: SimpleNamespace) -> str:
     prefix = f"lang-{uuid.uuid4().hex[:10]}"
     try:
-        result = subprocess.run([*command, broker.url, prefix], cwd=cwd, capture_output=True, text=True,
-                                timeout=RUN_TIMEOUT)
+        result = subprocess.run(
+            [*command, broker.url, prefix], cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
     except subprocess.TimeoutExpired as error:
         pytest.fail(f"{command[0]} did not finish in {RUN_TIMEOUT} s; output:\n{error.stdout}\n{error.stderr}")
     output = result.stdout + result.stderr
@@ -53,7 +54,7 @@ def run_client(command: list[str], cwd: Path, broker: SimpleNamespace) -> str:
 
 def assert_all_scenarios_passed(stdout: str) -> None:
     lines = stdout.split("\n")
-    assert lines[:len(SCENARIOS) + 1] == [f"ok {name}" for name in SCENARIOS] + ["done"], stdout
+    assert lines[: len(SCENARIOS) + 1] == [f"ok {name}" for name in SCENARIOS] + ["done"], stdout
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +67,9 @@ def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if "HOME" not in env and "GOCACHE" not in env:
         env["GOCACHE"] = str(tmp_path_factory.mktemp("go-cache"))
     try:
-        build = subprocess.run(["go", "build", "-o", str(binary), "."], cwd=GO_DIR, env=env, capture_output=True,
-                               text=True, timeout=300)
+        build = subprocess.run(
+            ["go", "build", "-o", str(binary), "."], cwd=GO_DIR, env=env, capture_output=True, text=True, timeout=300
+        )
     except subprocess.TimeoutExpired as error:
         pytest.fail(f"go build did not finish in 300 s:\n{error.stderr}")
     assert build.returncode == 0, build.stdout + build.stderr
@@ -77,10 +79,14 @@ def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def node() -> str:
     path = shutil.which("node")
-    if path is None or not (NODE_DIR / "node_modules" / "amqplib").is_dir() \
-            or not (NODE_DIR / "node_modules" / "@cloudamqp" / "amqp-client").is_dir():
-        missing("Node.js with amqplib and @cloudamqp/amqp-client",
-                f"apt-get install nodejs npm, then npm ci in {NODE_DIR}")
+    if (
+        path is None
+        or not (NODE_DIR / "node_modules" / "amqplib").is_dir()
+        or not (NODE_DIR / "node_modules" / "@cloudamqp" / "amqp-client").is_dir()
+    ):
+        missing(
+            "Node.js with amqplib and @cloudamqp/amqp-client", f"apt-get install nodejs npm, then npm ci in {NODE_DIR}"
+        )
     return path
 
 

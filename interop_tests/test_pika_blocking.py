@@ -17,8 +17,8 @@ assuming it is immediate.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import closing
-from typing import Iterator
 
 import pika
 import pika.exceptions
@@ -69,6 +69,7 @@ def assert_channel_closed_by_broker(excinfo: pytest.ExceptionInfo, code: int, te
 
 
 # ------------------------------------------------------------------ connection and channels
+
 
 def test_connect_and_close(params):
     connection = pika.BlockingConnection(params)
@@ -139,6 +140,7 @@ def test_unknown_vhost_is_refused(params, unique):
 
 # ------------------------------------------------------------------ queue.declare
 
+
 def test_server_named_queue(channel):
     declared = channel.queue_declare("", exclusive=True).method
 
@@ -164,7 +166,8 @@ def test_exclusive_queue_is_locked_for_other_connections(params, channel, unique
             other_channel.queue_declare(unique)
 
         assert_channel_closed_by_broker(
-            excinfo, 405, f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{unique}' in vhost '/'")
+            excinfo, 405, f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{unique}' in vhost '/'"
+        )
         assert other.is_open
 
 
@@ -191,9 +194,11 @@ def test_redeclaring_with_a_different_durable_flag_is_406(channel, queue):
         channel.queue_declare(queue, durable=True)
 
     assert_channel_closed_by_broker(
-        excinfo, 406,
+        excinfo,
+        406,
         f"PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{queue}' in vhost '/': "
-        "received 'true' but current is 'false'")
+        "received 'true' but current is 'false'",
+    )
 
 
 def test_declare_reports_message_and_consumer_counts(connection, channel, queue):
@@ -212,6 +217,7 @@ def test_declare_reports_message_and_consumer_counts(connection, channel, queue)
 
 
 # ------------------------------------------------------------------ exchanges and routing
+
 
 def test_direct_exchange_declare_and_passive_declare(channel, queue, exchange):
     channel.exchange_declare(exchange, exchange_type="direct")
@@ -238,9 +244,11 @@ def test_redeclaring_an_exchange_with_another_type_is_406(connection, channel, e
         channel.exchange_declare(exchange, exchange_type="fanout")
 
     assert_channel_closed_by_broker(
-        excinfo, 406,
+        excinfo,
+        406,
         f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{exchange}' in vhost '/': "
-        "received 'fanout' but current is 'direct'")
+        "received 'fanout' but current is 'direct'",
+    )
     assert connection.is_open
 
 
@@ -274,6 +282,7 @@ def test_queue_delete_reports_messages_and_removes_the_queue(connection, unique)
 
 
 # ------------------------------------------------------------------ publishing and properties
+
 
 def test_all_basic_properties_arrive_unchanged(channel, queue):
     sent = pika.BasicProperties(
@@ -333,6 +342,7 @@ def test_mandatory_unroutable_publish_raises_unroutable_error_in_confirm_mode(co
 
 
 # ------------------------------------------------------------------ consumers and acknowledgements
+
 
 def test_round_robin_across_two_consumers_on_two_channels(connection, channel, queue):
     first, second = Collector(), Collector()
@@ -398,8 +408,7 @@ def test_unacked_messages_are_requeued_in_order_when_the_channel_closes(connecti
     consumer_channel.close()
 
     wait_for_message_count(channel, queue, 5)
-    assert get_all(channel, queue) == [
-        (b"m0", True), (b"m1", True), (b"m2", True), (b"m3", False), (b"m4", False)]
+    assert get_all(channel, queue) == [(b"m0", True), (b"m1", True), (b"m2", True), (b"m3", False), (b"m4", False)]
 
 
 def test_unacked_messages_are_requeued_in_order_when_the_connection_closes(params, channel, queue):
@@ -414,8 +423,7 @@ def test_unacked_messages_are_requeued_in_order_when_the_connection_closes(param
     consumer_connection.close()
 
     wait_for_message_count(channel, queue, 5)
-    assert get_all(channel, queue) == [
-        (b"m0", True), (b"m1", True), (b"m2", True), (b"m3", False), (b"m4", False)]
+    assert get_all(channel, queue) == [(b"m0", True), (b"m1", True), (b"m2", True), (b"m3", False), (b"m4", False)]
 
 
 def test_basic_cancel_stops_deliveries(connection, channel, queue):

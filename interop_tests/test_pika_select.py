@@ -63,8 +63,9 @@ def test_select_connection_declares_consumes_publishes_cancels_and_closes(params
         events.append("timeout")
         state["connection"].ioloop.stop()
 
-    connection = pika.SelectConnection(params, on_open_callback=on_open, on_open_error_callback=on_open_error,
-                                       on_close_callback=on_closed)
+    connection = pika.SelectConnection(
+        params, on_open_callback=on_open, on_open_error_callback=on_open_error, on_close_callback=on_closed
+    )
     state["connection"] = connection
     connection.ioloop.call_later(TIMEOUT, on_timeout)
     connection.ioloop.start()

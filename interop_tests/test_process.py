@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pika
 import pytest
@@ -31,8 +31,9 @@ class Spawned:
     """A broker subprocess whose stderr lines are collected by a thread, so every wait has a deadline."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                                        cwd=REPO, env=env)
+        self.process = subprocess.Popen(
+            args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO, env=env
+        )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -117,8 +118,11 @@ def free_port() -> int:
 
 
 def pika_connect(port: int) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        host="127.0.0.1", port=port, socket_timeout=5, blocked_connection_timeout=5, connection_attempts=1))
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            host="127.0.0.1", port=port, socket_timeout=5, blocked_connection_timeout=5, connection_attempts=1
+        )
+    )
 
 
 def assert_serves(port: int) -> None:
@@ -155,9 +159,15 @@ def test_port_zero_picks_a_free_port_and_logs_it_with_the_data_dir(broker_proces
 def test_environment_variables_configure_port_data_dir_and_log_level(spawn, tmp_path: Path) -> None:
     port = free_port()
     data_dir = tmp_path / "from-env"
-    broker = spawn([sys.executable, "-m", "amqp_server"], env=clean_env(
-        AMQP_SERVER_HOST="127.0.0.1", AMQP_SERVER_PORT=str(port), AMQP_SERVER_DATA_DIR=str(data_dir),
-        AMQP_SERVER_LOG_LEVEL="debug"))
+    broker = spawn(
+        [sys.executable, "-m", "amqp_server"],
+        env=clean_env(
+            AMQP_SERVER_HOST="127.0.0.1",
+            AMQP_SERVER_PORT=str(port),
+            AMQP_SERVER_DATA_DIR=str(data_dir),
+            AMQP_SERVER_LOG_LEVEL="debug",
+        ),
+    )
     line = broker.wait_for_line("listening on")
     assert f"listening on 127.0.0.1:{port}, data dir {data_dir}" in line
     assert data_dir.is_dir()
@@ -168,8 +178,10 @@ def test_environment_variables_configure_port_data_dir_and_log_level(spawn, tmp_
 
 
 def test_log_level_from_the_environment_silences_info(spawn, tmp_path: Path) -> None:
-    broker = spawn([sys.executable, "-m", "amqp_server", "--port", "0"], env=clean_env(
-        AMQP_SERVER_DATA_DIR=str(tmp_path / "data"), AMQP_SERVER_LOG_LEVEL="error"))
+    broker = spawn(
+        [sys.executable, "-m", "amqp_server", "--port", "0"],
+        env=clean_env(AMQP_SERVER_DATA_DIR=str(tmp_path / "data"), AMQP_SERVER_LOG_LEVEL="error"),
+    )
     assert_serves(broker.listening_port())
     broker.process.send_signal(signal.SIGTERM)
     assert broker.process.wait(10) == 0
@@ -179,8 +191,10 @@ def test_log_level_from_the_environment_silences_info(spawn, tmp_path: Path) -> 
 
 def test_flags_win_over_environment_variables(spawn, tmp_path: Path) -> None:
     flag_dir = tmp_path / "from-flag"
-    broker = spawn([sys.executable, "-m", "amqp_server", "--port", "0", "--data-dir", str(flag_dir)],
-                   env=clean_env(AMQP_SERVER_PORT=str(free_port()), AMQP_SERVER_DATA_DIR=str(tmp_path / "env")))
+    broker = spawn(
+        [sys.executable, "-m", "amqp_server", "--port", "0", "--data-dir", str(flag_dir)],
+        env=clean_env(AMQP_SERVER_PORT=str(free_port()), AMQP_SERVER_DATA_DIR=str(tmp_path / "env")),
+    )
     line = broker.wait_for_line("listening on")
     assert f"data dir {flag_dir}" in line
     port = int(LISTENING.search(line).group(2))
@@ -189,8 +203,7 @@ def test_flags_win_over_environment_variables(spawn, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_closes_clients_with_connection_forced_and_exits_zero(broker_process: BrokerProcess,
-                                                                     sig: int) -> None:
+def test_signal_closes_clients_with_connection_forced_and_exits_zero(broker_process: BrokerProcess, sig: int) -> None:
     connection = pika_connect(broker_process.port)
     channel = connection.channel()
     channel.queue_declare("", exclusive=True)
@@ -212,8 +225,9 @@ def test_signal_with_no_clients_exits_zero_promptly(broker_process: BrokerProces
 
 
 def test_help_lists_every_flag() -> None:
-    result = subprocess.run([sys.executable, "-m", "amqp_server", "--help"], capture_output=True, text=True,
-                            cwd=REPO, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "amqp_server", "--help"], capture_output=True, text=True, cwd=REPO, timeout=30
+    )
     assert result.returncode == 0
     for flag in ("--host", "--port", "--data-dir", "--log-level"):
         assert flag in result.stdout
@@ -221,22 +235,39 @@ def test_help_lists_every_flag() -> None:
         assert variable in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--port", "70000"], "--port must be between 0 and 65535"),
-    (["--log-level", "loud"], "invalid choice: 'loud'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "70000"], "--port must be between 0 and 65535"),
+        (["--log-level", "loud"], "invalid choice: 'loud'"),
+    ],
+)
 def test_bad_arguments_exit_with_usage_error(args: list[str], message: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "amqp_server", *args], capture_output=True, text=True,
-                            cwd=REPO, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "amqp_server", *args], capture_output=True, text=True, cwd=REPO, timeout=30
+    )
     assert result.returncode == 2
     assert message in result.stderr
 
 
 def test_port_already_in_use_exits_nonzero(broker_process: BrokerProcess, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "amqp_server", "--host", "127.0.0.1", "--port", str(broker_process.port),
-         "--data-dir", str(tmp_path / "second")],
-        capture_output=True, text=True, cwd=REPO, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "amqp_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(broker_process.port),
+            "--data-dir",
+            str(tmp_path / "second"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
     assert result.returncode != 0
     assert "address already in use" in result.stderr.lower()
     assert_serves(broker_process.port)

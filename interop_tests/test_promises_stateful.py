@@ -38,16 +38,17 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from hypothesis import HealthCheck, Phase, settings, strategies as st
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from pamqp import commands
 
@@ -96,11 +97,13 @@ class Broken(AssertionError):
 
 def step(method: Callable[..., None]) -> Callable[..., None]:
     """Marks the machine unhealthy while a step runs, so teardown skips the final check after a failure."""
+
     @functools.wraps(method)
-    def run(self: "Promises", **kwargs: Any) -> None:
+    def run(self: Promises, **kwargs: Any) -> None:
         self.healthy = False
         method(self, **kwargs)
         self.healthy = True
+
     return run
 
 
@@ -115,16 +118,21 @@ class Client:
         self.sock.call(TX, commands.Tx.Select(), commands.Tx.SelectOk)
         self.confirm_sequence = 0
         for name, arguments in QUEUES.items():
-            self.sock.call(PLAIN, commands.Queue.Declare(queue=name, durable=True, arguments=arguments),
-                           commands.Queue.DeclareOk)
+            self.sock.call(
+                PLAIN, commands.Queue.Declare(queue=name, durable=True, arguments=arguments), commands.Queue.DeclareOk
+            )
 
     def round_trip(self, channel: int) -> None:
         """Everything sent on ``channel`` before this has been processed by the broker."""
         self.sock.call(channel, commands.Basic.Qos(prefetch_count=0), commands.Basic.QosOk)
 
     def publish(self, channel: int, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-        self.sock.send(b"".join(make_message(key, key.encode(), **properties).publish_frames(channel, "", queue)
-                                for key, queue, properties in messages))
+        self.sock.send(
+            b"".join(
+                make_message(key, key.encode(), **properties).publish_frames(channel, "", queue)
+                for key, queue, properties in messages
+            )
+        )
 
     def wait_for_confirms(self, count: int) -> None:
         self.confirm_sequence += count
@@ -232,15 +240,22 @@ class Promises(RuleBasedStateMachine):
             if message.queue != queue:
                 continue
             if message.state is State.READY:
-                raise Broken(f"{queue}: {message.key} lost (queue empty; {'synced' if message.synced else 'unsynced'}"
-                             f", {'stored' if message.stored else 'transient'})")
+                raise Broken(
+                    f"{queue}: {message.key} lost (queue empty; {'synced' if message.synced else 'unsynced'}"
+                    f", {'stored' if message.stored else 'transient'})"
+                )
             if message.state is State.MAYBE:
                 message.state = State.GONE
 
     def _held(self, channel: int) -> list[Msg]:
-        return sorted((message for message in self.messages.values()
-                       if message.state is State.HELD and message.held_on[0] == channel),
-                      key=lambda message: message.held_on[1])
+        return sorted(
+            (
+                message
+                for message in self.messages.values()
+                if message.state is State.HELD and message.held_on[0] == channel
+            ),
+            key=lambda message: message.held_on[1],
+        )
 
     def _settled(self, messages: list[Msg], outcome: str, committed: bool) -> None:
         for message in messages:
@@ -302,16 +317,23 @@ class Promises(RuleBasedStateMachine):
         if multiple:
             last = max(message.held_on[1] for message in messages)
             messages = [message for message in self._held(channel) if message.held_on[1] <= last]
-            frames = {"ack": commands.Basic.Ack(delivery_tag=last, multiple=True),
-                      "requeue": commands.Basic.Nack(delivery_tag=last, multiple=True, requeue=True),
-                      "reject": commands.Basic.Nack(delivery_tag=last, multiple=True, requeue=False)}
+            frames = {
+                "ack": commands.Basic.Ack(delivery_tag=last, multiple=True),
+                "requeue": commands.Basic.Nack(delivery_tag=last, multiple=True, requeue=True),
+                "reject": commands.Basic.Nack(delivery_tag=last, multiple=True, requeue=False),
+            }
             sock.send_method(channel, frames[outcome])
             return messages
         for message in messages:
             tag = message.held_on[1]
-            sock.send_method(channel, {"ack": commands.Basic.Ack(delivery_tag=tag),
-                                       "requeue": commands.Basic.Reject(delivery_tag=tag, requeue=True),
-                                       "reject": commands.Basic.Reject(delivery_tag=tag, requeue=False)}[outcome])
+            sock.send_method(
+                channel,
+                {
+                    "ack": commands.Basic.Ack(delivery_tag=tag),
+                    "requeue": commands.Basic.Reject(delivery_tag=tag, requeue=True),
+                    "reject": commands.Basic.Reject(delivery_tag=tag, requeue=False),
+                }[outcome],
+            )
         return messages
 
     def _settle_plain(self, messages: list[Msg], outcome: str) -> None:
@@ -353,9 +375,13 @@ class Promises(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules
 
-    @rule(queue=st.sampled_from(sorted(QUEUES)), count=st.integers(1, 4), persistent=st.booleans(),
-          ttl=st.sampled_from([None, None, LONG_TTL, *SHORT_TTLS]),
-          via=st.sampled_from(["confirm", "commit", "rollback", "plain"]))
+    @rule(
+        queue=st.sampled_from(sorted(QUEUES)),
+        count=st.integers(1, 4),
+        persistent=st.booleans(),
+        ttl=st.sampled_from([None, None, LONG_TTL, *SHORT_TTLS]),
+        via=st.sampled_from(["confirm", "commit", "rollback", "plain"]),
+    )
     @step
     def publish(self, queue: str, count: int, persistent: bool, ttl: str | None, via: str) -> None:
         """``count`` messages to ``queue``: TTL and TTL-less ones mix on every queue, and survive restarts."""
@@ -376,9 +402,11 @@ class Promises(RuleBasedStateMachine):
             self.client.round_trip(PLAIN)
         self._arrived(sent, synced=via != "plain")
 
-    @rule(queue=st.sampled_from(sorted(QUEUES)), count=st.integers(1, 6),
-          outcome=st.sampled_from(["ack", "ack-multiple", "requeue", "requeue-multiple", "reject", "hold",
-                                   "no-ack"]))
+    @rule(
+        queue=st.sampled_from(sorted(QUEUES)),
+        count=st.integers(1, 6),
+        outcome=st.sampled_from(["ack", "ack-multiple", "requeue", "requeue-multiple", "reject", "hold", "no-ack"]),
+    )
     @step
     def get(self, queue: str, count: int, outcome: str) -> None:
         got = []
@@ -392,8 +420,11 @@ class Promises(RuleBasedStateMachine):
         else:
             self._settle_plain(got, outcome)
 
-    @rule(queue=st.sampled_from(sorted(QUEUES)), count=st.integers(1, 4),
-          outcome=st.sampled_from(["ack", "requeue", "reject", "rollback"]))
+    @rule(
+        queue=st.sampled_from(sorted(QUEUES)),
+        count=st.integers(1, 4),
+        outcome=st.sampled_from(["ack", "requeue", "reject", "rollback"]),
+    )
     @step
     def get_in_tx(self, queue: str, count: int, outcome: str) -> None:
         got = []
@@ -404,8 +435,11 @@ class Promises(RuleBasedStateMachine):
             got.append(message)
         self._settle_tx(got, outcome)
 
-    @rule(queue=st.sampled_from(sorted(QUEUES)), prefetch=st.integers(1, 5),
-          outcome=st.sampled_from(["ack", "ack-multiple", "requeue", "reject", "hold"]))
+    @rule(
+        queue=st.sampled_from(sorted(QUEUES)),
+        prefetch=st.integers(1, 5),
+        outcome=st.sampled_from(["ack", "ack-multiple", "requeue", "reject", "hold"]),
+    )
     @step
     def consume(self, queue: str, prefetch: int, outcome: str) -> None:
         """A consumer with ``prefetch`` credit; reads until it has that many or the queue goes quiet, cancels."""
@@ -416,7 +450,7 @@ class Promises(RuleBasedStateMachine):
         while len(got) < prefetch:
             try:
                 _, method = sock.read_method(timeout=IDLE)
-            except socket.timeout:
+            except TimeoutError:
                 break
             got.append(self._consumed(queue, method, requested_at))
         sock.send_method(PLAIN, commands.Basic.Cancel(consumer_tag="walk"))
@@ -431,15 +465,18 @@ class Promises(RuleBasedStateMachine):
         self._delivered(queue, key, requested_at, PLAIN, method.delivery_tag)
         return self.messages[key]
 
-    @rule(outcome=st.sampled_from(["ack", "ack-multiple", "requeue", "requeue-multiple", "reject"]),
-          picks=st.lists(st.integers(0, 63), min_size=1, max_size=4))
+    @rule(
+        outcome=st.sampled_from(["ack", "ack-multiple", "requeue", "requeue-multiple", "reject"]),
+        picks=st.lists(st.integers(0, 63), min_size=1, max_size=4),
+    )
     @step
     def settle_held(self, outcome: str, picks: list[int]) -> None:
         """Settle some of the messages kept unacked on the plain channel (``picks`` index them, modulo)."""
         held = self._held(PLAIN)
         if held:
-            self._settle_plain(list({held[pick % len(held)].key: held[pick % len(held)] for pick in picks}.values()),
-                               outcome)
+            self._settle_plain(
+                list({held[pick % len(held)].key: held[pick % len(held)] for pick in picks}.values()), outcome
+            )
 
     @rule(outcome=st.sampled_from(["ack", "requeue", "reject"]))
     @step
@@ -450,9 +487,15 @@ class Promises(RuleBasedStateMachine):
     @step
     def purge(self, queue: str) -> None:
         self.client.sock.call(PLAIN, commands.Queue.Purge(queue=queue), commands.Queue.PurgeOk)
-        self._settled([message for message in self.messages.values()
-                       if message.queue == queue and message.state in (State.READY, State.MAYBE)],
-                      "purge", committed=False)
+        self._settled(
+            [
+                message
+                for message in self.messages.values()
+                if message.queue == queue and message.state in (State.READY, State.MAYBE)
+            ],
+            "purge",
+            committed=False,
+        )
 
     @rule(queue=st.sampled_from(sorted(QUEUES)))
     @step
@@ -472,8 +515,11 @@ class Promises(RuleBasedStateMachine):
         """SIGKILL, with plain publishes possibly still on their way."""
         self._restart(crashed=True, in_flight=[self._new(queue, persistent, None) for queue, persistent in in_flight])
 
-    @precondition(lambda self: any(message.deadline is not None and message.index > self.waited_for
-                                   for message in self.messages.values()))
+    @precondition(
+        lambda self: any(
+            message.deadline is not None and message.index > self.waited_for for message in self.messages.values()
+        )
+    )
     @rule()
     @step
     def let_short_ttls_run_out(self) -> None:
@@ -483,7 +529,12 @@ class Promises(RuleBasedStateMachine):
 
 
 Promises.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None, print_blob=True,
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    database=None,
+    print_blob=True,
     phases=[Phase.explicit, Phase.generate, *([Phase.shrink] if SHRINK else [])],
-    suppress_health_check=list(HealthCheck))
+    suppress_health_check=list(HealthCheck),
+)
 test_promises = Promises.TestCase

@@ -16,8 +16,8 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Iterator
 
 import pika
 import pytest
@@ -29,8 +29,9 @@ FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 
 
 def pika_connection(broker: SimpleNamespace) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(
-        broker.url + "?socket_timeout=5&blocked_connection_timeout=5&connection_attempts=1"))
+    return pika.BlockingConnection(
+        pika.URLParameters(broker.url + "?socket_timeout=5&blocked_connection_timeout=5&connection_attempts=1")
+    )
 
 
 def assert_connection_works(connection: pika.BlockingConnection) -> None:
@@ -75,8 +76,14 @@ def opened(raw: RawClient) -> RawClient:
     return raw
 
 
-def assert_close(close: commands.Connection.Close, code: int, text: str | None = None, prefix: str | None = None,
-                 class_id: int | None = None, method_id: int | None = None) -> None:
+def assert_close(
+    close: commands.Connection.Close,
+    code: int,
+    text: str | None = None,
+    prefix: str | None = None,
+    class_id: int | None = None,
+    method_id: int | None = None,
+) -> None:
     assert close.reply_code == code, close.reply_text
     if text is not None:
         assert close.reply_text == text
@@ -101,10 +108,17 @@ def refused_during_handshake(raw: RawClient, code: int, prefix: str) -> None:
 # ------------------------------------------------------------ protocol header
 
 
-@pytest.mark.parametrize("greeting", [
-    b"AMQP\x00\x00\x09\x00", b"AMQP\x00\x00\x08\x00", b"AMQP\x00\x01\x09\x01", b"XXXXXXXX", b"HTTP/1.1",
-    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "greeting",
+    [
+        b"AMQP\x00\x00\x09\x00",
+        b"AMQP\x00\x00\x08\x00",
+        b"AMQP\x00\x01\x09\x01",
+        b"XXXXXXXX",
+        b"HTTP/1.1",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
 def test_wrong_protocol_header_gets_ours_back_then_the_socket_closes(raw: RawClient, greeting: bytes) -> None:
     raw.send(greeting)
     assert raw.read_raw_until_closed(timeout=5) == PROTOCOL_HEADER
@@ -187,8 +201,7 @@ def test_heartbeat_frame_on_a_channel_is_unexpected_frame(opened: RawClient) -> 
 
 
 @pytest.mark.parametrize("channel, class_id, method_id", [(1, 99, 1), (1, 50, 99), (0, 10, 99)])
-def test_unknown_method_ends_the_connection(opened: RawClient, channel: int, class_id: int,
-                                            method_id: int) -> None:
+def test_unknown_method_ends_the_connection(opened: RawClient, channel: int, class_id: int, method_id: int) -> None:
     # RabbitMQ's reader crashes and drops the socket without a frame; a graceful broker says
     # 503 COMMAND_INVALID or 540 NOT_IMPLEMENTED.  Either way the connection must end.
     opened.send_frame(FRAME_METHOD, channel, struct.pack(">HH", class_id, method_id))
@@ -196,8 +209,10 @@ def test_unknown_method_ends_the_connection(opened: RawClient, channel: int, cla
         close = opened.expect_connection_close()
     except ServerClosed:
         return
-    assert (close.reply_code, close.reply_text.split(" - ")[0]) in {(503, "COMMAND_INVALID"),
-                                                                    (540, "NOT_IMPLEMENTED")}, close.reply_text
+    assert (close.reply_code, close.reply_text.split(" - ")[0]) in {
+        (503, "COMMAND_INVALID"),
+        (540, "NOT_IMPLEMENTED"),
+    }, close.reply_text
     assert opened.wait_closed() == []
 
 
@@ -209,11 +224,11 @@ def test_method_frame_shorter_than_its_ids_is_frame_error(opened: RawClient) -> 
 @pytest.mark.parametrize("cut", ["truncated", "missing arguments table", "trailing bytes"])
 def test_method_arguments_that_do_not_decode_are_frame_error(opened: RawClient, cut: str) -> None:
     payload = method_payload(commands.Queue.Declare(queue="abcdef"))
-    payload = {"truncated": payload[:8], "missing arguments table": payload[:-4],
-               "trailing bytes": payload + b"zzzz"}[cut]
+    payload = {"truncated": payload[:8], "missing arguments table": payload[:-4], "trailing bytes": payload + b"zzzz"}[
+        cut
+    ]
     opened.send_frame(FRAME_METHOD, 1, payload)
-    assert_close(opened.expect_connection_close(), 501, prefix="FRAME_ERROR - cannot decode",
-                 class_id=50, method_id=10)
+    assert_close(opened.expect_connection_close(), 501, prefix="FRAME_ERROR - cannot decode", class_id=50, method_id=10)
 
 
 # ------------------------------------------------------------ content frames
@@ -225,69 +240,108 @@ def test_content_frame_without_a_publish_is_unexpected_frame(opened: RawClient, 
         opened.send_marshalled(1, header.ContentHeader(0, 5, commands.Basic.Properties()))
     else:
         opened.send_marshalled(1, body.ContentBody(b"hello"))
-    assert_close(opened.expect_connection_close(), 505,
-                 text="UNEXPECTED_FRAME - expected method frame, got non method frame instead",
-                 class_id=0, method_id=0)
+    assert_close(
+        opened.expect_connection_close(),
+        505,
+        text="UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+        class_id=0,
+        method_id=0,
+    )
 
 
 def test_method_instead_of_content_header_is_unexpected_frame(opened: RawClient) -> None:
     opened.send_method(1, commands.Basic.Publish(exchange="", routing_key="q"))
     opened.send_method(1, commands.Queue.Declare(queue="q"))
-    assert_close(opened.expect_connection_close(), 505,
-                 text="UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead",
-                 class_id=60, method_id=40)
+    assert_close(
+        opened.expect_connection_close(),
+        505,
+        text="UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead",
+        class_id=60,
+        method_id=40,
+    )
 
 
 def test_method_instead_of_content_body_is_unexpected_frame(opened: RawClient) -> None:
     opened.send_method(1, commands.Basic.Publish(exchange="", routing_key="q"))
     opened.send_marshalled(1, header.ContentHeader(0, 5, commands.Basic.Properties()))
     opened.send_method(1, commands.Queue.Declare(queue="q"))
-    assert_close(opened.expect_connection_close(), 505,
-                 text="UNEXPECTED_FRAME - expected content body, got non content body frame instead",
-                 class_id=60, method_id=40)
+    assert_close(
+        opened.expect_connection_close(),
+        505,
+        text="UNEXPECTED_FRAME - expected content body, got non content body frame instead",
+        class_id=60,
+        method_id=40,
+    )
 
 
 def test_content_header_of_the_wrong_class_is_unexpected_frame(opened: RawClient) -> None:
     opened.send_method(1, commands.Basic.Publish(exchange="", routing_key="q"))
     # a content header for class 50 (queue): weight 0, body size 5, no property flags
     opened.send_frame(FRAME_HEADER, 1, struct.pack(">HHQH", 50, 0, 5, 0))
-    assert_close(opened.expect_connection_close(), 505,
-                 text="UNEXPECTED_FRAME - expected content header for class 60, got one for class 50 instead",
-                 class_id=60, method_id=40)
+    assert_close(
+        opened.expect_connection_close(),
+        505,
+        text="UNEXPECTED_FRAME - expected content header for class 60, got one for class 50 instead",
+        class_id=60,
+        method_id=40,
+    )
 
 
 # ------------------------------------------------------------ channels
 
 
-@pytest.mark.parametrize("method, class_id, method_id", [
-    (commands.Queue.Declare(queue="q"), 50, 10),
-    (commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0), 20, 40),
-    (commands.Channel.CloseOk(), 20, 41),
-])
-def test_method_on_a_never_opened_channel_is_channel_error(opened: RawClient, method, class_id: int,
-                                                           method_id: int) -> None:
+@pytest.mark.parametrize(
+    "method, class_id, method_id",
+    [
+        (commands.Queue.Declare(queue="q"), 50, 10),
+        (commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0), 20, 40),
+        (commands.Channel.CloseOk(), 20, 41),
+    ],
+)
+def test_method_on_a_never_opened_channel_is_channel_error(
+    opened: RawClient, method, class_id: int, method_id: int
+) -> None:
     opened.send_method(5, method)
-    assert_close(opened.expect_connection_close(), 504, text="CHANNEL_ERROR - expected 'channel.open'",
-                 class_id=class_id, method_id=method_id)
+    assert_close(
+        opened.expect_connection_close(),
+        504,
+        text="CHANNEL_ERROR - expected 'channel.open'",
+        class_id=class_id,
+        method_id=method_id,
+    )
 
 
 def test_content_header_on_a_never_opened_channel_is_unexpected_frame(opened: RawClient) -> None:
     opened.send_marshalled(5, header.ContentHeader(0, 5, commands.Basic.Properties()))
-    assert_close(opened.expect_connection_close(), 505,
-                 text="UNEXPECTED_FRAME - expected method frame, got non method frame instead",
-                 class_id=0, method_id=0)
+    assert_close(
+        opened.expect_connection_close(),
+        505,
+        text="UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+        class_id=0,
+        method_id=0,
+    )
 
 
 def test_second_channel_open_is_channel_error(opened: RawClient) -> None:
     opened.send_method(1, commands.Channel.Open())
-    assert_close(opened.expect_connection_close(), 504, text="CHANNEL_ERROR - second 'channel.open' seen",
-                 class_id=20, method_id=10)
+    assert_close(
+        opened.expect_connection_close(),
+        504,
+        text="CHANNEL_ERROR - second 'channel.open' seen",
+        class_id=20,
+        method_id=10,
+    )
 
 
 def test_channel_method_on_channel_zero_is_channel_error(opened: RawClient) -> None:
     opened.send_method(0, commands.Channel.Open())
-    assert_close(opened.expect_connection_close(), 504,
-                 text="CHANNEL_ERROR - unexpected method in connection state running", class_id=20, method_id=10)
+    assert_close(
+        opened.expect_connection_close(),
+        504,
+        text="CHANNEL_ERROR - unexpected method in connection state running",
+        class_id=20,
+        method_id=10,
+    )
 
 
 def test_channel_open_before_connection_open_is_unexpected_frame(raw: RawClient) -> None:
@@ -307,8 +361,14 @@ def test_bad_credentials_are_access_refused(raw: RawClient, username: str, passw
     raw.start()
     raw.start_ok(username=username, password=password)
     close = raw.expect_connection_close()
-    assert_close(close, 403, text="ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. "
-                                  "For details see the broker logfile.", class_id=0, method_id=0)
+    assert_close(
+        close,
+        403,
+        text="ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. "
+        "For details see the broker logfile.",
+        class_id=0,
+        method_id=0,
+    )
     assert raw.wait_closed() == []
 
 
@@ -324,8 +384,9 @@ def test_unknown_vhost_is_not_allowed(raw: RawClient) -> None:
     raw.expect(commands.Connection.Tune)
     raw.send_method(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))
     raw.send_method(0, commands.Connection.Open(virtual_host="nope"))
-    assert_close(raw.expect_connection_close(), 530, text="NOT_ALLOWED - vhost nope not found",
-                 class_id=10, method_id=40)
+    assert_close(
+        raw.expect_connection_close(), 530, text="NOT_ALLOWED - vhost nope not found", class_id=10, method_id=40
+    )
     assert raw.wait_closed() == []
 
 
@@ -354,7 +415,7 @@ def test_client_that_sends_heartbeats_is_kept(raw: RawClient) -> None:
         raw.send_marshalled(0, heartbeat.Heartbeat())
         try:
             raw.read_frame(timeout=0.4)
-        except socket.timeout:
+        except TimeoutError:
             pass
     raw.open_channel(1)
 

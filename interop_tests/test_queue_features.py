@@ -17,8 +17,9 @@ short quiet period only.  TTLs are 100-300 ms so the file stays fast.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import closing
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -63,8 +64,14 @@ def names(params: pika.ConnectionParameters, unique: str) -> Iterator[Names]:
 
 # ------------------------------------------------------------------ helpers
 
-def wait_until(connection: BlockingConnection, predicate: Callable[[], Any], what: str,
-               timeout: float = TIMEOUT, interval: float = POLL) -> Any:
+
+def wait_until(
+    connection: BlockingConnection,
+    predicate: Callable[[], Any],
+    what: str,
+    timeout: float = TIMEOUT,
+    interval: float = POLL,
+) -> Any:
     """Poll ``predicate`` (processing pika's events in between) until it is truthy; return its value."""
     deadline = time.monotonic() + timeout
     while not (result := predicate()):
@@ -73,8 +80,9 @@ def wait_until(connection: BlockingConnection, predicate: Callable[[], Any], wha
     return result
 
 
-def stays_true(connection: BlockingConnection, predicate: Callable[[], bool], what: str,
-               period: float = QUIET_PERIOD) -> None:
+def stays_true(
+    connection: BlockingConnection, predicate: Callable[[], bool], what: str, period: float = QUIET_PERIOD
+) -> None:
     """Assert ``predicate`` holds throughout ``period`` seconds."""
     deadline = time.monotonic() + period
     while time.monotonic() < deadline:
@@ -106,12 +114,15 @@ def get_bodies(channel: BlockingChannel, queue: str) -> list[bytes]:
     return bodies
 
 
-def wait_for_message(channel: BlockingChannel, queue: str, auto_ack: bool = True
-                     ) -> tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes]:
+def wait_for_message(
+    channel: BlockingChannel, queue: str, auto_ack: bool = True
+) -> tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes]:
     """Poll basic.get until a message arrives (dead-lettering is asynchronous in RabbitMQ)."""
+
     def fetch():
         method, properties, body = channel.basic_get(queue, auto_ack=auto_ack)
         return None if method is None else (method, properties, body)
+
     return wait_until(channel.connection, fetch, f"a message in {queue!r}")
 
 
@@ -153,11 +164,11 @@ class Collector:
 
 
 def wait_for_deliveries(connection: BlockingConnection, count: int, *collectors: Collector) -> None:
-    wait_until(connection, lambda: sum(len(c.deliveries) for c in collectors) >= count,
-               f"{count} deliveries")
+    wait_until(connection, lambda: sum(len(c.deliveries) for c in collectors) >= count, f"{count} deliveries")
 
 
 # ------------------------------------------------------------------ per-queue message TTL
+
 
 def test_queue_ttl_expires_a_message_nobody_consumes(channel, names):
     queue = names.queue()
@@ -189,6 +200,7 @@ def test_queue_ttl_applies_to_messages_already_queued_behind_others(channel, nam
 
 
 # ------------------------------------------------------------------ per-message TTL (expiration)
+
 
 def test_expiration_property_expires_the_message(channel, names):
     queue = names.queue()
@@ -232,8 +244,10 @@ def test_messages_without_expiration_are_unaffected_by_others_expiring(channel, 
     assert get_bodies(channel, queue) == [b"forever"]
 
 
-TTL_ZERO = [pytest.param({"x-message-ttl": 0}, {}, id="x-message-ttl-0"),
-            pytest.param({}, {"expiration": "0"}, id="expiration-0")]
+TTL_ZERO = [
+    pytest.param({"x-message-ttl": 0}, {}, id="x-message-ttl-0"),
+    pytest.param({}, {"expiration": "0"}, id="expiration-0"),
+]
 
 
 @pytest.mark.parametrize(("arguments", "properties"), TTL_ZERO)
@@ -260,8 +274,9 @@ def test_ttl_zero_delivers_to_a_waiting_consumer(connection, channel, names, arg
     assert collector.bodies == [b"now or never"]
 
 
-@pytest.mark.parametrize(("queue_ttl", "expiration"), [(300, "60000"), (60000, "300")],
-                         ids=["queue-ttl-smaller", "expiration-smaller"])
+@pytest.mark.parametrize(
+    ("queue_ttl", "expiration"), [(300, "60000"), (60000, "300")], ids=["queue-ttl-smaller", "expiration-smaller"]
+)
 def test_the_smaller_of_queue_ttl_and_expiration_wins(channel, names, queue_ttl, expiration):
     queue = names.queue()
     channel.queue_declare(queue, arguments={"x-message-ttl": queue_ttl})
@@ -273,12 +288,15 @@ def test_the_smaller_of_queue_ttl_and_expiration_wins(channel, names, queue_ttl,
     assert get_body(channel, queue) is None
 
 
-@pytest.mark.parametrize(("expiration", "reply_text"), [
-    ("abc", "PRECONDITION_FAILED - invalid expiration 'abc': no_integer"),
-    ("-1", "PRECONDITION_FAILED - invalid expiration '-1': {value_negative,-1}"),
-    ("1.5", 'PRECONDITION_FAILED - invalid expiration \'1.5\': {leftover_string,".5"}'),
-    ("", "PRECONDITION_FAILED - invalid expiration '': no_integer"),
-])
+@pytest.mark.parametrize(
+    ("expiration", "reply_text"),
+    [
+        ("abc", "PRECONDITION_FAILED - invalid expiration 'abc': no_integer"),
+        ("-1", "PRECONDITION_FAILED - invalid expiration '-1': {value_negative,-1}"),
+        ("1.5", "PRECONDITION_FAILED - invalid expiration '1.5': {leftover_string,\".5\"}"),
+        ("", "PRECONDITION_FAILED - invalid expiration '': no_integer"),
+    ],
+)
 def test_invalid_expiration_closes_the_channel(connection, channel, names, expiration, reply_text):
     queue = names.queue()
     channel.queue_declare(queue)
@@ -291,6 +309,7 @@ def test_invalid_expiration_closes_the_channel(connection, channel, names, expir
 
 
 # ------------------------------------------------------------------ queue expiry (x-expires)
+
 
 def test_unused_queue_is_deleted_after_x_expires(connection, channel, names):
     queue = names.queue()
@@ -334,6 +353,7 @@ def test_redeclaring_renews_the_x_expires_lease(connection, channel, names):
 
 
 # ------------------------------------------------------------------ length limits
+
 
 def test_max_length_drop_head_drops_the_oldest(channel, names):
     queue = names.queue()
@@ -427,6 +447,7 @@ def test_reject_publish_by_bytes(channel, names):
 
 # ------------------------------------------------------------------ priority queues
 
+
 def test_priority_queue_delivers_higher_priority_first(channel, names):
     queue = names.queue()
     channel.queue_declare(queue, arguments={"x-max-priority": 10})
@@ -474,6 +495,7 @@ def test_priority_orders_ready_messages_for_a_consumer(connection, channel, name
 
 # ------------------------------------------------------------------ consumer priorities (x-priority)
 
+
 def test_higher_priority_consumer_gets_messages_while_it_has_credit(connection, channel, names):
     queue = names.queue()
     channel.queue_declare(queue)
@@ -515,11 +537,14 @@ def test_invalid_consumer_priority_closes_the_channel(connection, channel, names
         channel.basic_consume(queue, Collector(), arguments={"x-priority": "abc"})
 
     assert (excinfo.value.reply_code, excinfo.value.reply_text) == (
-        406, f"PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{queue}' in vhost '/': "
-             '"expected integer, got longstr"')
+        406,
+        f"PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{queue}' in vhost '/': "
+        '"expected integer, got longstr"',
+    )
 
 
 # ------------------------------------------------------------------ single active consumer
+
 
 def test_single_active_consumer_only_the_first_consumer_receives(connection, channel, names):
     queue = names.queue()
@@ -572,6 +597,7 @@ def test_single_active_consumer_unacked_messages_go_to_the_next_consumer(connect
 
 # ------------------------------------------------------------------ x-queue-type
 
+
 def test_classic_queue_type_is_accepted_and_equivalent_to_no_type(channel, names):
     queue = names.queue()
     channel.queue_declare(queue, arguments={"x-queue-type": "classic"})
@@ -593,16 +619,22 @@ def test_durable_quorum_queue_round_trip(channel, names):
     assert get_bodies(channel, queue) == [b"1", b"2"]
 
 
-@pytest.mark.parametrize(("flags", "property_name"), [
-    ({"durable": False}, "non-durable"),
-    ({"durable": True, "exclusive": True}, "exclusive-owner"),
-    ({"durable": True, "auto_delete": True}, "auto-delete"),
-], ids=["non-durable", "exclusive", "auto-delete"])
+@pytest.mark.parametrize(
+    ("flags", "property_name"),
+    [
+        ({"durable": False}, "non-durable"),
+        ({"durable": True, "exclusive": True}, "exclusive-owner"),
+        ({"durable": True, "auto_delete": True}, "auto-delete"),
+    ],
+    ids=["non-durable", "exclusive", "auto-delete"],
+)
 def test_quorum_queue_must_be_durable_not_exclusive_not_auto_delete(connection, names, flags, property_name):
     queue = names.queue()
 
     assert declare_error(connection, queue, arguments={"x-queue-type": "quorum"}, **flags) == (
-        406, f"PRECONDITION_FAILED - invalid property '{property_name}' for queue '{queue}' in vhost '/'")
+        406,
+        f"PRECONDITION_FAILED - invalid property '{property_name}' for queue '{queue}' in vhost '/'",
+    )
 
 
 def test_quorum_queue_redeclared_without_its_type_is_inequivalent(connection, channel, names):
@@ -610,21 +642,28 @@ def test_quorum_queue_redeclared_without_its_type_is_inequivalent(connection, ch
     channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
 
     assert declare_error(connection, queue, durable=True) == (
-        406, f"PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '{queue}' in vhost '/': "
-             "received none but current is the value 'quorum' of type 'longstr'")
+        406,
+        f"PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '{queue}' in vhost '/': "
+        "received none but current is the value 'quorum' of type 'longstr'",
+    )
 
 
-@pytest.mark.parametrize(("flags", "arguments", "queue_type"), [
-    ({"durable": True}, {"x-queue-type": "quorum", "x-max-priority": 5}, "rabbit_quorum_queue"),
-    ({}, {"x-queue-type": "classic", "x-delivery-limit": 2}, "rabbit_classic_queue"),
-], ids=["quorum-x-max-priority", "classic-x-delivery-limit"])
+@pytest.mark.parametrize(
+    ("flags", "arguments", "queue_type"),
+    [
+        ({"durable": True}, {"x-queue-type": "quorum", "x-max-priority": 5}, "rabbit_quorum_queue"),
+        ({}, {"x-queue-type": "classic", "x-delivery-limit": 2}, "rabbit_classic_queue"),
+    ],
+    ids=["quorum-x-max-priority", "classic-x-delivery-limit"],
+)
 def test_argument_unsupported_by_the_queue_type(connection, names, flags, arguments, queue_type):
     queue = names.queue()
     argument = next(key for key in arguments if key != "x-queue-type")
 
     assert declare_error(connection, queue, arguments=arguments, **flags) == (
-        406, f"PRECONDITION_FAILED - invalid arg '{argument}' for queue '{queue}' in vhost '/' "
-             f"of queue type {queue_type}")
+        406,
+        f"PRECONDITION_FAILED - invalid arg '{argument}' for queue '{queue}' in vhost '/' of queue type {queue_type}",
+    )
 
 
 def test_quorum_redelivery_carries_x_delivery_count(connection, channel, names):
@@ -655,8 +694,11 @@ def test_quorum_basic_get_always_carries_x_delivery_count(channel, names):
         counts.append((method.redelivered, properties.headers))
         channel.basic_nack(method.delivery_tag, requeue=True)
 
-    assert counts == [(False, {"x-delivery-count": 0}), (True, {"x-delivery-count": 1}),
-                      (True, {"x-delivery-count": 2})]
+    assert counts == [
+        (False, {"x-delivery-count": 0}),
+        (True, {"x-delivery-count": 1}),
+        (True, {"x-delivery-count": 2}),
+    ]
 
 
 def test_quorum_delivery_limit_drops_the_message_after_the_limit(channel, names):
@@ -677,7 +719,7 @@ def test_quorum_delivery_limit_drops_the_message_after_the_limit(channel, names)
 INVALID_ARGUMENTS = [
     ("x-message-ttl", -1, "{value_negative,-1}"),
     ("x-message-ttl", "abc", '"expected integer, got longstr"'),
-    ("x-message-ttl", 2 ** 40, "{value_too_large,1099511627776}"),
+    ("x-message-ttl", 2**40, "{value_too_large,1099511627776}"),
     ("x-expires", 0, "{value_zero,0}"),
     ("x-expires", -5, "{value_negative,-5}"),
     ("x-max-length", -1, "{value_negative,-1}"),
@@ -691,13 +733,18 @@ INVALID_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize(("argument", "value", "reason"), INVALID_ARGUMENTS,
-                         ids=[f"{argument}={value!r}" for argument, value, _ in INVALID_ARGUMENTS])
+@pytest.mark.parametrize(
+    ("argument", "value", "reason"),
+    INVALID_ARGUMENTS,
+    ids=[f"{argument}={value!r}" for argument, value, _ in INVALID_ARGUMENTS],
+)
 def test_invalid_queue_argument_is_refused(connection, names, argument, value, reason):
     queue = names.queue()
 
     assert declare_error(connection, queue, arguments={argument: value}) == (
-        406, f"PRECONDITION_FAILED - invalid arg '{argument}' for queue '{queue}' in vhost '/': {reason}")
+        406,
+        f"PRECONDITION_FAILED - invalid arg '{argument}' for queue '{queue}' in vhost '/': {reason}",
+    )
     assert not queue_exists(connection, queue)
 
 
@@ -705,21 +752,27 @@ def test_dead_letter_exchange_of_the_wrong_type_is_refused(connection, names):
     queue = names.queue()
 
     assert declare_error(connection, queue, arguments={"x-dead-letter-exchange": 5}) == (
-        406, f"PRECONDITION_FAILED - invalid type 'signedint' for arg 'x-dead-letter-exchange' "
-             f"in queue '{queue}' in vhost '/'")
+        406,
+        f"PRECONDITION_FAILED - invalid type 'signedint' for arg 'x-dead-letter-exchange' "
+        f"in queue '{queue}' in vhost '/'",
+    )
 
 
 def test_dead_letter_routing_key_needs_a_dead_letter_exchange(connection, names):
     queue = names.queue()
 
     assert declare_error(connection, queue, arguments={"x-dead-letter-routing-key": "k"}) == (
-        406, f"PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue '{queue}' "
-             "in vhost '/': routing_key_but_no_dlx_defined")
+        406,
+        f"PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue '{queue}' "
+        "in vhost '/': routing_key_but_no_dlx_defined",
+    )
 
 
-@pytest.mark.parametrize("arguments", [{"x-max-length": 0}, {"x-max-priority": 0}, {"x-message-ttl": 0},
-                                       {"x-foo": "unknown arguments are accepted"}],
-                         ids=["x-max-length-0", "x-max-priority-0", "x-message-ttl-0", "x-foo"])
+@pytest.mark.parametrize(
+    "arguments",
+    [{"x-max-length": 0}, {"x-max-priority": 0}, {"x-message-ttl": 0}, {"x-foo": "unknown arguments are accepted"}],
+    ids=["x-max-length-0", "x-max-priority-0", "x-message-ttl-0", "x-foo"],
+)
 def test_boundary_queue_arguments_are_accepted(channel, names, arguments):
     queue = names.queue()
 

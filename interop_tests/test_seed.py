@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator
 
 import pika
 import pytest
@@ -59,8 +59,9 @@ def receiver(params: pika.ConnectionParameters) -> Iterator[BlockingChannel]:
 
 
 def start_seed_send(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(SEED_SEND)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, str(SEED_SEND)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def finish(process: subprocess.Popen[str]) -> None:
@@ -73,7 +74,9 @@ def finish(process: subprocess.Popen[str]) -> None:
     assert process.returncode == 0, f"send.py failed:\n{stdout}\n{stderr}"
 
 
-def receive_first_message(channel: BlockingChannel, before_consuming: Callable[[], object] = lambda: None) -> list[bytes]:
+def receive_first_message(
+    channel: BlockingChannel, before_consuming: Callable[[], object] = lambda: None
+) -> list[bytes]:
     """The tutorial's receive loop, stopped after one message, or empty-handed by a safety timer."""
     bodies: list[bytes] = []
 

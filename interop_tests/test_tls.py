@@ -14,9 +14,9 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import aio_pika
 import pika
@@ -42,8 +42,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     ca.cert_pem.write_to_path(files.ca)
     server.private_key_pem.write_to_path(files.key)
     files.cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
-    return SimpleNamespace(ca=ca, files=files, client=ca.issue_cert("client@example.com"),
-                           stranger=trustme.CA().issue_cert("stranger@example.com"))
+    return SimpleNamespace(
+        ca=ca,
+        files=files,
+        client=ca.issue_cert("client@example.com"),
+        stranger=trustme.CA().issue_cert("stranger@example.com"),
+    )
 
 
 def start_tls_broker(data_dir: Path, *args: str) -> tuple[BrokerProcess, int]:
@@ -69,8 +73,9 @@ def amqps_port(process: BrokerProcess) -> int:
 
 @pytest.fixture(scope="module")
 def tls_broker(pki: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    process, port = start_tls_broker(tmp_path_factory.mktemp("tls-data"),
-                                     "--tls-cert", str(pki.files.cert), "--tls-key", str(pki.files.key))
+    process, port = start_tls_broker(
+        tmp_path_factory.mktemp("tls-data"), "--tls-cert", str(pki.files.cert), "--tls-key", str(pki.files.key)
+    )
     try:
         yield SimpleNamespace(process=process, port=process.port, tls_port=port)
     finally:
@@ -80,8 +85,10 @@ def tls_broker(pki: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def mtls_broker(pki: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     config = tmp_path_factory.mktemp("mtls-config") / "amqp-server.toml"
-    config.write_text(f'tls_cert = "{pki.files.cert}"\ntls_key = "{pki.files.key}"\ntls_ca = "{pki.files.ca}"\n'
-                      "tls_verify_peer = true\n")
+    config.write_text(
+        f'tls_cert = "{pki.files.cert}"\ntls_key = "{pki.files.key}"\ntls_ca = "{pki.files.ca}"\n'
+        "tls_verify_peer = true\n"
+    )
     process, port = start_tls_broker(tmp_path_factory.mktemp("mtls-data"), "--config", str(config))
     try:
         yield SimpleNamespace(process=process, port=process.port, tls_port=port)
@@ -99,9 +106,17 @@ def client_context(pki: SimpleNamespace, certificate: trustme.LeafCert | None = 
 
 
 def pika_tls_connect(port: int, context: ssl.SSLContext) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        host="127.0.0.1", port=port, ssl_options=pika.SSLOptions(context, server_hostname="localhost"),
-        socket_timeout=5, stack_timeout=TIMEOUT, blocked_connection_timeout=5, connection_attempts=1))
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            host="127.0.0.1",
+            port=port,
+            ssl_options=pika.SSLOptions(context, server_hostname="localhost"),
+            socket_timeout=5,
+            stack_timeout=TIMEOUT,
+            blocked_connection_timeout=5,
+            connection_attempts=1,
+        )
+    )
 
 
 def pika_round_trip(connection: pika.BlockingConnection, body: bytes) -> bytes:
@@ -118,7 +133,8 @@ def pika_round_trip(connection: pika.BlockingConnection, body: bytes) -> bytes:
 
 async def aio_pika_round_trip(port: int, context: ssl.SSLContext, body: bytes) -> bytes:
     connection = await asyncio.wait_for(
-        aio_pika.connect(f"amqps://guest:guest@127.0.0.1:{port}/", ssl_context=context), TIMEOUT)
+        aio_pika.connect(f"amqps://guest:guest@127.0.0.1:{port}/", ssl_context=context), TIMEOUT
+    )
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue("", exclusive=True)
@@ -181,14 +197,21 @@ def test_plain_amqp_on_the_tls_port_gets_no_connection_start(tls_broker: SimpleN
 
 def test_pika_without_tls_on_the_tls_port_fails(tls_broker: SimpleNamespace) -> None:
     with pytest.raises(pika.exceptions.AMQPConnectionError):
-        pika.BlockingConnection(pika.ConnectionParameters(
-            host="127.0.0.1", port=tls_broker.tls_port, socket_timeout=5, stack_timeout=TIMEOUT,
-            connection_attempts=1))
+        pika.BlockingConnection(
+            pika.ConnectionParameters(
+                host="127.0.0.1",
+                port=tls_broker.tls_port,
+                socket_timeout=5,
+                stack_timeout=TIMEOUT,
+                connection_attempts=1,
+            )
+        )
 
 
 def test_plain_port_keeps_serving_plain_amqp(tls_broker: SimpleNamespace) -> None:
-    connection = pika.BlockingConnection(pika.ConnectionParameters(
-        host="127.0.0.1", port=tls_broker.port, socket_timeout=5, connection_attempts=1))
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters(host="127.0.0.1", port=tls_broker.port, socket_timeout=5, connection_attempts=1)
+    )
     assert pika_round_trip(connection, b"plain") == b"plain"
 
 
@@ -201,18 +224,17 @@ def test_client_without_certificate_is_refused(mtls_broker: SimpleNamespace, pki
         pika_tls_connect(mtls_broker.tls_port, client_context(pki))
 
 
-def test_client_with_certificate_from_another_ca_is_refused(mtls_broker: SimpleNamespace,
-                                                            pki: SimpleNamespace) -> None:
+def test_client_with_certificate_from_another_ca_is_refused(mtls_broker: SimpleNamespace, pki: SimpleNamespace) -> None:
     assert tls_exchange_header(mtls_broker.tls_port, client_context(pki, pki.stranger)) == b""
 
 
-def test_client_with_ca_signed_certificate_works_with_pika(mtls_broker: SimpleNamespace,
-                                                           pki: SimpleNamespace) -> None:
+def test_client_with_ca_signed_certificate_works_with_pika(mtls_broker: SimpleNamespace, pki: SimpleNamespace) -> None:
     connection = pika_tls_connect(mtls_broker.tls_port, client_context(pki, pki.client))
     assert pika_round_trip(connection, b"mutual") == b"mutual"
 
 
-async def test_client_with_ca_signed_certificate_works_with_aio_pika(mtls_broker: SimpleNamespace,
-                                                                     pki: SimpleNamespace) -> None:
+async def test_client_with_ca_signed_certificate_works_with_aio_pika(
+    mtls_broker: SimpleNamespace, pki: SimpleNamespace
+) -> None:
     context = client_context(pki, pki.client)
     assert await aio_pika_round_trip(mtls_broker.tls_port, context, b"mutual aio") == b"mutual aio"

@@ -24,11 +24,10 @@ import pytest
 from pamqp import commands
 
 from .broker_process import BrokerProcess
-from .durability_helpers import AmqpSocket, BODY, make_message
+from .durability_helpers import BODY, AmqpSocket, make_message
 
 TTL = 6.0  # s: long enough to check "still there after the restart" even on a loaded machine
 DOWNTIME = 2.0  # s between publish and restart: the margin between the right deadline and a wrong one
-
 
 
 def connect(broker: BrokerProcess) -> AmqpSocket:
@@ -66,12 +65,18 @@ def get(conn: AmqpSocket, queue: str) -> tuple[bytes, int] | None:
 
 @pytest.mark.parametrize("expiration", ["0", "200"])
 def test_an_expiring_message_behind_a_ttl_less_head_does_not_freeze_the_broker(
-        tmp_path: Path, start_broker, expiration: str) -> None:
+    tmp_path: Path, start_broker, expiration: str
+) -> None:
     broker = start_broker(tmp_path)
     with connect(broker) as conn:
         conn.call(1, commands.Queue.Declare(queue="q"), commands.Queue.DeclareOk)
-        conn.publish_confirmed([make_message("a", b"no ttl", delivery_mode=1),
-                                make_message("b", b"expires", delivery_mode=1, expiration=expiration)], "q")
+        conn.publish_confirmed(
+            [
+                make_message("a", b"no ttl", delivery_mode=1),
+                make_message("b", b"expires", delivery_mode=1, expiration=expiration),
+            ],
+            "q",
+        )
     past_deadline = time.monotonic() + int(expiration) / 1000 + 0.3
 
     while True:  # new connections keep completing their handshake, before and after the deadline
@@ -88,11 +93,15 @@ def test_an_expiring_message_behind_a_ttl_less_head_does_not_freeze_the_broker(
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 def test_a_recovered_message_expires_at_its_original_deadline_and_a_new_publish_does_not_freeze(
-        tmp_path: Path, start_broker, stop_signal: int) -> None:
+    tmp_path: Path, start_broker, stop_signal: int
+) -> None:
     broker = start_broker(tmp_path)
     with connect(broker) as conn:
-        conn.call(1, commands.Queue.Declare(queue="ttl", durable=True, arguments={"x-message-ttl": int(TTL * 1000)}),
-                  commands.Queue.DeclareOk)
+        conn.call(
+            1,
+            commands.Queue.Declare(queue="ttl", durable=True, arguments={"x-message-ttl": int(TTL * 1000)}),
+            commands.Queue.DeclareOk,
+        )
         published = time.monotonic()
         conn.publish_confirmed([make_message("old", b"old")], "ttl")  # persistent: on disk once confirmed
     returncode = broker.stop(stop_signal)

@@ -11,5 +11,16 @@ from .fileio import DataDirLocked
 from .memory import MemoryStore
 from .segment_store import SegmentStore
 
-__all__ = ["BindingRecord", "DataDirLocked", "SegmentStore", "ExchangeRecord", "MemoryStore", "MessageRecord",
-           "QueueRecord", "Recovered", "Store", "StoredMessage", "binding_key"]
+__all__ = [
+    "BindingRecord",
+    "DataDirLocked",
+    "SegmentStore",
+    "ExchangeRecord",
+    "MemoryStore",
+    "MessageRecord",
+    "QueueRecord",
+    "Recovered",
+    "Store",
+    "StoredMessage",
+    "binding_key",
+]

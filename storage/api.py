@@ -53,8 +53,14 @@ BindingKey = tuple[str, str, str, str, str, str]
 
 def binding_key(record: BindingRecord) -> BindingKey:
     """A hashable identity for a binding (its arguments are a table, so not hashable themselves)."""
-    return (record.vhost, record.source, record.destination_kind, record.destination, record.routing_key,
-            repr(sorted(record.arguments.items())))
+    return (
+        record.vhost,
+        record.source,
+        record.destination_kind,
+        record.destination,
+        record.routing_key,
+        repr(sorted(record.arguments.items())),
+    )
 
 
 @dataclass(frozen=True)

@@ -124,14 +124,24 @@ class DefinitionsLog:
             return  # written again from offset 0, header first
         if problem is not None:
             aside = path.with_name(LOG + ".corrupt")
-            log.error("%s: %s; its changes are not applied (the snapshot is used alone), file kept as %s",
-                      path, problem, aside)
+            log.error(
+                "%s: %s; its changes are not applied (the snapshot is used alone), file kept as %s",
+                path,
+                problem,
+                aside,
+            )
             os.replace(path, aside)
             return
         end, count, damage = self._replay(data)
         if damage is not None:
-            log.warning("%s: %s at offset %d; applied the %d changes before it and cut the file there "
-                        "(dropping %d bytes)", path, damage, end, count, len(data) - end)
+            log.warning(
+                "%s: %s at offset %d; applied the %d changes before it and cut the file there (dropping %d bytes)",
+                path,
+                damage,
+                end,
+                count,
+                len(data) - end,
+            )
             os.truncate(path, end)
         self._size = end
 
@@ -144,8 +154,12 @@ class DefinitionsLog:
             return
         except DefinitionsLogError as error:
             aside = path.with_name(f"{SNAPSHOT}.corrupt")
-            log.error("%s is unusable (%s): starting without durable exchanges, queues and bindings; "
-                      "the file is kept as %s", path, error, aside)
+            log.error(
+                "%s is unusable (%s): starting without durable exchanges, queues and bindings; the file is kept as %s",
+                path,
+                error,
+                aside,
+            )
             os.replace(path, aside)
             return
         self._snapshot_size = len(data)
@@ -160,7 +174,7 @@ class DefinitionsLog:
             if len(data) - offset < RECORD_HEAD.size:
                 return offset, count, "partial record header"
             length, crc = RECORD_HEAD.unpack_from(data, offset)
-            payload = data[offset + RECORD_HEAD.size:offset + RECORD_HEAD.size + length]
+            payload = data[offset + RECORD_HEAD.size : offset + RECORD_HEAD.size + length]
             if len(payload) != length or length == 0:
                 return offset, count, f"record of {length} bytes cut short at {len(payload)} bytes"
             if zlib.crc32(payload) != crc:
@@ -225,8 +239,11 @@ class DefinitionsLog:
 
     def _delete_exchange(self, vhost: str, name: str) -> None:
         self.exchanges.pop((vhost, name), None)
-        self._forget_bindings(lambda b: b.vhost == vhost and (
-            b.source == name or (b.destination == name and b.destination_kind == "exchange")))
+        self._forget_bindings(
+            lambda b: (
+                b.vhost == vhost and (b.source == name or (b.destination == name and b.destination_kind == "exchange"))
+            )
+        )
 
     def _put_queue(self, record: QueueRecord) -> None:
         self.queues[(record.vhost, record.name)] = record
@@ -252,8 +269,9 @@ class DefinitionsLog:
             return None
         batch, self._pending = self._pending, DefinitionsBatch()
         if self._size + len(batch.records) > max(COMPACT_MIN_BYTES, COMPACT_FACTOR * self._snapshot_size):
-            batch.snapshot = Definitions(list(self.exchanges.values()), list(self.queues.values()),
-                                         list(self.bindings.values()))
+            batch.snapshot = Definitions(
+                list(self.exchanges.values()), list(self.queues.values()), list(self.bindings.values())
+            )
         return batch
 
     def give_back(self, failed: DefinitionsBatch) -> None:
@@ -276,8 +294,9 @@ class DefinitionsLog:
             try:
                 self._compact(batch.snapshot)
             except OSError as error:  # the changes are durable in the log: the sync itself succeeded
-                log.warning("could not compact %s into %s (tried again later): %s",
-                            self.data_dir / LOG, SNAPSHOT, error)
+                log.warning(
+                    "could not compact %s into %s (tried again later): %s", self.data_dir / LOG, SNAPSHOT, error
+                )
 
     def _append(self, records: bytearray) -> None:
         data = records if self._size else LOG_HEADER + records

@@ -57,8 +57,9 @@ def lock_data_dir(data_dir: Path) -> int:
     except BlockingIOError:
         owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
-        raise DataDirLocked(f"data dir {data_dir} is already in use by another store (pid {owner}); "
-                            "is another broker running on it?") from None
+        raise DataDirLocked(
+            f"data dir {data_dir} is already in use by another store (pid {owner}); is another broker running on it?"
+        ) from None
     except BaseException:
         os.close(fd)
         raise

@@ -34,8 +34,11 @@ class MemoryStore:
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         self._exchanges.pop((vhost, name), None)
-        self._forget_bindings(lambda b: b.vhost == vhost and (
-            b.source == name or (b.destination == name and b.destination_kind == "exchange")))
+        self._forget_bindings(
+            lambda b: (
+                b.vhost == vhost and (b.source == name or (b.destination == name and b.destination_kind == "exchange"))
+            )
+        )
 
     def put_queue(self, record: QueueRecord) -> None:
         self._queues[(record.vhost, record.name)] = record

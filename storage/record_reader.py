@@ -45,7 +45,7 @@ class RecordReader:
             framed = self._from_file(segment, offset)
         length, crc = RECORD_HEAD.unpack_from(framed)
         end = RECORD_HEAD.size + length
-        if len(framed) != end or zlib.crc32(memoryview(framed)[RECORD_HEAD.size:]) != crc:
+        if len(framed) != end or zlib.crc32(memoryview(framed)[RECORD_HEAD.size :]) != crc:
             raise RecordError(f"{segment_name(segment)} offset {offset}: record damaged since it was written")
         return decode_message(framed, RECORD_HEAD.size, end)[3]
 

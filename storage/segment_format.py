@@ -54,8 +54,11 @@ SEGMENT_VERSION = 2  # of segment files: see the module docstring
 SEGMENT_MAGIC = b"AMQPSEG\x00"
 ACK_MAGIC = b"AMQPACK\x00"
 DEFINITIONS_LOG_MAGIC = b"AMQPDLOG"
-_READABLE_VERSIONS = {SEGMENT_MAGIC: (1, SEGMENT_VERSION), ACK_MAGIC: (FORMAT_VERSION,),
-                      DEFINITIONS_LOG_MAGIC: (FORMAT_VERSION,)}
+_READABLE_VERSIONS = {
+    SEGMENT_MAGIC: (1, SEGMENT_VERSION),
+    ACK_MAGIC: (FORMAT_VERSION,),
+    DEFINITIONS_LOG_MAGIC: (FORMAT_VERSION,),
+}
 SEGMENT_HEADER = SEGMENT_MAGIC + struct.pack("<H", SEGMENT_VERSION)
 ACK_HEADER = ACK_MAGIC + struct.pack("<H", FORMAT_VERSION)
 FILE_HEADER_SIZE = len(SEGMENT_HEADER)  # both kinds of file have a 10-byte header
@@ -84,6 +87,7 @@ def ack_name(number: int) -> str:
 
 # -- message records -------------------------------------------------------------------------
 
+
 def encode_message(vhost: str, queue: str, message_id: int, record: MessageRecord) -> bytes:
     """One framed record (length, crc, payload) ready to append to a segment."""
     names = [name.encode(_TEXT, _TEXT_ERRORS) for name in (vhost, queue, record.exchange, record.routing_key)]
@@ -108,8 +112,9 @@ Offsets = tuple[int, float | None, int, int, int, int, int, int]
 
 def _field_offsets(data: Buffer, start: int, end: int) -> Offsets:
     """``(message id, expiry, vhost_at, queue_at, exchange_at, key_at, header_at, body_at)`` of a payload."""
-    kind, message_id, vhost_length, queue_length, exchange_length, key_length, header_length = \
-        MESSAGE_HEAD.unpack_from(data, start)
+    kind, message_id, vhost_length, queue_length, exchange_length, key_length, header_length = MESSAGE_HEAD.unpack_from(
+        data, start
+    )
     if kind == KIND_MESSAGE:
         vhost_at = start + MESSAGE_HEAD.size
     elif kind == KIND_EXPIRING_MESSAGE:
@@ -133,15 +138,26 @@ def _text(data: Buffer, start: int, stop: int) -> str:
 
 def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
     """Parse the payload at ``data[start:end]`` (CRC already checked), slicing ``data`` directly for speed."""
-    message_id, expires_at, vhost_at, queue_at, exchange_at, key_at, header_at, body_at = \
-        _field_offsets(data, start, end)
-    return (_text(data, vhost_at, queue_at), _text(data, queue_at, exchange_at), message_id,
-            MessageRecord(_text(data, exchange_at, key_at), _text(data, key_at, header_at),
-                          bytes(data[header_at:body_at]), bytes(data[body_at:end]), expires_at))
+    message_id, expires_at, vhost_at, queue_at, exchange_at, key_at, header_at, body_at = _field_offsets(
+        data, start, end
+    )
+    return (
+        _text(data, vhost_at, queue_at),
+        _text(data, queue_at, exchange_at),
+        message_id,
+        MessageRecord(
+            _text(data, exchange_at, key_at),
+            _text(data, key_at, header_at),
+            bytes(data[header_at:body_at]),
+            bytes(data[body_at:end]),
+            expires_at,
+        ),
+    )
 
 
-def decode_message_key(data: Buffer, start: int, end: int,
-                       names: dict[bytes, tuple[str, str]]) -> tuple[tuple[str, str], int, int, float | None]:
+def decode_message_key(
+    data: Buffer, start: int, end: int, names: dict[bytes, tuple[str, str]]
+) -> tuple[tuple[str, str], int, int, float | None]:
     """Only ``((vhost, queue), message id, body size, expiry)`` of a payload: what recovery keeps for paged
     messages.
 
@@ -189,7 +205,7 @@ class RecordScanner:
             if start + length > end:
                 self.damage = (offset, f"record of {length} bytes cut short at {end - start} bytes")
                 return
-            if zlib.crc32(view[start:start + length]) != crc:
+            if zlib.crc32(view[start : start + length]) != crc:
                 self.damage = (offset, "CRC mismatch")
                 return
             yield offset, start, start + length
@@ -203,11 +219,12 @@ def check_header(data: bytes, magic: bytes) -> str | None:
     after creating it) is reported as "empty", which callers treat as no records.
     """
     versions = _READABLE_VERSIONS[magic]
-    if len(data) < FILE_HEADER_SIZE and any((magic + struct.pack("<H", version)).startswith(data)
-                                            for version in versions):
+    if len(data) < FILE_HEADER_SIZE and any(
+        (magic + struct.pack("<H", version)).startswith(data) for version in versions
+    ):
         return "empty"
-    if data[:len(magic)] != magic:
-        return f"bad magic {bytes(data[:len(magic)])!r}"
+    if data[: len(magic)] != magic:
+        return f"bad magic {bytes(data[: len(magic)])!r}"
     version = struct.unpack_from("<H", data, len(magic))[0] if len(data) >= FILE_HEADER_SIZE else None
     if version not in versions:
         return f"unknown format version {version}"
@@ -215,6 +232,7 @@ def check_header(data: bytes, magic: bytes) -> str | None:
 
 
 # -- argument tables -------------------------------------------------------------------------
+
 
 def encode_value(value: Any) -> Any:
     """A table value as tagged JSON: ``[tag, data]``, lossless for every AMQP field type."""
@@ -277,6 +295,7 @@ def decode_table(pairs: list[list[Any]]) -> dict[str, Any]:
 
 # -- definitions -----------------------------------------------------------------------------
 
+
 @dataclass
 class Definitions:
     exchanges: list[ExchangeRecord]
@@ -285,24 +304,42 @@ class Definitions:
 
 
 def exchange_document(e: ExchangeRecord) -> dict[str, Any]:
-    return {"vhost": e.vhost, "name": e.name, "type": e.type, "durable": e.durable, "auto_delete": e.auto_delete,
-            "internal": e.internal, "arguments": encode_table(e.arguments)}
+    return {
+        "vhost": e.vhost,
+        "name": e.name,
+        "type": e.type,
+        "durable": e.durable,
+        "auto_delete": e.auto_delete,
+        "internal": e.internal,
+        "arguments": encode_table(e.arguments),
+    }
 
 
 def queue_document(q: QueueRecord) -> dict[str, Any]:
-    return {"vhost": q.vhost, "name": q.name, "durable": q.durable, "auto_delete": q.auto_delete,
-            "arguments": encode_table(q.arguments)}
+    return {
+        "vhost": q.vhost,
+        "name": q.name,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "arguments": encode_table(q.arguments),
+    }
 
 
 def binding_document(b: BindingRecord) -> dict[str, Any]:
-    return {"vhost": b.vhost, "source": b.source, "destination": b.destination,
-            "destination_kind": b.destination_kind, "routing_key": b.routing_key,
-            "arguments": encode_table(b.arguments)}
+    return {
+        "vhost": b.vhost,
+        "source": b.source,
+        "destination": b.destination,
+        "destination_kind": b.destination_kind,
+        "routing_key": b.routing_key,
+        "arguments": encode_table(b.arguments),
+    }
 
 
 def exchange_from_document(e: dict[str, Any]) -> ExchangeRecord:
-    return ExchangeRecord(e["vhost"], e["name"], e["type"], e["durable"], e["auto_delete"], e["internal"],
-                          decode_table(e["arguments"]))
+    return ExchangeRecord(
+        e["vhost"], e["name"], e["type"], e["durable"], e["auto_delete"], e["internal"], decode_table(e["arguments"])
+    )
 
 
 def queue_from_document(q: dict[str, Any]) -> QueueRecord:
@@ -310,8 +347,9 @@ def queue_from_document(q: dict[str, Any]) -> QueueRecord:
 
 
 def binding_from_document(b: dict[str, Any]) -> BindingRecord:
-    return BindingRecord(b["vhost"], b["source"], b["destination"], b["routing_key"], decode_table(b["arguments"]),
-                         b["destination_kind"])
+    return BindingRecord(
+        b["vhost"], b["source"], b["destination"], b["routing_key"], decode_table(b["arguments"]), b["destination_kind"]
+    )
 
 
 def encode_definitions(definitions: Definitions) -> bytes:
@@ -339,8 +377,10 @@ def decode_definitions(data: bytes) -> Definitions:
         raise DefinitionsLogError("checksum mismatch")
     try:
         document = json.loads(body)
-        return Definitions(exchanges=[exchange_from_document(e) for e in document["exchanges"]],
-                           queues=[queue_from_document(q) for q in document["queues"]],
-                           bindings=[binding_from_document(b) for b in document["bindings"]])
+        return Definitions(
+            exchanges=[exchange_from_document(e) for e in document["exchanges"]],
+            queues=[queue_from_document(q) for q in document["queues"]],
+            bindings=[binding_from_document(b) for b in document["bindings"]],
+        )
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise DefinitionsLogError(f"unreadable content: {error}") from error

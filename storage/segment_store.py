@@ -215,8 +215,12 @@ class SegmentStore:
             return set()  # size 0: the next write starts with a fresh header
         if problem is not None:
             aside = path.with_name(path.name + ".corrupt")
-            log.error("%s: %s; its acks are ignored (those messages will be delivered again), "
-                      "file kept as %s", path, problem, aside)
+            log.error(
+                "%s: %s; its acks are ignored (those messages will be delivered again), file kept as %s",
+                path,
+                problem,
+                aside,
+            )
             os.replace(path, aside)
             return set()
         usable = FILE_HEADER_SIZE + (len(data) - FILE_HEADER_SIZE) // ACK_ENTRY.size * ACK_ENTRY.size
@@ -236,8 +240,11 @@ class SegmentStore:
                 self._live[number] = 0
                 return
             if problem is not None:
-                log.error("%s: %s; skipping the whole file (its messages are not recovered, "
-                          "the file is left untouched)", path, problem)
+                log.error(
+                    "%s: %s; skipping the whole file (its messages are not recovered, the file is left untouched)",
+                    path,
+                    problem,
+                )
                 return
             # mapped, not read: bodies are copied once, straight from the page cache
             with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -278,8 +285,16 @@ class SegmentStore:
             what = f"truncated the file to {offset} bytes"
         else:
             what = "reading continues with the next segment"
-        log.warning("%s: %s at offset %d; kept the %d records before it, dropped the %d bytes from there "
-                    "to the end of the file; %s", path, reason, offset, kept, size - offset, what)
+        log.warning(
+            "%s: %s at offset %d; kept the %d records before it, dropped the %d bytes from there "
+            "to the end of the file; %s",
+            path,
+            reason,
+            offset,
+            kept,
+            size - offset,
+            what,
+        )
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -540,7 +555,7 @@ class SegmentStore:
                 if chunk.segment == segment and chunk.start <= offset < chunk.start + len(chunk.data):
                     start = offset - chunk.start
                     length = RECORD_HEAD.unpack_from(chunk.data, start)[0]
-                    return bytes(chunk.data[start:start + RECORD_HEAD.size + length])
+                    return bytes(chunk.data[start : start + RECORD_HEAD.size + length])
         return None
 
     def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
@@ -560,20 +575,23 @@ class SegmentStore:
         with self._sync_lock, _gc_paused():
             read = RecordReader(self.data_dir, self._buffered_record)
             try:
-                messages = {key: self._recover_queue(entries, read)
-                            for key, entries in self._index.items() if entries}
+                messages = {key: self._recover_queue(entries, read) for key, entries in self._index.items() if entries}
             finally:
                 read.close()
             self._recovered_sizes = {}
             self._recovered_expiry = {}
             with self._buffer_lock:
                 definitions = self._definitions
-                return Recovered(exchanges=list(definitions.exchanges.values()),
-                                 queues=list(definitions.queues.values()),
-                                 bindings=list(definitions.bindings.values()), messages=messages)
+                return Recovered(
+                    exchanges=list(definitions.exchanges.values()),
+                    queues=list(definitions.queues.values()),
+                    bindings=list(definitions.bindings.values()),
+                    messages=messages,
+                )
 
-    def _recover_queue(self, entries: dict[int, int], read: RecordReader) -> list[tuple[int, MessageRecord |
-                                                                                         StoredMessage]]:
+    def _recover_queue(
+        self, entries: dict[int, int], read: RecordReader
+    ) -> list[tuple[int, MessageRecord | StoredMessage]]:
         recovered: list[tuple[int, MessageRecord | StoredMessage]] = []
         stored: dict[int, StoredMessage] = {}  # one (immutable) reference per body size, not per message
         sizes, expiry = self._recovered_sizes, self._recovered_expiry
@@ -602,8 +620,12 @@ class SegmentStore:
         try:
             self.sync()
         except OSError as error:
-            log.error("could not write %s to %s at shutdown (%s): lost, as after a crash; everything else is "
-                      "written", self._unwritten(), self.data_dir, error)
+            log.error(
+                "could not write %s to %s at shutdown (%s): lost, as after a crash; everything else is written",
+                self._unwritten(),
+                self.data_dir,
+                error,
+            )
         finally:
             self._closed = True
             self._reader.close()
@@ -628,5 +650,7 @@ class SegmentStore:
                 messages += any(start <= offset < end for start, end in spans.get(segment, ()))
         size = sum(len(chunk.data) for chunk in pending.chunks)
         acks = sum(len(offsets) for offsets in pending.acks.values())
-        return (f"{messages} unacknowledged messages ({size} bytes of records), {acks} acks, "
-                f"{self._definitions.unwritten} definition changes")
+        return (
+            f"{messages} unacknowledged messages ({size} bytes of records), {acks} acks, "
+            f"{self._definitions.unwritten} definition changes"
+        )

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pamqp import commands, frame as pamqp_frame, header as pamqp_header, body as pamqp_body
+from pamqp import body as pamqp_body
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+from pamqp import header as pamqp_header
 from pamqp.base import Frame as PamqpMethod
 
 from amqp_server.core.broker import Broker
@@ -35,21 +38,32 @@ def method(channel: int, value: PamqpMethod) -> bytes:
     return pamqp_frame.marshal(value, channel)
 
 
-def content(channel: int, body: bytes, properties: commands.Basic.Properties | None = None,
-            frame_max: int = 131072) -> bytes:
+def content(
+    channel: int, body: bytes, properties: commands.Basic.Properties | None = None, frame_max: int = 131072
+) -> bytes:
     """A content header frame and body frames for ``body``."""
-    out = [pamqp_frame.marshal(pamqp_header.ContentHeader(0, len(body), properties or commands.Basic.Properties()),
-                               channel)]
+    out = [
+        pamqp_frame.marshal(
+            pamqp_header.ContentHeader(0, len(body), properties or commands.Basic.Properties()), channel
+        )
+    ]
     chunk = frame_max - 8
     for start in range(0, len(body), chunk):
-        out.append(pamqp_frame.marshal(pamqp_body.ContentBody(body[start:start + chunk]), channel))
+        out.append(pamqp_frame.marshal(pamqp_body.ContentBody(body[start : start + chunk]), channel))
     return b"".join(out)
 
 
-def publish(channel: int, routing_key: str, body: bytes, exchange: str = "", mandatory: bool = False,
-            properties: commands.Basic.Properties | None = None) -> bytes:
-    return method(channel, commands.Basic.Publish(exchange=exchange, routing_key=routing_key,
-                                                  mandatory=mandatory)) + content(channel, body, properties)
+def publish(
+    channel: int,
+    routing_key: str,
+    body: bytes,
+    exchange: str = "",
+    mandatory: bool = False,
+    properties: commands.Basic.Properties | None = None,
+) -> bytes:
+    return method(
+        channel, commands.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+    ) + content(channel, body, properties)
 
 
 def parse(data: bytes) -> list[tuple[int, Any]]:
@@ -98,13 +112,18 @@ class Peer:
         """Only the method frames of ``frames()``."""
         return [(ch, f) for ch, f in self.frames() if isinstance(f, PamqpMethod)]
 
-    def handshake(self, vhost: str = "/", heartbeat: int = 0, frame_max: int = 131072,
-                  capabilities: dict[str, Any] | None = None) -> None:
+    def handshake(
+        self, vhost: str = "/", heartbeat: int = 0, frame_max: int = 131072, capabilities: dict[str, Any] | None = None
+    ) -> None:
         """Run the whole client handshake and drop the broker's replies."""
         self.send(PROTOCOL_HEADER)
         caps = {"authentication_failure_close": True, "consumer_cancel_notify": True, **(capabilities or {})}
-        self.send_method(0, commands.Connection.StartOk(client_properties={"capabilities": caps},
-                                                        mechanism="PLAIN", response="\0guest\0guest"))
+        self.send_method(
+            0,
+            commands.Connection.StartOk(
+                client_properties={"capabilities": caps}, mechanism="PLAIN", response="\0guest\0guest"
+            ),
+        )
         self.send_method(0, commands.Connection.TuneOk(channel_max=2047, frame_max=frame_max, heartbeat=heartbeat))
         self.send_method(0, commands.Connection.Open(virtual_host=vhost))
         replies = self.methods()

@@ -22,8 +22,9 @@ PROPERTIES = commands.Basic.Properties(content_type="text/plain", delivery_mode=
 
 
 def publish_frames(body: bytes, frame_max: int) -> bytes:
-    return (method(1, commands.Basic.Publish(exchange="", routing_key="q", mandatory=True))
-            + content(1, body, PROPERTIES, frame_max=frame_max))
+    return method(1, commands.Basic.Publish(exchange="", routing_key="q", mandatory=True)) + content(
+        1, body, PROPERTIES, frame_max=frame_max
+    )
 
 
 def frame_payloads(data: bytes) -> list[tuple[int, int, bytes]]:

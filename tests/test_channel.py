@@ -12,7 +12,9 @@ import struct
 from decimal import Decimal
 
 import pytest
-from pamqp import body as pamqp_body, commands, frame as pamqp_frame
+from pamqp import body as pamqp_body
+from pamqp import commands
+from pamqp import frame as pamqp_frame
 from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
@@ -35,8 +37,8 @@ def raw_frames(data: bytes) -> list[tuple[int, int, bytes]]:
     while data:
         frame_type, channel, size = FRAME.unpack_from(data)
         assert data[7 + size] == 0xCE
-        frames.append((frame_type, channel, data[7:7 + size]))
-        data = data[8 + size:]
+        frames.append((frame_type, channel, data[7 : 7 + size]))
+        data = data[8 + size :]
     return frames
 
 
@@ -102,6 +104,7 @@ def ack(peer: Peer, tag: int, multiple: bool = False, channel: int = 1) -> list:
 
 
 # ------------------------------------------------------------------ open / close
+
 
 def test_client_closes_channel_and_reopens_it():
     peer = open_peer()
@@ -190,7 +193,9 @@ def test_stray_content_frame_on_a_closing_channel_is_505():
     peer.send(header_frame(1, 5))
     close = connection_close(peer.frames())
     assert (close.reply_code, close.reply_text) == (
-        505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead")
+        505,
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+    )
 
 
 def test_channel_open_on_a_channel_awaiting_close_ok_is_a_connection_error():
@@ -225,16 +230,39 @@ def test_second_channel_open_is_a_connection_error():
     assert (close.class_id, close.method_id) == (20, 10)
 
 
-@pytest.mark.parametrize("frame,reply_code,reply_text,class_method", [
-    pytest.param(method(5, commands.Queue.Declare(queue="x")), 504, "CHANNEL_ERROR - expected 'channel.open'",
-                 (50, 10), id="queue.declare"),
-    pytest.param(method(5, commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0)), 504,
-                 "CHANNEL_ERROR - expected 'channel.open'", (20, 40), id="channel.close"),
-    pytest.param(method(5, commands.Channel.CloseOk()), 504, "CHANNEL_ERROR - expected 'channel.open'", (20, 41),
-                 id="channel.close-ok"),
-    pytest.param(content(5, b"hello"), 505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
-                 (0, 0), id="content"),
-])
+@pytest.mark.parametrize(
+    "frame,reply_code,reply_text,class_method",
+    [
+        pytest.param(
+            method(5, commands.Queue.Declare(queue="x")),
+            504,
+            "CHANNEL_ERROR - expected 'channel.open'",
+            (50, 10),
+            id="queue.declare",
+        ),
+        pytest.param(
+            method(5, commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0)),
+            504,
+            "CHANNEL_ERROR - expected 'channel.open'",
+            (20, 40),
+            id="channel.close",
+        ),
+        pytest.param(
+            method(5, commands.Channel.CloseOk()),
+            504,
+            "CHANNEL_ERROR - expected 'channel.open'",
+            (20, 41),
+            id="channel.close-ok",
+        ),
+        pytest.param(
+            content(5, b"hello"),
+            505,
+            "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+            (0, 0),
+            id="content",
+        ),
+    ],
+)
 def test_frames_on_a_never_opened_channel_are_refused(frame, reply_code, reply_text, class_method):
     peer = open_peer()
     peer.send(frame)
@@ -254,11 +282,11 @@ ALL_PROPERTIES = commands.Basic.Properties(
         "string": "text",
         "int": 42,
         "negative": -7,
-        "big": 2 ** 40,
+        "big": 2**40,
         "bool": True,
         "float": 1.5,
         "decimal": Decimal("1.23"),
-        "time": datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc),
+        "time": datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC),
         "void": None,
         "nested": {"list": [1, "two", {"three": [3.0, False]}], "empty": {}},
     },
@@ -268,7 +296,7 @@ ALL_PROPERTIES = commands.Basic.Properties(
     reply_to="reply.queue",
     expiration="600000",
     message_id="msg-1",
-    timestamp=datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+    timestamp=datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
     message_type="kind",
     user_id="guest",
     app_id="tests",
@@ -288,8 +316,13 @@ def test_publish_and_consume_deliver_body_and_properties_byte_exact():
     assert out[2][2] == payload
     deliver = commands.Basic.Deliver()
     deliver.unmarshal(out[0][2][4:])
-    assert (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered, deliver.exchange,
-            deliver.routing_key) == ("c", 1, False, "", "q")
+    assert (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered, deliver.exchange, deliver.routing_key) == (
+        "c",
+        1,
+        False,
+        "",
+        "q",
+    )
 
 
 def test_get_ok_and_return_carry_the_header_byte_exact():
@@ -298,8 +331,10 @@ def test_get_ok_and_return_carry_the_header_byte_exact():
     sent_header = ContentHeader(0, 4, ALL_PROPERTIES).marshal()
     peer.send(method(1, commands.Basic.Publish(exchange="", routing_key="q")) + content(1, b"body", ALL_PROPERTIES))
     peer.send_method(1, commands.Basic.Get(queue="q"))
-    peer.send(method(1, commands.Basic.Publish(exchange="", routing_key="nowhere", mandatory=True))
-              + content(1, b"body", ALL_PROPERTIES))
+    peer.send(
+        method(1, commands.Basic.Publish(exchange="", routing_key="nowhere", mandatory=True))
+        + content(1, b"body", ALL_PROPERTIES)
+    )
     out = raw_frames(peer.connection.data_to_send())
     headers = [payload for frame_type, _, payload in out if frame_type == 2]
     assert headers == [sent_header, sent_header]
@@ -356,10 +391,16 @@ def test_basic_ack_single_and_multiple(tag, multiple, left):
     assert message_count(peer, "q", 2) == left
 
 
-@pytest.mark.parametrize("settle", [
-    commands.Basic.Ack(delivery_tag=99), commands.Basic.Ack(delivery_tag=99, multiple=True),
-    commands.Basic.Nack(delivery_tag=99), commands.Basic.Reject(delivery_tag=99),
-], ids=["ack", "ack-multiple", "nack", "reject"])
+@pytest.mark.parametrize(
+    "settle",
+    [
+        commands.Basic.Ack(delivery_tag=99),
+        commands.Basic.Ack(delivery_tag=99, multiple=True),
+        commands.Basic.Nack(delivery_tag=99),
+        commands.Basic.Reject(delivery_tag=99),
+    ],
+    ids=["ack", "ack-multiple", "nack", "reject"],
+)
 def test_settling_an_unknown_delivery_tag_is_406(settle):
     peer = open_peer()
     peer.send_method(1, settle)
@@ -395,6 +436,7 @@ def test_qos_prefetch_count_limits_unacked_deliveries():
 
 # ------------------------------------------------------------------ requeue order
 
+
 def close_channel(peer: Peer) -> None:
     peer.send_method(2, commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0))
 
@@ -407,8 +449,11 @@ def lose_connection(peer: Peer) -> None:
     peer.connection.connection_lost()
 
 
-@pytest.mark.parametrize("end", [close_channel, close_connection, lose_connection],
-                         ids=["channel.close", "connection.close", "connection lost"])
+@pytest.mark.parametrize(
+    "end",
+    [close_channel, close_connection, lose_connection],
+    ids=["channel.close", "connection.close", "connection lost"],
+)
 def test_unacked_messages_are_requeued_in_original_order_and_redelivered(end):
     broker = Broker(clock=FakeClock())
     publisher, consumer = open_peer(broker), open_peer(broker)
@@ -442,6 +487,7 @@ def test_basic_recover_requeues_unacked_as_redelivered():
 
 
 # ------------------------------------------------------------------ cancel / get / nack / reject
+
 
 def test_basic_cancel_stops_deliveries():
     peer = open_peer()
@@ -479,8 +525,15 @@ def test_basic_get_reports_remaining_count_then_get_empty():
     for expected_tag, expected_body, remaining in ((1, b"1", 2), (2, b"2", 1), (3, b"3", 0)):
         peer.send_method(1, commands.Basic.Get(queue="q"))
         [(channel, get_ok, _, body)] = messages(peer.frames())
-        assert (channel, get_ok.delivery_tag, get_ok.redelivered, get_ok.exchange, get_ok.routing_key,
-                get_ok.message_count, body) == (1, expected_tag, False, "", "q", remaining, expected_body)
+        assert (
+            channel,
+            get_ok.delivery_tag,
+            get_ok.redelivered,
+            get_ok.exchange,
+            get_ok.routing_key,
+            get_ok.message_count,
+            body,
+        ) == (1, expected_tag, False, "", "q", remaining, expected_body)
     peer.send_method(1, commands.Basic.Get(queue="q"))
     assert [type(v) for _, v in peer.frames()] == [commands.Basic.GetEmpty]
 
@@ -491,10 +544,14 @@ def get_one(peer: Peer) -> tuple[commands.Basic.GetOk, bytes] | None:
     return (got[0][1], got[0][3]) if got else None
 
 
-@pytest.mark.parametrize("settle", [
-    lambda tag, requeue: commands.Basic.Nack(delivery_tag=tag, requeue=requeue),
-    lambda tag, requeue: commands.Basic.Reject(delivery_tag=tag, requeue=requeue),
-], ids=["nack", "reject"])
+@pytest.mark.parametrize(
+    "settle",
+    [
+        lambda tag, requeue: commands.Basic.Nack(delivery_tag=tag, requeue=requeue),
+        lambda tag, requeue: commands.Basic.Reject(delivery_tag=tag, requeue=requeue),
+    ],
+    ids=["nack", "reject"],
+)
 def test_nack_and_reject_with_requeue_redeliver(settle):
     peer = open_peer()
     declare(peer, "q")
@@ -506,10 +563,14 @@ def test_nack_and_reject_with_requeue_redeliver(settle):
     assert (again.redelivered, body_again) == (True, b"1")
 
 
-@pytest.mark.parametrize("settle", [
-    lambda tag, requeue: commands.Basic.Nack(delivery_tag=tag, requeue=requeue),
-    lambda tag, requeue: commands.Basic.Reject(delivery_tag=tag, requeue=requeue),
-], ids=["nack", "reject"])
+@pytest.mark.parametrize(
+    "settle",
+    [
+        lambda tag, requeue: commands.Basic.Nack(delivery_tag=tag, requeue=requeue),
+        lambda tag, requeue: commands.Basic.Reject(delivery_tag=tag, requeue=requeue),
+    ],
+    ids=["nack", "reject"],
+)
 def test_nack_and_reject_without_requeue_drop(settle):
     peer = open_peer()
     declare(peer, "q")
@@ -537,6 +598,7 @@ def test_nack_multiple_requeues_in_order():
 
 # ------------------------------------------------------------------ publisher confirms, mandatory
 
+
 def test_confirm_select_then_one_coalesced_ack_per_read():
     peer = open_peer()
     declare(peer, "q")
@@ -557,8 +619,12 @@ def test_confirm_covers_unroutable_messages_after_the_return():
     peer.frames()
     peer.send(publish(1, "nowhere", b"x", mandatory=True))
     frames = peer.frames()
-    assert [type(v) for _, v in frames] == [commands.Basic.Return, ContentHeader, pamqp_body.ContentBody,
-                                           commands.Basic.Ack]
+    assert [type(v) for _, v in frames] == [
+        commands.Basic.Return,
+        ContentHeader,
+        pamqp_body.ContentBody,
+        commands.Basic.Ack,
+    ]
     assert frames[-1][1].delivery_tag == 1
 
 
@@ -569,9 +635,16 @@ def test_mandatory_unroutable_message_is_returned_with_its_content():
     [(channel, returned, header, body)] = messages(peer.frames())
     assert channel == 1
     assert (returned.reply_code, returned.reply_text, returned.exchange, returned.routing_key) == (
-        312, "NO_ROUTE", "", "nowhere")
-    assert (header.properties.content_type, header.properties.headers, body) == ("text/plain", {"k": "v"},
-                                                                                 b"returned body")
+        312,
+        "NO_ROUTE",
+        "",
+        "nowhere",
+    )
+    assert (header.properties.content_type, header.properties.headers, body) == (
+        "text/plain",
+        {"k": "v"},
+        b"returned body",
+    )
 
 
 def test_unroutable_message_without_mandatory_is_dropped_silently():
@@ -582,6 +655,7 @@ def test_unroutable_message_without_mandatory_is_dropped_silently():
 
 # ------------------------------------------------------------------ content assembly
 
+
 def test_content_spanning_several_body_frames():
     peer = open_peer(frame_max=4096)
     declare(peer, "q")
@@ -589,7 +663,7 @@ def test_content_spanning_several_body_frames():
     payload = bytes(i % 251 for i in range(10_000))
     data = method(1, commands.Basic.Publish(exchange="", routing_key="q")) + content(1, payload, frame_max=4096)
     for start in range(0, len(data), 1000):  # and delivered to the broker in arbitrary pieces
-        peer.send(data[start:start + 1000])
+        peer.send(data[start : start + 1000])
     out = raw_frames(peer.connection.data_to_send())
     body_frames = [payload for frame_type, _, payload in out if frame_type == 3]
     assert len(body_frames) == 3
@@ -610,8 +684,9 @@ def test_body_longer_than_declared_is_not_delivered_and_closes_the_connection():
     peer = open_peer()
     declare(peer, "q")
     consume(peer, "q", tag="c")
-    peer.send(method(1, commands.Basic.Publish(exchange="", routing_key="q")) + header_frame(1, 2)
-              + body_frame(1, b"hello"))
+    peer.send(
+        method(1, commands.Basic.Publish(exchange="", routing_key="q")) + header_frame(1, 2) + body_frame(1, b"hello")
+    )
     peer.send_method(1, commands.Basic.Qos(prefetch_count=1))  # at the latest, this frame is refused
     frames = peer.frames()
     assert messages(frames) == []
@@ -624,7 +699,9 @@ def test_content_frame_without_a_pending_publish_is_505(frame):
     peer.send(frame)
     close = connection_close(peer.frames())
     assert (close.reply_code, close.reply_text) == (
-        505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead")
+        505,
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+    )
 
 
 def test_publish_then_a_method_instead_of_the_header_is_505():
@@ -633,11 +710,14 @@ def test_publish_then_a_method_instead_of_the_header_is_505():
     peer.send_method(1, commands.Queue.Declare(queue="x"))
     close = connection_close(peer.frames())
     assert (close.reply_code, close.reply_text) == (
-        505, "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead")
+        505,
+        "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead",
+    )
     assert (close.class_id, close.method_id) == (60, 40)
 
 
 # ------------------------------------------------------------------ across connections
+
 
 def test_publish_on_one_connection_deliver_on_another():
     broker = Broker(clock=FakeClock())

@@ -176,6 +176,7 @@ def test_a_channel_closed_while_its_commit_waits_gets_no_commit_ok():
 
 # ------------------------------------------------------------------ quorum queues
 
+
 def test_quorum_queue_stores_a_transient_message_and_confirms_it_after_the_sync(store):
     broker = Broker(store=store, clock=FakeClock())
     peer = client(broker, ("qq", QUORUM), ("cq", {}))
@@ -208,14 +209,20 @@ def test_recovered_quorum_messages_keep_their_published_delivery_mode(store):
     """RabbitMQ 3.10 returns them as published: no delivery_mode stays absent, 1 stays 1."""
     first = Broker(store=store, clock=FakeClock())
     peer = client(first, ("qq", QUORUM))
-    peer.send(publish(1, "qq", b"no mode") + publish(1, "qq", b"mode 1", properties=TRANSIENT)
-              + publish(1, "qq", b"mode 2", properties=PERSISTENT))
+    peer.send(
+        publish(1, "qq", b"no mode")
+        + publish(1, "qq", b"mode 1", properties=TRANSIENT)
+        + publish(1, "qq", b"mode 2", properties=PERSISTENT)
+    )
     sync(first)
 
     second = client(Broker(store=store, clock=FakeClock()))
     back = get_all(second, "qq")
     assert [(body, header.properties.delivery_mode) for _, body, header in back] == [
-        (b"no mode", None), (b"mode 1", 1), (b"mode 2", 2)]
+        (b"no mode", None),
+        (b"mode 1", 1),
+        (b"mode 2", 2),
+    ]
 
 
 def test_a_message_read_back_from_the_store_is_persistent_only_if_published_so():
@@ -227,6 +234,7 @@ def test_a_message_read_back_from_the_store_is_persistent_only_if_published_so()
 
 
 # ------------------------------------------------------------------ the persister
+
 
 async def test_a_sync_requested_before_the_persister_is_attached_still_runs():
     """Recovery can write (a recovered message expiring at start) before the server attaches the persister:

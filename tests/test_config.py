@@ -35,6 +35,7 @@ def config_error(**kwargs: object) -> ConfigError:
 
 # ------------------------------------------------------------------ precedence
 
+
 def test_defaults_when_nothing_is_set() -> None:
     config = load_config(environ=NO_ENV)
     assert (config.host, config.port, config.log_level, config.log_format) == ("127.0.0.1", 5672, "info", "text")
@@ -67,14 +68,16 @@ def test_config_file_can_be_named_by_environment(tmp_path: Path) -> None:
 
 def test_every_level_through_the_command_line(tmp_path: Path) -> None:
     path = write_toml(tmp_path, 'host = "0.0.0.0"\nport = 5700\nheartbeat = 5\n')
-    config = cli.parse_args(["--config", str(path), "--port", "5702"],
-                            environ={"AMQP_SERVER_HEARTBEAT": "7", "AMQP_SERVER_PORT": "5701"})
+    config = cli.parse_args(
+        ["--config", str(path), "--port", "5702"], environ={"AMQP_SERVER_HEARTBEAT": "7", "AMQP_SERVER_PORT": "5701"}
+    )
     assert (config.host, config.port, config.heartbeat) == ("0.0.0.0", 5702, 7)
 
 
 def test_the_original_flags_keep_working(tmp_path: Path) -> None:
-    config = cli.parse_args(["--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp_path),
-                             "--log-level", "warning"], environ=NO_ENV)
+    config = cli.parse_args(
+        ["--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp_path), "--log-level", "warning"], environ=NO_ENV
+    )
     assert (config.host, config.port, config.data_dir, config.log_level) == ("127.0.0.1", 0, tmp_path, "warning")
 
 
@@ -86,10 +89,10 @@ def test_relative_paths_in_the_file_are_relative_to_it(tmp_path: Path) -> None:
 def test_lists_and_booleans_from_text(tmp_path: Path) -> None:
     for name in ("ca.pem", "cert.pem", "key.pem"):
         (tmp_path / name).write_text("x")
-    config = load_config({"tls_cert": str(tmp_path / "cert.pem"), "tls_key": str(tmp_path / "key.pem"),
-                          "tls_verify_peer": True},
-                         environ={"AMQP_SERVER_LOOPBACK_USERS": "guest, admin", "AMQP_SERVER_TLS_CA":
-                                  str(tmp_path / "ca.pem")})
+    config = load_config(
+        {"tls_cert": str(tmp_path / "cert.pem"), "tls_key": str(tmp_path / "key.pem"), "tls_verify_peer": True},
+        environ={"AMQP_SERVER_LOOPBACK_USERS": "guest, admin", "AMQP_SERVER_TLS_CA": str(tmp_path / "ca.pem")},
+    )
     assert config.loopback_users == ("guest", "admin")
     assert config.tls_verify_peer is True and config.tls_ca == tmp_path / "ca.pem"
     assert load_config(environ={"AMQP_SERVER_LOOPBACK_USERS": ""}).loopback_users == ()
@@ -103,6 +106,7 @@ def test_memory_high_watermark_is_a_fraction_or_bytes() -> None:
 
 # ------------------------------------------------------------------ validation
 
+
 def test_port_out_of_range_names_the_key_and_flag() -> None:
     error = config_error(flags={"port": "70000"}, environ=NO_ENV)
     assert str(error) == "--port must be between 0 and 65535, got 70000"
@@ -115,14 +119,17 @@ def test_port_that_is_not_a_number_names_the_environment_variable() -> None:
 
 def test_unknown_key_in_the_file(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "prot = 5672\n")
-    assert str(config_error(config_file=path, environ=NO_ENV)) == \
-        f"prot: unknown key (did you mean 'port'?) (from {path})"
+    assert (
+        str(config_error(config_file=path, environ=NO_ENV)) == f"prot: unknown key (did you mean 'port'?) (from {path})"
+    )
 
 
 def test_wrong_type_in_the_file(tmp_path: Path) -> None:
     path = write_toml(tmp_path, 'port = "5672"\n')
-    assert str(config_error(config_file=path, environ=NO_ENV)) == \
-        f"port: must be an integer, got string '5672' (from {path})"
+    assert (
+        str(config_error(config_file=path, environ=NO_ENV))
+        == f"port: must be an integer, got string '5672' (from {path})"
+    )
 
 
 def test_boolean_is_not_an_integer_in_the_file(tmp_path: Path) -> None:
@@ -132,8 +139,9 @@ def test_boolean_is_not_an_integer_in_the_file(tmp_path: Path) -> None:
 
 def test_missing_certificate_file(tmp_path: Path) -> None:
     (tmp_path / "key.pem").write_text("x")
-    error = config_error(flags={"tls_cert": str(tmp_path / "cert.pem"), "tls_key": str(tmp_path / "key.pem")},
-                         environ=NO_ENV)
+    error = config_error(
+        flags={"tls_cert": str(tmp_path / "cert.pem"), "tls_key": str(tmp_path / "key.pem")}, environ=NO_ENV
+    )
     assert str(error) == f"--tls-cert must be an existing file, got {tmp_path / 'cert.pem'}"
 
 
@@ -158,8 +166,10 @@ def test_bad_log_level_in_the_file(tmp_path: Path) -> None:
 
 
 def test_frame_max_below_the_protocol_minimum() -> None:
-    assert str(config_error(flags={"frame_max": "1024"}, environ=NO_ENV)) == \
-        "--frame-max must be between 4096 and 4294967295, got 1024"
+    assert (
+        str(config_error(flags={"frame_max": "1024"}, environ=NO_ENV))
+        == "--frame-max must be between 4096 and 4294967295, got 1024"
+    )
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
@@ -180,10 +190,12 @@ def test_main_prints_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_main_reports_an_invalid_file_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_toml(tmp_path, "[[users]]\nname = \"app\"\n")
+    path = write_toml(tmp_path, '[[users]]\nname = "app"\n')
     assert cli.main(["--config", str(path)]) == 2
-    assert capsys.readouterr().err == ("amqp-server: invalid configuration: users[0].password: set exactly one of "
-                                       f"password and password_hash (from {path})\n")
+    assert capsys.readouterr().err == (
+        "amqp-server: invalid configuration: users[0].password: set exactly one of "
+        f"password and password_hash (from {path})\n"
+    )
 
 
 # ------------------------------------------------------------------ [[users]], [[vhosts]], [[permissions]]
@@ -219,7 +231,9 @@ def users_config(tmp_path: Path) -> Config:
 def test_users_vhosts_and_permissions_are_read_from_the_file(tmp_path: Path) -> None:
     config = users_config(tmp_path)
     assert [(user.name, user.password, user.tags) for user in config.users] == [
-        ("app", "s3cret", ("management",)), ("ops", None, ("administrator", "monitoring"))]
+        ("app", "s3cret", ("management",)),
+        ("ops", None, ("administrator", "monitoring")),
+    ]
     assert config.vhosts == ("prod",)
     assert config.permissions == (PermissionDefinition("app", "prod", "^app-.*", ".*", ""),)
 
@@ -267,29 +281,50 @@ def test_check_password_refuses_what_is_not_a_hash_of_it() -> None:
 
 
 def test_permission_for_an_unknown_vhost_is_a_config_error(tmp_path: Path) -> None:
-    path = write_toml(tmp_path, '[[permissions]]\nuser = "guest"\nvhost = "nope"\nconfigure = ".*"\n'
-                                'write = ".*"\nread = ".*"\n')
+    path = write_toml(
+        tmp_path, '[[permissions]]\nuser = "guest"\nvhost = "nope"\nconfigure = ".*"\nwrite = ".*"\nread = ".*"\n'
+    )
     config = load_config({"data_dir": str(tmp_path / "data")}, path, environ=NO_ENV)
     with pytest.raises(ConfigError) as caught:
         startup_access(config)
     assert str(caught.value) == f"permissions[0].vhost: no vhost 'nope' (declare it in [[vhosts]]) (from {path})"
 
 
-@pytest.mark.parametrize("table, key, problem", [
-    ('[[users]]\nname = "a"\npassword = "p"\ncolour = "red"\n', "users[0].colour", "unknown key"),
-    ('[[users]]\npassword = "p"\n', "users[0].name", "missing"),
-    ('[[users]]\nname = "a"\npassword = 5\n', "users[0].password", "must be a string, got integer 5"),
-    ('[[users]]\nname = "a"\npassword_hash = "not-a-hash"\n', "users[0].password_hash",
-     "not a rabbit_password_hashing_sha256 hash (base64 of a 4-byte salt and a SHA-256 digest)"),
-    ('[[users]]\nname = "a"\npassword = "p"\ntags = [1]\n', "users[0].tags", "must be a list of strings, got array [1]"),
-    ('[[users]]\nname = "a"\npassword = "p"\n[[users]]\nname = "a"\npassword = "q"\n', "users",
-     "user 'a' is declared twice"),
-    ('[[vhosts]]\nname = ""\n', "vhosts[0].name", "must not be empty"),
-    ('users = "a"\n', "users", "must be an array of tables ([[users]]), got string"),
-    ('[[permissions]]\nuser = "a"\nvhost = "/"\nconfigure = ".*"\nwrite = ".*"\n', "permissions[0].read", "missing"),
-    ('[[permissions]]\nuser = "a"\nvhost = "/"\nconfigure = "("\nwrite = ".*"\nread = ".*"\n',
-     "permissions[0].configure", "invalid regular expression '(': missing ), unterminated subpattern at position 0"),
-])
+@pytest.mark.parametrize(
+    "table, key, problem",
+    [
+        ('[[users]]\nname = "a"\npassword = "p"\ncolour = "red"\n', "users[0].colour", "unknown key"),
+        ('[[users]]\npassword = "p"\n', "users[0].name", "missing"),
+        ('[[users]]\nname = "a"\npassword = 5\n', "users[0].password", "must be a string, got integer 5"),
+        (
+            '[[users]]\nname = "a"\npassword_hash = "not-a-hash"\n',
+            "users[0].password_hash",
+            "not a rabbit_password_hashing_sha256 hash (base64 of a 4-byte salt and a SHA-256 digest)",
+        ),
+        (
+            '[[users]]\nname = "a"\npassword = "p"\ntags = [1]\n',
+            "users[0].tags",
+            "must be a list of strings, got array [1]",
+        ),
+        (
+            '[[users]]\nname = "a"\npassword = "p"\n[[users]]\nname = "a"\npassword = "q"\n',
+            "users",
+            "user 'a' is declared twice",
+        ),
+        ('[[vhosts]]\nname = ""\n', "vhosts[0].name", "must not be empty"),
+        ('users = "a"\n', "users", "must be an array of tables ([[users]]), got string"),
+        (
+            '[[permissions]]\nuser = "a"\nvhost = "/"\nconfigure = ".*"\nwrite = ".*"\n',
+            "permissions[0].read",
+            "missing",
+        ),
+        (
+            '[[permissions]]\nuser = "a"\nvhost = "/"\nconfigure = "("\nwrite = ".*"\nread = ".*"\n',
+            "permissions[0].configure",
+            "invalid regular expression '(': missing ), unterminated subpattern at position 0",
+        ),
+    ],
+)
 def test_invalid_tables_name_the_entry_and_key(tmp_path: Path, table: str, key: str, problem: str) -> None:
     path = write_toml(tmp_path, table)
     error = config_error(config_file=path, environ=NO_ENV)
@@ -297,6 +332,7 @@ def test_invalid_tables_name_the_entry_and_key(tmp_path: Path, table: str, key: 
 
 
 # ------------------------------------------------------------------ loopback users
+
 
 def test_guest_may_not_log_in_from_another_host() -> None:
     access = AccessControl.default()

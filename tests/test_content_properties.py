@@ -64,9 +64,15 @@ def content_header(flags: int, properties: bytes, body_size: int) -> bytes:
 
 def raw_publish(channel: int, routing_key: str, header: bytes, body: bytes, exchange: str = "") -> bytes:
     """basic.publish + a hand-built content header payload + one body frame."""
-    return (method(channel, commands.Basic.Publish(exchange=exchange, routing_key=routing_key))
-            + struct.pack(">BHI", 2, channel, len(header)) + header + b"\xce"
-            + struct.pack(">BHI", 3, channel, len(body)) + body + b"\xce")
+    return (
+        method(channel, commands.Basic.Publish(exchange=exchange, routing_key=routing_key))
+        + struct.pack(">BHI", 2, channel, len(header))
+        + header
+        + b"\xce"
+        + struct.pack(">BHI", 3, channel, len(body))
+        + body
+        + b"\xce"
+    )
 
 
 def with_table(table: bytes, body: bytes = b"body") -> bytes:
@@ -75,18 +81,46 @@ def with_table(table: bytes, body: bytes = b"body") -> bytes:
 
 # Every field type RabbitMQ 3.10 decodes, nested tables and arrays included, plus what it lets
 # through unchecked (an empty key, a key that is not UTF-8).
-EVERY_TYPE = b"".join([
-    entry(b"t", b"t", b"\x02"), entry(b"b", b"b", b"\xff"), entry(b"B", b"B", b"\xff"),
-    entry(b"s", b"s", b"\x80\x00"), entry(b"u", b"u", b"\xff\xff"), entry(b"I", b"I", b"\x80\x00\x00\x00"),
-    entry(b"i", b"i", b"\xff\xff\xff\xff"), entry(b"l", b"l", bytes(8)), entry(b"L", b"L", b"\xff" * 8),
-    entry(b"f", b"f", struct.pack(">f", 1.5)), entry(b"d", b"d", struct.pack(">d", -2.25)),
-    entry(b"D", b"D", b"\x02\x00\x00\x01\x00"), entry(b"T", b"T", struct.pack(">Q", 1700000000)),
-    entry(b"V", b"V"), entry(b"S", b"S", long_prefixed("é".encode())), entry(b"x", b"x", long_prefixed(b"\x00\xff")),
-    entry(b"A", b"A", long_prefixed(b"V" + b"t\x01" + b"S" + long_prefixed(b"z") + b"A" + long_prefixed(b"")
-                                   + b"F" + long_prefixed(entry(b"k", b"I", bytes(4))))),
-    entry(b"F", b"F", long_prefixed(entry(b"inner", b"F", long_prefixed(entry(b"deep", b"A", long_prefixed(b"V")))))),
-    entry(b"", b"V"), entry(b"\xff\xfe", b"V"), entry(b"empty", b"F", long_prefixed(b"")),
-])
+EVERY_TYPE = b"".join(
+    [
+        entry(b"t", b"t", b"\x02"),
+        entry(b"b", b"b", b"\xff"),
+        entry(b"B", b"B", b"\xff"),
+        entry(b"s", b"s", b"\x80\x00"),
+        entry(b"u", b"u", b"\xff\xff"),
+        entry(b"I", b"I", b"\x80\x00\x00\x00"),
+        entry(b"i", b"i", b"\xff\xff\xff\xff"),
+        entry(b"l", b"l", bytes(8)),
+        entry(b"L", b"L", b"\xff" * 8),
+        entry(b"f", b"f", struct.pack(">f", 1.5)),
+        entry(b"d", b"d", struct.pack(">d", -2.25)),
+        entry(b"D", b"D", b"\x02\x00\x00\x01\x00"),
+        entry(b"T", b"T", struct.pack(">Q", 1700000000)),
+        entry(b"V", b"V"),
+        entry(b"S", b"S", long_prefixed("é".encode())),
+        entry(b"x", b"x", long_prefixed(b"\x00\xff")),
+        entry(
+            b"A",
+            b"A",
+            long_prefixed(
+                b"V"
+                + b"t\x01"
+                + b"S"
+                + long_prefixed(b"z")
+                + b"A"
+                + long_prefixed(b"")
+                + b"F"
+                + long_prefixed(entry(b"k", b"I", bytes(4)))
+            ),
+        ),
+        entry(
+            b"F", b"F", long_prefixed(entry(b"inner", b"F", long_prefixed(entry(b"deep", b"A", long_prefixed(b"V")))))
+        ),
+        entry(b"", b"V"),
+        entry(b"\xff\xfe", b"V"),
+        entry(b"empty", b"F", long_prefixed(b"")),
+    ]
+)
 
 BAD_HEADERS = {
     "unknown field type": with_table(entry(b"a", b"Z")),
@@ -130,7 +164,7 @@ def test_undecodable_properties_close_the_publisher_like_rabbitmq_and_nothing_is
     data = raw_publish(1, "q", header, b"body")
     if split:
         for offset in range(0, len(data), 9):
-            publisher.send(data[offset:offset + 9])
+            publisher.send(data[offset : offset + 9])
     else:
         publisher.send(data)
     assert_rabbitmq_541(publisher.frames())
@@ -198,8 +232,11 @@ def dead_letters(peer) -> list[tuple[bytes, dict]]:
 def raw_methods(peer) -> list[tuple[int, int]]:
     """(class id, method id) of each method frame the broker wrote (without decoding the content:
     pamqp refuses the undecodable headers these tests deliver)."""
-    return [struct.unpack_from(">HH", payload) for frame_type, _, payload in
-            raw_frames(peer.connection.data_to_send()) if frame_type == 1]
+    return [
+        struct.unpack_from(">HH", payload)
+        for frame_type, _, payload in raw_frames(peer.connection.data_to_send())
+        if frame_type == 1
+    ]
 
 
 CONNECTION_CLOSE, GET_OK, DELIVER = (10, 50), (60, 71), (60, 60)
@@ -235,8 +272,11 @@ def test_the_ttl_timer_survives_an_undecodable_message_and_other_queues_keep_exp
     broker = Broker(clock=clock)
     peer = open_peer(broker)
     declare_dead_letter_pair(peer, "ttl-bad", **{"x-message-ttl": 1000})
-    declare(peer, "ttl-good", arguments={"x-message-ttl": 1000, "x-dead-letter-exchange": "",
-                                         "x-dead-letter-routing-key": "dead"})
+    declare(
+        peer,
+        "ttl-good",
+        arguments={"x-message-ttl": 1000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"},
+    )
     peer.send(raw_publish(1, "ttl-bad", BAD_TABLE, b"bad") + publish(1, "ttl-good", b"good"))
     broker.scheduler.run_due(clock.advance(2))
     assert sorted(body for body, _ in dead_letters(peer)) == [b"bad", b"good"]
@@ -290,8 +330,12 @@ def recovered_broker(headers: list[bytes], **arguments) -> Broker:
     store = MemoryStore()
     peer = open_peer(Broker(store=store, clock=FakeClock()))
     declare(peer, "dead", durable=True)
-    declare(peer, "work", durable=True, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead",
-                                                   **arguments})
+    declare(
+        peer,
+        "work",
+        durable=True,
+        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead", **arguments},
+    )
     for message_id, header in enumerate(headers, 1):
         body = str(message_id - 1).encode()
         header = header[:4] + struct.pack(">Q", len(body)) + header[12:]
@@ -353,24 +397,30 @@ def test_a_failing_sync_callback_is_logged_and_the_others_still_run(caplog):
                 raise RuntimeError("boom")
             ran.append((self.channel_id, sequence, ok))
 
-    SyncBarrier().end(([(FakeChannel(1, True), 5), (FakeChannel(2, False), 7)],
-                       [failing, lambda ok: ran.append(("callback", ok))]), True)
+    SyncBarrier().end(
+        ([(FakeChannel(1, True), 5), (FakeChannel(2, False), 7)], [failing, lambda ok: ran.append(("callback", ok))]),
+        True,
+    )
     assert ran == [("callback", True), (2, 7, True)]
     assert sum(1 for record in caplog.records if record.exc_info) == 2
 
 
 def run_access_watch(broker: Broker, polls: list) -> None:
     """Run the server's access.json watcher until ``polls`` has three entries (bounded)."""
+
     async def main() -> None:
         config = SimpleNamespace(data_dir=Path("/nonexistent"), loopback_users=("guest",))
         task = asyncio.create_task(server_module._watch_access(config, broker, Connections()))
         try:
+
             async def three_polls() -> None:
                 while len(polls) < 3 and not task.done():
                     await asyncio.sleep(0)
+
             await asyncio.wait_for(three_polls(), timeout=10)
         finally:
             task.cancel()
+
     asyncio.run(main())
 
 

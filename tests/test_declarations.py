@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 
 import pytest
-from pamqp import body as pamqp_body, commands
+from pamqp import body as pamqp_body
+from pamqp import commands
 
 from amqp_server.core.broker import Broker
 from tests.frames import FakeClock, Peer, open_peer, publish, run_persister
 
-LOCKED = ("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{}' in vhost '/'. It could be "
-          "originally declared on another connection or the exclusive property value does not match that of the "
-          "original declaration.")
+LOCKED = (
+    "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{}' in vhost '/'. It could be "
+    "originally declared on another connection or the exclusive property value does not match that of the "
+    "original declaration."
+)
 
 
 def of_type(frames: list, kind: type) -> list:
@@ -87,6 +90,7 @@ def two_peers() -> tuple[Peer, Peer]:
 
 # ------------------------------------------------------------------ queue.declare
 
+
 def test_server_named_queues():
     peer = open_peer()
     names = [declare(peer, "", exclusive=True).queue for _ in range(3)]
@@ -123,8 +127,11 @@ def test_redeclare_with_different_flag_is_406(field):
     peer = open_peer()
     declare(peer, "q")
     close = refused(peer, commands.Queue.Declare(queue="q", **{field: True}))
-    assert error(close) == (406, f"PRECONDITION_FAILED - inequivalent arg '{field}' for queue 'q' in vhost '/': "
-                                 "received 'true' but current is 'false'")
+    assert error(close) == (
+        406,
+        f"PRECONDITION_FAILED - inequivalent arg '{field}' for queue 'q' in vhost '/': "
+        "received 'true' but current is 'false'",
+    )
     assert declare(peer, "q").queue == "q"
 
 
@@ -152,16 +159,20 @@ def test_reserved_amq_prefix_is_403():
     assert error(close) == (404, "NOT_FOUND - no queue 'amq.foo' in vhost '/'")
 
 
-@pytest.mark.parametrize("value", [
-    commands.Queue.Declare(queue="excl", exclusive=True),
-    commands.Queue.Declare(queue="excl"),
-    commands.Queue.Declare(queue="excl", passive=True),
-    commands.Basic.Consume(queue="excl"),
-    commands.Basic.Get(queue="excl"),
-    commands.Queue.Purge(queue="excl"),
-    commands.Queue.Delete(queue="excl"),
-    commands.Queue.Bind(queue="excl", exchange="amq.direct", routing_key="k"),
-], ids=["declare-exclusive", "declare", "declare-passive", "consume", "get", "purge", "delete", "bind"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        commands.Queue.Declare(queue="excl", exclusive=True),
+        commands.Queue.Declare(queue="excl"),
+        commands.Queue.Declare(queue="excl", passive=True),
+        commands.Basic.Consume(queue="excl"),
+        commands.Basic.Get(queue="excl"),
+        commands.Queue.Purge(queue="excl"),
+        commands.Queue.Delete(queue="excl"),
+        commands.Queue.Bind(queue="excl", exchange="amq.direct", routing_key="k"),
+    ],
+    ids=["declare-exclusive", "declare", "declare-passive", "consume", "get", "purge", "delete", "bind"],
+)
 def test_exclusive_queue_of_another_connection_is_405(value):
     owner, other = two_peers()
     declare(owner, "excl", exclusive=True)
@@ -242,6 +253,7 @@ def test_declare_ok_counts_ready_messages_and_consumers():
 
 # ------------------------------------------------------------------ exchange.declare
 
+
 def test_declare_direct_exchange_and_redeclare_equivalent():
     peer = open_peer()
     ok(peer, commands.Exchange.Declare(exchange="x", exchange_type="direct"))
@@ -255,26 +267,36 @@ def test_passive_declare_of_missing_exchange_is_404():
     assert error(close) == (404, "NOT_FOUND - no exchange 'nox' in vhost '/'")
 
 
-@pytest.mark.parametrize("field,received,current,changes", [
-    ("type", "fanout", "direct", {"exchange_type": "fanout"}),
-    ("durable", "true", "false", {"durable": True}),
-    ("auto_delete", "true", "false", {"auto_delete": True}),
-    ("internal", "true", "false", {"internal": True}),
-], ids=["type", "durable", "auto_delete", "internal"])
+@pytest.mark.parametrize(
+    "field,received,current,changes",
+    [
+        ("type", "fanout", "direct", {"exchange_type": "fanout"}),
+        ("durable", "true", "false", {"durable": True}),
+        ("auto_delete", "true", "false", {"auto_delete": True}),
+        ("internal", "true", "false", {"internal": True}),
+    ],
+    ids=["type", "durable", "auto_delete", "internal"],
+)
 def test_redeclare_exchange_with_different_properties_is_406(field, received, current, changes):
     peer = open_peer()
     ok(peer, commands.Exchange.Declare(exchange="x", exchange_type="direct"))
     close = refused(peer, commands.Exchange.Declare(exchange="x", **{"exchange_type": "direct", **changes}))
-    assert error(close) == (406, f"PRECONDITION_FAILED - inequivalent arg '{field}' for exchange 'x' in vhost '/': "
-                                 f"received '{received}' but current is '{current}'")
+    assert error(close) == (
+        406,
+        f"PRECONDITION_FAILED - inequivalent arg '{field}' for exchange 'x' in vhost '/': "
+        f"received '{received}' but current is '{current}'",
+    )
 
 
 def test_redeclare_amq_direct_with_its_own_properties_is_ok():
     peer = open_peer()
     ok(peer, commands.Exchange.Declare(exchange="amq.direct", exchange_type="direct", durable=True))
     close = refused(peer, commands.Exchange.Declare(exchange="amq.direct", exchange_type="direct"))
-    assert error(close) == (406, "PRECONDITION_FAILED - inequivalent arg 'durable' for exchange 'amq.direct' in "
-                                 "vhost '/': received 'false' but current is 'true'")
+    assert error(close) == (
+        406,
+        "PRECONDITION_FAILED - inequivalent arg 'durable' for exchange 'amq.direct' in "
+        "vhost '/': received 'false' but current is 'true'",
+    )
 
 
 def test_unknown_exchange_type_is_a_503_connection_error():
@@ -288,8 +310,7 @@ def test_unknown_exchange_type_is_a_503_connection_error():
 @pytest.mark.parametrize("passive", [False, True])
 def test_declaring_the_default_exchange_is_403(passive):
     peer = open_peer()
-    close = refused(peer, commands.Exchange.Declare(exchange="", exchange_type="direct", durable=True,
-                                                    passive=passive))
+    close = refused(peer, commands.Exchange.Declare(exchange="", exchange_type="direct", durable=True, passive=passive))
     assert error(close) == (403, "ACCESS_REFUSED - operation not permitted on the default exchange")
 
 
@@ -302,6 +323,7 @@ def test_reserved_amq_exchange_prefix_is_403():
 
 
 # ------------------------------------------------------------------ bind / unbind
+
 
 @pytest.mark.parametrize("exchange", ["amq.direct", "x"])
 def test_direct_exchange_routes_to_bound_queues_only(exchange):
@@ -351,11 +373,15 @@ def test_binding_with_two_keys_matching_different_messages():
     assert drain(peer, "q") == [b"1", b"2"]
 
 
-@pytest.mark.parametrize("queue,exchange,text", [
-    ("noq", "amq.direct", "NOT_FOUND - no queue 'noq' in vhost '/'"),
-    ("q", "nox", "NOT_FOUND - no exchange 'nox' in vhost '/'"),
-    ("noq", "nox", "NOT_FOUND - no exchange 'nox' in vhost '/'"),
-], ids=["missing-queue", "missing-exchange", "both-missing"])
+@pytest.mark.parametrize(
+    "queue,exchange,text",
+    [
+        ("noq", "amq.direct", "NOT_FOUND - no queue 'noq' in vhost '/'"),
+        ("q", "nox", "NOT_FOUND - no exchange 'nox' in vhost '/'"),
+        ("noq", "nox", "NOT_FOUND - no exchange 'nox' in vhost '/'"),
+    ],
+    ids=["missing-queue", "missing-exchange", "both-missing"],
+)
 def test_bind_to_missing_queue_or_exchange_is_404(queue, exchange, text):
     peer = open_peer()
     declare(peer, "q")
@@ -363,10 +389,14 @@ def test_bind_to_missing_queue_or_exchange_is_404(queue, exchange, text):
     assert error(close) == (404, text)
 
 
-@pytest.mark.parametrize("value", [
-    commands.Queue.Bind(queue="q", exchange="", routing_key="q"),
-    commands.Queue.Unbind(queue="q", exchange="", routing_key="q"),
-], ids=["bind", "unbind"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        commands.Queue.Bind(queue="q", exchange="", routing_key="q"),
+        commands.Queue.Unbind(queue="q", exchange="", routing_key="q"),
+    ],
+    ids=["bind", "unbind"],
+)
 def test_binding_to_the_default_exchange_is_403(value):
     peer = open_peer()
     declare(peer, "q")
@@ -374,9 +404,15 @@ def test_binding_to_the_default_exchange_is_403(value):
     assert error(close) == (403, "ACCESS_REFUSED - operation not permitted on the default exchange")
 
 
-@pytest.mark.parametrize("queue,exchange,routing_key", [
-    ("q", "amq.direct", "never-bound"), ("noq", "amq.direct", "k"), ("q", "nox", "k"),
-], ids=["missing-binding", "missing-queue", "missing-exchange"])
+@pytest.mark.parametrize(
+    "queue,exchange,routing_key",
+    [
+        ("q", "amq.direct", "never-bound"),
+        ("noq", "amq.direct", "k"),
+        ("q", "nox", "k"),
+    ],
+    ids=["missing-binding", "missing-queue", "missing-exchange"],
+)
 def test_unbind_of_something_missing_is_ok(queue, exchange, routing_key):
     peer = open_peer()
     declare(peer, "q")
@@ -384,6 +420,7 @@ def test_unbind_of_something_missing_is_ok(queue, exchange, routing_key):
 
 
 # ------------------------------------------------------------------ purge / delete
+
 
 def test_purge_reports_and_removes_ready_messages():
     peer = open_peer()
@@ -474,6 +511,7 @@ def test_delete_if_unused_and_if_empty_when_satisfied():
 
 # ------------------------------------------------------------------ exchange.delete
 
+
 def test_exchange_delete_removes_exchange_and_its_bindings():
     peer = open_peer()
     ok(peer, commands.Exchange.Declare(exchange="x", exchange_type="direct"))
@@ -501,10 +539,14 @@ def test_exchange_delete_if_unused_with_binding_is_406():
     assert error(close) == (406, "PRECONDITION_FAILED - exchange 'x' in vhost '/' in use")
 
 
-@pytest.mark.parametrize("exchange,text", [
-    ("", "ACCESS_REFUSED - operation not permitted on the default exchange"),
-    ("amq.direct", "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed"),
-], ids=["default", "amq.direct"])
+@pytest.mark.parametrize(
+    "exchange,text",
+    [
+        ("", "ACCESS_REFUSED - operation not permitted on the default exchange"),
+        ("amq.direct", "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed"),
+    ],
+    ids=["default", "amq.direct"],
+)
 def test_deleting_builtin_exchanges_is_403(exchange, text):
     peer = open_peer()
     close = refused(peer, commands.Exchange.Delete(exchange=exchange))

@@ -32,18 +32,33 @@ RABBITMQ_EXPORT: dict[str, Any] = {
     "product_name": "RabbitMQ",
     "product_version": "3.10.8",
     "users": [
-        {"name": "defprobe_alice", "password_hash": "sbIIFBahv37QRYPToQigkn2XwLW+DYwsz3+oz9onAqIMaBwN",
-         "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["monitoring", "management"], "limits": {}},
-        {"name": "guest", "password_hash": "cxIpn2JPglMk/RNTRRS763NFdiDVAECu2JEBOFOPzAoBUJ6I",
-         "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"], "limits": {}},
+        {
+            "name": "defprobe_alice",
+            "password_hash": "sbIIFBahv37QRYPToQigkn2XwLW+DYwsz3+oz9onAqIMaBwN",
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": ["monitoring", "management"],
+            "limits": {},
+        },
+        {
+            "name": "guest",
+            "password_hash": "cxIpn2JPglMk/RNTRRS763NFdiDVAECu2JEBOFOPzAoBUJ6I",
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": ["administrator"],
+            "limits": {},
+        },
     ],
     "vhosts": [
         {"name": "defprobe_vh", "limits": [], "metadata": {"description": "", "tags": ""}},
         {"name": "/", "limits": [], "metadata": {"description": "Default virtual host", "tags": []}},
     ],
     "permissions": [
-        {"user": "defprobe_alice", "vhost": "defprobe_vh", "configure": "^alice-.*",
-         "write": "^(alice-.*|amq\\.topic)$", "read": ".*"},
+        {
+            "user": "defprobe_alice",
+            "vhost": "defprobe_vh",
+            "configure": "^alice-.*",
+            "write": "^(alice-.*|amq\\.topic)$",
+            "read": ".*",
+        },
         {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
     ],
     "topic_permissions": [],
@@ -51,30 +66,93 @@ RABBITMQ_EXPORT: dict[str, Any] = {
     "global_parameters": [{"name": "internal_cluster_id", "value": "rabbitmq-cluster-id-0x9Wk8x2mIH5_XyUeMQ6Jg"}],
     "policies": [],
     "queues": [
-        {"name": "orders", "vhost": "/", "durable": True, "auto_delete": False, "type": "classic",
-         "arguments": {"x-dead-letter-exchange": "orders.dlx", "x-message-ttl": 60000}},
-        {"name": "orders.dead", "vhost": "/", "durable": True, "auto_delete": False, "type": "classic",
-         "arguments": {}},
-        {"name": "payments", "vhost": "/", "durable": True, "auto_delete": False, "type": "quorum",
-         "arguments": {"x-queue-type": "quorum"}},
-        {"name": "alice-work", "vhost": "defprobe_vh", "durable": False, "auto_delete": False, "type": "classic",
-         "arguments": {}},
+        {
+            "name": "orders",
+            "vhost": "/",
+            "durable": True,
+            "auto_delete": False,
+            "type": "classic",
+            "arguments": {"x-dead-letter-exchange": "orders.dlx", "x-message-ttl": 60000},
+        },
+        {
+            "name": "orders.dead",
+            "vhost": "/",
+            "durable": True,
+            "auto_delete": False,
+            "type": "classic",
+            "arguments": {},
+        },
+        {
+            "name": "payments",
+            "vhost": "/",
+            "durable": True,
+            "auto_delete": False,
+            "type": "quorum",
+            "arguments": {"x-queue-type": "quorum"},
+        },
+        {
+            "name": "alice-work",
+            "vhost": "defprobe_vh",
+            "durable": False,
+            "auto_delete": False,
+            "type": "classic",
+            "arguments": {},
+        },
     ],
     "exchanges": [
-        {"name": "events", "vhost": "/", "type": "topic", "durable": True, "auto_delete": False,
-         "internal": False, "arguments": {}},
-        {"name": "orders.dlx", "vhost": "/", "type": "fanout", "durable": True, "auto_delete": False,
-         "internal": False, "arguments": {}},
-        {"name": "amq.rabbitmq.trace", "vhost": "/", "type": "topic", "durable": True, "auto_delete": False,
-         "internal": True, "arguments": {}},
+        {
+            "name": "events",
+            "vhost": "/",
+            "type": "topic",
+            "durable": True,
+            "auto_delete": False,
+            "internal": False,
+            "arguments": {},
+        },
+        {
+            "name": "orders.dlx",
+            "vhost": "/",
+            "type": "fanout",
+            "durable": True,
+            "auto_delete": False,
+            "internal": False,
+            "arguments": {},
+        },
+        {
+            "name": "amq.rabbitmq.trace",
+            "vhost": "/",
+            "type": "topic",
+            "durable": True,
+            "auto_delete": False,
+            "internal": True,
+            "arguments": {},
+        },
     ],
     "bindings": [
-        {"source": "events", "vhost": "/", "destination": "orders", "destination_type": "queue",
-         "routing_key": "orders.#", "arguments": {}},
-        {"source": "orders.dlx", "vhost": "/", "destination": "orders.dead", "destination_type": "queue",
-         "routing_key": "", "arguments": {}},
-        {"source": "amq.topic", "vhost": "/", "destination": "events", "destination_type": "exchange",
-         "routing_key": "#", "arguments": {}},
+        {
+            "source": "events",
+            "vhost": "/",
+            "destination": "orders",
+            "destination_type": "queue",
+            "routing_key": "orders.#",
+            "arguments": {},
+        },
+        {
+            "source": "orders.dlx",
+            "vhost": "/",
+            "destination": "orders.dead",
+            "destination_type": "queue",
+            "routing_key": "",
+            "arguments": {},
+        },
+        {
+            "source": "amq.topic",
+            "vhost": "/",
+            "destination": "events",
+            "destination_type": "exchange",
+            "routing_key": "#",
+            "arguments": {},
+        },
     ],
 }
 
@@ -93,9 +171,14 @@ def login(broker: Broker, user: str, password: str, vhost: str = "/", peer: str 
     """The broker's last reply to a PLAIN login and connection.open: OpenOk, or a Close."""
     client = Peer(broker, peer)
     client.send(PROTOCOL_HEADER)
-    client.send_method(0, commands.Connection.StartOk(
-        client_properties={"capabilities": {"authentication_failure_close": True}}, mechanism="PLAIN",
-        response=f"\0{user}\0{password}"))
+    client.send_method(
+        0,
+        commands.Connection.StartOk(
+            client_properties={"capabilities": {"authentication_failure_close": True}},
+            mechanism="PLAIN",
+            response=f"\0{user}\0{password}",
+        ),
+    )
     client.send_method(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))
     client.send_method(0, commands.Connection.Open(virtual_host=vhost))
     return client.methods()[-1][1]
@@ -110,11 +193,13 @@ def get_body(peer: Peer, queue: str) -> bytes | None:
 
 
 def without_order(definitions: dict[str, Any]) -> dict[str, Any]:
-    return {key: sorted(value, key=json.dumps) if isinstance(value, list) else value
-            for key, value in definitions.items()}
+    return {
+        key: sorted(value, key=json.dumps) if isinstance(value, list) else value for key, value in definitions.items()
+    }
 
 
 # ------------------------------------------------------------------ importing RabbitMQ's export
+
 
 def test_rabbitmq_users_log_in_with_their_rabbitmq_hashes() -> None:
     broker = imported(RABBITMQ_EXPORT)
@@ -127,15 +212,18 @@ def test_rabbitmq_users_log_in_with_their_rabbitmq_hashes() -> None:
 def test_rabbitmq_permissions_and_tags_are_imported() -> None:
     access = imported(RABBITMQ_EXPORT).access
     assert access.users["defprobe_alice"].tags == ["monitoring", "management"]
-    assert access.permissions[("defprobe_alice", "defprobe_vh")] == Permission("^alice-.*", "^(alice-.*|amq\\.topic)$",
-                                                                               ".*")
+    assert access.permissions[("defprobe_alice", "defprobe_vh")] == Permission(
+        "^alice-.*", "^(alice-.*|amq\\.topic)$", ".*"
+    )
     assert not access.may_open("defprobe_alice", "/")
 
 
 def test_rabbitmq_user_is_refused_a_vhost_without_permissions() -> None:
     refused = login(imported(RABBITMQ_EXPORT), "defprobe_alice", "s3cret-pw", "/")
     assert (refused.reply_code, refused.reply_text) == (
-        530, "NOT_ALLOWED - access to vhost '/' refused for user 'defprobe_alice'")
+        530,
+        "NOT_ALLOWED - access to vhost '/' refused for user 'defprobe_alice'",
+    )
 
 
 def test_rabbitmq_topology_routes_as_declared() -> None:
@@ -160,8 +248,15 @@ def test_amq_exchanges_in_a_file_are_skipped() -> None:
 
 def test_import_counts_and_reports_ignored_sections() -> None:
     counts = import_into(new_broker(), copy.deepcopy(RABBITMQ_EXPORT))
-    assert counts == {"users": 2, "vhosts": 1, "permissions": 2, "exchanges": 2, "queues": 4, "bindings": 3,
-                      "ignored global_parameters": 1}
+    assert counts == {
+        "users": 2,
+        "vhosts": 1,
+        "permissions": 2,
+        "exchanges": 2,
+        "queues": 4,
+        "bindings": 3,
+        "ignored global_parameters": 1,
+    }
 
 
 def test_tags_as_a_comma_separated_string() -> None:
@@ -177,21 +272,30 @@ def test_existing_queue_is_kept() -> None:
     assert get_body(peer, "orders") == b"kept"
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["users"][0].update(hashing_algorithm="rabbit_password_hashing_md5"),
-     "users[0]: user 'defprobe_alice': hashing_algorithm 'rabbit_password_hashing_md5' is not supported "
-     "(only rabbit_password_hashing_sha256); set a new password for this user"),
-    (lambda d: d["permissions"][0].update(vhost="nope"), "permissions[0]: no vhost 'nope'"),
-    (lambda d: d["permissions"][0].update(user="nobody"), "permissions[0]: no user 'nobody'"),
-    (lambda d: d["queues"][0].update(vhost="nope"), "queues[0]: no vhost 'nope'"),
-    (lambda d: d["exchanges"][0].update(type="x-consistent-hash"),
-     "exchanges[0]: exchange 'events': unsupported type 'x-consistent-hash'"),
-    (lambda d: d["bindings"][0].update(destination="missing"), "bindings[0]: no queue 'missing' in vhost '/'"),
-    (lambda d: d["queues"][0]["arguments"].update({"x-max-length": -1}),
-     "queues[0]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'orders' in vhost '/': "
-     "{value_negative,-1}"),
-    (lambda d: d.update(queues={}), "queues: expected a list"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda d: d["users"][0].update(hashing_algorithm="rabbit_password_hashing_md5"),
+            "users[0]: user 'defprobe_alice': hashing_algorithm 'rabbit_password_hashing_md5' is not supported "
+            "(only rabbit_password_hashing_sha256); set a new password for this user",
+        ),
+        (lambda d: d["permissions"][0].update(vhost="nope"), "permissions[0]: no vhost 'nope'"),
+        (lambda d: d["permissions"][0].update(user="nobody"), "permissions[0]: no user 'nobody'"),
+        (lambda d: d["queues"][0].update(vhost="nope"), "queues[0]: no vhost 'nope'"),
+        (
+            lambda d: d["exchanges"][0].update(type="x-consistent-hash"),
+            "exchanges[0]: exchange 'events': unsupported type 'x-consistent-hash'",
+        ),
+        (lambda d: d["bindings"][0].update(destination="missing"), "bindings[0]: no queue 'missing' in vhost '/'"),
+        (
+            lambda d: d["queues"][0]["arguments"].update({"x-max-length": -1}),
+            "queues[0]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'orders' in vhost '/': "
+            "{value_negative,-1}",
+        ),
+        (lambda d: d.update(queues={}), "queues: expected a list"),
+    ],
+)
 def test_invalid_definitions_name_the_entry(change: Any, message: str) -> None:
     data = copy.deepcopy(RABBITMQ_EXPORT)
     change(data)
@@ -210,6 +314,7 @@ def test_import_file_names_the_file(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ export and round trip
 
+
 def declare(peer: Peer, *methods: Any) -> None:
     for value in methods:
         peer.send_method(1, value)
@@ -218,40 +323,86 @@ def declare(peer: Peer, *methods: Any) -> None:
 
 
 def populated_broker() -> Broker:
-    broker = imported({"users": [{"name": "app", "password_hash": hash_password("pw"), "tags": ["management"]}],
-                       "vhosts": [{"name": "prod"}],
-                       "permissions": [{"user": "app", "vhost": "prod", "configure": "^app-", "write": ".*",
-                                        "read": ""}]})
-    declare(open_peer(broker),
-            commands.Exchange.Declare(exchange="hx", exchange_type="headers", durable=True,
-                                      arguments={"alternate-exchange": "ae"}),
-            commands.Exchange.Declare(exchange="ae", exchange_type="fanout", auto_delete=True, internal=True),
-            commands.Queue.Declare(queue="q1", durable=True, arguments={"x-max-priority": 5, "x-expires": 60000}),
-            commands.Queue.Declare(queue="q2", auto_delete=True),
-            commands.Queue.Declare(queue="mine", exclusive=True),
-            commands.Queue.Bind(queue="q1", exchange="hx", arguments={"x-match": "any", "kind": "a"}),
-            commands.Queue.Bind(queue="q2", exchange="ae", routing_key="k"),
-            commands.Queue.Bind(queue="mine", exchange="amq.direct", routing_key="mine"),
-            commands.Exchange.Bind(destination="ae", source="amq.fanout", routing_key=""))
+    broker = imported(
+        {
+            "users": [{"name": "app", "password_hash": hash_password("pw"), "tags": ["management"]}],
+            "vhosts": [{"name": "prod"}],
+            "permissions": [{"user": "app", "vhost": "prod", "configure": "^app-", "write": ".*", "read": ""}],
+        }
+    )
+    declare(
+        open_peer(broker),
+        commands.Exchange.Declare(
+            exchange="hx", exchange_type="headers", durable=True, arguments={"alternate-exchange": "ae"}
+        ),
+        commands.Exchange.Declare(exchange="ae", exchange_type="fanout", auto_delete=True, internal=True),
+        commands.Queue.Declare(queue="q1", durable=True, arguments={"x-max-priority": 5, "x-expires": 60000}),
+        commands.Queue.Declare(queue="q2", auto_delete=True),
+        commands.Queue.Declare(queue="mine", exclusive=True),
+        commands.Queue.Bind(queue="q1", exchange="hx", arguments={"x-match": "any", "kind": "a"}),
+        commands.Queue.Bind(queue="q2", exchange="ae", routing_key="k"),
+        commands.Queue.Bind(queue="mine", exchange="amq.direct", routing_key="mine"),
+        commands.Exchange.Bind(destination="ae", source="amq.fanout", routing_key=""),
+    )
     return broker
 
 
 def test_export_has_rabbitmqs_sections_and_fields() -> None:
     exported = export_from(populated_broker())
-    assert set(exported) >= {"rabbit_version", "users", "vhosts", "permissions", "topic_permissions", "parameters",
-                             "global_parameters", "policies", "queues", "exchanges", "bindings"}
-    assert {"name": "app", "password_hash": exported["users"][1]["password_hash"],
-            "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"],
-            "limits": {}} in exported["users"]
+    assert set(exported) >= {
+        "rabbit_version",
+        "users",
+        "vhosts",
+        "permissions",
+        "topic_permissions",
+        "parameters",
+        "global_parameters",
+        "policies",
+        "queues",
+        "exchanges",
+        "bindings",
+    }
+    assert {
+        "name": "app",
+        "password_hash": exported["users"][1]["password_hash"],
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": ["management"],
+        "limits": {},
+    } in exported["users"]
     assert {"user": "app", "vhost": "prod", "configure": "^app-", "write": ".*", "read": ""} in exported["permissions"]
-    assert {"name": "hx", "vhost": "/", "type": "headers", "durable": True, "auto_delete": False, "internal": False,
-            "arguments": {"alternate-exchange": "ae"}} in exported["exchanges"]
-    assert {"name": "q1", "vhost": "/", "durable": True, "auto_delete": False, "type": "classic",
-            "arguments": {"x-max-priority": 5, "x-expires": 60000}} in exported["queues"]
-    assert {"source": "hx", "vhost": "/", "destination": "q1", "destination_type": "queue", "routing_key": "",
-            "arguments": {"x-match": "any", "kind": "a"}} in exported["bindings"]
-    assert {"source": "amq.fanout", "vhost": "/", "destination": "ae", "destination_type": "exchange",
-            "routing_key": "", "arguments": {}} in exported["bindings"]
+    assert {
+        "name": "hx",
+        "vhost": "/",
+        "type": "headers",
+        "durable": True,
+        "auto_delete": False,
+        "internal": False,
+        "arguments": {"alternate-exchange": "ae"},
+    } in exported["exchanges"]
+    assert {
+        "name": "q1",
+        "vhost": "/",
+        "durable": True,
+        "auto_delete": False,
+        "type": "classic",
+        "arguments": {"x-max-priority": 5, "x-expires": 60000},
+    } in exported["queues"]
+    assert {
+        "source": "hx",
+        "vhost": "/",
+        "destination": "q1",
+        "destination_type": "queue",
+        "routing_key": "",
+        "arguments": {"x-match": "any", "kind": "a"},
+    } in exported["bindings"]
+    assert {
+        "source": "amq.fanout",
+        "vhost": "/",
+        "destination": "ae",
+        "destination_type": "exchange",
+        "routing_key": "",
+        "arguments": {},
+    } in exported["bindings"]
 
 
 def test_export_leaves_out_builtin_exchanges_and_exclusive_queues() -> None:
@@ -284,10 +435,12 @@ def test_round_trip_of_rabbitmqs_export() -> None:
     exported = export_from(imported(RABBITMQ_EXPORT))
     assert without_order(export_from(imported(exported))) == without_order(exported)
     assert {user["password_hash"] for user in exported["users"]} == {
-        user["password_hash"] for user in RABBITMQ_EXPORT["users"]}
+        user["password_hash"] for user in RABBITMQ_EXPORT["users"]
+    }
 
 
 # ------------------------------------------------------------------ the data dir (offline broker)
+
 
 def test_offline_import_survives_a_restart(tmp_path: Path) -> None:
     with open_offline_broker(tmp_path) as broker:
@@ -300,8 +453,10 @@ def test_offline_import_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_durable_queues_of_other_vhosts_survive_a_restart(tmp_path: Path) -> None:
-    data = {"vhosts": [{"name": "prod"}],
-            "queues": [{"name": "jobs", "vhost": "prod", "durable": True, "auto_delete": False, "arguments": {}}]}
+    data = {
+        "vhosts": [{"name": "prod"}],
+        "queues": [{"name": "jobs", "vhost": "prod", "durable": True, "auto_delete": False, "arguments": {}}],
+    }
     with open_offline_broker(tmp_path) as broker:
         import_into(broker, data)
         save_access(tmp_path, broker.access, list(broker.vhosts))
@@ -321,6 +476,7 @@ def test_delete_vhost_deletes_its_durable_queues(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ access.json
+
 
 def test_without_a_file_the_default_is_guest_on_slash(tmp_path: Path) -> None:
     access, vhosts = load_access(tmp_path)
@@ -357,12 +513,20 @@ def test_slash_is_always_a_vhost(tmp_path: Path) -> None:
 
 
 def test_invalid_file_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / ACCESS_FILE).write_text(json.dumps({"users": [{"name": "x", "password_hash": ""}], "permissions": [
-        {"user": "x", "vhost": "/", "configure": ".*", "write": ".*", "read": "("}]}))
+    (tmp_path / ACCESS_FILE).write_text(
+        json.dumps(
+            {
+                "users": [{"name": "x", "password_hash": ""}],
+                "permissions": [{"user": "x", "vhost": "/", "configure": ".*", "write": ".*", "read": "("}],
+            }
+        )
+    )
     with pytest.raises(DefinitionsError) as caught:
         load_access(tmp_path)
-    assert str(caught.value) == (f"{tmp_path / ACCESS_FILE}: permissions[0]: invalid regular expression '(': "
-                                 "missing ), unterminated subpattern at position 0")
+    assert str(caught.value) == (
+        f"{tmp_path / ACCESS_FILE}: permissions[0]: invalid regular expression '(': "
+        "missing ), unterminated subpattern at position 0"
+    )
 
 
 def test_edit_saves_on_success_only(tmp_path: Path) -> None:
@@ -392,8 +556,9 @@ def test_watcher_reports_each_save_once(tmp_path: Path) -> None:
     assert reloaded is not None and "app" not in reloaded[0].users and reloaded[1] == ["/", "prod"]
 
 
-def test_watcher_keeps_the_current_state_when_the_file_is_broken(tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_watcher_keeps_the_current_state_when_the_file_is_broken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     save_access(tmp_path, AccessControl.default(), ["/"])
     watcher = AccessWatcher(tmp_path)
     (tmp_path / ACCESS_FILE).write_text("{broken")

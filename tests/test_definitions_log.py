@@ -95,8 +95,7 @@ def expected(apply) -> tuple:
     return definitions_of(memory.recover())
 
 
-def test_recovery_replays_the_log_over_the_snapshot_and_cuts_a_torn_tail(tmp_path: Path, monkeypatch,
-                                                                          caplog) -> None:
+def test_recovery_replays_the_log_over_the_snapshot_and_cuts_a_torn_tail(tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.setattr(definitions_log, "COMPACT_MIN_BYTES", 0)
     store = SegmentStore(tmp_path)
     store.put_queue(QueueRecord("/", "in-the-snapshot"))
@@ -112,8 +111,9 @@ def test_recovery_replays_the_log_over_the_snapshot_and_cuts_a_torn_tail(tmp_pat
     with caplog.at_level(logging.WARNING, logger="storage.definitions_log"):
         recovered = reopen(tmp_path)
 
-    assert definitions_of(recovered) == expected(lambda memory: (memory.put_queue(QueueRecord("/", "in-the-snapshot")),
-                                                                 scripted_changes(memory)))
+    assert definitions_of(recovered) == expected(
+        lambda memory: (memory.put_queue(QueueRecord("/", "in-the-snapshot")), scripted_changes(memory))
+    )
     assert "cut short" in caplog.text
     store = SegmentStore(tmp_path)  # appends go on from the cut
     store.put_queue(QueueRecord("/", "after"))
@@ -143,10 +143,16 @@ def test_a_crash_between_the_new_snapshot_and_the_new_log_recovers_the_same(tmp_
 
     assert (tmp_path / "definitions.json").exists()
     recovered = reopen(tmp_path)  # new snapshot + the whole old log replayed over it: same records (order may differ)
-    assert unordered(definitions_of(recovered)) == unordered(expected(lambda memory: (
-        scripted_changes(memory), memory.delete_queue("/", "q3"),
-        memory.put_queue(QueueRecord("/", "q3", durable=True, arguments={"x-new": True})),
-        memory.put_queue(QueueRecord("/", "after")))))
+    assert unordered(definitions_of(recovered)) == unordered(
+        expected(
+            lambda memory: (
+                scripted_changes(memory),
+                memory.delete_queue("/", "q3"),
+                memory.put_queue(QueueRecord("/", "q3", durable=True, arguments={"x-new": True})),
+                memory.put_queue(QueueRecord("/", "after")),
+            )
+        )
+    )
 
 
 def test_a_data_dir_with_only_the_old_snapshot_opens_and_is_migrated_to_the_log(tmp_path: Path) -> None:
@@ -164,8 +170,13 @@ def test_a_data_dir_with_only_the_old_snapshot_opens_and_is_migrated_to_the_log(
 
     assert (tmp_path / "definitions.json").read_bytes() == snapshot  # not rewritten: the changes are in the log
     assert (tmp_path / "definitions.log").exists()
-    assert definitions_of(reopen(tmp_path)) == expected(lambda memory: (
-        scripted_changes(memory), memory.put_queue(QueueRecord("/", "new")), memory.delete_queue("/", "q2")))
+    assert definitions_of(reopen(tmp_path)) == expected(
+        lambda memory: (
+            scripted_changes(memory),
+            memory.put_queue(QueueRecord("/", "new")),
+            memory.delete_queue("/", "q2"),
+        )
+    )
 
 
 def test_a_log_with_a_bad_header_is_set_aside_and_the_snapshot_used(tmp_path: Path, caplog) -> None:

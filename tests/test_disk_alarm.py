@@ -71,8 +71,11 @@ class Node:
 
 
 def blocked_frames(peer: Peer) -> list:
-    return [frame for _, frame in peer.methods()
-            if isinstance(frame, (commands.Connection.Blocked, commands.Connection.Unblocked))]
+    return [
+        frame
+        for _, frame in peer.methods()
+        if isinstance(frame, (commands.Connection.Blocked, commands.Connection.Unblocked))
+    ]
 
 
 def test_low_disk_blocks_publishers_and_space_returning_unblocks_them():

@@ -9,7 +9,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from pamqp import body as pamqp_body, commands, frame as pamqp_frame, header as pamqp_header, heartbeat
+from pamqp import body as pamqp_body
+from pamqp import commands, heartbeat
+from pamqp import frame as pamqp_frame
+from pamqp import header as pamqp_header
 
 from amqp_server.errors import AMQPConnectionError
 from amqp_server.wire.framing import FRAME_MIN_SIZE, FrameReader, body_frames
@@ -57,7 +60,7 @@ def test_byte_by_byte_feeding_gives_the_same_frames():
 
     frames = []
     for i in range(len(stream)):
-        frames += reader.feed(stream[i:i + 1])
+        frames += reader.feed(stream[i : i + 1])
 
     assert frames == expected
     assert reader.error is None
@@ -173,11 +176,14 @@ def test_unknown_frame_type_is_detected_from_the_header_alone():
     assert reader.error is not None and reader.error.reply_code == 501
 
 
-@pytest.mark.parametrize("bad", [
-    raw_frame(METHOD, 1, b"\x00\x14\x00\x0a\x00", end=b"\x00"),
-    raw_frame(9, 1, b"abc"),
-    struct.pack(">BHI", BODY, 1, FRAME_MIN_SIZE + 1),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        raw_frame(METHOD, 1, b"\x00\x14\x00\x0a\x00", end=b"\x00"),
+        raw_frame(9, 1, b"abc"),
+        struct.pack(">BHI", BODY, 1, FRAME_MIN_SIZE + 1),
+    ],
+)
 def test_frames_before_a_bad_frame_are_still_returned(bad):
     stream, expected = sample_stream()
     good_after = pamqp_frame.marshal(commands.Channel.Open(), 9)
@@ -220,7 +226,7 @@ def test_body_frames_of_an_empty_body_is_no_frame():
 def test_body_frames_around_one_frame_max(frame_max, extra):
     chunk = frame_max - 8
     body = bytes(range(256)) * ((chunk + extra) // 256 + 1)
-    body = body[:chunk + extra]
+    body = body[: chunk + extra]
 
     frames = parse_body_frames(body_frames(7, body, frame_max))
 

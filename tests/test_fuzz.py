@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pamqp import commands, encode
 from pamqp.base import Frame as PamqpMethod
 
@@ -26,26 +27,38 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 # ------------------------------------------------------------------ strategies
 
-NAMES = ["", "q", "x", "amq.direct", "amq.gen-abc", "amq.fanout", "missing", "direct", "fanout", "topic",
-         "ctag", "é"]
+NAMES = ["", "q", "x", "amq.direct", "amq.gen-abc", "amq.fanout", "missing", "direct", "fanout", "topic", "ctag", "é"]
 names = st.sampled_from(NAMES) | st.text(max_size=12)
 table_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 31, 2 ** 31 - 1) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**31), 2**31 - 1) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=6), inner, max_size=2),
     max_leaves=4,
 )
 tables = st.dictionaries(
-    st.sampled_from(["x-max-length", "x-message-ttl", "x-expires", "x-queue-type", "x-dead-letter-exchange",
-                     "x-max-priority", "x-single-active-consumer", "x-priority", "alternate-exchange"])
+    st.sampled_from(
+        [
+            "x-max-length",
+            "x-message-ttl",
+            "x-expires",
+            "x-queue-type",
+            "x-dead-letter-exchange",
+            "x-max-priority",
+            "x-single-active-consumer",
+            "x-priority",
+            "alternate-exchange",
+        ]
+    )
     | st.text(max_size=8),
-    table_values, max_size=3)
+    table_values,
+    max_size=3,
+)
 
 ARGUMENT_VALUES = {
     "bit": st.booleans(),
     "octet": st.integers(0, 255),
     "short": st.sampled_from([0, 1, 2, 312, 406]) | st.integers(0, 65535),
-    "long": st.integers(0, 3) | st.integers(0, 2 ** 32 - 1),
-    "longlong": st.integers(0, 3) | st.integers(0, 2 ** 64 - 1),
+    "long": st.integers(0, 3) | st.integers(0, 2**32 - 1),
+    "longlong": st.integers(0, 3) | st.integers(0, 2**64 - 1),
     "shortstr": names,
     "longstr": st.text(max_size=20),
     "table": tables,
@@ -54,11 +67,24 @@ NUMBER_FORMATS = {"octet": ">B", "short": ">H", "long": ">I", "longlong": ">Q"}
 METHOD_CLASSES = sorted(commands.INDEX_MAPPING.values(), key=lambda cls: cls.index)
 # What clients send on an open channel: drawn most of the time, so examples get past the first error.
 CHANNEL_METHODS = [
-    commands.Basic.Ack, commands.Basic.Cancel, commands.Basic.Consume, commands.Basic.Get, commands.Basic.Nack,
-    commands.Basic.Qos, commands.Basic.Recover, commands.Basic.RecoverAsync, commands.Basic.Reject,
-    commands.Channel.Flow, commands.Confirm.Select, commands.Exchange.Declare,
-    commands.Exchange.Delete, commands.Queue.Bind, commands.Queue.Declare, commands.Queue.Delete,
-    commands.Queue.Purge, commands.Queue.Unbind,
+    commands.Basic.Ack,
+    commands.Basic.Cancel,
+    commands.Basic.Consume,
+    commands.Basic.Get,
+    commands.Basic.Nack,
+    commands.Basic.Qos,
+    commands.Basic.Recover,
+    commands.Basic.RecoverAsync,
+    commands.Basic.Reject,
+    commands.Channel.Flow,
+    commands.Confirm.Select,
+    commands.Exchange.Declare,
+    commands.Exchange.Delete,
+    commands.Queue.Bind,
+    commands.Queue.Declare,
+    commands.Queue.Delete,
+    commands.Queue.Purge,
+    commands.Queue.Unbind,
 ]
 
 
@@ -121,21 +147,31 @@ def publishes(draw) -> bytes:
     """basic.publish + content whose declared and actual sizes may disagree."""
     channel = draw(st.sampled_from([1] * 9 + [2]))
     if draw(st.booleans()):
-        head = raw_frame(1, channel, encode_arguments(commands.Basic.Publish, {
-            "ticket": 0, "exchange": draw(names), "routing_key": draw(names), "mandatory": draw(st.booleans()),
-            "immediate": draw(st.sampled_from([False] * 9 + [True]))}))
+        head = raw_frame(
+            1,
+            channel,
+            encode_arguments(
+                commands.Basic.Publish,
+                {
+                    "ticket": 0,
+                    "exchange": draw(names),
+                    "routing_key": draw(names),
+                    "mandatory": draw(st.booleans()),
+                    "immediate": draw(st.sampled_from([False] * 9 + [True])),
+                },
+            ),
+        )
     else:
         head = method(channel, commands.Basic.Publish(routing_key="q"))
     body = draw(st.binary(max_size=60))
-    properties = commands.Basic.Properties(delivery_mode=draw(st.sampled_from([1, 2])),
-                                           headers=draw(tables) or None)
+    properties = commands.Basic.Properties(delivery_mode=draw(st.sampled_from([1, 2])), headers=draw(tables) or None)
     frames = content(channel, body, properties, frame_max=draw(st.sampled_from([9, 20, 131072])))
     if draw(st.integers(0, 3)) == 0:  # a property list cut short or with bytes after it: RabbitMQ refuses both
         header_size = struct.unpack_from(">I", frames, 3)[0]
-        header = frames[7:7 + header_size]
+        header = frames[7 : 7 + header_size]
         cut = draw(st.integers(0, header_size - 14))
-        header = header[:header_size - cut] if cut else header + draw(st.binary(min_size=1, max_size=5))
-        frames = struct.pack(">BHI", 2, channel, len(header)) + header + b"\xce" + frames[8 + header_size:]
+        header = header[: header_size - cut] if cut else header + draw(st.binary(min_size=1, max_size=5))
+        frames = struct.pack(">BHI", 2, channel, len(header)) + header + b"\xce" + frames[8 + header_size :]
     declared = draw(st.none() | st.integers(0, 100))
     if declared is not None:  # overwrite body_size (after the frame header, class id and weight)
         frames = frames[:11] + struct.pack(">Q", declared) + frames[19:]
@@ -174,10 +210,11 @@ def check_output(peer: Peer, output: bytes) -> list:
             # RabbitMQ's reply to content properties it cannot decode is 541 with the bare name;
             # a leaked Python exception says "INTERNAL_ERROR - internal error"
             assert value.reply_code != INTERNAL_ERROR or value.reply_text == "INTERNAL_ERROR", (
-                f"a Python exception leaked: {value.reply_text}")
+                f"a Python exception leaked: {value.reply_text}"
+            )
             assert channel == 0
             assert value.reply_code in HARD_ERROR_CODES, value.reply_text
-            after = [f for _, f in methods[i + 1:]]
+            after = [f for _, f in methods[i + 1 :]]
             assert all(isinstance(f, commands.Connection.CloseOk) for f in after), after
         elif isinstance(value, commands.Channel.Close):
             assert 400 <= value.reply_code < 500, value.reply_text
@@ -320,8 +357,9 @@ def test_no_publisher_confirm_follows_connection_close():
     fuzzed.send_method(1, commands.Confirm.Select())
     fuzzed.frames()
 
-    output = send_all(fuzzed, [publish(1, "q", b"") + method(1, commands.Connection.CloseOk()),
-                               b"\x08\x00\x00\x00\x00\x00\x00\xce"])
+    output = send_all(
+        fuzzed, [publish(1, "q", b"") + method(1, commands.Connection.CloseOk()), b"\x08\x00\x00\x00\x00\x00\x00\xce"]
+    )
 
     methods = check_output(fuzzed, output)
     assert isinstance(methods[-1][1], commands.Connection.Close)

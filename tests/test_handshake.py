@@ -26,8 +26,9 @@ def new_peer() -> tuple[Peer, FakeClock]:
     return Peer(Broker(clock=clock)), clock
 
 
-def start_ok(mechanism: str = "PLAIN", response: str = "\0guest\0guest",
-             capabilities: dict | None = None) -> commands.Connection.StartOk:
+def start_ok(
+    mechanism: str = "PLAIN", response: str = "\0guest\0guest", capabilities: dict | None = None
+) -> commands.Connection.StartOk:
     properties = {"capabilities": CAPABILITIES if capabilities is None else capabilities}
     return commands.Connection.StartOk(client_properties=properties, mechanism=mechanism, response=response)
 
@@ -82,8 +83,9 @@ def assert_closed_silently(peer: Peer, clock: FakeClock, sent: list) -> None:
     assert closes(sent) == []
 
 
-def assert_connection_closed(sent: list, reply_code: int, text_prefix: str = "",
-                             class_id: int | None = None, method_id: int | None = None) -> commands.Connection.Close:
+def assert_connection_closed(
+    sent: list, reply_code: int, text_prefix: str = "", class_id: int | None = None, method_id: int | None = None
+) -> commands.Connection.Close:
     found = closes(sent)
     assert len(found) == 1, sent
     close = found[0]
@@ -96,8 +98,10 @@ def assert_connection_closed(sent: list, reply_code: int, text_prefix: str = "",
 
 # ------------------------------------------------------------------ protocol header
 
-@pytest.mark.parametrize("header", [b"AMQP\x00\x00\x09\x00", b"AMQP\x00\x00\x08\x00", b"HTTP/1.1",
-                                    b"GET / HTTP/1.1\r\n\r\n"])
+
+@pytest.mark.parametrize(
+    "header", [b"AMQP\x00\x00\x09\x00", b"AMQP\x00\x00\x08\x00", b"HTTP/1.1", b"GET / HTTP/1.1\r\n\r\n"]
+)
 def test_wrong_protocol_header_gets_ours_back_and_close(header):
     peer, _ = new_peer()
     peer.send(header)
@@ -122,6 +126,7 @@ def test_protocol_header_and_start_ok_in_one_read():
 
 # ------------------------------------------------------------------ connection.start
 
+
 def test_connection_start_advertises_version_capabilities_and_mechanisms():
     peer, _ = new_peer()
     peer.send(PROTOCOL_HEADER)
@@ -129,8 +134,13 @@ def test_connection_start_advertises_version_capabilities_and_mechanisms():
     assert channel == 0
     assert (start.version_major, start.version_minor) == (0, 9)
     capabilities = start.server_properties["capabilities"]
-    for name in ("publisher_confirms", "basic.nack", "consumer_cancel_notify", "authentication_failure_close",
-                 "per_consumer_qos"):
+    for name in (
+        "publisher_confirms",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ):
         assert capabilities[name] is True, name
     assert {"PLAIN", "AMQPLAIN"} <= set(start.mechanisms.split())
     assert "en_US" in start.locales.split()
@@ -138,8 +148,12 @@ def test_connection_start_advertises_version_capabilities_and_mechanisms():
 
 # ------------------------------------------------------------------ authentication
 
-@pytest.mark.parametrize("mechanism,response", [("PLAIN", "\0guest\0guest"), ("AMQPLAIN", amqplain("guest", "guest"))],
-                         ids=["PLAIN", "AMQPLAIN"])
+
+@pytest.mark.parametrize(
+    "mechanism,response",
+    [("PLAIN", "\0guest\0guest"), ("AMQPLAIN", amqplain("guest", "guest"))],
+    ids=["PLAIN", "AMQPLAIN"],
+)
 def test_valid_login_gets_tune(mechanism, response):
     peer, _ = after_start_ok(mechanism=mechanism, response=response)
     sent = peer.frames()
@@ -147,16 +161,26 @@ def test_valid_login_gets_tune(mechanism, response):
     assert not peer.connection.should_close
 
 
-@pytest.mark.parametrize("mechanism,response", [
-    ("PLAIN", "\0guest\0wrong"),
-    ("PLAIN", "\0nobody\0guest"),
-    ("AMQPLAIN", amqplain("guest", "wrong")),
-], ids=["PLAIN-bad-password", "PLAIN-unknown-user", "AMQPLAIN-bad-password"])
+@pytest.mark.parametrize(
+    "mechanism,response",
+    [
+        ("PLAIN", "\0guest\0wrong"),
+        ("PLAIN", "\0nobody\0guest"),
+        ("AMQPLAIN", amqplain("guest", "wrong")),
+    ],
+    ids=["PLAIN-bad-password", "PLAIN-unknown-user", "AMQPLAIN-bad-password"],
+)
 def test_refused_login_with_authentication_failure_close_gets_403(mechanism, response):
     peer, _ = after_start_ok(mechanism=mechanism, response=response)
     sent = peer.frames()
-    assert_connection_closed(sent, 403, "ACCESS_REFUSED - Login was refused using authentication mechanism "
-                                        f"{mechanism}. For details see the broker logfile.", 0, 0)
+    assert_connection_closed(
+        sent,
+        403,
+        "ACCESS_REFUSED - Login was refused using authentication mechanism "
+        f"{mechanism}. For details see the broker logfile.",
+        0,
+        0,
+    )
     assert not any(isinstance(f, commands.Connection.Tune) for _, f in sent)
     peer.send_method(0, commands.Connection.CloseOk())
     assert peer.connection.should_close
@@ -167,8 +191,11 @@ def test_refused_login_without_authentication_failure_close_just_closes():
     assert_closed_silently(peer, clock, peer.frames())
 
 
-@pytest.mark.parametrize("mechanism,response", [("FOO", "\0guest\0guest"), ("PLAIN", "garbage")],
-                         ids=["unknown-mechanism", "malformed-plain"])
+@pytest.mark.parametrize(
+    "mechanism,response",
+    [("FOO", "\0guest\0guest"), ("PLAIN", "garbage")],
+    ids=["unknown-mechanism", "malformed-plain"],
+)
 def test_unknown_mechanism_or_malformed_response_closes_without_connection_close(mechanism, response):
     peer, clock = after_start_ok(mechanism=mechanism, response=response)
     sent = peer.frames()
@@ -177,6 +204,7 @@ def test_unknown_mechanism_or_malformed_response_closes_without_connection_close
 
 
 # ------------------------------------------------------------------ tune / tune-ok
+
 
 def test_tune_proposes_rabbitmq_defaults():
     peer, _ = after_start_ok()
@@ -193,12 +221,17 @@ def test_tune_ok_with_acceptable_frame_max_leads_to_open(frame_max):
     assert peer.connection.frame_max == frame_max
 
 
-@pytest.mark.parametrize("tune_args", [
-    {"frame_max": 4095},  # below the 4096 minimum
-    {"frame_max": 131073},  # above what the server proposed
-    {"frame_max": 0},  # "no limit" exceeds the server's limit
-    {"channel_max": 2048}, {"channel_max": 0},
-], ids=lambda args: ",".join(f"{k}={v}" for k, v in args.items()))
+@pytest.mark.parametrize(
+    "tune_args",
+    [
+        {"frame_max": 4095},  # below the 4096 minimum
+        {"frame_max": 131073},  # above what the server proposed
+        {"frame_max": 0},  # "no limit" exceeds the server's limit
+        {"channel_max": 2048},
+        {"channel_max": 0},
+    ],
+    ids=lambda args: ",".join(f"{k}={v}" for k, v in args.items()),
+)
 def test_tune_ok_outside_server_limits_is_refused(tune_args):
     peer, clock = after_start_ok()
     peer.frames()
@@ -238,11 +271,13 @@ def test_opening_more_channels_than_channel_max_is_refused_with_530():
     peer.send_method(2, commands.Channel.Open())
     assert [(ch, type(f)) for ch, f in peer.frames()] == [(1, commands.Channel.OpenOk), (2, commands.Channel.OpenOk)]
     peer.send_method(3, commands.Channel.Open())
-    assert_connection_closed(peer.frames(), 530, "NOT_ALLOWED - number of channels opened (2) has reached the "
-                                                 "negotiated channel_max (2)")
+    assert_connection_closed(
+        peer.frames(), 530, "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
+    )
 
 
 # ------------------------------------------------------------------ connection.open
+
 
 def test_open_default_vhost():
     peer, _ = after_tune_ok()
@@ -261,12 +296,16 @@ def test_open_unknown_vhost_gets_530():
 
 # ------------------------------------------------------------------ methods out of order
 
-@pytest.mark.parametrize("stage,frame", [
-    pytest.param("before start-ok", method(0, commands.Connection.Open(virtual_host="/")), id="open-for-start-ok"),
-    pytest.param("before start-ok", method(1, commands.Channel.Open()), id="channel-open-for-start-ok"),
-    pytest.param("before tune-ok", method(0, commands.Connection.Open(virtual_host="/")), id="open-for-tune-ok"),
-    pytest.param("before tune-ok", method(0, start_ok()), id="start-ok-for-tune-ok"),
-])
+
+@pytest.mark.parametrize(
+    "stage,frame",
+    [
+        pytest.param("before start-ok", method(0, commands.Connection.Open(virtual_host="/")), id="open-for-start-ok"),
+        pytest.param("before start-ok", method(1, commands.Channel.Open()), id="channel-open-for-start-ok"),
+        pytest.param("before tune-ok", method(0, commands.Connection.Open(virtual_host="/")), id="open-for-tune-ok"),
+        pytest.param("before tune-ok", method(0, start_ok()), id="start-ok-for-tune-ok"),
+    ],
+)
 def test_out_of_order_method_before_tune_ok_closes_without_connection_close(stage, frame):
     if stage == "before start-ok":
         peer, clock = new_peer()
@@ -288,19 +327,27 @@ def test_channel_open_before_connection_open_gets_505():
     assert not any(isinstance(f, commands.Channel.OpenOk) for _, f in sent)
 
 
-@pytest.mark.parametrize("value", [
-    commands.Connection.Open(virtual_host="/"),
-    commands.Connection.StartOk(client_properties={}, mechanism="PLAIN", response="\0guest\0guest"),
-    commands.Channel.Open(),
-    commands.Queue.Declare(queue="x"),
-    commands.Basic.Publish(exchange="", routing_key="q"),  # decoded by the fast path, which used to crash here
-], ids=lambda value: value.name)
+@pytest.mark.parametrize(
+    "value",
+    [
+        commands.Connection.Open(virtual_host="/"),
+        commands.Connection.StartOk(client_properties={}, mechanism="PLAIN", response="\0guest\0guest"),
+        commands.Channel.Open(),
+        commands.Queue.Declare(queue="x"),
+        commands.Basic.Publish(exchange="", routing_key="q"),  # decoded by the fast path, which used to crash here
+    ],
+    ids=lambda value: value.name,
+)
 def test_unexpected_method_on_channel_zero_after_open_gets_504(value):
     peer = open_peer()
     peer.send_method(0, value)
-    assert_connection_closed(peer.frames(), 504,
-                             "CHANNEL_ERROR - unexpected method in connection state running",
-                             value.index >> 16, value.index & 0xFFFF)
+    assert_connection_closed(
+        peer.frames(),
+        504,
+        "CHANNEL_ERROR - unexpected method in connection state running",
+        value.index >> 16,
+        value.index & 0xFFFF,
+    )
 
 
 def test_connection_method_on_a_channel_gets_503():
@@ -310,6 +357,7 @@ def test_connection_method_on_a_channel_gets_503():
 
 
 # ------------------------------------------------------------------ frame size before tune-ok
+
 
 def test_frame_larger_than_4096_before_tune_ok_is_refused_without_buffering():
     peer, clock = new_peer()
@@ -336,6 +384,7 @@ def test_valid_start_ok_larger_than_4096_is_refused():
 
 
 # ------------------------------------------------------------------ heartbeats
+
 
 def open_with_heartbeat(heartbeat: int) -> tuple[Peer, FakeClock]:
     clock = FakeClock()
@@ -397,6 +446,7 @@ def test_no_heartbeats_when_negotiated_zero():
 
 # ------------------------------------------------------------------ handshake timeout
 
+
 @pytest.mark.parametrize("progress", ["nothing sent", "header sent", "start-ok sent", "tune-ok sent"])
 def test_handshake_timeout_closes_idle_connection(progress):
     peer, clock = new_peer()
@@ -423,6 +473,7 @@ def test_open_connection_does_not_time_out():
 
 # ------------------------------------------------------------------ connection.update-secret
 
+
 def test_update_secret_gets_update_secret_ok_and_the_connection_lives_on():
     """RabbitMQ 3.10 (internal users) answers any new secret with update-secret-ok; amqplib's suite sends one."""
     peer = open_peer()
@@ -432,6 +483,7 @@ def test_update_secret_gets_update_secret_ok_and_the_connection_lives_on():
 
 
 # ------------------------------------------------------------------ connection.close
+
 
 def test_client_close_gets_close_ok_and_the_client_closes_the_socket():
     """As RabbitMQ: after close-ok the broker leaves the socket to the client (30 s at most)."""
@@ -462,6 +514,7 @@ def test_after_broker_close_other_frames_are_ignored_until_close_ok():
 
 
 # ------------------------------------------------------------------ internal errors
+
 
 def test_internal_error_closes_only_that_connection_with_541(monkeypatch):
     def broken(channel, value):

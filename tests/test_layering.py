@@ -33,7 +33,7 @@ def imports_of(path: Path, package: list[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             target = ".".join([*base, *(node.module.split(".") if node.module else [])])
             found.add(target)
             found.update(f"{target}.{alias.name}" for alias in node.names)  # may name a submodule
@@ -45,8 +45,7 @@ def sources(*packages: str) -> dict[str, set[str]]:
     for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             name = module_name(path)
-            modules[name] = imports_of(path, name.split(".") if path.name == "__init__.py"
-                                       else name.split(".")[:-1])
+            modules[name] = imports_of(path, name.split(".") if path.name == "__init__.py" else name.split(".")[:-1])
     return modules
 
 
@@ -55,29 +54,42 @@ def within(imported: str, package: str) -> bool:
 
 
 def test_wire_imports_nothing_from_core_or_server() -> None:
-    bad = {(module, imported) for module, imported_set in sources("amqp_server/wire").items()
-           for imported in imported_set
-           if within(imported, "amqp_server.core") or within(imported, "amqp_server.server")}
+    bad = {
+        (module, imported)
+        for module, imported_set in sources("amqp_server/wire").items()
+        for imported in imported_set
+        if within(imported, "amqp_server.core") or within(imported, "amqp_server.server")
+    }
     assert not bad
 
 
 def test_only_server_imports_asyncio() -> None:
-    bad = {module for module, imported_set in sources("amqp_server", "storage").items()
-           if not within(module, "amqp_server.server") and module not in ASYNCIO_ALLOWED
-           and any(within(imported, "asyncio") for imported in imported_set)}
+    bad = {
+        module
+        for module, imported_set in sources("amqp_server", "storage").items()
+        if not within(module, "amqp_server.server")
+        and module not in ASYNCIO_ALLOWED
+        and any(within(imported, "asyncio") for imported in imported_set)
+    }
     assert not bad
 
 
 def test_storage_imports_nothing_from_amqp_server() -> None:
-    bad = {(module, imported) for module, imported_set in sources("storage").items()
-           for imported in imported_set if within(imported, "amqp_server")}
+    bad = {
+        (module, imported)
+        for module, imported_set in sources("storage").items()
+        for imported in imported_set
+        if within(imported, "amqp_server")
+    }
     assert not bad
 
 
 def core_graph() -> dict[str, set[str]]:
     modules = sources("amqp_server/core")
-    return {module: {imported for imported in imported_set if imported in modules and imported != module}
-            for module, imported_set in modules.items()}
+    return {
+        module: {imported for imported in imported_set if imported in modules and imported != module}
+        for module, imported_set in modules.items()
+    }
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[frozenset[str]]:

@@ -76,6 +76,7 @@ def test_paged_out_messages_keep_their_properties_and_can_be_fetched(store):
 
 def test_a_restart_leaves_a_large_backlog_on_disk_and_delivers_it_in_order(tmp_path, monkeypatch):
     from storage import segment_store
+
     monkeypatch.setattr(segment_store, "EAGER_RECORDS", 2)
     store = SegmentStore(tmp_path / "data")
     broker = Broker(store=store, clock=FakeClock())

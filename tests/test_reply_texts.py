@@ -32,16 +32,36 @@ def test_only_errors_module_constructs_protocol_errors() -> None:
 
 
 PINNED: list[tuple[AMQPError, int, str, int, int]] = [
-    (errors.body_too_long(10), 501,
-     "FRAME_ERROR - content body is longer than the 10 bytes its header declared", 60, 40),
+    (
+        errors.body_too_long(10),
+        501,
+        "FRAME_ERROR - content body is longer than the 10 bytes its header declared",
+        60,
+        40,
+    ),
     (errors.invalid_auth_response(), 503, "COMMAND_INVALID - invalid authentication response", 10, 11),
     (errors.unknown_mechanism("X"), 503, "COMMAND_INVALID - unknown authentication mechanism 'X'", 10, 11),
-    (errors.invalid_frame_end(1, "<<1,2>>", 7), 501,
-     "FRAME_ERROR - type 1, all octets = <<1,2>>: {invalid_frame_end_marker,7}", 0, 0),
-    (errors.frame_too_large(3, 200, 120), 501,
-     "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,200,120}", 0, 0),
-    (errors.frame_max_too_low(100, 4096), 530,
-     "NOT_ALLOWED - negotiated frame_max = 100 is lower than the minimum allowed value (4096)", 10, 31),
+    (
+        errors.invalid_frame_end(1, "<<1,2>>", 7),
+        501,
+        "FRAME_ERROR - type 1, all octets = <<1,2>>: {invalid_frame_end_marker,7}",
+        0,
+        0,
+    ),
+    (
+        errors.frame_too_large(3, 200, 120),
+        501,
+        "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,200,120}",
+        0,
+        0,
+    ),
+    (
+        errors.frame_max_too_low(100, 4096),
+        530,
+        "NOT_ALLOWED - negotiated frame_max = 100 is lower than the minimum allowed value (4096)",
+        10,
+        31,
+    ),
     (errors.malformed_properties(), 501, "FRAME_ERROR - malformed content header properties", 60, 40),
     (errors.no_previous_queue(), 404, "NOT_FOUND - no previously declared queue", 0, 0),
     (errors.reply_consumer_set(), 406, "PRECONDITION_FAILED - reply consumer already set", 0, 0),
@@ -51,11 +71,20 @@ PINNED: list[tuple[AMQPError, int, str, int, int]] = [
     (errors.unknown_method(60, 99), 503, "COMMAND_INVALID - unknown method class 60 method 99", 0, 0),
     (errors.definition_write_failed(), 506, "RESOURCE_ERROR - could not write the definition to disk", 0, 0),
     (errors.transaction_write_failed(), 506, "RESOURCE_ERROR - could not write the transaction to disk", 90, 20),
-    (errors.system_exchange_deletion("amq.direct", "/"), 403,
-     "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed", 0, 0),
-    (errors.invalid_arg_type("x-dead-letter-exchange", "q", "/", 1), 406,
-     "PRECONDITION_FAILED - invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'",
-     0, 0),
+    (
+        errors.system_exchange_deletion("amq.direct", "/"),
+        403,
+        "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed",
+        0,
+        0,
+    ),
+    (
+        errors.invalid_arg_type("x-dead-letter-exchange", "q", "/", 1),
+        406,
+        "PRECONDITION_FAILED - invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'",
+        0,
+        0,
+    ),
 ]
 
 

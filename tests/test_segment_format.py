@@ -15,14 +15,15 @@ import pytest
 
 from storage import segment_store
 from storage.api import MessageRecord, StoredMessage
-from storage.segment_format import decode_message, encode_message, RECORD_HEAD
+from storage.segment_format import RECORD_HEAD, decode_message, encode_message
 from storage.segment_store import SegmentStore
 
 HEADER = b"\x00\x3c\x00\x00" + bytes(8) + b"\x00\x00"  # a content header payload: class 60, no properties
 
 
-def version_1_record(vhost: str, queue: str, message_id: int, exchange: str, routing_key: str, header: bytes,
-                     body: bytes) -> bytes:
+def version_1_record(
+    vhost: str, queue: str, message_id: int, exchange: str, routing_key: str, header: bytes, body: bytes
+) -> bytes:
     """A record as version 1 wrote it: u32 length, u32 crc, then kind 1, id, four u16 and one u32 length."""
     names = [name.encode() for name in (vhost, queue, exchange, routing_key)]
     payload = struct.pack("<BQHHHHI", 1, message_id, *map(len, names), len(header)) + b"".join(names) + header + body
@@ -76,8 +77,12 @@ def test_a_message_without_expiry_is_written_byte_for_byte_as_version_1_did() ->
 
 def test_a_message_with_expiry_is_kind_2_with_the_expiry_after_the_lengths() -> None:
     framed = encode_message("/", "q", 7, MessageRecord("amq.direct", "k", HEADER, b"body", expires_at=12.5))
-    payload = framed[RECORD_HEAD.size:]
+    payload = framed[RECORD_HEAD.size :]
     assert payload[0] == 2
     assert struct.unpack_from("<d", payload, struct.calcsize("<BQHHHHI")) == (12.5,)
     assert decode_message(framed, RECORD_HEAD.size, len(framed)) == (
-        "/", "q", 7, MessageRecord("amq.direct", "k", HEADER, b"body", 12.5))
+        "/",
+        "q",
+        7,
+        MessageRecord("amq.direct", "k", HEADER, b"body", 12.5),
+    )

@@ -24,7 +24,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from storage import definitions_log, fileio
 from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered
@@ -37,7 +38,7 @@ HEADER_SIZE = 10
 
 
 def message(n: int, size: int = 20) -> MessageRecord:
-    body = (b"body-%d-" % n * size)[:max(size, 1)]
+    body = (b"body-%d-" % n * size)[: max(size, 1)]
     return MessageRecord("amq.direct", f"rk{n}", b"\x00\x3c\x00\x00" + n.to_bytes(8, "big"), body)
 
 
@@ -74,8 +75,12 @@ def record_ends(segment: Path) -> list[int]:
 
 
 def normalised(recovered: Recovered) -> tuple:
-    return (recovered.exchanges, recovered.queues, recovered.bindings,
-            {key: value for key, value in recovered.messages.items()})
+    return (
+        recovered.exchanges,
+        recovered.queues,
+        recovered.bindings,
+        {key: value for key, value in recovered.messages.items()},
+    )
 
 
 AWKWARD_ARGUMENTS = {
@@ -88,7 +93,7 @@ AWKWARD_ARGUMENTS = {
     "true": True,
     "zero": 0,
     "false": False,
-    "big": -(2 ** 63),
+    "big": -(2**63),
     "float": 0.1,
     "infinity": float("inf"),
     "none": None,
@@ -97,6 +102,7 @@ AWKWARD_ARGUMENTS = {
 
 
 # -- the MemoryStore contract ------------------------------------------------------------------
+
 
 def test_definitions_round_trip_with_awkward_argument_types(tmp_path: Path) -> None:
     store = SegmentStore(tmp_path)
@@ -112,7 +118,8 @@ def test_definitions_round_trip_with_awkward_argument_types(tmp_path: Path) -> N
     assert recovered.bindings == [BindingRecord("/", "ex", "q", "key", AWKWARD_ARGUMENTS)]
     arguments = recovered.queues[0].arguments
     assert {key: type(value) for key, value in arguments.items()} == {
-        key: type(value) for key, value in AWKWARD_ARGUMENTS.items()}
+        key: type(value) for key, value in AWKWARD_ARGUMENTS.items()
+    }
     assert arguments["aware"].utcoffset() == datetime.timedelta(hours=5, minutes=30)
     assert type(arguments["nested"]["list"][3]["deep"]) is bool
 
@@ -190,19 +197,22 @@ def test_reopen_after_close_recovers_the_same_and_can_continue(tmp_path: Path) -
     assert all(record == message(n) for n, record in recovered.messages[("/", "q")])
 
 
-OPERATIONS = st.lists(st.one_of(
-    st.tuples(st.just("put_queue"), st.sampled_from("ab"), st.integers(0, 3)),
-    st.tuples(st.just("delete_queue"), st.sampled_from("ab")),
-    st.tuples(st.just("put_exchange"), st.sampled_from("xy"), st.booleans()),
-    st.tuples(st.just("delete_exchange"), st.sampled_from("xy")),
-    st.tuples(st.just("put_binding"), st.sampled_from("xy"), st.sampled_from("abxy"), st.sampled_from("kl")),
-    st.tuples(st.just("delete_binding"), st.sampled_from("xy"), st.sampled_from("abxy"), st.sampled_from("kl")),
-    st.tuples(st.just("put_message"), st.sampled_from("ab"), st.integers(1, 30), st.binary(max_size=300)),
-    st.tuples(st.just("remove"), st.sampled_from("ab"), st.lists(st.integers(1, 30), max_size=8)),
-    st.tuples(st.just("sync")),
-    st.tuples(st.just("failing_sync"), st.integers(0, 6)),
-    st.tuples(st.just("reopen")),
-), max_size=60)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put_queue"), st.sampled_from("ab"), st.integers(0, 3)),
+        st.tuples(st.just("delete_queue"), st.sampled_from("ab")),
+        st.tuples(st.just("put_exchange"), st.sampled_from("xy"), st.booleans()),
+        st.tuples(st.just("delete_exchange"), st.sampled_from("xy")),
+        st.tuples(st.just("put_binding"), st.sampled_from("xy"), st.sampled_from("abxy"), st.sampled_from("kl")),
+        st.tuples(st.just("delete_binding"), st.sampled_from("xy"), st.sampled_from("abxy"), st.sampled_from("kl")),
+        st.tuples(st.just("put_message"), st.sampled_from("ab"), st.integers(1, 30), st.binary(max_size=300)),
+        st.tuples(st.just("remove"), st.sampled_from("ab"), st.lists(st.integers(1, 30), max_size=8)),
+        st.tuples(st.just("sync")),
+        st.tuples(st.just("failing_sync"), st.integers(0, 6)),
+        st.tuples(st.just("reopen")),
+    ),
+    max_size=60,
+)
 
 
 def failing_sync(store: SegmentStore, writes_before_failure: int) -> None:
@@ -212,7 +222,7 @@ def failing_sync(store: SegmentStore, writes_before_failure: int) -> None:
 
     def pwrite_all(fd: int, data, offset: int) -> None:
         if next(calls) == writes_before_failure:
-            real(fd, bytes(data)[:len(data) // 2], offset)
+            real(fd, bytes(data)[: len(data) // 2], offset)
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fd, data, offset)
 
@@ -250,8 +260,9 @@ def apply(store, operation: tuple) -> None:
 @pytest.mark.parametrize("compact_at", [definitions_log.COMPACT_MIN_BYTES, 0], ids=["log", "compacting"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
-def test_any_operation_sequence_recovers_like_memory_store(tmp_path_factory, monkeypatch, compact_at: int,
-                                                           operations: list[tuple]) -> None:
+def test_any_operation_sequence_recovers_like_memory_store(
+    tmp_path_factory, monkeypatch, compact_at: int, operations: list[tuple]
+) -> None:
     monkeypatch.setattr(definitions_log, "COMPACT_MIN_BYTES", compact_at)  # 0: compact whenever the log outgrows 2x
     path = tmp_path_factory.mktemp("store")
     memory, store = MemoryStore(), SegmentStore(path, segment_size=512)
@@ -295,8 +306,9 @@ while True:
 
 @pytest.mark.parametrize("lines_before_kill", [1, 7, 40])
 def test_kill_9_loses_no_synced_message_and_resurrects_no_synced_ack(tmp_path: Path, lines_before_kill: int) -> None:
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO,
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     watchdog = threading.Timer(20, writer.kill)
     watchdog.start()
     try:
@@ -342,6 +354,7 @@ def test_unsynced_writes_may_be_lost_but_synced_ones_are_not(tmp_path: Path) -> 
 
 
 # -- damaged files -----------------------------------------------------------------------------
+
 
 def write_store(path: Path, count: int, segment_size: int = 64 * 1024 * 1024) -> None:
     store = SegmentStore(path, segment_size=segment_size)
@@ -392,8 +405,7 @@ def flip_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_bit_flip_in_a_middle_segment_drops_that_record_and_the_rest_of_that_segment(tmp_path: Path,
-                                                                                    caplog) -> None:
+def test_bit_flip_in_a_middle_segment_drops_that_record_and_the_rest_of_that_segment(tmp_path: Path, caplog) -> None:
     write_store(tmp_path, 60, segment_size=1024)
     segments = segment_files(tmp_path)
     assert len(segments) >= 3
@@ -441,10 +453,10 @@ def test_record_with_a_valid_crc_but_unparsable_payload_counts_as_damage(tmp_pat
     assert segment.stat().st_size == size_before - len(payload) - 8
 
 
-@pytest.mark.parametrize("header", [b"AMQPSEG\x00\x03\x00", b"NOTASEG\x00\x01\x00"],
-                         ids=["unknown-version", "bad-magic"])
-def test_unreadable_segment_is_skipped_untouched_and_never_written_to(tmp_path: Path, caplog,
-                                                                      header: bytes) -> None:
+@pytest.mark.parametrize(
+    "header", [b"AMQPSEG\x00\x03\x00", b"NOTASEG\x00\x01\x00"], ids=["unknown-version", "bad-magic"]
+)
+def test_unreadable_segment_is_skipped_untouched_and_never_written_to(tmp_path: Path, caplog, header: bytes) -> None:
     write_store(tmp_path, 5)
     alien = tmp_path / "msgs.0000000002"
     alien_bytes = header + os.urandom(100)
@@ -458,8 +470,7 @@ def test_unreadable_segment_is_skipped_untouched_and_never_written_to(tmp_path: 
 
     assert str(alien) in caplog.text and "skipping the whole file" in caplog.text
     assert alien.read_bytes() == alien_bytes
-    assert [path.name for path in segment_files(tmp_path)] == ["msgs.0000000001", "msgs.0000000002",
-                                                               "msgs.0000000003"]
+    assert [path.name for path in segment_files(tmp_path)] == ["msgs.0000000001", "msgs.0000000002", "msgs.0000000003"]
     assert recovered_ids(reopen(tmp_path)) == list(range(1, 9))
 
 
@@ -492,6 +503,7 @@ def test_torn_ack_entry_is_ignored_and_whole_entries_still_apply(tmp_path: Path)
 
 # -- locking -----------------------------------------------------------------------------------
 
+
 def test_second_store_on_the_same_dir_is_refused_in_the_same_process(tmp_path: Path) -> None:
     store = SegmentStore(tmp_path)
     try:
@@ -505,16 +517,20 @@ def test_second_store_on_the_same_dir_is_refused_in_the_same_process(tmp_path: P
 def test_second_store_on_the_same_dir_is_refused_in_another_process(tmp_path: Path) -> None:
     store = SegmentStore(tmp_path)
     try:
-        script = ("import sys\nfrom storage.segment_store import SegmentStore, DataDirLocked\n"
-                  "try:\n    SegmentStore(sys.argv[1])\nexcept DataDirLocked as error:\n    print(error)\n")
-        result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, timeout=20,
-                                capture_output=True, text=True)
+        script = (
+            "import sys\nfrom storage.segment_store import SegmentStore, DataDirLocked\n"
+            "try:\n    SegmentStore(sys.argv[1])\nexcept DataDirLocked as error:\n    print(error)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)], cwd=REPO, timeout=20, capture_output=True, text=True
+        )
     finally:
         store.close()
     assert f"data dir {tmp_path} is already in use by another store (pid {os.getpid()})" in result.stdout
 
 
 # -- segments and disk space -------------------------------------------------------------------
+
 
 def data_dir_size(path: Path) -> int:
     return sum(entry.stat().st_size for entry in path.iterdir())
@@ -524,7 +540,7 @@ def test_segments_roll_and_fully_acked_ones_are_deleted_so_disk_use_stays_bounde
     store = SegmentStore(tmp_path, segment_size=4096)
     store.put_queue(QueueRecord("/", "q"))
     sizes, segment_counts, first = [], [], 1
-    for cycle in range(300):
+    for _cycle in range(300):
         last = first + 30
         put_messages(store, range(first, last))
         store.sync()
@@ -557,6 +573,7 @@ def test_deleting_a_queue_reclaims_its_segments(tmp_path: Path) -> None:
 
 
 # -- sync --------------------------------------------------------------------------------------
+
 
 def test_sync_may_run_in_another_thread_while_puts_continue(tmp_path: Path) -> None:
     store = SegmentStore(tmp_path, segment_size=8192)
@@ -598,7 +615,7 @@ def test_a_failed_sync_raises_and_the_next_sync_writes_the_same_data(tmp_path: P
     real_pwrite_all = fileio.pwrite_all
 
     def half_then_enospc(fd: int, data, offset: int) -> None:
-        real_pwrite_all(fd, bytes(data)[:len(data) // 2], offset)
+        real_pwrite_all(fd, bytes(data)[: len(data) // 2], offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fileio, "pwrite_all", half_then_enospc)

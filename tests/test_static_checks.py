@@ -1,9 +1,10 @@
-"""The static checks, run by the README's test command so that CI enforces them: ruff's linter and mypy.
+"""The static checks, run by the README's test command so that CI enforces them: ruff's linter and
+formatter, and mypy.
 
 Both are test dependencies (``pip install -e '.[test]'``) and run as modules of this interpreter, with
 their configuration in pyproject.toml (``[tool.ruff]``, ``[tool.mypy]``); a missing tool fails the test
 instead of skipping it. mypy keeps its cache in .mypy_cache, so a run after the first rechecks only what
-changed. ``ruff format`` is configured but not checked yet (see pyproject.toml).
+changed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def test_ruff_check_passes() -> None:
     assert result.returncode == 0, (
         f"ruff check found problems (many are fixed by `ruff check --fix`):\n{result.stdout}{result.stderr}"
     )
+
+
+def test_ruff_format_leaves_every_file_unchanged() -> None:
+    result = _run("ruff", "format", "--check", ".")
+    assert result.returncode == 0, f"files `ruff format` would change (run it):\n{result.stdout}{result.stderr}"
 
 
 def test_mypy_passes() -> None:

@@ -9,12 +9,12 @@ came back.
 
 from __future__ import annotations
 
-from typing import Callable
-
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pamqp import body as pamqp_body, commands
+from pamqp import body as pamqp_body
+from pamqp import commands
 from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
@@ -53,6 +53,7 @@ def messages_of(result: Recovered, vhost: str, queue: str) -> list[tuple[int, Me
 
 # ------------------------------------------------------------------ the contract
 
+
 def test_empty_store_recovers_nothing(store):
     result = recovered(store)
     assert (result.exchanges, result.queues, result.bindings) == ([], [], [])
@@ -63,8 +64,10 @@ def test_put_and_delete_exchange(store):
     exchange = ExchangeRecord("/", "x", "direct", durable=True, arguments={"alternate-exchange": "ae"})
     store.put_exchange(exchange)
     store.put_exchange(ExchangeRecord("other", "x", "direct"))
-    assert sorted(recovered(store).exchanges, key=lambda r: r.vhost) == [exchange, ExchangeRecord("other", "x",
-                                                                                                  "direct")]
+    assert sorted(recovered(store).exchanges, key=lambda r: r.vhost) == [
+        exchange,
+        ExchangeRecord("other", "x", "direct"),
+    ]
     store.put_exchange(exchange)  # writing the same definition again keeps one
     store.delete_exchange("/", "x")
     assert recovered(store).exchanges == [ExchangeRecord("other", "x", "direct")]
@@ -111,8 +114,12 @@ def test_messages_recover_in_queue_order_without_removed_ones(store):
         store.put_message("/", "q", n, message(n))
     store.remove_messages("/", "q", [2, 4])
     store.remove_messages("/", "q", [4, 99])  # already removed and unknown ids are ignored
-    assert messages_of(recovered(store), "/", "q") == [(1, message(1)), (3, message(3)), (5, message(5)),
-                                                       (6, message(6))]
+    assert messages_of(recovered(store), "/", "q") == [
+        (1, message(1)),
+        (3, message(3)),
+        (5, message(5)),
+        (6, message(6)),
+    ]
 
 
 def test_messages_are_kept_per_vhost_and_queue(store):
@@ -134,8 +141,12 @@ def test_message_record_round_trips_byte_exact(store):
     store.put_message("/", "q", 7, record)
     [(message_id, back)] = messages_of(recovered(store), "/", "q")
     assert message_id == 7
-    assert (back.exchange, back.routing_key, back.header, back.body) == (record.exchange, record.routing_key,
-                                                                         record.header, record.body)
+    assert (back.exchange, back.routing_key, back.header, back.body) == (
+        record.exchange,
+        record.routing_key,
+        record.header,
+        record.body,
+    )
 
 
 def test_stored_messages_read_back_before_and_after_sync(store):
@@ -234,9 +245,14 @@ def test_broker_recovers_durable_definitions_and_persistent_messages(store):
     ok(second, commands.Queue.Declare(queue="dq", durable=True))  # equivalent: still durable
     back = get_all(second, "dq")
     assert [(redelivered, body) for redelivered, body, _ in back] == [
-        (True, b"persistent 2"), (True, b"persistent 3"), (True, b"persistent 4")]
-    assert all(header.properties.delivery_mode == 2 and header.properties.headers == {"kind": "persistent"}
-               for _, _, header in back)
+        (True, b"persistent 2"),
+        (True, b"persistent 3"),
+        (True, b"persistent 4"),
+    ]
+    assert all(
+        header.properties.delivery_mode == 2 and header.properties.headers == {"kind": "persistent"}
+        for _, _, header in back
+    )
     second.send(publish(1, "k", b"via recovered binding", exchange="dx"))
     assert [body for _, body, _ in get_all(second, "dq")] == [b"via recovered binding"]
 

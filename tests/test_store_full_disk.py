@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import pytest
 
@@ -85,7 +86,8 @@ def test_acking_everything_on_a_full_disk_frees_it_and_new_messages_sync_without
 
 
 def test_a_failed_append_leaves_room_for_acks_which_a_purge_gets_written_and_close_reports_the_rest(
-        disk: Path, caplog) -> None:
+    disk: Path, caplog
+) -> None:
     reserve = disk / "reserve"  # freed below: whatever the fill left, acks have room (and the batch does not)
     reserve.write_bytes(b"\x00" * 65536)
     store = SegmentStore(disk)
@@ -165,9 +167,9 @@ while True:
 
 @pytest.mark.parametrize("lines_after_the_disk_filled", [0, 3, 20])
 def test_kill_9_amid_full_disk_failures_loses_no_synced_message_and_resurrects_no_synced_ack(
-        disk: Path, lines_after_the_disk_filled: int) -> None:
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(disk)], cwd=REPO, stdout=subprocess.PIPE,
-                              text=True)
+    disk: Path, lines_after_the_disk_filled: int
+) -> None:
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(disk)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     watchdog = threading.Timer(30, writer.kill)
     watchdog.start()
     try:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pika
 import pika.exceptions
@@ -218,8 +218,9 @@ def test_adding_an_existing_vhost_keeps_its_queues() -> None:
 
 def test_a_vhost_never_added_is_refused() -> None:
     with running() as broker:
-        with pytest.raises(pika.exceptions.ProbableAccessDeniedError,
-                           match=r"\(530\) 'NOT_ALLOWED - vhost missing not found'"):
+        with pytest.raises(
+            pika.exceptions.ProbableAccessDeniedError, match=r"\(530\) 'NOT_ALLOWED - vhost missing not found'"
+        ):
             with channel(broker.vhost_url("missing")):
                 pass
 
@@ -239,7 +240,7 @@ def test_add_vhost_on_a_process_broker_raises() -> None:
 
 PLUGIN = ("-p", "amqp_server.pytest_plugin", "-p", "no:asyncio", "-p", "no:hypothesispytest")
 
-CLIENT = f'''
+CLIENT = f"""
 from contextlib import contextmanager
 
 import pika
@@ -258,14 +259,17 @@ def channel(url):
     finally:
         if connection.is_open:
             connection.close()
-'''
+"""
 
 
 def test_plugin_gives_each_test_a_fresh_vhost_on_one_session_broker(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("AMQP_URL", raising=False)
     ports = pytester.path / "ports"
-    pytester.makepyfile(CLIENT + f'''
+    pytester.makepyfile(
+        CLIENT
+        + f"""
 SEEN = []
 
 
@@ -283,25 +287,30 @@ def test_does_not_see_the_other_tests_queue(amqp_broker, amqp_vhost):
         ch.queue_declare("shared-name", passive=True)
     assert error.value.reply_code == 404
     open({str(ports)!r}, "w").write(str(port))
-''')
+"""
+    )
     result = pytester.runpytest(*PLUGIN)
     result.assert_outcomes(passed=2)
     assert refuses_connections(int(ports.read_text()))
 
 
 def external_broker_test(url: str) -> str:
-    return CLIENT + f'''
+    return (
+        CLIENT
+        + f"""
 
 def test_uses_the_external_broker(amqp_broker, amqp_vhost):
     assert amqp_broker.url == amqp_vhost == {url!r}
     assert amqp_broker.data_dir is None
     with channel(amqp_vhost) as ch:
         ch.queue_declare("made-by-inner-test")
-'''
+"""
+    )
 
 
 def test_plugin_uses_the_broker_url_option_instead_of_starting_one(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("AMQP_URL", raising=False)
     with running() as broker:
         pytester.makepyfile(external_broker_test(broker.url))
@@ -310,8 +319,7 @@ def test_plugin_uses_the_broker_url_option_instead_of_starting_one(
             assert ch.queue_declare("made-by-inner-test", passive=True).method.queue == "made-by-inner-test"
 
 
-def test_plugin_uses_amqp_url_from_the_environment(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plugin_uses_amqp_url_from_the_environment(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     with running() as broker:
         monkeypatch.setenv("AMQP_URL", broker.url)
         pytester.makepyfile(external_broker_test(broker.url))
@@ -321,7 +329,8 @@ def test_plugin_uses_amqp_url_from_the_environment(
 
 
 def test_plugin_broker_url_option_wins_over_amqp_url(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with running() as broker:
         monkeypatch.setenv("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")
         pytester.makepyfile(external_broker_test(broker.url))

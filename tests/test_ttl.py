@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from pamqp import commands
@@ -35,8 +35,10 @@ PERSISTENT = commands.Basic.Properties(delivery_mode=2)
 @contextlib.contextmanager
 def returns_within(seconds: float) -> Iterator[None]:
     """Fail (instead of hanging the suite) if the block does not return in time: the bug was a busy loop."""
+
     def expired(signum, frame):
         raise TimeoutError(f"did not return within {seconds} s")
+
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -80,6 +82,7 @@ def run_timers(broker: Broker, now: float) -> None:
 
 
 # ------------------------------------------------------------------ expiry at the head only
+
 
 def test_expiring_message_behind_a_ttl_less_head_waits_then_is_dead_lettered_at_the_head():
     clock = FakeClock()
@@ -130,6 +133,7 @@ def test_the_expiry_timer_follows_the_head_when_it_changes():
 
 # ------------------------------------------------------------------ the scheduler as error boundary
 
+
 def test_a_raising_timer_callback_is_logged_once_and_other_queues_still_expire(caplog):
     clock = FakeClock()
     peer = open_peer(Broker(clock=clock))
@@ -139,6 +143,7 @@ def test_a_raising_timer_callback_is_logged_once_and_other_queues_still_expire(c
 
     def broken(now: float) -> None:
         raise RuntimeError("broken timer")
+
     peer.broker.scheduler.call_at(clock.now + 0.5, broken)  # due before the queue's expiry, in the same pass
 
     with caplog.at_level(logging.ERROR, logger="amqp_server.scheduler"):
@@ -157,6 +162,7 @@ def test_a_timer_rearmed_at_a_past_deadline_runs_at_the_next_pass_not_in_this_on
         calls.append(now)
         if len(calls) < 100:  # bounded, so the old busy loop ends (and the test fails) instead of hanging
             scheduler.call_at(now - 1, again)
+
     scheduler.call_at(clock.now, again)
     scheduler.run_due(clock.now)
     assert len(calls) == 1
@@ -173,6 +179,7 @@ def test_a_callback_cancelled_by_an_earlier_one_of_the_same_pass_does_not_run():
     def first(now: float) -> None:
         ran.append("first")
         later.cancel()
+
     scheduler.call_at(clock.now, first)
     later = scheduler.call_at(clock.now, lambda now: ran.append("later"))
     scheduler.run_due(clock.now)
@@ -200,6 +207,7 @@ async def test_the_driver_stays_armed_after_a_callback_raises(caplog):
 
     def broken(now: float) -> None:
         raise RuntimeError("broken timer")
+
     try:
         with caplog.at_level(logging.ERROR, logger="amqp_server.scheduler"):
             scheduler.call_at(loop.time(), broken)
@@ -211,6 +219,7 @@ async def test_the_driver_stays_armed_after_a_callback_raises(caplog):
 
 
 # ------------------------------------------------------------------ expiry across a restart
+
 
 @pytest.fixture(params=["memory", "segment", "segment-paged-out"])
 def reopen(request, tmp_path, monkeypatch):
@@ -228,6 +237,7 @@ def reopen(request, tmp_path, monkeypatch):
             opened[-1].close()
         opened.append(SegmentStore(tmp_path / "data"))
         return opened[-1]
+
     yield store
     opened[-1].close()
 

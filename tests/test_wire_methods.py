@@ -15,8 +15,12 @@ import datetime
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
-from pamqp import body as pamqp_body, commands, frame as pamqp_frame, header as pamqp_header
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pamqp import body as pamqp_body
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+from pamqp import header as pamqp_header
 
 from amqp_server.errors import AMQPConnectionError
 from amqp_server.wire import content
@@ -38,8 +42,8 @@ pamqp_exchange_names = st.text(alphabet=PAMQP_NAME_ALPHABET, max_size=127)
 # Any UTF-8 text that fits a shortstr (what RabbitMQ accepts for routing keys, tags and names).
 shortstr_texts = st.text(max_size=255).filter(lambda s: len(s.encode()) <= 255)
 channels = st.integers(0, 65535)
-delivery_tags = st.integers(0, 2 ** 63 - 1)  # pamqp codes longlong as signed
-counts = st.integers(0, 2 ** 32 - 1)
+delivery_tags = st.integers(0, 2**63 - 1)  # pamqp codes longlong as signed
+counts = st.integers(0, 2**32 - 1)
 
 GOLDEN = settings(max_examples=150, deadline=None)
 
@@ -66,36 +70,70 @@ def unmarshal_one(data: bytes):
 
 
 @GOLDEN
-@given(channel=channels, consumer_tag=shortstr_texts, delivery_tag=delivery_tags, redelivered=st.booleans(),
-       exchange=pamqp_exchange_names, routing_key=shortstr_texts)
+@given(
+    channel=channels,
+    consumer_tag=shortstr_texts,
+    delivery_tag=delivery_tags,
+    redelivered=st.booleans(),
+    exchange=pamqp_exchange_names,
+    routing_key=shortstr_texts,
+)
 def test_deliver_content_matches_pamqp(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key):
     """Basic.Deliver + content header + body frames, built in one piece, equal pamqp's frames byte for byte."""
     for body in (b"", b"hello", b"x" * 20_000, b"y" * 300_000):
         header = pamqp_header.ContentHeader(0, len(body), commands.Basic.Properties(delivery_mode=2))
-        expected = [pamqp_frame.marshal(commands.Basic.Deliver(consumer_tag, delivery_tag, redelivered, exchange,
-                                                               routing_key), channel),
-                    pamqp_frame.marshal(header, channel)]
-        expected += [pamqp_frame.marshal(pamqp_body.ContentBody(body[start:start + 131064]), channel)
-                     for start in range(0, len(body), 131064)]
-        parts = deliver_content(channel, shortstr(consumer_tag), delivery_tag, redelivered, shortstr(exchange),
-                                shortstr(routing_key), header.marshal(), body, 131072)
+        expected = [
+            pamqp_frame.marshal(
+                commands.Basic.Deliver(consumer_tag, delivery_tag, redelivered, exchange, routing_key), channel
+            ),
+            pamqp_frame.marshal(header, channel),
+        ]
+        expected += [
+            pamqp_frame.marshal(pamqp_body.ContentBody(body[start : start + 131064]), channel)
+            for start in range(0, len(body), 131064)
+        ]
+        parts = deliver_content(
+            channel,
+            shortstr(consumer_tag),
+            delivery_tag,
+            redelivered,
+            shortstr(exchange),
+            shortstr(routing_key),
+            header.marshal(),
+            body,
+            131072,
+        )
         assert b"".join(parts) == b"".join(expected)
 
 
 @GOLDEN
-@given(channel=channels, delivery_tag=delivery_tags, redelivered=st.booleans(), exchange=pamqp_exchange_names,
-       routing_key=shortstr_texts, message_count=counts)
+@given(
+    channel=channels,
+    delivery_tag=delivery_tags,
+    redelivered=st.booleans(),
+    exchange=pamqp_exchange_names,
+    routing_key=shortstr_texts,
+    message_count=counts,
+)
 def test_get_ok_frame_matches_pamqp(channel, delivery_tag, redelivered, exchange, routing_key, message_count):
-    expected = pamqp_frame.marshal(commands.Basic.GetOk(delivery_tag, redelivered, exchange, routing_key,
-                                                        message_count), channel)
+    expected = pamqp_frame.marshal(
+        commands.Basic.GetOk(delivery_tag, redelivered, exchange, routing_key, message_count), channel
+    )
 
-    assert get_ok_frame(channel, delivery_tag, redelivered, shortstr(exchange), shortstr(routing_key),
-                        message_count) == expected
+    assert (
+        get_ok_frame(channel, delivery_tag, redelivered, shortstr(exchange), shortstr(routing_key), message_count)
+        == expected
+    )
 
 
 @GOLDEN
-@given(channel=channels, reply_code=st.sampled_from([312, 313, 311, 0, 65535]), reply_text=shortstr_texts,
-       exchange=pamqp_exchange_names, routing_key=shortstr_texts)
+@given(
+    channel=channels,
+    reply_code=st.sampled_from([312, 313, 311, 0, 65535]),
+    reply_text=shortstr_texts,
+    exchange=pamqp_exchange_names,
+    routing_key=shortstr_texts,
+)
 def test_return_frame_matches_pamqp(channel, reply_code, reply_text, exchange, routing_key):
     expected = pamqp_frame.marshal(commands.Basic.Return(reply_code, reply_text, exchange, routing_key), channel)
 
@@ -103,7 +141,7 @@ def test_return_frame_matches_pamqp(channel, reply_code, reply_text, exchange, r
 
 
 @pytest.mark.parametrize("multiple", [False, True])
-@pytest.mark.parametrize("delivery_tag", [0, 1, 255, 2 ** 32, 2 ** 63 - 1])
+@pytest.mark.parametrize("delivery_tag", [0, 1, 255, 2**32, 2**63 - 1])
 @pytest.mark.parametrize("channel", [0, 1, 65535])
 def test_ack_frame_matches_pamqp(channel, delivery_tag, multiple):
     expected = pamqp_frame.marshal(commands.Basic.Ack(delivery_tag=delivery_tag, multiple=multiple), channel)
@@ -120,8 +158,12 @@ def test_ack_frame_multiple_flag_decodes_with_pamqp():
 
 
 @GOLDEN
-@given(channel=channels, queue=st.text(alphabet=PAMQP_NAME_ALPHABET, max_size=255), message_count=counts,
-       consumer_count=counts)
+@given(
+    channel=channels,
+    queue=st.text(alphabet=PAMQP_NAME_ALPHABET, max_size=255),
+    message_count=counts,
+    consumer_count=counts,
+)
 def test_queue_declare_ok_frame_matches_pamqp(channel, queue, message_count, consumer_count):
     expected = pamqp_frame.marshal(commands.Queue.DeclareOk(queue, message_count, consumer_count), channel)
 
@@ -142,24 +184,44 @@ def test_queue_declare_ok_frame_with_any_utf8_name_decodes_with_pamqp(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_deliver_with_any_utf8_names_decodes_with_pamqp(name):
-    delivery = b"".join(deliver_content(2, shortstr(name), 9, True, shortstr(name), shortstr(name),
-                                        pamqp_header.ContentHeader(0, 0, commands.Basic.Properties()).marshal(),
-                                        b"", 131072))
-    channel, value = unmarshal_one(delivery[:pamqp_frame.frame_parts(delivery)[2] + 8])
+    delivery = b"".join(
+        deliver_content(
+            2,
+            shortstr(name),
+            9,
+            True,
+            shortstr(name),
+            shortstr(name),
+            pamqp_header.ContentHeader(0, 0, commands.Basic.Properties()).marshal(),
+            b"",
+            131072,
+        )
+    )
+    channel, value = unmarshal_one(delivery[: pamqp_frame.frame_parts(delivery)[2] + 8])
 
     assert channel == 2
     assert isinstance(value, commands.Basic.Deliver)
     assert (value.consumer_tag, value.delivery_tag, value.redelivered, value.exchange, value.routing_key) == (
-        name, 9, True, name, name)
+        name,
+        9,
+        True,
+        name,
+        name,
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_get_ok_frame_with_any_utf8_names_decodes_with_pamqp(name):
-    _, value = unmarshal_one(get_ok_frame(1, 2 ** 63 - 1, False, shortstr(name), shortstr(name), 7))
+    _, value = unmarshal_one(get_ok_frame(1, 2**63 - 1, False, shortstr(name), shortstr(name), 7))
 
     assert isinstance(value, commands.Basic.GetOk)
     assert (value.delivery_tag, value.redelivered, value.exchange, value.routing_key, value.message_count) == (
-        2 ** 63 - 1, False, name, name, 7)
+        2**63 - 1,
+        False,
+        name,
+        name,
+        7,
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -175,8 +237,12 @@ def test_return_frame_with_any_utf8_names_decodes_with_pamqp(name):
 
 def publish_payload(exchange: str, routing_key: str, mandatory: bool, immediate: bool, ticket: int = 0) -> bytes:
     """Basic.Publish method payload built by hand (pamqp would refuse some of these exchange names)."""
-    return (struct.pack(">HHH", 60, 40, ticket) + shortstr(exchange) + shortstr(routing_key)
-            + bytes([mandatory | immediate << 1]))
+    return (
+        struct.pack(">HHH", 60, 40, ticket)
+        + shortstr(exchange)
+        + shortstr(routing_key)
+        + bytes([mandatory | immediate << 1])
+    )
 
 
 def pamqp_decode(payload: bytes):
@@ -189,7 +255,11 @@ def assert_same_publish(payload: bytes) -> Publish:
     assert index == commands.Basic.Publish.index
     assert isinstance(ours, Publish)
     assert (ours.exchange, ours.routing_key, ours.mandatory, ours.immediate) == (
-        reference.exchange, reference.routing_key, reference.mandatory, reference.immediate)
+        reference.exchange,
+        reference.routing_key,
+        reference.mandatory,
+        reference.immediate,
+    )
     return ours
 
 
@@ -212,13 +282,18 @@ def test_publish_decode_matches_pamqp_for_flags(mandatory, immediate):
 @GOLDEN
 @given(exchange=pamqp_exchange_names, routing_key=shortstr_texts, mandatory=st.booleans(), immediate=st.booleans())
 def test_publish_decode_of_pamqp_marshalled_publish_matches_pamqp(exchange, routing_key, mandatory, immediate):
-    data = pamqp_frame.marshal(commands.Basic.Publish(exchange=exchange, routing_key=routing_key,
-                                                      mandatory=mandatory, immediate=immediate), 1)
+    data = pamqp_frame.marshal(
+        commands.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=immediate), 1
+    )
 
     ours = assert_same_publish(data[7:-1])
 
     assert (ours.exchange, ours.routing_key, ours.mandatory, ours.immediate) == (
-        exchange, routing_key, mandatory, immediate)
+        exchange,
+        routing_key,
+        mandatory,
+        immediate,
+    )
 
 
 def test_other_methods_decode_through_pamqp():
@@ -306,30 +381,36 @@ def test_publish_with_trailing_bytes_is_a_frame_error_naming_basic_publish():
 
 short_texts = st.text(max_size=40)
 table_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 63 - 1) | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
     max_leaves=8,
 )
-properties = st.fixed_dictionaries({}, optional={
-    "content_type": short_texts,
-    "content_encoding": short_texts,
-    "headers": st.dictionaries(st.text(max_size=20), table_values, max_size=5),
-    "delivery_mode": st.sampled_from([1, 2]),  # pamqp refuses other values
-    "priority": st.integers(0, 255),
-    "correlation_id": short_texts,
-    "reply_to": short_texts,
-    "expiration": st.integers(0, 10 ** 9).map(str),
-    "message_id": short_texts,
-    "timestamp": st.datetimes(min_value=datetime.datetime(1970, 1, 1), max_value=datetime.datetime(2100, 1, 1),
-                              timezones=st.just(datetime.timezone.utc)).map(lambda d: d.replace(microsecond=0)),
-    "message_type": short_texts,
-    "user_id": short_texts,
-    "app_id": short_texts,
-})
+properties = st.fixed_dictionaries(
+    {},
+    optional={
+        "content_type": short_texts,
+        "content_encoding": short_texts,
+        "headers": st.dictionaries(st.text(max_size=20), table_values, max_size=5),
+        "delivery_mode": st.sampled_from([1, 2]),  # pamqp refuses other values
+        "priority": st.integers(0, 255),
+        "correlation_id": short_texts,
+        "reply_to": short_texts,
+        "expiration": st.integers(0, 10**9).map(str),
+        "message_id": short_texts,
+        "timestamp": st.datetimes(
+            min_value=datetime.datetime(1970, 1, 1),
+            max_value=datetime.datetime(2100, 1, 1),
+            timezones=st.just(datetime.UTC),
+        ).map(lambda d: d.replace(microsecond=0)),
+        "message_type": short_texts,
+        "user_id": short_texts,
+        "app_id": short_texts,
+    },
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(props=properties, body_size=st.integers(0, 2 ** 63 - 1))
+@given(props=properties, body_size=st.integers(0, 2**63 - 1))
 def test_delivery_mode_peek_matches_pamqp(props, body_size):
     payload = pamqp_header.ContentHeader(0, body_size, commands.Basic.Properties(**props)).marshal()
     decoded = pamqp_header.ContentHeader()
@@ -348,8 +429,13 @@ def test_delivery_mode_defaults_to_transient_without_properties():
 
 
 def test_delivery_mode_after_a_large_headers_table():
-    props = commands.Basic.Properties(content_type="application/json", content_encoding="gzip",
-                                      headers={"k" * 200: "v" * 70_000, "n": 1}, delivery_mode=2, priority=9)
+    props = commands.Basic.Properties(
+        content_type="application/json",
+        content_encoding="gzip",
+        headers={"k" * 200: "v" * 70_000, "n": 1},
+        delivery_mode=2,
+        priority=9,
+    )
     payload = pamqp_header.ContentHeader(0, 1, props).marshal()
 
     assert content.peek_properties(payload)[0] == 2
@@ -358,7 +444,6 @@ def test_delivery_mode_after_a_large_headers_table():
 def test_parse_header_rejects_a_short_payload():
     with pytest.raises(content.ContentHeaderError):
         content.parse_header(b"\x00\x3c\x00\x00")
-
 
 
 @given(delivery_tag=st.integers(min_value=0, max_value=2**63 - 1), multiple=st.booleans())

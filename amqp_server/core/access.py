@@ -88,15 +88,16 @@ class AccessControl:
         self.loopback_users = loopback_users  # may only connect from 127.0.0.1 / ::1, as in RabbitMQ
 
     @classmethod
-    def default(cls) -> "AccessControl":
+    def default(cls) -> AccessControl:
         """RabbitMQ's out-of-the-box setup: ``guest``/``guest``, administrator, everything on ``/``."""
         access = cls()
         access.add_user("guest", "guest", ["administrator"])
         access.set_permission("guest", "/", Permission())
         return access
 
-    def add_user(self, name: str, password: str | None = None, tags: list[str] | None = None,
-                 password_hash: str | None = None) -> User:
+    def add_user(
+        self, name: str, password: str | None = None, tags: list[str] | None = None, password_hash: str | None = None
+    ) -> User:
         if password_hash is None:
             password_hash = hash_password(password or "")
         user = self.users[name] = User(name, password_hash, list(tags or []))

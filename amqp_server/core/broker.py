@@ -7,8 +7,8 @@ lookups; behaviour lives in the connection, channel, vhost and queue objects.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from storage.api import Store
 from storage.memory import MemoryStore
@@ -65,6 +65,7 @@ class Broker:
         """Create (or return) a virtual host; it shares the broker's store, clock and scheduler."""
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = self.vhosts[name] = VirtualHost(name, self.store, self.sync_barrier, self.scheduler,
-                                                    self.wall_clock, self.flow)
+            vhost = self.vhosts[name] = VirtualHost(
+                name, self.store, self.sync_barrier, self.scheduler, self.wall_clock, self.flow
+            )
         return vhost

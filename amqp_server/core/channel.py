@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pamqp import commands
 
 from ..errors import (
     AMQPConnectionError,
     ChannelError,
-    not_found,
-    undecodable_content,
     confirm_to_tx,
     consumer_tag_reused,
     definition_write_failed,
@@ -35,6 +34,7 @@ from ..errors import (
     invalid_expiration,
     malformed_properties,
     no_reply_consumer,
+    not_found,
     not_transactional,
     prefetch_size_unsupported,
     queue_exclusive_use,
@@ -44,25 +44,24 @@ from ..errors import (
     second_channel_open,
     transaction_write_failed,
     tx_to_confirm,
+    undecodable_content,
     unimplemented_method,
 )
 from ..wire import methods as wire
 from ..wire.assembler import Assembler
-from ..wire.properties import ContentHeader, PropertiesError, check_properties
 from ..wire.framing import FRAME_METHOD
-from . import declarations
+from ..wire.properties import ContentHeader, PropertiesError, check_properties
+from . import declarations, reply_to
 from .broker_names import generated_name
 from .confirms import Confirms
-from .exchanges import Exchange
-from . import reply_to
 from .dead_letter import with_headers
-from .message import Entry, InvalidExpiration, Message
 from .delivery import Consumer, Source, Unacked, UnackedTable
+from .exchanges import Exchange
 from .interfaces import ConnectionPort
+from .message import Entry, InvalidExpiration, Message
 from .queue import Enqueued
 from .transaction import Transaction
 from .vhost import sender_selected
-
 
 log = logging.getLogger("amqp_server.channel")
 
@@ -128,7 +127,7 @@ class Channel:
         try:
             handler(self, method)
         except (ChannelError, AMQPConnectionError) as error:
-            raise error.for_method(index >> 16, index & 0xFFFF)
+            raise error.for_method(index >> 16, index & 0xFFFF) from None
 
     def _handle_while_closing(self, index: int, method: Any) -> None:
         """After we sent channel.close, everything but close / close-ok is ignored (RabbitMQ's rules).
@@ -168,8 +167,10 @@ class Channel:
     def close_with_error(self, error: ChannelError) -> None:
         """Close this channel only: send channel.close and discard input until close-ok."""
         self.release()
-        self.connection.send_method(self.channel_id, commands.Channel.Close(
-            error.reply_code, error.reply_text[:255], error.class_id, error.method_id))
+        self.connection.send_method(
+            self.channel_id,
+            commands.Channel.Close(error.reply_code, error.reply_text[:255], error.class_id, error.method_id),
+        )
         self.state = ChannelState.CLOSING
 
     def _closed(self) -> None:
@@ -224,12 +225,22 @@ class Channel:
             try:
                 check_properties(header)
             except PropertiesError as error:
-                log.warning("connection from %s published content properties that cannot be decoded (%s)",
-                            self.connection.peer, error)
+                log.warning(
+                    "connection from %s published content properties that cannot be decoded (%s)",
+                    self.connection.peer,
+                    error,
+                )
                 raise undecodable_content() from None
         try:
-            message = Message(method.exchange, method.routing_key, header, body, None,
-                              method.exchange_shortstr, method.routing_key_shortstr)
+            message = Message(
+                method.exchange,
+                method.routing_key,
+                header,
+                body,
+                None,
+                method.exchange_shortstr,
+                method.routing_key_shortstr,
+            )
         except InvalidExpiration as error:
             raise invalid_expiration(str(error)) from None
         try:
@@ -270,15 +281,20 @@ class Channel:
                 stored |= outcome is Enqueued.STORED
                 rejected |= outcome is Enqueued.REJECTED
         if not queues and mandatory:
-            self._send_content(wire.return_frame(self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr,
-                                                 message.routing_key_shortstr), message)
+            self._send_content(
+                wire.return_frame(
+                    self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr, message.routing_key_shortstr
+                ),
+                message,
+            )
         return stored, rejected
 
     def _nack(self, sequence: int) -> None:
         """A queue refused the message (x-overflow reject-publish): tell the publisher at once."""
         self.confirms.nacked(sequence)
-        self.connection.send_method(self.channel_id, commands.Basic.Nack(delivery_tag=sequence, multiple=False,
-                                                                         requeue=False))
+        self.connection.send_method(
+            self.channel_id, commands.Basic.Nack(delivery_tag=sequence, multiple=False, requeue=False)
+        )
 
     def _check_publish(self, method: wire.Publish) -> Exchange:
         connection = self.connection
@@ -307,8 +323,9 @@ class Channel:
         if not ok:
             nack = self.confirms.take_unsynced()
             if nack is not None:
-                self.connection.send_method(self.channel_id, commands.Basic.Nack(
-                    delivery_tag=nack[0], multiple=nack[1], requeue=False))
+                self.connection.send_method(
+                    self.channel_id, commands.Basic.Nack(delivery_tag=nack[0], multiple=nack[1], requeue=False)
+                )
             return
         if self.confirms.synced(sequence):
             self.connection.vhost.sync_barrier.wait(self)
@@ -354,8 +371,7 @@ class Channel:
             stored, _ = self._route(exchange, message, mandatory)
             durable |= stored
         for taken, outcome in transaction.settlements:
-            durable |= outcome is not REQUEUE and any(item.entry.stored and not item.queue.deleted
-                                                      for item in taken)
+            durable |= outcome is not REQUEUE and any(item.entry.stored and not item.queue.deleted for item in taken)
             self._settle(taken, outcome)
         transaction.clear()
         self._tx_reply(commands.Tx.CommitOk(), after_sync=durable)
@@ -431,9 +447,11 @@ class Channel:
     # ------------------------------------------------------------ deliver
 
     def can_deliver(self, consumer: Consumer) -> bool:
-        return (self.state is ChannelState.OPEN and self.connection.writable
-                and (consumer.no_ack or not self.global_prefetch_count
-                     or len(self.unacked) < self.global_prefetch_count))
+        return (
+            self.state is ChannelState.OPEN
+            and self.connection.writable
+            and (consumer.no_ack or not self.global_prefetch_count or len(self.unacked) < self.global_prefetch_count)
+        )
 
     def deliver(self, consumer: Consumer, entry: Entry) -> None:
         """Write Basic.Deliver + content for ``entry`` and track it until acked."""
@@ -446,9 +464,17 @@ class Channel:
         outbox = writer.outbox
         if not outbox and writer.on_output is not None:
             writer.on_output()
-        outbox += wire.deliver_content(self.channel_id, consumer.tag_shortstr, tag, entry.redelivered,
-                                       message.exchange_shortstr, message.routing_key_shortstr, message.header,
-                                       message.body, writer.frame_max)
+        outbox += wire.deliver_content(
+            self.channel_id,
+            consumer.tag_shortstr,
+            tag,
+            entry.redelivered,
+            message.exchange_shortstr,
+            message.routing_key_shortstr,
+            message.header,
+            message.body,
+            writer.frame_max,
+        )
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1
@@ -525,8 +551,17 @@ class Channel:
         message = entry.message
         if queue.options.queue_type == "quorum" and not entry.delivery_count:
             message = with_headers(message, {"x-delivery-count": 0})  # quorum basic.get always carries it
-        self._send_content(wire.get_ok_frame(self.channel_id, tag, entry.redelivered, message.exchange_shortstr,
-                                             message.routing_key_shortstr, queue.message_count), message)
+        self._send_content(
+            wire.get_ok_frame(
+                self.channel_id,
+                tag,
+                entry.redelivered,
+                message.exchange_shortstr,
+                message.routing_key_shortstr,
+                queue.message_count,
+            ),
+            message,
+        )
         if method.no_ack:
             queue.settle((entry,))
         else:

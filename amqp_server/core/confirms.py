@@ -15,7 +15,8 @@ snapshot back (``end``) so each channel confirms what that sync covered.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger("amqp_server.confirms")
 
@@ -134,5 +135,6 @@ class SyncBarrier:
             try:
                 channel.synced(sequence, ok)
             except Exception:
-                log.exception("releasing the publisher confirms of channel %d after a store sync failed",
-                              channel.channel_id)
+                log.exception(
+                    "releasing the publisher confirms of channel %d after a store sync failed", channel.channel_id
+                )

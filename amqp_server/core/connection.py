@@ -22,7 +22,8 @@ import enum
 import logging
 import platform
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pamqp import commands
 from pamqp.base import Frame as PamqpMethod
@@ -153,8 +154,12 @@ class Connection:
             index = 0
             while index < count:
                 frame_type, channel_id, payload = frames[index]
-                if (frame_type == FRAME_METHOD and index + 2 < count and payload[:4] == _PUBLISH_PREFIX
-                        and self._publish_whole(channel_id, payload, frames[index + 1], frames[index + 2])):
+                if (
+                    frame_type == FRAME_METHOD
+                    and index + 2 < count
+                    and payload[:4] == _PUBLISH_PREFIX
+                    and self._publish_whole(channel_id, payload, frames[index + 1], frames[index + 2])
+                ):
                     if self.state is State.CLOSED:
                         return
                     index += 3
@@ -241,8 +246,12 @@ class Connection:
                 self._finish()
         elif self.heartbeat:
             if now >= self._last_received + 2 * self.heartbeat and not self.blocked:
-                log.warning("closing connection from %s: missed heartbeats, timeout %ss", self.peer, self.heartbeat,
-                            extra=self._log_fields())
+                log.warning(
+                    "closing connection from %s: missed heartbeats, timeout %ss",
+                    self.peer,
+                    self.heartbeat,
+                    extra=self._log_fields(),
+                )
                 self._finish()
             elif now >= self._last_sent + self.heartbeat / 2 and not self.writer.outbox:
                 self.send(HEARTBEAT_FRAME)
@@ -275,8 +284,9 @@ class Connection:
         if not blocked:  # as RabbitMQ's heartbeat monitor, paused while we did not read: count from now
             self._last_received = self.broker.clock()
         if self.client_capabilities.get("connection.blocked"):
-            self.send_method(0, commands.Connection.Blocked(reason=reason) if blocked
-                             else commands.Connection.Unblocked())
+            self.send_method(
+                0, commands.Connection.Blocked(reason=reason) if blocked else commands.Connection.Unblocked()
+            )
 
     def close_with_error(self, error: AMQPError) -> None:
         """Send ``connection.close`` with the error and wait (briefly) for close-ok."""
@@ -284,22 +294,34 @@ class Connection:
             return
         if self.state in (State.AWAITING_START_OK, State.AWAITING_TUNE_OK) and error.reply_code != ACCESS_REFUSED:
             # RabbitMQ sends no frame for errors before tuning is done: it just drops the socket.
-            log.warning("closing connection from %s during the handshake: %s", self.peer, error.reply_text,
-                        extra=self._log_fields(reply_code=error.reply_code))
+            log.warning(
+                "closing connection from %s during the handshake: %s",
+                self.peer,
+                error.reply_text,
+                extra=self._log_fields(reply_code=error.reply_code),
+            )
             self._finish()
             return
-        log.info("closing connection from %s: %s", self.peer, error.reply_text,
-                 extra=self._log_fields(reply_code=error.reply_code))
-        self.send_method(0, commands.Connection.Close(error.reply_code, error.reply_text[:255],
-                                                     error.class_id, error.method_id))
+        log.info(
+            "closing connection from %s: %s",
+            self.peer,
+            error.reply_text,
+            extra=self._log_fields(reply_code=error.reply_code),
+        )
+        self.send_method(
+            0, commands.Connection.Close(error.reply_code, error.reply_text[:255], error.class_id, error.method_id)
+        )
         self._release_channels()
         self.state = State.CLOSING
         self._close_deadline = self.broker.clock() + CLOSE_OK_TIMEOUT
 
     def _log_fields(self, **fields: Any) -> dict[str, Any]:
         """``extra=`` for log records about this connection: peer, and user/vhost once known."""
-        known = {"peer": self.peer, "user": self.username or None,
-                 "vhost": self.vhost.name if self.state in (State.OPEN, State.CLOSING) else None}
+        known = {
+            "peer": self.peer,
+            "user": self.username or None,
+            "vhost": self.vhost.name if self.state in (State.OPEN, State.CLOSING) else None,
+        }
         return {key: value for key, value in {**known, **fields}.items() if value is not None}
 
     def force_close(self, reply_text: str) -> None:
@@ -355,8 +377,13 @@ class Connection:
         False (nothing done) unless it is that simple case on an open channel; the frames
         then take the general path one by one.
         """
-        if (header[0] != FRAME_HEADER or body[0] != FRAME_BODY or header[1] != channel_id or body[1] != channel_id
-                or self.state is not State.OPEN):
+        if (
+            header[0] != FRAME_HEADER
+            or body[0] != FRAME_BODY
+            or header[1] != channel_id
+            or body[1] != channel_id
+            or self.state is not State.OPEN
+        ):
             return False
         channel = self.channels.get(channel_id)
         if channel is None:
@@ -407,8 +434,9 @@ class Connection:
                 handler = Connection._on_close
             elif isinstance(method, commands.Connection.CloseOk):
                 return  # a stray close-ok is harmless
-            elif self.state is State.OPEN and isinstance(method, (commands.Connection.Blocked,
-                                                                  commands.Connection.Unblocked)):
+            elif self.state is State.OPEN and isinstance(
+                method, (commands.Connection.Blocked, commands.Connection.Unblocked)
+            ):
                 return
             else:
                 class_id, method_id = _METHOD_IDS.unpack_from(payload)  # the fast-decoded Publish has no .index
@@ -426,9 +454,16 @@ class Connection:
             "product": "amqp-server",
             "version": __version__,
         }
-        self.send_method(0, commands.Connection.Start(
-            version_major=0, version_minor=9, server_properties=server_properties,
-            mechanisms="PLAIN AMQPLAIN", locales="en_US"))
+        self.send_method(
+            0,
+            commands.Connection.Start(
+                version_major=0,
+                version_minor=9,
+                server_properties=server_properties,
+                mechanisms="PLAIN AMQPLAIN",
+                locales="en_US",
+            ),
+        )
 
     def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
         self.client_properties = method.client_properties or {}
@@ -436,12 +471,19 @@ class Connection:
         self.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
         credentials = parse_credentials(method.mechanism, method.response)
         if credentials is None:
-            raise (unknown_mechanism(method.mechanism) if method.mechanism not in ("PLAIN", "AMQPLAIN")
-                   else invalid_auth_response())
+            raise (
+                unknown_mechanism(method.mechanism)
+                if method.mechanism not in ("PLAIN", "AMQPLAIN")
+                else invalid_auth_response()
+            )
         username, password = credentials
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
-            log.warning("login refused for user '%s' from %s", username, self.peer,
-                        extra={"peer": self.peer, "user": username, "mechanism": method.mechanism})
+            log.warning(
+                "login refused for user '%s' from %s",
+                username,
+                self.peer,
+                extra={"peer": self.peer, "user": username, "mechanism": method.mechanism},
+            )
             if not self.client_capabilities.get("authentication_failure_close"):
                 self._finish()  # old clients expect the socket to close (RabbitMQ does the same)
                 return
@@ -449,8 +491,12 @@ class Connection:
         self.username = username
         self.state = State.AWAITING_TUNE_OK
         limits = self.broker.limits
-        self.send_method(0, commands.Connection.Tune(
-            channel_max=limits.channel_max, frame_max=limits.frame_max, heartbeat=limits.heartbeat))
+        self.send_method(
+            0,
+            commands.Connection.Tune(
+                channel_max=limits.channel_max, frame_max=limits.frame_max, heartbeat=limits.heartbeat
+            ),
+        )
 
     def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
         limits = self.broker.limits

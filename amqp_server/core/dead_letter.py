@@ -42,7 +42,7 @@ class DeadLetterSource(Protocol):
     """The queue a message died in, as dead-lettering sees it."""
 
     name: str
-    options: "QueueOptions"
+    options: QueueOptions
     vhost: DeadLetterHost
 
 
@@ -61,8 +61,12 @@ def republish(message: Message, queue: DeadLetterSource, reason: str, now: datet
     try:
         queue.vhost.dead_letter(dead_lettered_copy(message, queue, reason, now))
     except Exception:
-        log.exception("queue '%s' in vhost '%s': a message could not be dead-lettered (%s); dropping it",
-                      queue.name, queue.vhost.name, reason)
+        log.exception(
+            "queue '%s' in vhost '%s': a message could not be dead-lettered (%s); dropping it",
+            queue.name,
+            queue.vhost.name,
+            reason,
+        )
 
 
 def dead_lettered_copy(message: Message, queue: DeadLetterSource, reason: str, now: datetime.datetime) -> Message:
@@ -70,8 +74,14 @@ def dead_lettered_copy(message: Message, queue: DeadLetterSource, reason: str, n
     header, entries = _editable(message, queue)
     entries.pop("x-delivery-count", None)
     routing_keys = [message.routing_key, *string_list(_decoded(entries, "CC"))]
-    death: dict[str, Any] = {"count": 1, "reason": reason, "queue": queue.name, "time": now,
-                             "exchange": message.exchange, "routing-keys": routing_keys}
+    death: dict[str, Any] = {
+        "count": 1,
+        "reason": reason,
+        "queue": queue.name,
+        "time": now,
+        "exchange": message.exchange,
+        "routing-keys": routing_keys,
+    }
     expiration = header.shortstr("expiration")
     if expiration is not None:
         death["original-expiration"] = expiration
@@ -85,14 +95,22 @@ def dead_lettered_copy(message: Message, queue: DeadLetterSource, reason: str, n
             del deaths[index]
             break
     entries["x-death"] = encode_value([death, *deaths])
-    for key, value in (("x-first-death-exchange", message.exchange), ("x-first-death-queue", queue.name),
-                       ("x-first-death-reason", reason)):
+    for key, value in (
+        ("x-first-death-exchange", message.exchange),
+        ("x-first-death-queue", queue.name),
+        ("x-first-death-reason", reason),
+    ):
         entries.setdefault(key, encode_value(value))
     header.set_header_entries(dict(sorted(entries.items())))
     options = queue.options
     routing_key = options.dead_letter_routing_key
-    copy = Message(options.dead_letter_exchange or "", message.routing_key if routing_key is None else routing_key,
-                   header.encode(), message.body, message.persistent)
+    copy = Message(
+        options.dead_letter_exchange or "",
+        message.routing_key if routing_key is None else routing_key,
+        header.encode(),
+        message.body,
+        message.persistent,
+    )
     copy.extra_routing_keys = tuple(routing_keys[1:]) if routing_key is None else ()
     return copy
 
@@ -103,8 +121,9 @@ def is_cycle(message: Message, target: DeadLetterSource) -> bool:
     ``message`` is a copy ``dead_lettered_copy`` made: its header is always readable.
     """
     deaths = _deaths(ContentHeader(message.header).header_entries())
-    return (any(death.get("queue") == target.name for death in deaths)
-            and not any(death.get("reason") == REJECTED for death in deaths))
+    return any(death.get("queue") == target.name for death in deaths) and not any(
+        death.get("reason") == REJECTED for death in deaths
+    )
 
 
 def with_headers(message: Message, updates: dict[str, Any], remove: tuple[str, ...] = ()) -> Message:
@@ -140,8 +159,11 @@ def _editable(message: Message, queue: DeadLetterSource) -> tuple[ContentHeader,
     try:
         header = ContentHeader(message.header)
     except ValueError:
-        log.exception("queue '%s' in vhost '%s': a dead-lettered message's properties cannot be decoded; "
-                      "it goes on without them", queue.name, queue.vhost.name)
+        log.exception(
+            "queue '%s' in vhost '%s': a dead-lettered message's properties cannot be decoded; it goes on without them",
+            queue.name,
+            queue.vhost.name,
+        )
         header = ContentHeader(_NO_PROPERTIES.pack(BASIC_CLASS_ID, 0, len(message.body), 0))
         if message.persistent:
             header.fields["delivery_mode"] = b"\x02"
@@ -149,8 +171,12 @@ def _editable(message: Message, queue: DeadLetterSource) -> tuple[ContentHeader,
     try:
         return header, header.header_entries()
     except ValueError:
-        log.exception("queue '%s' in vhost '%s': a dead-lettered message's headers table cannot be decoded; "
-                      "it goes on without it", queue.name, queue.vhost.name)
+        log.exception(
+            "queue '%s' in vhost '%s': a dead-lettered message's headers table cannot be decoded; "
+            "it goes on without it",
+            queue.name,
+            queue.vhost.name,
+        )
         return header, {}
 
 

@@ -8,21 +8,22 @@ reserved ``amq.`` prefix and the default exchange 403, missing resources 404.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pamqp import commands
 
 from ..errors import (
     default_exchange_refused,
+    in_use,
     inequivalent_arg,
     inequivalent_table_arg,
-    not_found,
-    reserved_name,
-    resource_locked,
-    in_use,
     invalid_exchange_type,
     no_previous_queue,
+    not_found,
     queue_not_empty,
+    reserved_name,
+    resource_locked,
     system_exchange_deletion,
 )
 from ..wire.methods import method_frame, queue_declare_ok_frame
@@ -31,15 +32,24 @@ from .exchanges import EXCHANGE_TYPES, Exchange, new_exchange
 from .interfaces import ChannelPort
 from .queue import Queue
 
-
 # Queue arguments whose values must match on redeclaration (RabbitMQ's equivalence list).
 EQUIVALENT_QUEUE_ARGUMENTS = (
-    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-expires", "x-max-length", "x-max-length-bytes",
-    "x-max-priority", "x-message-ttl", "x-overflow", "x-queue-mode", "x-queue-type", "x-single-active-consumer",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-message-ttl",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
 )
 
 
 # ------------------------------------------------------------------ lookups
+
 
 def lookup_queue(channel: ChannelPort, name: str, action: str | None = None) -> Queue:
     """The queue a method names ('' = the last one declared on this channel), usable by this connection.
@@ -98,6 +108,7 @@ def _reply(channel: ChannelPort, nowait: bool, method: Any) -> None:
 
 # ---------------------------------------------------------------- exchange.*
 
+
 def _on_exchange_declare(channel: ChannelPort, method: commands.Exchange.Declare) -> None:
     vhost = channel.connection.vhost
     name = method.exchange
@@ -114,8 +125,17 @@ def _on_exchange_declare(channel: ChannelPort, method: commands.Exchange.Declare
         if exchange_type is None:
             raise invalid_exchange_type(method.exchange_type)
         if existing is None:
-            vhost.add_exchange(new_exchange(vhost, method.exchange_type, name, method.durable, method.auto_delete,
-                                            method.internal, method.arguments))
+            vhost.add_exchange(
+                new_exchange(
+                    vhost,
+                    method.exchange_type,
+                    name,
+                    method.durable,
+                    method.auto_delete,
+                    method.internal,
+                    method.arguments,
+                )
+            )
         else:
             _check_exchange_equivalent(existing, method, vhost.name)
     _reply(channel, method.nowait, commands.Exchange.DeclareOk())
@@ -176,6 +196,7 @@ def _on_exchange_unbind(channel: ChannelPort, method: commands.Exchange.Unbind) 
 
 # ------------------------------------------------------------------ queue.*
 
+
 def _on_queue_declare(channel: ChannelPort, method: commands.Queue.Declare) -> None:
     connection = channel.connection
     vhost = connection.vhost
@@ -194,24 +215,35 @@ def _on_queue_declare(channel: ChannelPort, method: commands.Queue.Declare) -> N
         channel.connection.check_access("configure", "queue", name)
         queue = vhost.queues.get(name)
         if queue is None:
-            queue = Queue.with_arguments(vhost, name, method.durable, method.auto_delete, method.arguments,
-                                         exclusive_owner=connection if method.exclusive else None)
+            queue = Queue.with_arguments(
+                vhost,
+                name,
+                method.durable,
+                method.auto_delete,
+                method.arguments,
+                exclusive_owner=connection if method.exclusive else None,
+            )
             vhost.add_queue(queue)
         else:
             _check_exclusive_access(channel, queue)
             _check_queue_equivalent(queue, method, connection)
             queue.redeclared()
     channel.last_queue_name = queue.name
-    _reply(channel, method.nowait, queue_declare_ok_frame(channel.channel_id, queue.name, queue.message_count,
-                                                          len(queue.consumers)))
+    _reply(
+        channel,
+        method.nowait,
+        queue_declare_ok_frame(channel.channel_id, queue.name, queue.message_count, len(queue.consumers)),
+    )
 
 
 def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connection: Any) -> None:
     vhost = queue.vhost.name
     if method.exclusive != (queue.exclusive_owner is not None):
         raise resource_locked(queue.name, vhost)
-    for arg, received, current in (("durable", method.durable, queue.durable),
-                                   ("auto_delete", method.auto_delete, queue.auto_delete)):
+    for arg, received, current in (
+        ("durable", method.durable, queue.durable),
+        ("auto_delete", method.auto_delete, queue.auto_delete),
+    ):
         if received != current:
             raise inequivalent_arg(arg, "queue", queue.name, vhost, received, current)
     arguments = method.arguments or {}

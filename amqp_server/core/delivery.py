@@ -10,8 +10,9 @@ imports neither side, so ``queue`` and ``channel`` need not import each other.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Iterable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import unknown_delivery_tag
 from ..wire.methods import shortstr
@@ -23,11 +24,11 @@ if TYPE_CHECKING:
 class ConsumerOwner(Protocol):
     """The channel side of a consumer: writes its deliveries, says whether it may take more, hears cancels."""
 
-    def deliver(self, consumer: "Consumer", entry: "Entry") -> None: ...
+    def deliver(self, consumer: Consumer, entry: Entry) -> None: ...
 
-    def can_deliver(self, consumer: "Consumer") -> bool: ...
+    def can_deliver(self, consumer: Consumer) -> bool: ...
 
-    def cancel_by_server(self, consumer: "Consumer") -> None: ...
+    def cancel_by_server(self, consumer: Consumer) -> None: ...
 
 
 class Source(Protocol):
@@ -35,13 +36,13 @@ class Source(Protocol):
 
     deleted: bool
 
-    def settle(self, entries: Iterable["Entry"]) -> None: ...
+    def settle(self, entries: Iterable[Entry]) -> None: ...
 
-    def requeue(self, entries: list["Entry"]) -> None: ...
+    def requeue(self, entries: list[Entry]) -> None: ...
 
-    def reject(self, entries: list["Entry"]) -> None: ...
+    def reject(self, entries: list[Entry]) -> None: ...
 
-    def remove_consumer(self, consumer: "Consumer") -> None: ...
+    def remove_consumer(self, consumer: Consumer) -> None: ...
 
     def dispatch(self) -> None: ...
 
@@ -49,11 +50,29 @@ class Source(Protocol):
 class Consumer:
     """One ``basic.consume`` on one channel; prefetch credit is counted here (per-consumer QoS)."""
 
-    __slots__ = ("channel", "tag", "tag_shortstr", "queue", "no_ack", "exclusive", "prefetch_count", "unacked",
-                 "priority", "deliver")
+    __slots__ = (
+        "channel",
+        "tag",
+        "tag_shortstr",
+        "queue",
+        "no_ack",
+        "exclusive",
+        "prefetch_count",
+        "unacked",
+        "priority",
+        "deliver",
+    )
 
-    def __init__(self, channel: ConsumerOwner, tag: str, queue: Source | None, no_ack: bool, exclusive: bool,
-                 prefetch_count: int, priority: int = 0) -> None:
+    def __init__(
+        self,
+        channel: ConsumerOwner,
+        tag: str,
+        queue: Source | None,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch_count: int,
+        priority: int = 0,
+    ) -> None:
         self.channel = channel
         self.tag = tag
         self.tag_shortstr = shortstr(tag)  # spliced into every Basic.Deliver
@@ -80,7 +99,7 @@ class Unacked:
 
     __slots__ = ("tag", "entry", "queue", "consumer")
 
-    def __init__(self, tag: int, entry: "Entry", queue: Source, consumer: Consumer | None) -> None:
+    def __init__(self, tag: int, entry: Entry, queue: Source, consumer: Consumer | None) -> None:
         self.tag = tag
         self.entry = entry
         self.queue = queue

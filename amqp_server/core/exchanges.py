@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import datetime
 import decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Protocol
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from storage.api import BindingRecord, ExchangeRecord
 
 from ..errors import malformed_properties, x_match_type, x_match_value
 from ..wire.content import decode_properties
 from .topic import TopicTrie
-
-from storage.api import BindingRecord, ExchangeRecord
 
 if TYPE_CHECKING:
     from .message import Message
@@ -54,8 +55,12 @@ NO_ARGUMENTS = "[]"  # the repr of no arguments, one string shared by every such
 
 
 def binding_key(destination: Destination, routing_key: str, arguments: dict[str, Any]) -> BindingKey:
-    return (destination.kind, destination.name, routing_key,
-            repr(sorted(arguments.items())) if arguments else NO_ARGUMENTS)
+    return (
+        destination.kind,
+        destination.name,
+        routing_key,
+        repr(sorted(arguments.items())) if arguments else NO_ARGUMENTS,
+    )
 
 
 def _distinct(destinations: Iterable[Destination]) -> tuple[Destination, ...]:
@@ -79,8 +84,15 @@ class Exchange:
     kind: ClassVar[str] = "exchange"
     __slots__ = ("vhost", "name", "durable", "auto_delete", "internal", "arguments", "bindings", "_by_destination")
 
-    def __init__(self, vhost: ExchangeHost, name: str, durable: bool = False, auto_delete: bool = False,
-                 internal: bool = False, arguments: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        vhost: ExchangeHost,
+        name: str,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
         self.vhost = vhost
         self.name = name
         self.durable = durable
@@ -95,8 +107,15 @@ class Exchange:
         return self.durable
 
     def record(self) -> ExchangeRecord:
-        return ExchangeRecord(self.vhost.name, self.name, self.type_name, self.durable, self.auto_delete,
-                              self.internal, dict(self.arguments))
+        return ExchangeRecord(
+            self.vhost.name,
+            self.name,
+            self.type_name,
+            self.durable,
+            self.auto_delete,
+            self.internal,
+            dict(self.arguments),
+        )
 
     @property
     def alternate_exchange(self) -> str | None:
@@ -104,8 +123,9 @@ class Exchange:
         return name.decode() if isinstance(name, bytes) else name
 
     def binding_record(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> BindingRecord:
-        return BindingRecord(self.vhost.name, self.name, destination.name, routing_key, dict(arguments),
-                             destination.kind)
+        return BindingRecord(
+            self.vhost.name, self.name, destination.name, routing_key, dict(arguments), destination.kind
+        )
 
     def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> bool:
         """Add a binding; False when it already existed."""
@@ -173,11 +193,12 @@ class Exchange:
         found = []
         for routing_key, variants in held.items():
             for arguments_repr in (variants,) if isinstance(variants, str) else variants:
-                found.append((routing_key,
-                              self.bindings[(destination.kind, destination.name, routing_key, arguments_repr)][2]))
+                found.append(
+                    (routing_key, self.bindings[(destination.kind, destination.name, routing_key, arguments_repr)][2])
+                )
         return found
 
-    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+    def route(self, message: Message, routing_key: str) -> Iterable[Destination]:
         """Where a message published with ``routing_key`` goes: queues and exchanges, each once.
 
         What is returned may be the type's own index: iterate it at once, without binding meanwhile.
@@ -209,7 +230,7 @@ class DirectExchange(Exchange):
         super().__init__(*args, **kwargs)
         self._routes: dict[str, tuple[Destination] | dict[Destination, None]] = {}
 
-    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+    def route(self, message: Message, routing_key: str) -> Iterable[Destination]:
         return self._routes.get(routing_key, ())
 
     def _pair_bound(self, destination: Destination, routing_key: str) -> None:
@@ -237,7 +258,7 @@ class DefaultExchange(Exchange):
     type_name = "direct"
     __slots__ = ()
 
-    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+    def route(self, message: Message, routing_key: str) -> Iterable[Destination]:
         queue = self.vhost.queues.get(routing_key)
         return (queue,) if queue is not None else ()
 
@@ -248,7 +269,7 @@ class FanoutExchange(Exchange):
     type_name = "fanout"
     __slots__ = ()
 
-    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+    def route(self, message: Message, routing_key: str) -> Iterable[Destination]:
         return self._by_destination
 
 
@@ -271,7 +292,7 @@ class TopicExchange(Exchange):
         self._trie: TopicTrie[Destination] = TopicTrie()
         self._cache: dict[str, tuple[Destination, ...]] = {}
 
-    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+    def route(self, message: Message, routing_key: str) -> Iterable[Destination]:
         destinations = self._cache.get(routing_key)
         if destinations is None:
             destinations = _distinct(self._trie.match(routing_key))
@@ -305,7 +326,7 @@ class HeadersExchange(Exchange):
         if x_match not in X_MATCH_VALUES:
             raise x_match_value(x_match)
 
-    def route(self, message: "Message", routing_key: str) -> Iterable[Destination]:
+    def route(self, message: Message, routing_key: str) -> Iterable[Destination]:
         if not self.bindings:
             return ()
         try:
@@ -322,8 +343,9 @@ def headers_match(arguments: dict[str, Any], headers: dict[str, Any]) -> bool:
     """RabbitMQ's headers matching; a binding value of void only asks for the header to be present."""
     x_match = _text(arguments.get("x-match", "all"))
     with_x = x_match in ("all-with-x", "any-with-x")
-    wanted = [(key, value) for key, value in arguments.items()
-              if key != "x-match" and (with_x or not key.startswith("x-"))]
+    wanted = [
+        (key, value) for key, value in arguments.items() if key != "x-match" and (with_x or not key.startswith("x-"))
+    ]
 
     def matches(key: str, value: Any) -> bool:
         if key not in headers:
@@ -373,8 +395,15 @@ class UnsupportedExchangeType(ValueError):
     """No exchange type of that name (the caller words the error: 503 on the wire, a definitions error...)."""
 
 
-def new_exchange(vhost: ExchangeHost, type_name: str, name: str, durable: bool = False, auto_delete: bool = False,
-                 internal: bool = False, arguments: Mapping[str, Any] | None = None) -> Exchange:
+def new_exchange(
+    vhost: ExchangeHost,
+    type_name: str,
+    name: str,
+    durable: bool = False,
+    auto_delete: bool = False,
+    internal: bool = False,
+    arguments: Mapping[str, Any] | None = None,
+) -> Exchange:
     """The one constructor of an exchange by its RabbitMQ type name, for exchange.declare, recovery
     from the store and definitions import; ``arguments`` is copied."""
     exchange_class = EXCHANGE_TYPES.get(type_name)

@@ -21,7 +21,7 @@ Two sources raise alarms:
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from .scheduler import Scheduler, Timer
 
@@ -147,8 +147,12 @@ class DiskMonitor:
         self.free = free
         alarmed = free < self.limit
         if alarmed != self.alarmed:  # RabbitMQ's log line
-            log.warning("Free disk space is %s. Free bytes: %d. Limit: %d",
-                        "insufficient" if alarmed else "sufficient", free, self.limit)
+            log.warning(
+                "Free disk space is %s. Free bytes: %d. Limit: %d",
+                "insufficient" if alarmed else "sufficient",
+                free,
+                self.limit,
+            )
             self._alarms.set(DISK, alarmed)
         if alarmed:
             return DISK_CHECK_ALARMED_INTERVAL

@@ -20,17 +20,17 @@ if TYPE_CHECKING:
 class ConnectionPort(Protocol):
     """The connection as its channels see it: where frames go, which vhost and user, the negotiated limits."""
 
-    broker: "Broker"
-    vhost: "VirtualHost"
+    broker: Broker
+    vhost: VirtualHost
     peer: str
     client_capabilities: dict[str, Any]
-    writer: "Writer"  # every frame for the peer goes out here
+    writer: Writer  # every frame for the peer goes out here
     writable: bool  # transport flow control: no deliveries while False
     is_publisher: bool  # set by a channel that publishes: the resource alarms apply
 
     def send(self, data: bytes) -> None: ...
 
-    def send_method(self, channel_id: int, method: "PamqpMethod") -> None: ...
+    def send_method(self, channel_id: int, method: PamqpMethod) -> None: ...
 
     def check_access(self, action: str, kind: str, name: str) -> None: ...
 

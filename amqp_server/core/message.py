@@ -24,12 +24,29 @@ _NO_PROPERTIES = bytes(14)  # a content header with no property flags: Message()
 
 
 class Message:
-    __slots__ = ("exchange", "routing_key", "header", "body", "persistent", "priority", "ttl",
-                 "extra_routing_keys", "exchange_shortstr", "routing_key_shortstr")
+    __slots__ = (
+        "exchange",
+        "routing_key",
+        "header",
+        "body",
+        "persistent",
+        "priority",
+        "ttl",
+        "extra_routing_keys",
+        "exchange_shortstr",
+        "routing_key_shortstr",
+    )
 
-    def __init__(self, exchange: str, routing_key: str, header: bytes, body: bytes,
-                 persistent: bool | None = None, exchange_shortstr: bytes | None = None,
-                 routing_key_shortstr: bytes | None = None) -> None:
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        header: bytes,
+        body: bytes,
+        persistent: bool | None = None,
+        exchange_shortstr: bytes | None = None,
+        routing_key_shortstr: bytes | None = None,
+    ) -> None:
         """Raises ValueError for a malformed property list or an ``expiration`` that is not a number.
 
         ``exchange_shortstr`` / ``routing_key_shortstr``: the names already encoded (a publish has them).
@@ -61,7 +78,7 @@ class Message:
         return MessageRecord(self.exchange, self.routing_key, self.header, self.body, expires_at)
 
     @classmethod
-    def from_record(cls, record: MessageRecord) -> "Message":
+    def from_record(cls, record: MessageRecord) -> Message:
         """A message read back from the store; its delivery_mode is the one published (a quorum queue
         stores transient ones).
 
@@ -72,8 +89,11 @@ class Message:
         try:
             return cls(record.exchange, record.routing_key, record.header, record.body)
         except Exception:
-            log.exception("a stored message on exchange '%s' has content properties that cannot be decoded; "
-                          "keeping it without priority or per-message TTL", record.exchange)
+            log.exception(
+                "a stored message on exchange '%s' has content properties that cannot be decoded; "
+                "keeping it without priority or per-message TTL",
+                record.exchange,
+            )
             message = cls(record.exchange, record.routing_key, _NO_PROPERTIES, record.body, persistent=True)
             message.header = record.header
             return message
@@ -89,7 +109,7 @@ def _parse_expiration(expiration: str) -> int:
     if match is None:
         reason = "no_integer"
     elif match.end() != len(expiration):
-        reason = f'{{leftover_string,"{expiration[match.end():]}"}}'
+        reason = f'{{leftover_string,"{expiration[match.end() :]}"}}'
     elif int(match.group()) < 0:
         reason = f"{{value_negative,{int(match.group())}}}"
     else:
@@ -100,11 +120,16 @@ def _parse_expiration(expiration: str) -> int:
 class Entry:
     """``message`` is None while the message is paged out to the store (sizes are kept for accounting)."""
 
-    __slots__ = ("message", "message_id", "redelivered", "stored", "expires_at", "delivery_count", "body_size",
-                 "size")
+    __slots__ = ("message", "message_id", "redelivered", "stored", "expires_at", "delivery_count", "body_size", "size")
 
-    def __init__(self, message: Message, message_id: int, stored: bool, redelivered: bool = False,
-                 expires_at: float | None = None) -> None:
+    def __init__(
+        self,
+        message: Message,
+        message_id: int,
+        stored: bool,
+        redelivered: bool = False,
+        expires_at: float | None = None,
+    ) -> None:
         self.message: Message | None = message
         self.body_size = len(message.body)
         self.size = self.body_size + len(message.header)
@@ -115,7 +140,7 @@ class Entry:
         self.delivery_count = 0  # times returned to the queue (quorum queues' x-delivery-count)
 
     @classmethod
-    def paged_out(cls, message_id: int, body_size: int, expires_at: float | None = None) -> "Entry":
+    def paged_out(cls, message_id: int, body_size: int, expires_at: float | None = None) -> Entry:
         """A recovered message still on disk (read back when it reaches the head)."""
         entry = cls.__new__(cls)
         entry.message, entry.message_id, entry.stored, entry.redelivered = None, message_id, True, True

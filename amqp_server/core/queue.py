@@ -18,7 +18,8 @@ import datetime
 import enum
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from storage.api import QueueRecord
 
@@ -56,13 +57,13 @@ class QueueHost(Protocol):
     """The virtual host as its queues see it: the store, the clocks, flow accounting, and where the dead go."""
 
     name: str
-    store: "Store"
-    sync_barrier: "SyncBarrier"
-    scheduler: "Scheduler"
+    store: Store
+    sync_barrier: SyncBarrier
+    scheduler: Scheduler
     wall_clock: Callable[[], float]
-    flow: "MemoryFlow"
+    flow: MemoryFlow
 
-    def delete_queue(self, queue: "Queue") -> int: ...
+    def delete_queue(self, queue: Queue) -> int: ...
 
     def dead_letter(self, message: Message) -> None: ...
 
@@ -73,13 +74,38 @@ class Queue:
     to ``delivery.Consumer``s and dead-letters through its ``QueueHost``."""
 
     kind = "queue"
-    __slots__ = ("vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "options", "_ready",
-                 "consumers", "_next_id", "_had_consumer", "deleted", "bindings", "_ready_bytes",
-                 "_expiry_timer", "_unused_timer", "_last_used", "_plain", "_stores_transient")
+    __slots__ = (
+        "vhost",
+        "name",
+        "durable",
+        "exclusive_owner",
+        "auto_delete",
+        "arguments",
+        "options",
+        "_ready",
+        "consumers",
+        "_next_id",
+        "_had_consumer",
+        "deleted",
+        "bindings",
+        "_ready_bytes",
+        "_expiry_timer",
+        "_unused_timer",
+        "_last_used",
+        "_plain",
+        "_stores_transient",
+    )
 
-    def __init__(self, vhost: QueueHost, name: str, durable: bool = False, auto_delete: bool = False,
-                 arguments: dict[str, Any] | None = None, exclusive_owner: object | None = None,
-                 options: QueueOptions | None = None) -> None:
+    def __init__(
+        self,
+        vhost: QueueHost,
+        name: str,
+        durable: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+        exclusive_owner: object | None = None,
+        options: QueueOptions | None = None,
+    ) -> None:
         self.vhost = vhost
         self.name = name
         self.durable = durable
@@ -88,8 +114,11 @@ class Queue:
         self.options = options or QueueOptions()
         self.exclusive_owner = exclusive_owner
         # no TTL and no length limit: a publish to an empty queue may go straight to a consumer
-        self._plain = (self.options.message_ttl is None and self.options.max_length is None
-                       and self.options.max_length_bytes is None)
+        self._plain = (
+            self.options.message_ttl is None
+            and self.options.max_length is None
+            and self.options.max_length_bytes is None
+        )
         # RabbitMQ's quorum queues log every message, whatever its delivery_mode (they are always durable)
         self._stores_transient = self.options.queue_type == "quorum"
         max_priority = self.options.max_priority
@@ -107,18 +136,24 @@ class Queue:
             self._arm_unused_timer()
 
     @classmethod
-    def with_arguments(cls, vhost: QueueHost, name: str, durable: bool, auto_delete: bool,
-                       arguments: Mapping[str, Any] | None, exclusive_owner: object | None = None) -> "Queue":
+    def with_arguments(
+        cls,
+        vhost: QueueHost,
+        name: str,
+        durable: bool,
+        auto_delete: bool,
+        arguments: Mapping[str, Any] | None,
+        exclusive_owner: object | None = None,
+    ) -> Queue:
         """The one way from a queue's ``x-…`` arguments to a queue, for queue.declare, recovery from the
         store and definitions import: the arguments (copied) are parsed into its ``QueueOptions``, and an
         invalid one raises RabbitMQ's 406 ``ChannelError``."""
         arguments = dict(arguments or {})
-        options = parse_queue_arguments(arguments, name, vhost.name, durable, exclusive_owner is not None,
-                                        auto_delete)
+        options = parse_queue_arguments(arguments, name, vhost.name, durable, exclusive_owner is not None, auto_delete)
         return cls(vhost, name, durable, auto_delete, arguments, exclusive_owner, options)
 
     @classmethod
-    def from_record(cls, vhost: QueueHost, record: QueueRecord) -> "Queue":
+    def from_record(cls, vhost: QueueHost, record: QueueRecord) -> Queue:
         """A durable queue recovered from the store (its arguments were validated when declared)."""
         return cls.with_arguments(vhost, record.name, record.durable, record.auto_delete, record.arguments)
 
@@ -140,8 +175,13 @@ class Queue:
 
     def publish(self, message: Message) -> Enqueued:
         """Append a routed message, applying length limits and TTL."""
-        if (self._plain and self.consumers and message.ttl is None and not len(self._ready)
-                and not self._stores(message)):
+        if (
+            self._plain
+            and self.consumers
+            and message.ttl is None
+            and not len(self._ready)
+            and not self._stores(message)
+        ):
             return self._hand_off(message)
         options = self.options
         if not self._plain and options.overflow != "drop-head" and self._is_full(extra=message):
@@ -195,8 +235,9 @@ class Queue:
         consumer.deliver(entry)
         return Enqueued.IN_MEMORY
 
-    def restore(self, message_id: int, message: Message | None, body_size: int = 0,
-                expires_at: float | None = None) -> None:
+    def restore(
+        self, message_id: int, message: Message | None, body_size: int = 0, expires_at: float | None = None
+    ) -> None:
         """Re-add a message recovered from the store; it counts as delivered before (RabbitMQ does the same).
 
         ``message`` None: the store left it on disk; it stays paged out (a priority queue needs the
@@ -239,11 +280,16 @@ class Queue:
         """Page a message back in; False (and the message is dropped) if the store cannot return it."""
         if entry.message is None:
             try:
-                entry.message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name,
-                                                                                  entry.message_id))
+                entry.message = Message.from_record(
+                    self.vhost.store.read_message(self.vhost.name, self.name, entry.message_id)
+                )
             except Exception:
-                log.exception("queue '%s' in vhost '%s': message %d could not be read back from the store; "
-                              "dropping it", self.name, self.vhost.name, entry.message_id)
+                log.exception(
+                    "queue '%s' in vhost '%s': message %d could not be read back from the store; dropping it",
+                    self.name,
+                    self.vhost.name,
+                    entry.message_id,
+                )
                 self._forget((entry,))
                 return False
         return True
@@ -261,8 +307,9 @@ class Queue:
 
         ``message`` None (still on disk): only the queue's TTL is known.
         """
-        ttls = [ttl for ttl in (self.options.message_ttl, message.ttl if message is not None else None)
-                if ttl is not None]
+        ttls = [
+            ttl for ttl in (self.options.message_ttl, message.ttl if message is not None else None) if ttl is not None
+        ]
         return now + min(ttls) / 1000 if ttls else None
 
     def _recovered_expiry(self, message: Message | None, stored: float | None) -> float | None:
@@ -281,8 +328,9 @@ class Queue:
         options = self.options
         count = len(self._ready) + (extra is not None)
         size = self._ready_bytes + (len(extra.body) if extra is not None else 0)
-        return ((options.max_length is not None and count > options.max_length)
-                or (options.max_length_bytes is not None and size > options.max_length_bytes))
+        return (options.max_length is not None and count > options.max_length) or (
+            options.max_length_bytes is not None and size > options.max_length_bytes
+        )
 
     def _drop_head_while_full(self) -> None:
         if len(self._ready) and self._is_full():
@@ -554,5 +602,5 @@ class Queue:
         """Republish to the dead-letter exchange (if the queue has one)."""
         if self.options.dead_letter_exchange is None:
             return
-        now = datetime.datetime.fromtimestamp(int(self.vhost.wall_clock()), tz=datetime.timezone.utc)
+        now = datetime.datetime.fromtimestamp(int(self.vhost.wall_clock()), tz=datetime.UTC)
         dead_letter.republish(message, self, reason, now)  # an error boundary: it may run in anyone's context

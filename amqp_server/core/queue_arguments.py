@@ -11,12 +11,12 @@ from typing import Any
 
 from ..errors import (
     ChannelError,
-    table_type,
     arg_unsupported_by_type,
     expected_integer,
     invalid_arg,
     invalid_arg_type,
     invalid_property,
+    table_type,
 )
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
@@ -47,9 +47,11 @@ UNSUPPORTED = {
 }
 
 
-def parse_queue_arguments(arguments: dict[str, Any], name: str, vhost: str, durable: bool,
-                          exclusive: bool, auto_delete: bool = False) -> QueueOptions:
+def parse_queue_arguments(
+    arguments: dict[str, Any], name: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool = False
+) -> QueueOptions:
     """Validate ``arguments`` as RabbitMQ does and return the options they set."""
+
     def invalid(arg: str, reason: str) -> ChannelError:
         return invalid_arg(arg, "queue", name, vhost, reason)
 
@@ -81,8 +83,11 @@ def parse_queue_arguments(arguments: dict[str, Any], name: str, vhost: str, dura
     if queue_type not in QUEUE_TYPES:
         raise invalid("x-queue-type", f"\"unsupported queue type '{queue_type}'\"")
     if queue_type == "quorum":
-        for prop, refused in (("non-durable", not durable), ("exclusive-owner", exclusive),
-                              ("auto-delete", auto_delete)):
+        for prop, refused in (
+            ("non-durable", not durable),
+            ("exclusive-owner", exclusive),
+            ("auto-delete", auto_delete),
+        ):
             if refused:
                 raise invalid_property(prop, name, vhost)
     for arg in UNSUPPORTED[queue_type]:

@@ -7,7 +7,7 @@ messages go back to their original positions.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 from .message import Entry
 

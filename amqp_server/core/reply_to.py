@@ -23,7 +23,7 @@ KEY_PREFIX = PSEUDO_QUEUE + "."
 class ReplyConsumer(Protocol):
     """A channel with a reply consumer: replies published to its key go straight to it."""
 
-    def deliver_reply(self, message: "Message") -> None: ...
+    def deliver_reply(self, message: Message) -> None: ...
 
 
 class ReplyToRegistry:

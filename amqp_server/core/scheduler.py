@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("amqp_server.scheduler")
 
@@ -34,7 +34,7 @@ COMPACT_MIN = 100  # cancelled timers tolerated in the heap before a rebuild is 
 class Timer:
     __slots__ = ("when", "callback", "cancelled", "_scheduler")
 
-    def __init__(self, when: float, callback: Callable[[float], None], scheduler: "Scheduler | None" = None) -> None:
+    def __init__(self, when: float, callback: Callable[[float], None], scheduler: Scheduler | None = None) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False

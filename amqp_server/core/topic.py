@@ -33,7 +33,8 @@ bindings: 4.1 → 3.5 µs, within noise).
 from __future__ import annotations
 
 import sys
-from typing import Generic, Hashable, TypeVar
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 D = TypeVar("D", bound=Hashable)  # never a dict: a dict in ``destinations`` means several
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Transaction:
-    publishes: list[tuple["Exchange", "Message", bool]] = field(default_factory=list)  # exchange, message, mandatory
+    publishes: list[tuple[Exchange, Message, bool]] = field(default_factory=list)  # exchange, message, mandatory
     settlements: list[tuple[list[Any], str]] = field(default_factory=list)  # (Unacked deliveries, outcome)
     replies_waiting: int = 0  # commit-ok / rollback-ok frames held until a store sync
 

@@ -11,7 +11,8 @@ exchange type only matches one routing key against its own bindings.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 from storage.api import Recovered, Store, StoredMessage
 
@@ -19,25 +20,36 @@ from ..errors import cc_not_array
 from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
-from .flow import MemoryFlow
 from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, new_exchange
+from .flow import MemoryFlow
 from .message import Message
 from .queue import Queue
 from .scheduler import Scheduler
 
-BUILTIN_EXCHANGES = (("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
-                     ("amq.headers", "headers"), ("amq.match", "headers"))
+BUILTIN_EXCHANGES = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
 
-Destination = Union[Queue, Exchange]
+Destination = Queue | Exchange
 
 
 class VirtualHost:
     """One virtual host: owns its exchanges (amq.* built in), its queues and the bindings between them, and
     writes their durable definitions to the store; shares the broker's store, sync barrier, clock and flow."""
 
-    def __init__(self, name: str, store: Store, sync_barrier: SyncBarrier | None = None,
-                 scheduler: Scheduler | None = None, wall_clock: Callable[[], float] = time.time,
-                 flow: MemoryFlow | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        store: Store,
+        sync_barrier: SyncBarrier | None = None,
+        scheduler: Scheduler | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        flow: MemoryFlow | None = None,
+    ) -> None:
         self.name = name
         self.store = store
         self.flow = flow or MemoryFlow()
@@ -170,8 +182,7 @@ class VirtualHost:
                 self.store.put_binding(exchange.binding_record(destination, routing_key, arguments))
                 self._definitions_changed()
 
-    def unbind(self, exchange: Exchange, destination: Destination, routing_key: str,
-               arguments: dict[str, Any]) -> None:
+    def unbind(self, exchange: Exchange, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
         if exchange.unbind(destination, routing_key, arguments):
             if destination.kind == "queue" and not exchange.is_bound(destination, routing_key):
                 destination.bindings.discard((exchange.name, routing_key))
@@ -201,8 +212,15 @@ class VirtualHost:
         """Rebuild durable definitions and persistent messages recovered from the store."""
         for record in recovered.exchanges:
             if record.vhost == self.name and record.type in EXCHANGE_TYPES:
-                self.exchanges[record.name] = new_exchange(self, record.type, record.name, record.durable,
-                                                           record.auto_delete, record.internal, record.arguments)
+                self.exchanges[record.name] = new_exchange(
+                    self,
+                    record.type,
+                    record.name,
+                    record.durable,
+                    record.auto_delete,
+                    record.internal,
+                    record.arguments,
+                )
         for record in recovered.queues:
             if record.vhost == self.name:
                 self.queues[record.name] = Queue.from_record(self, record)

@@ -10,7 +10,7 @@ hottest writer, appends its Basic.Deliver frames to ``outbox`` itself (measured,
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from pamqp.base import Frame as PamqpMethod
 

@@ -23,9 +23,10 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Container, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..core.access import HASHING_ALGORITHM, AccessControl, Permission, User, check_password
 from .config import Config
@@ -44,18 +45,29 @@ log = logging.getLogger("amqp_server.access")
 
 # ------------------------------------------------------------------ JSON sections, shared with definitions
 
+
 def user_to_json(user: User) -> dict[str, Any]:
-    return {"name": user.name, "password_hash": user.password_hash, "hashing_algorithm": HASHING_ALGORITHM,
-            "tags": list(user.tags)}
+    return {
+        "name": user.name,
+        "password_hash": user.password_hash,
+        "hashing_algorithm": HASHING_ALGORITHM,
+        "tags": list(user.tags),
+    }
 
 
 def permission_to_json(user: str, vhost: str, permission: Permission) -> dict[str, str]:
-    return {"user": user, "vhost": vhost, "configure": permission.configure, "write": permission.write,
-            "read": permission.read}
+    return {
+        "user": user,
+        "vhost": vhost,
+        "configure": permission.configure,
+        "write": permission.write,
+        "read": permission.read,
+    }
 
 
-def import_sections(data: dict[str, Any], access: AccessControl, vhosts: Container[str],
-                    add_vhost: Callable[[str], Any]) -> dict[str, int]:
+def import_sections(
+    data: dict[str, Any], access: AccessControl, vhosts: Container[str], add_vhost: Callable[[str], Any]
+) -> dict[str, int]:
     """Apply the ``users``, ``vhosts`` and ``permissions`` sections of a definitions document (each already
     checked to be a list), in that order; returns how many users, new vhosts and permissions there were.
 
@@ -81,8 +93,10 @@ def _add_user_from_json(access: AccessControl, item: Any, where: str) -> None:
     name = json_string(item, "name", where)
     algorithm = item.get("hashing_algorithm", HASHING_ALGORITHM)
     if algorithm != HASHING_ALGORITHM:
-        raise DefinitionsError(f"{where}: user '{name}': hashing_algorithm {algorithm!r} is not supported "
-                               f"(only {HASHING_ALGORITHM}); set a new password for this user")
+        raise DefinitionsError(
+            f"{where}: user '{name}': hashing_algorithm {algorithm!r} is not supported "
+            f"(only {HASHING_ALGORITHM}); set a new password for this user"
+        )
     tags = tags_from(item.get("tags", []))
     if tags is None:
         raise DefinitionsError(f"{where}: user '{name}': tags must be a list of strings or a comma-separated string")
@@ -118,12 +132,14 @@ def remove_vhost(access: AccessControl, vhosts: list[str], name: str) -> None:
 
 # ------------------------------------------------------------------ the file
 
+
 def to_json(access: AccessControl, vhosts: list[str]) -> dict[str, Any]:
     return {
         "users": [user_to_json(user) for user in access.users.values()],
         "vhosts": [{"name": name} for name in vhosts],
-        "permissions": [permission_to_json(user, vhost, permission)
-                        for (user, vhost), permission in access.permissions.items()],
+        "permissions": [
+            permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
+        ],
     }
 
 
@@ -193,8 +209,9 @@ def locked(data_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def edit_access(data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)
-                ) -> Iterator[tuple[AccessControl, list[str]]]:
+def edit_access(
+    data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)
+) -> Iterator[tuple[AccessControl, list[str]]]:
     """Load, let the caller change, save, under ``locked``; nothing is saved when the block raises."""
     with locked(data_dir):
         access, vhosts = load_access(data_dir, loopback_users)
@@ -203,6 +220,7 @@ def edit_access(data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)
 
 
 # ------------------------------------------------------------------ at start, and while running
+
 
 def apply_config(access: AccessControl, vhosts: list[str], config: Config) -> bool:
     """Apply the config file's ``[[users]]``, ``[[vhosts]]`` and ``[[permissions]]``; True if anything changed.
@@ -233,8 +251,9 @@ def apply_config(access: AccessControl, vhosts: list[str], config: Config) -> bo
             must_exist("user", entry.user, access.users)
             must_exist("vhost", entry.vhost, vhosts)
         except NotFound as error:
-            raise ConfigError(f"permissions[{i}].{error.kind}", f"{error} (declare it in [[{error.kind}s]])",
-                              source) from None
+            raise ConfigError(
+                f"permissions[{i}].{error.kind}", f"{error} (declare it in [[{error.kind}s]])", source
+            ) from None
         permission = Permission(entry.configure, entry.write, entry.read)
         if access.permissions.get((entry.user, entry.vhost)) != permission:
             access.set_permission(entry.user, entry.vhost, permission)
@@ -283,7 +302,7 @@ class AccessWatcher:
             return None
 
 
-def apply_to_broker(broker: "Broker", access: AccessControl, vhosts: list[str]) -> list[str]:
+def apply_to_broker(broker: Broker, access: AccessControl, vhosts: list[str]) -> list[str]:
     """Install reloaded access and create new vhosts; returns the broker's vhosts that are no longer listed.
 
     The caller closes those vhosts' connections (320 CONNECTION_FORCED, as RabbitMQ

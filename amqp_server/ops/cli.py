@@ -32,9 +32,10 @@ import argparse
 import json
 import ssl
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from storage.fileio import DataDirLocked
 
@@ -58,21 +59,31 @@ class AdminError(Exception):
 
 # ------------------------------------------------------------------ running the broker
 
+
 def broker_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="amqp-server", description="A RabbitMQ-compatible AMQP 0-9-1 broker.",
+        prog="amqp-server",
+        description="A RabbitMQ-compatible AMQP 0-9-1 broker.",
         epilog="Each flag can also be set by the environment variable in brackets or by its key in the "
-               "--config file; flags win over the environment, which wins over the file. Admin commands: "
-               "amqp-server {users,vhosts,permissions,definitions} --help.")
+        "--config file; flags win over the environment, which wins over the file. Admin commands: "
+        "amqp-server {users,vhosts,permissions,definitions} --help.",
+    )
     parser.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
     for key, option in OPTIONS.items():
         help_text = f"{option.help} [{env_name(key)}]"
         if option.kind == "bool":
-            parser.add_argument(flag_name(key), dest=key, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+            parser.add_argument(
+                flag_name(key), dest=key, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            parser.add_argument(flag_name(key), dest=key, default=None, help=help_text, choices=option.choices,
-                                metavar=option.metavar or (None if option.choices else key.upper()))
+            parser.add_argument(
+                flag_name(key),
+                dest=key,
+                default=None,
+                help=help_text,
+                choices=option.choices,
+                metavar=option.metavar or (None if option.choices else key.upper()),
+            )
     parser.add_argument("--version", action="version", version=f"amqp-server {__version__}")
     return parser
 
@@ -116,16 +127,23 @@ def _config_failure(error: ConfigError) -> int:
 
 # ------------------------------------------------------------------ admin subcommands
 
+
 def admin_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help=f"the broker's data dir [{env_name('data_dir')}]")
     common.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
-    parser = argparse.ArgumentParser(prog="amqp-server", description="Manage users, vhosts, permissions and "
-                                                                     "definitions of an amqp-server data dir.")
+    parser = argparse.ArgumentParser(
+        prog="amqp-server", description="Manage users, vhosts, permissions and definitions of an amqp-server data dir."
+    )
     groups = parser.add_subparsers(dest="group", required=True)
 
-    def command(group: Any, name: str, handler: Callable[[argparse.Namespace, Config], str | None],
-                help_text: str, *arguments: str) -> argparse.ArgumentParser:
+    def command(
+        group: Any,
+        name: str,
+        handler: Callable[[argparse.Namespace, Config], str | None],
+        help_text: str,
+        *arguments: str,
+    ) -> argparse.ArgumentParser:
         sub = group.add_parser(name, parents=[common], help=help_text, description=help_text)
         for argument in arguments:
             sub.add_argument(argument)
@@ -139,21 +157,43 @@ def admin_parser() -> argparse.ArgumentParser:
     command(users, "list", _users_list, "list users and their tags")
     vhosts = groups.add_parser("vhosts", help="virtual hosts").add_subparsers(dest="action", required=True)
     command(vhosts, "add", _vhosts_add, "add a virtual host", "name")
-    command(vhosts, "delete", _vhosts_delete, "delete a virtual host with its queues, exchanges and permissions",
-            "name")
+    command(
+        vhosts, "delete", _vhosts_delete, "delete a virtual host with its queues, exchanges and permissions", "name"
+    )
     command(vhosts, "list", _vhosts_list, "list virtual hosts")
     permissions = groups.add_parser("permissions", help="who may configure, write and read what").add_subparsers(
-        dest="action", required=True)
-    command(permissions, "set", _permissions_set, "set a user's permissions in a vhost (regular expressions, "
-            "in RabbitMQ's order)", "user", "vhost", "configure", "write", "read")
+        dest="action", required=True
+    )
+    command(
+        permissions,
+        "set",
+        _permissions_set,
+        "set a user's permissions in a vhost (regular expressions, in RabbitMQ's order)",
+        "user",
+        "vhost",
+        "configure",
+        "write",
+        "read",
+    )
     command(permissions, "clear", _permissions_clear, "remove a user's permissions in a vhost", "user", "vhost")
     command(permissions, "list", _permissions_list, "list permissions")
     definitions = groups.add_parser("definitions", help="RabbitMQ definitions JSON").add_subparsers(
-        dest="action", required=True)
-    command(definitions, "export", _definitions_export, "export users, vhosts, permissions, exchanges, queues and "
-            "bindings (the broker must be stopped)", "file")
-    command(definitions, "import", _definitions_import, "import a definitions file (the broker must be stopped; "
-            "or start it with --load-definitions FILE)", "file")
+        dest="action", required=True
+    )
+    command(
+        definitions,
+        "export",
+        _definitions_export,
+        "export users, vhosts, permissions, exchanges, queues and bindings (the broker must be stopped)",
+        "file",
+    )
+    command(
+        definitions,
+        "import",
+        _definitions_import,
+        "import a definitions file (the broker must be stopped; or start it with --load-definitions FILE)",
+        "file",
+    )
     return parser
 
 
@@ -202,8 +242,9 @@ def _vhosts_add(args: argparse.Namespace, config: Config) -> str:
 def _vhosts_delete(args: argparse.Namespace, config: Config) -> str:
     """A running broker deletes the vhost's contents when it reloads; otherwise they are deleted here."""
     if args.name == DEFAULT_VHOST:
-        raise AccessError(f"vhost '{DEFAULT_VHOST}' cannot be deleted: it always exists (remove its permissions "
-                         f"instead)")
+        raise AccessError(
+            f"vhost '{DEFAULT_VHOST}' cannot be deleted: it always exists (remove its permissions instead)"
+        )
     with edit_access(config.data_dir, config.loopback_users) as (access, vhosts):
         must_exist("vhost", args.name, vhosts)
         try:
@@ -240,8 +281,9 @@ def _permissions_clear(args: argparse.Namespace, config: Config) -> str:
 
 def _permissions_list(args: argparse.Namespace, config: Config) -> str:
     access, _ = load_access(config.data_dir, config.loopback_users)
-    return "\n".join(f"{user}\t{vhost}\t{p.configure}\t{p.write}\t{p.read}"
-                     for (user, vhost), p in access.permissions.items())
+    return "\n".join(
+        f"{user}\t{vhost}\t{p.configure}\t{p.write}\t{p.read}" for (user, vhost), p in access.permissions.items()
+    )
 
 
 @contextmanager
@@ -252,8 +294,9 @@ def _offline(config: Config, verb: str) -> Iterator[Broker]:
             yield broker
     except DataDirLocked as error:
         hint = ", or start it with --load-definitions FILE" if verb == "import" else ""
-        raise AdminError(f"cannot {verb} definitions while a broker is running: {error} "
-                         f"Stop the broker first{hint}.") from None
+        raise AdminError(
+            f"cannot {verb} definitions while a broker is running: {error} Stop the broker first{hint}."
+        ) from None
 
 
 def _definitions_export(args: argparse.Namespace, config: Config) -> str | None:
@@ -272,9 +315,19 @@ def _definitions_import(args: argparse.Namespace, config: Config) -> str:
     with locked(config.data_dir), _offline(config, "import") as broker:
         counts = import_file(broker, Path(args.file))
         save_broker_access(config.data_dir, broker)
-        transient = [f"{vhost.name}/{entity.name}" for vhost in broker.vhosts.values()
-                     for entity in (*vhost.exchanges.values(), *vhost.queues.values()) if not entity.durable]
+        transient = [
+            f"{vhost.name}/{entity.name}"
+            for vhost in broker.vhosts.values()
+            for entity in (*vhost.exchanges.values(), *vhost.queues.values())
+            if not entity.durable
+        ]
     summary = ", ".join(f"{count} {name}" for name, count in counts.items())
-    warning = (f"\nwarning: non-durable exchanges and queues exist only while a broker runs, so these were not "
-               f"kept (use --load-definitions at start): {', '.join(transient)}") if transient else ""
+    warning = (
+        (
+            f"\nwarning: non-durable exchanges and queues exist only while a broker runs, so these were not "
+            f"kept (use --load-definitions at start): {', '.join(transient)}"
+        )
+        if transient
+        else ""
+    )
     return f"imported {summary} from {args.file}{warning}"

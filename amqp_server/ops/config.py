@@ -47,9 +47,10 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..core.access import valid_password_hash
 from .errors import ConfigError, flag_name
@@ -88,9 +89,20 @@ def memory_limit(value: float) -> int:
 
 
 # RabbitMQ's information units (rabbit_resource_monitor_misc), exactly: k/kiB... are powers of 1024, kB... of 1000
-SIZE_PATTERN = re.compile(r"([0-9]+)(kB|KB|MB|GB|kb|mb|gb|Kb|Mb|Gb|kiB|KiB|MiB|GiB|kib|mib|gib|KIB|MIB|GIB|k|K|m|M|g|G)?")
-SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
-              "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+SIZE_PATTERN = re.compile(
+    r"([0-9]+)(kB|KB|MB|GB|kb|mb|gb|Kb|Mb|Gb|kiB|KiB|MiB|GiB|kib|mib|gib|KIB|MIB|GIB|k|K|m|M|g|G)?"
+)
+SIZE_UNITS = {
+    "k": 1024,
+    "m": 1024**2,
+    "g": 1024**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
 MEM_RELATIVE = "mem_relative:"
 
 
@@ -101,7 +113,7 @@ def disk_free_limit(text: str) -> int:
     """
     text = text.strip()
     if text.startswith(MEM_RELATIVE):
-        return relative_disk_free_limit(float(text[len(MEM_RELATIVE):]))
+        return relative_disk_free_limit(float(text[len(MEM_RELATIVE) :]))
     match = SIZE_PATTERN.fullmatch(text)
     if match is None:
         raise ValueError(text)
@@ -175,6 +187,7 @@ class Config:
 
 # ------------------------------------------------------------------ options
 
+
 @dataclass(frozen=True)
 class Option:
     """One scalar key: its type, how it is checked and normalised, and its help text."""
@@ -192,6 +205,7 @@ class Option:
 def _between(low: int | float, high: int | float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if low <= value <= high else f"must be between {low} and {high}, got {value}"
+
     return check
 
 
@@ -202,6 +216,7 @@ def _positive(value: float) -> str | None:
 def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
+
     return check
 
 
@@ -217,48 +232,84 @@ OPTIONS: dict[str, Option] = {
     "host": Option("str", "address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)", _not_empty),
     "port": Option("int", "TCP port (default 5672; 0 picks a free port and logs it)", _between(0, 65535)),
     "data_dir": Option("path", "where durable data lives (default ~/.local/share/amqp-server)"),
-    "log_level": Option("str", "log verbosity: debug, info, warning or error (default info)", _one_of(LOG_LEVELS),
-                        normalise=str.lower, choices=LOG_LEVELS),
-    "heartbeat": Option("int", "heartbeat interval proposed in connection.tune, seconds (default 60; 0 off)",
-                        _between(0, 65535)),
-    "frame_max": Option("int", "largest frame proposed in connection.tune, bytes (default 131072)",
-                        _between(4096, 2**32 - 1)),
-    "channel_max": Option("int", "most channels per connection proposed in connection.tune (default 2047)",
-                          _between(0, 65535)),
+    "log_level": Option(
+        "str",
+        "log verbosity: debug, info, warning or error (default info)",
+        _one_of(LOG_LEVELS),
+        normalise=str.lower,
+        choices=LOG_LEVELS,
+    ),
+    "heartbeat": Option(
+        "int", "heartbeat interval proposed in connection.tune, seconds (default 60; 0 off)", _between(0, 65535)
+    ),
+    "frame_max": Option(
+        "int", "largest frame proposed in connection.tune, bytes (default 131072)", _between(4096, 2**32 - 1)
+    ),
+    "channel_max": Option(
+        "int", "most channels per connection proposed in connection.tune (default 2047)", _between(0, 65535)
+    ),
     "memory_high_watermark": Option(
-        "float", "block publishers when queued messages use more than this: a fraction of physical memory "
-                 "(default 0.4, as RabbitMQ) or a number of bytes", _positive, convert=memory_limit),
+        "float",
+        "block publishers when queued messages use more than this: a fraction of physical memory "
+        "(default 0.4, as RabbitMQ) or a number of bytes",
+        _positive,
+        convert=memory_limit,
+    ),
     "disk_free_limit": Option(
-        "disk_limit", "block publishers while the data dir's disk has less free space than this: bytes with an "
-                      "optional unit (50MB, 1GB, 500MiB) or mem_relative:RATIO, a multiple of physical memory "
-                      "(default 50MB, as RabbitMQ; 0: off)", metavar="SIZE"),
-    "max_connections": Option("int", "most client connections at once (default 0: unlimited)",
-                              _between(0, 2**31 - 1)),
-    "max_message_size": Option("int", "largest message body accepted, bytes (default 134217728)",
-                               _between(1, MAX_MESSAGE_SIZE_LIMIT)),
-    "handshake_timeout": Option("float", "seconds a client has to complete the AMQP handshake (default 10)",
-                                _positive),
-    "tls_port": Option("int", "TLS (amqps) port, used when tls_cert and tls_key are set (default 5671)",
-                       _between(0, 65535)),
+        "disk_limit",
+        "block publishers while the data dir's disk has less free space than this: bytes with an "
+        "optional unit (50MB, 1GB, 500MiB) or mem_relative:RATIO, a multiple of physical memory "
+        "(default 50MB, as RabbitMQ; 0: off)",
+        metavar="SIZE",
+    ),
+    "max_connections": Option("int", "most client connections at once (default 0: unlimited)", _between(0, 2**31 - 1)),
+    "max_message_size": Option(
+        "int", "largest message body accepted, bytes (default 134217728)", _between(1, MAX_MESSAGE_SIZE_LIMIT)
+    ),
+    "handshake_timeout": Option("float", "seconds a client has to complete the AMQP handshake (default 10)", _positive),
+    "tls_port": Option(
+        "int", "TLS (amqps) port, used when tls_cert and tls_key are set (default 5671)", _between(0, 65535)
+    ),
     "tls_cert": Option("path", "server certificate (PEM) for the TLS listener", _existing_file, optional=True),
     "tls_key": Option("path", "private key (PEM) of tls_cert", _existing_file, optional=True),
-    "tls_ca": Option("path", "CA certificates (PEM) that client certificates must chain to", _existing_file,
-                     optional=True),
+    "tls_ca": Option(
+        "path", "CA certificates (PEM) that client certificates must chain to", _existing_file, optional=True
+    ),
     "tls_verify_peer": Option("bool", "require a client certificate signed by tls_ca (default false)"),
-    "loopback_users": Option("list", "users that may only connect from localhost, comma-separated "
-                                     "(default guest; empty: none)", metavar="USERS"),
-    "log_format": Option("str", "log line format: text or json (default text)", _one_of(LOG_FORMATS),
-                         normalise=str.lower, choices=LOG_FORMATS),
-    "load_definitions": Option("path", "RabbitMQ definitions JSON file to import at start", _existing_file,
-                               optional=True),
-    "event_loop": Option("str", "auto (uvloop when installed), asyncio or uvloop (default auto)",
-                         _one_of(EVENT_LOOPS), normalise=str.lower, choices=EVENT_LOOPS),
+    "loopback_users": Option(
+        "list",
+        "users that may only connect from localhost, comma-separated (default guest; empty: none)",
+        metavar="USERS",
+    ),
+    "log_format": Option(
+        "str",
+        "log line format: text or json (default text)",
+        _one_of(LOG_FORMATS),
+        normalise=str.lower,
+        choices=LOG_FORMATS,
+    ),
+    "load_definitions": Option(
+        "path", "RabbitMQ definitions JSON file to import at start", _existing_file, optional=True
+    ),
+    "event_loop": Option(
+        "str",
+        "auto (uvloop when installed), asyncio or uvloop (default auto)",
+        _one_of(EVENT_LOOPS),
+        normalise=str.lower,
+        choices=EVENT_LOOPS,
+    ),
 }
 TABLES = ("users", "vhosts", "permissions")
 PATTERN_KEYS = ("configure", "write", "read")  # "" is a valid permission pattern: it matches nothing
-KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
-              "path": "a path (string)", "list": "a list of strings",
-              "disk_limit": "a size (50MB, 1GB, 500MiB, a number of bytes) or mem_relative:RATIO"}
+KIND_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "path": "a path (string)",
+    "list": "a list of strings",
+    "disk_limit": "a size (50MB, 1GB, 500MiB, a number of bytes) or mem_relative:RATIO",
+}
 
 
 def env_name(key: str) -> str:
@@ -267,8 +318,12 @@ def env_name(key: str) -> str:
 
 # ------------------------------------------------------------------ loading
 
-def load_config(flags: Mapping[str, Any] | None = None, config_file: Path | str | None = None,
-                environ: Mapping[str, str] | None = None) -> Config:
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    config_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     """Merge flags (strings, or booleans for ``bool`` keys) > environment > TOML file > defaults.
 
     ``config_file`` is the ``--config`` flag; without it ``AMQP_SERVER_CONFIG`` names the file.
@@ -385,7 +440,7 @@ def _disk_limit_from_toml(key: str, value: Any, source: str) -> int:
         if isinstance(value, str):
             return disk_free_limit(value)
         if isinstance(value, dict) and len(value) == 1:
-            (form, amount), = value.items()
+            ((form, amount),) = value.items()
             if form == "absolute" and isinstance(amount, (str, int)) and not isinstance(amount, bool):
                 return disk_free_limit(str(amount))
             if form == "relative" and isinstance(amount, (int, float)) and not isinstance(amount, bool):
@@ -393,8 +448,9 @@ def _disk_limit_from_toml(key: str, value: Any, source: str) -> int:
     except ValueError:
         pass
     if isinstance(value, dict):
-        raise ConfigError(key, f"must be a table with one key, absolute (a size) or relative (a number), "
-                               f"got {value!r}", source)
+        raise ConfigError(
+            key, f"must be a table with one key, absolute (a size) or relative (a number), got {value!r}", source
+        )
     raise ConfigError(key, f"must be {KIND_NAMES['disk_limit']}, got {_toml_type(value)} {value!r}", source)
 
 
@@ -416,16 +472,21 @@ def _checked(key: str, value: Any, source: str) -> Any:
 
 # ------------------------------------------------------------------ [[users]], [[vhosts]], [[permissions]]
 
+
 def _tables(tables: dict[str, Any], source: str) -> dict[str, Any]:
     users = tuple(_user(entry, f"users[{i}]", source) for i, entry in enumerate(_entries(tables, "users", source)))
     names = [user.name for user in users]
     for name in names:
         if names.count(name) > 1:
             raise ConfigError("users", f"user '{name}' is declared twice", source)
-    vhosts = tuple(_fields(entry, f"vhosts[{i}]", source, required=("name",))["name"]
-                   for i, entry in enumerate(_entries(tables, "vhosts", source)))
-    permissions = tuple(_permission(entry, f"permissions[{i}]", source)
-                        for i, entry in enumerate(_entries(tables, "permissions", source)))
+    vhosts = tuple(
+        _fields(entry, f"vhosts[{i}]", source, required=("name",))["name"]
+        for i, entry in enumerate(_entries(tables, "vhosts", source))
+    )
+    permissions = tuple(
+        _permission(entry, f"permissions[{i}]", source)
+        for i, entry in enumerate(_entries(tables, "permissions", source))
+    )
     return {"users": users, "vhosts": vhosts, "permissions": permissions}
 
 
@@ -436,8 +497,9 @@ def _entries(tables: dict[str, Any], key: str, source: str) -> list[dict[str, An
     return entries
 
 
-def _fields(entry: dict[str, Any], where: str, source: str, required: tuple[str, ...],
-            optional: tuple[str, ...] = ()) -> dict[str, Any]:
+def _fields(
+    entry: dict[str, Any], where: str, source: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """One table's string fields: every required one present, none unknown (``tags`` is checked by ``_user``)."""
     for key, value in entry.items():
         if key not in required + optional:
@@ -458,8 +520,11 @@ def _user(entry: dict[str, Any], where: str, source: str) -> UserDefinition:
         raise ConfigError(f"{where}.password", "set exactly one of password and password_hash", source)
     password_hash = entry.get("password_hash")
     if password_hash is not None and not valid_password_hash(password_hash):
-        raise ConfigError(f"{where}.password_hash", "not a rabbit_password_hashing_sha256 hash "
-                                                    "(base64 of a 4-byte salt and a SHA-256 digest)", source)
+        raise ConfigError(
+            f"{where}.password_hash",
+            "not a rabbit_password_hashing_sha256 hash (base64 of a 4-byte salt and a SHA-256 digest)",
+            source,
+        )
     given = entry.get("tags", [])
     tags = tags_from(given)
     if tags is None:

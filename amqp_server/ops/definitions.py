@@ -25,9 +25,10 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from storage.factory import open_store
 
@@ -54,6 +55,7 @@ UNSUPPORTED_SECTIONS = ("policies", "parameters", "global_parameters", "topic_pe
 
 # ------------------------------------------------------------------ export
 
+
 def export_from(broker: Broker) -> dict[str, Any]:
     """The broker's definitions as RabbitMQ exports them."""
     access = broker.access
@@ -61,32 +63,54 @@ def export_from(broker: Broker) -> dict[str, Any]:
     for vhost in broker.vhosts.values():
         for exchange in vhost.exchanges.values():
             if exchange.name and not exchange.name.startswith("amq."):
-                exchanges.append({"name": exchange.name, "vhost": vhost.name, "type": exchange.type_name,
-                                  "durable": exchange.durable, "auto_delete": exchange.auto_delete,
-                                  "internal": exchange.internal, "arguments": _json_table(exchange.arguments)})
+                exchanges.append(
+                    {
+                        "name": exchange.name,
+                        "vhost": vhost.name,
+                        "type": exchange.type_name,
+                        "durable": exchange.durable,
+                        "auto_delete": exchange.auto_delete,
+                        "internal": exchange.internal,
+                        "arguments": _json_table(exchange.arguments),
+                    }
+                )
         for queue in vhost.queues.values():
             if queue.exclusive_owner is None:
-                queues.append({"name": queue.name, "vhost": vhost.name, "durable": queue.durable,
-                               "auto_delete": queue.auto_delete, "arguments": _json_table(queue.arguments),
-                               "type": queue.options.queue_type})
+                queues.append(
+                    {
+                        "name": queue.name,
+                        "vhost": vhost.name,
+                        "durable": queue.durable,
+                        "auto_delete": queue.auto_delete,
+                        "arguments": _json_table(queue.arguments),
+                        "type": queue.options.queue_type,
+                    }
+                )
         for exchange in vhost.exchanges.values():
             if not exchange.name:
                 continue  # the default exchange's bindings are implicit
             for destination, routing_key, arguments in exchange.bindings.values():
                 if getattr(destination, "exclusive_owner", None) is None:
-                    bindings.append({"source": exchange.name, "vhost": vhost.name, "destination": destination.name,
-                                     "destination_type": destination.kind, "routing_key": routing_key,
-                                     "arguments": _json_table(arguments)})
+                    bindings.append(
+                        {
+                            "source": exchange.name,
+                            "vhost": vhost.name,
+                            "destination": destination.name,
+                            "destination_type": destination.kind,
+                            "routing_key": routing_key,
+                            "arguments": _json_table(arguments),
+                        }
+                    )
     return {
         "rabbit_version": RABBIT_VERSION,
         "rabbitmq_version": RABBIT_VERSION,
         "product_name": "amqp-server",
         "product_version": __version__,
         "users": [{**user_to_json(user), "limits": {}} for user in access.users.values()],
-        "vhosts": [{"name": name, "limits": [], "metadata": {"description": "", "tags": []}}
-                   for name in broker.vhosts],
-        "permissions": [permission_to_json(user, vhost, permission)
-                        for (user, vhost), permission in access.permissions.items()],
+        "vhosts": [{"name": name, "limits": [], "metadata": {"description": "", "tags": []}} for name in broker.vhosts],
+        "permissions": [
+            permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
+        ],
         "topic_permissions": [],
         "parameters": [],
         "global_parameters": [],
@@ -118,13 +142,16 @@ def _json_value(value: Any) -> Any:
 
 # ------------------------------------------------------------------ import
 
+
 def import_into(broker: Broker, data: Any) -> dict[str, int]:
     """Import RabbitMQ definitions into ``broker``; returns counts of what was created, and of ignored sections."""
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
     json_lists(data, ("users", "vhosts", "permissions", "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS))
-    counts = {**import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
-              **dict.fromkeys(("exchanges", "queues", "bindings"), 0)}
+    counts = {
+        **import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
+        **dict.fromkeys(("exchanges", "queues", "bindings"), 0),
+    }
     for i, item in enumerate(data.get("exchanges", [])):
         counts["exchanges"] += _import_exchange(broker, item, f"exchanges[{i}]")
     for i, item in enumerate(data.get("queues", [])):
@@ -176,8 +203,15 @@ def _import_exchange(broker: Broker, item: Any, where: str) -> bool:
     if not name or name.startswith("amq.") or name in vhost.exchanges:
         return False
     try:
-        exchange = new_exchange(vhost, item["type"], name, item.get("durable", False), item.get("auto_delete", False),
-                                item.get("internal", False), item.get("arguments", {}))
+        exchange = new_exchange(
+            vhost,
+            item["type"],
+            name,
+            item.get("durable", False),
+            item.get("auto_delete", False),
+            item.get("internal", False),
+            item.get("arguments", {}),
+        )
     except UnsupportedExchangeType:
         raise DefinitionsError(f"{where}: exchange '{name}': unsupported type '{item['type']}'") from None
     vhost.add_exchange(exchange)
@@ -226,6 +260,7 @@ def _import_binding(broker: Broker, item: Any, where: str) -> bool:
 
 
 # ------------------------------------------------------------------ vhosts and the offline broker
+
 
 def delete_vhost(broker: Broker, name: str) -> None:
     """Delete a vhost with its queues (and their messages) and exchanges, from memory and the store.

@@ -23,10 +23,11 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 from .config import Config
@@ -74,8 +75,15 @@ class RunningBroker:
 
 
 @contextmanager
-def running(host: str = "127.0.0.1", port: int = 0, data_dir: str | os.PathLike[str] | None = None, *,
-            process: bool = False, timeout: float = START_TIMEOUT_S, **options: Any) -> Iterator[RunningBroker]:
+def running(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    process: bool = False,
+    timeout: float = START_TIMEOUT_S,
+    **options: Any,
+) -> Iterator[RunningBroker]:
     """Start a broker, yield its ``RunningBroker``, stop it on exit.
 
     ``port=0`` picks a free port (read it from ``.port``/``.url``).  ``data_dir=None``
@@ -111,8 +119,9 @@ def _connect_host(host: str) -> str:
 
 
 @contextmanager
-def _in_thread(host: str, port: int, data_dir: Path, timeout: float,
-               options: dict[str, Any]) -> Iterator[RunningBroker]:
+def _in_thread(
+    host: str, port: int, data_dir: Path, timeout: float, options: dict[str, Any]
+) -> Iterator[RunningBroker]:
     from ..server.embedded import BrokerThread  # the server stack loads only when a broker starts
 
     thread = BrokerThread(Config(host=host, port=port, data_dir=data_dir, **options))
@@ -125,8 +134,9 @@ def _in_thread(host: str, port: int, data_dir: Path, timeout: float,
         assert thread.error is not None
         raise thread.error
     try:
-        yield RunningBroker(thread.address[0], thread.address[1], data_dir,
-                            lambda name: thread.add_vhost(name, VHOST_TIMEOUT_S))
+        yield RunningBroker(
+            thread.address[0], thread.address[1], data_dir, lambda name: thread.add_vhost(name, VHOST_TIMEOUT_S)
+        )
     finally:
         thread.stop(STOP_TIMEOUT_S)
     if thread.error is not None:  # serve() crashed while the test ran
@@ -137,8 +147,9 @@ def _in_thread(host: str, port: int, data_dir: Path, timeout: float,
 
 
 @contextmanager
-def _in_process(host: str, port: int, data_dir: Path, timeout: float,
-                options: dict[str, Any]) -> Iterator[RunningBroker]:
+def _in_process(
+    host: str, port: int, data_dir: Path, timeout: float, options: dict[str, Any]
+) -> Iterator[RunningBroker]:
     unsupported = sorted(set(options) - {"log_level"})
     if unsupported:
         raise TypeError(f"running(process=True) accepts only the log_level option, not {', '.join(unsupported)}")
@@ -146,9 +157,24 @@ def _in_process(host: str, port: int, data_dir: Path, timeout: float,
     if str(PACKAGE_ROOT) not in sys.path:  # a source checkout: let the child import this very code
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     child = subprocess.Popen(
-        [sys.executable, "-m", "amqp_server", "--host", host, "--port", str(port), "--data-dir", str(data_dir),
-         "--log-level", options.get("log_level", "warning")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "amqp_server",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            options.get("log_level", "warning"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     lines: queue.Queue[str | None] = queue.Queue()
     log: deque[str] = deque(maxlen=50)
@@ -157,8 +183,7 @@ def _in_process(host: str, port: int, data_dir: Path, timeout: float,
         address = _await_listening(lines, timeout)
         if address is None:
             _terminate(child)
-            raise RuntimeError(f"python -m amqp_server did not start (exit code {child.returncode}):\n"
-                               + "".join(log))
+            raise RuntimeError(f"python -m amqp_server did not start (exit code {child.returncode}):\n" + "".join(log))
         yield RunningBroker(address[0], address[1], data_dir)
     finally:
         _terminate(child)

@@ -83,8 +83,11 @@ def check(host: str, port: int, user: str, password: str, vhost: str = "/", time
         start = client.expect(commands.Connection.Start)
         if "PLAIN" not in start.mechanisms.split():
             raise HealthCheckFailed(f"broker does not offer PLAIN (offers {start.mechanisms})")
-        client.send(commands.Connection.StartOk(client_properties=CLIENT_PROPERTIES,
-                                                mechanism="PLAIN", response=f"\0{user}\0{password}"))
+        client.send(
+            commands.Connection.StartOk(
+                client_properties=CLIENT_PROPERTIES, mechanism="PLAIN", response=f"\0{user}\0{password}"
+            )
+        )
         tune = client.expect(commands.Connection.Tune)
         client.send(commands.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max, heartbeat=0))
         client.send(commands.Connection.Open(virtual_host=vhost))
@@ -94,14 +97,22 @@ def check(host: str, port: int, user: str, password: str, vhost: str = "/", time
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m amqp_server.ops.healthcheck",
-                                     description="Exit 0 if an AMQP 0-9-1 broker completes a handshake, else 1.")
+    parser = argparse.ArgumentParser(
+        prog="python -m amqp_server.ops.healthcheck",
+        description="Exit 0 if an AMQP 0-9-1 broker completes a handshake, else 1.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="broker address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5672, help="broker port (default 5672)")
-    parser.add_argument("--user", default=os.environ.get("AMQP_SERVER_HEALTHCHECK_USER", "guest"),
-                        help="user to log in as (default guest) [AMQP_SERVER_HEALTHCHECK_USER]")
-    parser.add_argument("--password", default=os.environ.get("AMQP_SERVER_HEALTHCHECK_PASSWORD", "guest"),
-                        help="its password (default guest) [AMQP_SERVER_HEALTHCHECK_PASSWORD]")
+    parser.add_argument(
+        "--user",
+        default=os.environ.get("AMQP_SERVER_HEALTHCHECK_USER", "guest"),
+        help="user to log in as (default guest) [AMQP_SERVER_HEALTHCHECK_USER]",
+    )
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("AMQP_SERVER_HEALTHCHECK_PASSWORD", "guest"),
+        help="its password (default guest) [AMQP_SERVER_HEALTHCHECK_PASSWORD]",
+    )
     parser.add_argument("--vhost", default="/", help="virtual host to open (default /)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds for the whole check (default 5)")
     args = parser.parse_args(argv)

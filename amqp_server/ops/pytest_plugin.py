@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
@@ -51,9 +52,14 @@ class ExternalBroker:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("amqp-server", "AMQP broker fixtures (amqp_server)")
-    group.addoption("--amqp-broker-url", dest="amqp_broker_url", default=None, metavar="URL",
-                    help="run the amqp_broker/amqp_vhost fixtures against the broker at URL instead of "
-                         "starting one (default: $AMQP_URL)")
+    group.addoption(
+        "--amqp-broker-url",
+        dest="amqp_broker_url",
+        default=None,
+        metavar="URL",
+        help="run the amqp_broker/amqp_vhost fixtures against the broker at URL instead of "
+        "starting one (default: $AMQP_URL)",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
+from typing import Any
 
 from .errors import AlreadyExists, ConfigError, DefinitionsError, NotFound
 
@@ -22,6 +23,7 @@ TLS_NEEDS = (("tls_cert", "tls_key"), ("tls_key", "tls_cert"), ("tls_verify_peer
 
 
 # ------------------------------------------------------------------ values
+
 
 def split_list(text: str) -> list[str]:
     """A comma-separated list, blanks dropped: ``"a, b,,c"`` → ``["a", "b", "c"]``, ``""`` → ``[]``."""
@@ -48,6 +50,7 @@ def regex_problem(pattern: str) -> str | None:
 
 # ------------------------------------------------------------------ users and vhosts
 
+
 def must_exist(kind: str, name: str, names: Container[str]) -> None:
     """Raise ``NotFound`` (``no user 'x'``) unless ``name`` is one of ``names``."""
     if name not in names:
@@ -62,6 +65,7 @@ def must_be_new(kind: str, name: str, names: Container[str]) -> None:
 
 # ------------------------------------------------------------------ TLS
 
+
 def check_tls_settings(get: Callable[[str], Any], sources: Mapping[str, str] | None = None) -> None:
     """Raise ``ConfigError`` for a TLS setting that is set while one it needs is not.
 
@@ -75,6 +79,7 @@ def check_tls_settings(get: Callable[[str], Any], sources: Mapping[str, str] | N
 
 # ------------------------------------------------------------------ definitions JSON entries
 
+
 def json_object(item: Any, where: str) -> dict[str, Any]:
     """``item`` if it is a JSON object, else ``DefinitionsError``."""
     if not isinstance(item, dict):
@@ -86,8 +91,9 @@ def json_string(item: Any, key: str, where: str, allow_empty: bool = False) -> s
     """The string field ``key`` of the object ``item`` (non-empty unless ``allow_empty``)."""
     value = json_object(item, where).get(key)
     if not isinstance(value, str) or (not value and not allow_empty):
-        raise DefinitionsError(f"{where}: '{key}' must be a non-empty string" if not allow_empty
-                               else f"{where}: '{key}' must be a string")
+        raise DefinitionsError(
+            f"{where}: '{key}' must be a non-empty string" if not allow_empty else f"{where}: '{key}' must be a string"
+        )
     return value
 
 

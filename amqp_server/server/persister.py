@@ -58,8 +58,8 @@ class Persister:
             await self._loop.run_in_executor(None, self._store.sync)
         except OSError as error:
             (log.debug if self._failing else log.error)(
-                "store sync failed (%s); nacking the publishes it covered, retrying in %.0f s", error,
-                self._retry_after)
+                "store sync failed (%s); nacking the publishes it covered, retrying in %.0f s", error, self._retry_after
+            )
             self._failing = True
             if self._retry is None and not self._stopped:
                 self._retry = self._loop.call_later(self._retry_after, self._retry_now)

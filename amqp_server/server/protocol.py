@@ -47,17 +47,23 @@ class ServerConnection(Connection):
     connection.close 530 NOT_ALLOWED (class 10, method 40).
     """
 
-    def __init__(self, broker: Broker, peer: str, on_output: Callable[[], None],
-                 connections: Connections) -> None:
+    def __init__(self, broker: Broker, peer: str, on_output: Callable[[], None], connections: Connections) -> None:
         super().__init__(broker, peer=peer, on_output=on_output)
         self._node_connections = connections
 
     def _handle_method0(self, payload: bytes) -> None:
-        if (self.state is State.AWAITING_OPEN and payload.startswith(CONNECTION_OPEN_PREFIX)
-                and self._node_connections.full()):
+        if (
+            self.state is State.AWAITING_OPEN
+            and payload.startswith(CONNECTION_OPEN_PREFIX)
+            and self._node_connections.full()
+        ):
             limit = self._node_connections.max_connections
-            log.warning("refusing connection from %s: node connection limit (%d) is reached", self.peer, limit,
-                        extra={"peer": self.peer, "user": self.username, "reply_code": NOT_ALLOWED})
+            log.warning(
+                "refusing connection from %s: node connection limit (%d) is reached",
+                self.peer,
+                limit,
+                extra={"peer": self.peer, "user": self.username, "reply_code": NOT_ALLOWED},
+            )
             raise node_connection_limit(limit)
         super()._handle_method0(payload)
 
@@ -85,8 +91,12 @@ class AMQPProtocol(asyncio.Protocol):
         peer = f"{address[0]}:{address[1]}" if address else "?"
         self.connection = ServerConnection(self._broker, peer, self._schedule_flush, self._connections)
         self._connections.protocols.add(self)
-        log.info("accepted %s connection from %s", "AMQPS" if self._tls else "AMQP", peer,
-                 extra={"peer": peer, "tls": self._tls})
+        log.info(
+            "accepted %s connection from %s",
+            "AMQPS" if self._tls else "AMQP",
+            peer,
+            extra={"peer": peer, "tls": self._tls},
+        )
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -115,9 +125,13 @@ class AMQPProtocol(asyncio.Protocol):
         self._opened = True
         self._connections.opened += 1
         connection = self.connection
-        log.info("connection from %s: user '%s' authenticated and granted access to vhost '%s'",
-                 connection.peer, connection.username, connection.vhost.name,
-                 extra={"peer": connection.peer, "user": connection.username, "vhost": connection.vhost.name})
+        log.info(
+            "connection from %s: user '%s' authenticated and granted access to vhost '%s'",
+            connection.peer,
+            connection.username,
+            connection.vhost.name,
+            extra={"peer": connection.peer, "user": connection.username, "vhost": connection.vhost.name},
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.protocols.discard(self)
@@ -130,13 +144,26 @@ class AMQPProtocol(asyncio.Protocol):
             duration = time.monotonic() - self._accepted_at
             if self._opened:
                 self._connections.opened -= 1
-                log.info("closed connection from %s (user '%s', vhost '%s', duration %.1f s)", connection.peer,
-                         connection.username, connection.vhost.name, duration,
-                         extra={"peer": connection.peer, "user": connection.username,
-                                "vhost": connection.vhost.name, "duration": round(duration, 3)})
+                log.info(
+                    "closed connection from %s (user '%s', vhost '%s', duration %.1f s)",
+                    connection.peer,
+                    connection.username,
+                    connection.vhost.name,
+                    duration,
+                    extra={
+                        "peer": connection.peer,
+                        "user": connection.username,
+                        "vhost": connection.vhost.name,
+                        "duration": round(duration, 3),
+                    },
+                )
             else:
-                log.info("closed connection from %s before it was opened (duration %.1f s)", connection.peer,
-                         duration, extra={"peer": connection.peer, "duration": round(duration, 3)})
+                log.info(
+                    "closed connection from %s before it was opened (duration %.1f s)",
+                    connection.peer,
+                    duration,
+                    extra={"peer": connection.peer, "duration": round(duration, 3)},
+                )
         if not self.closed.done():
             self.closed.set_result(None)
 

@@ -33,8 +33,12 @@ ACCESS_POLL_INTERVAL = 1.0  # seconds between checks of access.json, which the a
 SHUTDOWN_GRACE = 2.0  # seconds clients get to answer connection.close at shutdown; then their sockets are dropped
 
 
-async def serve(config: Config, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
-                on_listening: Callable[[str, int, Broker], None] | None = None) -> None:
+async def serve(
+    config: Config,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    on_listening: Callable[[str, int, Broker], None] | None = None,
+) -> None:
     """Run the broker until ``stop`` is set, or SIGTERM/SIGINT when run in the main thread.
 
     ``on_listening(host, port, broker)`` is called once the sockets are bound (for
@@ -52,15 +56,29 @@ async def serve(config: Config, ready: asyncio.Event | None = None, stop: asynci
         log.info("stopped")
 
 
-async def _serve(config: Config, tls: ssl.SSLContext | None, store: Store, started: float,
-                 ready: asyncio.Event | None, stop: asyncio.Event,
-                 on_listening: Callable[[str, int, Broker], None] | None) -> None:
+async def _serve(
+    config: Config,
+    tls: ssl.SSLContext | None,
+    store: Store,
+    started: float,
+    ready: asyncio.Event | None,
+    stop: asyncio.Event,
+    on_listening: Callable[[str, int, Broker], None] | None,
+) -> None:
     loop = asyncio.get_running_loop()
     access, vhost_names = ops_access.startup_access(config)
-    broker = Broker(store=store, access=access, clock=loop.time,
-                    limits=Limits(channel_max=config.channel_max, frame_max=config.frame_max,
-                                  heartbeat=config.heartbeat, handshake_timeout=config.handshake_timeout,
-                                  max_message_size=config.max_message_size))
+    broker = Broker(
+        store=store,
+        access=access,
+        clock=loop.time,
+        limits=Limits(
+            channel_max=config.channel_max,
+            frame_max=config.frame_max,
+            heartbeat=config.heartbeat,
+            handshake_timeout=config.handshake_timeout,
+            max_message_size=config.max_message_size,
+        ),
+    )
     ops_access.apply_to_broker(broker, access, vhost_names)
     if config.load_definitions is not None:
         counts = definitions.import_file(broker, config.load_definitions)
@@ -79,15 +97,25 @@ async def _serve(config: Config, tls: ssl.SSLContext | None, store: Store, start
 
     broker.alarms.on_change = apply_flow
     broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
-    servers = [await loop.create_server(lambda: AMQPProtocol(broker, connections), config.host, config.port,
-                                        reuse_address=True)]
+    servers = [
+        await loop.create_server(
+            lambda: AMQPProtocol(broker, connections), config.host, config.port, reuse_address=True
+        )
+    ]
     signals: tuple[signal.Signals, ...] = ()
     access_watch = asyncio.create_task(_watch_access(config, broker, connections))
     try:
         if tls is not None:
-            servers.append(await loop.create_server(
-                lambda: AMQPProtocol(broker, connections, tls=True), config.host, config.tls_port,
-                reuse_address=True, ssl=tls, ssl_handshake_timeout=config.handshake_timeout))
+            servers.append(
+                await loop.create_server(
+                    lambda: AMQPProtocol(broker, connections, tls=True),
+                    config.host,
+                    config.tls_port,
+                    reuse_address=True,
+                    ssl=tls,
+                    ssl_handshake_timeout=config.handshake_timeout,
+                )
+            )
         if threading.current_thread() is threading.main_thread():
             signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:  # before the listening line: whoever reads it may stop us at once

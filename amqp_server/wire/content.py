@@ -81,4 +81,3 @@ def decode_properties(payload: bytes) -> commands.Basic.Properties:
     properties = commands.Basic.Properties()
     properties.unmarshal(flags, payload[_HEADER_FIXED.size :])
     return properties
-

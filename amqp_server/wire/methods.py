@@ -59,8 +59,15 @@ class Publish:
     __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "exchange_shortstr", "routing_key_shortstr")
     name = "Basic.Publish"
 
-    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool,
-                 exchange_shortstr: bytes | None = None, routing_key_shortstr: bytes | None = None) -> None:
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        mandatory: bool,
+        immediate: bool,
+        exchange_shortstr: bytes | None = None,
+        routing_key_shortstr: bytes | None = None,
+    ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.mandatory = mandatory
@@ -98,8 +105,9 @@ def _decode_publish(payload: bytes) -> Publish:
     if offset + 1 != len(payload):
         raise ValueError("truncated or followed by extra bytes")
     bits = payload[offset]
-    return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2),
-                   payload[6:exchange_end], payload[exchange_end:key_end])
+    return Publish(
+        exchange, routing_key, bool(bits & 1), bool(bits & 2), payload[6:exchange_end], payload[exchange_end:key_end]
+    )
 
 
 # Publishers repeat the same few (exchange, routing key, flags): the whole method payload is the key.
@@ -191,8 +199,17 @@ _END_THEN_HEADER = struct.Struct(">BBHI")  # one frame's end byte, then the next
 _INLINE_BODY_LIMIT = 16384  # bigger bodies are not copied into the delivery's bytes (the outbox join copies once)
 
 
-def deliver_content(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange: bytes,
-                    routing_key: bytes, header: bytes, body: bytes, frame_max: int) -> list[bytes | memoryview]:
+def deliver_content(
+    channel: int,
+    consumer_tag: bytes,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: bytes,
+    routing_key: bytes,
+    header: bytes,
+    body: bytes,
+    frame_max: int,
+) -> list[bytes | memoryview]:
     """``Basic.Deliver`` + content header + body frames, as the pieces to append to the outbox.
 
     The method frame and the content header frame (and a body that fits in one frame and is
@@ -200,10 +217,15 @@ def deliver_content(channel: int, consumer_tag: bytes, delivery_tag: int, redeli
     body is not copied here; it is spliced in as-is (split by ``body_frames`` when over frame_max).
     """
     # measured: building a 100 B delivery and joining it into the outbox 1.5 → 1.1 µs/msg (timeit)
-    parts = [_DELIVER_HEAD.pack(FRAME_METHOD, channel, 13 + len(consumer_tag) + len(exchange) + len(routing_key),
-                                60, 60),
-             consumer_tag, _TAG_AND_FLAG.pack(delivery_tag, 1 if redelivered else 0), exchange, routing_key,
-             _END_THEN_HEADER.pack(FRAME_END, FRAME_HEADER, channel, len(header)), header]
+    parts = [
+        _DELIVER_HEAD.pack(FRAME_METHOD, channel, 13 + len(consumer_tag) + len(exchange) + len(routing_key), 60, 60),
+        consumer_tag,
+        _TAG_AND_FLAG.pack(delivery_tag, 1 if redelivered else 0),
+        exchange,
+        routing_key,
+        _END_THEN_HEADER.pack(FRAME_END, FRAME_HEADER, channel, len(header)),
+        header,
+    ]
     size = len(body)
     if not size:
         parts.append(FRAME_END_BYTE)
@@ -215,13 +237,18 @@ def deliver_content(channel: int, consumer_tag: bytes, delivery_tag: int, redeli
     return [b"".join(parts), *body_frames(channel, body, frame_max)]
 
 
-
-def get_ok_frame(channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
-                 routing_key: bytes, message_count: int) -> bytes:
-    payload = b"".join((
-        _GET_OK_PREFIX, struct.pack(">QB", delivery_tag, 1 if redelivered else 0),
-        exchange, routing_key, struct.pack(">I", message_count),
-    ))
+def get_ok_frame(
+    channel: int, delivery_tag: int, redelivered: bool, exchange: bytes, routing_key: bytes, message_count: int
+) -> bytes:
+    payload = b"".join(
+        (
+            _GET_OK_PREFIX,
+            struct.pack(">QB", delivery_tag, 1 if redelivered else 0),
+            exchange,
+            routing_key,
+            struct.pack(">I", message_count),
+        )
+    )
     return _frame(channel, payload)
 
 

@@ -48,8 +48,25 @@ PROPERTIES = (
 
 # Size of a field-table value after its type tag: fixed, or a 4-byte length prefix ("L").
 _VALUE_SIZES: dict[bytes, int | str] = {
-    b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8, b"f": 4,
-    b"d": 8, b"D": 5, b"T": 8, b"V": 0, b"S": "L", b"x": "L", b"A": "L", b"F": "L"}
+    b"t": 1,
+    b"b": 1,
+    b"B": 1,
+    b"s": 2,
+    b"u": 2,
+    b"I": 4,
+    b"i": 4,
+    b"l": 8,
+    b"L": 8,
+    b"f": 4,
+    b"d": 8,
+    b"D": 5,
+    b"T": 8,
+    b"V": 0,
+    b"S": "L",
+    b"x": "L",
+    b"A": "L",
+    b"F": "L",
+}
 
 
 # Field-table value sizes by type tag (as an int, what indexing bytes gives) for check_properties:
@@ -252,18 +269,35 @@ def encode_value(value: Any) -> bytes:
         body = b"".join(item if isinstance(item, RawValue) else encode_value(item) for item in value)
         return b"A" + _LONG.pack(len(body)) + body
     if isinstance(value, dict):
-        body = b"".join(_shortstr(key) + (item if isinstance(item, RawValue) else encode_value(item))
-                        for key, item in value.items())
+        body = b"".join(
+            _shortstr(key) + (item if isinstance(item, RawValue) else encode_value(item)) for key, item in value.items()
+        )
         return b"F" + _LONG.pack(len(body)) + body
     if value is None:
         return b"V"
     raise TypeError(f"cannot encode {type(value).__name__} in a field table")
 
 
-_TYPE_NAMES = {b"t": "bool", b"b": "byte", b"B": "unsignedbyte", b"s": "short", b"u": "unsignedshort",
-               b"I": "signedint", b"i": "unsignedint", b"l": "long", b"L": "unsignedlong", b"f": "float",
-               b"d": "double", b"D": "decimal", b"T": "timestamp", b"V": "void", b"S": "longstr", b"x": "binary",
-               b"A": "array", b"F": "table"}
+_TYPE_NAMES = {
+    b"t": "bool",
+    b"b": "byte",
+    b"B": "unsignedbyte",
+    b"s": "short",
+    b"u": "unsignedshort",
+    b"I": "signedint",
+    b"i": "unsignedint",
+    b"l": "long",
+    b"L": "unsignedlong",
+    b"f": "float",
+    b"d": "double",
+    b"D": "decimal",
+    b"T": "timestamp",
+    b"V": "void",
+    b"S": "longstr",
+    b"x": "binary",
+    b"A": "array",
+    b"F": "table",
+}
 
 
 def type_name(raw: bytes) -> str:
