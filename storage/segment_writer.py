@@ -13,6 +13,7 @@ that free more.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class SegmentWriter:
     def write_acks(self, acks: dict[int, list[int]]) -> None:
         """Append each segment's acks and fsync them; a segment's acks leave ``acks`` once durable."""
         for segment in list(acks):
-            fd = self._ack_fd(segment)
+            fd = self._fd(self._ack_fds, segment, ack_name)
             size = self.ack_sizes.get(segment, 0)
             data = pack_ack_offsets(acks[segment])
             if size == 0:
@@ -70,19 +71,11 @@ class SegmentWriter:
             self.ack_sizes[segment] = size + len(data)
             del acks[segment]
 
-    def _ack_fd(self, segment: int) -> int:
-        fd = self._ack_fds.get(segment)
-        if fd is None:
-            path = self.data_dir / ack_name(segment)
-            self._dir_dirty |= not path.exists()
-            fd = self._ack_fds[segment] = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        return fd
-
     def write_chunks(self, chunks: list[Chunk]) -> None:
         """Write the records at their offsets and fsync every segment they touch."""
         try:
             for chunk in chunks:
-                fileio.pwrite_all(self._segment_fd(chunk.segment), chunk.data, chunk.start)
+                fileio.pwrite_all(self._fd(self._segment_fds, chunk.segment, segment_name), chunk.data, chunk.start)
             for segment in {chunk.segment for chunk in chunks}:
                 fileio.datasync(self._segment_fds[segment])
             self._sync_dir_if_dirty()
@@ -100,12 +93,13 @@ class SegmentWriter:
         for segment in [segment for segment in self._segment_fds if segment != active]:
             os.close(self._segment_fds.pop(segment))
 
-    def _segment_fd(self, segment: int) -> int:
-        fd = self._segment_fds.get(segment)
+    def _fd(self, fds: dict[int, int], segment: int, name: Callable[[int], str]) -> int:
+        """The write fd of segment ``segment``'s file named by ``name``, opened (created, if need be) once."""
+        fd = fds.get(segment)
         if fd is None:
-            path = self.data_dir / segment_name(segment)
-            self._dir_dirty |= not path.exists()
-            fd = self._segment_fds[segment] = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            path = self.data_dir / name(segment)
+            self._dir_dirty |= not path.exists()  # a new file: the directory must be fsynced too
+            fd = fds[segment] = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         return fd
 
     def delete_segments(self, doomed: set[int]) -> None:
