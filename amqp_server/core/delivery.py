@@ -67,7 +67,7 @@ class Consumer:
         self,
         channel: ConsumerOwner,
         tag: str,
-        queue: Source | None,
+        queue: Source,
         no_ack: bool,
         exclusive: bool,
         prefetch_count: int,

@@ -19,7 +19,8 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from storage.api import QueueRecord
 
@@ -73,7 +74,7 @@ class Queue:
     order, its TTL and unused-expiry timers and the names of the bindings that point at it; it gives entries
     to ``delivery.Consumer``s and dead-letters through its ``QueueHost``."""
 
-    kind = "queue"
+    kind: ClassVar[Literal["queue"]] = "queue"  # what a binding's destination is (``Exchange.kind`` the other)
     __slots__ = (
         "vhost",
         "name",
@@ -133,7 +134,7 @@ class Queue:
         self._unused_timer: Timer | None = None
         self._last_used = vhost.scheduler.clock()
         if self.options.expires is not None:
-            self._arm_unused_timer()
+            self._arm_unused_timer(self.options.expires)
 
     @classmethod
     def with_arguments(
@@ -190,16 +191,16 @@ class Queue:
             return Enqueued.REJECTED
         stored = self._stores(message)
         # the clock is read only when a TTL applies (and no list is built for _expiry_for)
-        if options.message_ttl is None and message.ttl is None:
-            now = expires_at = None
-        else:
+        now: float | None = None  # set whenever expires_at is
+        expires_at: float | None = None
+        if options.message_ttl is not None or message.ttl is not None:
             now = self.vhost.scheduler.clock()
             expires_at = self._expiry_for(message, now)
         entry = Entry(message, self._next_id, stored, expires_at=expires_at)
         self._next_id += 1
         if stored:
             # the store keeps the expiry on the wall clock: the TTL counts from the publish across a restart
-            wall_expiry = None if expires_at is None else self.vhost.wall_clock() + (expires_at - now)
+            wall_expiry = None if expires_at is None or now is None else self.vhost.wall_clock() + (expires_at - now)
             self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record(wall_expiry))
             self.vhost.sync_barrier.request()
         self._append(entry)
@@ -207,7 +208,7 @@ class Queue:
             self.dispatch(now)
         if not self._plain:
             self._drop_head_while_full()
-        if expires_at is not None:
+        if expires_at is not None and now is not None:
             self._expire(now)
         return Enqueued.STORED if stored else Enqueued.IN_MEMORY
 
@@ -249,7 +250,7 @@ class Queue:
             message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name, message_id))
         expiry = self._recovered_expiry(message, expires_at)
         if message is None:
-            entry = Entry.paged_out(message_id, body_size, expiry)
+            entry = Entry.on_disk(message_id, body_size, expiry)
             self._ready.append(entry)
             self._ready_bytes += body_size
             if expiry is not None:
@@ -262,7 +263,8 @@ class Queue:
         ready.append(entry)
         self._ready_bytes += entry.body_size
         if entry.stored and len(ready) > PAGE_OUT_AFTER and type(ready) is FifoReady:
-            entry.message = None  # paged out: read back from the store when it reaches the head
+            entry.paged_out = True  # read back from the store when it reaches the head
+            del entry.message
         else:
             self.vhost.flow.add(entry.size)
         if entry.expires_at is not None:
@@ -272,17 +274,18 @@ class Queue:
         """Remove the head entry (its message may still be paged out)."""
         entry = self._ready.popleft()
         self._ready_bytes -= entry.body_size
-        if entry.message is not None:
+        if not entry.paged_out:
             self.vhost.flow.remove(entry.size)
         return entry
 
     def _load(self, entry: Entry) -> bool:
         """Page a message back in; False (and the message is dropped) if the store cannot return it."""
-        if entry.message is None:
+        if entry.paged_out:
             try:
                 entry.message = Message.from_record(
                     self.vhost.store.read_message(self.vhost.name, self.name, entry.message_id)
                 )
+                entry.paged_out = False
             except Exception:
                 log.exception(
                     "queue '%s' in vhost '%s': message %d could not be read back from the store; dropping it",
@@ -502,7 +505,7 @@ class Queue:
         entries = self._ready.clear()
         self._ready_bytes = 0
         for entry in entries:
-            if entry.message is not None:
+            if not entry.paged_out:
                 self.vhost.flow.remove(entry.size)
         return entries
 
@@ -515,11 +518,10 @@ class Queue:
         TTL behind one without waits until it reaches the head (it is never
         delivered once expired: ``dispatch`` drops it then).
         """
-        while len(self._ready):
-            head = self._ready.peek()
-            if head.expires_at is None or head.expires_at > now:
-                break
+        head = self._ready.peek()
+        while head is not None and head.expires_at is not None and head.expires_at <= now:
             self._discard(self._pop(), dead_letter.EXPIRED)
+            head = self._ready.peek()
 
     def _arm_expiry_timer(self) -> None:
         """Have the expiry timer fire by the head's expiry (call whenever the head may have changed).
@@ -553,18 +555,19 @@ class Queue:
     def redeclared(self) -> None:
         self._touch()
 
-    def _arm_unused_timer(self) -> None:
-        when = self._last_used + self.options.expires / 1000
-        self._unused_timer = self.vhost.scheduler.call_at(when, self._on_unused_timer)
+    def _arm_unused_timer(self, expires: int) -> None:
+        """``expires``: the queue's x-expires (ms), the timer's reason to exist."""
+        when = self._last_used + expires / 1000
+        self._unused_timer = self.vhost.scheduler.call_at(when, partial(self._on_unused_timer, expires))
 
-    def _on_unused_timer(self, now: float) -> None:
+    def _on_unused_timer(self, expires: int, now: float) -> None:
         self._unused_timer = None
         if self.deleted or self.consumers:
             return
-        if now >= self._last_used + self.options.expires / 1000:
+        if now >= self._last_used + expires / 1000:
             self.vhost.delete_queue(self)
         else:
-            self._arm_unused_timer()
+            self._arm_unused_timer(expires)
 
     # ------------------------------------------------------------ consumers
 
@@ -584,8 +587,9 @@ class Queue:
         if self.auto_delete and self._had_consumer and not self.consumers and not self.deleted:
             self.vhost.delete_queue(self)
             return
-        if not self.consumers and self.options.expires is not None and self._unused_timer is None:
-            self._arm_unused_timer()
+        expires = self.options.expires
+        if not self.consumers and expires is not None and self._unused_timer is None:
+            self._arm_unused_timer(expires)
         self.dispatch()  # with single-active-consumer, the next consumer takes over
 
     def has_exclusive_consumer(self) -> bool:

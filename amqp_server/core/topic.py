@@ -63,7 +63,7 @@ class _Node(Generic[D]):
         if word == "#":
             return self.hash
         words = self.words
-        if type(words) is dict:
+        if isinstance(words, dict):
             return words.get(word)
         return words if words is not None and words.word == word else None
 
@@ -76,7 +76,7 @@ class _Node(Generic[D]):
             self.hash = node
         elif self.words is None:
             self.words = node
-        elif type(self.words) is dict:
+        elif isinstance(self.words, dict):
             self.words[word] = node
         else:
             self.words = {self.words.word: self.words, word: node}
@@ -87,7 +87,7 @@ class _Node(Generic[D]):
             self.star = None
         elif word == "#":
             self.hash = None
-        elif type(self.words) is dict:
+        elif isinstance(self.words, dict):
             del self.words[word]
             if len(self.words) == 1:
                 self.words = next(iter(self.words.values()))
@@ -98,7 +98,7 @@ class _Node(Generic[D]):
         current = self.destinations
         if current is None:
             self.destinations = destination
-        elif type(current) is dict:
+        elif isinstance(current, dict):
             current[destination] = None
         elif current != destination:
             self.destinations = {current: None, destination: None}
@@ -106,7 +106,7 @@ class _Node(Generic[D]):
     def remove_destination(self, destination: D) -> bool:
         """Remove ``destination`` from this node; False when it was not there."""
         current = self.destinations
-        if type(current) is dict:
+        if isinstance(current, dict):
             if destination not in current:
                 return False
             del current[destination]
@@ -167,7 +167,7 @@ class TopicTrie(Generic[D]):
             for node in current:
                 words = node.words
                 if words is not None:
-                    if type(words) is dict:
+                    if isinstance(words, dict):
                         child = words.get(word)
                         if child is not None:
                             following.append(child)
@@ -184,7 +184,7 @@ class TopicTrie(Generic[D]):
         for node in current:
             destinations = node.destinations
             if destinations is not None:
-                if type(destinations) is dict:
+                if isinstance(destinations, dict):
                     matched.extend(destinations)
                 else:
                     matched.append(destinations)
@@ -211,9 +211,9 @@ def _enter(nodes: list[_Node[D]]) -> list[_Node[D]]:
                 continue
             seen.add(node)
         entered.append(node)
-        node = node.hash
-        while node is not None and node not in seen:
-            seen.add(node)
-            entered.append(node)
-            node = node.hash
+        behind = node.hash
+        while behind is not None and behind not in seen:
+            seen.add(behind)
+            entered.append(behind)
+            behind = behind.hash
     return entered
