@@ -497,7 +497,7 @@ class Channel:
                 self._writer.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
             return
         queue = declarations.lookup_queue(self, method.queue, "read")
-        if queue.has_exclusive_consumer() or (method.exclusive and queue.consumers):
+        if queue.consumers.has_exclusive() or (method.exclusive and queue.consumers):
             raise queue_exclusive_use(queue.name, queue.vhost.name)
         priority = (method.arguments or {}).get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):

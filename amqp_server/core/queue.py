@@ -3,8 +3,8 @@
 Delivery is push-driven: whenever something changes that may let a message move
 (a publish, an ack freeing prefetch credit, a new consumer, a transport that can
 take writes again), the owner calls ``dispatch``, which hands ready messages to
-consumers until the queue is empty or no consumer has credit — round-robin,
-highest ``x-priority`` first, or only the active one with single-active-consumer.
+consumers until the queue is empty or no consumer has credit, in the order its
+``consumers.ConsumerRing`` gives (round-robin, ``x-priority``, single-active-consumer).
 Expiry is checked at the head (as RabbitMQ's classic queues do) and driven by
 the vhost's scheduler.  Messages that die (rejected, expired, pushed out by a
 length limit, past a delivery limit) go to the dead-letter exchange if one is
@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import enum
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from storage.api import QueueRecord
 
 from . import dead_letter
+from .consumers import ConsumerRing
 from .delivery import Consumer
 from .message import Entry, Message
 from .queue_arguments import QueueOptions, parse_queue_arguments
@@ -125,7 +125,7 @@ class Queue:
         max_priority = self.options.max_priority
         self._ready: FifoReady | PriorityReady = PriorityReady(max_priority) if max_priority else FifoReady()
         self._ready_bytes = 0
-        self.consumers: deque[Consumer] = deque()
+        self.consumers = ConsumerRing(self.options.single_active_consumer)
         self._next_id = 1
         self._had_consumer = False
         self.deleted = False
@@ -225,7 +225,7 @@ class Queue:
         """
         entry = Entry(message, self._next_id, False)
         self._next_id += 1
-        consumer = self._next_consumer()
+        consumer = self.consumers.next_with_credit()
         if consumer is None:
             self._append(entry)  # nobody has credit: it waits
             return Enqueued.IN_MEMORY
@@ -366,7 +366,7 @@ class Queue:
         """``dispatch`` for several consumers: round-robin (or by priority) among those with credit."""
         ready = self._ready
         while len(ready):
-            consumer = self._next_consumer()
+            consumer = self.consumers.next_with_credit()
             if consumer is None:
                 return
             entry = self._take_head()
@@ -408,40 +408,6 @@ class Queue:
             deliver(entry)
             if no_ack and entry.stored:  # delivered without ack: done with it in the store
                 self.settle((entry,))
-
-    def _next_consumer(self) -> Consumer | None:
-        consumers = self.consumers
-        if self.options.single_active_consumer:
-            active = consumers[0]
-            return active if active.has_credit() else None
-        if consumers[0].priority or consumers[-1].priority:
-            return self._next_consumer_by_priority()
-        for _ in range(len(consumers)):
-            consumer = consumers[0]
-            consumers.rotate(-1)
-            if consumer.has_credit():
-                return consumer
-        return None
-
-    def _next_consumer_by_priority(self) -> Consumer | None:
-        """Highest ``x-priority`` with credit wins; equal priorities take turns (kept sorted, stable)."""
-        chosen = None
-        for consumer in self.consumers:
-            if (chosen is None or consumer.priority > chosen.priority) and consumer.has_credit():
-                chosen = consumer
-        if chosen is not None:
-            self.consumers.remove(chosen)
-            self._insert_consumer(chosen)  # behind the others of its priority: round-robin among equals
-        return chosen
-
-    def _insert_consumer(self, consumer: Consumer) -> None:
-        """Keep consumers sorted by priority (highest first), newest last among equals."""
-        consumers = self.consumers
-        if not consumers or consumers[-1].priority >= consumer.priority:
-            consumers.append(consumer)
-            return
-        index = next(i for i, other in enumerate(consumers) if other.priority < consumer.priority)
-        consumers.insert(index, consumer)
 
     def get(self) -> Entry | None:
         """Take the head message for ``basic.get``."""
@@ -572,7 +538,7 @@ class Queue:
     # ------------------------------------------------------------ consumers
 
     def add_consumer(self, consumer: Consumer) -> None:
-        self._insert_consumer(consumer)
+        self.consumers.insert_by_priority(consumer)
         self._had_consumer = True
         self._touch()
         self.dispatch()
@@ -591,9 +557,6 @@ class Queue:
         if not self.consumers and expires is not None and self._unused_timer is None:
             self._arm_unused_timer(expires)
         self.dispatch()  # with single-active-consumer, the next consumer takes over
-
-    def has_exclusive_consumer(self) -> bool:
-        return any(consumer.exclusive for consumer in self.consumers)
 
     def delete_timers(self) -> None:
         for timer in (self._expiry_timer, self._unused_timer):
