@@ -1,7 +1,8 @@
 """One AMQP channel: content assembly, basic.*, confirm.*, and delivery bookkeeping.
 
 Handlers are looked up in a dispatch table built once (``_HANDLERS``, keyed by
-the method index); exchange.* and queue.* handlers live in ``declarations``.
+the method index); exchange.* and queue.* handlers live in ``declarations``,
+tx.* ones in ``transaction``.
 Handlers raise ``ChannelError`` / ``AMQPConnectionError``; the connection turns
 them into ``channel.close`` / ``connection.close``.  After we send
 ``channel.close`` every frame but ``channel.close``/``close-ok`` is discarded.
@@ -22,7 +23,6 @@ from pamqp import commands
 from ..errors import (
     AMQPConnectionError,
     ChannelError,
-    confirm_to_tx,
     consumer_tag_reused,
     definition_write_failed,
     expected_integer,
@@ -34,12 +34,10 @@ from ..errors import (
     invalid_expiration,
     malformed_properties,
     not_found,
-    not_transactional,
     prefetch_size_unsupported,
     queue_exclusive_use,
     recover_without_requeue,
     second_channel_open,
-    transaction_write_failed,
     tx_to_confirm,
     undecodable_content,
     unimplemented_method,
@@ -48,11 +46,11 @@ from ..wire import methods as wire
 from ..wire.assembler import Assembler
 from ..wire.framing import FRAME_METHOD
 from ..wire.properties import PropertiesError, check_properties
-from . import declarations, reply_to
+from . import declarations, reply_to, transaction
 from .broker_names import generated_name
 from .confirms import Confirms
 from .dead_letter import with_headers
-from .delivery import Consumer, Source, Unacked, UnackedTable
+from .delivery import ACK, REJECT, REQUEUE, Consumer, Source, Unacked, UnackedTable
 from .exchanges import Exchange
 from .interfaces import ConnectionPort, Session
 from .message import Entry, InvalidExpiration, Message
@@ -69,11 +67,6 @@ _NOTHING_TO_CHECK = frozenset((b"\x00\x00", b"\x10\x00\x01", b"\x10\x00\x02"))
 _IN_MEMORY = Enqueued.IN_MEMORY
 
 _REPLY_TO_BYTES = reply_to.PSEUDO_QUEUE.encode()
-
-# how a delivery is settled
-ACK = "ack"
-REQUEUE = "requeue"
-REJECT = "reject"
 
 
 class ChannelState(enum.Enum):
@@ -180,7 +173,7 @@ class Channel:
         for consumer in list(self.consumers.values()):
             self._remove_consumer(consumer)
         self.replies.stop()
-        self._settle(list(self.unacked.values()), REQUEUE)
+        self.settle(list(self.unacked.values()), REQUEUE)
         self.unacked.clear()
 
     # ------------------------------------------------------------ publish
@@ -251,7 +244,7 @@ class Channel:
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
             return
-        stored, rejected = self._route(exchange, message, method.mandatory)
+        stored, rejected = self.route(exchange, message, method.mandatory)
         confirms = self.confirms
         if confirms is not None:
             if rejected:  # a queue refused it (x-overflow reject-publish): tell the publisher at once
@@ -263,7 +256,7 @@ class Channel:
                 self.connection.vhost.sync_barrier.wait(self, confirms)
             self.connection.confirm_pending(self)
 
-    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[bool, bool]:
+    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[bool, bool]:
         """Enqueue ``message`` everywhere it routes; returns (stored, rejected by a queue)."""
         if not exchange.name and message.routing_key.startswith(reply_to.KEY_PREFIX):
             requester = self.session.reply_to.lookup(message.routing_key)
@@ -331,14 +324,16 @@ class Channel:
             self.connection.vhost.sync_barrier.wait(self, confirms)
         self.flush_confirms()
 
-    def send_after_sync(self, frame: bytes, ok: bool) -> None:
-        """A reply held until the store synced a durable definition (or failed to: the channel closes)."""
+    def send_after_sync(
+        self, frame: bytes, ok: bool, error: Callable[[], ChannelError] = definition_write_failed
+    ) -> None:
+        """A reply held until the store synced what it promises (or failed to: the channel closes with ``error``)."""
         if self.state is not ChannelState.OPEN:
             return
         if ok:
             self._writer.send(frame)
         else:
-            self.close_with_error(definition_write_failed())
+            self.close_with_error(error())
 
     def _on_confirm_select(self, method: commands.Confirm.Select) -> None:
         if self.transaction is not None:
@@ -347,69 +342,6 @@ class Channel:
             self.confirms = Confirms()
         if not method.nowait:
             self._writer.send_method(self.channel_id, commands.Confirm.SelectOk())
-
-    # ------------------------------------------------------------ tx
-
-    def _on_tx_select(self, method: commands.Tx.Select) -> None:
-        if self.confirms is not None:
-            raise confirm_to_tx()
-        if self.transaction is None:
-            self.transaction = Transaction()
-        self._writer.send_method(self.channel_id, commands.Tx.SelectOk())
-
-    def _on_tx_commit(self, method: commands.Tx.Commit) -> None:
-        """Route the publishes and apply the settlements; commit-ok once what they wrote is on disk.
-
-        RabbitMQ promises durability on commit: like a publisher confirm, commit-ok for
-        persistent messages on durable queues (any message on a quorum queue) waits for the
-        store's next sync, and so does one that acked or rejected stored messages (their
-        removal must not be undone by a crash).  A commit that wrote nothing replies at once.
-        """
-        transaction = self._require_transaction()
-        durable = False
-        for exchange, message, mandatory in transaction.publishes:
-            stored, _ = self._route(exchange, message, mandatory)
-            durable |= stored
-        for taken, outcome in transaction.settlements:
-            durable |= outcome is not REQUEUE and any(item.entry.stored and not item.queue.deleted for item in taken)
-            self._settle(taken, outcome)
-        transaction.clear()
-        self._tx_reply(transaction, commands.Tx.CommitOk(), after_sync=durable)
-
-    def _on_tx_rollback(self, method: commands.Tx.Rollback) -> None:
-        transaction = self._require_transaction()
-        for taken, _ in transaction.settlements:
-            for item in taken:
-                self.unacked[item.tag] = item
-        self.unacked = UnackedTable(sorted(self.unacked.items()))
-        transaction.clear()
-        self._tx_reply(transaction, commands.Tx.RollbackOk(), after_sync=False)
-
-    def _tx_reply(
-        self, transaction: Transaction, reply: commands.Tx.CommitOk | commands.Tx.RollbackOk, after_sync: bool
-    ) -> None:
-        """Send ``reply`` now, or after the next store sync; behind a reply still waiting, it waits too (order)."""
-        if not after_sync and not transaction.replies_waiting:
-            self._writer.send_method(self.channel_id, reply)
-            return
-        transaction.replies_waiting += 1
-        frame = wire.method_frame(self.channel_id, reply)
-
-        def synced(ok: bool) -> None:
-            transaction.replies_waiting -= 1
-            if self.state is not ChannelState.OPEN:
-                return
-            if ok or not after_sync:  # a reply that only waited for its turn wrote nothing that failed
-                self._writer.send(frame)
-            else:
-                self.close_with_error(transaction_write_failed())
-
-        self.connection.vhost.sync_barrier.after_sync(synced)
-
-    def _require_transaction(self) -> Transaction:
-        if self.transaction is None:
-            raise not_transactional()
-        return self.transaction
 
     # ------------------------------------------------------------ direct reply-to
 
@@ -561,7 +493,7 @@ class Channel:
 
     # ---------------------------------------------------------- settlement
 
-    def _settle(self, taken: list[Unacked], outcome: str) -> None:
+    def settle(self, taken: list[Unacked], outcome: str) -> None:
         """Apply an ack (``ACK``), a requeue (``REQUEUE``) or a reject/nack without requeue (``REJECT``)."""
         by_queue: dict[Source, list[Entry]] = {}
         for item in taken:
@@ -582,7 +514,7 @@ class Channel:
         if self.transaction is not None:
             self.transaction.settlements.append((taken, outcome))  # applied at tx.commit
         else:
-            self._settle(taken, outcome)
+            self.settle(taken, outcome)
 
     def _on_basic_ack(self, method: commands.Basic.Ack) -> None:
         self._acknowledge(method.delivery_tag, method.multiple, ACK)
@@ -598,7 +530,7 @@ class Channel:
             raise recover_without_requeue()
         taken = list(self.unacked.values())
         self.unacked.clear()
-        self._settle(taken, REQUEUE)
+        self.settle(taken, REQUEUE)
         if isinstance(method, commands.Basic.Recover):
             self._writer.send_method(self.channel_id, commands.Basic.RecoverOk())
 
@@ -623,8 +555,6 @@ _HANDLERS: dict[int, Callable[[Channel, Any], None]] = {
     commands.Channel.Flow.index: Channel._on_channel_flow,
     commands.Channel.Open.index: Channel._on_channel_open,
     commands.Confirm.Select.index: Channel._on_confirm_select,
-    commands.Tx.Select.index: Channel._on_tx_select,
-    commands.Tx.Commit.index: Channel._on_tx_commit,
-    commands.Tx.Rollback.index: Channel._on_tx_rollback,
+    **transaction.HANDLERS,
     **declarations.HANDLERS,
 }
