@@ -6,6 +6,7 @@ a broker of their own (restarts, signals) use ``BrokerProcess`` directly.
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,10 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from .broker_process import BrokerProcess, external_url
+
+# Brokers the tests start by hand (python -m amqp_server …) take a free port for the management API instead of
+# 15672, so that they never collide with each other or with a broker already running here. A flag still wins.
+os.environ.setdefault("AMQP_SERVER_MANAGEMENT_PORT", "0")
 
 
 @pytest.fixture(scope="session")

@@ -131,6 +131,14 @@ class Connection:
         self._last_sent = now
         self._handshake_deadline = now + broker.limits.handshake_timeout
         self._close_deadline = 0.0
+        # what the management API shows: set by the I/O layer (local_address, tls) or counted here
+        self.local_address = ""  # "HOST:PORT" of our end of the socket
+        self.tls = False
+        self.auth_mechanism = ""
+        self.connected_at = broker.wall_clock()
+        self.recv_oct = 0
+        self.send_oct = 0
+        broker.connections.add(self)
 
     # ----------------------------------------------------------------- I/O side
 
@@ -144,6 +152,7 @@ class Connection:
         if self.state in (State.CLOSED, State.CLOSE_OK_SENT):
             return
         self._last_received = self.broker.clock()
+        self.recv_oct += len(data)
         try:
             if self.state is State.AWAITING_HEADER:
                 data = self._receive_protocol_header(data)
@@ -182,6 +191,7 @@ class Connection:
         data = self.writer.take()
         if data:
             self._last_sent = self.broker.clock()
+            self.send_oct += len(data)
         return data
 
     def send(self, data: bytes) -> None:
@@ -477,6 +487,7 @@ class Connection:
                 else invalid_auth_response()
             )
         username, password = credentials
+        self.auth_mechanism = method.mechanism
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
             log.warning(
                 "login refused for user '%s' from %s",
@@ -549,6 +560,7 @@ class Connection:
     def _finish(self) -> None:
         self._release_channels()
         self.state = State.CLOSED
+        self.broker.connections.discard(self)
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

@@ -21,6 +21,7 @@ from ..core.broker import Broker, Limits
 from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
+from . import management_site
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
@@ -103,6 +104,7 @@ async def _serve(
         )
     ]
     signals: tuple[signal.Signals, ...] = ()
+    management: management_site.ManagementSite | None = None
     access_watch = asyncio.create_task(_watch_access(config, broker, connections))
     try:
         if tls is not None:
@@ -121,11 +123,19 @@ async def _serve(
         for signum in signals:  # before the listening line: whoever reads it may stop us at once
             loop.add_signal_handler(signum, stop.set)
         host, port = servers[0].sockets[0].getsockname()[:2]
-        # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format.
+        listeners = [(host, port, "amqp")]
+        if tls is not None:
+            listeners.append((*servers[1].sockets[0].getsockname()[:2], "amqp/ssl"))
+        if config.management_port >= 0:
+            management = await management_site.start(config, broker, listeners)
+        # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format,
+        # the AMQP one first (readers that take the first "listening on" line get the AMQP port).
         print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
         if tls is not None:
-            tls_host, tls_port = servers[1].sockets[0].getsockname()[:2]
+            tls_host, tls_port = listeners[1][:2]
             print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
+        if management is not None:
+            print(f"amqp-server management listening on {config.host}:{management.port}", file=sys.stderr, flush=True)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         if on_listening is not None:
@@ -135,6 +145,8 @@ async def _serve(
         await stop.wait()
     finally:
         access_watch.cancel()
+        if management is not None:
+            await management.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)
         for server in servers:
