@@ -80,8 +80,9 @@ async def get_vhosts(request: web.Request) -> web.Response:
 
 
 async def get_vhost(request: web.Request) -> web.Response:
+    caller(request).require_administrator()  # RabbitMQ's rule, although the list is open to every user
     name = request.match_info["vhost"]
-    if name not in visible_vhosts(request):
+    if name not in context(request).operations.vhost_names():
         raise not_found()
     return reply(vhost_info(request, name))
 

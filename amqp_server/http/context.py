@@ -44,25 +44,33 @@ def caller(request: web.Request) -> Caller:
     return found
 
 
-def visible_vhosts(request: web.Request) -> list[str]:
-    """The vhosts the caller sees: all for monitoring and administrator, else those it has permissions on."""
+def permitted_vhosts(request: web.Request) -> list[str]:
+    """The vhosts the caller has permissions on (an administrator: every vhost)."""
     who = caller(request)
     operations = context(request).operations
     names = operations.vhost_names()
-    if who.is_monitoring:
+    if who.is_administrator:
         return names
     permitted = {vhost for user, vhost in operations.access.permissions if user == who.name}
     return [name for name in names if name in permitted]
 
 
+def visible_vhosts(request: web.Request) -> list[str]:
+    """The vhosts ``/api/vhosts`` lists: all for monitoring, else the permitted ones (the objects inside them,
+    queues, exchanges, bindings, consumers, are listed for the permitted vhosts only, even to monitoring)."""
+    if caller(request).is_monitoring:
+        return context(request).operations.vhost_names()
+    return permitted_vhosts(request)
+
+
 def vhost_of(request: web.Request, key: str = "vhost") -> str:
-    """The vhost a URL names (``%2F`` is ``/``): 404 if it does not exist, 401 if the caller may not see it."""
+    """The vhost a URL names (``%2F`` is ``/``): 404 if it does not exist, 401 unless the caller has
+    permissions on it (RabbitMQ asks that even of monitoring users)."""
     name = request.match_info[key]
-    operations = context(request).operations
-    if name not in operations.vhost_names():
+    if name not in context(request).operations.vhost_names():
         raise not_found()
-    if name not in visible_vhosts(request):
-        raise not_authorised("Access refused.")
+    if name not in permitted_vhosts(request):
+        raise not_authorised("User not authorised to access virtual host")
     return name
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..core.operations import ACK_MODES, properties_key
 from ..errors import AMQPError
-from .context import caller, context, json_body, listed, no_content, reply, vhost_of, visible_vhosts
+from .context import caller, context, json_body, listed, no_content, permitted_vhosts, reply, vhost_of
 from .errors import ApiError, bad_request, not_found
 
 DEFAULT_EXCHANGE = "amq.default"
@@ -51,7 +51,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 def _vhosts(request: web.Request) -> list[str]:
     """The vhost the URL names, or (no vhost in it) every vhost the caller sees."""
-    return [vhost_of(request)] if "vhost" in request.match_info else visible_vhosts(request)
+    return [vhost_of(request)] if "vhost" in request.match_info else permitted_vhosts(request)
 
 
 def _exchange_name(request: web.Request, key: str = "name") -> str:

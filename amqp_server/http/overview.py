@@ -96,9 +96,9 @@ async def get_overview(request: web.Request) -> web.Response:
         "queue_totals": queue_totals,
         "object_totals": totals,
         "statistics_db_event_queue": 0,
-        "node": operations.node,
     }
-    if who.is_monitoring:  # as RabbitMQ: a management-only user is not told about listeners
+    if who.is_monitoring:  # as RabbitMQ: a management-only user is not told about the node and its listeners
+        answer["node"] = operations.node
         answer["listeners"] = ctx.listeners
         answer["contexts"] = []
     return reply(answer)
@@ -109,10 +109,9 @@ def _totals_of(request: web.Request, vhosts: list[str]) -> dict[str, int]:
     operations = context(request).operations
     name = caller(request).name
     own = [c for c in operations.connections() if c["user"] == name]
-    return {
+    return {  # no consumers count for such a user, as RabbitMQ
         "channels": sum(c["channels"] for c in own),
         "connections": len(own),
-        "consumers": sum(len(operations.consumers(v)) for v in vhosts),
         "exchanges": sum(len(operations.exchanges(v)) for v in vhosts),
         "queues": sum(len(operations.queues(v)) for v in vhosts),
     }

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import caller, context, json_body, listed, no_content, reply, vhost_of, visible_vhosts
+from .context import caller, context, json_body, listed, no_content, permitted_vhosts, reply, vhost_of
 from .errors import bad_request, not_found
 
 DEFAULT_CLOSE_REASON = "Closed via management plugin"
@@ -120,7 +120,7 @@ async def get_channel(request: web.Request) -> web.Response:
 
 async def get_consumers(request: web.Request) -> web.Response:
     operations = context(request).operations
-    vhosts = [vhost_of(request)] if "vhost" in request.match_info else visible_vhosts(request)
+    vhosts = [vhost_of(request)] if "vhost" in request.match_info else permitted_vhosts(request)
     return listed(request, [c for vhost in vhosts for c in operations.consumers(vhost)], ())
 
 
