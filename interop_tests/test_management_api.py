@@ -318,8 +318,10 @@ def test_connections_channels_and_consumers_of_a_pika_client(api: Api, managemen
         assert channels[0]["prefetch_count"] == 7 and channels[0]["number"] == 1
         consumers = [c for c in api.ok("GET", "/api/consumers/%2F") if c["consumer_tag"] == f"{name}-tag"]
         assert consumers and consumers[0]["queue"] == {"name": queue, "vhost": "/"}
-        info = api.ok("GET", f"/api/queues/%2F/{q(queue)}")
-        assert info["exclusive"] is True and info["consumers"] == 1
+        info = poll(
+            lambda: api.ok("GET", f"/api/queues/%2F/{q(queue)}"), lambda info: info.get("consumers") == 1, "consumers"
+        )
+        assert info["exclusive"] is True and info["owner_pid_details"]["name"] == mine["name"]
         closing = api.delete(f"/api/connections/{q(mine['name'])}", headers={"X-Reason": "maintenance window"})
         assert closing.status == 204
         with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as raised:
@@ -349,3 +351,38 @@ def test_pagination_filter_sort_and_columns(api: Api, amqp: BlockingChannel, nam
     assert (answer.status, answer.json["error"]) == (400, "invalid_pagination_parameters")
     answer = api.get(f"/api/queues?page=9&name={name}")
     assert (answer.status, answer.json["error"]) == (400, "page_out_of_range")
+
+
+def test_request_validation_answers_as_rabbitmq(api: Api, amqp: BlockingChannel, name: str) -> None:
+    answer = api.put(f"/api/queues/%2F/{name}", {"durable": "yes"})
+    assert (answer.status, answer.json) == (400, {"error": "bad_request", "reason": ["not_boolean", "yes"]})
+    answer = api.put(f"/api/queues/{name}-no-vhost/{name}", {})
+    assert (answer.status, answer.json) == (404, {"error": "not_found", "reason": "vhost_not_found"})
+    amqp.queue_declare(name)
+    amqp.basic_publish("", name, b"body")
+    got = api.ok(
+        "POST", f"/api/queues/%2F/{name}/get", {"count": "1", "ackmode": "ack_requeue_true", "encoding": "auto"}
+    )
+    assert [m["payload"] for m in got] == ["body"]
+    answer = api.post(f"/api/queues/%2F/{name}/get", {"count": 1, "ackmode": "ack_requeue_true", "encoding": "rot13"})
+    assert (answer.status, answer.json["reason"]) == (400, "Unsupported encoding. Please use auto or base64.")
+    publish = {"routing_key": name, "properties": {}, "payload": "!!", "payload_encoding": "base64"}
+    answer = api.post("/api/exchanges/%2F/amq.default/publish", publish)
+    assert (answer.status, answer.json["reason"]) == (400, ["not_base64", "!!"])
+    answer = api.post("/api/exchanges/%2F/amq.default/publish", {**publish, "payload_encoding": "rot13"})
+    assert (answer.status, answer.json["reason"]) == (400, ["unsupported_encoding", "rot13"])
+    answer = api.post(
+        "/api/exchanges/%2F/amq.default/publish",
+        {**publish, "payload_encoding": "string", "properties": {"delivery_mode": "x"}},
+    )
+    assert (answer.status, answer.json["reason"]) == (400, ["not_int", "delivery_mode"])
+
+
+def test_trailing_slashes_and_authorization_headers(api: Api) -> None:
+    assert api.get("/api/exchanges/%2F/").status == 200
+    assert api.get("/api/overview", auth=False, headers={"Authorization": "Basic !!!"}).status == 400
+    answer = api.get("/api/overview", auth=False, headers={"Authorization": "Bearer abc"})
+    assert (answer.status, answer.json) == (401, {"error": "not_authorized", "reason": "Login failed"})
+    assert api.ok("GET", "/api/auth")["enable_uaa"] is False
+    for path in ("/api/vhost-limits", "/api/user-limits", "/api/feature-flags", "/api/global-parameters"):
+        assert isinstance(api.ok("GET", path), list), path

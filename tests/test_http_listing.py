@@ -109,17 +109,20 @@ def test_sort_by_a_dotted_key_and_reverse() -> None:
     assert names(answer)[-1] == "beta"  # items without the key sort first
 
 
-def test_an_unknown_sort_key_keeps_the_order() -> None:
-    assert names(listing.apply(listing.parse({"sort": "nope"}), QUEUES)) == ["beta", "Gamma", "alpha"]
+def test_an_unknown_sort_key_keeps_the_default_order() -> None:
+    assert names(listing.apply(listing.parse({"sort": "nope"}), QUEUES)) == ["Gamma", "alpha", "beta"]
 
 
 def test_columns_keep_dotted_paths_and_drop_missing_ones() -> None:
-    answer = listing.apply(listing.parse({"columns": "name,arguments.x-max-length,bogus.x"}), QUEUES)
-    assert answer == [
-        {"name": "Gamma", "arguments": {}},
-        {"name": "alpha", "arguments": {}},
-        {"name": "beta", "arguments": {"x-max-length": 5}},
-    ]
+    items = [{"name": "q", "message_stats": {"publish": 4, "ack": 1}}, {"name": "r"}]
+    answer = listing.apply(listing.parse({"columns": "name,message_stats.publish,bogus.x"}), items)
+    assert answer == [{"name": "q", "message_stats": {"publish": 4}}, {"name": "r"}]
+
+
+def test_a_column_into_an_amqp_table_gives_the_whole_table() -> None:
+    items = [{"name": "q", "arguments": {"x-max-length": 5, "x-queue-type": "classic"}}]
+    answer = listing.apply(listing.parse({"columns": "arguments.x-queue-type"}), items)
+    assert answer == [{"arguments": {"x-max-length": 5, "x-queue-type": "classic"}}]
 
 
 def test_columns_apply_to_the_items_of_a_page() -> None:

@@ -136,8 +136,8 @@ class Connection:
         self.tls = False
         self.auth_mechanism = ""
         self.connected_at = broker.wall_clock()
-        self.recv_oct = 0
-        self.send_oct = 0
+        self.recv_oct = self.recv_cnt = 0  # bytes and reads from the peer
+        self.send_oct = self.send_cnt = 0  # bytes and writes to it
         broker.connections.add(self)
 
     # ----------------------------------------------------------------- I/O side
@@ -153,6 +153,7 @@ class Connection:
             return
         self._last_received = self.broker.clock()
         self.recv_oct += len(data)
+        self.recv_cnt += 1
         try:
             if self.state is State.AWAITING_HEADER:
                 data = self._receive_protocol_header(data)
@@ -192,6 +193,7 @@ class Connection:
         if data:
             self._last_sent = self.broker.clock()
             self.send_oct += len(data)
+            self.send_cnt += 1
         return data
 
     def send(self, data: bytes) -> None:

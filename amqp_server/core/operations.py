@@ -59,6 +59,14 @@ PROPERTY_NAMES = (
     "app_id",
     "cluster_id",
 )
+# Erlang process details RabbitMQ shows per queue, connection and channel; constant here (no Erlang process)
+GARBAGE_COLLECTION = {
+    "fullsweep_after": 65535,
+    "max_heap_size": 0,
+    "min_bin_vheap_size": 46422,
+    "min_heap_size": 233,
+    "minor_gcs": 0,
+}
 ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false")
 
 
@@ -256,36 +264,93 @@ class BrokerOperations:
         queue = self._vhost(vhost).queues.get(name)
         return None if queue is None else self._queue_info(queue, self._unacked_counts())
 
-    def _unacked_counts(self) -> Counter[tuple[str, str]]:
-        """Deliveries awaiting ack, by (vhost, queue): counted from the channels, which hold them."""
-        counts: Counter[tuple[str, str]] = Counter()
+    def _unacked_counts(self) -> Counter[tuple[str, str, str]]:
+        """Deliveries awaiting ack, by (vhost, queue, "messages" or "bytes"): counted from the channels, which
+        hold them (the queues do not)."""
+        counts: Counter[tuple[str, str, str]] = Counter()
         for connection in self._broker.connections:
             for channel in connection.channels.values():
                 for item in channel.unacked.values():
-                    counts[(item.queue.vhost.name, item.queue.name)] += 1
+                    key = (item.queue.vhost.name, item.queue.name)
+                    counts[(*key, "messages")] += 1
+                    counts[(*key, "bytes")] += item.entry.body_size
         return counts
 
-    def _queue_info(self, queue: Queue, unacked: Counter[tuple[str, str]]) -> dict[str, Any]:
+    def _queue_info(self, queue: Queue, unacked: Counter[tuple[str, str, str]]) -> dict[str, Any]:
+        """RabbitMQ's queue info items.  Every message is held in memory (``*_ram`` = all, ``*_paged_out`` = 0;
+        recovered messages still on disk count as in memory too); ``memory`` is the bytes of the bodies held.
+        ``messages_persistent`` is not counted here (the queue keeps no such tally) and is left out."""
         ready = queue.message_count
-        unacknowledged = unacked[(queue.vhost.name, queue.name)]
+        key = (queue.vhost.name, queue.name)
+        unacknowledged, unacked_bytes = unacked[(*key, "messages")], unacked[(*key, "bytes")]
+        ready_bytes = queue.ready_bytes
         owner = queue.exclusive_owner
-        return {
+        consumers = len(queue.consumers)
+        exclusive_consumer = next((c.tag for c in queue.consumers if c.exclusive), None)
+        info: dict[str, Any] = {
             "arguments": _json_table(queue.arguments),
             "auto_delete": queue.auto_delete,
-            "consumers": len(queue.consumers),
+            "consumer_capacity": 1.0 if consumers else 0,
+            "consumer_utilisation": 1.0 if consumers else 0,
+            "consumers": consumers,
             "durable": queue.durable,
             "exclusive": owner is not None,
-            "exclusive_consumer_tag": None,
+            "exclusive_consumer_tag": exclusive_consumer,
+            "head_message_timestamp": None,
+            "memory": ready_bytes + unacked_bytes,
+            "message_bytes": ready_bytes + unacked_bytes,
+            "message_bytes_paged_out": 0,
+            "message_bytes_ram": ready_bytes + unacked_bytes,
+            "message_bytes_ready": ready_bytes,
+            "message_bytes_unacknowledged": unacked_bytes,
             "messages": ready + unacknowledged,
+            "messages_paged_out": 0,
+            "messages_ram": ready + unacknowledged,
             "messages_ready": ready,
+            "messages_ready_ram": ready,
             "messages_unacknowledged": unacknowledged,
+            "messages_unacknowledged_ram": unacknowledged,
             "name": queue.name,
             "node": self.node,
             "owner_pid_details": _connection_ref(owner) if owner is not None else None,
+            "recoverable_slaves": None,
+            "reductions": 0,
+            "reductions_details": {"rate": 0.0},
+            "garbage_collection": dict(GARBAGE_COLLECTION),
             "state": "running",
             "type": queue.options.queue_type,
             "vhost": queue.vhost.name,
         }
+        if owner is None:
+            del info["owner_pid_details"]  # RabbitMQ shows it for exclusive queues only
+        if queue.options.queue_type == "quorum":
+            info.update(
+                leader=self.node,
+                members=[self.node],
+                online=[self.node],
+                open_files={self.node: 0},
+                messages_dlx=0,
+                message_bytes_dlx=0,
+            )
+        else:
+            info["backing_queue_status"] = {
+                "avg_ack_egress_rate": 0.0,
+                "avg_ack_ingress_rate": 0.0,
+                "avg_egress_rate": 0.0,
+                "avg_ingress_rate": 0.0,
+                "delta": ["delta", "undefined", 0, 0, "undefined"],
+                "len": ready,
+                "mode": "default",
+                "next_deliver_seq_id": 0,
+                "next_seq_id": 0,
+                "q1": 0,
+                "q2": 0,
+                "q3": 0,
+                "q4": ready,
+                "target_ram_count": "infinity",
+                "version": 1,
+            }
+        return info
 
     def declare_queue(
         self,
@@ -330,7 +395,11 @@ class BrokerOperations:
             if entry is None:
                 break
             taken.append(entry)
-            answers.append(_message_info(entry, queue.message_count, encoding, truncate))
+            info = _message_info(entry, queue.message_count, encoding, truncate)
+            if queue.options.queue_type == "quorum":  # as basic.get on a quorum queue: the count is a header
+                headers = info["properties"].setdefault("headers", {})
+                headers["x-delivery-count"] = entry.delivery_count
+            answers.append(info)
         if ackmode in ("ack_requeue_true", "reject_requeue_true"):
             queue.requeue(taken)
         elif ackmode == "reject_requeue_false":
@@ -535,7 +604,7 @@ def _connection_info(connection: Any) -> dict[str, Any]:
     host, _, port = connection.peer.rpartition(":")
     local_host, _, local_port = connection.local_address.rpartition(":")
     properties = _json_table(connection.client_properties)
-    return {
+    info = {
         "auth_mechanism": connection.auth_mechanism,
         "channel_max": connection.channel_max,
         "channels": len(connection.channels),
@@ -552,19 +621,31 @@ def _connection_info(connection: Any) -> dict[str, Any]:
         "peer_port": int(port or 0),
         "port": int(local_port or 0),
         "protocol": PROTOCOL,
+        "recv_cnt": connection.recv_cnt,
         "recv_oct": connection.recv_oct,
         "recv_oct_details": {"rate": 0.0},
+        "reductions": 0,
+        "reductions_details": {"rate": 0.0},
+        "send_cnt": connection.send_cnt,
         "send_oct": connection.send_oct,
         "send_oct_details": {"rate": 0.0},
+        "send_pend": 0,
+        "garbage_collection": dict(GARBAGE_COLLECTION),
         "ssl": connection.tls,
+        "ssl_cipher": None,
+        "ssl_hash": None,
+        "ssl_key_exchange": None,
+        "ssl_protocol": None,
         "state": "blocked" if connection.blocked else "running",
         "timeout": connection.heartbeat,
         "type": "network",
         "user": connection.username,
-        "user_provided_name": properties.get("connection_name"),
         "user_who_performed_action": connection.username,
         "vhost": connection.vhost.name,
     }
+    if isinstance(properties.get("connection_name"), str):  # RabbitMQ shows it only when the client named itself
+        info["user_provided_name"] = properties["connection_name"]
+    return info
 
 
 def _channel_info(connection: Any, channel: Any) -> dict[str, Any]:
@@ -581,7 +662,11 @@ def _channel_info(connection: Any, channel: Any) -> dict[str, Any]:
         "name": name,
         "node": NODE,
         "number": channel.channel_id,
+        "pending_raft_commands": 0,
         "prefetch_count": channel.prefetch_count,
+        "reductions": 0,
+        "reductions_details": {"rate": 0.0},
+        "garbage_collection": dict(GARBAGE_COLLECTION),
         "state": "running",
         "transactional": channel.transaction is not None,
         "user": connection.username,

@@ -19,7 +19,7 @@ from aiohttp import web
 from ..ops import access as ops_access
 from ..ops.access import HASHING_ALGORITHM, AccessControl, Permission
 from ..ops.validation import regex_problem, tags_from
-from .context import Context, caller, context, json_body, listed, no_content, reply, visible_vhosts
+from .context import Context, add, caller, context, json_body, listed, no_content, reply, visible_vhosts
 from .errors import bad_request, not_found
 
 T = TypeVar("T")
@@ -27,22 +27,22 @@ DEFAULT_VHOST_DESCRIPTION = "Default virtual host"
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/api/vhosts", get_vhosts)
-    router.add_get("/api/vhosts/{vhost}", get_vhost)
-    router.add_put("/api/vhosts/{vhost}", put_vhost)
-    router.add_delete("/api/vhosts/{vhost}", delete_vhost)
-    router.add_get("/api/vhosts/{vhost}/permissions", get_vhost_permissions)
-    router.add_get("/api/users", get_users)
-    router.add_get("/api/users/without-permissions", get_users_without_permissions)
-    router.add_post("/api/users/bulk-delete", bulk_delete_users)
-    router.add_get("/api/users/{user}", get_user)
-    router.add_put("/api/users/{user}", put_user)
-    router.add_delete("/api/users/{user}", delete_user)
-    router.add_get("/api/users/{user}/permissions", get_user_permissions)
-    router.add_get("/api/permissions", get_permissions)
-    router.add_get("/api/permissions/{vhost}/{user}", get_permission)
-    router.add_put("/api/permissions/{vhost}/{user}", put_permission)
-    router.add_delete("/api/permissions/{vhost}/{user}", delete_permission)
+    add(router, "GET", "/api/vhosts", get_vhosts)
+    add(router, "GET", "/api/vhosts/{vhost}", get_vhost)
+    add(router, "PUT", "/api/vhosts/{vhost}", put_vhost)
+    add(router, "DELETE", "/api/vhosts/{vhost}", delete_vhost)
+    add(router, "GET", "/api/vhosts/{vhost}/permissions", get_vhost_permissions)
+    add(router, "GET", "/api/users", get_users)
+    add(router, "GET", "/api/users/without-permissions", get_users_without_permissions)
+    add(router, "POST", "/api/users/bulk-delete", bulk_delete_users)
+    add(router, "GET", "/api/users/{user}", get_user)
+    add(router, "PUT", "/api/users/{user}", put_user)
+    add(router, "DELETE", "/api/users/{user}", delete_user)
+    add(router, "GET", "/api/users/{user}/permissions", get_user_permissions)
+    add(router, "GET", "/api/permissions", get_permissions)
+    add(router, "GET", "/api/permissions/{vhost}/{user}", get_permission)
+    add(router, "PUT", "/api/permissions/{vhost}/{user}", put_permission)
+    add(router, "DELETE", "/api/permissions/{vhost}/{user}", delete_permission)
 
 
 def edit(ctx: Context, change: Callable[[AccessControl, list[str]], T]) -> T:
@@ -68,6 +68,10 @@ def vhost_info(request: web.Request, name: str) -> dict[str, Any]:
         "tracing": False,
     }
     operations = context(request).operations
+    connections = [c for c in operations.connections() if c["vhost"] == name]
+    for key in ("recv_oct", "send_oct"):
+        info[key] = sum(c[key] for c in connections)
+        info[f"{key}_details"] = {"rate": 0.0}
     if operations.queues(name):  # RabbitMQ shows the message counts once the vhost has queue statistics
         for key, value in operations.queue_totals(name).items():
             info[key] = value

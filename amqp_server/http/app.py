@@ -9,14 +9,13 @@ AMQP handlers do, with no locking.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from ..errors import AMQPError
 from . import access_api, entities, overview, sessions
 from .auth import MANAGEMENT_TAGS, Caller, basic_credentials
-from .context import CONTEXT, Context, context
+from .context import CONTEXT, Context, Handler, context
 from .errors import ApiError, bad_request, no_credentials, not_authorised, not_found, unauthorized_login
 from .listing import ListingError
 
@@ -24,7 +23,6 @@ log = logging.getLogger("amqp_server.http")
 
 MAX_BODY_SIZE = 20 * 1024 * 1024  # bytes of a request body (RabbitMQ's management.http.max_body_size: 20 MB)
 __all__ = ["Context", "create_app", "start"]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(ctx: Context) -> web.Application:
@@ -84,9 +82,14 @@ def _amqp_error(error: AMQPError) -> ApiError:
 
 @web.middleware
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    credentials = basic_credentials(request.headers.get("Authorization"))
-    if credentials is None:
+    header = request.headers.get("Authorization")
+    if not header:
         raise no_credentials()
+    credentials = basic_credentials(header)
+    if credentials is None:
+        if header.partition(" ")[0].lower() == "basic":
+            raise ApiError(400)  # RabbitMQ: an undecodable Basic header is a bare 400
+        raise unauthorized_login()  # another scheme (Bearer …): no such login here
     username, password = credentials
     peer_host = request.remote or ""
     user = context(request).operations.authenticate(username, password, peer_host)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from aiohttp import web
 from ..core.operations import BrokerOperations
 from . import listing
 from .auth import Caller
-from .errors import bad_request, not_authorised, not_found
+from .errors import ApiError, bad_request, not_authorised, not_found
 
 
 @dataclass
@@ -32,6 +32,13 @@ class Context:
 
 
 CONTEXT = web.AppKey("context", Context)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add(router: web.UrlDispatcher, method: str, path: str, handler: Handler) -> None:
+    """Route ``method path`` and ``path/``: RabbitMQ accepts a trailing slash (Celery Flower sends one)."""
+    router.add_route(method, path, handler)
+    router.add_route(method, path + "/", handler)
 
 
 def context(request: web.Request) -> Context:
@@ -63,12 +70,13 @@ def visible_vhosts(request: web.Request) -> list[str]:
     return permitted_vhosts(request)
 
 
-def vhost_of(request: web.Request, key: str = "vhost") -> str:
-    """The vhost a URL names (``%2F`` is ``/``): 404 if it does not exist, 401 unless the caller has
-    permissions on it (RabbitMQ asks that even of monitoring users)."""
+def vhost_of(request: web.Request, key: str = "vhost", creating: bool = False) -> str:
+    """The vhost a URL names (``%2F`` is ``/``): 404 if it does not exist (``vhost_not_found`` when something
+    was to be created in it, as RabbitMQ), 401 unless the caller has permissions on it (RabbitMQ asks that
+    even of monitoring users)."""
     name = request.match_info[key]
     if name not in context(request).operations.vhost_names():
-        raise not_found()
+        raise ApiError(404, "not_found", "vhost_not_found") if creating else not_found()
     if name not in permitted_vhosts(request):
         raise not_authorised("User not authorised to access virtual host")
     return name

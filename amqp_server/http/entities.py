@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..core.operations import ACK_MODES, properties_key
 from ..errors import AMQPError
-from .context import caller, context, json_body, listed, no_content, permitted_vhosts, reply, vhost_of
+from .context import add, caller, context, json_body, listed, no_content, permitted_vhosts, reply, vhost_of
 from .errors import ApiError, bad_request, not_found
 
 DEFAULT_EXCHANGE = "amq.default"
@@ -25,28 +25,28 @@ KINDS = {"q": "queue", "e": "exchange"}
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/api/exchanges", get_exchanges)
-    router.add_get("/api/exchanges/{vhost}", get_exchanges)
-    router.add_get("/api/exchanges/{vhost}/{name}", get_exchange)
-    router.add_put("/api/exchanges/{vhost}/{name}", put_exchange)
-    router.add_delete("/api/exchanges/{vhost}/{name}", delete_exchange)
-    router.add_get("/api/exchanges/{vhost}/{name}/bindings/source", get_exchange_bindings_source)
-    router.add_get("/api/exchanges/{vhost}/{name}/bindings/destination", get_exchange_bindings_destination)
-    router.add_post("/api/exchanges/{vhost}/{name}/publish", post_publish)
-    router.add_get("/api/queues", get_queues)
-    router.add_get("/api/queues/{vhost}", get_queues)
-    router.add_get("/api/queues/{vhost}/{name}", get_queue)
-    router.add_put("/api/queues/{vhost}/{name}", put_queue)
-    router.add_delete("/api/queues/{vhost}/{name}", delete_queue)
-    router.add_delete("/api/queues/{vhost}/{name}/contents", delete_queue_contents)
-    router.add_post("/api/queues/{vhost}/{name}/get", post_get)
-    router.add_get("/api/queues/{vhost}/{name}/bindings", get_queue_bindings)
-    router.add_get("/api/bindings", get_bindings)
-    router.add_get("/api/bindings/{vhost}", get_bindings)
-    router.add_get("/api/bindings/{vhost}/e/{source}/{kind:[eq]}/{destination}", get_pair_bindings)
-    router.add_post("/api/bindings/{vhost}/e/{source}/{kind:[eq]}/{destination}", post_binding)
-    router.add_get("/api/bindings/{vhost}/e/{source}/{kind:[eq]}/{destination}/{props}", get_binding)
-    router.add_delete("/api/bindings/{vhost}/e/{source}/{kind:[eq]}/{destination}/{props}", delete_binding)
+    add(router, "GET", "/api/exchanges", get_exchanges)
+    add(router, "GET", "/api/exchanges/{vhost}", get_exchanges)
+    add(router, "GET", "/api/exchanges/{vhost}/{name}", get_exchange)
+    add(router, "PUT", "/api/exchanges/{vhost}/{name}", put_exchange)
+    add(router, "DELETE", "/api/exchanges/{vhost}/{name}", delete_exchange)
+    add(router, "GET", "/api/exchanges/{vhost}/{name}/bindings/source", get_exchange_bindings_source)
+    add(router, "GET", "/api/exchanges/{vhost}/{name}/bindings/destination", get_exchange_bindings_destination)
+    add(router, "POST", "/api/exchanges/{vhost}/{name}/publish", post_publish)
+    add(router, "GET", "/api/queues", get_queues)
+    add(router, "GET", "/api/queues/{vhost}", get_queues)
+    add(router, "GET", "/api/queues/{vhost}/{name}", get_queue)
+    add(router, "PUT", "/api/queues/{vhost}/{name}", put_queue)
+    add(router, "DELETE", "/api/queues/{vhost}/{name}", delete_queue)
+    add(router, "DELETE", "/api/queues/{vhost}/{name}/contents", delete_queue_contents)
+    add(router, "POST", "/api/queues/{vhost}/{name}/get", post_get)
+    add(router, "GET", "/api/queues/{vhost}/{name}/bindings", get_queue_bindings)
+    add(router, "GET", "/api/bindings", get_bindings)
+    add(router, "GET", "/api/bindings/{vhost}", get_bindings)
+    add(router, "GET", "/api/bindings/{vhost}/e/{source}/{kind:[eq]}/{destination}", get_pair_bindings)
+    add(router, "POST", "/api/bindings/{vhost}/e/{source}/{kind:[eq]}/{destination}", post_binding)
+    add(router, "GET", "/api/bindings/{vhost}/e/{source}/{kind:[eq]}/{destination}/{props}", get_binding)
+    add(router, "DELETE", "/api/bindings/{vhost}/e/{source}/{kind:[eq]}/{destination}/{props}", delete_binding)
 
 
 def _vhosts(request: web.Request) -> list[str]:
@@ -59,9 +59,21 @@ def _exchange_name(request: web.Request, key: str = "name") -> str:
     return "" if name == DEFAULT_EXCHANGE else name
 
 
-def _flag(value: Any, key: str) -> bool:
+def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise bad_request(f"{key} must be true or false")
+        raise bad_request(["not_boolean", value])
+    return value
+
+
+def _count(body: dict[str, Any], key: str) -> int | None:
+    """A non-negative integer field, which RabbitMQ also takes as a string of digits ("5")."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise bad_request(["not_int", key])
     return value
 
 
@@ -92,21 +104,23 @@ async def get_exchange(request: web.Request) -> web.Response:
 
 
 async def put_exchange(request: web.Request) -> web.Response:
-    vhost = vhost_of(request)
+    vhost = vhost_of(request, creating=True)
     name = _exchange_name(request)
     body = await json_body(request)
     operations = context(request).operations
     exchange_type = body.get("type", "direct")
     if not isinstance(exchange_type, str):
         raise bad_request("type must be a string")
+    if exchange_type not in {known["name"] for known in operations.exchange_types()}:
+        raise bad_request(f"unknown exchange type '{exchange_type}'")  # RabbitMQ's words on a fresh node
     existed = operations.exchange(vhost, name) is not None
     operations.declare_exchange(
         vhost,
         name,
         exchange_type,
-        durable=_flag(body.get("durable", True), "durable"),
-        auto_delete=_flag(body.get("auto_delete", False), "auto_delete"),
-        internal=_flag(body.get("internal", False), "internal"),
+        durable=_flag(body.get("durable", True)),
+        auto_delete=_flag(body.get("auto_delete", False)),
+        internal=_flag(body.get("internal", False)),
         arguments=_arguments(body),
         user=caller(request).name,
     )
@@ -171,9 +185,14 @@ async def post_publish(request: web.Request) -> web.Response:
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise bad_request("payload is not valid base64") from None
+            raise bad_request(["not_base64", payload]) from None
     else:
-        raise bad_request(f"unsupported payload_encoding '{encoding}'")
+        raise bad_request(["unsupported_encoding", encoding])
+    for key in ("delivery_mode", "priority", "timestamp"):
+        if key in properties and (not isinstance(properties[key], int) or isinstance(properties[key], bool)):
+            raise bad_request(["not_int", key])
+    if "headers" in properties and not isinstance(properties["headers"], dict):
+        raise bad_request(["not_table", "headers"])
     try:
         routed = context(request).operations.publish(
             vhost, name, routing_key, data, properties, user=caller(request).name
@@ -220,7 +239,7 @@ async def get_queue(request: web.Request) -> web.Response:
 
 
 async def put_queue(request: web.Request) -> web.Response:
-    vhost = vhost_of(request)
+    vhost = vhost_of(request, creating=True)
     name = request.match_info["name"]
     body = await json_body(request)
     operations = context(request).operations
@@ -232,8 +251,8 @@ async def put_queue(request: web.Request) -> web.Response:
     operations.declare_queue(
         vhost,
         name,
-        durable=_flag(body.get("durable", True), "durable"),
-        auto_delete=_flag(body.get("auto_delete", False), "auto_delete"),
+        durable=_flag(body.get("durable", True)),
+        auto_delete=_flag(body.get("auto_delete", False)),
         arguments=arguments,
         user=caller(request).name,
     )
@@ -269,16 +288,12 @@ async def post_get(request: web.Request) -> web.Response:
     missing = [key for key in ("count", "ackmode", "encoding") if key not in body]
     if missing:
         raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
-    count, ackmode, encoding = body["count"], body["ackmode"], body["encoding"]
-    truncate = body.get("truncate")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise bad_request("count must be a non-negative integer")
-    if ackmode not in ACK_MODES:
+    ackmode, encoding = body["ackmode"], body["encoding"]
+    count, truncate = _count(body, "count") or 0, _count(body, "truncate")
+    if ackmode not in ACK_MODES:  # RabbitMQ answers 500 here
         raise bad_request(f"unknown ackmode '{ackmode}'")
     if encoding not in ("auto", "base64"):
-        raise bad_request(f"unknown encoding '{encoding}'")
-    if truncate is not None and (not isinstance(truncate, int) or isinstance(truncate, bool) or truncate < 0):
-        raise bad_request("truncate must be a non-negative integer")
+        raise bad_request("Unsupported encoding. Please use auto or base64.")
     try:
         messages = context(request).operations.get_messages(
             vhost, request.match_info["name"], count, ackmode, encoding, truncate, user=caller(request).name
@@ -312,7 +327,7 @@ async def get_bindings(request: web.Request) -> web.Response:
 
 def _pair(request: web.Request) -> tuple[str, str, str, str]:
     """(vhost, source, destination, destination_type) of a bindings URL; 404 if either end is missing."""
-    vhost = vhost_of(request)
+    vhost = vhost_of(request, creating=request.method == "POST")
     source = _exchange_name(request, "source")
     kind = KINDS[request.match_info["kind"]]
     destination = request.match_info["destination"]

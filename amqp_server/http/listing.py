@@ -13,7 +13,8 @@ RabbitMQ's management plugin (probed on 3.10):
 * ``sort`` is a dotted key (``message_stats.publish``), ``sort_reverse=true`` reverses;
   items without the key sort first, as RabbitMQ's ``undefined`` does;
 * ``columns`` is a comma-separated list of dotted paths; a path through a missing key
-  is left out.
+  is left out, and one into an AMQP table (``arguments.x-max-length``) gives the whole table;
+* an unknown ``sort`` key keeps the default order (vhost, name).
 
 A user-supplied regex must not hang the event loop: Python's ``re`` backtracks
 exponentially on patterns like ``(a+)+$``, and there is no way to interrupt it.  The
@@ -35,6 +36,9 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 MAX_REGEX_LENGTH = 256  # characters of a use_regex pattern; longer ones are refused
 REGEX_TIMEOUT = 0.05  # seconds one pattern may spend on the whole listing
+# AMQP tables (and policy definitions): RabbitMQ returns them whole for a dotted column into them
+# (``arguments.x-queue-type`` gives all of ``arguments``), while statistics objects are cut to the path.
+WHOLE_COLUMNS = frozenset({"arguments", "client_properties", "properties", "definition", "effective_policy_definition"})
 
 
 class ListingError(Exception):
@@ -144,7 +148,7 @@ def _copy_path(source: Mapping[str, Any], target: dict[str, Any], keys: list[str
     if head not in source:
         return
     value = source[head]
-    if not rest:
+    if not rest or head in WHOLE_COLUMNS:
         target[head] = value
     elif isinstance(value, Mapping):
         child = target.setdefault(head, {})
@@ -174,8 +178,9 @@ def apply(
     listing: Listing, items: list[dict[str, Any]], default_sort: tuple[str, ...] = ("name",)
 ) -> list[dict[str, Any]] | dict[str, Any]:
     """What ``GET`` answers for ``items``: a list, or with ``page`` the pagination object."""
-    keys = (listing.sort,) if listing.sort else default_sort
-    ordered = sort_items(items, keys, listing.sort_reverse)
+    ordered = sort_items(items, default_sort, listing.sort_reverse and not listing.sort)
+    if listing.sort:  # a stable sort on top of the default order: ties (and an unknown key) keep it
+        ordered = sort_items(ordered, (listing.sort,), listing.sort_reverse)
     if listing.page is None:
         return [select_columns(item, listing.columns) for item in ordered] if listing.columns else ordered
     filtered = _matches(listing, ordered)

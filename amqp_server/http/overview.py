@@ -18,10 +18,49 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from .context import caller, context, json_body, listed, no_content, reply, vhost_of, visible_vhosts
+from .context import add, caller, context, json_body, listed, no_content, reply, vhost_of, visible_vhosts
 from .errors import ApiError, bad_request, not_found
 
 RABBITMQ_API_VERSION = "3.10.8"  # the management plugin whose answers this API reproduces (probed)
+NODE_COUNTERS = (
+    "channel_closed",
+    "channel_created",
+    "connection_closed",
+    "connection_created",
+    "queue_created",
+    "queue_declared",
+    "queue_deleted",
+    "context_switches",
+    "gc_bytes_reclaimed",
+    "gc_num",
+    "io_read_avg_time",
+    "io_read_bytes",
+    "io_read_count",
+    "io_reopen_count",
+    "io_seek_avg_time",
+    "io_seek_count",
+    "io_sync_avg_time",
+    "io_sync_count",
+    "io_write_avg_time",
+    "io_write_bytes",
+    "io_write_count",
+    "mnesia_disk_tx_count",
+    "mnesia_ram_tx_count",
+    "msg_store_read_count",
+    "msg_store_write_count",
+    "queue_index_read_count",
+    "queue_index_write_count",
+)
+GC_QUEUES = (
+    "channel_closed",
+    "channel_consumer_deleted",
+    "connection_closed",
+    "consumer_deleted",
+    "exchange_deleted",
+    "node_node_deleted",
+    "queue_deleted",
+    "vhost_deleted",
+)
 CHURN_KEYS = (
     "channel_closed",
     "channel_created",
@@ -34,25 +73,34 @@ CHURN_KEYS = (
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/api/overview", get_overview)
-    router.add_get("/api/whoami", get_whoami)
-    router.add_get("/api/cluster-name", get_cluster_name)
-    router.add_put("/api/cluster-name", put_cluster_name)
-    router.add_get("/api/extensions", get_extensions)
-    router.add_get("/api/nodes", get_nodes)
-    router.add_get("/api/nodes/{node}", get_node)
-    router.add_get("/api/aliveness-test/{vhost}", get_aliveness)
-    router.add_get("/api/healthchecks/node", get_healthcheck_node)
-    router.add_get("/api/healthchecks/node/{node}", get_healthcheck_node)
-    router.add_get("/api/health/checks/alarms", check_alarms)
-    router.add_get("/api/health/checks/local-alarms", check_alarms)
-    router.add_get("/api/health/checks/port-listener/{port}", check_port_listener)
-    router.add_get("/api/health/checks/protocol-listener/{protocol}", check_protocol_listener)
-    router.add_get("/api/health/checks/virtual-hosts", check_ok)
-    router.add_get("/api/health/checks/node-is-quorum-critical", check_single_node)
-    router.add_get("/api/health/checks/node-is-mirror-sync-critical", check_single_node)
-    router.add_get("/api/health/checks/ready-to-serve-clients", check_ready)
-    router.add_get("/api/health/checks/certificate-expiration/{within}/{unit}", check_ok)
+    add(router, "GET", "/api/overview", get_overview)
+    add(router, "GET", "/api/whoami", get_whoami)
+    add(router, "GET", "/api/cluster-name", get_cluster_name)
+    add(router, "PUT", "/api/cluster-name", put_cluster_name)
+    add(router, "GET", "/api/extensions", get_extensions)
+    add(router, "GET", "/api/nodes", get_nodes)
+    add(router, "GET", "/api/nodes/{node}", get_node)
+    add(router, "GET", "/api/aliveness-test/{vhost}", get_aliveness)
+    add(router, "GET", "/api/healthchecks/node", get_healthcheck_node)
+    add(router, "GET", "/api/healthchecks/node/{node}", get_healthcheck_node)
+    add(router, "GET", "/api/health/checks/alarms", check_alarms)
+    add(router, "GET", "/api/health/checks/local-alarms", check_alarms)
+    add(router, "GET", "/api/health/checks/port-listener/{port}", check_port_listener)
+    add(router, "GET", "/api/health/checks/protocol-listener/{protocol}", check_protocol_listener)
+    add(router, "GET", "/api/health/checks/virtual-hosts", check_ok)
+    add(router, "GET", "/api/health/checks/node-is-quorum-critical", check_single_node)
+    add(router, "GET", "/api/health/checks/node-is-mirror-sync-critical", check_single_node)
+    add(router, "GET", "/api/health/checks/certificate-expiration/{within}/{unit}", check_ok)
+    add(router, "GET", "/api/auth", get_auth)
+    add(router, "GET", "/api/feature-flags", get_empty_list)
+    add(router, "GET", "/api/vhost-limits", get_empty_list)
+    add(router, "GET", "/api/vhost-limits/{vhost}", get_empty_list)
+    add(router, "GET", "/api/user-limits", get_empty_list)
+    add(router, "GET", "/api/user-limits/{user}", get_empty_list)
+    add(router, "GET", "/api/parameters", get_empty_list)
+    add(router, "GET", "/api/parameters/{component}", get_empty_list)
+    add(router, "GET", "/api/parameters/{component}/{vhost}", get_empty_list)
+    add(router, "GET", "/api/global-parameters", get_global_parameters)
 
 
 def details() -> dict[str, Any]:
@@ -164,7 +212,7 @@ def _node(request: web.Request) -> dict[str, Any]:
     figures = operations.resources()
     fd_used, fd_total = _fd_counts()
     sockets = operations.object_totals()["connections"] + len(ctx.listeners)
-    return {
+    node: dict[str, Any] = {
         "name": operations.node,
         "type": "disc",
         "running": True,
@@ -200,8 +248,15 @@ def _node(request: web.Request) -> dict[str, Any]:
         "log_files": [],
         "config_files": [],
         "cluster_links": [],
-        "metrics_gc_queue_length": {},
+        "db_dir": str(ctx.data_dir),
+        "metrics_gc_queue_length": dict.fromkeys(GC_QUEUES, 0),
+        "ra_open_file_metrics": {},
     }
+    for key in NODE_COUNTERS:  # Erlang VM and Mnesia counters: none here; churn counts come with message_stats
+        node[key] = 0
+    for key in (*NODE_COUNTERS, "mem_used", "fd_used", "sockets_used", "proc_used", "disk_free"):
+        node[f"{key}_details"] = details()
+    return node
 
 
 async def get_nodes(request: web.Request) -> web.Response:
@@ -279,13 +334,22 @@ async def check_protocol_listener(request: web.Request) -> web.Response:
     return reply({"status": "ok", "protocol": protocol})
 
 
+async def get_auth(request: web.Request) -> web.Response:
+    return reply({"enable_uaa": False, "uaa_client_id": "", "uaa_location": ""})
+
+
+async def get_empty_list(request: web.Request) -> web.Response:
+    """Feature flags, limits, runtime parameters: none are kept by this broker (policies have their own)."""
+    return reply([])
+
+
+async def get_global_parameters(request: web.Request) -> web.Response:
+    return reply([{"name": "cluster_name", "value": context(request).cluster_name}])
+
+
 async def check_ok(request: web.Request) -> web.Response:
     return reply({"status": "ok"})
 
 
 async def check_single_node(request: web.Request) -> web.Response:
     return reply({"status": "ok", "reason": "single node cluster"})
-
-
-async def check_ready(request: web.Request) -> web.Response:
-    return reply({"status": "ok"})

@@ -12,29 +12,29 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import caller, context, json_body, listed, no_content, permitted_vhosts, reply, vhost_of
+from .context import add, caller, context, json_body, listed, no_content, permitted_vhosts, reply, vhost_of
 from .errors import bad_request, not_found
 
 DEFAULT_CLOSE_REASON = "Closed via management plugin"
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/api/connections", get_connections)
-    router.add_get("/api/connections/{name}", get_connection)
-    router.add_delete("/api/connections/{name}", delete_connection)
-    router.add_get("/api/connections/{name}/channels", get_connection_channels)
-    router.add_get("/api/connections/username/{user}", get_user_connections)
-    router.add_delete("/api/connections/username/{user}", delete_user_connections)
-    router.add_get("/api/vhosts/{vhost}/connections", get_vhost_connections)
-    router.add_get("/api/channels", get_channels)
-    router.add_get("/api/channels/{name}", get_channel)
-    router.add_get("/api/vhosts/{vhost}/channels", get_vhost_channels)
-    router.add_get("/api/consumers", get_consumers)
-    router.add_get("/api/consumers/{vhost}", get_consumers)
-    router.add_get("/api/definitions", get_definitions)
-    router.add_post("/api/definitions", post_definitions)
-    router.add_get("/api/definitions/{vhost}", get_definitions)
-    router.add_post("/api/definitions/{vhost}", post_definitions)
+    add(router, "GET", "/api/connections", get_connections)
+    add(router, "GET", "/api/connections/{name}", get_connection)
+    add(router, "DELETE", "/api/connections/{name}", delete_connection)
+    add(router, "GET", "/api/connections/{name}/channels", get_connection_channels)
+    add(router, "GET", "/api/connections/username/{user}", get_user_connections)
+    add(router, "DELETE", "/api/connections/username/{user}", delete_user_connections)
+    add(router, "GET", "/api/vhosts/{vhost}/connections", get_vhost_connections)
+    add(router, "GET", "/api/channels", get_channels)
+    add(router, "GET", "/api/channels/{name}", get_channel)
+    add(router, "GET", "/api/vhosts/{vhost}/channels", get_vhost_channels)
+    add(router, "GET", "/api/consumers", get_consumers)
+    add(router, "GET", "/api/consumers/{vhost}", get_consumers)
+    add(router, "GET", "/api/definitions", get_definitions)
+    add(router, "POST", "/api/definitions", post_definitions)
+    add(router, "GET", "/api/definitions/{vhost}", get_definitions)
+    add(router, "POST", "/api/definitions/{vhost}", post_definitions)
 
 
 def _visible(request: web.Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
