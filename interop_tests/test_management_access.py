@@ -249,3 +249,21 @@ def test_the_listening_line_names_the_management_port(management: SimpleNamespac
     line = next(line for line in management.process.log if "management listening on" in line)
     assert line.rstrip() == f"amqp-server management listening on 127.0.0.1:{management.process.management_port}"
     assert Api(f"http://127.0.0.1:{management.process.management_port}").get("/api/whoami").status == 200
+
+
+def test_topic_permissions_are_stored_and_listed(api: Api, name: str, cleanup: list[str]) -> None:
+    cleanup.append(f"/api/users/{name}")
+    api.ok("PUT", f"/api/users/{name}", {"password": "p", "tags": ""})
+    body = {"exchange": "amq.topic", "write": "^orders", "read": ".*"}
+    assert api.put(f"/api/topic-permissions/%2F/{name}", body).status == 201
+    assert api.put(f"/api/topic-permissions/%2F/{name}", body).status == 204
+    expected = {"user": name, "vhost": "/", **body}
+    assert api.ok("GET", f"/api/topic-permissions/%2F/{name}") == [expected]
+    assert expected in api.ok("GET", "/api/topic-permissions")
+    assert api.ok("GET", f"/api/users/{name}/topic-permissions") == [expected]
+    assert {"vhost": "/", "user": name, **body} in api.ok("GET", "/api/vhosts/%2F/topic-permissions")
+    assert expected in api.ok("GET", "/api/definitions")["topic_permissions"]
+    answer = api.put(f"/api/topic-permissions/%2F/{name}", {"exchange": "amq.topic"})
+    assert (answer.status, answer.json["reason"]) == (400, "[{key_missing,write},{key_missing,read}]")
+    assert api.delete(f"/api/topic-permissions/%2F/{name}").status == 204
+    assert api.get(f"/api/topic-permissions/%2F/{name}").status == 404

@@ -6,7 +6,9 @@ Each change is a read-modify-write of ``<data_dir>/access.json`` under its lock
 vhost's connections are closed with 320 and its contents deleted.  The file watcher
 sees the new file afterwards and finds nothing more to do.
 
-Vhost descriptions and tags are accepted but not stored (access.json keeps names only).
+Vhost descriptions and tags are accepted but not stored (access.json keeps names only).  Topic
+permissions are stored, listed, exported and imported, but not enforced (publishes to a topic
+exchange are checked against the vhost permissions only).
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def add_routes(router: web.UrlDispatcher) -> None:
     add(router, "GET", "/api/permissions/{vhost}/{user}", get_permission)
     add(router, "PUT", "/api/permissions/{vhost}/{user}", put_permission)
     add(router, "DELETE", "/api/permissions/{vhost}/{user}", delete_permission)
+    add(router, "GET", "/api/topic-permissions", get_topic_permissions)
+    add(router, "GET", "/api/topic-permissions/{vhost}/{user}", get_topic_permission)
+    add(router, "PUT", "/api/topic-permissions/{vhost}/{user}", put_topic_permission)
+    add(router, "DELETE", "/api/topic-permissions/{vhost}/{user}", delete_topic_permission)
+    add(router, "GET", "/api/vhosts/{vhost}/topic-permissions", get_vhost_topic_permissions)
+    add(router, "GET", "/api/users/{user}/topic-permissions", get_user_topic_permissions)
 
 
 def edit(ctx: Context, change: Callable[[AccessControl, list[str]], T]) -> T:
@@ -322,6 +330,101 @@ async def delete_permission(request: web.Request) -> web.Response:
         if (user, vhost) not in access.permissions:
             raise not_found()
         del access.permissions[(user, vhost)]  # a fresh AccessControl is installed: no cached check survives
+
+    edit(context(request), change)
+    return no_content()
+
+
+# ------------------------------------------------------------------ topic permissions (stored, not enforced)
+
+
+def _topic_items(request: web.Request, user: str | None = None, vhost: str | None = None) -> list[dict[str, str]]:
+    access = context(request).operations.access
+    return [
+        ops_access.topic_permission_to_json(*key, permission)
+        for key, permission in access.topic_permissions.items()
+        if (user is None or key[0] == user) and (vhost is None or key[1] == vhost)
+    ]
+
+
+async def get_topic_permissions(request: web.Request) -> web.Response:
+    caller(request).require_administrator()
+    return listed(request, _topic_items(request), ("vhost", "user"))
+
+
+async def get_topic_permission(request: web.Request) -> web.Response:
+    """Every exchange's topic permission of one user in one vhost (a list, as RabbitMQ answers)."""
+    caller(request).require_administrator()
+    items = _topic_items(request, request.match_info["user"], request.match_info["vhost"])
+    if not items:
+        raise not_found()
+    return reply(items)
+
+
+async def get_vhost_topic_permissions(request: web.Request) -> web.Response:
+    caller(request).require_administrator()
+    vhost = request.match_info["vhost"]
+    if vhost not in context(request).operations.vhost_names():
+        raise not_found()
+    items = [{"vhost": i["vhost"], "user": i["user"], **_topic_patterns(i)} for i in _topic_items(request, vhost=vhost)]
+    return listed(request, items, ("user",))
+
+
+async def get_user_topic_permissions(request: web.Request) -> web.Response:
+    caller(request).require_administrator()
+    user = request.match_info["user"]
+    if user not in context(request).operations.access.users:
+        raise not_found()
+    return listed(request, _topic_items(request, user=user), ("vhost",))
+
+
+def _topic_patterns(item: dict[str, str]) -> dict[str, str]:
+    return {"exchange": item["exchange"], "write": item["write"], "read": item["read"]}
+
+
+async def put_topic_permission(request: web.Request) -> web.Response:
+    caller(request).require_administrator()
+    vhost, user = request.match_info["vhost"], request.match_info["user"]
+    body = await json_body(request)
+    missing = [key for key in ("exchange", "write", "read") if key not in body]
+    if missing:
+        raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
+    exchange, write, read = body["exchange"], body["write"], body["read"]
+    for value in (exchange, write, read):
+        if not isinstance(value, str):
+            raise bad_request("exchange, write and read must be strings")
+    for pattern in (write, read):
+        problem = regex_problem(pattern)
+        if problem is not None:
+            raise bad_request(problem)
+
+    def change(access: AccessControl, vhosts: list[str]) -> bool:
+        if vhost not in vhosts or user not in access.users:
+            raise bad_request("vhost_or_user_not_found")
+        key = (user, vhost, exchange)
+        existed = key in access.topic_permissions
+        access.topic_permissions[key] = ops_access.TopicPermission(write, read)
+        return not existed
+
+    return no_content(201 if edit(context(request), change) else 204)
+
+
+async def delete_topic_permission(request: web.Request) -> web.Response:
+    """Delete one user's topic permissions in a vhost: all of them, or ``?exchange=`` one."""
+    caller(request).require_administrator()
+    vhost, user = request.match_info["vhost"], request.match_info["user"]
+    exchange = request.query.get("exchange")
+
+    def change(access: AccessControl, vhosts: list[str]) -> None:
+        keys = [
+            key
+            for key in access.topic_permissions
+            if key[:2] == (user, vhost) and (exchange is None or key[2] == exchange)
+        ]
+        if not keys:
+            raise not_found()
+        for key in keys:
+            del access.topic_permissions[key]
 
     edit(context(request), change)
     return no_content()
