@@ -386,3 +386,9 @@ def test_trailing_slashes_and_authorization_headers(api: Api) -> None:
     assert api.ok("GET", "/api/auth")["enable_uaa"] is False
     for path in ("/api/vhost-limits", "/api/user-limits", "/api/feature-flags", "/api/global-parameters"):
         assert isinstance(api.ok("GET", path), list), path
+
+
+def test_a_body_over_the_size_limit_is_refused(api: Api, management: SimpleNamespace, name: str) -> None:
+    answer = api.request("PUT", f"/api/queues/%2F/{name}", raw=b'{"x": "' + b"a" * (21 * 1024 * 1024) + b'"}')
+    assert answer.status == (500 if management.external else 413)  # RabbitMQ: a bare 500
+    assert api.get(f"/api/queues/%2F/{name}").status == 404

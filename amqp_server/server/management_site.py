@@ -36,7 +36,12 @@ async def start(config: Config, broker: Broker, amqp_listeners: list[tuple[str, 
         export_definitions=lambda vhost: _export(broker, vhost),
         import_definitions=lambda data, vhost: _import(config, broker, data, vhost),
     )
-    runner, port = await http_app.start(http_app.create_app(context), config.host, config.management_port)
+    try:
+        runner, port = await http_app.start(http_app.create_app(context), config.host, config.management_port)
+    except OSError as error:  # the port is taken: say which listener could not start
+        raise OSError(
+            error.errno, f"management API on {config.host}:{config.management_port}: {error.strerror}"
+        ) from None
     context.listeners = [
         _listener(node, protocol, host, bound)
         for host, bound, protocol in [*amqp_listeners, (config.host, port, "http")]
