@@ -392,3 +392,22 @@ def test_a_body_over_the_size_limit_is_refused(api: Api, management: SimpleNames
     answer = api.request("PUT", f"/api/queues/%2F/{name}", raw=b'{"x": "' + b"a" * (21 * 1024 * 1024) + b'"}')
     assert answer.status == (500 if management.external else 413)  # RabbitMQ: a bare 500
     assert api.get(f"/api/queues/%2F/{name}").status == 404
+
+
+def test_closing_a_connection_without_a_reason(api: Api, management: SimpleNamespace, name: str) -> None:
+    connection = connect(management, connection_name=name)
+    try:
+        mine = poll(
+            lambda: [c for c in api.ok("GET", "/api/connections") if c.get("user_provided_name") == name],
+            lambda found: len(found) == 1,
+            "the pika connection",
+        )[0]
+        assert api.request("HEAD", f"/api/connections/{q(mine['name'])}").status == 200
+        assert api.delete(f"/api/connections/{q(mine['name'])}").status == 204
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as raised:
+            connection.process_data_events(TIMEOUT)
+            connection.process_data_events(TIMEOUT)
+        assert raised.value.reply_text == "CONNECTION_FORCED - Closed via management plugin"
+    finally:
+        if connection.is_open:
+            connection.close()

@@ -36,9 +36,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def add(router: web.UrlDispatcher, method: str, path: str, handler: Handler) -> None:
-    """Route ``method path`` and ``path/``: RabbitMQ accepts a trailing slash (Celery Flower sends one)."""
-    router.add_route(method, path, handler)
-    router.add_route(method, path + "/", handler)
+    """Route ``method path`` and ``path/``: RabbitMQ accepts a trailing slash (Celery Flower sends one).
+    A GET answers HEAD too, as RabbitMQ's."""
+    for route in (path, path + "/"):
+        if method == "GET":
+            router.add_get(route, handler)  # with HEAD
+        else:
+            router.add_route(method, route, handler)
 
 
 def context(request: web.Request) -> Context:
