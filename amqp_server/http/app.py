@@ -15,7 +15,7 @@ from aiohttp import web
 from ..errors import AMQPError
 from . import access_api, entities, overview, sessions
 from .auth import MANAGEMENT_TAGS, Caller, basic_credentials
-from .context import CONTEXT, Context, Handler, context
+from .context import CALLER, CONTEXT, Context, Handler, context
 from .errors import ApiError, bad_request, no_credentials, not_authorised, not_found, unauthorized_login
 from .listing import ListingError
 
@@ -99,5 +99,5 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     tags = frozenset(user["tags"])
     if not tags & MANAGEMENT_TAGS:
         raise not_authorised("Not management user")
-    request["caller"] = Caller(username, tags)
+    request[CALLER] = Caller(username, tags)
     return await handler(request)

@@ -32,6 +32,7 @@ class Context:
 
 
 CONTEXT = web.AppKey("context", Context)
+CALLER = web.RequestKey("caller", Caller)  # set by the authentication middleware
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -50,9 +51,7 @@ def context(request: web.Request) -> Context:
 
 
 def caller(request: web.Request) -> Caller:
-    found = request.get("caller")
-    assert isinstance(found, Caller)  # set by the authentication middleware before any handler runs
-    return found
+    return request[CALLER]  # the authentication middleware runs before any handler
 
 
 def permitted_vhosts(request: web.Request) -> list[str]:
