@@ -411,3 +411,30 @@ def test_closing_a_connection_without_a_reason(api: Api, management: SimpleNames
     finally:
         if connection.is_open:
             connection.close()
+
+
+def test_the_per_vhost_and_per_user_views(api: Api, management: SimpleNamespace, name: str) -> None:
+    connection = connect(management, connection_name=name)
+    try:
+        channel = connection.channel()
+        mine = poll(
+            lambda: [c for c in api.ok("GET", "/api/vhosts/%2F/connections") if c.get("user_provided_name") == name],
+            lambda found: len(found) == 1,
+            "the connection in its vhost",
+        )[0]
+        assert mine["name"] in [c["name"] for c in api.ok("GET", "/api/connections/username/guest")]
+        channels = poll(
+            lambda: [
+                c for c in api.ok("GET", "/api/vhosts/%2F/channels") if c["connection_details"]["name"] == mine["name"]
+            ],
+            lambda found: len(found) == 1,
+            "the channel in its vhost",
+        )
+        assert api.ok("GET", f"/api/channels/{q(channels[0]['name'])}")["number"] == channel.channel_number
+        assert api.get(f"/api/channels/{q(mine['name'] + ' (99)')}").status == 404
+    finally:
+        connection.close()
+    assert {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"} in api.ok(
+        "GET", "/api/users/guest/permissions"
+    )
+    assert api.ok("GET", "/api/permissions/%2F/guest")["configure"] == ".*"
