@@ -198,3 +198,17 @@ def test_an_unknown_vhost_is_a_404(operations: BrokerOperations) -> None:
     with pytest.raises(AMQPError) as raised:
         operations.queues("nope")
     assert raised.value.reply_code == 404
+
+
+def test_publish_checks_like_basic_publish(broker: Broker, operations: BrokerOperations) -> None:
+    operations.declare_exchange("/", "inner", "fanout", internal=True)
+    with pytest.raises(AMQPError) as raised:
+        operations.publish("/", "inner", "", b"x", user="guest")
+    assert raised.value.reply_code == 403 and "cannot publish to internal exchange 'inner'" in raised.value.reply_text
+    broker.access.add_user("ro", "pw", ["management"])
+    broker.access.set_permission("ro", "/", Permission(configure=".*", write="", read=".*"))
+    with pytest.raises(AMQPError) as raised:
+        operations.publish("/", "", "q", b"x", user="ro")
+    assert raised.value.reply_code == 403 and "amq.default" in raised.value.reply_text
+    with pytest.raises(ValueError, match="unknown properties: bogus"):
+        operations.publish("/", "", "q", b"x", {"bogus": 1})

@@ -23,7 +23,7 @@ from urllib.parse import quote_plus
 from pamqp import commands
 from pamqp.header import ContentHeader
 
-from ..errors import not_found
+from ..errors import internal_exchange, not_found
 from . import declarations
 from .access import AccessControl
 from .broker import Broker
@@ -488,10 +488,12 @@ class BrokerOperations:
         """Publish as basic.publish would; True if the message reached a queue."""
         host = self._vhost(vhost)
         connection = _ManagementConnection(self._broker, host, user)
-        connection.check_access("write", "exchange", exchange_name)
+        connection.check_access("write", "exchange", exchange_name or "amq.default")  # as basic.publish checks
         exchange = host.exchanges.get(exchange_name)
         if exchange is None:
             raise not_found("exchange", exchange_name, vhost)
+        if exchange.internal:
+            raise internal_exchange(exchange_name, vhost)
         header = ContentHeader(0, len(body), properties_from_json(properties or {})).marshal()
         message = sender_selected(Message(exchange_name, routing_key, header, body))
         queues = host.route(exchange, message)
@@ -502,7 +504,7 @@ class BrokerOperations:
     # ------------------------------------------------------------ connections, channels, consumers
 
     def connections(self) -> list[dict[str, Any]]:
-        return [_connection_info(c) for c in list(self._broker.connections) if _is_open(c)]
+        return [_connection_info(c, self.node) for c in list(self._broker.connections) if _is_open(c)]
 
     def close_connection(self, name: str, reason: str) -> bool:
         """Close the connection called ``name`` (320 CONNECTION_FORCED with ``reason``); False if there is none."""
@@ -514,7 +516,7 @@ class BrokerOperations:
 
     def channels(self) -> list[dict[str, Any]]:
         return [
-            _channel_info(connection, channel)
+            _channel_info(connection, channel, self.node)
             for connection in list(self._broker.connections)
             if _is_open(connection)
             for channel in connection.channels.values()
@@ -525,7 +527,7 @@ class BrokerOperations:
         for v in self._vhosts(vhost):
             for queue in v.queues.values():
                 for consumer in queue.consumers:
-                    found.append(_consumer_info(queue, consumer))
+                    found.append(_consumer_info(queue, consumer, self.node))
         return found
 
     # ------------------------------------------------------------ internals
@@ -600,7 +602,7 @@ def _connection_ref(connection: Any) -> dict[str, Any]:
     return {"name": _connection_name(connection), "peer_host": host, "peer_port": int(port or 0)}
 
 
-def _connection_info(connection: Any) -> dict[str, Any]:
+def _connection_info(connection: Any, node: str) -> dict[str, Any]:
     host, _, port = connection.peer.rpartition(":")
     local_host, _, local_port = connection.local_address.rpartition(":")
     properties = _json_table(connection.client_properties)
@@ -613,7 +615,7 @@ def _connection_info(connection: Any) -> dict[str, Any]:
         "frame_max": connection.frame_max,
         "host": local_host,
         "name": _connection_name(connection),
-        "node": NODE,
+        "node": node,
         "peer_cert_issuer": None,
         "peer_cert_subject": None,
         "peer_cert_validity": None,
@@ -648,7 +650,7 @@ def _connection_info(connection: Any) -> dict[str, Any]:
     return info
 
 
-def _channel_info(connection: Any, channel: Any) -> dict[str, Any]:
+def _channel_info(connection: Any, channel: Any, node: str) -> dict[str, Any]:
     name = f"{_connection_name(connection)} ({channel.channel_id})"
     return {
         "acks_uncommitted": 0,
@@ -660,7 +662,7 @@ def _channel_info(connection: Any, channel: Any) -> dict[str, Any]:
         "messages_uncommitted": 0,
         "messages_unconfirmed": 0,
         "name": name,
-        "node": NODE,
+        "node": node,
         "number": channel.channel_id,
         "pending_raft_commands": 0,
         "prefetch_count": channel.prefetch_count,
@@ -675,7 +677,7 @@ def _channel_info(connection: Any, channel: Any) -> dict[str, Any]:
     }
 
 
-def _consumer_info(queue: Queue, consumer: Any) -> dict[str, Any]:
+def _consumer_info(queue: Queue, consumer: Any, node: str) -> dict[str, Any]:
     channel = consumer.channel
     connection = channel.connection
     return {
@@ -686,7 +688,7 @@ def _consumer_info(queue: Queue, consumer: Any) -> dict[str, Any]:
         "channel_details": {
             "connection_name": _connection_name(connection),
             "name": f"{_connection_name(connection)} ({channel.channel_id})",
-            "node": NODE,
+            "node": node,
             "number": channel.channel_id,
             "peer_host": connection.peer.rpartition(":")[0],
             "peer_port": int(connection.peer.rpartition(":")[2] or 0),
