@@ -4,6 +4,7 @@ and what each tag may see.  ``AMQP_HTTP_URL`` + ``AMQP_URL`` run the API-level t
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,3 +268,18 @@ def test_topic_permissions_are_stored_and_listed(api: Api, name: str, cleanup: l
     assert (answer.status, answer.json["reason"]) == (400, "[{key_missing,write},{key_missing,read}]")
     assert api.delete(f"/api/topic-permissions/%2F/{name}").status == 204
     assert api.get(f"/api/topic-permissions/%2F/{name}").status == 404
+
+
+def test_a_taken_management_port_stops_the_start_with_a_clear_error(
+    tmp_path: Path, management: SimpleNamespace
+) -> None:
+    if management.external:
+        pytest.skip("starts a broker process of ours")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = BrokerProcess(tmp_path / "data", "--management-port", str(port))
+        with pytest.raises(RuntimeError, match=f"management API on 127.0.0.1:{port}"):
+            broker.start()
+    assert broker.process is not None and broker.process.wait(TIMEOUT) == 1

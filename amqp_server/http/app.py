@@ -22,6 +22,7 @@ from .listing import ListingError
 log = logging.getLogger("amqp_server.http")
 
 MAX_BODY_SIZE = 20 * 1024 * 1024  # bytes of a request body (RabbitMQ's management.http.max_body_size: 20 MB)
+SHUTDOWN_TIMEOUT = 2.0  # seconds requests still running at shutdown get to finish (aiohttp's default: 60)
 __all__ = ["Context", "create_app", "start"]
 
 
@@ -37,12 +38,13 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     """Bind ``app`` on ``host:port`` (0: a free port); returns the runner (to ``cleanup()``) and the port."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    server = site._server  # aiohttp exposes the bound port only through the asyncio server
-    assert server is not None
-    sockets = getattr(server, "sockets", None) or ()
-    bound = sockets[0].getsockname()[1] if sockets else port
+    site = web.TCPSite(runner, host, port, reuse_address=True, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1]  # (host, port[, …]) of the listening socket: the real port of port 0
     return runner, int(bound)
 
 
