@@ -356,6 +356,10 @@ def test_pagination_filter_sort_and_columns(api: Api, amqp: BlockingChannel, nam
 def test_request_validation_answers_as_rabbitmq(api: Api, amqp: BlockingChannel, name: str) -> None:
     answer = api.put(f"/api/queues/%2F/{name}", {"durable": "yes"})
     assert (answer.status, answer.json) == (400, {"error": "bad_request", "reason": ["not_boolean", "yes"]})
+    # rabbitmqadmin sends its booleans as strings
+    assert api.put(f"/api/queues/%2F/{name}-str", {"durable": "false", "auto_delete": "true"}).status == 201
+    assert api.ok("GET", f"/api/queues/%2F/{name}-str")["auto_delete"] is True
+    api.delete(f"/api/queues/%2F/{name}-str")
     answer = api.put(f"/api/queues/{name}-no-vhost/{name}", {})
     assert (answer.status, answer.json) == (404, {"error": "not_found", "reason": "vhost_not_found"})
     amqp.queue_declare(name)

@@ -60,9 +60,12 @@ def _exchange_name(request: web.Request, key: str = "name") -> str:
 
 
 def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise bad_request(["not_boolean", value])
-    return value
+    """A boolean field: JSON's, or "true"/"false" as strings (rabbitmqadmin sends those; RabbitMQ takes them)."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise bad_request(["not_boolean", value])
 
 
 def _count(body: dict[str, Any], key: str) -> int | None:
