@@ -8,6 +8,7 @@ AMQP handlers do, with no locking.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,7 +29,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(ctx: Context) -> web.Application:
-    app = web.Application(middlewares=[_errors, _authenticate], client_max_size=MAX_BODY_SIZE)
+    app = web.Application(middlewares=[_trailing_slash, *INNER_MIDDLEWARES], client_max_size=MAX_BODY_SIZE)
     app[CONTEXT] = ctx
     for module in (overview, access_api, entities, sessions):
         module.add_routes(app.router)
@@ -46,6 +47,29 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     sockets = getattr(server, "sockets", None) or ()
     bound = sockets[0].getsockname()[1] if sockets else port
     return runner, int(bound)
+
+
+@web.middleware
+async def _trailing_slash(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``/api/queues/`` is ``/api/queues``, served in place as RabbitMQ's router serves it (no redirect: curl
+    does not follow one). Celery Flower asks for it so on the default vhost (``urljoin(".../api/", "queues//")``).
+
+    Only one trailing slash goes: ``/api/queues//`` names the vhost ``""``, a 404 on RabbitMQ too.
+    """
+    path, sep, query = request.raw_path.partition("?")
+    if request.match_info.http_exception is None or len(path) < 2 or not path.endswith("/"):
+        return await handler(request)
+    alternative = request.clone(rel_url=path[:-1] + sep + query)
+    match = await request.app.router.resolve(alternative)
+    if match.http_exception is not None:
+        return await handler(request)
+    match.add_app(request.app)  # as aiohttp's Application._handle and normalize_path_middleware do
+    match.freeze()
+    alternative._match_info = match
+    inner: Handler = match.handler
+    for middleware in reversed(INNER_MIDDLEWARES):
+        inner = functools.partial(middleware, handler=inner)
+    return await inner(alternative)
 
 
 @web.middleware
@@ -98,3 +122,6 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
         raise not_authorised("Not management user")
     request["caller"] = Caller(username, tags)
     return await handler(request)
+
+
+INNER_MIDDLEWARES = (_errors, _authenticate)  # after _trailing_slash, which runs them for the path it serves

@@ -60,6 +60,8 @@ def _exchange_name(request: web.Request, key: str = "name") -> str:
 
 
 def _flag(value: Any, key: str) -> bool:
+    if value in ("true", "false"):  # rabbitmqadmin sends every field as a string; RabbitMQ's parse_bool takes both
+        return bool(value == "true")
     if not isinstance(value, bool):
         raise bad_request(f"{key} must be true or false")
     return value
@@ -271,8 +273,8 @@ async def post_get(request: web.Request) -> web.Response:
     missing = [key for key in ("count", "ackmode", "encoding") if key not in body]
     if missing:
         raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
-    count, ackmode, encoding = body["count"], body["ackmode"], body["encoding"]
-    truncate = body.get("truncate")
+    count, ackmode, encoding = _int(body["count"]), body["ackmode"], body["encoding"]
+    truncate = _int(body.get("truncate"))
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise bad_request("count must be a non-negative integer")
     if ackmode not in ACK_MODES:
@@ -293,6 +295,13 @@ async def post_get(request: web.Request) -> web.Response:
         if not message["properties"]:
             message["properties"] = []  # RabbitMQ's JSON for an empty property list (an Erlang [])
     return reply(messages)
+
+
+def _int(value: Any) -> Any:
+    """A count given as a decimal string (rabbitmqadmin's ``"1"``) as the integer: RabbitMQ's parse_int takes both."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
 
 
 async def get_queue_bindings(request: web.Request) -> web.Response:
@@ -345,6 +354,8 @@ async def post_binding(request: web.Request) -> web.Response:
     vhost, source, destination, kind = _pair(request)
     body = await json_body(request)
     routing_key = body.get("routing_key", "")
+    if routing_key is None:  # pyrabbit2's create_binding without a key sends null; RabbitMQ binds (key "null")
+        routing_key = ""
     if not isinstance(routing_key, str):
         raise bad_request("routing_key must be a string")
     arguments = _arguments(body)
