@@ -4,6 +4,8 @@ of the broker's own): the fixes interop_tests/test_management_tools.py found, on
 - Celery Flower asks for ``/api/queues/`` on the default vhost: a trailing slash is the same resource.
 - rabbitmqadmin sends every field as a string: ``"durable": "false"``, ``"count": "2"``.
 - pyrabbit2's ``create_binding`` without a routing key sends ``"routing_key": null``.
+- interop_tests/test_management_shapes_vs_rabbitmq.py: a connection has ``ssl_*`` (null without TLS) and no
+  ``user_provided_name`` when the client gave none, as RabbitMQ lists it.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ from amqp_server.core.broker import Broker
 from amqp_server.core.operations import BrokerOperations
 from amqp_server.http.app import create_app
 from amqp_server.http.context import Context
-from tests.frames import FakeClock
+from tests.frames import FakeClock, open_peer
 
 GUEST = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
 
 
 @pytest.fixture
-def operations() -> BrokerOperations:
-    return BrokerOperations(Broker(clock=FakeClock()), "rabbit@test")
+def broker() -> Broker:
+    return Broker(clock=FakeClock())
+
+
+@pytest.fixture
+def operations(broker: Broker) -> BrokerOperations:
+    return BrokerOperations(broker, "rabbit@test")
 
 
 @pytest.fixture
@@ -96,3 +103,13 @@ async def test_a_null_routing_key_binds_with_the_empty_key(
     )
     assert answer.status == 201
     assert [(b["source"], b["routing_key"]) for b in operations.bindings("/") if b["source"]] == [("amq.direct", "")]
+
+
+async def test_an_unnamed_plain_connection_is_listed_as_rabbitmq_lists_it(
+    http: TestClient[Any, Any], broker: Broker
+) -> None:
+    open_peer(broker)
+    (connection,) = await (await http.get("/api/connections", headers=GUEST)).json()
+    assert "user_provided_name" not in connection
+    ssl_fields = ("ssl", "ssl_cipher", "ssl_hash", "ssl_key_exchange", "ssl_protocol")
+    assert [connection[key] for key in ssl_fields] == [False, None, None, None, None]

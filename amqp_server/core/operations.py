@@ -535,7 +535,7 @@ def _connection_info(connection: Any) -> dict[str, Any]:
     host, _, port = connection.peer.rpartition(":")
     local_host, _, local_port = connection.local_address.rpartition(":")
     properties = _json_table(connection.client_properties)
-    return {
+    info = {
         "auth_mechanism": connection.auth_mechanism,
         "channel_max": connection.channel_max,
         "channels": len(connection.channels),
@@ -564,7 +564,12 @@ def _connection_info(connection: Any) -> dict[str, Any]:
         "user_provided_name": properties.get("connection_name"),
         "user_who_performed_action": connection.username,
         "vhost": connection.vhost.name,
+        # the TLS session's details are the transport's, which the core does not see: null, as for plain TCP
+        **dict.fromkeys(("ssl_cipher", "ssl_hash", "ssl_key_exchange", "ssl_protocol")),
     }
+    if info["user_provided_name"] is None:  # RabbitMQ leaves it out when the client names no connection
+        del info["user_provided_name"]
+    return info
 
 
 def _channel_info(connection: Any, channel: Any) -> dict[str, Any]:
