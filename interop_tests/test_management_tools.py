@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -456,3 +457,79 @@ def test_flower_broker_view_shows_queue_lengths(flower: SimpleNamespace, amqp: p
     finally:
         channel.queue_delete(queue)
         channel.queue_delete(other)
+
+
+# ------------------------------------------------------------------ Nagios checks (Debian's nagios-plugins-rabbitmq)
+
+NAGIOS_PACKAGE = "nagios-plugins-rabbitmq"
+
+
+def nagios(target: Target, check: str, *args: str) -> tuple[int, str]:
+    """Run ``check_rabbitmq_CHECK`` against the target: (exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, line)."""
+    program = shutil.which(f"check_rabbitmq_{check}")
+    if program is None:
+        message = f"check_rabbitmq_{check} is not installed (apt-get install {NAGIOS_PACKAGE}; .ci/run does this)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    done = subprocess.run(
+        [program, "-H", target.http_host, "--port", str(target.http_port), "-u", target.user, "-p", target.password]
+        + list(args),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def perfdata(line: str) -> dict[str, str]:
+    """The ``| name=value;warn;crit`` part of a Nagios line: ``{name: value}``."""
+    return {item.split("=")[0]: item.split("=")[1].split(";")[0] for item in line.split("|", 1)[1].split()}
+
+
+def test_nagios_checks_of_the_node_pass(client: Client, target: Target) -> None:
+    assert nagios(target, "aliveness") == (0, "RABBITMQ_ALIVENESS OK - vhost: /")
+    node = client.get_overview()["node"]
+    if not node.startswith("rabbit@"):  # the checks ask for nodes/rabbit@NAME (a reference node is ref…@localhost)
+        pytest.skip(f"node {node} is not named rabbit@…: the node checks cannot name it")
+    status, line = nagios(target, "server", f"--node={node.removeprefix('rabbit@')}")
+    assert (status, line.split(" - ")[0]) == (0, "RABBITMQ_SERVER OK"), line
+    assert set(perfdata(line)) == {"Memory", "Process", "FD", "Sockets"}
+    assert nagios(target, "watermark", f"--node={node.removeprefix('rabbit@')}")[0] == 0
+    assert nagios(target, "partition", f"--node={node.removeprefix('rabbit@')}") == (
+        0,
+        "RABBITMQ_PARTITION OK - No Partitions",
+    )
+
+
+def test_nagios_checks_count_a_queue_and_a_connection(
+    target: Target, amqp: pika.BlockingConnection, unique: str
+) -> None:
+    channel = amqp.channel()
+    channel.confirm_delivery()
+    channel.queue_declare(unique, auto_delete=False)
+    try:
+        for body in (b"a", b"b", b"c"):
+            channel.basic_publish("", unique, body)
+        expected = {"messages": "3", "messages_ready": "3", "messages_unacknowledged": "0", "consumers": "0"}
+        status, line = eventually(
+            lambda: nagios(target, "queue", f"--queue={unique}"),
+            lambda answer: perfdata(answer[1]) == expected,
+            "check_rabbitmq_queue to count 3 messages",
+        )
+        assert status == 0 and line.startswith("RABBITMQ_QUEUE OK"), line
+        status, line = nagios(target, "queue", f"--queue={unique}", "-w", "2,-1,-1,-1", "-c", "10,-1,-1,-1")
+        assert (status, line.split(" - ")[0]) == (1, "RABBITMQ_QUEUE WARNING"), line
+        assert nagios(target, "queue", f"--queue={unique}-missing")[0] == 2  # CRITICAL - Not Found
+        status, line = eventually(
+            lambda: nagios(target, "connections"),
+            lambda answer: int(perfdata(answer[1])["connections"]) >= 1,
+            "check_rabbitmq_connections to count ours",
+        )
+        assert status == 0, line
+        status, line = nagios(target, "objects")  # it counts a listing's last index ($#list): len - 1
+        assert status == 0 and set(perfdata(line)) == {"vhost", "exchange", "binding", "queue", "channel"}, line
+        status, line = nagios(target, "overview")
+        assert status == 0 and int(perfdata(line)["messages"]) >= 3, line
+    finally:
+        channel.queue_delete(unique)

@@ -6,6 +6,7 @@ of the broker's own): the fixes interop_tests/test_management_tools.py found, on
 - pyrabbit2's ``create_binding`` without a routing key sends ``"routing_key": null``.
 - interop_tests/test_management_shapes_vs_rabbitmq.py: a connection has ``ssl_*`` (null without TLS) and no
   ``user_provided_name`` when the client gave none, as RabbitMQ lists it.
+- nagios' check_rabbitmq_server: ``proc_used``/``proc_total`` was 1/1, a CRITICAL.
 """
 
 from __future__ import annotations
@@ -113,3 +114,9 @@ async def test_an_unnamed_plain_connection_is_listed_as_rabbitmq_lists_it(
     assert "user_provided_name" not in connection
     ssl_fields = ("ssl", "ssl_cipher", "ssl_hash", "ssl_key_exchange", "ssl_protocol")
     assert [connection[key] for key in ssl_fields] == [False, None, None, None, None]
+
+
+async def test_the_node_is_far_from_its_process_limit(http: TestClient[Any, Any]) -> None:
+    """nagios' check_rabbitmq_server divides proc_used by proc_total: 1 of 1 was CRITICAL."""
+    (node,) = await (await http.get("/api/nodes", headers=GUEST)).json()
+    assert 1 <= node["proc_used"] < node["proc_total"] == 1048576
