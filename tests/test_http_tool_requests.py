@@ -63,6 +63,8 @@ async def test_a_trailing_slash_names_the_same_resource(
 async def test_only_one_trailing_slash_goes_and_auth_still_applies(http: TestClient[Any, Any]) -> None:
     assert (await http.get("/api/queues//", headers=GUEST)).status == 404  # the vhost "" (RabbitMQ: 404 too)
     assert (await http.get("/api/no-such-endpoint/", headers=GUEST)).status == 404
+    wrong_method = await http.post("/api/overview/", headers=GUEST)
+    assert wrong_method.status == 405 and "GET" in wrong_method.headers["Allow"]
     refused = await http.get("/api/queues/")
     assert refused.status == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
 

@@ -61,7 +61,7 @@ async def _trailing_slash(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     alternative = request.clone(rel_url=path[:-1] + sep + query)
     match = await request.app.router.resolve(alternative)
-    if match.http_exception is not None:
+    if isinstance(match.http_exception, web.HTTPNotFound):  # a 405 there is the answer for this path too
         return await handler(request)
     match.add_app(request.app)  # as aiohttp's Application._handle and normalize_path_middleware do
     match.freeze()
