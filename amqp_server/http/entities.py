@@ -361,6 +361,8 @@ async def post_binding(request: web.Request) -> web.Response:
     vhost, source, destination, kind = _pair(request)
     body = await json_body(request)
     routing_key = body.get("routing_key", "")
+    if routing_key is None:  # pyrabbit2's create_binding without a key sends null; RabbitMQ binds (key "null")
+        routing_key = ""
     if not isinstance(routing_key, str):
         raise bad_request("routing_key must be a string")
     arguments = _arguments(body)
