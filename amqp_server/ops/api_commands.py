@@ -18,7 +18,8 @@
 Where the API is: ``--url`` (``http://127.0.0.1:15672``), else ``--host``/``--management-port``,
 else the broker running on the data dir (``ops.running``: it publishes its port, even a
 ``--management-port 0`` one), else the broker configuration's host and management port
-(``--config``, ``AMQP_SERVER_*``).  As whom: ``--username``/``--password`` (guest/guest).
+(``--config``, ``AMQP_SERVER_*``).  As whom: ``--username``/``--password``, else the URL's
+``user:password@``, else guest/guest.
 Which vhost: ``--vhost`` (``/``); ``list`` without it lists every vhost, as rabbitmqadmin does.
 The environment variables are rabbitmqadmin v2's (``RABBITMQADMIN_BASE_URI``,
 ``RABBITMQADMIN_TARGET_HOST``, ``RABBITMQADMIN_TARGET_PORT``, ``RABBITMQADMIN_USERNAME``,
@@ -44,7 +45,6 @@ from .http_client import ApiRequestError, ManagementClient, segment
 from .table_format import FORMATS, render, split_columns
 
 API_COMMANDS = ("list", "declare", "delete", "purge", "bind", "unbind", "publish", "get", "close", "policies")
-DEFAULT_USER = "guest"
 ENV = {  # rabbitmqadmin v2's names
     "url": "RABBITMQADMIN_BASE_URI",
     "host": "RABBITMQADMIN_TARGET_HOST",
@@ -115,9 +115,10 @@ def connection_options(parser: argparse.ArgumentParser, with_location: bool = Tr
     parser.add_argument("--password", dest="api_password", help=f"its password (default guest) [{ENV['password']}]")
 
 
-def credentials(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
-    username = args.api_username or environ.get(ENV["username"]) or DEFAULT_USER
-    password = args.api_password if args.api_password is not None else environ.get(ENV["password"], DEFAULT_USER)
+def credentials(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """``--username``/``--password`` or their environment variables; ``None`` where neither is given."""
+    username = args.api_username or environ.get(ENV["username"])
+    password = args.api_password if args.api_password is not None else environ.get(ENV["password"])
     return username, password
 
 

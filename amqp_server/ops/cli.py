@@ -322,8 +322,7 @@ def _vhosts_add(args: argparse.Namespace, config: Config) -> str:
         client.request("PUT", path)
         # the API grants its caller every permission on a vhost it creates; rabbitmqctl add_vhost (and this
         # command on a stopped broker) grants nobody anything
-        username = credentials(args, os.environ)[0]
-        _deleted(client, f"/permissions/{segment(args.name)}/{segment(username)}")
+        _deleted(client, f"/permissions/{segment(args.name)}/{segment(client.username)}")
 
     _change_access(args, config, offline, online)
     return f"added vhost '{args.name}'"

@@ -11,8 +11,9 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
+DEFAULT_USER = "guest"
 TIMEOUT = 60.0  # seconds for one request (a listing of many queues on a busy broker takes a while)
 # no proxy from http_proxy & co.: the API is usually on this machine, and rabbitmqadmin ignores them too
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -57,15 +58,26 @@ def error_message(method: str, path: str, status: int, body: bytes) -> str:
 
 
 class ManagementClient:
-    """Requests to one management API as one user; answers are the decoded JSON (``None`` when empty)."""
+    """Requests to one management API as one user; answers are the decoded JSON (``None`` when empty).
 
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = TIMEOUT) -> None:
+    The user is ``username``/``password``, else the URL's ``user:password@``, else guest/guest.
+    """
+
+    def __init__(
+        self, base_url: str, username: str | None = None, password: str | None = None, timeout: float = TIMEOUT
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ApiRequestError(f"not an http(s) URL of the management API: {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+        if username is None:
+            username = unquote(parts.username) if parts.username else DEFAULT_USER
+        if password is None:
+            password = unquote(parts.password) if parts.password is not None else DEFAULT_USER
+        netloc = parts.netloc.rpartition("@")[2]
+        self.base_url = f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
         if self.base_url.endswith("/api"):
             self.base_url = self.base_url[: -len("/api")]
+        self.username = username
         credentials = f"{username}:{password}".encode()
         self._authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
         self.timeout = timeout
