@@ -101,7 +101,12 @@ def test_table_without_columns_is_a_programming_error() -> None:
             "inequivalent arg 'durable' for queue 'q' in vhost '/': received 'false' but current is 'true'",
         ),
         (400, b'{"error":"bad_request","reason":["not_boolean","yes"]}', '["not_boolean","yes"]'),
-        (400, b'{"error":"bad_request","reason":"Validation failed\\n\\nbad\\n"}', "Validation failed bad"),
+        (
+            400,
+            b'{"error":"bad_request","reason":"Validation failed\\n\\n'
+            b'&lt;&lt;\\"x\\"&gt;&gt; is not a valid message TTL\\n"}',
+            'Validation failed <<"x">> is not a valid message TTL',
+        ),
         (
             401,
             b'{"error":"not_authorized","reason":"Login failed"}',

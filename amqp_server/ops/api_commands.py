@@ -2,7 +2,7 @@
 ``rabbitmqadmin`` and ``rabbitmqctl`` for::
 
     amqp-server list queues|exchanges|bindings|connections|channels|consumers|users|vhosts|permissions|policies
-                [--columns name,messages] [--format table|tsv|json] [--sort COLUMN] [--sort-reverse]
+                |operator_policies [--columns name,messages] [--format table|tsv|json] [--sort COLUMN] [--sort-reverse]
     amqp-server declare queue NAME [--no-durable] [--auto-delete] [--type quorum] [--arguments JSON]
     amqp-server declare exchange NAME TYPE [--no-durable] [--auto-delete] [--internal] [--arguments JSON]
     amqp-server delete queue NAME [--if-empty] [--if-unused] | delete exchange NAME [--if-unused]
@@ -12,8 +12,11 @@
     amqp-server publish --routing-key KEY [--exchange NAME] [--payload TEXT (else stdin)] [--properties JSON]
     amqp-server get QUEUE [--count N] [--ackmode ack_requeue_true|ack_requeue_false|reject_requeue_…]
     amqp-server close connection NAME [--reason TEXT]
-    amqp-server policies set NAME PATTERN DEFINITION [--priority N] [--apply-to all|queues|exchanges|…]
-    amqp-server policies clear NAME | policies list
+    amqp-server declare policy|operator_policy NAME PATTERN DEFINITION [--priority N] [--apply-to all|queues|…]
+    amqp-server delete policy|operator_policy NAME
+
+The verbs and object names are rabbitmqadmin's (``declare policy``, ``delete policy``), which also
+leaves the name ``amqp-server policies …`` to the admin commands that work on a data dir.
 
 Where the API is: ``--url`` (``http://127.0.0.1:15672``), else ``--host``/``--management-port``,
 else the broker running on the data dir (``ops.running``: it publishes its port, even a
@@ -44,7 +47,7 @@ from .errors import ConfigError
 from .http_client import ApiRequestError, ManagementClient, segment
 from .table_format import FORMATS, render, split_columns
 
-API_COMMANDS = ("list", "declare", "delete", "purge", "bind", "unbind", "publish", "get", "close", "policies")
+API_COMMANDS = ("list", "declare", "delete", "purge", "bind", "unbind", "publish", "get", "close")
 ENV = {  # rabbitmqadmin v2's names
     "url": "RABBITMQADMIN_BASE_URI",
     "host": "RABBITMQADMIN_TARGET_HOST",
@@ -71,6 +74,8 @@ class Listing:
     per_vhost: str | None = None  # the path of one vhost's items, {vhost} filled in
 
 
+POLICY_COLUMNS = ("name", "pattern", "apply-to", "definition", "priority")
+POLICY_PATHS = {"policy": "/policies", "operator_policy": "/operator-policies"}
 LISTINGS = {  # default columns as rabbitmqadmin's, plus the vhost when every vhost is listed
     "queues": Listing("/queues", ("name", "messages"), "/queues/{vhost}"),
     "exchanges": Listing("/exchanges", ("name", "type"), "/exchanges/{vhost}"),
@@ -201,6 +206,15 @@ def api_parser() -> argparse.ArgumentParser:
         sub.add_argument("--auto-delete", action="store_true")
         sub.add_argument("--arguments", default="{}", help="a JSON object, e.g. '{\"x-max-length\": 10}'")
 
+    for kind, path in POLICY_PATHS.items():
+        policy = command(declare, kind, _set_policy, f"set (create or replace) the {_policy_words(kind)} NAME")
+        policy.add_argument("name")
+        policy.add_argument("pattern", help="regular expression matched against queue or exchange names")
+        policy.add_argument("definition", help="a JSON object, e.g. '{\"message-ttl\": 60000}'")
+        policy.add_argument("--priority", type=int, default=0)
+        policy.add_argument("--apply-to", choices=APPLY_TO, default="all")
+        policy.set_defaults(path=path)
+
     delete = groups.add_parser("delete", help="delete a queue or an exchange").add_subparsers(
         dest="kind", required=True
     )
@@ -211,6 +225,10 @@ def api_parser() -> argparse.ArgumentParser:
     exchange = command(delete, "exchange", _delete_exchange, "delete an exchange")
     exchange.add_argument("name")
     exchange.add_argument("--if-unused", action="store_true", help="only if nothing is bound to it")
+    for kind, path in POLICY_PATHS.items():
+        policy = command(delete, kind, _clear_policy, f"delete the {_policy_words(kind)} NAME")
+        policy.add_argument("name")
+        policy.set_defaults(path=path)
 
     purge = groups.add_parser("purge", help="purge a queue").add_subparsers(dest="kind", required=True)
     command(purge, "queue", _purge_queue, "remove every ready message of a queue").add_argument("name")
@@ -242,20 +260,14 @@ def api_parser() -> argparse.ArgumentParser:
     connection.add_argument("name", help="as list connections shows it, e.g. '127.0.0.1:50000 -> 127.0.0.1:5672'")
     connection.add_argument("--reason", help="the text the client receives (default: Closed via management plugin)")
 
-    policies = groups.add_parser("policies", help="policies").add_subparsers(dest="action", required=True)
-    policy = command(policies, "set", _set_policy, "set (create or replace) a policy")
-    policy.add_argument("name")
-    policy.add_argument("pattern", help="regular expression matched against queue or exchange names")
-    policy.add_argument("definition", help="a JSON object, e.g. '{\"message-ttl\": 60000}'")
-    policy.add_argument("--priority", type=int, default=0)
-    policy.add_argument("--apply-to", choices=APPLY_TO, default="all")
-    command(policies, "clear", _clear_policy, "delete a policy").add_argument("name")
-    sub = command(policies, "list", _list, "list policies", output)
-    sub.set_defaults(kind="policies", sort=None, sort_reverse=False)
     return parser
 
 
 Handler = Callable[[ManagementClient, argparse.Namespace, str | None], str | None]
+
+
+def _policy_words(kind: str) -> str:
+    return kind.replace("_", " ")  # policy, operator policy
 
 
 def api_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
@@ -421,10 +433,10 @@ def _set_policy(client: ManagementClient, args: argparse.Namespace, vhost: str |
         "priority": args.priority,
         "apply-to": args.apply_to,
     }
-    client.request("PUT", f"/policies/{_vhost(vhost)}/{segment(args.name)}", body)
-    return f"set policy '{args.name}'"
+    client.request("PUT", f"{args.path}/{_vhost(vhost)}/{segment(args.name)}", body)
+    return f"set {_policy_words(args.kind)} '{args.name}'"
 
 
 def _clear_policy(client: ManagementClient, args: argparse.Namespace, vhost: str | None) -> str:
-    client.request("DELETE", f"/policies/{_vhost(vhost)}/{segment(args.name)}")
-    return f"cleared policy '{args.name}'"
+    client.request("DELETE", f"{args.path}/{_vhost(vhost)}/{segment(args.name)}")
+    return f"deleted {_policy_words(args.kind)} '{args.name}'"

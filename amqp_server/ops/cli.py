@@ -75,7 +75,7 @@ def broker_parser() -> argparse.ArgumentParser:
         epilog="Each flag can also be set by the environment variable in brackets or by its key in the "
         "--config file; flags win over the environment, which wins over the file. Admin commands: "
         "amqp-server {users,vhosts,permissions,definitions} --help; on a running broker, through its "
-        "management API: amqp-server {list,declare,delete,purge,bind,unbind,publish,get,close,policies} --help.",
+        "management API: amqp-server {list,declare,delete,purge,bind,unbind,publish,get,close} --help.",
     )
     parser.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
     for key, option in OPTIONS.items():

@@ -7,6 +7,7 @@ Every failure is an ``ApiRequestError`` with one line to print — RabbitMQ's er
 from __future__ import annotations
 
 import base64
+import html
 import json
 import urllib.error
 import urllib.request
@@ -45,8 +46,8 @@ def error_message(method: str, path: str, status: int, body: bytes) -> str:
         error, reason = data.get("error"), data.get("reason")
     if reason is not None and not isinstance(reason, str):
         reason = json.dumps(reason, separators=(",", ":"))  # e.g. ["not_boolean","yes"]
-    if isinstance(reason, str):
-        reason = " ".join(reason.split())  # policy validation reasons span lines
+    if isinstance(reason, str):  # policy validation reasons span lines and are HTML-escaped (for the web UI)
+        reason = html.unescape(" ".join(reason.split()))
     if status == 404:
         return f"not found: {method} {path}"
     if status == 401:
