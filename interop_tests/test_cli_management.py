@@ -313,6 +313,7 @@ def test_admin_commands_need_the_api_of_a_running_broker(tmp_path: Path) -> None
         message = failed("users", "add", "cli-erin", "pw", "--data-dir", str(tmp_path))
         assert "runs with its management API turned off" in message
         assert (tmp_path / "access.json").read_bytes() == before
+        assert "has its management API turned off" in failed("list", "queues", "--data-dir", str(tmp_path))
     finally:
         process.stop()
 
@@ -320,6 +321,9 @@ def test_admin_commands_need_the_api_of_a_running_broker(tmp_path: Path) -> None
 def test_with_the_broker_stopped_the_files_are_edited(tmp_path: Path) -> None:
     process = BrokerProcess(tmp_path).start()
     process.stop()
+    assert failed("list", "queues", "--data-dir", str(tmp_path)) == (
+        f"amqp-server: no broker is running on data dir {tmp_path}\n"
+    )
     ok("users", "add", "cli-frank", "frank-pw", "--data-dir", str(tmp_path))
     ok("permissions", "set", "cli-frank", "/", ".*", ".*", ".*", "--data-dir", str(tmp_path))
     assert "cli-frank" in json.loads((tmp_path / "access.json").read_text())["users"][1]["name"]

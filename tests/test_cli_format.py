@@ -3,13 +3,15 @@ learns that a broker runs on a data dir (``ops.running``): no broker, no sockets
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
 from amqp_server.ops import running
-from amqp_server.ops.http_client import error_message
+from amqp_server.ops.api_commands import CommandFailed, api_parser, api_url
+from amqp_server.ops.http_client import ApiRequestError, ManagementClient, error_message
 from amqp_server.ops.table_format import cell, pick, render, select, split_columns
 
 QUEUES = [
@@ -174,3 +176,48 @@ def test_waiting_for_a_starting_broker_ends_when_it_publishes_or_stops(tmp_path:
     finally:
         claim.release()
     assert running.wait_published(tmp_path, timeout=0.0) is None
+
+
+# ------------------------------------------------------------------ where the API is, and as whom
+
+
+def url_for(argv: list[str], environ: dict[str, str]) -> str:
+    return api_url(api_parser().parse_args(["list", "queues", *argv]), environ)
+
+
+def test_the_url_comes_from_the_flag_then_rabbitmqadmins_variable(tmp_path: Path) -> None:
+    environ = {"AMQP_SERVER_DATA_DIR": str(tmp_path), "RABBITMQADMIN_BASE_URI": "http://env:1"}
+    assert url_for(["--url", "http://flag:2"], environ) == "http://flag:2"
+    assert url_for([], environ) == "http://env:1"
+
+
+def test_host_and_port_fill_in_from_the_broker_configuration(tmp_path: Path) -> None:
+    environ = {"AMQP_SERVER_DATA_DIR": str(tmp_path), "AMQP_SERVER_HOST": "0.0.0.0"}
+    assert url_for(["--management-port", "15999"], environ) == "http://127.0.0.1:15999"
+    assert url_for(["--host", "10.1.2.3"], environ) == "http://10.1.2.3:15672"
+    assert url_for([], {**environ, "AMQP_SERVER_MANAGEMENT_PORT": "15888"}) == "http://127.0.0.1:15888"
+    assert url_for([], {**environ, "RABBITMQADMIN_TARGET_PORT": "15777"}) == "http://127.0.0.1:15777"
+
+
+def test_the_broker_running_on_the_data_dir_says_where_its_api_is(tmp_path: Path) -> None:
+    claim = running.RunningClaim(tmp_path)
+    try:
+        claim.publish("http://127.0.0.1:41234")
+        assert url_for(["--data-dir", str(tmp_path)], {}) == "http://127.0.0.1:41234"
+        claim.publish(None)
+        with pytest.raises(CommandFailed, match="management API turned off"):
+            url_for(["--data-dir", str(tmp_path)], {})
+    finally:
+        claim.release()
+    with pytest.raises(CommandFailed, match="no broker is running on data dir"):
+        url_for(["--data-dir", str(tmp_path)], {})
+
+
+def test_credentials_come_from_the_flags_else_the_url_else_guest() -> None:
+    assert ManagementClient("http://127.0.0.1:1").username == "guest"
+    from_url = ManagementClient("http://ann:s%40cret@127.0.0.1:1/api/")
+    assert (from_url.username, from_url.base_url) == ("ann", "http://127.0.0.1:1")
+    assert base64.b64decode(from_url._authorization.split()[1]) == b"ann:s@cret"
+    assert ManagementClient("http://ann:x@127.0.0.1:1", "bob", "pw").username == "bob"
+    with pytest.raises(ApiRequestError, match="not an http"):
+        ManagementClient("amqp://127.0.0.1:5672")

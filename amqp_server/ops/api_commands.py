@@ -88,7 +88,8 @@ LISTINGS = {  # default columns as rabbitmqadmin's, plus the vhost when every vh
     "users": Listing("/users", ("name", "tags")),
     "vhosts": Listing("/vhosts", ("name", "messages")),
     "permissions": Listing("/permissions", ("user", "vhost", "configure", "write", "read")),
-    "policies": Listing("/policies", ("name", "pattern", "apply-to", "definition", "priority"), "/policies/{vhost}"),
+    "policies": Listing("/policies", POLICY_COLUMNS, "/policies/{vhost}"),
+    "operator_policies": Listing("/operator-policies", POLICY_COLUMNS, "/operator-policies/{vhost}"),
 }
 GET_COLUMNS = (
     "routing_key",
@@ -115,9 +116,14 @@ def connection_options(parser: argparse.ArgumentParser, with_location: bool = Tr
         parser.add_argument("--config", metavar="FILE", help=f"the broker's TOML configuration file [{CONFIG_ENV}]")
     # dest names apart from the commands' own arguments (``users add NAME PASSWORD``)
     parser.add_argument(
-        "--username", dest="api_username", help=f"management API user (default guest) [{ENV['username']}]"
+        "--username",
+        dest="api_username",
+        metavar="USER",
+        help=f"management API user (default guest) [{ENV['username']}]",
     )
-    parser.add_argument("--password", dest="api_password", help=f"its password (default guest) [{ENV['password']}]")
+    parser.add_argument(
+        "--password", dest="api_password", metavar="PASSWORD", help=f"its password (default guest) [{ENV['password']}]"
+    )
 
 
 def credentials(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -140,6 +146,13 @@ def api_url(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
         found = running.wait_published(config.data_dir)
         if found is not None and found.management_url:
             return found.management_url
+        if found is not None:
+            raise CommandFailed(
+                f"the broker running on data dir {config.data_dir} (pid {found.pid or 'unknown'}) has its "
+                "management API turned off (--management-port -1)"
+            )
+        if args.data_dir:  # that broker was meant, not whatever listens on the configured port
+            raise CommandFailed(f"no broker is running on data dir {config.data_dir}")
     if port is None:
         port = config.management_port if config.management_port > 0 else 15672
     return f"http://{running.connect_host(host or config.host)}:{port}"
