@@ -65,6 +65,10 @@ class UsageError(Exception):
     """A bad argument found after parsing (e.g. JSON that does not parse): exit code 2."""
 
 
+class CommandFailed(Exception):
+    """The API answered, but the command could not be done (e.g. no such binding to unbind): exit code 1."""
+
+
 @dataclass(frozen=True)
 class Listing:
     """One ``list`` kind: its API path, whether it lives in a vhost (``/path/{vhost}``), the default columns."""
@@ -140,6 +144,8 @@ def api_url(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
         return str(url)
     host = args.host or environ.get(ENV["host"])
     port: Any = args.management_port or environ.get(ENV["management_port"])
+    if port is not None and not str(port).isdigit():
+        raise UsageError(f"{ENV['management_port']} must be a port number, got {port!r}")
     flags = {"data_dir": args.data_dir} if args.data_dir else {}
     config = load_config(flags, args.config, environ)  # ConfigError: exit 2
     if host is None and port is None:
@@ -182,35 +188,61 @@ def json_object(text: str, what: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ the parser
 
 
+Handler = Callable[[ManagementClient, argparse.Namespace, str | None], str | None]
+
+
+def _policy_words(kind: str) -> str:
+    return kind.replace("_", " ")  # policy, operator policy
+
+
+class _Commands:
+    """Adds subcommands that share the connection options (and, for listings, the output options)."""
+
+    def __init__(self) -> None:
+        self.common = argparse.ArgumentParser(add_help=False)
+        connection_options(self.common)
+        self.output = argparse.ArgumentParser(add_help=False)
+        self.output.add_argument(
+            "--columns", help="comma-separated columns, RabbitMQ's names (dotted: message_stats.publish)"
+        )
+        self.output.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+
+    def add(self, group: Any, name: str, handler: Handler, help_text: str, listing: bool = False) -> Any:
+        parents = [self.common, self.output] if listing else [self.common]
+        sub = group.add_parser(name, parents=parents, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+
 def api_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    connection_options(common)
-    output = argparse.ArgumentParser(add_help=False)
-    output.add_argument("--columns", help="comma-separated columns, RabbitMQ's names (dotted: message_stats.publish)")
-    output.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     parser = argparse.ArgumentParser(
         prog="amqp-server", description="Work on a running broker through its management HTTP API."
     )
     groups = parser.add_subparsers(dest="group", required=True)
+    commands = _Commands()
+    for add in (_list_commands, _declare_commands, _delete_commands, _binding_commands, _message_commands):
+        add(commands, groups)
+    return parser
 
-    def command(group: Any, name: str, handler: Handler, help_text: str, *parents: argparse.ArgumentParser) -> Any:
-        sub = group.add_parser(name, parents=[common, *parents], help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        return sub
 
-    lists = groups.add_parser("list", help="list objects").add_subparsers(dest="kind", required=True)
+def _kinds(groups: Any, verb: str, help_text: str) -> Any:
+    return groups.add_parser(verb, help=help_text).add_subparsers(dest="kind", required=True)
+
+
+def _list_commands(commands: _Commands, groups: Any) -> None:
+    lists = _kinds(groups, "list", "list objects")
     for kind in LISTINGS:
-        sub = command(lists, kind, _list, f"list {kind}", output)
+        sub = commands.add(lists, kind, _list, f"list {kind}", listing=True)
         sub.add_argument("--sort", help="sort by this column (the API's sort)")
         sub.add_argument("--sort-reverse", action="store_true", help="in reverse order")
 
-    declare = groups.add_parser("declare", help="declare a queue or an exchange").add_subparsers(
-        dest="kind", required=True
-    )
-    queue = command(declare, "queue", _declare_queue, "declare a queue (durable unless --no-durable)")
+
+def _declare_commands(commands: _Commands, groups: Any) -> None:
+    declare = _kinds(groups, "declare", "declare a queue, an exchange or a policy")
+    queue = commands.add(declare, "queue", _declare_queue, "declare a queue (durable unless --no-durable)")
     queue.add_argument("name")
     queue.add_argument("--type", choices=("classic", "quorum"), help="x-queue-type")
-    exchange = command(declare, "exchange", _declare_exchange, "declare an exchange (durable unless --no-durable)")
+    exchange = commands.add(declare, "exchange", _declare_exchange, "declare an exchange (durable unless --no-durable)")
     exchange.add_argument("name")
     exchange.add_argument("type", help="direct, fanout, topic, headers, …")
     exchange.add_argument("--internal", action="store_true")
@@ -218,9 +250,8 @@ def api_parser() -> argparse.ArgumentParser:
         sub.add_argument("--durable", action=argparse.BooleanOptionalAction, default=True)
         sub.add_argument("--auto-delete", action="store_true")
         sub.add_argument("--arguments", default="{}", help="a JSON object, e.g. '{\"x-max-length\": 10}'")
-
     for kind, path in POLICY_PATHS.items():
-        policy = command(declare, kind, _set_policy, f"set (create or replace) the {_policy_words(kind)} NAME")
+        policy = commands.add(declare, kind, _set_policy, f"set (create or replace) the {_policy_words(kind)} NAME")
         policy.add_argument("name")
         policy.add_argument("pattern", help="regular expression matched against queue or exchange names")
         policy.add_argument("definition", help="a JSON object, e.g. '{\"message-ttl\": 60000}'")
@@ -228,59 +259,53 @@ def api_parser() -> argparse.ArgumentParser:
         policy.add_argument("--apply-to", choices=APPLY_TO, default="all")
         policy.set_defaults(path=path)
 
-    delete = groups.add_parser("delete", help="delete a queue or an exchange").add_subparsers(
-        dest="kind", required=True
-    )
-    queue = command(delete, "queue", _delete_queue, "delete a queue")
+
+def _delete_commands(commands: _Commands, groups: Any) -> None:
+    delete = _kinds(groups, "delete", "delete a queue, an exchange or a policy")
+    queue = commands.add(delete, "queue", _delete_queue, "delete a queue")
     queue.add_argument("name")
     queue.add_argument("--if-empty", action="store_true", help="only if it holds no messages")
     queue.add_argument("--if-unused", action="store_true", help="only if it has no consumers")
-    exchange = command(delete, "exchange", _delete_exchange, "delete an exchange")
+    exchange = commands.add(delete, "exchange", _delete_exchange, "delete an exchange")
     exchange.add_argument("name")
     exchange.add_argument("--if-unused", action="store_true", help="only if nothing is bound to it")
     for kind, path in POLICY_PATHS.items():
-        policy = command(delete, kind, _clear_policy, f"delete the {_policy_words(kind)} NAME")
+        policy = commands.add(delete, kind, _clear_policy, f"delete the {_policy_words(kind)} NAME")
         policy.add_argument("name")
         policy.set_defaults(path=path)
+    purge = _kinds(groups, "purge", "purge a queue")
+    commands.add(purge, "queue", _purge_queue, "remove every ready message of a queue").add_argument("name")
 
-    purge = groups.add_parser("purge", help="purge a queue").add_subparsers(dest="kind", required=True)
-    command(purge, "queue", _purge_queue, "remove every ready message of a queue").add_argument("name")
 
+def _binding_commands(commands: _Commands, groups: Any) -> None:
     for verb, handler in (("bind", _bind), ("unbind", _unbind)):
-        sub = command(groups, verb, handler, f"{verb} a queue or an exchange (destination) to an exchange (source)")
+        help_text = f"{verb} a queue or an exchange (destination) to an exchange (source)"
+        sub = commands.add(groups, verb, handler, help_text)
         sub.add_argument("source", help=f"the exchange ({DEFAULT_EXCHANGE} or '' is the default exchange)")
         sub.add_argument("destination")
         sub.add_argument("--destination-type", choices=("queue", "exchange"), default="queue")
         sub.add_argument("--routing-key", default="")
         sub.add_argument("--arguments", default="{}", help="a JSON object (binding arguments)")
 
-    publish = command(groups, "publish", _publish, "publish one message")
+
+def _message_commands(commands: _Commands, groups: Any) -> None:
+    publish = commands.add(groups, "publish", _publish, "publish one message")
     publish.add_argument("--exchange", default=DEFAULT_EXCHANGE, help=f"(default {DEFAULT_EXCHANGE})")
     publish.add_argument("--routing-key", required=True)
     publish.add_argument("--payload", help="the body (default: read from standard input)")
     publish.add_argument("--payload-encoding", choices=("string", "base64"), default="string")
     publish.add_argument("--properties", default="{}", help="a JSON object, e.g. '{\"delivery_mode\": 2}'")
-
-    get = command(groups, "get", _get, "get messages from a queue (requeued unless --ackmode says otherwise)", output)
+    help_text = "get messages from a queue (requeued unless --ackmode says otherwise)"
+    get = commands.add(groups, "get", _get, help_text, listing=True)
     get.add_argument("queue")
     get.add_argument("--count", type=int, default=1)
     get.add_argument("--ackmode", choices=ACKMODES, default="ack_requeue_true")
     get.add_argument("--encoding", choices=("auto", "base64"), default="auto")
     get.add_argument("--truncate", type=int, help="cut payloads to this many bytes")
-
-    close = groups.add_parser("close", help="close a connection").add_subparsers(dest="kind", required=True)
-    connection = command(close, "connection", _close_connection, "close a client connection (320 CONNECTION_FORCED)")
+    close = _kinds(groups, "close", "close a connection")
+    connection = commands.add(close, "connection", _close_connection, "close a client connection (320)")
     connection.add_argument("name", help="as list connections shows it, e.g. '127.0.0.1:50000 -> 127.0.0.1:5672'")
     connection.add_argument("--reason", help="the text the client receives (default: Closed via management plugin)")
-
-    return parser
-
-
-Handler = Callable[[ManagementClient, argparse.Namespace, str | None], str | None]
-
-
-def _policy_words(kind: str) -> str:
-    return kind.replace("_", " ")  # policy, operator policy
 
 
 def api_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
@@ -301,10 +326,6 @@ def api_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
     if output:
         print(output)
     return 0
-
-
-class CommandFailed(Exception):
-    """The API answered, but the command could not be done (e.g. no such binding to unbind): exit code 1."""
 
 
 # ------------------------------------------------------------------ the commands
