@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from storage.fileio import DataDirLocked
 RUNNING_FILE = "running.json"
 CLAIM_TIMEOUT = 1.0  # seconds a starting broker retries the lock: a CLI's probe holds it for microseconds
 PUBLISH_TIMEOUT = 30.0  # seconds the CLI waits for a starting broker (recovering its store) to say where it listens
+
+
+log = logging.getLogger("amqp_server.running")
 
 
 class AlreadyRunning(DataDirLocked):
@@ -58,10 +62,13 @@ class RunningClaim:
         os.ftruncate(self._fd, 0)  # what a previous broker wrote is not ours
 
     def publish(self, management_url: str | None) -> None:
-        """Say where the management API listens (``None``: it is turned off)."""
+        """Say where the management API listens (``None``: it is turned off); a full disk only costs a warning."""
         text = json.dumps({"pid": os.getpid(), "management_url": management_url}) + "\n"
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, text.encode("utf-8"), 0)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, text.encode("utf-8"), 0)
+        except OSError as error:
+            log.warning("cannot write %s (%s): admin commands will not find the management API", self.path, error)
 
     def release(self) -> None:
         """Empty the file and drop the lock (the file stays: unlinking it would let a CLI lock a dead inode)."""
