@@ -79,25 +79,11 @@ async def _serve(
     timers = SchedulerDriver(broker.scheduler)
     connections = Connections(config.max_connections)
     _watch_resources(config, broker, connections)
-    servers = [
-        await loop.create_server(
-            lambda: AMQPProtocol(broker, connections), config.host, config.port, reuse_address=True
-        )
-    ]
+    servers: list[asyncio.Server] = []
     signals: tuple[signal.Signals, ...] = ()
     management: management_site.ManagementSite | None = None
     try:
-        if tls is not None:
-            servers.append(
-                await loop.create_server(
-                    lambda: AMQPProtocol(broker, connections, tls=True),
-                    config.host,
-                    config.tls_port,
-                    reuse_address=True,
-                    ssl=tls,
-                    ssl_handshake_timeout=config.handshake_timeout,
-                )
-            )
+        await _listen(config, tls, broker, connections, servers)
         if threading.current_thread() is threading.main_thread():
             signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:  # before the listening line: whoever reads it may stop us at once
@@ -160,6 +146,30 @@ def _watch_resources(config: Config, broker: Broker, connections: Connections) -
 
     broker.alarms.on_change = apply_flow
     broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
+
+
+async def _listen(
+    config: Config, tls: ssl.SSLContext | None, broker: Broker, connections: Connections, servers: list[asyncio.Server]
+) -> None:
+    """Open the AMQP listener (and the amqps one), appending each to ``servers`` as it opens: whatever opened
+    is closed by the caller even if a later one fails."""
+    loop = asyncio.get_running_loop()
+    servers.append(
+        await loop.create_server(
+            lambda: AMQPProtocol(broker, connections), config.host, config.port, reuse_address=True
+        )
+    )
+    if tls is not None:
+        servers.append(
+            await loop.create_server(
+                lambda: AMQPProtocol(broker, connections, tls=True),
+                config.host,
+                config.tls_port,
+                reuse_address=True,
+                ssl=tls,
+                ssl_handshake_timeout=config.handshake_timeout,
+            )
+        )
 
 
 def _listeners(servers: list[asyncio.Server]) -> list[tuple[str, int, str]]:
