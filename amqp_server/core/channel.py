@@ -106,6 +106,23 @@ class Channel:
         self.held_cancels: list[bytes] | None = None  # set while this channel's queue.delete runs
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
         self._content = Assembler(connection.broker.limits.max_message_size)  # the publish being received
+        # Message counts read at scrape time (core/counters.py): plain increments where the message is handled
+        # already, most in branches that are off the common path (see each); the names are core/stats.py's.
+        self.stat_publish = 0
+        self.stat_return_unroutable = 0
+        self.stat_drop_unroutable = 0
+        self.stat_nack = 0  # confirm-mode publishes nacked (confirms.acked counts them too)
+        self.stat_get = 0
+        self.stat_get_no_ack = 0
+        self.stat_get_empty = 0
+        self.stat_deliver_no_ack = 0
+        self.stat_redeliver = 0
+        self.stat_ack = 0
+
+    @property
+    def deliveries(self) -> int:
+        """basic.deliver and basic.get-ok sent so far: each took a delivery tag (no counting needed)."""
+        return self._next_delivery_tag - 1
 
     # ------------------------------------------------------------- frames in
 
@@ -250,6 +267,7 @@ class Channel:
                 message = self._with_reply_key(message)
         except (ValueError, OverflowError, OSError):  # a CC/BCC value pamqp cannot decode (a far-off timestamp)
             raise malformed_properties() from None
+        self.stat_publish += 1  # the one increment every publish pays
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
             return
@@ -280,17 +298,22 @@ class Channel:
             if outcome is not _IN_MEMORY:
                 stored |= outcome is Enqueued.STORED
                 rejected |= outcome is Enqueued.REJECTED
-        if not queues and mandatory:
-            self._send_content(
-                wire.return_frame(
-                    self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr, message.routing_key_shortstr
-                ),
-                message,
-            )
+        if not queues:
+            if mandatory:
+                self.stat_return_unroutable += 1
+                self._send_content(
+                    wire.return_frame(
+                        self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr, message.routing_key_shortstr
+                    ),
+                    message,
+                )
+            else:
+                self.stat_drop_unroutable += 1
         return stored, rejected
 
     def _nack(self, sequence: int) -> None:
         """A queue refused the message (x-overflow reject-publish): tell the publisher at once."""
+        self.stat_nack += 1
         self.confirms.nacked(sequence)
         self.connection.send_method(
             self.channel_id, commands.Basic.Nack(delivery_tag=sequence, multiple=False, requeue=False)
@@ -321,6 +344,7 @@ class Channel:
         if self.state is not ChannelState.OPEN or self.confirms is None:
             return
         if not ok:
+            self.stat_nack += self.confirms.published - self.confirms.acked
             nack = self.confirms.take_unsynced()
             if nack is not None:
                 self.connection.send_method(
@@ -478,6 +502,10 @@ class Channel:
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1
+        else:
+            self.stat_deliver_no_ack += 1
+        if entry.redelivered:
+            self.stat_redeliver += 1
 
     def _send_content(self, method_frame: bytes, message: Message) -> None:
         self._writer.send_content(self.channel_id, method_frame, message.header, message.body)
@@ -544,8 +572,11 @@ class Channel:
         queue = declarations.lookup_queue(self, method.queue, "read")
         entry = queue.get()
         if entry is None:
+            self.stat_get_empty += 1
             self.connection.send_method(self.channel_id, commands.Basic.GetEmpty())
             return
+        if entry.redelivered:
+            self.stat_redeliver += 1
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
@@ -563,8 +594,10 @@ class Channel:
             message,
         )
         if method.no_ack:
+            self.stat_get_no_ack += 1
             queue.settle((entry,))
         else:
+            self.stat_get += 1
             self.unacked[tag] = Unacked(tag, entry, queue, None)
 
     # ---------------------------------------------------------- settlement
@@ -583,6 +616,8 @@ class Channel:
                 queue.reject(entries)
             else:
                 queue.settle(entries)
+        if outcome is ACK:
+            self.stat_ack += len(taken)  # once per basic.ack, however many it covers
         self.resume_deliveries()
 
     def _acknowledge(self, delivery_tag: int, multiple: bool, outcome: str) -> None:

@@ -163,6 +163,11 @@ class Queue:
         return len(self._ready)
 
     @property
+    def ready_bytes(self) -> int:
+        """Body bytes of the ready messages (what RabbitMQ's ``message_bytes_ready`` counts)."""
+        return self._ready_bytes
+
+    @property
     def persisted(self) -> bool:
         """Whether the queue is in the store: durable, and not exclusive (an exclusive queue dies with its
         connection, so after a restart it is gone either way — RabbitMQ deletes it on recovery)."""
