@@ -54,6 +54,7 @@ from ..wire.properties import ContentHeader, PropertiesError, check_properties
 from . import declarations, reply_to
 from .broker_names import generated_name
 from .confirms import Confirms
+from .counters import SIZE_BUCKETS, SMALLEST_BUCKET, bucket_of
 from .dead_letter import with_headers
 from .delivery import Consumer, Source, Unacked, UnackedTable
 from .exchanges import Exchange
@@ -108,7 +109,8 @@ class Channel:
         self._content = Assembler(connection.broker.limits.max_message_size)  # the publish being received
         # Message counts read at scrape time (core/counters.py): plain increments where the message is handled
         # already, most in branches that are off the common path (see each); the names are core/stats.py's.
-        self.stat_publish = 0
+        self.stat_sizes = [0] * (len(SIZE_BUCKETS) + 1)  # publishes by body size (counters.SIZE_BUCKETS, then larger)
+        self.stat_publish_bytes = 0
         self.stat_return_unroutable = 0
         self.stat_drop_unroutable = 0
         self.stat_nack = 0  # confirm-mode publishes nacked (confirms.acked counts them too)
@@ -118,6 +120,11 @@ class Channel:
         self.stat_deliver_no_ack = 0
         self.stat_redeliver = 0
         self.stat_ack = 0
+
+    @property
+    def stat_publish(self) -> int:
+        """basic.publish received: the size histogram counts each once."""
+        return sum(self.stat_sizes)
 
     @property
     def deliveries(self) -> int:
@@ -267,7 +274,10 @@ class Channel:
                 message = self._with_reply_key(message)
         except (ValueError, OverflowError, OSError):  # a CC/BCC value pamqp cannot decode (a far-off timestamp)
             raise malformed_properties() from None
-        self.stat_publish += 1  # the one increment every publish pays
+        # what every publish pays for the statistics: a comparison and two increments (the size histogram)
+        size = len(body)
+        self.stat_publish_bytes += size
+        self.stat_sizes[0 if size <= SMALLEST_BUCKET else bucket_of(size)] += 1
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
             return

@@ -13,11 +13,23 @@ the ``stat_*`` names are the ones its sampler reads; keep one set of increments.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
+
+# Upper bounds (bytes) of the message size histogram: RabbitMQ's (rabbit_msg_size_metrics); one more takes the rest.
+SIZE_BUCKETS = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 50_000_000, 100_000_000)
+SMALLEST_BUCKET = SIZE_BUCKETS[0]  # the common case, tested inline before calling ``bucket_of``
+
+
+def bucket_of(size: int) -> int:
+    """The index of the histogram bucket a body of ``size`` bytes falls in (``len(SIZE_BUCKETS)``: above them all)."""
+    return bisect.bisect_left(SIZE_BUCKETS, size)
+
 
 # The per-channel message counts, as ``channel_counts`` returns them (and ``retired`` sums them).
 CHANNEL_COUNTS = (
     "publish",  # basic.publish received
+    "publish_bytes",  # their body bytes
     "return_unroutable",  # mandatory, routed nowhere: basic.return
     "drop_unroutable",  # not mandatory, routed nowhere: dropped
     "confirm_publish",  # received on a channel in confirm mode
@@ -37,6 +49,7 @@ def channel_counts(channel: Any) -> dict[str, int]:
     confirms = channel.confirms
     return {
         "publish": channel.stat_publish,
+        "publish_bytes": channel.stat_publish_bytes,
         "return_unroutable": channel.stat_return_unroutable,
         "drop_unroutable": channel.stat_drop_unroutable,
         "confirm_publish": confirms.published if confirms is not None else 0,
@@ -63,6 +76,7 @@ class Counters:
         "queues_created",
         "queues_deleted",
         "retired",
+        "retired_sizes",
     )
 
     def __init__(self) -> None:
@@ -74,6 +88,7 @@ class Counters:
         self.queues_created = 0
         self.queues_deleted = 0
         self.retired = dict.fromkeys(CHANNEL_COUNTS, 0)  # the message counts of channels that closed
+        self.retired_sizes = [0] * (len(SIZE_BUCKETS) + 1)  # and their size histograms
 
     def channel_closed(self, channel: Any) -> None:
         """``channel`` is gone: count it, and keep its message counts in ``retired``."""
@@ -81,3 +96,5 @@ class Counters:
         retired = self.retired
         for name, value in channel_counts(channel).items():
             retired[name] += value
+        for index, count in enumerate(channel.stat_sizes):
+            self.retired_sizes[index] += count

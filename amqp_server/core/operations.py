@@ -28,11 +28,12 @@ from . import declarations
 from .access import AccessControl
 from .broker import Broker
 from .connection import Connection, State
+from .counters import SIZE_BUCKETS as SIZE_BUCKETS  # re-exported, as Snapshot: the Prometheus endpoints read them
 from .exchanges import EXCHANGE_TYPES, Exchange
 from .flow import DISK, MEMORY
 from .message import Entry, Message
 from .queue import Queue
-from .snapshot import Snapshot as Snapshot  # re-exported: the Prometheus endpoints read it
+from .snapshot import Snapshot as Snapshot
 from .snapshot import take as take_snapshot
 from .vhost import VirtualHost, sender_selected
 from .writer import Writer

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .counters import CHANNEL_COUNTS, channel_counts
+from .counters import CHANNEL_COUNTS, SIZE_BUCKETS, channel_counts
 from .flow import DISK, MEMORY
 
 _LISTED = frozenset(("OPEN", "CLOSING"))  # connection states RabbitMQ lists (by name: no import of connection)
@@ -73,6 +73,7 @@ class Snapshot:
     vhosts: list[str]
     churn: dict[str, int]  # Counters' fields: connections_opened ... queues_deleted
     counts: dict[str, int]  # CHANNEL_COUNTS over every channel, closed ones included
+    sizes: list[int]  # publishes by body size: counters.SIZE_BUCKETS, then the larger ones
     consumers: int
     memory_limit: int
     disk_free: int
@@ -92,6 +93,7 @@ def take(broker: Any) -> Snapshot:
     unacked: dict[Any, list[int]] = {}
     channels: list[ChannelFigures] = []
     counts = dict(counters.retired)
+    sizes = list(counters.retired_sizes)
     for connection in connections:
         name = connection_name(connection)
         for channel in connection.channels.values():
@@ -102,6 +104,8 @@ def take(broker: Any) -> Snapshot:
                 found[0] += 1
                 found[1] += item.entry.body_size
             channels.append(_channel(name, connection.vhost.name, channel))
+            for index, count in enumerate(channel.stat_sizes):
+                sizes[index] += count
     for channel_figures in channels:
         for key, value in channel_figures.counts.items():
             counts[key] += value
@@ -139,6 +143,7 @@ def take(broker: Any) -> Snapshot:
         vhosts=list(broker.vhosts),
         churn={name: getattr(counters, name) for name in CHURN},
         counts=counts,
+        sizes=sizes,
         consumers=consumers,
         memory_limit=broker.flow.high_watermark or 0,
         disk_free=getattr(broker.disk, "free", None) or 0,  # None until the server starts the disk check
@@ -156,7 +161,7 @@ CHURN = (
     "queues_created",
     "queues_deleted",
 )
-__all__ = ["CHANNEL_COUNTS", "CHURN", "Snapshot", "take"]
+__all__ = ["CHANNEL_COUNTS", "CHURN", "SIZE_BUCKETS", "Snapshot", "take"]
 
 
 def _channel(connection_name: str, vhost: str, channel: Any) -> ChannelFigures:

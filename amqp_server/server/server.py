@@ -21,7 +21,7 @@ from ..core.broker import Broker, Limits
 from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
-from . import management_site
+from . import management_site, prometheus_site
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
@@ -105,6 +105,7 @@ async def _serve(
     ]
     signals: tuple[signal.Signals, ...] = ()
     management: management_site.ManagementSite | None = None
+    metrics: management_site.ManagementSite | None = None
     access_watch = asyncio.create_task(_watch_access(config, broker, connections))
     try:
         if tls is not None:
@@ -128,6 +129,8 @@ async def _serve(
             listeners.append((*servers[1].sockets[0].getsockname()[:2], "amqp/ssl"))
         if config.management_port >= 0:
             management = await management_site.start(config, broker, listeners)
+        if config.prometheus_port >= 0:
+            metrics = await prometheus_site.start(config, broker)
         # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format,
         # the AMQP one first (readers that take the first "listening on" line get the AMQP port).
         print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
@@ -136,6 +139,8 @@ async def _serve(
             print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
         if management is not None:
             print(f"amqp-server management listening on {config.host}:{management.port}", file=sys.stderr, flush=True)
+        if metrics is not None:
+            print(f"amqp-server prometheus listening on {config.host}:{metrics.port}", file=sys.stderr, flush=True)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         if on_listening is not None:
@@ -147,6 +152,8 @@ async def _serve(
         access_watch.cancel()
         if management is not None:
             await management.stop()
+        if metrics is not None:
+            await metrics.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)
         for server in servers:

@@ -1,0 +1,619 @@
+"""RabbitMQ's Prometheus endpoints (the rabbitmq_prometheus plugin, port 15692), served on the broker's loop.
+
+``/metrics`` sums every object's figures into one sample per metric; ``/metrics/per-object``
+gives one sample per queue, channel and connection; ``/metrics/detailed?family=…&vhost=…``
+only the families asked for, per object, named ``rabbitmq_detailed_…`` (``rabbitmq_cluster_…``
+for ``vhost_status``, ``exchange_names`` and ``exchange_bindings``), with the vhost filter.
+Metric names, label names, types and HELP texts are RabbitMQ 3.10.8's, probed; the
+``rabbitmq_endpoint`` label and ``rabbitmq_message_size_bytes`` come from later versions,
+whose Grafana dashboards (RabbitMQ-Overview) query them.
+
+The exposition format is prometheus_client's, from one custom collector in a
+``CollectorRegistry`` of this broker's own (never the process-wide default one, so
+several brokers in one process do not collide).  A scrape takes a ``Snapshot`` through
+``BrokerOperations`` in the event loop (one pass over the objects: nothing is counted per
+message for it), then prometheus_client renders that snapshot in a worker thread, so the
+loop goes on serving AMQP meanwhile: the snapshot holds copies, nothing that points back
+into the broker.  One scrape renders at a time (a lock), so a burst of scrapers cannot pile
+up threads.
+
+Not exported, for want of an equivalent: the Erlang VM, Mnesia, Raft, file I/O, message
+store and reduction figures.  Message counts are kept per channel, not per exchange or
+queue: the per-object ``channel_exchange_metrics`` and ``channel_queue_metrics`` carry the
+``channel`` label only, and the ``rabbitmq_global_*`` ones count every queue type as classic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .. import __version__
+from ..core.operations import SIZE_BUCKETS, BrokerOperations, Snapshot
+from .overview import RABBITMQ_API_VERSION
+
+PREFIX = "rabbitmq_"
+DETAILED_PREFIX = "rabbitmq_detailed_"
+CLUSTER_PREFIX = "rabbitmq_cluster_"
+PROTOCOL = "amqp091"
+QUEUE_TYPE = "rabbit_classic_queue"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format RabbitMQ serves (and Prometheus asks for)
+AGGREGATED, PER_OBJECT, DETAILED = "aggregated", "per-object", "detailed"  # rabbitmq_endpoint's values
+
+Row = tuple[tuple[str, ...], float]  # label values, value
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One metric of a family: its name (without prefix), type, RabbitMQ's HELP text, and how to read it."""
+
+    name: str
+    kind: str  # "gauge" or "counter"
+    help: str
+    read: Callable[[Any], float]
+
+
+def _gauge(name: str, text: str, read: Callable[[Any], float]) -> Spec:
+    return Spec(name, "gauge", text, read)
+
+
+def _counter(name: str, text: str, read: Callable[[Any], float]) -> Spec:
+    return Spec(name, "counter", text, read)
+
+
+# ------------------------------------------------------------------ the families, as RabbitMQ groups them
+
+CHURN = (
+    _counter("connections_opened_total", "Total number of connections opened", lambda s: s["connections_opened"]),
+    _counter(
+        "connections_closed_total",
+        "Total number of connections closed or terminated",
+        lambda s: s["connections_closed"],
+    ),
+    _counter("channels_opened_total", "Total number of channels opened", lambda s: s["channels_opened"]),
+    _counter("channels_closed_total", "Total number of channels closed", lambda s: s["channels_closed"]),
+    _counter("queues_declared_total", "Total number of queues declared", lambda s: s["queues_declared"]),
+    _counter("queues_created_total", "Total number of queues created", lambda s: s["queues_created"]),
+    _counter("queues_deleted_total", "Total number of queues deleted", lambda s: s["queues_deleted"]),
+)
+QUEUE_COARSE = (
+    _gauge("queue_messages_ready", "Messages ready to be delivered to consumers", lambda q: q.ready),
+    _gauge("queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", lambda q: q.unacked),
+    _gauge(
+        "queue_messages", "Sum of ready and unacknowledged messages - total queue depth", lambda q: q.ready + q.unacked
+    ),
+)
+QUEUE_CONSUMERS = _gauge("queue_consumers", "Consumers on a queue", lambda q: q.consumers)
+QUEUE = (
+    QUEUE_CONSUMERS,
+    _gauge(
+        "queue_messages_bytes",
+        "Size in bytes of ready and unacknowledged messages",
+        lambda q: q.ready_bytes + q.unacked_bytes,
+    ),
+    _gauge("queue_messages_ready_bytes", "Size in bytes of ready messages", lambda q: q.ready_bytes),
+    _gauge("queue_messages_unacked_bytes", "Size in bytes of all unacknowledged messages", lambda q: q.unacked_bytes),
+)
+CHANNEL = (
+    _gauge("channel_consumers", "Consumers on a channel", lambda c: c.consumers),
+    _gauge("channel_messages_unacked", "Delivered but not yet acknowledged messages", lambda c: c.unacked),
+    _gauge("channel_messages_unconfirmed", "Published but not yet confirmed messages", lambda c: c.unconfirmed),
+    _gauge(
+        "channel_messages_uncommitted",
+        "Messages received in a transaction but not yet committed",
+        lambda c: c.uncommitted,
+    ),
+    _gauge(
+        "channel_acks_uncommitted",
+        "Message acknowledgements in a transaction not yet committed",
+        lambda c: c.acks_uncommitted,
+    ),
+    _gauge("consumer_prefetch", "Limit of unacknowledged messages for each consumer", lambda c: c.prefetch),
+    _gauge(
+        "channel_prefetch",
+        "Total limit of unacknowledged messages for all consumers on a channel",
+        lambda c: c.global_prefetch,
+    ),
+)
+CHANNEL_EXCHANGE = (
+    _counter(
+        "channel_messages_published_total",
+        "Total number of messages published into an exchange on a channel",
+        lambda c: c.counts["publish"],
+    ),
+    _counter(
+        "channel_messages_confirmed_total",
+        "Total number of messages published into an exchange and confirmed on the channel",
+        lambda c: c.counts["confirm"],
+    ),
+    _counter(
+        "channel_messages_unroutable_returned_total",
+        "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+        lambda c: c.counts["return_unroutable"],
+    ),
+    _counter(
+        "channel_messages_unroutable_dropped_total",
+        "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+        lambda c: c.counts["drop_unroutable"],
+    ),
+)
+
+
+def _consumed_with_ack(counts: dict[str, int]) -> int:
+    """basic.deliver in manual-ack mode: what the delivery tags leave over (they count every delivery and get-ok)."""
+    return counts["deliveries"] - counts["get"] - counts["get_no_ack"] - counts["deliver_no_ack"]
+
+
+CHANNEL_QUEUE = (
+    _counter(
+        "channel_get_ack_total",
+        "Total number of messages fetched with basic.get in manual acknowledgement mode",
+        lambda c: c.counts["get"],
+    ),
+    _counter(
+        "channel_get_total",
+        "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+        lambda c: c.counts["get_no_ack"],
+    ),
+    _counter(
+        "channel_messages_delivered_ack_total",
+        "Total number of messages delivered to consumers in manual acknowledgement mode",
+        lambda c: _consumed_with_ack(c.counts),
+    ),
+    _counter(
+        "channel_messages_delivered_total",
+        "Total number of messages delivered to consumers in automatic acknowledgement mode",
+        lambda c: c.counts["deliver_no_ack"],
+    ),
+    _counter(
+        "channel_messages_redelivered_total",
+        "Total number of messages redelivered to consumers",
+        lambda c: c.counts["redeliver"],
+    ),
+    _counter(
+        "channel_messages_acked_total", "Total number of messages acknowledged by consumers", lambda c: c.counts["ack"]
+    ),
+    _counter(
+        "channel_get_empty_total",
+        "Total number of times basic.get operations fetched no message",
+        lambda c: c.counts["get_empty"],
+    ),
+)
+CONNECTION_COARSE = (
+    _counter("connection_incoming_bytes_total", "Total number of bytes received on a connection", lambda c: c.recv_oct),
+    _counter("connection_outgoing_bytes_total", "Total number of bytes sent on a connection", lambda c: c.send_oct),
+)
+CONNECTION = (_gauge("connection_channels", "Channels on a connection", lambda c: c.channels),)
+
+# family name (RabbitMQ's, for ?family=) -> (objects of the snapshot, label names, label values, metrics)
+Objects = Callable[[Snapshot], Sequence[Any]]
+Labels = Callable[[Any], tuple[str, ...]]
+
+
+def _queue_labels(queue: Any) -> tuple[str, ...]:
+    return (queue.vhost, queue.name)
+
+
+def _channel_labels(channel: Any) -> tuple[str, ...]:
+    return (channel.name,)
+
+
+OBJECT_FAMILIES: dict[str, tuple[Objects, tuple[str, ...], Labels, tuple[Spec, ...]]] = {
+    "queue_coarse_metrics": (lambda s: s.queues, ("vhost", "queue"), _queue_labels, QUEUE_COARSE),
+    "queue_metrics": (lambda s: s.queues, ("vhost", "queue"), _queue_labels, QUEUE),
+    "channel_metrics": (lambda s: s.channels, ("channel",), _channel_labels, CHANNEL),
+    "channel_exchange_metrics": (lambda s: s.channels, ("channel",), _channel_labels, CHANNEL_EXCHANGE),
+    "channel_queue_metrics": (lambda s: s.channels, ("channel",), _channel_labels, CHANNEL_QUEUE),
+    # RabbitMQ labels its connection metrics "channel" too (with the connection's pid)
+    "connection_coarse_metrics": (lambda s: s.connections, ("channel",), _channel_labels, CONNECTION_COARSE),
+    "connection_metrics": (lambda s: s.connections, ("channel",), _channel_labels, CONNECTION),
+}
+DETAILED_FAMILIES = (
+    "connection_churn_metrics",
+    *OBJECT_FAMILIES,
+    "queue_consumer_count",
+    "vhost_status",
+    "exchange_names",
+    "exchange_bindings",
+)
+TOTALS = (
+    ("connections", "Connections currently open", lambda s: len(s.connections)),
+    ("channels", "Channels currently open", lambda s: len(s.channels)),
+    ("consumers", "Consumers currently connected", lambda s: s.consumers),
+    ("queues", "Queues available", lambda s: len(s.queues)),
+)
+
+# rabbitmq_global_*: (name, HELP, labelled by queue type, value from the broker-wide counts)
+GLOBAL: tuple[tuple[str, str, bool, Callable[[dict[str, int]], int]], ...] = (
+    (
+        "messages_acknowledged_total",
+        "Total number of messages acknowledged by consumers",
+        True,
+        lambda c: c["ack"],
+    ),
+    ("messages_confirmed_total", "Total number of messages confirmed to publishers", False, lambda c: c["confirm"]),
+    (
+        "messages_delivered_consume_auto_ack_total",
+        "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+        True,
+        lambda c: c["deliver_no_ack"],
+    ),
+    (
+        "messages_delivered_consume_manual_ack_total",
+        "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+        True,
+        _consumed_with_ack,
+    ),
+    (
+        "messages_delivered_get_auto_ack_total",
+        "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
+        True,
+        lambda c: c["get_no_ack"],
+    ),
+    (
+        "messages_delivered_get_manual_ack_total",
+        "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
+        True,
+        lambda c: c["get"],
+    ),
+    (
+        "messages_delivered_total",
+        "Total number of messages delivered to consumers",
+        True,
+        lambda c: c["deliveries"],
+    ),
+    (
+        "messages_get_empty_total",
+        "Total number of times basic.get operations fetched no message",
+        True,
+        lambda c: c["get_empty"],
+    ),
+    (
+        "messages_received_confirm_total",
+        "Total number of messages received from publishers expecting confirmations",
+        False,
+        lambda c: c["confirm_publish"],
+    ),
+    (
+        "messages_received_total",
+        "Total number of messages received from publishers",
+        False,
+        lambda c: c["publish"],
+    ),
+    (
+        "messages_redelivered_total",
+        "Total number of messages redelivered to consumers",
+        True,
+        lambda c: c["redeliver"],
+    ),
+    (
+        "messages_routed_total",
+        "Total number of messages routed to queues or streams",
+        False,
+        lambda c: c["publish"] - c["return_unroutable"] - c["drop_unroutable"],
+    ),
+    (
+        "messages_unroutable_dropped_total",
+        "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+        False,
+        lambda c: c["drop_unroutable"],
+    ),
+    (
+        "messages_unroutable_returned_total",
+        "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+        False,
+        lambda c: c["return_unroutable"],
+    ),
+)
+
+
+# ------------------------------------------------------------------ building the metric families
+
+
+def _family(name: str, kind: str, text: str, labels: Sequence[str] = ()) -> Metric:
+    if kind == "counter":
+        return CounterMetricFamily(name, text, labels=labels)
+    if kind == "gauge":
+        return GaugeMetricFamily(name, text, labels=labels)
+    return UnknownMetricFamily(name, text, labels=labels)  # RabbitMQ's "untyped"
+
+
+def _add(metric: Metric, labels: Sequence[str], value: float) -> None:
+    metric.add_metric(labels, value)  # type: ignore[attr-defined]  # each *MetricFamily has it, not Metric
+
+
+def _single(name: str, kind: str, text: str, value: float, labels: dict[str, str] | None = None) -> Metric:
+    metric = _family(name, kind, text, list(labels or {}))
+    _add(metric, list((labels or {}).values()), value)
+    return metric
+
+
+def _objects(prefix: str, spec: Spec, label_names: Sequence[str], rows: Iterable[Row], per_object: bool) -> Metric:
+    """One metric over objects: a sample per object, or their sum (an empty sum is 0, so dashboards show 0)."""
+    if not per_object:
+        return _single(prefix + spec.name, spec.kind, spec.help, sum(value for _, value in rows))
+    metric = _family(prefix + spec.name, spec.kind, spec.help, label_names)
+    for labels, value in rows:
+        _add(metric, labels, value)
+    return metric
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """What one request asks for: the snapshot, which endpoint, and (detailed) which families and vhosts."""
+
+    snapshot: Snapshot
+    endpoint: str
+    families: frozenset[str] = frozenset()
+    vhosts: frozenset[str] | None = None  # None: every vhost
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What does not change while the broker runs."""
+
+    node: str
+    cluster: str
+    cluster_id: str
+    started: float  # time.time() when the broker started
+
+
+class BrokerCollector(Collector):
+    """prometheus_client's view of one scrape (``scrape``, set before each render, under the site's lock)."""
+
+    def __init__(self, facts: NodeFacts) -> None:
+        self.facts = facts
+        self.scrape: Scrape | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        scrape = self.scrape
+        if scrape is None:
+            return []
+        if scrape.endpoint == DETAILED:
+            return list(self._detailed(scrape))
+        return list(self._all(scrape.snapshot, scrape.endpoint == PER_OBJECT))
+
+    # ---------------------------------------------------------- /metrics and /metrics/per-object
+
+    def _all(self, snapshot: Snapshot, per_object: bool) -> Iterator[Metric]:
+        endpoint = PER_OBJECT if per_object else AGGREGATED
+        yield from _process(self.facts, snapshot)
+        yield from self._churn(PREFIX, snapshot)
+        for family in OBJECT_FAMILIES:
+            yield from self._object_family(PREFIX, family, snapshot, per_object, None)
+        for name, text, read in TOTALS:
+            yield _single(PREFIX + name, "gauge", text, read(snapshot))
+        yield from self._identity(endpoint)
+        yield from _global(snapshot)
+
+    def _churn(self, prefix: str, snapshot: Snapshot) -> Iterator[Metric]:
+        for spec in CHURN:
+            yield _single(prefix + spec.name, spec.kind, spec.help, spec.read(snapshot.churn))
+
+    def _object_family(
+        self, prefix: str, family: str, snapshot: Snapshot, per_object: bool, vhosts: frozenset[str] | None
+    ) -> Iterator[Metric]:
+        objects, label_names, labels_of, specs = OBJECT_FAMILIES[family]
+        chosen = [o for o in objects(snapshot) if vhosts is None or o.vhost in vhosts]
+        for spec in specs:
+            read = spec.read
+            rows = [(labels_of(o), read(o)) for o in chosen]
+            yield _objects(prefix, spec, label_names, rows, per_object)
+
+    def _identity(self, endpoint: str) -> Iterator[Metric]:
+        facts = self.facts
+        yield _single(
+            PREFIX + "build_info",
+            "untyped",
+            "RabbitMQ & Erlang/OTP version info",
+            1,
+            {
+                "rabbitmq_version": RABBITMQ_API_VERSION,
+                "prometheus_plugin_version": __version__,
+                "prometheus_client_version": version("prometheus_client"),
+                "erlang_version": platform.python_version(),  # the runtime, as the management API's erlang_version
+                "product_name": "amqp-server",
+                "product_version": __version__,
+            },
+        )
+        yield _single(
+            PREFIX + "identity_info",
+            "untyped",
+            "RabbitMQ node & cluster identity info",
+            1,
+            {
+                "rabbitmq_node": facts.node,
+                "rabbitmq_cluster": facts.cluster,
+                "rabbitmq_cluster_permanent_id": facts.cluster_id,
+                "rabbitmq_endpoint": endpoint,
+            },
+        )
+
+    # ---------------------------------------------------------- /metrics/detailed
+
+    def _detailed(self, scrape: Scrape) -> Iterator[Metric]:
+        snapshot, families, vhosts = scrape.snapshot, scrape.families, scrape.vhosts
+        if "connection_churn_metrics" in families:
+            yield from self._churn(DETAILED_PREFIX, snapshot)
+        for family in OBJECT_FAMILIES:
+            if family in families:
+                yield from self._object_family(DETAILED_PREFIX, family, snapshot, True, vhosts)
+        if "queue_consumer_count" in families and "queue_metrics" not in families:  # queue_metrics has it already
+            queues = [q for q in snapshot.queues if vhosts is None or q.vhost in vhosts]
+            rows = [(_queue_labels(q), float(q.consumers)) for q in queues]
+            yield _objects(DETAILED_PREFIX, QUEUE_CONSUMERS, ("vhost", "queue"), rows, True)
+        chosen = [v for v in snapshot.vhosts if vhosts is None or v in vhosts]
+        if "vhost_status" in families:
+            metric = _family(CLUSTER_PREFIX + "vhost_status", "gauge", "Whether a given vhost is running", ["vhost"])
+            for vhost in chosen:
+                _add(metric, [vhost], 1)
+            yield metric
+        exchanges = [e for e in snapshot.exchanges if vhosts is None or e.vhost in vhosts]
+        if "exchange_bindings" in families:
+            text = "Number of bindings for an exchange. This value is cluster-wide."
+            metric = _family(CLUSTER_PREFIX + "exchange_bindings", "gauge", text, ["vhost", "exchange", "type"])
+            for exchange in exchanges:
+                _add(metric, [exchange.vhost, exchange.name, exchange.type], exchange.bindings)
+            yield metric
+        if "exchange_names" in families:
+            text = (
+                "Enumerates exchanges without any additional info. This value is cluster-wide. "
+                "A cheaper alternative to `exchange_bindings`"
+            )
+            metric = _family(CLUSTER_PREFIX + "exchange_name", "gauge", text, ["vhost", "exchange", "type"])
+            for exchange in exchanges:
+                _add(metric, [exchange.vhost, exchange.name, exchange.type], 1)
+            yield metric
+        yield from self._identity(DETAILED)
+
+
+def _global(snapshot: Snapshot) -> Iterator[Metric]:
+    counts = snapshot.counts
+    protocol = {"protocol": PROTOCOL}
+    typed = {"protocol": PROTOCOL, "queue_type": QUEUE_TYPE}
+    yield _single(PREFIX + "global_consumers", "gauge", "Current number of consumers", snapshot.consumers, protocol)
+    for name, text, by_type, read in GLOBAL:
+        yield _single(PREFIX + "global_" + name, "counter", text, read(counts), typed if by_type else protocol)
+    publishers = sum(1 for c in snapshot.connections if c.publisher)
+    yield _single(PREFIX + "global_publishers", "gauge", "Current number of publishers", publishers, protocol)
+    sizes = HistogramMetricFamily(
+        PREFIX + "message_size_bytes", "Size of messages received from publishers", labels=["protocol"]
+    )
+    buckets, total = [], 0
+    for bound, count in zip((*SIZE_BUCKETS, float("inf")), snapshot.sizes, strict=True):
+        total += count
+        buckets.append((_bound(bound), float(total)))
+    sizes.add_metric([PROTOCOL], buckets, float(counts["publish_bytes"]))
+    yield sizes
+
+
+def _bound(bound: float) -> str:
+    """A bucket's ``le`` as Prometheus (and the dashboards' queries) spell it: 100.0, 1e+06, +Inf."""
+    if bound == float("inf"):
+        return "+Inf"
+    return repr(float(bound)) if bound < 1e6 else f"{bound:.0e}"
+
+
+def _process(facts: NodeFacts, snapshot: Snapshot) -> Iterator[Metric]:
+    """The node's figures: memory, file descriptors, sockets, disk, alarms, uptime."""
+    open_fds, max_fds = _fd_counts()
+    alarms = snapshot.alarms
+    yield _single(
+        "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", facts.started
+    )
+    for name, text, value in (
+        ("alarms_file_descriptor_limit", "is 1 if file descriptor limit alarm is in effect", 0),
+        (
+            "alarms_free_disk_space_watermark",
+            "is 1 if free disk space watermark alarm is in effect",
+            int("disk" in alarms),
+        ),
+        ("alarms_memory_used_watermark", "is 1 if VM memory watermark alarm is in effect", int("memory" in alarms)),
+    ):
+        yield _single(PREFIX + name, "untyped", text, value)
+    for name, text, number in (
+        ("process_open_fds", "Open file descriptors", open_fds),
+        ("process_open_tcp_sockets", "Open TCP sockets", len(snapshot.connections)),
+        ("process_resident_memory_bytes", "Memory used in bytes", _resident_memory()),
+        ("disk_space_available_bytes", "Disk space available in bytes", snapshot.disk_free),
+        ("process_max_fds", "Open file descriptors limit", max_fds),
+        ("process_max_tcp_sockets", "Open TCP sockets limit", max_fds),
+        ("resident_memory_limit_bytes", "Memory high watermark in bytes", snapshot.memory_limit),
+        ("disk_space_available_limit_bytes", "Free disk space low watermark in bytes", snapshot.disk_free_limit),
+        ("erlang_uptime_seconds", "Node uptime", time.time() - facts.started),
+    ):
+        yield _single(PREFIX + name, "gauge", text, number)
+
+
+def _resident_memory() -> int:
+    """Resident set size of this process, in bytes (peak RSS where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _fd_counts() -> tuple[int, int]:
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 0
+    return used, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def cluster_id(node: str, data_dir: str) -> str:
+    """A ``rabbitmq_cluster_permanent_id`` that stays the same across restarts of the broker on a data dir."""
+    digest = hashlib.sha256(f"{node}\0{data_dir}".encode()).digest()[:16]
+    return "rabbitmq-cluster-id-" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+# ------------------------------------------------------------------ the aiohttp application
+
+
+class Exporter:
+    """One broker's registry and collector, and the request handlers that fill and render them."""
+
+    def __init__(self, operations: BrokerOperations, facts: NodeFacts) -> None:
+        self.operations = operations
+        self.collector = BrokerCollector(facts)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        self._lock = asyncio.Lock()
+
+    async def render(self, scrape_of: Callable[[Snapshot], Scrape]) -> bytes:
+        """Snapshot in the loop, render in a worker thread; one render at a time."""
+        async with self._lock:
+            self.collector.scrape = scrape_of(self.operations.snapshot())
+            try:
+                return await asyncio.to_thread(generate_latest, self.registry)
+            finally:
+                self.collector.scrape = None
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return _reply(await self.render(lambda snapshot: Scrape(snapshot, AGGREGATED)))
+
+    async def per_object(self, request: web.Request) -> web.Response:
+        return _reply(await self.render(lambda snapshot: Scrape(snapshot, PER_OBJECT)))
+
+    async def detailed(self, request: web.Request) -> web.Response:
+        families = frozenset(request.query.getall("family", []))
+        asked = request.query.getall("vhost", [])
+        vhosts = frozenset(asked) if asked else None  # RabbitMQ: unknown vhosts are dropped; none left, nothing shown
+        return _reply(await self.render(lambda snapshot: Scrape(snapshot, DETAILED, families, vhosts)))
+
+
+def _reply(body: bytes) -> web.Response:
+    response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    response.enable_compression()  # gzip when the scraper accepts it (Prometheus does): per-object text is large
+    return response
+
+
+def create_app(operations: BrokerOperations, facts: NodeFacts) -> web.Application:
+    """The Prometheus endpoints of one broker (no authentication, as RabbitMQ's plugin)."""
+    exporter = Exporter(operations, facts)
+    app = web.Application()
+    app.router.add_get("/metrics", exporter.metrics)
+    app.router.add_get("/metrics/per-object", exporter.per_object)
+    app.router.add_get("/metrics/detailed", exporter.detailed)
+    return app
