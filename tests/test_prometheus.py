@@ -83,3 +83,47 @@ def test_message_size_histogram_is_cumulative_with_rabbitmqs_bounds() -> None:
     bucket = "rabbitmq_message_size_bytes_bucket[('le', '{}'), ('protocol', 'amqp091')]"
     assert [samples[bucket.format(le)] for le in ("100.0", "1000.0", "10000.0", "1e+06", "+Inf")] == [2, 3, 4, 4, 4]
     assert samples["rabbitmq_message_size_bytes_sum[('protocol', 'amqp091')]"] == 5000
+
+
+# ------------------------------------------------------------------ the counts the core keeps (sans-IO)
+
+
+def test_channel_message_counts_and_churn_survive_the_channel_and_connection() -> None:
+    from pamqp import commands
+
+    from tests.frames import open_peer, publish
+
+    peer = open_peer()
+    broker = peer.broker
+    peer.send_method(1, commands.Queue.Declare(queue="q"))
+    peer.send_method(1, commands.Queue.Declare(queue="q"))  # declared twice, created once
+    peer.send_method(1, commands.Confirm.Select())
+    peer.send(publish(1, "q", b"a" * 50) + publish(1, "q", b"b" * 500))
+    peer.send(publish(1, "nowhere", b"dropped") + publish(1, "nowhere", b"returned", mandatory=True))
+    peer.send_method(1, commands.Basic.Get(queue="q"))  # delivery tag 1, manual ack
+    peer.send_method(1, commands.Basic.Nack(delivery_tag=1, requeue=True))
+    peer.send_method(1, commands.Basic.Get(queue="q", no_ack=True))  # the redelivered one
+    peer.send_method(1, commands.Basic.Get(queue="q"))  # tag 3
+    peer.send_method(1, commands.Basic.Ack(delivery_tag=3))
+    peer.send_method(1, commands.Basic.Get(queue="q"))  # empty
+    peer.frames()
+    live = BrokerOperations(broker).snapshot()
+    assert live.counts["publish"] == 4 and live.counts["confirm_publish"] == 4 and live.counts["confirm"] == 4
+    assert (live.counts["drop_unroutable"], live.counts["return_unroutable"]) == (1, 1)
+    assert (live.counts["get"], live.counts["get_no_ack"], live.counts["get_empty"]) == (2, 1, 1)
+    assert (live.counts["deliveries"], live.counts["redeliver"], live.counts["ack"]) == (3, 1, 1)
+    assert live.sizes[:3] == [3, 1, 0] and live.counts["publish_bytes"] == 50 + 500 + 7 + 8
+    peer.send_method(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+    gone = BrokerOperations(broker).snapshot()
+    assert not gone.channels and gone.counts == live.counts and gone.sizes == live.sizes  # retired, not lost
+    assert gone.churn == {
+        "connections_opened": 1,
+        "connections_closed": 0,  # closed once the socket goes (Connection._finish)
+        "channels_opened": 1,
+        "channels_closed": 1,
+        "queues_declared": 2,
+        "queues_created": 1,
+        "queues_deleted": 0,
+    }
+    peer.connection.connection_lost()
+    assert BrokerOperations(broker).snapshot().churn["connections_closed"] == 1
