@@ -109,6 +109,8 @@ class Channel:
         self._content = Assembler(connection.broker.limits.max_message_size)  # the publish being received
         # Message counts read at scrape time (core/counters.py): plain increments where the message is handled
         # already, most in branches that are off the common path (see each); the names are core/stats.py's.
+        # measured (hot_path.py, best of 5 interleaved runs of 200,000): publish → deliver (no-ack) 6.52 → 6.60
+        # µs/msg, queued backlog → deliver 1.74 → 1.77, publish → enqueue unchanged within noise.
         self.stat_sizes = [0] * (len(SIZE_BUCKETS) + 1)  # publishes by body size (counters.SIZE_BUCKETS, then larger)
         self.stat_publish_bytes = 0
         self.stat_return_unroutable = 0

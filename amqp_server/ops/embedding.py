@@ -172,6 +172,8 @@ def _in_process(
             str(data_dir),
             "--log-level",
             options.get("log_level", "warning"),
+            "--prometheus-port",  # off, as in a thread: brokers side by side must not all want 15692
+            "-1",
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
