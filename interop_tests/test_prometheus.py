@@ -123,6 +123,9 @@ RABBITMQ_METRICS = {
     ),
     "rabbitmq_global_consumers": ("gauge", "Current number of consumers"),
     "rabbitmq_global_publishers": ("gauge", "Current number of publishers"),
+    "rabbitmq_auth_attempts_total": ("counter", "Total number of authorization attempts"),
+    "rabbitmq_auth_attempts_succeeded_total": ("counter", "Total number of successful authentication attempts"),
+    "rabbitmq_auth_attempts_failed_total": ("counter", "Total number of failed authentication attempts"),
     "rabbitmq_process_resident_memory_bytes": ("gauge", "Memory used in bytes"),
     "rabbitmq_process_open_fds": ("gauge", "Open file descriptors"),
     "rabbitmq_process_max_fds": ("gauge", "Open file descriptors limit"),
@@ -211,6 +214,18 @@ def test_connection_and_channel_counts_follow_amqp(process: BrokerProcess, amqp:
     after = samples(process)
     assert value(after, "rabbitmq_connections") == 1
     assert value(after, "rabbitmq_channels_closed_total") >= 2
+
+
+def test_login_attempts_are_counted(process: BrokerProcess) -> None:
+    before = samples(process)
+    refused = pika.URLParameters(f"amqp://guest:wrong@127.0.0.1:{process.port}/?socket_timeout={TIMEOUT}")
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(refused)
+    pika.BlockingConnection(pika.URLParameters(process.url)).close()
+    after = samples(process)
+    for name, grown in (("", 2), ("_succeeded", 1), ("_failed", 1)):
+        metric = f"rabbitmq_auth_attempts{name}_total"
+        assert value(after, metric, protocol="amqp091") - value(before, metric, protocol="amqp091") == grown, name
 
 
 def test_message_counters_follow_amqp(process: BrokerProcess, amqp: pika.BlockingConnection) -> None:

@@ -124,6 +124,8 @@ def test_channel_message_counts_and_churn_survive_the_channel_and_connection() -
         "queues_declared": 2,
         "queues_created": 1,
         "queues_deleted": 0,
+        "auth_attempts": 1,
+        "auth_failed": 0,
     }
     peer.connection.connection_lost()
     assert BrokerOperations(broker).snapshot().churn["connections_closed"] == 1

@@ -492,7 +492,9 @@ class Connection:
             )
         username, password = credentials
         self.auth_mechanism = method.mechanism
+        self.broker.counters.auth_attempts += 1
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
+            self.broker.counters.auth_failed += 1
             log.warning(
                 "login refused for user '%s' from %s",
                 username,

@@ -1,7 +1,7 @@
 """Broker-wide event counts behind RabbitMQ's Prometheus ``*_total`` counters.
 
 Object churn (connections and channels opened and closed, queues declared, created
-and deleted) is counted here, once per event: those are not per-message work.
+and deleted) and login attempts are counted here, once per event: those are not per-message work.
 Message counts live on each channel as plain integers (``Channel.stat_*``, bumped
 where the channel already handles the message) and are read at scrape time; when a
 channel goes away its counts are added to ``retired`` so that the broker-wide totals
@@ -75,6 +75,8 @@ class Counters:
         "queues_declared",
         "queues_created",
         "queues_deleted",
+        "auth_attempts",
+        "auth_failed",
         "retired",
         "retired_sizes",
     )
@@ -87,6 +89,8 @@ class Counters:
         self.queues_declared = 0  # queue.declare (not passive), whether or not it created the queue
         self.queues_created = 0
         self.queues_deleted = 0
+        self.auth_attempts = 0  # connection.start-ok with credentials that could be parsed
+        self.auth_failed = 0  # of those, refused
         self.retired = dict.fromkeys(CHANNEL_COUNTS, 0)  # the message counts of channels that closed
         self.retired_sizes = [0] * (len(SIZE_BUCKETS) + 1)  # and their size histograms
 

@@ -72,7 +72,7 @@ class Snapshot:
     connections: list[ConnectionFigures]
     exchanges: list[ExchangeFigures]
     vhosts: list[str]
-    churn: dict[str, int]  # Counters' fields: connections_opened ... queues_deleted
+    churn: dict[str, int]  # Counters' fields (CHURN): connections_opened ... queues_deleted, auth_*
     counts: dict[str, int]  # CHANNEL_COUNTS over every channel, closed ones included
     sizes: list[int]  # publishes by body size: counters.SIZE_BUCKETS, then the larger ones
     consumers: int
@@ -161,6 +161,8 @@ CHURN = (
     "queues_declared",
     "queues_created",
     "queues_deleted",
+    "auth_attempts",
+    "auth_failed",
 )
 __all__ = ["CHANNEL_COUNTS", "CHURN", "SIZE_BUCKETS", "Snapshot", "take"]
 

@@ -97,6 +97,15 @@ CHURN = (
     _counter("queues_created_total", "Total number of queues created", lambda s: s["queues_created"]),
     _counter("queues_deleted_total", "Total number of queues deleted", lambda s: s["queues_deleted"]),
 )
+AUTH: tuple[tuple[str, str, Callable[[dict[str, int]], int]], ...] = (
+    ("auth_attempts_total", "Total number of authorization attempts", lambda s: s["auth_attempts"]),
+    (
+        "auth_attempts_succeeded_total",
+        "Total number of successful authentication attempts",
+        lambda s: s["auth_attempts"] - s["auth_failed"],
+    ),
+    ("auth_attempts_failed_total", "Total number of failed authentication attempts", lambda s: s["auth_failed"]),
+)
 QUEUE_COARSE = (
     _gauge("queue_messages_ready", "Messages ready to be delivered to consumers", lambda q: q.ready),
     _gauge("queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", lambda q: q.unacked),
@@ -400,6 +409,8 @@ class BrokerCollector(Collector):
         endpoint = PER_OBJECT if per_object else AGGREGATED
         yield from _process(self.facts, snapshot)
         yield from self._churn(PREFIX, snapshot)
+        for name, text, read in AUTH:
+            yield _single(PREFIX + name, "counter", text, read(snapshot.churn), {"protocol": PROTOCOL})
         for family in OBJECT_FAMILIES:
             yield from self._object_family(PREFIX, family, snapshot, per_object, None)
         for name, text, read in TOTALS:
