@@ -29,8 +29,6 @@ import pika
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from prometheus_client.exposition import generate_latest  # noqa: E402
-
 from amqp_server.core.broker import Broker  # noqa: E402
 from amqp_server.core.operations import BrokerOperations  # noqa: E402
 from amqp_server.http import prometheus  # noqa: E402
@@ -53,9 +51,8 @@ def in_process(queues: int, repeat: int) -> None:
             started = time.perf_counter()
             snapshot = operations.snapshot()
             snapshots.append(time.perf_counter() - started)
-            exporter.collector.scrape = prometheus.Scrape(snapshot, endpoint)
             started = time.perf_counter()
-            size = len(generate_latest(exporter.registry))
+            size = len(exporter.text(prometheus.Scrape(snapshot, endpoint)))
             renders.append(time.perf_counter() - started)
         print(
             f"in process, {queues} queues, {endpoint:>10}: snapshot (in the loop) {_ms(snapshots)} ms, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pika
@@ -284,6 +285,16 @@ def test_queue_churn_counters(process: BrokerProcess, amqp: pika.BlockingConnect
     for name, grown in (("declared", 2), ("created", 1), ("deleted", 1)):
         metric = f"rabbitmq_queues_{name}_total"
         assert value(after, metric) - value(before, metric) == grown, name
+
+
+def test_concurrent_scrapes_each_get_their_own_endpoint(process: BrokerProcess) -> None:
+    paths = ["/metrics", "/metrics/per-object", "/metrics/detailed?family=queue_coarse_metrics"] * 3
+    endpoints = {"/metrics": "aggregated", "/metrics/per-object": "per-object"}
+    with ThreadPoolExecutor(len(paths)) as pool:
+        results = list(pool.map(lambda path: samples(process, path), paths))
+    for path, found in zip(paths, results, strict=True):
+        (identity,) = found["rabbitmq_identity_info"]
+        assert identity.labels["rabbitmq_endpoint"] == endpoints.get(path, "detailed"), path
 
 
 def test_detailed_families_and_vhost_filter(process: BrokerProcess, amqp: pika.BlockingConnection) -> None:

@@ -6,7 +6,6 @@ The HTTP endpoints, against a broker process, are in interop_tests/test_promethe
 from __future__ import annotations
 
 import prometheus_client
-from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from amqp_server.core.broker import Broker
@@ -19,8 +18,7 @@ FACTS = prometheus.NodeFacts(node="rabbit@test", cluster="amqp-server", cluster_
 def render(broker: Broker, endpoint: str = prometheus.PER_OBJECT, **options: object) -> dict[str, float]:
     """``{sample line's name{labels}: value}`` of one scrape of ``broker``."""
     exporter = prometheus.Exporter(BrokerOperations(broker), FACTS)
-    exporter.collector.scrape = prometheus.Scrape(exporter.operations.snapshot(), endpoint, **options)  # type: ignore[arg-type]
-    text = generate_latest(exporter.registry).decode()
+    text = exporter.text(prometheus.Scrape(exporter.operations.snapshot(), endpoint, **options)).decode()  # type: ignore[arg-type]
     return {
         sample.name + str(sorted(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)

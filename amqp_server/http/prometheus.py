@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import gc
 import hashlib
 import os
@@ -388,15 +389,19 @@ class NodeFacts:
     started: float  # time.time() when the broker started
 
 
+# The scrape being rendered: a context variable, so each render (each in its own thread, with a copy of its
+# request's context) sees its own, with nothing shared between concurrent ones.
+_SCRAPE: contextvars.ContextVar[Scrape | None] = contextvars.ContextVar("prometheus_scrape", default=None)
+
+
 class BrokerCollector(Collector):
-    """prometheus_client's view of one scrape (``scrape``, set before each render, under the site's lock)."""
+    """prometheus_client's view of the scrape being rendered (``Exporter.text`` sets it)."""
 
     def __init__(self, facts: NodeFacts) -> None:
         self.facts = facts
-        self.scrape: Scrape | None = None
 
     def collect(self) -> Iterable[Metric]:
-        scrape = self.scrape
+        scrape = _SCRAPE.get()
         if scrape is None:
             return []
         if scrape.endpoint == DETAILED:
@@ -596,11 +601,15 @@ class Exporter:
     async def render(self, scrape_of: Callable[[Snapshot], Scrape]) -> bytes:
         """Snapshot in the loop, render in a worker thread; one render at a time."""
         async with self._lock:
-            self.collector.scrape = scrape_of(self.operations.snapshot())
-            try:
-                return await asyncio.to_thread(_render, self.registry)
-            finally:
-                self.collector.scrape = None
+            return await asyncio.to_thread(self.text, scrape_of(self.operations.snapshot()))
+
+    def text(self, scrape: Scrape) -> bytes:
+        """The exposition text of ``scrape``, in any thread: it reads nothing but the snapshot."""
+        token = _SCRAPE.set(scrape)
+        try:
+            return _render(self.registry)
+        finally:
+            _SCRAPE.reset(token)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return _reply(await self.render(lambda snapshot: Scrape(snapshot, AGGREGATED)))
