@@ -15,10 +15,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .counters import CHANNEL_COUNTS, SIZE_BUCKETS, channel_counts
+from .counters import channel_counts
 from .flow import DISK, MEMORY
 
 _LISTED = frozenset(("OPEN", "CLOSING"))  # connection states RabbitMQ lists (by name: no import of connection)
+# the Counters fields a snapshot copies (the churn and login counts)
+CHURN = (
+    "connections_opened",
+    "connections_closed",
+    "channels_opened",
+    "channels_closed",
+    "queues_declared",
+    "queues_created",
+    "queues_deleted",
+    "auth_attempts",
+    "auth_failed",
+)
 
 
 @dataclass(slots=True)
@@ -44,7 +56,7 @@ class ChannelFigures:
     acks_uncommitted: int
     prefetch: int  # basic.qos for each new consumer
     global_prefetch: int  # basic.qos global: shared by the channel
-    counts: dict[str, int]  # CHANNEL_COUNTS
+    counts: dict[str, int]  # counters.CHANNEL_COUNTS
 
 
 @dataclass(slots=True)
@@ -73,7 +85,7 @@ class Snapshot:
     exchanges: list[ExchangeFigures]
     vhosts: list[str]
     churn: dict[str, int]  # Counters' fields (CHURN): connections_opened ... queues_deleted, auth_*
-    counts: dict[str, int]  # CHANNEL_COUNTS over every channel, closed ones included
+    counts: dict[str, int]  # counters.CHANNEL_COUNTS over every channel, closed ones included
     sizes: list[int]  # publishes by body size: counters.SIZE_BUCKETS, then the larger ones
     consumers: int
     memory_limit: int
@@ -151,20 +163,6 @@ def take(broker: Any) -> Snapshot:
         disk_free_limit=broker.disk.limit,
         alarms=frozenset(name for name, alarm in (("memory", MEMORY), ("disk", DISK)) if alarm in active),
     )
-
-
-CHURN = (
-    "connections_opened",
-    "connections_closed",
-    "channels_opened",
-    "channels_closed",
-    "queues_declared",
-    "queues_created",
-    "queues_deleted",
-    "auth_attempts",
-    "auth_failed",
-)
-__all__ = ["CHANNEL_COUNTS", "CHURN", "SIZE_BUCKETS", "Snapshot", "take"]
 
 
 def _channel(connection_name: str, vhost: str, channel: Any) -> ChannelFigures:
