@@ -16,6 +16,7 @@ from storage.memory import MemoryStore
 
 from .access import AccessControl
 from .confirms import SyncBarrier
+from .counters import Counters
 from .flow import MEMORY, Alarms, DiskMonitor, MemoryFlow
 from .reply_to import ReplyToRegistry
 from .scheduler import Scheduler
@@ -53,6 +54,7 @@ class Broker:
     # every live core.Connection (each adds itself, and leaves when it finishes): what the management API lists.
     # Typed Any: naming Connection here would make broker and connection import each other.
     connections: set[Any] = field(default_factory=set)
+    counters: Counters = field(default_factory=Counters)  # churn and closed channels' counts (Prometheus)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.clock)
@@ -74,6 +76,6 @@ class Broker:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(
-                name, self.store, self.sync_barrier, self.scheduler, self.wall_clock, self.flow
+                name, self.store, self.sync_barrier, self.scheduler, self.wall_clock, self.flow, self.counters
             )
         return vhost

@@ -49,6 +49,7 @@ from ..wire.properties import PropertiesError, check_properties
 from . import declarations, reply_to, transaction
 from .broker_names import generated_name
 from .confirms import Confirms
+from .counters import SIZE_BUCKETS, SMALLEST_BUCKET, bucket_of
 from .dead_letter import with_headers
 from .delivery import ACK, REJECT, REQUEUE, Consumer, Source, Unacked, UnackedTable
 from .exchanges import Exchange
@@ -97,6 +98,31 @@ class Channel:
         self.held_cancels: list[bytes] | None = None  # set while this channel's queue.delete runs
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
         self._content = Assembler(session.max_message_size)  # the publish being received
+        # Message counts read at scrape time (core/counters.py): plain increments where the message is handled
+        # already, most in branches that are off the common path (see each); the names are core/stats.py's.
+        # measured (hot_path.py, best of 5 interleaved runs of 200,000): publish → deliver (no-ack) 6.52 → 6.60
+        # µs/msg, queued backlog → deliver 1.74 → 1.77, publish → enqueue unchanged within noise.
+        self.stat_sizes = [0] * (len(SIZE_BUCKETS) + 1)  # publishes by body size (counters.SIZE_BUCKETS, then larger)
+        self.stat_publish_bytes = 0
+        self.stat_return_unroutable = 0
+        self.stat_drop_unroutable = 0
+        self.stat_nack = 0  # confirm-mode publishes nacked (confirms.acked counts them too)
+        self.stat_get = 0
+        self.stat_get_no_ack = 0
+        self.stat_get_empty = 0
+        self.stat_deliver_no_ack = 0
+        self.stat_redeliver = 0
+        self.stat_ack = 0
+
+    @property
+    def stat_publish(self) -> int:
+        """basic.publish received: the size histogram counts each once."""
+        return sum(self.stat_sizes)
+
+    @property
+    def deliveries(self) -> int:
+        """basic.deliver and basic.get-ok sent so far: each took a delivery tag (no counting needed)."""
+        return self._next_delivery_tag - 1
 
     # ------------------------------------------------------------- frames in
 
@@ -241,6 +267,10 @@ class Channel:
                 message = self.replies.rewrite(message)
         except (ValueError, OverflowError, OSError):  # a CC/BCC value pamqp cannot decode (a far-off timestamp)
             raise malformed_properties() from None
+        # what every publish pays for the statistics: a comparison and two increments (the size histogram)
+        size = len(body)
+        self.stat_publish_bytes += size
+        self.stat_sizes[0 if size <= SMALLEST_BUCKET else bucket_of(size)] += 1
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
             return
@@ -248,6 +278,7 @@ class Channel:
         confirms = self.confirms
         if confirms is not None:
             if rejected:  # a queue refused it (x-overflow reject-publish): tell the publisher at once
+                self.stat_nack += 1
                 confirms.nacked(confirms.published)
                 self._confirm(confirms.published, False, ack=False)
             else:
@@ -272,13 +303,17 @@ class Channel:
             if outcome is not _IN_MEMORY:
                 stored |= outcome is Enqueued.STORED
                 rejected |= outcome is Enqueued.REJECTED
-        if not queues and mandatory:
-            self._send_content(
-                wire.return_frame(
-                    self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr, message.routing_key_shortstr
-                ),
-                message,
-            )
+        if not queues:
+            if mandatory:
+                self.stat_return_unroutable += 1
+                self._send_content(
+                    wire.return_frame(
+                        self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr, message.routing_key_shortstr
+                    ),
+                    message,
+                )
+            else:
+                self.stat_drop_unroutable += 1
         return stored, rejected
 
     def _check_publish(self, method: wire.Publish) -> Exchange:
@@ -316,6 +351,7 @@ class Channel:
         if self.state is not ChannelState.OPEN or confirms is None:
             return
         if not ok:
+            self.stat_nack += confirms.published - confirms.acked
             nack = confirms.take_unsynced()
             if nack is not None:
                 self._confirm(*nack, ack=False)
@@ -399,6 +435,10 @@ class Channel:
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1
+        else:
+            self.stat_deliver_no_ack += 1
+        if entry.redelivered:
+            self.stat_redeliver += 1
 
     def _send_content(self, method_frame: bytes, message: Message) -> None:
         self._writer.send_content(self.channel_id, method_frame, message.header, message.body)
@@ -468,8 +508,11 @@ class Channel:
         queue = declarations.lookup_queue(self, method.queue, "read")
         entry = queue.get()
         if entry is None:
+            self.stat_get_empty += 1
             self._writer.send_method(self.channel_id, commands.Basic.GetEmpty())
             return
+        if entry.redelivered:
+            self.stat_redeliver += 1
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
@@ -487,8 +530,10 @@ class Channel:
             message,
         )
         if method.no_ack:
+            self.stat_get_no_ack += 1
             queue.settle((entry,))
         else:
+            self.stat_get += 1
             self.unacked[tag] = Unacked(tag, entry, queue, None)
 
     # ---------------------------------------------------------- settlement
@@ -507,6 +552,8 @@ class Channel:
                 queue.reject(entries)
             else:
                 queue.settle(entries)
+        if outcome is ACK:
+            self.stat_ack += len(taken)  # once per basic.ack, however many it covers
         self.resume_deliveries()
 
     def _acknowledge(self, delivery_tag: int, multiple: bool, outcome: str) -> None:

@@ -139,6 +139,7 @@ class Connection:
         self.connected_at = broker.wall_clock()
         self.recv_oct = self.recv_cnt = 0  # bytes and reads from the peer
         self.send_oct = self.send_cnt = 0  # bytes and writes to it
+        self._counted_open = False  # counted in broker.counters.connections_opened (closed is counted once)
         broker.connections.add(self)
 
     # ----------------------------------------------------------------- I/O side
@@ -432,6 +433,7 @@ class Connection:
         if len(self.channels) >= self.channel_max:
             raise channel_max_reached(len(self.channels), self.channel_max)
         self.channels[channel_id] = Channel(self, channel_id, self._session())
+        self.broker.counters.channels_opened += 1
         self.send(channel_open_ok_frame(channel_id))
 
     def _session(self) -> Session:
@@ -441,7 +443,9 @@ class Connection:
 
     def channel_closed(self, channel_id: int) -> None:
         """A channel finished closing; its number may be opened again."""
-        self.channels.pop(channel_id, None)
+        channel = self.channels.pop(channel_id, None)
+        if channel is not None:
+            self.broker.counters.channel_closed(channel)
 
     # ------------------------------------------------------------- handshake
 
@@ -497,7 +501,9 @@ class Connection:
             )
         username, password = credentials
         self.auth_mechanism = method.mechanism
+        self.broker.counters.auth_attempts += 1
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
+            self.broker.counters.auth_failed += 1
             log.warning(
                 "login refused for user '%s' from %s",
                 username,
@@ -541,6 +547,8 @@ class Connection:
             raise vhost_access_refused(vhost.name, self.username)
         self.vhost = vhost
         self.state = State.OPEN
+        self._counted_open = True
+        self.broker.counters.connections_opened += 1
         self.send_method(0, commands.Connection.OpenOk())
 
     def _on_update_secret(self, method: commands.Connection.UpdateSecret) -> None:
@@ -562,6 +570,7 @@ class Connection:
         for channel in list(self.channels.values()):
             channel.release()
             channel.state = ChannelState.CLOSED  # late store syncs must not write to a dead connection
+            self.broker.counters.channel_closed(channel)
         self.channels.clear()
         for queue in [q for q in self.vhost.queues.values() if q.exclusive_owner is self]:
             self.vhost.delete_queue(queue)
@@ -570,6 +579,9 @@ class Connection:
         self._release_channels()
         self.state = State.CLOSED
         self.broker.connections.discard(self)
+        if self._counted_open:
+            self._counted_open = False
+            self.broker.counters.connections_closed += 1
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

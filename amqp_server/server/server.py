@@ -22,7 +22,7 @@ from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
 from ..ops.running import RunningClaim, connect_host
-from . import management_site
+from . import management_site, prometheus_site
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
@@ -82,6 +82,7 @@ async def _serve(
     servers: list[asyncio.Server] = []
     signals: tuple[signal.Signals, ...] = ()
     management: management_site.ManagementSite | None = None
+    metrics: management_site.ManagementSite | None = None
     try:
         await _listen(config, tls, broker, connections, servers)
         if threading.current_thread() is threading.main_thread():
@@ -91,9 +92,11 @@ async def _serve(
         listeners = _listeners(servers)
         if config.management_port >= 0:
             management = await management_site.start(config, broker, listeners)
+        if config.prometheus_port >= 0:
+            metrics = await prometheus_site.start(config, broker)
         # users, vhosts and permissions change while we run only through the API: the admin CLI finds it here
         claim.publish(None if management is None else f"http://{connect_host(config.host)}:{management.port}")
-        host, port = _announce_listening(config, listeners, management)
+        host, port = _announce_listening(config, listeners, management, metrics)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         if on_listening is not None:
@@ -104,6 +107,8 @@ async def _serve(
     finally:
         if management is not None:
             await management.stop()
+        if metrics is not None:
+            await metrics.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)
         for server in servers:
@@ -181,7 +186,10 @@ def _listeners(servers: list[asyncio.Server]) -> list[tuple[str, int, str]]:
 
 
 def _announce_listening(
-    config: Config, listeners: list[tuple[str, int, str]], management: management_site.ManagementSite | None
+    config: Config,
+    listeners: list[tuple[str, int, str]],
+    management: management_site.ManagementSite | None,
+    metrics: management_site.ManagementSite | None,
 ) -> tuple[str, int]:
     """Print where the broker listens; returns the plain AMQP host and port.
 
@@ -195,6 +203,8 @@ def _announce_listening(
         print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
     if management is not None:
         print(f"amqp-server management listening on {config.host}:{management.port}", file=sys.stderr, flush=True)
+    if metrics is not None:
+        print(f"amqp-server prometheus listening on {config.host}:{metrics.port}", file=sys.stderr, flush=True)
     return host, port
 
 
