@@ -64,7 +64,7 @@ def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if value in ("true", "false"):
-        return value == "true"
+        return str(value) == "true"
     raise bad_request(["not_boolean", value])
 
 
