@@ -314,12 +314,16 @@ def test_connections_channels_and_consumers_of_a_pika_client(api: Api, managemen
         assert api.ok("GET", f"/api/connections/{q(mine['name'])}")["name"] == mine["name"]
         channels = poll(
             lambda: api.ok("GET", f"/api/connections/{q(mine['name'])}/channels"),
-            lambda found: len(found) == 1,
+            lambda found: len(found) == 1 and "prefetch_count" in found[0],
             "the pika channel",
         )
         assert channels[0]["prefetch_count"] == 7 and channels[0]["number"] == 1
-        consumers = [c for c in api.ok("GET", "/api/consumers/%2F") if c["consumer_tag"] == f"{name}-tag"]
-        assert consumers and consumers[0]["queue"] == {"name": queue, "vhost": "/"}
+        consumers = poll(
+            lambda: [c for c in api.ok("GET", "/api/consumers/%2F") if c["consumer_tag"] == f"{name}-tag"],
+            lambda found: len(found) == 1,
+            "the consumer",
+        )
+        assert consumers[0]["queue"] == {"name": queue, "vhost": "/"}
         info = poll(
             lambda: api.ok("GET", f"/api/queues/%2F/{q(queue)}"), lambda info: info.get("consumers") == 1, "consumers"
         )
