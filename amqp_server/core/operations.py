@@ -175,10 +175,14 @@ class BrokerOperations:
 
     def queue_totals(self, vhost: str | None = None) -> dict[str, int]:
         """Messages, ready and unacknowledged, over every queue (of ``vhost``)."""
-        queues = self.queues(vhost)
-        ready = sum(q["messages_ready"] for q in queues)
-        unacked = sum(q["messages_unacknowledged"] for q in queues)
+        vhosts = self._vhosts(vhost)
+        names = {v.name for v in vhosts}
+        ready = sum(q.message_count for v in vhosts for q in v.queues.values())
+        unacked = sum(n for (v, _, kind), n in self._unacked_counts().items() if kind == "messages" and v in names)
         return {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked}
+
+    def queue_count(self, vhost: str) -> int:
+        return len(self._vhost(vhost).queues)
 
     def resources(self) -> dict[str, Any]:
         """Memory (bytes of queued messages) and disk figures with their limits and alarms, RabbitMQ's names."""

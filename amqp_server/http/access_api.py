@@ -80,7 +80,7 @@ def vhost_info(request: web.Request, name: str) -> dict[str, Any]:
     for key in ("recv_oct", "send_oct"):
         info[key] = sum(c[key] for c in connections)
         info[f"{key}_details"] = {"rate": 0.0}
-    if operations.queues(name):  # RabbitMQ shows the message counts once the vhost has queue statistics
+    if operations.queue_count(name):  # RabbitMQ shows the message counts once the vhost has queue statistics
         for key, value in operations.queue_totals(name).items():
             info[key] = value
             info[f"{key}_details"] = {"rate": 0.0}

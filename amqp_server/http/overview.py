@@ -161,7 +161,7 @@ def _totals_of(request: web.Request, vhosts: list[str]) -> dict[str, int]:
         "channels": sum(c["channels"] for c in own),
         "connections": len(own),
         "exchanges": sum(len(operations.exchanges(v)) for v in vhosts),
-        "queues": sum(len(operations.queues(v)) for v in vhosts),
+        "queues": sum(operations.queue_count(v) for v in vhosts),
     }
 
 
