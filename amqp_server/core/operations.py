@@ -25,7 +25,7 @@ from pamqp.header import ContentHeader
 
 from ..errors import internal_exchange, not_found
 from . import declarations
-from .access import AccessControl
+from .access import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission
 from .broker import Broker
 from .connection import Connection, State
 from .exchanges import EXCHANGE_TYPES, Exchange
@@ -34,6 +34,18 @@ from .message import Entry, Message
 from .queue import Queue
 from .vhost import VirtualHost, sender_selected
 from .writer import Writer
+
+# The facade's public names; the access types are re-exported for the management layer's user/permission edits.
+__all__ = [
+    "ACK_MODES",
+    "HASHING_ALGORITHM",
+    "AccessControl",
+    "BrokerOperations",
+    "Permission",
+    "TopicPermission",
+    "properties_from_json",
+    "properties_key",
+]
 
 NODE = "rabbit@localhost"
 PROTOCOL = "AMQP 0-9-1"

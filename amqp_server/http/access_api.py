@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..core.operations import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission
 from ..ops import access as ops_access
-from ..ops.access import HASHING_ALGORITHM, AccessControl, Permission
 from ..ops.validation import regex_problem, tags_from
 from .context import Context, add, caller, context, json_body, listed, no_content, reply, visible_vhosts
 from .errors import bad_request, not_found
@@ -403,7 +403,7 @@ async def put_topic_permission(request: web.Request) -> web.Response:
             raise bad_request("vhost_or_user_not_found")
         key = (user, vhost, exchange)
         existed = key in access.topic_permissions
-        access.topic_permissions[key] = ops_access.TopicPermission(write, read)
+        access.topic_permissions[key] = TopicPermission(write, read)
         return not existed
 
     return no_content(201 if edit(context(request), change) else 204)
