@@ -22,7 +22,7 @@ from .context import add, caller, context, json_body, listed, no_content, reply,
 from .errors import ApiError, bad_request, not_found
 
 RABBITMQ_API_VERSION = "3.10.8"  # the management plugin whose answers this API reproduces (probed)
-NODE_COUNTERS = (
+CHURN_KEYS = (
     "channel_closed",
     "channel_created",
     "connection_closed",
@@ -30,6 +30,9 @@ NODE_COUNTERS = (
     "queue_created",
     "queue_declared",
     "queue_deleted",
+)
+NODE_COUNTERS = (
+    *CHURN_KEYS,
     "context_switches",
     "gc_bytes_reclaimed",
     "gc_num",
@@ -60,15 +63,6 @@ GC_QUEUES = (
     "node_node_deleted",
     "queue_deleted",
     "vhost_deleted",
-)
-CHURN_KEYS = (
-    "channel_closed",
-    "channel_created",
-    "connection_closed",
-    "connection_created",
-    "queue_created",
-    "queue_declared",
-    "queue_deleted",
 )
 
 
