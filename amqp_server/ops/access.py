@@ -1,20 +1,22 @@
 """Users, virtual hosts and permissions on disk: ``<data_dir>/access.json``.
 
-The file holds the ``users``, ``vhosts`` and ``permissions`` sections of
-RabbitMQ's definitions JSON (passwords only as ``rabbit_password_hashing_sha256``
-hashes)::
+The file holds the ``users``, ``vhosts``, ``permissions`` and ``topic_permissions`` sections
+of RabbitMQ's definitions JSON (passwords only as ``rabbit_password_hashing_sha256``
+hashes; a vhost's ``description`` and ``tags`` when it has them)::
 
     {"users": [{"name": "guest", "password_hash": "…", "hashing_algorithm": "rabbit_password_hashing_sha256",
                 "tags": ["administrator"]}],
-     "vhosts": [{"name": "/"}],
-     "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]}
+     "vhosts": [{"name": "/"}, {"name": "prod", "description": "orders", "tags": ["eu"]}],
+     "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+     "topic_permissions": []}
 
 Without the file the broker has RabbitMQ's out-of-the-box setup: ``guest``/``guest``,
 administrator, every permission on ``/``.  Writes are atomic (temporary file,
 fsync, rename, fsync of the directory), so a reader sees the old file or the new
 one, never half of it.  The admin CLI edits it under an flock on ``access.lock``
 (``edit_access``); the running broker notices with ``AccessWatcher.poll`` and
-installs the new state with ``apply_to_broker``.
+installs the new state with ``apply_to_broker``; the management API edits it the same way and
+installs the result at once (``core.operations.BrokerOperations.install_access``).
 """
 
 from __future__ import annotations
