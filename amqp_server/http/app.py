@@ -29,6 +29,7 @@ __all__ = ["Context", "create_app", "start"]
 def create_app(ctx: Context) -> web.Application:
     app = web.Application(middlewares=[_errors, _authenticate], client_max_size=MAX_BODY_SIZE)
     app[CONTEXT] = ctx
+    app.on_response_prepare.append(_server_header)
     for module in (overview, access_api, entities, sessions):
         module.add_routes(app.router)
     return app
@@ -46,6 +47,11 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
         raise
     bound = runner.addresses[0][1]  # (host, port[, …]) of the listening socket: the real port of port 0
     return runner, int(bound)
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Name the product, not the HTTP library and its version (RabbitMQ says "Cowboy")."""
+    response.headers["Server"] = "amqp-server"
 
 
 @web.middleware

@@ -23,7 +23,7 @@ from .context import add, caller, context, json_body, listed, no_content, reply,
 from .errors import ApiError, bad_request, not_found
 
 RABBITMQ_API_VERSION = "3.10.8"  # the management plugin whose answers this API reproduces (probed)
-NODE_COUNTERS = (
+CHURN_KEYS = (
     "channel_closed",
     "channel_created",
     "connection_closed",
@@ -31,6 +31,9 @@ NODE_COUNTERS = (
     "queue_created",
     "queue_declared",
     "queue_deleted",
+)
+NODE_COUNTERS = (
+    *CHURN_KEYS,
     "context_switches",
     "gc_bytes_reclaimed",
     "gc_num",
@@ -65,15 +68,6 @@ GC_QUEUES = (
 # RabbitMQ's default Erlang process limit (+P); monitoring divides proc_used by it (nagios' check_rabbitmq_server
 # went CRITICAL on 1 of 1). No such limit here: the figure only keeps the ratio RabbitMQ's.
 ERLANG_PROCESS_LIMIT = 1048576
-CHURN_KEYS = (
-    "channel_closed",
-    "channel_created",
-    "connection_closed",
-    "connection_created",
-    "queue_created",
-    "queue_declared",
-    "queue_deleted",
-)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -165,7 +159,7 @@ def _totals_of(request: web.Request, vhosts: list[str]) -> dict[str, int]:
         "channels": sum(c["channels"] for c in own),
         "connections": len(own),
         "exchanges": sum(len(operations.exchanges(v)) for v in vhosts),
-        "queues": sum(len(operations.queues(v)) for v in vhosts),
+        "queues": sum(operations.queue_count(v) for v in vhosts),
     }
 
 

@@ -76,7 +76,14 @@ def export_from(broker: Broker) -> dict[str, Any]:
         "product_name": "amqp-server",
         "product_version": __version__,
         "users": [{**user_to_json(user), "limits": {}} for user in access.users.values()],
-        "vhosts": [{"name": name, "limits": [], "metadata": {"description": "", "tags": []}} for name in broker.vhosts],
+        "vhosts": [
+            {
+                "name": name,
+                "limits": [],
+                "metadata": {"description": "", "tags": [], **access.vhost_metadata.get(name, {})},
+            }
+            for name in broker.vhosts
+        ],
         "permissions": [
             permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
         ],
