@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fileio
-from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
+from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, StoredMessage
 from .definitions_log import DefinitionsBatch, DefinitionsLog
 from .fileio import DataDirLocked as DataDirLocked  # re-exported: importers expect it here
 from .record_reader import LOCATION_BITS, RecordReader, location, split
@@ -325,6 +325,14 @@ class SegmentStore:
         with self._buffer_lock:
             self._definitions.delete_binding(record)
 
+    def put_policy(self, record: PolicyRecord) -> None:
+        with self._buffer_lock:
+            self._definitions.put_policy(record)
+
+    def delete_policy(self, vhost: str, name: str, operator: bool = False) -> None:
+        with self._buffer_lock:
+            self._definitions.delete_policy(vhost, name, operator)
+
     # -- messages ----------------------------------------------------------------------------
 
     def put_message(self, vhost: str, queue: str, message_id: int, record: MessageRecord) -> None:
@@ -586,6 +594,7 @@ class SegmentStore:
                     exchanges=list(definitions.exchanges.values()),
                     queues=list(definitions.queues.values()),
                     bindings=list(definitions.bindings.values()),
+                    policies=list(definitions.policies.values()),
                     messages=messages,
                 )
 
