@@ -232,7 +232,7 @@ def pattern_problem(pattern: Any) -> str | None:
         message, offset = _pcre_error(pattern, error)
         term = f'{{"{message}",{offset}}}'
         prefix = "pattern should be regular expression but is invalid: "
-        if len(prefix) + len(term) > 80:  # ~p breaks a tuple that does not fit the line, aligned under its start
+        if len(prefix) + len(term) >= 80:  # ~p breaks a tuple that does not fit its line, aligned after its brace
             term = f'{{"{message}",\n{" " * (len(prefix) + 1)}{offset}}}'
         return prefix + term
     return None

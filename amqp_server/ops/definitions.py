@@ -5,14 +5,18 @@ The format is what ``rabbitmqctl export_definitions`` (3.10) writes, so a file
 exported from RabbitMQ imports here and the other way round: users carry their
 ``rabbit_password_hashing_sha256`` hash (tags as a list, or the older
 comma-separated string on import); exchanges, queues and bindings carry vhost,
-name, type, durable, auto_delete, internal and arguments.  Built-in exchanges
+name, type, durable, auto_delete, internal and arguments; policies vhost, name,
+pattern, apply-to, definition and priority.  Built-in exchanges
 (``''`` and ``amq.*``), exclusive queues and the default exchange's implicit
 bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
-RabbitMQ.  Policies, parameters and topic permissions are exported empty; on
-import they are reported as ignored.
+RabbitMQ.  Operator policies are not part of definitions (RabbitMQ 3.10 neither
+exports nor imports them).  Parameters and topic permissions are exported empty;
+on import they are reported as ignored.
 
-Import order is users, vhosts, permissions, exchanges, queues, bindings; what
-already exists is kept (declared exchanges and queues are not redeclared).
+Import order is users, vhosts, permissions, policies, exchanges, queues, bindings
+(RabbitMQ's: a queue is declared under its policy); what already exists is kept
+(declared exchanges and queues are not redeclared) except a policy, which is
+replaced, as ``rabbitmqctl set_policy`` would.
 Anything that cannot be imported raises ``DefinitionsError`` naming the entry;
 entries before it have been imported by then.
 
@@ -35,6 +39,7 @@ from storage.factory import open_store
 from .. import __version__
 from ..core.broker import Broker
 from ..core.exchanges import UnsupportedExchangeType, new_exchange
+from ..core.policy_validation import PolicyError, parse_policy
 from ..core.queue import Queue
 from ..core.vhost import VirtualHost
 from ..errors import AMQPError
@@ -50,7 +55,7 @@ from .errors import DefinitionsError
 from .validation import json_lists, json_object, json_string
 
 RABBIT_VERSION = "3.10.8"  # the definitions format written (RabbitMQ's version field)
-UNSUPPORTED_SECTIONS = ("policies", "parameters", "global_parameters", "topic_permissions")
+UNSUPPORTED_SECTIONS = ("parameters", "global_parameters", "topic_permissions")
 
 
 # ------------------------------------------------------------------ export
@@ -114,7 +119,7 @@ def export_from(broker: Broker) -> dict[str, Any]:
         "topic_permissions": [],
         "parameters": [],
         "global_parameters": [],
-        "policies": [],
+        "policies": [policy.to_json() for vhost in broker.vhosts.values() for policy in vhost.policies.listing()],
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -147,11 +152,14 @@ def import_into(broker: Broker, data: Any) -> dict[str, int]:
     """Import RabbitMQ definitions into ``broker``; returns counts of what was created, and of ignored sections."""
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
-    json_lists(data, ("users", "vhosts", "permissions", "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS))
+    sections = ("users", "vhosts", "permissions", "policies", "exchanges", "queues", "bindings")
+    json_lists(data, (*sections, *UNSUPPORTED_SECTIONS))
     counts = {
         **import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
-        **dict.fromkeys(("exchanges", "queues", "bindings"), 0),
+        **dict.fromkeys(("policies", "exchanges", "queues", "bindings"), 0),
     }
+    for i, item in enumerate(data.get("policies", [])):
+        counts["policies"] += _import_policy(broker, item, f"policies[{i}]")
     for i, item in enumerate(data.get("exchanges", [])):
         counts["exchanges"] += _import_exchange(broker, item, f"exchanges[{i}]")
     for i, item in enumerate(data.get("queues", [])):
@@ -195,6 +203,20 @@ def _vhost(broker: Broker, item: dict[str, Any], where: str) -> VirtualHost:
     if vhost is None:
         raise DefinitionsError(f"{where}: no vhost '{item['vhost']}'")
     return vhost
+
+
+def _import_policy(broker: Broker, item: Any, where: str) -> bool:
+    """Set (or replace) a policy, with the same validation as the HTTP API's."""
+    item = json_object(item, where)
+    json_string(item, "vhost", where)
+    json_string(item, "name", where)
+    vhost = _vhost(broker, item, where)
+    try:
+        policy = parse_policy(vhost.name, item["name"], item)
+    except PolicyError as error:
+        raise DefinitionsError(f"{where}: policy '{item['name']}': {error.reason.strip()}") from None
+    vhost.set_policy(policy)
+    return True
 
 
 def _import_exchange(broker: Broker, item: Any, where: str) -> bool:
@@ -272,6 +294,9 @@ def delete_vhost(broker: Broker, name: str) -> None:
         return
     for queue in list(vhost.queues.values()):
         vhost.delete_queue(queue)
+    for operator in (False, True):
+        for policy in vhost.policies.listing(operator):
+            vhost.clear_policy(policy.name, operator)
     for exchange in list(vhost.exchanges.values()):
         if exchange.name and not exchange.name.startswith("amq.") and exchange.name in vhost.exchanges:
             vhost.delete_exchange(exchange)
