@@ -95,6 +95,14 @@ def _check_bind_access(channel: ChannelPort, kind: str, destination: str, source
     channel.connection.check_access("read", "exchange", source)
 
 
+def _check_exchange_binding(channel: ChannelPort, method: commands.Exchange.Bind | commands.Exchange.Unbind) -> None:
+    """exchange.bind's and exchange.unbind's guards, in RabbitMQ's order: neither end the default exchange, then
+    access to both ends."""
+    _check_not_default(method.source)
+    _check_not_default(method.destination)
+    _check_bind_access(channel, "exchange", method.destination, method.source)
+
+
 def _reply(channel: ChannelPort, nowait: bool, method: Any) -> None:
     """Send the -ok; after a durable change, only once the store has synced it (RabbitMQ commits first)."""
     frame = None if nowait else (method if isinstance(method, bytes) else method_frame(channel.channel_id, method))
@@ -172,9 +180,7 @@ def _on_exchange_delete(channel: ChannelPort, method: commands.Exchange.Delete) 
 
 def _on_exchange_bind(channel: ChannelPort, method: commands.Exchange.Bind) -> None:
     vhost = channel.connection.vhost
-    _check_not_default(method.source)
-    _check_not_default(method.destination)
-    _check_bind_access(channel, "exchange", method.destination, method.source)
+    _check_exchange_binding(channel, method)
     destination = lookup_exchange(channel, method.destination)
     source = lookup_exchange(channel, method.source)
     source.check_binding(method.arguments or {})
@@ -185,9 +191,7 @@ def _on_exchange_bind(channel: ChannelPort, method: commands.Exchange.Bind) -> N
 def _on_exchange_unbind(channel: ChannelPort, method: commands.Exchange.Unbind) -> None:
     """Unbinding what does not exist succeeds, as in RabbitMQ."""
     vhost = channel.connection.vhost
-    _check_not_default(method.source)
-    _check_not_default(method.destination)
-    _check_bind_access(channel, "exchange", method.destination, method.source)
+    _check_exchange_binding(channel, method)
     source, destination = vhost.exchanges.get(method.source), vhost.exchanges.get(method.destination)
     if source is not None and destination is not None:
         vhost.unbind(source, destination, method.routing_key, dict(method.arguments or {}))
