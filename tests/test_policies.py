@@ -346,3 +346,29 @@ def test_policies_of_other_vhosts_do_not_apply():
     declare(peer, "q")
     peer.send(publish(1, "q", b"kept"))
     assert count(peer, "q") == 1
+
+
+# ------------------------------------------------------------------ the offline admin CLI
+
+
+def test_cli_refuses_bad_policies_with_rabbitmqs_reason_and_a_running_broker(tmp_path, capsys):
+    from amqp_server.ops.cli import main
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    args = ["--data-dir", str(data_dir)]
+    assert main(["policies", "set", "bad", "^q", '{"expires": 0}', *args]) == 1
+    assert "invalid policy 'bad': Validation failed\n\n0 is not a valid queue expiry" in capsys.readouterr().err
+    assert main(["policies", "set", "dlx", "^q", '{"dead-letter-exchange": "x"}', "--operator", *args]) == 1
+    assert '[{<<"dead-letter-exchange">>,<<"x">>}] are not recognised policy settings' in capsys.readouterr().err
+    assert main(["policies", "set", "p", "^q", "{", *args]) == 1
+    assert main(["policies", "set", "p", "^q", '{"max-length": 1}', "--vhost", "nope", *args]) == 1
+    assert "no vhost 'nope'" in capsys.readouterr().err
+    running = SegmentStore(data_dir)  # what a running broker holds: the data dir's lock
+    try:
+        assert main(["policies", "set", "p", "^q", '{"max-length": 1}', *args]) == 1
+        assert "cannot set policies while a broker is running" in capsys.readouterr().err
+    finally:
+        running.close()
+    assert main(["policies", "set", "p", "^q", '{"max-length": 1}', *args]) == 0
+    assert main(["policies", "clear", "p", "--operator", *args]) == 1  # a policy, not an operator policy

@@ -20,6 +20,12 @@ for definitions, the data dir's store (only while no broker runs on it)::
     amqp-server permissions list
     amqp-server definitions export FILE      (RabbitMQ's definitions JSON; - for stdout)
     amqp-server definitions import FILE
+    amqp-server policies set NAME PATTERN DEFINITION [--vhost /] [--priority N] [--apply-to all] [--operator]
+    amqp-server policies clear NAME [--vhost /] [--operator]
+    amqp-server policies list [--vhost /] [--operator]
+
+Policies, like definitions, are edited in the store, so only while no broker runs on the data
+dir (a running broker's policies go through its management API).
 
 Each takes ``--data-dir`` and ``--config`` (the data dir is resolved like the
 broker's).  They exit with 0 on success, 1 when the change cannot be made
@@ -43,6 +49,8 @@ from storage.fileio import DataDirLocked
 from .. import __version__
 from ..core.access import Permission
 from ..core.broker import Broker
+from ..core.policy_validation import PolicyError, parse_policy
+from ..core.vhost import VirtualHost
 from .access import DEFAULT_VHOST, edit_access, load_access, locked, remove_vhost
 from .config import CONFIG_ENV, OPTIONS, Config, env_name, load_config
 from .definitions import delete_vhost, export_from, import_file, open_offline_broker, save_broker_access
@@ -50,7 +58,7 @@ from .errors import AccessError, ConfigError, DefinitionsError, flag_name
 from .logging import setup as setup_logging
 from .validation import must_be_new, must_exist, regex_problem, split_list
 
-ADMIN_COMMANDS = ("users", "vhosts", "permissions", "definitions")
+ADMIN_COMMANDS = ("users", "vhosts", "permissions", "definitions", "policies")
 
 
 class AdminError(Exception):
@@ -199,7 +207,25 @@ def admin_parser() -> argparse.ArgumentParser:
         "import a definitions file (the broker must be stopped; or start it with --load-definitions FILE)",
         "file",
     )
+    _policy_commands(command, groups)
     return parser
+
+
+def _policy_commands(command: Callable[..., argparse.ArgumentParser], groups: Any) -> None:
+    policies = groups.add_parser("policies", help="policies and operator policies").add_subparsers(
+        dest="action", required=True
+    )
+    set_help = "set a policy: DEFINITION is a JSON object, e.g. '{\"max-length\": 1000}' (the broker must be stopped)"
+    setter = command(policies, "set", _policies_set, set_help, "name", "pattern", "definition")
+    setter.add_argument("--priority", type=int, default=0, help="the highest-priority matching policy applies (0)")
+    setter.add_argument("--apply-to", default="all", help="queues, classic_queues, quorum_queues, exchanges or all")
+    clearer = command(policies, "clear", _policies_clear, "delete a policy (the broker must be stopped)", "name")
+    for sub in (setter, clearer):
+        sub.add_argument("--vhost", default=DEFAULT_VHOST)
+        sub.add_argument("--operator", action="store_true", help="an operator policy")
+    sub = command(policies, "list", _policies_list, "list the policies of a vhost (the broker must be stopped)")
+    sub.add_argument("--vhost", default=DEFAULT_VHOST)
+    sub.add_argument("--operator", action="store_true", help="operator policies")
 
 
 def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
@@ -292,7 +318,7 @@ def _permissions_list(args: argparse.Namespace, config: Config) -> str:
 
 
 @contextmanager
-def _offline(config: Config, verb: str) -> Iterator[Broker]:
+def _offline(config: Config, verb: str, what: str = "definitions") -> Iterator[Broker]:
     """The data dir's broker, opened here; a clear ``AdminError`` when a broker is running on it."""
     try:
         with open_offline_broker(config.data_dir, config.loopback_users) as broker:
@@ -300,8 +326,47 @@ def _offline(config: Config, verb: str) -> Iterator[Broker]:
     except DataDirLocked as error:
         hint = ", or start it with --load-definitions FILE" if verb == "import" else ""
         raise AdminError(
-            f"cannot {verb} definitions while a broker is running: {error} Stop the broker first{hint}."
+            f"cannot {verb} {what} while a broker is running: {error} Stop the broker first{hint}."
         ) from None
+
+
+def _policy_vhost(broker: Broker, name: str) -> VirtualHost:
+    """The vhost named on the command line (``NotFound`` unless it exists)."""
+    must_exist("vhost", name, broker.vhosts)
+    return broker.vhosts[name]
+
+
+def _policies_set(args: argparse.Namespace, config: Config) -> str:
+    try:
+        definition = json.loads(args.definition)
+    except ValueError as error:
+        raise AdminError(f"policies set: DEFINITION is not valid JSON: {error}") from None
+    body = {"pattern": args.pattern, "definition": definition, "priority": args.priority, "apply-to": args.apply_to}
+    kind = "operator policy" if args.operator else "policy"
+    with _offline(config, "set", "policies") as broker:
+        vhost = _policy_vhost(broker, args.vhost)
+        try:
+            vhost.set_policy(parse_policy(vhost.name, args.name, body, args.operator))
+        except PolicyError as error:
+            raise AdminError(f"invalid {kind} '{args.name}': {error.reason.strip()}") from None
+    return f"set {kind} '{args.name}' in vhost '{args.vhost}'"
+
+
+def _policies_clear(args: argparse.Namespace, config: Config) -> str:
+    kind = "operator policy" if args.operator else "policy"
+    with _offline(config, "clear", "policies") as broker:
+        if not _policy_vhost(broker, args.vhost).clear_policy(args.name, args.operator):
+            raise AdminError(f"no {kind} '{args.name}' in vhost '{args.vhost}'")
+    return f"cleared {kind} '{args.name}' in vhost '{args.vhost}'"
+
+
+def _policies_list(args: argparse.Namespace, config: Config) -> str:
+    """vhost, name, pattern, apply-to, definition, priority: ``rabbitmqctl list_policies``' columns."""
+    with _offline(config, "list", "policies") as broker:
+        policies = _policy_vhost(broker, args.vhost).policies.listing(args.operator)
+    return "\n".join(
+        f"{p.vhost}\t{p.name}\t{p.pattern}\t{p.apply_to}\t{json.dumps(p.definition)}\t{p.priority}" for p in policies
+    )
 
 
 def _definitions_export(args: argparse.Namespace, config: Config) -> str | None:
