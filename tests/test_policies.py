@@ -225,6 +225,7 @@ def test_max_length_policy_trims_an_existing_queue_at_once_and_dead_letters_with
     set_policy(peer, "cap", "^work$", {"max-length": 2, "dead-letter-exchange": "", "dead-letter-routing-key": "dead"})
     assert count(peer, "work") == 2
     assert bodies(peer, "dead") == [b"m0", b"m1", b"m2"]
+    declare(peer, "work")  # equivalence compares the arguments only: the policy's limit is not one
     queue = peer.broker.vhosts["/"].queues["work"]
     assert queue.policy.name == "cap" and queue.operator_policy is None
     peer.broker.vhosts["/"].clear_policy("cap")
@@ -372,3 +373,30 @@ def test_cli_refuses_bad_policies_with_rabbitmqs_reason_and_a_running_broker(tmp
         running.close()
     assert main(["policies", "set", "p", "^q", '{"max-length": 1}', *args]) == 0
     assert main(["policies", "clear", "p", "--operator", *args]) == 1  # a policy, not an operator policy
+
+
+def test_fields_the_management_api_shows_per_queue_and_exchange():
+    from amqp_server.core.policies import exchange_policy_fields, queue_policy_fields
+
+    peer = open_peer()
+    declare(peer, "q1", arguments={"x-max-length": 3, "x-message-ttl": 5000})
+    declare(peer, "zq")
+    peer.send_method(1, commands.Exchange.Declare(exchange="orders", exchange_type="direct"))
+    set_policy(peer, "p1", "^q", {"message-ttl": 2000}, **{"apply-to": "queues", "priority": 1})
+    set_policy(peer, "o1", "^q", {"message-ttl": 500, "max-length": 7}, operator=True, **{"apply-to": "queues"})
+    set_policy(peer, "ae", "^orders$", {"alternate-exchange": "u"}, **{"apply-to": "exchanges"})
+    vhost = peer.broker.vhosts["/"]
+    # RabbitMQ 3.10.8 showed exactly these for the same state
+    assert queue_policy_fields(vhost.queues["q1"]) == {
+        "policy": "p1",
+        "operator_policy": "o1",
+        "effective_policy_definition": {"max-length": 7, "message-ttl": 500},
+    }
+    assert queue_policy_fields(vhost.queues["zq"]) == {
+        "policy": None,
+        "operator_policy": None,
+        "effective_policy_definition": {},
+    }
+    assert vhost.queues["q1"].options.max_length == 3  # what applies: the lower of the argument and the policies
+    assert exchange_policy_fields(vhost.exchanges["orders"]) == {"policy": "ae"}
+    assert exchange_policy_fields(vhost.exchanges["amq.direct"]) == {}

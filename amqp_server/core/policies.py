@@ -132,13 +132,14 @@ class Policy:
         return compile_pattern(self.pattern).search(name) is not None
 
     def to_json(self) -> dict[str, Any]:
-        """As the management API and definitions show it (RabbitMQ's field order)."""
+        """As the management API and definitions show it (RabbitMQ's field order; its definition is a map, so
+        its keys come sorted)."""
         return {
             "vhost": self.vhost,
             "name": self.name,
             "pattern": self.pattern,
             "apply-to": self.apply_to,
-            "definition": dict(self.definition),
+            "definition": dict(sorted(self.definition.items())),
             "priority": self.priority,
         }
 
@@ -265,3 +266,18 @@ def apply_to_exchange(table: PolicyTable, exchange: PolicedExchange) -> None:
         exchange.operator_policy = (
             table.match("exchange", exchange.name, operator=True) if table.operator_policies else None
         )
+
+
+def queue_policy_fields(queue: PolicedQueue) -> dict[str, Any]:
+    """``policy``, ``operator_policy`` and ``effective_policy_definition`` as RabbitMQ's management API shows
+    them for a queue (null, null and {} when none applies)."""
+    return {
+        "policy": queue.policy.name if queue.policy is not None else None,
+        "operator_policy": queue.operator_policy.name if queue.operator_policy is not None else None,
+        "effective_policy_definition": effective_definition(queue.policy, queue.operator_policy),
+    }
+
+
+def exchange_policy_fields(exchange: PolicedExchange) -> dict[str, Any]:
+    """An exchange's ``policy`` as RabbitMQ's management API shows it: only when one applies."""
+    return {"policy": exchange.policy.name} if exchange.policy is not None else {}
