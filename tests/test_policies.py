@@ -400,3 +400,33 @@ def test_fields_the_management_api_shows_per_queue_and_exchange():
     assert vhost.queues["q1"].options.max_length == 3  # what applies: the lower of the argument and the policies
     assert exchange_policy_fields(vhost.exchanges["orders"]) == {"policy": "ae"}
     assert exchange_policy_fields(vhost.exchanges["amq.direct"]) == {}
+
+
+def test_policy_operations_for_the_management_api():
+    from amqp_server.core.policy_operations import NoSuchVhost, PolicyOperations
+
+    broker = Broker(store=MemoryStore(), clock=FakeClock())
+    broker.add_vhost("other")
+    operations = PolicyOperations(broker)
+    body = {"pattern": "^q", "definition": {"message-ttl": 1000}, "apply-to": "queues", "priority": 1}
+    assert operations.set("/", "p1", body) is True
+    assert operations.set("/", "p1", {**body, "definition": {"message-ttl": 2000}}) is False  # 201, then 204
+    assert operations.set("other", "low", {"pattern": "", "definition": {"expires": 5}, "priority": -1}) is True
+    assert operations.set("/", "o1", {"pattern": "^q", "definition": {"max-length": 7}}, operator=True)
+    assert operations.get("/", "p1") == {
+        "vhost": "/",
+        "name": "p1",
+        "pattern": "^q",
+        "apply-to": "queues",
+        "definition": {"message-ttl": 2000},
+        "priority": 1,
+    }
+    assert operations.get("/", "o1") is None and operations.get("/", "o1", operator=True)["name"] == "o1"
+    assert [p["name"] for p in operations.list()] == ["p1", "low"]
+    assert [p["name"] for p in operations.list(["other", "missing"])] == ["low"]
+    with pytest.raises(PolicyError):
+        operations.set("/", "bad", {"pattern": "^q", "definition": {}})
+    with pytest.raises(NoSuchVhost):
+        operations.set("missing", "p", body)
+    assert operations.clear("/", "p1") is True and operations.clear("/", "p1") is False
+    assert operations.list(operator=True)[0]["definition"] == {"max-length": 7}
