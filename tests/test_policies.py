@@ -74,6 +74,7 @@ def test_defaults_and_bad_bodies_answer_not_crash():
         ({"pattern": "", "definition": "x"}, 'Validation failed\n\ndefinition must be a dictionary: <<"x">>\n'),
         ({"pattern": "", "definition": [1]}, "Validation failed\n\ndefinition must be a dictionary: [1]\n"),
         ({"pattern": "", "definition": {"expires": 1}, "apply-to": 5}, "apply-to '5' unrecognised"),
+        ({"pattern": "", "definition": {"expires": 1}, "priority": float("nan")}, "Validation failed\n\npriority"),
     ):
         with pytest.raises(PolicyError) as error:
             parse_policy("/", "p", body)

@@ -283,8 +283,8 @@ def parse_policy(vhost: str, name: str, body: Any, operator: bool = False) -> Po
         _apply_to_problem(apply_to),
         pattern_problem(body["pattern"]),
         None
-        if _is_integer(priority) or isinstance(priority, float)
-        else f"priority should be a number, actually was {erlang_term(priority)}",
+        if _is_integer(priority) or (isinstance(priority, float) and math.isfinite(priority))
+        else f"priority should be a number, actually was {erlang_term(priority)}",  # (JSON has no NaN)
     ]
     found = [problem for problem in problems if problem is not None]
     if found:
