@@ -9,6 +9,7 @@ reserved ``amq.`` prefix and the default exchange 403, missing resources 404.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pamqp import commands
@@ -111,7 +112,7 @@ def _reply(channel: ChannelPort, nowait: bool, method: Any) -> None:
         if frame is not None:
             vhost.sync_barrier.after_sync(lambda ok: channel.send_after_sync(frame, ok))
     elif frame is not None:
-        channel.connection.send(frame)
+        channel.connection.writer.send(frame)
 
 
 # ---------------------------------------------------------------- exchange.*
@@ -252,11 +253,11 @@ def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connec
             raise inequivalent_arg(arg, "queue", queue.name, vhost, received, current)
     arguments = method.arguments or {}
     for arg in EQUIVALENT_QUEUE_ARGUMENTS:
-        received, current = arguments.get(arg), queue.arguments.get(arg)
-        if arg == "x-queue-type" and received in (None, "classic") and current in (None, "classic"):
+        received_value, current_value = arguments.get(arg), queue.arguments.get(arg)
+        if arg == "x-queue-type" and received_value in (None, "classic") and current_value in (None, "classic"):
             continue  # a classic queue is the same with or without the argument
-        if received != current:
-            raise inequivalent_table_arg(arg, "queue", queue.name, vhost, received, current)
+        if received_value != current_value:
+            raise inequivalent_table_arg(arg, "queue", queue.name, vhost, received_value, current_value)
 
 
 def _on_queue_bind(channel: ChannelPort, method: commands.Queue.Bind) -> None:
@@ -312,9 +313,9 @@ def _on_queue_delete(channel: ChannelPort, method: commands.Queue.Delete) -> Non
     _reply(channel, method.nowait, commands.Queue.DeleteOk(message_count=count))
     for frame in held:  # amqplib resolves the delete and then ends the consumer; the other order loses the reply
         if reply_waits_for_sync:
-            vhost.sync_barrier.after_sync(lambda ok, frame=frame: channel.send_after_sync(frame, ok))
+            vhost.sync_barrier.after_sync(partial(channel.send_after_sync, frame))
         else:
-            channel.connection.send(frame)
+            channel.connection.writer.send(frame)
 
 
 HANDLERS: dict[int, Callable[[ChannelPort, Any], None]] = {

@@ -20,6 +20,11 @@ from ..wire.methods import shortstr
 if TYPE_CHECKING:
     from .message import Entry
 
+# how a delivery is settled (basic.ack; basic.nack / basic.reject with or without requeue)
+ACK = "ack"
+REQUEUE = "requeue"
+REJECT = "reject"
+
 
 class ConsumerOwner(Protocol):
     """The channel side of a consumer: writes its deliveries, says whether it may take more, hears cancels."""
@@ -67,7 +72,7 @@ class Consumer:
         self,
         channel: ConsumerOwner,
         tag: str,
-        queue: Source | None,
+        queue: Source,
         no_ack: bool,
         exclusive: bool,
         prefetch_count: int,

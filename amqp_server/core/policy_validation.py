@@ -165,7 +165,7 @@ def _check_mirroring(terms: Mapping[str, Any]) -> str | None:
         if "ha-params" in terms:
             return 'ha-mode="all" does not take parameters'
     elif mode == "exactly":
-        if not (_is_integer(params) and params > 0):
+        if not (isinstance(params, int) and not isinstance(params, bool) and params > 0):
             return f'ha-mode="exactly" takes an integer, {given} given'
     elif mode == "nodes":
         if not (isinstance(params, list) and params and all(isinstance(node, str) for node in params)):
