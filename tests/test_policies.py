@@ -431,3 +431,15 @@ def test_policy_operations_for_the_management_api():
         operations.set("missing", "p", body)
     assert operations.clear("/", "p1") is True and operations.clear("/", "p1") is False
     assert operations.list(operator=True)[0]["definition"] == {"max-length": 7}
+
+
+def test_deleting_a_vhost_deletes_its_policies_so_it_does_not_come_back():
+    from amqp_server.ops.definitions import delete_vhost
+
+    store = MemoryStore()
+    broker = Broker(store=store, clock=FakeClock())
+    broker.add_vhost("gone").set_policy(Policy("gone", "p", "", {"max-length": 1}))
+    broker.vhosts["gone"].set_policy(Policy("gone", "o", "", {"max-length": 1}, operator=True))
+    delete_vhost(broker, "gone")
+    assert store.recover().policies == []
+    assert "gone" not in Broker(store=store, clock=FakeClock()).vhosts
