@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from storage.api import Store
 from storage.memory import MemoryStore
@@ -49,6 +50,9 @@ class Broker:
     flow: MemoryFlow = field(default_factory=MemoryFlow)
     alarms: Alarms = field(default_factory=Alarms)  # public read: which resource alarms are in effect
     disk: DiskMonitor = field(init=False)  # free space and limit of the data dir's disk (started by the server)
+    # every live core.Connection (each adds itself, and leaves when it finishes): what the management API lists.
+    # Typed Any: naming Connection here would make broker and connection import each other.
+    connections: set[Any] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.clock)

@@ -132,6 +132,14 @@ class Connection:
         self._last_sent = now
         self._handshake_deadline = now + broker.limits.handshake_timeout
         self._close_deadline = 0.0
+        # what the management API shows: set by the I/O layer (local_address, tls) or counted here
+        self.local_address = ""  # "HOST:PORT" of our end of the socket
+        self.tls = False
+        self.auth_mechanism = ""
+        self.connected_at = broker.wall_clock()
+        self.recv_oct = self.recv_cnt = 0  # bytes and reads from the peer
+        self.send_oct = self.send_cnt = 0  # bytes and writes to it
+        broker.connections.add(self)
 
     # ----------------------------------------------------------------- I/O side
 
@@ -145,6 +153,8 @@ class Connection:
         if self.state in _STOPPED:
             return
         self._last_received = self.broker.clock()
+        self.recv_oct += len(data)
+        self.recv_cnt += 1
         try:
             if self.state is State.AWAITING_HEADER:
                 data = self._receive_protocol_header(data)
@@ -183,6 +193,8 @@ class Connection:
         data = self.writer.take()
         if data:
             self._last_sent = self.broker.clock()
+            self.send_oct += len(data)
+            self.send_cnt += 1
         return data
 
     def send(self, data: bytes) -> None:
@@ -484,6 +496,7 @@ class Connection:
                 else invalid_auth_response()
             )
         username, password = credentials
+        self.auth_mechanism = method.mechanism
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
             log.warning(
                 "login refused for user '%s' from %s",
@@ -556,6 +569,7 @@ class Connection:
     def _finish(self) -> None:
         self._release_channels()
         self.state = State.CLOSED
+        self.broker.connections.discard(self)
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

@@ -166,9 +166,8 @@ class Queue:
         return cls.with_arguments(vhost, record.name, record.durable, record.auto_delete, record.arguments)
 
     def options_changed(self, options: QueueOptions) -> None:
-        """Take new effective options (a policy that applies was set, changed or cleared), at once, as RabbitMQ:
-        a lower length limit drops (dead-letters) from the head now, a new expires restarts its timer.  Queued
-        messages keep the expiry they were published with."""
+        """New effective options (a policy changed), applied at once as in RabbitMQ: a lower length limit drops
+        from the head now, a new expires restarts its timer; queued messages keep the expiry they had."""
         previous, self.options = self.options, options
         self._plain = options.message_ttl is None and options.max_length is None and options.max_length_bytes is None
         if options.expires != previous.expires:
@@ -185,6 +184,11 @@ class Queue:
     def message_count(self) -> int:
         self._expire(self.vhost.scheduler.clock())
         return len(self._ready)
+
+    @property
+    def ready_bytes(self) -> int:
+        """Body bytes of the ready messages (what x-max-length-bytes limits; the management API shows it)."""
+        return self._ready_bytes
 
     @property
     def persisted(self) -> bool:

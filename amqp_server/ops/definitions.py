@@ -9,9 +9,9 @@ name, type, durable, auto_delete, internal and arguments; policies vhost, name,
 pattern, apply-to, definition and priority.  Built-in exchanges
 (``''`` and ``amq.*``), exclusive queues and the default exchange's implicit
 bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
-RabbitMQ.  Operator policies are not part of definitions (RabbitMQ 3.10 neither
-exports nor imports them).  Parameters and topic permissions are exported empty;
-on import they are reported as ignored.
+RabbitMQ.  Topic permissions are exported and imported (stored, not enforced).
+Operator policies are not part of definitions (RabbitMQ 3.10 neither exports nor
+imports them).  Parameters are exported empty; on import they are reported as ignored.
 
 Import order is users, vhosts, permissions, policies, exchanges, queues, bindings
 (RabbitMQ's: a queue is declared under its policy); what already exists is kept
@@ -46,16 +46,18 @@ from ..errors import AMQPError
 from .access import (
     apply_to_broker,
     import_sections,
+    import_topic_permissions,
     load_access,
     permission_to_json,
     save_access,
+    topic_permissions_to_json,
     user_to_json,
 )
 from .errors import DefinitionsError
 from .validation import json_lists, json_object, json_string
 
 RABBIT_VERSION = "3.10.8"  # the definitions format written (RabbitMQ's version field)
-UNSUPPORTED_SECTIONS = ("parameters", "global_parameters", "topic_permissions")
+UNSUPPORTED_SECTIONS = ("parameters", "global_parameters")
 
 
 # ------------------------------------------------------------------ export
@@ -83,7 +85,7 @@ def export_from(broker: Broker) -> dict[str, Any]:
         "permissions": [
             permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
         ],
-        "topic_permissions": [],
+        "topic_permissions": topic_permissions_to_json(access),
         "parameters": [],
         "global_parameters": [],
         "policies": [policy.to_json() for vhost in broker.vhosts.values() for policy in vhost.policies.listing()],
@@ -164,12 +166,14 @@ def import_into(broker: Broker, data: Any) -> dict[str, int]:
     """Import RabbitMQ definitions into ``broker``; returns counts of what was created, and of ignored sections."""
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
-    sections = ("users", "vhosts", "permissions", "policies", "exchanges", "queues", "bindings")
+    sections = ("users", "vhosts", "permissions", "topic_permissions", "policies", "exchanges", "queues", "bindings")
     json_lists(data, (*sections, *UNSUPPORTED_SECTIONS))
     counts = {
         **import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
         **dict.fromkeys(("policies", "exchanges", "queues", "bindings"), 0),
     }
+    if data.get("topic_permissions"):
+        counts["topic_permissions"] = import_topic_permissions(data, broker.access, broker.vhosts)
     for i, item in enumerate(data.get("policies", [])):
         counts["policies"] += _import_policy(broker, item, f"policies[{i}]")
     for i, item in enumerate(data.get("exchanges", [])):

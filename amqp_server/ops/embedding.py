@@ -91,7 +91,8 @@ def running(
     second ``running(data_dir=...)`` recovers what the first one stored.
     ``options`` are further ``Config`` fields (``heartbeat``, ``frame_max``,
     ``channel_max``, ``max_connections`` …); with ``process=True`` only
-    ``log_level`` (a command-line flag) is accepted.  In a thread the broker
+    ``log_level`` (a command-line flag) is accepted.  The management HTTP API is
+    off unless ``management_port`` is given (in a thread).  In a thread the broker
     logs through this process's ``logging`` (logger ``amqp_server``), so
     ``log_level`` matters only with ``process=True``.  ``timeout`` bounds the start.
     """
@@ -124,6 +125,7 @@ def _in_thread(
 ) -> Iterator[RunningBroker]:
     from ..server.embedded import BrokerThread  # the server stack loads only when a broker starts
 
+    options = {"management_port": -1, **options}  # the HTTP API only when asked (management_port=0: a free port)
     thread = BrokerThread(Config(host=host, port=port, data_dir=data_dir, **options))
     thread.start()
     if not thread.listening.wait(timeout):

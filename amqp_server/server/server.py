@@ -21,6 +21,7 @@ from ..core.broker import Broker, Limits
 from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
+from . import management_site
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
@@ -79,6 +80,7 @@ async def _serve(
         )
     ]
     signals: tuple[signal.Signals, ...] = ()
+    management: management_site.ManagementSite | None = None
     access_watch = asyncio.create_task(_watch_access(config, broker, connections))
     try:
         if tls is not None:
@@ -96,7 +98,10 @@ async def _serve(
             signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:  # before the listening line: whoever reads it may stop us at once
             loop.add_signal_handler(signum, stop.set)
-        host, port = _announce_listening(config, servers)
+        listeners = _listeners(servers)
+        if config.management_port >= 0:
+            management = await management_site.start(config, broker, listeners)
+        host, port = _announce_listening(config, listeners, management)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         if on_listening is not None:
@@ -106,6 +111,8 @@ async def _serve(
         await stop.wait()
     finally:
         access_watch.cancel()
+        if management is not None:
+            await management.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)
         for server in servers:
@@ -150,14 +157,29 @@ def _watch_resources(config: Config, broker: Broker, connections: Connections) -
     broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
 
 
-def _announce_listening(config: Config, servers: list[asyncio.Server]) -> tuple[str, int]:
-    """Print where the broker listens (plain first, then amqps if any); returns the plain host and port."""
-    host, port = servers[0].sockets[0].getsockname()[:2]
-    # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format.
-    print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
+def _listeners(servers: list[asyncio.Server]) -> list[tuple[str, int, str]]:
+    """(host, port, protocol) of each AMQP listener: plain first, then amqps if any."""
+    listeners = [(*servers[0].sockets[0].getsockname()[:2], "amqp")]
     if len(servers) > 1:
-        tls_host, tls_port = servers[1].sockets[0].getsockname()[:2]
+        listeners.append((*servers[1].sockets[0].getsockname()[:2], "amqp/ssl"))
+    return listeners
+
+
+def _announce_listening(
+    config: Config, listeners: list[tuple[str, int, str]], management: management_site.ManagementSite | None
+) -> tuple[str, int]:
+    """Print where the broker listens; returns the plain AMQP host and port.
+
+    Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or
+    format, the AMQP one first (readers that take the first "listening on" line get the AMQP port).
+    """
+    host, port = listeners[0][:2]
+    print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
+    if len(listeners) > 1:
+        tls_host, tls_port = listeners[1][:2]
         print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
+    if management is not None:
+        print(f"amqp-server management listening on {config.host}:{management.port}", file=sys.stderr, flush=True)
     return host, port
 
 
