@@ -256,6 +256,7 @@ def test_import_counts_and_reports_ignored_sections() -> None:
         "queues": 4,
         "bindings": 3,
         "policies": 0,
+        "operator policies": 0,
         "ignored global_parameters": 1,
     }
 
@@ -615,13 +616,37 @@ def test_policies_import_before_queues_and_export_as_rabbitmq_wrote_them() -> No
     assert export_from(broker)["policies"] == RABBITMQ_POLICIES["policies"]
 
 
-def test_operator_policies_are_not_exported() -> None:
+def test_operator_policies_travel_as_rabbitmqs_runtime_parameters() -> None:
     from amqp_server.core.policies import Policy
 
     broker = new_broker()
-    broker.vhosts["/"].set_policy(Policy("/", "cap", "", {"max-length": 1}, operator=True))
+    broker.vhosts["/"].set_policy(
+        Policy("/", "cap", "^ref-", {"message-ttl": 3600000, "max-length": 1000}, operator=True)
+    )
     exported = export_from(broker)
-    assert exported["policies"] == [] and "operator_policies" not in exported
+    # as RabbitMQ 3.10.8 exported its ref-op-policy (interop_tests/management/reference.json)
+    assert exported["parameters"] == [
+        {
+            "value": {
+                "pattern": "^ref-",
+                "definition": {"max-length": 1000, "message-ttl": 3600000},
+                "priority": 0,
+                "apply-to": "all",
+            },
+            "vhost": "/",
+            "component": "operator_policy",
+            "name": "cap",
+        }
+    ]
+    assert exported["policies"] == []
+    other = new_broker()
+    federation = {"vhost": "/", "component": "federation-upstream", "name": "up", "value": {"uri": "amqp://x"}}
+    counts = import_into(other, {"parameters": [*exported["parameters"], federation]})
+    assert (counts["operator policies"], counts["ignored parameters"]) == (1, 1)
+    assert other.vhosts["/"].policies.get("cap", operator=True) == broker.vhosts["/"].policies.get("cap", operator=True)
+    bad = {**exported["parameters"][0], "value": {"pattern": "^a", "definition": {"overflow": "drop-head"}}}
+    with pytest.raises(DefinitionsError, match=r"parameters\[0\]: operator policy 'cap': Validation failed"):
+        import_into(new_broker(), {"parameters": [bad]})
 
 
 def test_an_invalid_policy_in_a_file_names_the_entry_with_rabbitmqs_reason() -> None:

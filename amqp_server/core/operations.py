@@ -32,6 +32,10 @@ from .exchanges import EXCHANGE_TYPES, Exchange
 from .flow import DISK, MEMORY
 from .interfaces import ConfirmFlusher, ConnectionPort
 from .message import Entry, Message
+from .policies import exchange_policy_fields, queue_policy_fields
+from .policy_operations import NoSuchVhost as NoSuchVhost  # re-exported: the HTTP layer imports only this module
+from .policy_operations import PolicyOperations
+from .policy_validation import PolicyError as PolicyError
 from .queue import Queue
 from .vhost import VirtualHost, sender_selected
 from .writer import Writer
@@ -113,6 +117,7 @@ class BrokerOperations:
     def __init__(self, broker: Broker, node: str = NODE) -> None:
         self._broker = broker
         self.node = node
+        self.policies = PolicyOperations(broker)  # policies and operator policies: list, get, set, clear
 
     # ------------------------------------------------------------ users and vhosts
 
@@ -219,6 +224,7 @@ class BrokerOperations:
             "type": exchange.type_name,
             "user_who_performed_action": "rmq-internal",
             "vhost": exchange.vhost.name,
+            **exchange_policy_fields(exchange),
         }
 
     def declare_exchange(
@@ -312,6 +318,7 @@ class BrokerOperations:
             "state": "running",
             "type": queue.options.queue_type,
             "vhost": queue.vhost.name,
+            **queue_policy_fields(queue),  # policy, operator_policy, effective_policy_definition
         }
         if owner is None:
             del info["owner_pid_details"]  # RabbitMQ shows it for exclusive queues only

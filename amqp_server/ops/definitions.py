@@ -10,8 +10,10 @@ pattern, apply-to, definition and priority.  Built-in exchanges
 (``''`` and ``amq.*``), exclusive queues and the default exchange's implicit
 bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
 RabbitMQ.  Topic permissions are exported and imported (stored, not enforced).
-Operator policies are not part of definitions (RabbitMQ 3.10 neither exports nor
-imports them).  Parameters are exported empty; on import they are reported as ignored.
+Operator policies are runtime parameters in RabbitMQ's definitions: ``parameters``
+entries of component ``operator_policy`` (``value``: pattern, definition, priority,
+apply-to).  Other parameters (federation, shovels …) and global parameters are
+exported empty; on import they are reported as ignored.
 
 Import order is users, vhosts, permissions, policies, exchanges, queues, bindings
 (RabbitMQ's: a queue is declared under its policy); what already exists is kept
@@ -39,6 +41,7 @@ from storage.factory import open_store
 from .. import __version__
 from ..core.broker import Broker
 from ..core.exchanges import Exchange, UnsupportedExchangeType, new_exchange
+from ..core.policies import Policy
 from ..core.policy_validation import PolicyError, parse_policy
 from ..core.queue import Queue
 from ..core.vhost import VirtualHost
@@ -57,7 +60,8 @@ from .errors import DefinitionsError
 from .validation import json_lists, json_object, json_string
 
 RABBIT_VERSION = "3.10.8"  # the definitions format written (RabbitMQ's version field)
-UNSUPPORTED_SECTIONS = ("parameters", "global_parameters")
+UNSUPPORTED_SECTIONS = ("global_parameters",)
+OPERATOR_POLICY = "operator_policy"  # the runtime parameter component of operator policies
 
 
 # ------------------------------------------------------------------ export
@@ -86,9 +90,9 @@ def export_from(broker: Broker) -> dict[str, Any]:
             permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
         ],
         "topic_permissions": topic_permissions_to_json(access),
-        "parameters": [],
+        "parameters": [_operator_policy_json(p) for vhost in vhosts for p in vhost.policies.listing(operator=True)],
         "global_parameters": [],
-        "policies": [policy.to_json() for vhost in broker.vhosts.values() for policy in vhost.policies.listing()],
+        "policies": [policy.to_json() for vhost in vhosts for policy in vhost.policies.listing()],
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -166,8 +170,8 @@ def import_into(broker: Broker, data: Any) -> dict[str, int]:
     """Import RabbitMQ definitions into ``broker``; returns counts of what was created, and of ignored sections."""
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
-    sections = ("users", "vhosts", "permissions", "topic_permissions", "policies", "exchanges", "queues", "bindings")
-    json_lists(data, (*sections, *UNSUPPORTED_SECTIONS))
+    sections = ("users", "vhosts", "permissions", "topic_permissions", "policies", "parameters")
+    json_lists(data, (*sections, "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS))
     counts = {
         **import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
         **dict.fromkeys(("policies", "exchanges", "queues", "bindings"), 0),
@@ -176,6 +180,7 @@ def import_into(broker: Broker, data: Any) -> dict[str, int]:
         counts["topic_permissions"] = import_topic_permissions(data, broker.access, broker.vhosts)
     for i, item in enumerate(data.get("policies", [])):
         counts["policies"] += _import_policy(broker, item, f"policies[{i}]")
+    counts.update(_import_parameters(broker, data.get("parameters", [])))
     for i, item in enumerate(data.get("exchanges", [])):
         counts["exchanges"] += _import_exchange(broker, item, f"exchanges[{i}]")
     for i, item in enumerate(data.get("queues", [])):
@@ -221,18 +226,39 @@ def _vhost(broker: Broker, item: dict[str, Any], where: str) -> VirtualHost:
     return vhost
 
 
-def _import_policy(broker: Broker, item: Any, where: str) -> bool:
-    """Set (or replace) a policy, with the same validation as the HTTP API's."""
+def _import_policy(broker: Broker, item: Any, where: str, body: Any = None, operator: bool = False) -> bool:
+    """Set (or replace) a policy, with the same validation as the HTTP API's (``body``: the policy's fields,
+    if not in ``item`` itself)."""
     item = json_object(item, where)
     json_string(item, "vhost", where)
     json_string(item, "name", where)
     vhost = _vhost(broker, item, where)
+    kind = "operator policy" if operator else "policy"
     try:
-        policy = parse_policy(vhost.name, item["name"], item)
+        policy = parse_policy(vhost.name, item["name"], item if body is None else body, operator)
     except PolicyError as error:
-        raise DefinitionsError(f"{where}: policy '{item['name']}': {error.reason.strip()}") from None
+        raise DefinitionsError(f"{where}: {kind} '{item['name']}': {error.reason.strip()}") from None
     vhost.set_policy(policy)
     return True
+
+
+def _import_parameters(broker: Broker, items: list[Any]) -> dict[str, int]:
+    """Operator policies (component ``operator_policy``) are imported; other parameters counted as ignored."""
+    counts = {"operator policies": 0}
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("component") == OPERATOR_POLICY:
+            body = json_object(item.get("value"), f"parameters[{i}].value")
+            counts["operator policies"] += _import_policy(broker, item, f"parameters[{i}]", body, operator=True)
+        else:
+            counts["ignored parameters"] = counts.get("ignored parameters", 0) + 1
+    return counts
+
+
+def _operator_policy_json(policy: Policy) -> dict[str, Any]:
+    """An operator policy as RabbitMQ's definitions hold it: a runtime parameter."""
+    fields = policy.to_json()
+    value = {key: fields[key] for key in ("pattern", "definition", "priority", "apply-to")}
+    return {"value": value, "vhost": policy.vhost, "component": OPERATOR_POLICY, "name": policy.name}
 
 
 def _import_exchange(broker: Broker, item: Any, where: str) -> bool:
