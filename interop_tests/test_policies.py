@@ -1,8 +1,6 @@
-"""Policies against a broker process with pika: set through a definitions file at start and through the admin
-CLI on the stopped broker's data dir, they change how live queues and exchanges behave, and survive a restart.
-
-(The management API's ``/api/policies`` is the running broker's way in; these use the entries that exist
-without it.)
+"""Policies against a broker process with pika: set through a definitions file at start, through the admin CLI
+on the running broker (its management API) and on the stopped broker's data dir, they change how live queues
+and exchanges behave, and survive a restart.  (``test_management_policies`` drives ``/api/policies`` itself.)
 """
 
 from __future__ import annotations
@@ -86,12 +84,15 @@ def test_policies_change_live_queues_and_survive_a_restart(tmp_path: Path) -> No
         assert message_count(channel, "short.1") == 0
         channel.basic_publish("orders", "no-such-key", b"unroutable")
         wait_for_message_count(channel, "unrouted-q", 1)
+        # the CLI on the running broker goes through its API: the cap is raised at once
+        admin(data_dir, "policies", "set", "cap", "^capped$", '{"max-length": 4}', "--priority", "2")
+        publish(channel, "capped", *(b"m%d" % n for n in range(5, 10)))
+        assert message_count(channel, "capped") == 4
         connection.close()
     finally:
         broker.stop()
 
-    # on the stopped broker: the length cap is raised, the TTL policy goes; both stick across the restart
-    admin(data_dir, "policies", "set", "cap", "^capped$", '{"max-length": 4}', "--priority", "2")
+    # on the stopped broker: the TTL policy goes (in the store); the changes stick across the restart
     admin(data_dir, "policies", "clear", "ttl")
     assert admin(data_dir, "policies", "list").splitlines() == [
         '/\tae\t^orders$\texchanges\t{"alternate-exchange": "unrouted"}\t0',

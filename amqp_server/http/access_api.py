@@ -3,8 +3,8 @@
 Each change is a read-modify-write of ``<data_dir>/access.json`` under its lock
 (``ops.access.edit_access``, the admin CLI's own path), then
 ``BrokerOperations.install_access`` makes it live: a new user can log in, a deleted
-vhost's connections are closed with 320 and its contents deleted.  The file watcher
-sees the new file afterwards and finds nothing more to do.
+vhost's connections are closed with 320 and its contents deleted.  The admin CLI
+makes its changes through this API too while the broker runs.
 
 Vhost descriptions and tags are accepted but not stored (access.json keeps names only).  Topic
 permissions are stored, listed, exported and imported, but not enforced (publishes to a topic

@@ -12,9 +12,11 @@ hashes)::
 Without the file the broker has RabbitMQ's out-of-the-box setup: ``guest``/``guest``,
 administrator, every permission on ``/``.  Writes are atomic (temporary file,
 fsync, rename, fsync of the directory), so a reader sees the old file or the new
-one, never half of it.  The admin CLI edits it under an flock on ``access.lock``
-(``edit_access``); the running broker notices with ``AccessWatcher.poll`` and
-installs the new state with ``apply_to_broker``.
+one, never half of it.  Every writer edits it under an flock on ``access.lock``
+(``edit_access``): the admin CLI while no broker runs on the data dir, the
+management API of a running broker (which installs the new state at once), the
+broker itself at start (``startup_access``, then ``apply_to_broker``).  A running
+broker does not watch the file: the CLI goes through its API (``ops.running``).
 """
 
 from __future__ import annotations
@@ -252,7 +254,7 @@ def edit_access(
         save_access(data_dir, access, vhosts)
 
 
-# ------------------------------------------------------------------ at start, and while running
+# ------------------------------------------------------------------ at start
 
 
 def apply_config(access: AccessControl, vhosts: list[str], config: Config) -> bool:
@@ -305,34 +307,6 @@ def startup_access(config: Config) -> tuple[AccessControl, list[str]]:
         if apply_config(access, vhosts, config) or not exists:
             save_access(config.data_dir, access, vhosts)
     return access, vhosts
-
-
-class AccessWatcher:
-    """Tells a running broker when ``access.json`` was replaced (by the admin CLI) — poll it every second or so."""
-
-    def __init__(self, data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)) -> None:
-        self.data_dir = Path(data_dir)
-        self.loopback_users = loopback_users
-        self._seen = self._signature()
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            stat = os.stat(self.data_dir / ACCESS_FILE)
-        except FileNotFoundError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size  # each save is a new file: a new inode
-
-    def poll(self) -> tuple[AccessControl, list[str]] | None:
-        """The new state if the file changed since the last poll; ``None`` if not, or if it is invalid (logged)."""
-        signature = self._signature()
-        if signature == self._seen:
-            return None
-        self._seen = signature
-        try:
-            return load_access(self.data_dir, self.loopback_users)
-        except (OSError, DefinitionsError) as error:
-            log.error("keeping the current users and permissions: %s", error)
-            return None
 
 
 def apply_to_broker(broker: Broker, access: AccessControl, vhosts: list[str]) -> list[str]:

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .config import Config
+from .running import connect_host
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -55,7 +56,7 @@ class RunningBroker:
 
     def vhost_url(self, name: str) -> str:
         """The URL of virtual host ``name`` on this broker (``/`` is spelled as the empty path)."""
-        host = _connect_host(self.host)
+        host = connect_host(self.host)
         path = "" if name == "/" else quote(name, safe="")
         return f"amqp://guest:guest@{host}:{self.port}/{path}"
 
@@ -105,15 +106,6 @@ def running(
     finally:
         if owned:
             shutil.rmtree(directory, ignore_errors=True)
-
-
-def _connect_host(host: str) -> str:
-    """The address a client on this machine uses for a broker listening on ``host``."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
 
 
 # ------------------------------------------------------------------ in a thread

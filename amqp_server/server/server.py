@@ -21,6 +21,7 @@ from ..core.broker import Broker, Limits
 from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
+from ..ops.running import RunningClaim, connect_host
 from . import management_site
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
@@ -30,7 +31,6 @@ from .tls import server_context
 log = logging.getLogger("amqp_server.server")
 
 
-ACCESS_POLL_INTERVAL = 1.0  # seconds between checks of access.json, which the admin CLI edits
 SHUTDOWN_GRACE = 2.0  # seconds clients get to answer connection.close at shutdown; then their sockets are dropped
 
 
@@ -51,7 +51,11 @@ async def serve(
     tls = server_context(config)
     store = open_store(config)  # raises DataDirLocked if another broker uses the data dir
     try:
-        await _serve(config, tls, store, started, ready, stop or asyncio.Event(), on_listening)
+        claim = RunningClaim(config.data_dir)  # before access.json is read: see ops.running
+        try:
+            await _serve(config, tls, store, claim, started, ready, stop or asyncio.Event(), on_listening)
+        finally:
+            claim.release()
     finally:
         store.close()  # syncs first: a clean shutdown loses nothing
         log.info("stopped")
@@ -61,6 +65,7 @@ async def _serve(
     config: Config,
     tls: ssl.SSLContext | None,
     store: Store,
+    claim: RunningClaim,
     started: float,
     ready: asyncio.Event | None,
     stop: asyncio.Event,
@@ -74,26 +79,11 @@ async def _serve(
     timers = SchedulerDriver(broker.scheduler)
     connections = Connections(config.max_connections)
     _watch_resources(config, broker, connections)
-    servers = [
-        await loop.create_server(
-            lambda: AMQPProtocol(broker, connections), config.host, config.port, reuse_address=True
-        )
-    ]
+    servers: list[asyncio.Server] = []
     signals: tuple[signal.Signals, ...] = ()
     management: management_site.ManagementSite | None = None
-    access_watch = asyncio.create_task(_watch_access(config, broker, connections))
     try:
-        if tls is not None:
-            servers.append(
-                await loop.create_server(
-                    lambda: AMQPProtocol(broker, connections, tls=True),
-                    config.host,
-                    config.tls_port,
-                    reuse_address=True,
-                    ssl=tls,
-                    ssl_handshake_timeout=config.handshake_timeout,
-                )
-            )
+        await _listen(config, tls, broker, connections, servers)
         if threading.current_thread() is threading.main_thread():
             signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:  # before the listening line: whoever reads it may stop us at once
@@ -101,6 +91,8 @@ async def _serve(
         listeners = _listeners(servers)
         if config.management_port >= 0:
             management = await management_site.start(config, broker, listeners)
+        # users, vhosts and permissions change while we run only through the API: the admin CLI finds it here
+        claim.publish(None if management is None else f"http://{connect_host(config.host)}:{management.port}")
         host, port = _announce_listening(config, listeners, management)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
@@ -110,7 +102,6 @@ async def _serve(
             ready.set()
         await stop.wait()
     finally:
-        access_watch.cancel()
         if management is not None:
             await management.stop()
         for signum in signals:
@@ -155,6 +146,30 @@ def _watch_resources(config: Config, broker: Broker, connections: Connections) -
 
     broker.alarms.on_change = apply_flow
     broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
+
+
+async def _listen(
+    config: Config, tls: ssl.SSLContext | None, broker: Broker, connections: Connections, servers: list[asyncio.Server]
+) -> None:
+    """Open the AMQP listener (and the amqps one), appending each to ``servers`` as it opens: whatever opened
+    is closed by the caller even if a later one fails."""
+    loop = asyncio.get_running_loop()
+    servers.append(
+        await loop.create_server(
+            lambda: AMQPProtocol(broker, connections), config.host, config.port, reuse_address=True
+        )
+    )
+    if tls is not None:
+        servers.append(
+            await loop.create_server(
+                lambda: AMQPProtocol(broker, connections, tls=True),
+                config.host,
+                config.tls_port,
+                reuse_address=True,
+                ssl=tls,
+                ssl_handshake_timeout=config.handshake_timeout,
+            )
+        )
 
 
 def _listeners(servers: list[asyncio.Server]) -> list[tuple[str, int, str]]:
@@ -204,33 +219,3 @@ async def _close_connections(connections: Connections) -> None:
         for protocol in stragglers:
             protocol.abort()
         await asyncio.sleep(0)  # let connection_lost release what they held
-
-
-async def _watch_access(config: Config, broker: Broker, connections: Connections) -> None:
-    """Reload access.json when the admin CLI changes it; vhosts no longer listed lose their connections and contents."""
-    watcher = ops_access.AccessWatcher(config.data_dir, config.loopback_users)
-    while True:
-        await asyncio.sleep(ACCESS_POLL_INTERVAL)
-        try:  # an error boundary: one failed reload is logged, and the next poll still runs
-            _reload_access(watcher, broker, connections)
-        except Exception:
-            log.exception("reloading %s failed", watcher.data_dir / ops_access.ACCESS_FILE)
-
-
-def _reload_access(watcher: ops_access.AccessWatcher, broker: Broker, connections: Connections) -> None:
-    reloaded = watcher.poll()
-    if reloaded is None:
-        return
-    removed = ops_access.apply_to_broker(broker, *reloaded)
-    log.info("reloaded users, vhosts and permissions from %s", watcher.data_dir / ops_access.ACCESS_FILE)
-    for protocol in list(connections.protocols):
-        if protocol.connection is not None and protocol.connection.vhost.name in removed:
-            try:
-                protocol.close(f"vhost '{protocol.connection.vhost.name}' is deleted")
-            except Exception:
-                log.exception("closing a connection of deleted vhost '%s' failed", protocol.connection.vhost.name)
-    for name in removed:
-        try:
-            definitions.delete_vhost(broker, name)
-        except Exception:
-            log.exception("deleting the contents of vhost '%s' failed", name)
