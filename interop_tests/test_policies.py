@@ -113,3 +113,35 @@ def test_policies_change_live_queues_and_survive_a_restart(tmp_path: Path) -> No
         connection.close()
     finally:
         broker.stop()
+
+
+def test_rabbitmqadmins_declare_policy_through_the_api_changes_a_live_queue(tmp_path: Path) -> None:
+    """``amqp-server declare|list|delete policy`` (the API commands, rabbitmqadmin's verbs) against our API."""
+    broker = BrokerProcess(tmp_path / "data").start()
+    url = ["--url", broker.http_url]
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "amqp_server", *args, *url], capture_output=True, text=True, timeout=30, cwd=REPO
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    try:
+        connection = connect(broker)
+        channel = connection.channel()
+        channel.queue_declare("cli-capped")
+        publish(channel, "cli-capped", *(b"%d" % n for n in range(5)))
+        cli("declare", "operator_policy", "ops", "^cli-", '{"max-length": 3}', "--apply-to", "queues")
+        assert message_count(channel, "cli-capped") == 3
+        cli("declare", "policy", "cap", "^cli-capped$", '{"max-length": 1}', "--priority", "5")
+        assert message_count(channel, "cli-capped") == 1
+        listed = json.loads(cli("list", "policies", "--format", "json", "--columns", "name,priority,definition"))
+        assert listed == [{"name": "cap", "priority": 5, "definition": {"max-length": 1}}]
+        cli("delete", "policy", "cap")
+        cli("delete", "operator_policy", "ops")
+        publish(channel, "cli-capped", *(b"%d" % n for n in range(5)))
+        assert message_count(channel, "cli-capped") == 6
+        connection.close()
+    finally:
+        broker.stop()
