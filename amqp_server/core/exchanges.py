@@ -31,6 +31,7 @@ from .topic import TopicTrie
 
 if TYPE_CHECKING:
     from .message import Message
+    from .policies import Policy
     from .queue import Queue  # for types only: exchanges route to queues but never call into them
 
 
@@ -75,7 +76,18 @@ class Exchange:
 
     type_name: ClassVar[str] = ""
     kind: ClassVar[Literal["exchange"]] = "exchange"
-    __slots__ = ("vhost", "name", "durable", "auto_delete", "internal", "arguments", "bindings", "_by_destination")
+    __slots__ = (
+        "vhost",
+        "name",
+        "durable",
+        "auto_delete",
+        "internal",
+        "arguments",
+        "bindings",
+        "_by_destination",
+        "policy",
+        "operator_policy",
+    )
 
     def __init__(
         self,
@@ -94,6 +106,8 @@ class Exchange:
         self.arguments = arguments or {}
         self.bindings: dict[BindingKey, tuple[Destination, str, dict[str, Any]]] = {}
         self._by_destination: dict[Destination, BindingKey | dict[str, str | set[str]]] = {}
+        self.policy: Policy | None = None  # set by the vhost (``policies.apply_to_exchange``)
+        self.operator_policy: Policy | None = None
 
     @property
     def persisted(self) -> bool:
@@ -112,7 +126,10 @@ class Exchange:
 
     @property
     def alternate_exchange(self) -> str | None:
+        """The ``alternate-exchange`` argument, else the policy's (``rabbit_policy:get_arg``)."""
         name = self.arguments.get("alternate-exchange")
+        if name is None and self.policy is not None:
+            name = self.policy.definition.get("alternate-exchange")
         return name.decode() if isinstance(name, bytes) else name
 
     def binding_record(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> BindingRecord:

@@ -23,6 +23,7 @@ from pamqp.header import ContentHeader
 from .connection import Connection, State
 from .exchanges import Exchange
 from .message import Entry
+from .policies import exchange_policy_fields, queue_policy_fields
 from .queue import Queue
 
 PROTOCOL = "AMQP 0-9-1"
@@ -62,6 +63,7 @@ def exchange_info(exchange: Exchange) -> dict[str, Any]:
         "type": exchange.type_name,
         "user_who_performed_action": "rmq-internal",
         "vhost": exchange.vhost.name,
+        **exchange_policy_fields(exchange),  # policy
     }
 
 
@@ -109,20 +111,28 @@ def queue_info(queue: Queue, unacked: Counter[tuple[str, str, str]], node: str) 
         "state": "running",
         "type": queue.options.queue_type,
         "vhost": queue.vhost.name,
+        **queue_policy_fields(queue),  # policy, operator_policy, effective_policy_definition
+        **_queue_type_info(queue, node, ready),
     }
     if owner is None:
         del info["owner_pid_details"]  # RabbitMQ shows it for exclusive queues only
+    return info
+
+
+def _queue_type_info(queue: Queue, node: str, ready: int) -> dict[str, Any]:
+    """The items of a quorum queue's Raft state, or of a classic queue's backing queue (fixed where we have no such
+    internals, so that tools reading them find the fields)."""
     if queue.options.queue_type == "quorum":
-        info.update(
-            leader=node,
-            members=[node],
-            online=[node],
-            open_files={node: 0},
-            messages_dlx=0,
-            message_bytes_dlx=0,
-        )
-    else:
-        info["backing_queue_status"] = {
+        return {
+            "leader": node,
+            "members": [node],
+            "online": [node],
+            "open_files": {node: 0},
+            "messages_dlx": 0,
+            "message_bytes_dlx": 0,
+        }
+    return {
+        "backing_queue_status": {
             "avg_ack_egress_rate": 0.0,
             "avg_ack_ingress_rate": 0.0,
             "avg_egress_rate": 0.0,
@@ -139,7 +149,7 @@ def queue_info(queue: Queue, unacked: Counter[tuple[str, str, str]], node: str) 
             "target_ram_count": "infinity",
             "version": 1,
         }
-    return info
+    }
 
 
 def json_table(table: dict[str, Any]) -> dict[str, Any]:

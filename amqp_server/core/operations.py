@@ -41,6 +41,9 @@ from .info import (
 )
 from .interfaces import ConfirmFlusher, ConnectionPort
 from .message import Entry, Message
+from .policy_operations import NoSuchVhost as NoSuchVhost  # re-exported: the HTTP layer imports only this module
+from .policy_operations import PolicyOperations
+from .policy_validation import PolicyError as PolicyError
 from .queue import Queue
 from .snapshot import Snapshot as Snapshot
 from .snapshot import take as take_snapshot
@@ -111,6 +114,7 @@ class BrokerOperations:
     def __init__(self, broker: Broker, node: str = NODE) -> None:
         self._broker = broker
         self.node = node
+        self.policies = PolicyOperations(broker)  # policies and operator policies: list, get, set, clear
 
     # ------------------------------------------------------------ users and vhosts
 

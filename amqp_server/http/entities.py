@@ -220,12 +220,7 @@ async def get_queues(request: web.Request) -> web.Response:
 
 def _queue(info: dict[str, Any]) -> dict[str, Any]:
     """A queue as the API lists it: the counts get their (zero, until sampled) ``*_details`` rates."""
-    extra: dict[str, Any] = {
-        "effective_policy_definition": {},
-        "operator_policy": None,
-        "policy": None,
-        "single_active_consumer_tag": None,
-    }
+    extra: dict[str, Any] = {"single_active_consumer_tag": None}
     for key in ("messages", "messages_ready", "messages_unacknowledged"):
         extra[f"{key}_details"] = {"rate": 0.0}
     return {**info, **extra}
