@@ -81,8 +81,9 @@ function parseHash() {
 function show() {
   stopPage();
   $('page')?.remove();
-  const { key, args } = parseHash();
-  const route = ROUTES[key] && (!ROUTES[key].tag || session.can(ROUTES[key].tag)) ? ROUTES[key] : ROUTES.overview;
+  let { key, args } = parseHash();
+  if (!ROUTES[key] || (ROUTES[key].tag && !session.can(ROUTES[key].tag))) [key, args] = ['overview', []];
+  const route = ROUTES[key];
   for (const a of $('nav').querySelectorAll('a')) a.classList.toggle('active', a.getAttribute('href') === `#/${key.replace(/\/$/, '')}`);
   const root = h('div', { id: 'page' });
   $('main').append(root);

@@ -17,7 +17,9 @@ function loadState(key, defaults) {
 
 // Builds the controls and an empty table into root; returns refresh() that fetches and draws the page.
 export function pagedList(root, { key, base, columns, sort = 'name', empty, filterable = true }) {
-  const state = loadState(key, { page: 1, page_size: 50, name: '', sort, sort_reverse: false });
+  // filter, sort and page size are kept for the next visit; the page is not: the list may have shrunk
+  // since, and a page past the end is an error (400) rather than an empty page
+  const state = { ...loadState(key, { page_size: 50, name: '', sort, sort_reverse: false }), page: 1 };
   const save = () => sessionStorage.setItem(STATE_PREFIX + key, JSON.stringify(state));
   const filter = h('input', { type: 'search', placeholder: 'Filter by name', class: 'filter', 'aria-label': 'filter' });
   filter.value = state.name;
@@ -56,6 +58,7 @@ export function pagedList(root, { key, base, columns, sort = 'name', empty, filt
     change(() => {
       state.sort_reverse = state.sort === column ? !state.sort_reverse : false;
       state.sort = column;
+      state.page = 1; // a new order: its first page, not the same page number of another order
     });
   }
   let typing;

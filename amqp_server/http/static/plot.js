@@ -6,6 +6,7 @@ import { h, number, svg } from './ui.js';
 const HISTORY_PREFIX = 'amqp-server.history.';
 const MAX_AGE_MS = 3600 * 1000; // the longest window offered; older samples are dropped
 const MAX_SAMPLES = 4000; // an hour at one sample a second, with room: bounds sessionStorage use
+const MIN_SPAN_MS = 10 * 1000;
 const WIDTH = 560;
 const HEIGHT = 160;
 const PAD = { left: 52, right: 8, top: 8, bottom: 20 };
@@ -54,8 +55,11 @@ function niceMax(max) {
 export function plot(title, samples, names, windowSeconds, unit = '') {
   const now = samples.length ? samples[samples.length - 1].t : Date.now();
   const shown = samples.filter((sample) => now - sample.t <= windowSeconds * 1000);
+  // the x axis spans the window, or the history so far while it is shorter (at least MIN_SPAN_MS),
+  // so a fresh plot is readable at once instead of a sliver at the right edge
+  const span = Math.min(windowSeconds * 1000, Math.max(MIN_SPAN_MS, shown.length ? now - shown[0].t : 0));
   const max = niceMax(Math.max(0, ...shown.flatMap((s) => names.map((n) => s.values[n] || 0))));
-  const x = (t) => PAD.left + ((t - (now - windowSeconds * 1000)) / (windowSeconds * 1000)) * (WIDTH - PAD.left - PAD.right);
+  const x = (t) => PAD.left + ((t - (now - span)) / span) * (WIDTH - PAD.left - PAD.right);
   const y = (v) => HEIGHT - PAD.bottom - (v / max) * (HEIGHT - PAD.top - PAD.bottom);
   const grid = [0, 0.5, 1].map((f) => [
     svg('line', { x1: PAD.left, x2: WIDTH - PAD.right, y1: y(max * f), y2: y(max * f), class: 'grid' }),
@@ -67,7 +71,7 @@ export function plot(title, samples, names, windowSeconds, unit = '') {
     const d = points.length === 1 ? `M${points[0]}h-2` : points.length ? `M${points.join('L')}` : '';
     return svg('path', { d, stroke: COLOURS[i % COLOURS.length], class: 'series', dataset: { series: name } });
   });
-  const axis = svg('text', { x: WIDTH - PAD.right, y: HEIGHT - 4, class: 'axis', 'text-anchor': 'end' }, `last ${windowSeconds} s`);
+  const axis = svg('text', { x: WIDTH - PAD.right, y: HEIGHT - 4, class: 'axis', 'text-anchor': 'end' }, `last ${Math.round(span / 1000)} s`);
   const chart = svg('svg', { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: 'plot', role: 'img', 'aria-label': title }, grid, lines, axis);
   const latest = shown.length ? shown[shown.length - 1].values : {};
   const legend = h('ul', { class: 'legend' }, names.map((name, i) =>

@@ -27,7 +27,7 @@ export function exchangeHref(vhost, name) {
 const LISTENER_COLUMNS = [
   { key: 'protocol', label: 'Protocol' },
   { key: 'ip_address', label: 'Bound to' },
-  { key: 'port', label: 'Port' },
+  { label: 'Port', value: (l) => String(l.port) },
 ];
 const NODE_COLUMNS = [
   { key: 'name', label: 'Node' },
