@@ -472,3 +472,15 @@ def test_the_pages_follow_the_users_tags(dashboard: Dashboard, dash_broker: Brok
         dashboard.log_in("guest", "guest")
         dashboard.text("#who", "guest (administrator)")
         api.delete(f"/api/users/{user}")
+
+
+def test_a_page_whose_object_went_away_says_so(dashboard: Dashboard, amqp: BlockingChannel) -> None:
+    queue = f"doomed-{uuid.uuid4().hex[:8]}"
+    amqp.queue_declare(queue)
+    dashboard.go(f"#/queues/%2F/{queue}", queue)
+    amqp.queue_delete(queue)
+    dashboard.text("#page h1", "Not found")
+    errors = dashboard.console_errors()  # the one refresh that found it gone, then no more
+    assert errors and all("404" in error["message"] for error in errors)
+    dashboard.go("#/exchanges/%2F/amq.default", "amq.default")  # the default exchange has a page too
+    dashboard.text("#page", "Every queue, by its name.")

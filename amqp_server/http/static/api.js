@@ -6,9 +6,15 @@
 const AUTH_KEY = 'amqp-server.auth';
 
 export class ApiError extends Error {
-  constructor(status, reason) {
+  constructor(status, reason, error) {
     super(`${status}: ${reason}`);
     this.status = status;
+    this.error = error; // RabbitMQ's "error" field: not_authorized (login failed) vs not_authorised (a tag)
+  }
+
+  // A 401 that means the credentials no longer work (not one for a missing tag or vhost permission)
+  get loggedOut() {
+    return this.status === 401 && this.error !== 'not_authorised';
   }
 }
 
@@ -53,13 +59,15 @@ function init(method, body, headers) {
 
 async function failure(response) {
   let reason = response.statusText;
+  let error;
   try {
     const body = await response.json();
     reason = body.reason || body.error || reason;
+    error = body.error;
   } catch {
     // an empty body (405, a bare 401): the status text says it
   }
-  return new ApiError(response.status, typeof reason === 'string' ? reason : JSON.stringify(reason));
+  return new ApiError(response.status, typeof reason === 'string' ? reason : JSON.stringify(reason), error);
 }
 
 // One request; resolves to the parsed JSON body (null when there is none), rejects with ApiError.

@@ -27,7 +27,7 @@ const SETTINGS = { refresh: 'amqp-server.refresh', window: 'amqp-server.window' 
 
 const $ = (id) => document.getElementById(id);
 let session = null; // {name, tags, vhosts, can(tag), window(), signal}
-let current = null; // {controller, timer, refresh} of the page shown
+let current = null; // {controller, timer, busy, refresh} of the page shown
 
 // What a tag allows, as the API decides it: administrator implies the others.
 function allows(tags, tag) {
@@ -89,21 +89,39 @@ function show() {
   $('main').append(root);
   const controller = new AbortController();
   const refresh = route.page(root, { ...session, signal: controller.signal }, args);
-  current = { controller, timer: null, refresh };
+  current = { controller, timer: null, busy: false, refresh };
   tick(current);
 }
 
 // Refreshes the page, then schedules the next refresh after the chosen interval (never overlapping).
 async function tick(page) {
+  page.busy = true;
   try {
     await page.refresh();
   } catch (error) {
-    if (error.status === 401 && !page.controller.signal.aborted) return endSession('Logged out: the broker refused the credentials.');
-    if (!page.controller.signal.aborted) flash(error.message, 'error');
+    if (page !== current) return;
+    if (error.loggedOut) return endSession('Logged out: the broker refused the credentials.');
+    if (error.status === 404) return gone(); // the queue or connection shown was deleted or closed
+    flash(error.message, 'error');
+  } finally {
+    page.busy = false;
   }
   if (page !== current) return;
   const seconds = Number($('refresh').value);
   if (seconds > 0) page.timer = setTimeout(() => tick(page), seconds * 1000);
+}
+
+// Refreshes now (a setting changed, an action succeeded) unless a refresh is already under way.
+function refreshNow() {
+  if (!current || current.busy) return;
+  clearTimeout(current.timer);
+  tick(current);
+}
+
+function gone() {
+  stopPage();
+  replace($('page'), h('h1', {}, 'Not found'), h('p', {}, 'It no longer exists (deleted, or the connection closed).'),
+    h('a', { href: '#/overview' }, 'Back to the overview'));
 }
 
 function setUp() {
@@ -112,10 +130,7 @@ function setUp() {
     select.value = sessionStorage.getItem(key) || (name === 'refresh' ? '5' : '300');
     select.addEventListener('change', () => {
       sessionStorage.setItem(key, select.value);
-      if (current) {
-        clearTimeout(current.timer);
-        tick(current);
-      }
+      refreshNow();
     });
   }
   $('login').addEventListener('submit', async (event) => {
@@ -130,6 +145,7 @@ function setUp() {
   });
   $('logout').addEventListener('click', () => endSession());
   window.addEventListener('hashchange', () => session && show());
+  window.addEventListener('dashboard:changed', refreshNow);
   if (hasCredentials()) startSession().catch(() => endSession());
   else endSession();
 }

@@ -9,8 +9,11 @@ const KEEP = 200; // messages shown; older ones drop off the bottom
 const PREVIEW = 300; // characters of a body shown
 
 function entry(m) {
+  if (m.kind === 'dropped') return h('li', { class: 'tail-dropped' }, `${m.count} messages skipped: the page fell behind`);
   const time = new Date(m.timestamp).toLocaleTimeString();
-  const where = m.kind === 'deliver' ? `→ queue ${m.queue}` : `→ exchange ${m.exchange || '(default)'}`;
+  const where = m.kind === 'deliver'
+    ? `→ queue ${m.queue}${m.redelivered ? ' (redelivered)' : ''}`
+    : `→ exchange ${m.exchange || '(default)'}${m.routed_queues ? `, routed to ${show(m.routed_queues)}` : ''}`;
   const body = m.payload_encoding === 'base64' ? `(base64) ${m.payload}` : m.payload;
   return h('li', { class: `tail-${m.kind}` },
     h('div', { class: 'tail-head' }, h('b', {}, `${time} ${m.kind} `), where,

@@ -62,9 +62,12 @@ export function flash(message, kind = 'ok') {
 
 // Runs an action, reporting its failure (an ApiError's reason) instead of throwing.
 export async function attempt(action, done) {
+  const page = location.hash;
   try {
     const result = await action();
     if (done) flash(typeof done === 'function' ? done(result) : done);
+    // the shell redraws the page's data at once, unless the action left the page (a delete)
+    if (location.hash === page) window.dispatchEvent(new Event('dashboard:changed'));
     return result;
   } catch (error) {
     flash(error.message, 'error');
