@@ -54,7 +54,12 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dashboard-downloads")
+
+
+@pytest.fixture(scope="module")
+def driver(downloads: Path) -> Iterator[Any]:
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
         missing("chromium or chromium-driver", "apt-get install chromium chromium-driver")
@@ -69,6 +74,7 @@ def driver() -> Iterator[Any]:
         options.add_argument(argument)
     options.add_argument("--window-size=1280,1000")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
     browser = webdriver.Chrome(options=options, service=Service(chromedriver))
     browser.set_page_load_timeout(WAIT)
     browser.set_script_timeout(WAIT)
@@ -226,6 +232,13 @@ def test_overview_plots_queued_messages_over_time(dashboard: Dashboard, amqp: Bl
     dashboard.text("#page table", "amqp")  # the listeners
     dashboard.text("#page table", "rabbit@")  # the node: memory, file descriptors, disk
     dashboard.screenshot("overview")
+    # the plot's history outlives a reload of the page (it is kept in the tab's sessionStorage)
+    before = points(dashboard.find(ready).get_attribute("d"))
+    dashboard.driver.refresh()
+    dashboard.text("#page h1", "Overview")
+    dashboard.until(
+        lambda d: points(dashboard.find(ready).get_attribute("d")) > before, "the old samples and a new one"
+    )
     amqp.queue_delete(queue)
 
 
@@ -407,7 +420,7 @@ def test_an_exchange_page_shows_bindings_and_publishes(dashboard: Dashboard, amq
 
 
 def test_channels_consumers_admin_definitions_and_tail_pages(
-    dashboard: Dashboard, amqp: BlockingChannel, tmp_path: Path
+    dashboard: Dashboard, amqp: BlockingChannel, tmp_path: Path, downloads: Path
 ) -> None:
     queue = f"consumed-{uuid.uuid4().hex[:8]}"
     amqp.queue_declare(queue)
@@ -439,6 +452,10 @@ def test_channels_consumers_admin_definitions_and_tail_pages(
     dashboard.click("#page button", "Upload definitions")
     dashboard.flash("Definitions imported")
     assert depth(amqp, imported) == 0  # declared by the upload (passive declare would fail otherwise)
+    dashboard.click("#page button", "Download definitions")
+    saved = downloads / "definitions.json"
+    dashboard.until(lambda d: saved.is_file() and saved.stat().st_size > 0, "the downloaded definitions")
+    assert imported in [q["name"] for q in json.loads(saved.read_text())["queues"]]
     dashboard.screenshot("definitions")
     amqp.queue_delete(imported)
 

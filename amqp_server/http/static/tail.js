@@ -18,7 +18,7 @@ function entry(m) {
   return h('li', { class: `tail-${m.kind}` },
     h('div', { class: 'tail-head' }, h('b', {}, `${time} ${m.kind} `), where,
       ` · routing keys ${show(m.routing_keys)} · ${m.payload_bytes} bytes`),
-    h('div', { class: 'tail-props' }, show(m.properties)),
+    Object.keys(m.properties || {}).length ? h('div', { class: 'tail-props' }, show(m.properties)) : null,
     h('pre', { class: 'payload' }, body.length > PREVIEW ? `${body.slice(0, PREVIEW)}…` : body));
 }
 
