@@ -228,7 +228,7 @@ def test_overview_plots_queued_messages_over_time(dashboard: Dashboard, amqp: Bl
     ready = 'figure[class="plot-box"] path[data-series="ready"]'
     dashboard.until(lambda d: points(dashboard.find(ready).get_attribute("d")) >= 3, "three samples in the plot")
     dashboard.text(".legend li", "ready")
-    dashboard.text("#page dl.fields", "queues")
+    dashboard.text("#page .tile", "queues")  # the totals
     dashboard.text("#page table", "amqp")  # the listeners
     dashboard.text("#page table", "rabbit@")  # the node: memory, file descriptors, disk
     dashboard.screenshot("overview")

@@ -3,7 +3,7 @@
 import { api, path } from './api.js';
 import { pagedList } from './list.js';
 import { plot, rate, record, value } from './plot.js';
-import { attempt, bytes, dangerButton, fields, form, h, link, parseJson, replace, section, show, table } from './ui.js';
+import { attempt, bytes, dangerButton, fields, form, h, link, parseJson, replace, section, show, table, tiles } from './ui.js';
 
 // The rates RabbitMQ's overview plots, by message_stats key ("deliver" counts gets too, as deliver_get).
 const RATES = { publish: 'publish', deliver: 'deliver_get', ack: 'ack', confirm: 'confirm', redeliver: 'redeliver' };
@@ -51,7 +51,7 @@ export function overview(root, session) {
     replace(plots,
       plot('Message rates', rateHistory, Object.keys(RATES), session.window(), '/s'),
       plot('Queued messages', queuedHistory, ['ready', 'unacked'], session.window()));
-    replace(totals, fields({ ...data.object_totals, ...queued(data.queue_totals) }));
+    replace(totals, tiles({ ...data.object_totals, ...queued(data.queue_totals) }));
     if (!session.can('monitoring')) return;
     replace(listeners, table(LISTENER_COLUMNS, data.listeners || []));
     replace(nodes, table(NODE_COLUMNS, await api('/api/nodes')));

@@ -117,6 +117,12 @@ export function fields(object, keys = Object.keys(object || {})) {
   return h('dl', { class: 'fields' }, keys.map((key) => [h('dt', {}, key), h('dd', {}, show(object[key]))]));
 }
 
+// Big numbers in a row (the overview's totals).
+export function tiles(object) {
+  return h('div', { class: 'tiles' }, Object.entries(object).map(([key, value]) =>
+    h('div', { class: 'tile' }, h('b', {}, show(value)), h('span', {}, key.replaceAll('_', ' ')))));
+}
+
 // A small form: fields = [{name, label, type?, options?, value?, placeholder?}]; onSubmit(values).
 export function form(title, inputs, submitLabel, onSubmit) {
   const controls = inputs.map((input) => {
