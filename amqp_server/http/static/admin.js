@@ -32,18 +32,21 @@ function usersSection(refreshAll) {
   return { element: section('Users', list, add), refresh };
 }
 
-function vhostsSection(refreshAll) {
+function vhostsSection(session, refreshAll) {
   const list = h('div');
   const add = form('Add a vhost', [{ name: 'name', label: 'Name' }], 'Add vhost', (v) => attempt(async () => {
     await api(path`/api/vhosts/${v.name}`, { method: 'PUT', body: {} });
     await refreshAll();
   }, 'Vhost added'));
   const refresh = async () => {
+    const vhosts = await api('/api/vhosts');
+    // in place: the session's list (the other pages' vhost choices) is this same array
+    session.vhosts.splice(0, Infinity, ...vhosts.map((v) => v.name));
     replace(list, table([
       { key: 'name', label: 'Name' },
       { key: 'messages', label: 'Messages' },
       { label: '', value: (v) => removeButton('Delete', path`/api/vhosts/${v.name}`, refreshAll) },
-    ], await api('/api/vhosts')));
+    ], vhosts));
   };
   return { element: section('Virtual hosts', list, add), refresh };
 }
@@ -105,7 +108,7 @@ function policiesSection(refreshAll) {
 export function admin(root, session) {
   const parts = [];
   const refreshAll = () => Promise.all(parts.map((part) => part.refresh()));
-  if (session.can('administrator')) parts.push(usersSection(refreshAll), vhostsSection(refreshAll), permissionsSection(refreshAll));
+  if (session.can('administrator')) parts.push(usersSection(refreshAll), vhostsSection(session, refreshAll), permissionsSection(refreshAll));
   if (session.can('policymaker')) parts.push(policiesSection(refreshAll));
   root.append(h('h1', {}, 'Admin'), ...parts.map((part) => part.element));
   return refreshAll;

@@ -61,6 +61,7 @@ function endSession(message) {
   $('nav').hidden = true;
   $('session').hidden = true;
   $('login').hidden = false;
+  $('login').elements.password.value = '';
   replace($('login-error'), message || '');
 }
 

@@ -19,18 +19,21 @@ function loadState(key, defaults) {
 export function pagedList(root, { key, base, columns, sort = 'name', empty, filterable = true }) {
   // filter, sort and page size are kept for the next visit; the page is not: the list may have shrunk
   // since, and a page past the end is an error (400) rather than an empty page
-  const state = { ...loadState(key, { page_size: 50, name: '', sort, sort_reverse: false }), page: 1 };
+  const state = { ...loadState(key, { page_size: 50, name: '', use_regex: false, sort, sort_reverse: false }), page: 1 };
   const save = () => sessionStorage.setItem(STATE_PREFIX + key, JSON.stringify(state));
   const filter = h('input', { type: 'search', placeholder: 'Filter by name', class: 'filter', 'aria-label': 'filter' });
   filter.value = state.name;
-  filter.hidden = !filterable; // consumers have no name to filter on
+  const regex = h('input', { type: 'checkbox', 'aria-label': 'regular expression' });
+  regex.checked = state.use_regex;
+  const regexLabel = h('label', {}, regex, ' regex');
+  filter.hidden = regexLabel.hidden = !filterable; // consumers have no name to filter on
   const size = h('select', { 'aria-label': 'page size' }, PAGE_SIZES.map((n) => h('option', { value: n }, `${n} per page`)));
   size.value = String(state.page_size);
   const previous = h('button', { type: 'button' }, '‹ Previous');
   const next = h('button', { type: 'button' }, 'Next ›');
   const status = h('span', { class: 'pager-status' });
   const body = h('div', { class: 'list-body' });
-  root.append(h('div', { class: 'pager' }, filter, size, previous, status, next), body);
+  root.append(h('div', { class: 'pager' }, filter, regexLabel, size, previous, status, next), body);
 
   async function refresh() {
     let page;
@@ -66,6 +69,7 @@ export function pagedList(root, { key, base, columns, sort = 'name', empty, filt
     clearTimeout(typing); // one request when the user stops typing, not one per key
     typing = setTimeout(() => change(() => { state.name = filter.value; state.page = 1; }), 250);
   });
+  regex.addEventListener('change', () => change(() => { state.use_regex = regex.checked; state.page = 1; }));
   size.addEventListener('change', () => change(() => { state.page_size = Number(size.value); state.page = 1; }));
   previous.addEventListener('click', () => change(() => { state.page -= 1; }));
   next.addEventListener('click', () => change(() => { state.page += 1; }));
