@@ -13,7 +13,9 @@ vhosts and permissions) — ``tests/test_layering.py`` checks that.
 - one module per family of endpoints, each with ``add_routes(router)``: ``overview``
   (node-wide, health checks), ``access_api`` (vhosts, users, permissions),
   ``entities`` (exchanges, queues, bindings), ``sessions`` (connections, channels,
-  consumers, definitions).  A new family (policies) is a new module listed in
-  ``app.create_app``; new fields of an object (``message_stats``) belong in the info
-  dicts ``BrokerOperations`` builds, so every endpoint showing the object gets them.
+  consumers, definitions), ``dashboard`` (the web UI's files from ``static/`` at ``/``, the
+  only paths served without credentials, with a Content-Security-Policy).  A new family
+  (policies) is a new module listed in ``app.create_app``; new fields of an object
+  (``message_stats``) belong in the info dicts ``BrokerOperations`` builds, so every
+  endpoint showing the object gets them.
 """

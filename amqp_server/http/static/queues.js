@@ -100,13 +100,12 @@ const CONSUMER_COLUMNS = [
   { key: 'prefetch_count', label: 'Prefetch' },
   { key: 'active', label: 'Active' },
 ];
-const BINDING_COLUMNS = [
+export const BINDING_COLUMNS = [
   { label: 'From', value: (b) => link(exchangeHref(b.vhost, b.source), b.source || '(default)') },
   { label: 'To', value: (b) => (b.destination_type === 'queue' ? link(queueHref(b.vhost, b.destination), b.destination) : b.destination) },
   { key: 'routing_key', label: 'Routing key' },
   { key: 'arguments', label: 'Arguments' },
 ];
-export { BINDING_COLUMNS };
 
 export function queue(root, session, [vhost, name]) {
   const plots = h('div', { class: 'plots' });
