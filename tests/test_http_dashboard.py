@@ -88,3 +88,26 @@ def test_no_script_writes_markup() -> None:
     banned = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function")
     offenders = [path.name for path in STATIC_DIR.glob("*.js") if banned.search(path.read_text())]
     assert not offenders
+
+
+async def test_a_state_changing_request_from_another_site_is_refused(client: TestClient) -> None:
+    """Even with valid credentials (a browser attaches Basic credentials it cached to a cross-site form's
+    POST): a request a browser marks as from another site changes nothing. Same-site and non-browser
+    requests are unaffected."""
+    guest = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}
+    host = f"127.0.0.1:{client.port}"
+    refused = await client.put("/api/vhosts/evil", headers={**guest, "Origin": "http://evil.example"})
+    assert (refused.status, await refused.json()) == (
+        403,
+        {"error": "forbidden", "reason": "cross-site request refused"},
+    )
+    sandboxed = {**guest, "Origin": "null", "Sec-Fetch-Site": "cross-site"}  # a sandboxed frame, a file: page
+    assert (await client.delete("/api/vhosts/%2F", headers=sandboxed)).status == 403
+    assert "evil" not in [vhost["name"] for vhost in await (await client.get("/api/vhosts", headers=guest)).json()]
+    for allowed in (
+        {**guest},  # curl, rabbitmqadmin: no Origin
+        {**guest, "Origin": f"http://{host}"},  # the dashboard, from an older browser
+        {**guest, "Origin": "https://dashboard.example", "Sec-Fetch-Site": "same-origin"},  # behind a proxy
+    ):
+        assert (await client.put("/api/vhosts/fine", headers=allowed)).status in (201, 204)
+    assert (await client.get("/api/overview", headers={**guest, "Origin": "http://evil.example"})).status == 200

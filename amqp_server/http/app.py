@@ -92,6 +92,8 @@ def _amqp_error(error: AMQPError) -> ApiError:
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if dashboard.is_public(request):  # the dashboard's page and scripts; they log in through the API
         return await handler(request)
+    if dashboard.is_cross_site(request):
+        raise ApiError(403, "forbidden", "cross-site request refused")
     header = request.headers.get("Authorization")
     if not header:
         raise no_credentials()

@@ -6,12 +6,16 @@ API beside it, sending the user's credentials in an ``Authorization`` header the
 of its own), and only these carry the Content-Security-Policy: no inline script, nothing from
 another origin, so a broker-echoed name that slipped into the page as markup still could not run.
 The API sets no CORS headers at all, and the dashboard uses no cookies, so another site can
-neither read the API nor make the browser send it authenticated requests.
+neither read the API nor make the browser send it authenticated requests -- except with Basic
+credentials the browser cached itself (someone opened /api/... and typed them into its prompt):
+those it attaches to any request, a cross-site form's POST too, so ``is_cross_site`` refuses
+state-changing requests that a browser marks as coming from another site.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -35,6 +39,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",  # revalidate: an upgraded broker serves its own scripts at once
 }
 STATIC_PREFIX = "/static/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -47,6 +52,24 @@ def is_public(request: web.Request) -> bool:
     if request.method not in ("GET", "HEAD"):
         return False
     return request.path == "/" or request.path.startswith(STATIC_PREFIX)
+
+
+def is_cross_site(request: web.Request) -> bool:
+    """A state-changing request a browser sent from another site's page.
+
+    Browsers send ``Origin`` with every POST/PUT/DELETE (``null`` from sandboxed or file pages) and,
+    lately, ``Sec-Fetch-Site``; scripts cannot forge either. Clients that are not browsers (curl,
+    rabbitmqadmin, the CLI) send neither and are not affected. ``Sec-Fetch-Site: same-origin`` is
+    trusted before comparing hosts, so a proxy that rewrites ``Host`` does not break the dashboard.
+    """
+    if request.method in SAFE_METHODS:
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    if request.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
+        return False
+    return urlsplit(origin).netloc.lower() != request.host.lower()
 
 
 async def get_index(request: web.Request) -> web.StreamResponse:
