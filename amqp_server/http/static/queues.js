@@ -3,7 +3,7 @@
 import { api, path } from './api.js';
 import { pagedList } from './list.js';
 import { plot, rate, record, value } from './plot.js';
-import { attempt, bytes, dangerButton, fields, form, h, link, parseJson, replace, section, show, table, tiles } from './ui.js';
+import { attempt, bytes, dangerButton, fields, form, h, link, number, parseJson, replace, section, table, tiles } from './ui.js';
 
 // The rates RabbitMQ's overview plots, by message_stats key ("deliver" counts gets too, as deliver_get).
 const RATES = { publish: 'publish', deliver: 'deliver_get', ack: 'ack', confirm: 'confirm', redeliver: 'redeliver' };
@@ -32,7 +32,7 @@ const LISTENER_COLUMNS = [
 const NODE_COLUMNS = [
   { key: 'name', label: 'Node' },
   { label: 'Memory', value: (n) => `${bytes(n.mem_used)} of ${bytes(n.mem_limit)}` },
-  { label: 'File descriptors', value: (n) => `${show(n.fd_used)} of ${show(n.fd_total)}` },
+  { label: 'File descriptors', value: (n) => `${number(n.fd_used)} of ${number(n.fd_total)}` },
   { label: 'Disk free', value: (n) => `${bytes(n.disk_free)} (limit ${bytes(n.disk_free_limit)})` },
   { label: 'Uptime', value: (n) => `${Math.round(value(n, 'uptime') / 1000)} s` },
 ];

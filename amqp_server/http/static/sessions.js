@@ -106,7 +106,8 @@ export function connection(root, session, [name]) {
   );
   return async () => {
     const [info, open] = await Promise.all([api(url), api(`${url}/channels`)]);
-    replace(details, fields(info, ['user', 'vhost', 'state', 'protocol', 'auth_mechanism', 'peer_host', 'peer_port',
+    const connectedAt = new Date(info.connected_at).toLocaleString(); // ms since the epoch
+    replace(details, fields({ ...info, connected_at: connectedAt }, ['user', 'vhost', 'state', 'protocol', 'auth_mechanism', 'peer_host', 'peer_port',
       'ssl', 'channel_max', 'frame_max', 'timeout', 'connected_at', 'recv_oct', 'send_oct']));
     replace(client, fields(info.client_properties));
     replace(channels, table(CHANNEL_COLUMNS, open, { empty: 'No channels.' }));

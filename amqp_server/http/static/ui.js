@@ -44,11 +44,11 @@ export function bytes(value) {
   return `${value.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
-// A value for a table cell or key/value list: objects and arrays as compact JSON text.
+// A value for a key/value list: objects and arrays as compact JSON text, numbers as they are (a port,
+// a timestamp: no thousands separators).
 export function show(value) {
   if (value === null || value === undefined) return '';
   if (typeof value === 'object') return JSON.stringify(value);
-  if (typeof value === 'number') return number(value);
   return String(value);
 }
 
@@ -105,7 +105,8 @@ export function table(columns, rows, { onSort, sorted, empty = 'Nothing here.' }
   const body = rows.map((row) =>
     h('tr', {}, columns.map((column) => {
       const value = column.value ? column.value(row) : row[column.key];
-      return h('td', { class: typeof value === 'number' ? 'num' : null }, value instanceof Node ? value : show(value));
+      if (typeof value === 'number') return h('td', { class: 'num' }, number(value)); // counts, in tables
+      return h('td', {}, value instanceof Node ? value : show(value));
     })),
   );
   return h('table', {}, h('thead', {}, h('tr', {}, head)), h('tbody', {}, body));
@@ -120,7 +121,7 @@ export function fields(object, keys = Object.keys(object || {})) {
 // Big numbers in a row (the overview's totals).
 export function tiles(object) {
   return h('div', { class: 'tiles' }, Object.entries(object).map(([key, value]) =>
-    h('div', { class: 'tile' }, h('b', {}, show(value)), h('span', {}, key.replaceAll('_', ' ')))));
+    h('div', { class: 'tile' }, h('b', {}, number(value)), h('span', {}, key.replaceAll('_', ' ')))));
 }
 
 // A small form: fields = [{name, label, type?, options?, value?, placeholder?}]; onSubmit(values).
