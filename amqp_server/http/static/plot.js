@@ -25,10 +25,19 @@ export function record(key, values, now = Date.now()) {
   const samples = load(key).filter((sample) => now - sample.t <= MAX_AGE_MS);
   samples.push({ t: now, values });
   const kept = samples.slice(-MAX_SAMPLES);
+  const text = JSON.stringify(kept);
   try {
-    sessionStorage.setItem(HISTORY_PREFIX + key, JSON.stringify(kept));
+    sessionStorage.setItem(HISTORY_PREFIX + key, text);
   } catch {
-    // storage full: the plot still works from memory for this render
+    // storage full (many queue pages visited): keep this plot's history, drop the others'
+    for (const other of Object.keys(sessionStorage)) {
+      if (other.startsWith(HISTORY_PREFIX) && other !== HISTORY_PREFIX + key) sessionStorage.removeItem(other);
+    }
+    try {
+      sessionStorage.setItem(HISTORY_PREFIX + key, text);
+    } catch {
+      // still too big: this render draws from memory
+    }
   }
   return kept;
 }
