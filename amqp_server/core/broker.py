@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from storage.api import Store
 from storage.memory import MemoryStore
@@ -18,6 +19,7 @@ from .confirms import SyncBarrier
 from .flow import MEMORY, Alarms, DiskMonitor, MemoryFlow
 from .reply_to import ReplyToRegistry
 from .scheduler import Scheduler
+from .stats_sampler import Sampler
 from .vhost import VirtualHost
 
 
@@ -49,10 +51,15 @@ class Broker:
     flow: MemoryFlow = field(default_factory=MemoryFlow)
     alarms: Alarms = field(default_factory=Alarms)  # public read: which resource alarms are in effect
     disk: DiskMonitor = field(init=False)  # free space and limit of the data dir's disk (started by the server)
+    # every live core.Connection (each adds itself, and leaves when it finishes): what the management API lists.
+    # Typed Any: naming Connection here would make broker and connection import each other.
+    connections: set[Any] = field(default_factory=set)
+    stats: Sampler = field(init=False)  # message rates and lengths, sampled every 5 s (started by the server)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.clock)
         self.disk = DiskMonitor(self.alarms, self.scheduler)
+        self.stats = Sampler(self)
         self.flow.on_change = lambda blocked: self.alarms.set(MEMORY, blocked)
         self.add_vhost("/")
         recovered = self.store.recover()

@@ -131,6 +131,9 @@ class Connection:
         self._last_sent = now
         self._handshake_deadline = now + broker.limits.handshake_timeout
         self._close_deadline = 0.0
+        self.recv_oct = self.recv_cnt = 0  # bytes and reads from the peer (stats_sampler reads them)
+        self.send_oct = self.send_cnt = 0  # bytes and writes to it
+        broker.connections.add(self)
 
     # ----------------------------------------------------------------- I/O side
 
@@ -144,6 +147,8 @@ class Connection:
         if self.state in (State.CLOSED, State.CLOSE_OK_SENT):
             return
         self._last_received = self.broker.clock()
+        self.recv_oct += len(data)
+        self.recv_cnt += 1
         try:
             if self.state is State.AWAITING_HEADER:
                 data = self._receive_protocol_header(data)
@@ -182,6 +187,8 @@ class Connection:
         data = self.writer.take()
         if data:
             self._last_sent = self.broker.clock()
+            self.send_oct += len(data)
+            self.send_cnt += 1
         return data
 
     def send(self, data: bytes) -> None:
@@ -549,6 +556,7 @@ class Connection:
     def _finish(self) -> None:
         self._release_channels()
         self.state = State.CLOSED
+        self.broker.connections.discard(self)
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

@@ -82,7 +82,18 @@ class Exchange:
 
     type_name: ClassVar[str] = ""
     kind: ClassVar[str] = "exchange"
-    __slots__ = ("vhost", "name", "durable", "auto_delete", "internal", "arguments", "bindings", "_by_destination")
+    __slots__ = (
+        "vhost",
+        "name",
+        "durable",
+        "auto_delete",
+        "internal",
+        "arguments",
+        "bindings",
+        "_by_destination",
+        "stat_publish_in",
+        "stat_publish_out",
+    )
 
     def __init__(
         self,
@@ -101,6 +112,8 @@ class Exchange:
         self.arguments = arguments or {}
         self.bindings: dict[BindingKey, tuple[Destination, str, dict[str, Any]]] = {}
         self._by_destination: dict[Destination, BindingKey | dict[str, str | set[str]]] = {}
+        self.stat_publish_in = 0  # messages published to this exchange (counted by VirtualHost.route)
+        self.stat_publish_out = 0  # and the queues they reached, each counted once
 
     @property
     def persisted(self) -> bool:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .scheduler import Timer
+from .scheduler import Scheduler, Timer
 from .stats import (
     DATA,
     DELIVER,
@@ -48,8 +48,16 @@ from .stats import (
     put_group,
 )
 
-if TYPE_CHECKING:
-    from .broker import Broker
+
+class StatsHost(Protocol):
+    """The broker as the sampler sees it (a Protocol: ``broker`` imports this module)."""
+
+    vhosts: dict[str, Any]
+    connections: set[Any]
+    scheduler: Scheduler
+
+    def wall_clock(self) -> float: ...
+
 
 CAPACITY_SAMPLES = 12  # consumer_utilisation averages this many samples (a minute)
 _LISTED_STATES = frozenset(("OPEN", "CLOSING"))  # Connection.State names RabbitMQ lists (by name: no import cycle)
@@ -215,7 +223,7 @@ def _sample_totals(series: list[Series] | None, timestamp: int, totals: _Totals)
 class Sampler:
     """Samples every object of a broker every ``INTERVAL_MS`` (once ``start``ed) and makes ``View``s."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: StatsHost) -> None:
         self._broker = broker
         self._tracks: dict[Any, _Track] = {}
         self._retired: dict[str, _Totals] = {}  # per vhost: what its closed channels and connections counted

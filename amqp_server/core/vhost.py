@@ -71,6 +71,7 @@ class VirtualHost:
         loops end), falls back to an exchange's alternate exchange when it routes
         nowhere, and routes CC/BCC header keys as extra routing keys.
         """
+        exchange.stat_publish_in += 1  # statistics: plain increments, sampled off the hot path (stats_sampler)
         if not message.extra_routing_keys:
             # fast path (most messages): one key, and the exchange routes straight to queues
             destinations = exchange.route(message, message.routing_key)
@@ -79,7 +80,9 @@ class VirtualHost:
                     if destination.kind != "queue":
                         break
                 else:
-                    return list(destinations)
+                    routed = list(destinations)
+                    exchange.stat_publish_out += len(routed)
+                    return routed
         keys = (message.routing_key, *message.extra_routing_keys)
         queues: dict[str, Queue] = {}
         seen: set[str] = set()
@@ -100,6 +103,7 @@ class VirtualHost:
             alternate = current.alternate_exchange
             if not found and alternate is not None and alternate in self.exchanges:
                 pending.append(self.exchanges[alternate])
+        exchange.stat_publish_out += len(queues)
         return list(queues.values())
 
     def dead_letter(self, message: Message) -> None:
@@ -107,7 +111,11 @@ class VirtualHost:
         exchange = self.exchanges.get(message.exchange)
         if exchange is None:
             return
-        for queue in self.route(exchange, message):
+        queues = self.route(exchange, message)
+        # RabbitMQ's exchange statistics count what channels publish, not dead letters
+        exchange.stat_publish_in -= 1
+        exchange.stat_publish_out -= len(queues)
+        for queue in queues:
             if not dead_letter.is_cycle(message, queue):
                 queue.publish(message)
 

@@ -97,6 +97,7 @@ async def _serve(
 
     broker.alarms.on_change = apply_flow
     broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
+    broker.stats.start()  # statistics for the management API: one sample of every object each 5 s
     servers = [
         await loop.create_server(
             lambda: AMQPProtocol(broker, connections), config.host, config.port, reuse_address=True
