@@ -131,6 +131,7 @@ class Connection:
         self._last_sent = now
         self._handshake_deadline = now + broker.limits.handshake_timeout
         self._close_deadline = 0.0
+        self.opened = False  # got to connection.open-ok (counted in the broker's churn)
         self.recv_oct = self.recv_cnt = 0  # bytes and reads from the peer (stats_sampler reads them)
         self.send_oct = self.send_cnt = 0  # bytes and writes to it
         broker.connections.add(self)
@@ -425,11 +426,13 @@ class Connection:
         if len(self.channels) >= self.channel_max:
             raise channel_max_reached(len(self.channels), self.channel_max)
         self.channels[channel_id] = Channel(self, channel_id)
+        self.broker.churn.channel_created += 1
         self.send(channel_open_ok_frame(channel_id))
 
     def channel_closed(self, channel_id: int) -> None:
         """A channel finished closing; its number may be opened again."""
-        self.channels.pop(channel_id, None)
+        if self.channels.pop(channel_id, None) is not None:
+            self.broker.churn.channel_closed += 1
 
     # ------------------------------------------------------------- handshake
 
@@ -528,6 +531,8 @@ class Connection:
             raise vhost_access_refused(vhost.name, self.username)
         self.vhost = vhost
         self.state = State.OPEN
+        self.opened = True
+        self.broker.churn.connection_created += 1
         self.send_method(0, commands.Connection.OpenOk())
 
     def _on_update_secret(self, method: commands.Connection.UpdateSecret) -> None:
@@ -546,6 +551,7 @@ class Connection:
     # -------------------------------------------------------------- teardown
 
     def _release_channels(self) -> None:
+        self.broker.churn.channel_closed += len(self.channels)
         for channel in list(self.channels.values()):
             channel.release()
             channel.state = ChannelState.CLOSED  # late store syncs must not write to a dead connection
@@ -557,6 +563,8 @@ class Connection:
         self._release_channels()
         self.state = State.CLOSED
         self.broker.connections.discard(self)
+        if self.opened:
+            self.broker.churn.connection_closed += 1
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

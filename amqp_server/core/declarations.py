@@ -229,6 +229,7 @@ def _on_queue_declare(channel: ChannelPort, method: commands.Queue.Declare) -> N
             _check_queue_equivalent(queue, method, connection)
             queue.redeclared()
     channel.last_queue_name = queue.name
+    vhost.churn.queue_declared += 1
     _reply(
         channel,
         method.nowait,

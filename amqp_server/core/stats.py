@@ -40,8 +40,39 @@ PUBLISH_OUT = ("publish_out",)  # exchange_stats_publish_out
 LENGTHS = ("messages_ready", "messages_unacknowledged", "messages")  # queue_msg_stats
 DATA = ("recv_oct", "send_oct")  # connection_stats_coarse_conn_stats (without reductions)
 DISK = ("disk_reads", "disk_writes")  # vhost_msg_rates: this broker counts none
+CHURN = (
+    "connection_created",
+    "connection_closed",
+    "channel_created",
+    "channel_closed",
+    "queue_declared",
+    "queue_created",
+    "queue_deleted",
+)  # connection_churn_rates
 
 Values = tuple[int, ...]
+
+
+class Churn:
+    """Connections and channels opened and closed, queues declared, created and deleted (counted where they are)."""
+
+    __slots__ = CHURN
+
+    def __init__(self) -> None:
+        self.connection_created = self.connection_closed = 0
+        self.channel_created = self.channel_closed = 0
+        self.queue_declared = self.queue_created = self.queue_deleted = 0
+
+    def values(self) -> Values:
+        return (
+            self.connection_created,
+            self.connection_closed,
+            self.channel_created,
+            self.channel_closed,
+            self.queue_declared,
+            self.queue_created,
+            self.queue_deleted,
+        )
 
 
 class Series:

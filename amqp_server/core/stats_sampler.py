@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from .scheduler import Scheduler, Timer
 from .stats import (
+    CHURN,
     DATA,
     DELIVER,
     DISK,
@@ -39,6 +40,7 @@ from .stats import (
     PUBLISH_OUT,
     QUEUE_PUBLISH,
     RETENTION_MS,
+    Churn,
     Range,
     Ranges,
     Series,
@@ -55,6 +57,7 @@ class StatsHost(Protocol):
     vhosts: dict[str, Any]
     connections: set[Any]
     scheduler: Scheduler
+    churn: Churn
 
     def wall_clock(self) -> float: ...
 
@@ -229,6 +232,7 @@ class Sampler:
         self._retired: dict[str, _Totals] = {}  # per vhost: what its closed channels and connections counted
         self._vhost_series: dict[str, list[Series]] = {}  # per vhost: fine, deliver, data, lengths
         self._overview_series: list[Series] | None = None
+        self._churn_series: Series | None = None
         self.last: int | None = None  # the last tick's timestamp (wall ms, on the 5 s grid)
         self.previous: int | None = None
         self._timer: Timer | None = None
@@ -331,6 +335,10 @@ class Sampler:
         for name in [name for name in self._vhost_series if name not in vhosts]:
             del self._vhost_series[name]
         self._overview_series = _sample_totals(self._overview_series, timestamp, overview)
+        if self._churn_series is None:
+            self._churn_series = Series(timestamp)
+        self._churn_series.add(timestamp, self._broker.churn.values())
+        self._churn_series.prune(timestamp - RETENTION_MS)
         self.previous, self.last = self.last, timestamp
 
     def _sample_capacity(self, track: _Track, ready: int) -> None:
@@ -506,10 +514,14 @@ class View:
         return out
 
     def overview(self) -> dict[str, Any]:
-        """The overview's ``message_stats`` and ``queue_totals`` (``{}`` each while there is nothing to show)."""
+        """The overview's ``message_stats``, ``churn_rates`` and ``queue_totals`` (``{}`` while there is nothing)."""
         overview = _Totals()
         for totals in self._totals().values():
             overview.add_totals(totals)
         has_queues = any(vhost.queues for vhost in self._sampler._broker.vhosts.values())
         parts = self._aggregate(overview, self._sampler._overview_series, has_queues, disk=True)
-        return {"message_stats": parts["message_stats"], "queue_totals": parts["lengths"]}
+        churn: dict[str, Any] = {}
+        values = self._sampler._broker.churn.values()
+        if any(values):
+            self._put(churn, CHURN, values, self._sampler._churn_series, self._ranges.msg_rates)
+        return {"message_stats": parts["message_stats"], "churn_rates": churn, "queue_totals": parts["lengths"]}

@@ -25,6 +25,7 @@ from .flow import MemoryFlow
 from .message import Message
 from .queue import Queue
 from .scheduler import Scheduler
+from .stats import Churn
 
 BUILTIN_EXCHANGES = (
     ("amq.direct", "direct"),
@@ -49,10 +50,12 @@ class VirtualHost:
         scheduler: Scheduler | None = None,
         wall_clock: Callable[[], float] = time.time,
         flow: MemoryFlow | None = None,
+        churn: Churn | None = None,
     ) -> None:
         self.name = name
         self.store = store
         self.flow = flow or MemoryFlow()
+        self.churn = churn or Churn()  # the broker's: queues declared, created, deleted
         self.unsynced_definitions = False  # set by a durable change; the handler's reply then waits for a sync
         self.sync_barrier = sync_barrier or SyncBarrier()
         self.scheduler = scheduler or Scheduler(time.monotonic)
@@ -153,6 +156,7 @@ class VirtualHost:
 
     def add_queue(self, queue: Queue) -> None:
         self.queues[queue.name] = queue
+        self.churn.queue_created += 1
         if queue.persisted:
             self.store.put_queue(queue.record())
             self._definitions_changed()
@@ -163,6 +167,7 @@ class VirtualHost:
             return 0
         count = queue.message_count
         queue.deleted = True
+        self.churn.queue_deleted += 1
         queue.release_ready()
         queue.delete_timers()
         self.queues.pop(queue.name, None)
