@@ -99,6 +99,10 @@ class Channel:
         self.prefetch_count = 0  # for consumers created from now on (global=false)
         self.global_prefetch_count = 0  # shared by the whole channel (global=true)
         self._next_delivery_tag = 1
+        # statistics (stats_sampler reads them): plain ints; deliveries with ack are what the tags leave over
+        self.stat_publish = self.stat_return_unroutable = self.stat_drop_unroutable = self.stat_nack = 0
+        self.stat_get = self.stat_get_no_ack = self.stat_get_empty = self.stat_deliver_no_ack = 0
+        self.stat_redeliver = self.stat_ack = 0
         self.confirms: Confirms | None = None  # set by confirm.select
         self.transaction: Transaction | None = None  # set by tx.select
         self.reply_key: str | None = None  # direct reply-to: this channel's reply routing key
@@ -266,6 +270,7 @@ class Channel:
 
     def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[bool, bool]:
         """Enqueue ``message`` everywhere it routes; returns (stored, rejected by a queue)."""
+        self.stat_publish += 1
         if not exchange.name and message.routing_key.startswith(reply_to.KEY_PREFIX):
             requester = self.connection.broker.reply_to.lookup(message.routing_key)
             if requester is not None:
@@ -280,17 +285,22 @@ class Channel:
             if outcome is not _IN_MEMORY:
                 stored |= outcome is Enqueued.STORED
                 rejected |= outcome is Enqueued.REJECTED
-        if not queues and mandatory:
-            self._send_content(
-                wire.return_frame(
-                    self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr, message.routing_key_shortstr
-                ),
-                message,
-            )
+        if not queues:
+            if mandatory:
+                self.stat_return_unroutable += 1
+                self._send_content(
+                    wire.return_frame(
+                        self.channel_id, 312, "NO_ROUTE", message.exchange_shortstr, message.routing_key_shortstr
+                    ),
+                    message,
+                )
+            else:
+                self.stat_drop_unroutable += 1
         return stored, rejected
 
     def _nack(self, sequence: int) -> None:
         """A queue refused the message (x-overflow reject-publish): tell the publisher at once."""
+        self.stat_nack += 1
         self.confirms.nacked(sequence)
         self.connection.send_method(
             self.channel_id, commands.Basic.Nack(delivery_tag=sequence, multiple=False, requeue=False)
@@ -458,6 +468,10 @@ class Channel:
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
+        redelivered = entry.redelivered
+        if redelivered:
+            self.stat_redeliver += 1
+            consumer.queue.counters.redeliver += 1
         # ``Writer.send`` inlined with the Deliver encoder: a call less per delivery. measured: a writer method
         # here cost 1.69 → 1.78 µs/msg (queued backlog → deliver) and 5.89 → 6.22 (publish → deliver) in hot_path.py
         writer = self._writer
@@ -468,7 +482,7 @@ class Channel:
             self.channel_id,
             consumer.tag_shortstr,
             tag,
-            entry.redelivered,
+            redelivered,
             message.exchange_shortstr,
             message.routing_key_shortstr,
             message.header,
@@ -478,6 +492,13 @@ class Channel:
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1
+        else:
+            self.stat_deliver_no_ack += 1
+
+    @property
+    def deliveries(self) -> int:
+        """Delivery tags used: every delivery and get-ok takes one."""
+        return self._next_delivery_tag - 1
 
     def _send_content(self, method_frame: bytes, message: Message) -> None:
         self._writer.send_content(self.channel_id, method_frame, message.header, message.body)
@@ -544,8 +565,13 @@ class Channel:
         queue = declarations.lookup_queue(self, method.queue, "read")
         entry = queue.get()
         if entry is None:
+            self.stat_get_empty += 1
+            queue.counters.get_empty += 1
             self.connection.send_method(self.channel_id, commands.Basic.GetEmpty())
             return
+        if entry.redelivered:
+            self.stat_redeliver += 1
+            queue.counters.redeliver += 1
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
@@ -563,8 +589,12 @@ class Channel:
             message,
         )
         if method.no_ack:
+            self.stat_get_no_ack += 1
+            queue.counters.get_no_ack += 1
             queue.settle((entry,))
         else:
+            self.stat_get += 1
+            queue.counters.get += 1
             self.unacked[tag] = Unacked(tag, entry, queue, None)
 
     # ---------------------------------------------------------- settlement
@@ -583,6 +613,8 @@ class Channel:
                 queue.reject(entries)
             else:
                 queue.settle(entries)
+                queue.counters.ack += len(entries)
+                self.stat_ack += len(entries)
         self.resume_deliveries()
 
     def _acknowledge(self, delivery_tag: int, multiple: bool, outcome: str) -> None:

@@ -431,8 +431,10 @@ class Connection:
 
     def channel_closed(self, channel_id: int) -> None:
         """A channel finished closing; its number may be opened again."""
-        if self.channels.pop(channel_id, None) is not None:
+        channel = self.channels.pop(channel_id, None)
+        if channel is not None:
             self.broker.churn.channel_closed += 1
+            self.broker.stats.channel_closed(channel, self.vhost.name)
 
     # ------------------------------------------------------------- handshake
 
@@ -554,6 +556,7 @@ class Connection:
         self.broker.churn.channel_closed += len(self.channels)
         for channel in list(self.channels.values()):
             channel.release()
+            self.broker.stats.channel_closed(channel, self.vhost.name)
             channel.state = ChannelState.CLOSED  # late store syncs must not write to a dead connection
         self.channels.clear()
         for queue in [q for q in self.vhost.queues.values() if q.exclusive_owner is self]:
@@ -565,6 +568,7 @@ class Connection:
         self.broker.connections.discard(self)
         if self.opened:
             self.broker.churn.connection_closed += 1
+            self.broker.stats.connection_closed(self)
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

@@ -19,6 +19,7 @@ from ..wire.methods import shortstr
 
 if TYPE_CHECKING:
     from .message import Entry
+    from .stats import QueueCounters
 
 
 class ConsumerOwner(Protocol):
@@ -35,6 +36,7 @@ class Source(Protocol):
     """The queue side of a delivery: where an entry goes back to once it is settled."""
 
     deleted: bool
+    counters: QueueCounters  # its statistics: the channel counts acks, gets and redeliveries there
 
     def settle(self, entries: Iterable[Entry]) -> None: ...
 

@@ -29,6 +29,7 @@ from .message import Entry, Message
 from .queue_arguments import QueueOptions, parse_queue_arguments
 from .ready import FifoReady, PriorityReady
 from .scheduler import Timer
+from .stats import QueueCounters
 
 log = logging.getLogger("amqp_server.queue")
 
@@ -94,6 +95,8 @@ class Queue:
         "_last_used",
         "_plain",
         "_stores_transient",
+        "counters",
+        "_published_before",
     )
 
     def __init__(
@@ -126,6 +129,8 @@ class Queue:
         self._ready_bytes = 0
         self.consumers: deque[Consumer] = deque()
         self._next_id = 1
+        self._published_before = 0  # message ids taken by recovered messages: not published since the start
+        self.counters = QueueCounters()  # deliveries, gets, acks (stats_sampler reads them)
         self._had_consumer = False
         self.deleted = False
         self.bindings: set[tuple[str, str]] = set()  # (exchange name, binding key) pointing here
@@ -161,6 +166,20 @@ class Queue:
     def message_count(self) -> int:
         self._expire(self.vhost.scheduler.clock())
         return len(self._ready)
+
+    @property
+    def published(self) -> int:
+        """Messages enqueued since the start: each took the next message id (no counter on the hot path)."""
+        return self._next_id - 1 - self._published_before
+
+    @property
+    def ready_count(self) -> int:
+        """Ready messages, without expiring any (what the statistics sample)."""
+        return len(self._ready)
+
+    @property
+    def ready_bytes(self) -> int:
+        return self._ready_bytes
 
     @property
     def persisted(self) -> bool:
@@ -233,6 +252,10 @@ class Queue:
             flow.add(entry.size)
             flow.remove(entry.size)
         consumer.deliver(entry)
+        if consumer.no_ack:
+            self.counters.deliver_no_ack += 1
+        else:
+            self.counters.deliver += 1
         return Enqueued.IN_MEMORY
 
     def restore(
@@ -245,6 +268,7 @@ class Queue:
         (wall clock), so the message expires when it would have without the restart.
         """
         self._next_id = max(self._next_id, message_id + 1)
+        self._published_before = self._next_id - 1
         if message is None and type(self._ready) is not FifoReady:
             message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name, message_id))
         expiry = self._recovered_expiry(message, expires_at)
@@ -362,13 +386,14 @@ class Queue:
     def _deal(self, now: float | None) -> None:
         """``dispatch`` for several consumers: round-robin (or by priority) among those with credit."""
         ready = self._ready
+        with_ack = without_ack = 0  # deliveries, counted here and added to the statistics once
         while len(ready):
             consumer = self._next_consumer()
             if consumer is None:
-                return
+                break
             entry = self._take_head()
             if entry is None:
-                return
+                break
             if entry.expires_at is not None:  # the clock is read only for messages with a TTL
                 if now is None:
                     now = self.vhost.scheduler.clock()
@@ -376,8 +401,14 @@ class Queue:
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
             consumer.deliver(entry)
-            if consumer.no_ack and entry.stored:  # settling forgets it in the store; nothing to do otherwise
-                self.settle((entry,))
+            if not consumer.no_ack:
+                with_ack += 1
+            else:
+                without_ack += 1
+                if entry.stored:  # settling forgets it in the store; nothing to do otherwise
+                    self.settle((entry,))
+        self.counters.deliver += with_ack
+        self.counters.deliver_no_ack += without_ack
 
     def _drain_to(self, consumer: Consumer, now: float | None) -> None:
         """``dispatch`` for a queue with one consumer: no rotation or priority to apply.
@@ -390,12 +421,13 @@ class Queue:
             return
         ready = self._ready
         deliver = consumer.deliver
+        delivered = 0  # counted here, added to the statistics once
         while len(ready):
             if not no_ack and not consumer.has_credit():  # each delivery uses up prefetch credit
-                return
+                break
             entry = self._take_head()
             if entry is None:
-                return
+                break
             if entry.expires_at is not None:
                 if now is None:
                     now = self.vhost.scheduler.clock()
@@ -403,8 +435,13 @@ class Queue:
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
             deliver(entry)
+            delivered += 1
             if no_ack and entry.stored:  # delivered without ack: done with it in the store
                 self.settle((entry,))
+        if no_ack:
+            self.counters.deliver_no_ack += delivered
+        else:
+            self.counters.deliver += delivered
 
     def _next_consumer(self) -> Consumer | None:
         consumers = self.consumers

@@ -75,6 +75,16 @@ class Churn:
         )
 
 
+class QueueCounters:
+    """What a queue counts for its message_stats: plain ints, bumped in bulk where its loops allow."""
+
+    __slots__ = ("get", "get_no_ack", "get_empty", "deliver", "deliver_no_ack", "redeliver", "ack")
+
+    def __init__(self) -> None:
+        self.get = self.get_no_ack = self.get_empty = 0
+        self.deliver = self.deliver_no_ack = self.redeliver = self.ack = 0
+
+
 class Series:
     """One object's samples of one group of counters, for the last ``RETENTION_MS``."""
 

@@ -10,9 +10,9 @@ knows those names.  Everything else happens off the hot path:
   its counters read into its ``Series``, and each vhost's sums into the vhost's (and the
   broker's) own series, from which rates come;
 - a vhost's (and so the overview's) message_stats are the sums over its channels and
-  connections, including those that closed: when ``_refresh`` finds an object gone it
-  adds its last counts to the vhost's ``_retired`` totals (it holds the object until then,
-  so nothing counted between the last tick and the close is lost);
+  connections, including those that closed: the connection calls ``channel_closed`` /
+  ``connection_closed`` as one goes, which add its last counts to the vhost's ``_retired``
+  totals (so a channel that lived less than one interval still counts);
 - unacknowledged messages are counted per queue from the channels that hold them
   (``Census``), once per tick and once per view, never on the hot path.
 
@@ -63,7 +63,6 @@ class StatsHost(Protocol):
 
 
 CAPACITY_SAMPLES = 12  # consumer_utilisation averages this many samples (a minute)
-_LISTED_STATES = frozenset(("OPEN", "CLOSING"))  # Connection.State names RabbitMQ lists (by name: no import cycle)
 
 
 # ------------------------------------------------------------------ reading the counters
@@ -98,8 +97,9 @@ def _read_channel_deliver(channel: Any) -> Values:
 
 
 def _read_queue_deliver(queue: Any) -> Values:
-    rest = (queue.stat_redeliver, queue.stat_ack, queue.stat_get_empty)
-    return _deliver_group(queue.stat_get, queue.stat_get_no_ack, queue.stat_deliver, queue.stat_deliver_no_ack, rest)
+    counters = queue.counters
+    rest = (counters.redeliver, counters.ack, counters.get_empty)
+    return _deliver_group(counters.get, counters.get_no_ack, counters.deliver, counters.deliver_no_ack, rest)
 
 
 def _read_connection_data(connection: Any) -> Values:
@@ -271,14 +271,14 @@ class Sampler:
             for exchange in vhost.exchanges.values():
                 yield exchange, EXCHANGE, vhost.name
         for connection in self._broker.connections:
-            if connection.state.name in _LISTED_STATES:
+            if connection.opened:
                 name = connection.vhost.name
                 yield connection, CONNECTION, name
                 for channel in connection.channels.values():
                     yield channel, CHANNEL, name
 
     def _refresh(self) -> None:
-        """Track new objects; retire gone ones (their last counts go to their vhost's totals)."""
+        """Track new objects, forget gone ones (deleted queues and exchanges; closed channels went already)."""
         now = self._wall_ms()
         tracks = self._tracks
         live = set()
@@ -286,17 +286,22 @@ class Sampler:
             live.add(subject)
             if subject not in tracks:
                 tracks[subject] = _Track(subject, kind, vhost, now)
-        if len(live) == len(tracks):
-            return
-        for subject in [subject for subject in tracks if subject not in live]:
-            track = tracks.pop(subject)
-            if track.kind == CHANNEL:
-                self._retired_of(track.vhost).add_channel(_read_channel_fine(subject), _read_channel_deliver(subject))
-            elif track.kind == CONNECTION:
-                retired = self._retired_of(track.vhost)
-                retired.data = add(retired.data, _read_connection_data(subject))
+        if len(live) != len(tracks):
+            for subject in [subject for subject in tracks if subject not in live]:
+                del tracks[subject]
         for name in [name for name in self._retired if name not in self._broker.vhosts]:
             del self._retired[name]
+
+    def channel_closed(self, channel: Any, vhost: str) -> None:
+        """A channel closed: what it counted stays in its vhost's message_stats (not the hot path)."""
+        self._retired_of(vhost).add_channel(_read_channel_fine(channel), _read_channel_deliver(channel))
+        self._tracks.pop(channel, None)
+
+    def connection_closed(self, connection: Any) -> None:
+        """A connection (past connection.open) closed: its octets stay in its vhost's."""
+        retired = self._retired_of(connection.vhost.name)
+        retired.data = add(retired.data, _read_connection_data(connection))
+        self._tracks.pop(connection, None)
 
     def _retired_of(self, vhost: str) -> _Totals:
         totals = self._retired.get(vhost)
