@@ -5,9 +5,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from .broker_process import BrokerProcess
 from .conftest import TIMEOUT
+
+
+def connect(
+    broker: BrokerProcess, user: str = "guest", password: str = "guest", vhost: str = "/"
+) -> BlockingConnection:
+    """A blocking connection to ``broker`` as ``user``: one attempt, every wait bounded (a refusal raises at once)."""
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(
+            broker.host,
+            broker.port,
+            vhost,
+            pika.PlainCredentials(user, password),
+            connection_attempts=1,
+            socket_timeout=5,
+            stack_timeout=10,
+            blocked_connection_timeout=5,
+        )
+    )
 
 
 def publish(channel: BlockingChannel, queue: str, *bodies: bytes) -> None:

@@ -25,6 +25,7 @@ import pytest
 from amqp_server.core.access import hash_password
 
 from .broker_process import BrokerProcess
+from .pika_helpers import connect
 
 VHOST = "acl"
 RABBITMQ_HASH = ("rabbit_alice", "s3cret-pw", "sbIIFBahv37QRYPToQigkn2XwLW+DYwsz3+oz9onAqIMaBwN")  # by RabbitMQ 3.10
@@ -65,25 +66,10 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProce
         process.stop()
 
 
-def connect(broker: BrokerProcess, user: str, password: str, vhost: str = VHOST) -> pika.BlockingConnection:
-    return pika.BlockingConnection(
-        pika.ConnectionParameters(
-            broker.host,
-            broker.port,
-            vhost,
-            pika.PlainCredentials(user, password),
-            connection_attempts=1,
-            socket_timeout=5,
-            stack_timeout=10,
-            blocked_connection_timeout=5,
-        )
-    )
-
-
 @pytest.fixture
 def names(acl_broker: BrokerProcess, unique: str) -> SimpleNamespace:
     """As guest, a fanout exchange and a queue for each of alice's patterns (c-, w-, r-) and for none (n-)."""
-    connection = connect(acl_broker, "guest", "guest")
+    connection = connect(acl_broker, "guest", "guest", VHOST)
     try:
         channel = connection.channel()
         for prefix in "cwrn":
@@ -100,7 +86,7 @@ def names(acl_broker: BrokerProcess, unique: str) -> SimpleNamespace:
 
 @pytest.fixture
 def alice(acl_broker: BrokerProcess) -> Iterator[pika.BlockingConnection]:
-    connection = connect(acl_broker, "alice", "alice-pw")
+    connection = connect(acl_broker, "alice", "alice-pw", VHOST)
     try:
         yield connection
     finally:
@@ -221,7 +207,7 @@ def test_publish_needs_write_on_the_exchange(
     acl_broker: BrokerProcess, alice: pika.BlockingConnection, names: SimpleNamespace
 ) -> None:
     assert refused(alice, publish(names.nx)) == refusal("exchange", names.nx)
-    guest = connect(acl_broker, "guest", "guest")
+    guest = connect(acl_broker, "guest", "guest", VHOST)
     try:
         guest.channel().queue_bind(names.rq, names.wx)
     finally:
@@ -314,14 +300,14 @@ def test_missing_vhost_is_refused_with_530(acl_broker: BrokerProcess) -> None:
 
 
 def test_user_with_a_rabbitmq_made_hash_logs_in(acl_broker: BrokerProcess) -> None:
-    connection = connect(acl_broker, RABBITMQ_HASH[0], RABBITMQ_HASH[1])
+    connection = connect(acl_broker, RABBITMQ_HASH[0], RABBITMQ_HASH[1], VHOST)
     assert connection.is_open
     connection.close()
 
 
 def test_wrong_password_is_refused(acl_broker: BrokerProcess) -> None:
     with pytest.raises(pika.exceptions.ProbableAuthenticationError) as caught:
-        connect(acl_broker, "alice", "not-her-password")
+        connect(acl_broker, "alice", "not-her-password", VHOST)
     assert "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN" in str(caught.value)
 
 

@@ -25,6 +25,7 @@ import pytest
 from amqp_server.ops.cli import main as cli_main
 
 from .broker_process import BrokerProcess
+from .pika_helpers import connect
 
 REPO = Path(__file__).resolve().parent.parent
 RELOAD_TIMEOUT = 10.0
@@ -42,23 +43,6 @@ def ok(*args: str, data_dir: Path) -> str:
     result = cli(*args, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def connect(
-    broker: BrokerProcess, user: str = "guest", password: str = "guest", vhost: str = "/"
-) -> pika.BlockingConnection:
-    return pika.BlockingConnection(
-        pika.ConnectionParameters(
-            broker.host,
-            broker.port,
-            vhost,
-            pika.PlainCredentials(user, password),
-            connection_attempts=1,
-            socket_timeout=5,
-            stack_timeout=10,
-            blocked_connection_timeout=5,
-        )
-    )
 
 
 def eventually(attempt: Callable[[], T]) -> T:

@@ -36,12 +36,14 @@ distinctions AMQP tables have.
 
 from __future__ import annotations
 
+import array
 import base64
 import datetime
 import decimal
 import json
 import mmap
 import struct
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,6 +212,23 @@ class RecordScanner:
                 return
             yield offset, start, start + length
             offset = start + length
+
+
+def pack_ack_offsets(offsets: list[int]) -> bytes:
+    """Ack entries for these record offsets (u64 little-endian each), as appended to an ack file."""
+    packed = array.array("Q", offsets)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_ack_offsets(data: bytes) -> array.array[int]:
+    """The record offsets of whole ack entries (``data`` past the header, a multiple of ``ACK_ENTRY.size``)."""
+    packed = array.array("Q")
+    packed.frombytes(data)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed
 
 
 def check_header(data: bytes, magic: bytes) -> str | None:

@@ -40,6 +40,11 @@ dirty pages after a failed fsync.  A failed append is cut off again
 (``fileio.release_tail``) so the space its partial write took stays free for the
 acks and deletions that free more.
 
+The store keeps the index and the buffers and decides what a sync writes and
+when; opening a data dir (the scan that rebuilds the index, and what it does
+about damage) is ``storage.segment_recovery``, the writing of each step and its
+fds ``storage.segment_writer``.
+
 Threads: the broker calls everything from its event loop, but ``sync`` may run
 in one other thread: the write buffer is swapped out under ``_buffer_lock`` and
 written outside it, and file descriptors are only touched under ``_sync_lock``.
@@ -47,39 +52,22 @@ written outside it, and file descriptors are only touched under ``_sync_lock``.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import gc
 import logging
-import mmap
 import os
-import sys
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fileio
 from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
-from .definitions_log import DefinitionsBatch, DefinitionsLog
+from .definitions_log import DefinitionsLog
 from .fileio import DataDirLocked as DataDirLocked  # re-exported: importers expect it here
-from .record_reader import LOCATION_BITS, RecordReader, location, split
-from .segment_format import (
-    ACK_ENTRY,
-    ACK_HEADER,
-    ACK_MAGIC,
-    FILE_HEADER_SIZE,
-    RECORD_HEAD,
-    SEGMENT_HEADER,
-    SEGMENT_MAGIC,
-    RecordError,
-    RecordScanner,
-    ack_name,
-    check_header,
-    decode_message_key,
-    encode_message,
-    segment_name,
-)
+from .record_reader import RecordReader, location, split
+from .segment_format import RECORD_HEAD, SEGMENT_HEADER, ack_name, encode_message, segment_name
+from .segment_recovery import list_files, read_acks, recover_segment
+from .segment_writer import Batch, Chunk, SegmentWriter
 
 log = logging.getLogger("storage.segment_store")
 
@@ -93,40 +81,6 @@ ROLL_EMPTY_AT = 8 * 1024 * 1024
 
 class StoreClosed(RuntimeError):
     """``sync`` after ``close``: nothing would ever be written."""
-
-
-@dataclass
-class _Chunk:
-    """Bytes to write to one segment, starting at ``start``."""
-
-    segment: int
-    start: int
-    data: bytearray = field(default_factory=bytearray)
-
-
-@dataclass
-class _Batch:
-    """Everything one ``sync`` writes; swapped out of the store as a whole."""
-
-    chunks: list[_Chunk] = field(default_factory=list)
-    acks: dict[int, list[int]] = field(default_factory=dict)  # segment -> record offsets
-    definitions: DefinitionsBatch | None = None  # changed definitions, when there are any
-    doomed: set[int] = field(default_factory=set)  # fully-acked segments to delete
-
-
-def _pack_offsets(offsets: list[int]) -> bytes:
-    packed = array.array("Q", offsets)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def _unpack_offsets(data: bytes) -> array.array[int]:
-    packed = array.array("Q")
-    packed.frombytes(data)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return packed
 
 
 @contextlib.contextmanager
@@ -159,17 +113,13 @@ class SegmentStore:
         self._live: dict[int, int] = {}  # segment -> records not acked yet
         self._active = 0  # segment new records go to
         self._active_size = 0  # its size including buffered records; 0 = not started
-        self._pending = _Batch()  # guarded by _buffer_lock
-        self._writing: _Batch | None = None  # the batch a sync is writing (its records are in neither place)
+        self._pending = Batch()  # guarded by _buffer_lock
+        self._writing: Batch | None = None  # the batch a sync is writing (its records are in neither place)
         self._short_of_space = False  # the last sync failed: roll the active segment as soon as it is acked
-        # files: owned by whoever holds _sync_lock
-        self._segment_fds: dict[int, int] = {}
-        self._ack_fds: dict[int, int] = {}
-        self._ack_sizes: dict[int, int] = {}
-        self._dir_dirty = False
         self._recovered_sizes: dict[int, int] = {}  # location -> body size, from the open-time scan
         self._recovered_expiry: dict[int, float] = {}  # location -> expiry, for the records that have one
         self._reader = RecordReader(self.data_dir, self._buffered_record)  # for read_message: its own fds and lock
+        self._writer = SegmentWriter(self.data_dir, self._reader)  # the files: owned by whoever holds _sync_lock
         self._lock_fd = fileio.lock_data_dir(self.data_dir)
         try:
             with _gc_paused():
@@ -182,14 +132,13 @@ class SegmentStore:
 
     def _open(self) -> None:
         self._definitions.open()
-        segments, acks = self._list_files()
+        segments, acks = list_files(self.data_dir)
         for number in sorted(set(acks) - set(segments)):
             log.info("removing %s: its segment is gone", self.data_dir / ack_name(number))
             (self.data_dir / ack_name(number)).unlink()
         last = max(segments, default=None)
         for number in sorted(segments):
-            acked = self._read_acks(number) if number in acks else set()
-            self._recover_segment(number, acked, number == last)
+            self._recover_segment(number, self._read_acks(number) if number in acks else set(), number == last)
         # never append to a recovered segment: its tail may be damaged, or hold records acked by a
         # crashed sync; a number above every existing file also keeps stale ack files from applying.
         self._active = max([*segments, *acks], default=0) + 1
@@ -197,104 +146,25 @@ class SegmentStore:
         for number in self._pending.doomed:
             del self._live[number]
 
-    def _list_files(self) -> tuple[set[int], set[int]]:
-        segments: set[int] = set()
-        acks: set[int] = set()
-        for path in self.data_dir.iterdir():
-            kind, _, number = path.name.partition(".")
-            if len(number) == 10 and number.isdigit() and kind in ("msgs", "acks"):
-                (segments if kind == "msgs" else acks).add(int(number))
-        return segments, acks
-
     def _read_acks(self, number: int) -> set[int]:
-        """The acked offsets of segment ``number``; a damaged ack file costs redeliveries, never losses."""
-        path = self.data_dir / ack_name(number)
-        data = path.read_bytes()
-        problem = check_header(data, ACK_MAGIC)
-        if problem == "empty":
-            return set()  # size 0: the next write starts with a fresh header
-        if problem is not None:
-            aside = path.with_name(path.name + ".corrupt")
-            log.error(
-                "%s: %s; its acks are ignored (those messages will be delivered again), file kept as %s",
-                path,
-                problem,
-                aside,
-            )
-            os.replace(path, aside)
-            return set()
-        usable = FILE_HEADER_SIZE + (len(data) - FILE_HEADER_SIZE) // ACK_ENTRY.size * ACK_ENTRY.size
-        if usable != len(data):
-            log.warning("%s: dropping a partial ack entry at offset %d (torn write)", path, usable)
-            os.truncate(path, usable)
-        self._ack_sizes[number] = usable
-        return set(_unpack_offsets(data[FILE_HEADER_SIZE:usable]))
+        acked, size = read_acks(self.data_dir, number)
+        if size:
+            self._writer.ack_sizes[number] = size  # appended to from there
+        return acked
 
     def _recover_segment(self, number: int, acked: set[int], last: bool) -> None:
-        path = self.data_dir / segment_name(number)
-        with open(path, "rb") as file:
-            header = file.read(FILE_HEADER_SIZE)
-            problem = check_header(header, SEGMENT_MAGIC)
-            if problem == "empty":
-                log.warning("%s: no complete header (%d bytes); treating it as empty", path, len(header))
-                self._live[number] = 0
-                return
-            if problem is not None:
-                log.error(
-                    "%s: %s; skipping the whole file (its messages are not recovered, the file is left untouched)",
-                    path,
-                    problem,
-                )
-                return
-            # mapped, not read: bodies are copied once, straight from the page cache
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                scanner = RecordScanner(data)
-                kept = self._index_records(number, scanner, acked)
-                size = len(data)
-        if scanner.damage is not None:
-            self._report_damage(path, size, kept, scanner.damage, last)
-
-    def _index_records(self, number: int, scanner: RecordScanner, acked: set[int]) -> int:
-        """Index the unacked records the scanner yields; returns how many records were intact."""
         self._live[number] = 0
-        names: dict[bytes, tuple[str, str]] = {}  # one tuple (and strings) per queue, not per message
-        count = 0
-        data = scanner.data
-        sizes = self._recovered_sizes
-        base = number << LOCATION_BITS
-        for offset, start, end in scanner:
-            count += 1
-            if offset in acked:
-                continue
-            try:
-                key, message_id, body_size, expires_at = decode_message_key(data, start, end, names)
-            except (RecordError, UnicodeDecodeError, ValueError) as error:
-                scanner.damage = (offset, f"unparsable record ({error})")
-                return count - 1
-            location = base | offset
-            sizes[location] = body_size  # the record itself stays on disk (CRC checked)
-            if expires_at is not None:
-                self._recovered_expiry[location] = expires_at
-            self._index_message(key, message_id, location)
-        return count
-
-    def _report_damage(self, path: Path, size: int, kept: int, damage: tuple[int, str], last: bool) -> None:
-        offset, reason = damage
-        if last:
-            os.truncate(path, offset)
-            what = f"truncated the file to {offset} bytes"
-        else:
-            what = "reading continues with the next segment"
-        log.warning(
-            "%s: %s at offset %d; kept the %d records before it, dropped the %d bytes from there "
-            "to the end of the file; %s",
-            path,
-            reason,
-            offset,
-            kept,
-            size - offset,
-            what,
+        readable = recover_segment(
+            self.data_dir / segment_name(number),
+            number,
+            acked,
+            last,
+            index_message=self._index_message,
+            sizes=self._recovered_sizes,
+            expiry=self._recovered_expiry,
         )
+        if not readable:  # left untouched, and never deleted as if it were fully acked
+            del self._live[number]
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -349,7 +219,7 @@ class SegmentStore:
     def _buffer(self, data: bytes) -> None:
         chunks = self._pending.chunks
         if not chunks or chunks[-1].segment != self._active:
-            chunks.append(_Chunk(self._active, self._active_size))
+            chunks.append(Chunk(self._active, self._active_size))
         chunks[-1].data += data
         self._active_size += len(data)
 
@@ -431,8 +301,8 @@ class SegmentStore:
                 self._writing = None
             self._short_of_space = False
 
-    def _take_batch(self) -> _Batch:
-        batch, self._pending = self._pending, _Batch()
+    def _take_batch(self) -> Batch:
+        batch, self._pending = self._pending, Batch()
         doomed = batch.doomed
         if doomed:  # deleted first: what they hold need not be written
             batch.chunks = [chunk for chunk in batch.chunks if chunk.segment not in doomed]
@@ -440,7 +310,7 @@ class SegmentStore:
         batch.definitions = self._definitions.take()
         return batch
 
-    def _give_back(self, failed: _Batch) -> None:
+    def _give_back(self, failed: Batch) -> None:
         """Put what a failed sync did not write in front of what was buffered since, to be written again."""
         newer = self._pending
         self._pending = failed
@@ -453,99 +323,18 @@ class SegmentStore:
             failed.definitions = None
         self._short_of_space = True  # rolling is left to the caller's thread, which owns ``_live`` counts
 
-    def _write_batch(self, batch: _Batch) -> None:
+    def _write_batch(self, batch: Batch) -> None:
         """Write the batch in the documented order; each part is removed from it once it is durable."""
-        self._delete_segments(batch.doomed)
+        writer = self._writer
+        writer.delete_segments(batch.doomed)
         batch.doomed = set()
-        self._write_acks(batch.acks)
+        writer.write_acks(batch.acks)
         if batch.definitions is not None:
             self._definitions.write(batch.definitions)
             batch.definitions = None
-        self._write_chunks(batch.chunks)
+        writer.write_chunks(batch.chunks)
+        writer.close_segments_except(self._active)  # read without the lock: see close_segments_except
         batch.chunks = []
-
-    def _write_acks(self, acks: dict[int, list[int]]) -> None:
-        """Append each segment's acks and fsync them; a segment's acks leave ``acks`` once durable."""
-        for segment in list(acks):
-            fd = self._ack_fd(segment)
-            size = self._ack_sizes.get(segment, 0)
-            data = _pack_offsets(acks[segment])
-            if size == 0:
-                data = ACK_HEADER + data
-            try:
-                fileio.pwrite_all(fd, data, size)
-                fileio.datasync(fd)
-                self._sync_dir_if_dirty()
-            except OSError:
-                fileio.release_tail(fd, size)
-                raise
-            self._ack_sizes[segment] = size + len(data)
-            del acks[segment]
-
-    def _ack_fd(self, segment: int) -> int:
-        fd = self._ack_fds.get(segment)
-        if fd is None:
-            path = self.data_dir / ack_name(segment)
-            self._dir_dirty |= not path.exists()
-            fd = self._ack_fds[segment] = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        return fd
-
-    def _write_chunks(self, chunks: list[_Chunk]) -> None:
-        try:
-            for chunk in chunks:
-                fileio.pwrite_all(self._segment_fd(chunk.segment), chunk.data, chunk.start)
-            for segment in {chunk.segment for chunk in chunks}:
-                fileio.datasync(self._segment_fds[segment])
-            self._sync_dir_if_dirty()
-        except OSError:
-            starts: dict[int, int] = {}
-            for chunk in chunks:
-                starts.setdefault(chunk.segment, chunk.start)
-            for segment, start in starts.items():
-                if segment in self._segment_fds:
-                    fileio.release_tail(self._segment_fds[segment], start)
-            raise
-        active = self._active  # read without the lock: a stale value only keeps an fd open one sync longer
-        for segment in [segment for segment in self._segment_fds if segment != active]:
-            os.close(self._segment_fds.pop(segment))
-
-    def _segment_fd(self, segment: int) -> int:
-        fd = self._segment_fds.get(segment)
-        if fd is None:
-            path = self.data_dir / segment_name(segment)
-            self._dir_dirty |= not path.exists()
-            fd = self._segment_fds[segment] = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        return fd
-
-    def _delete_segments(self, doomed: set[int]) -> None:
-        """Unlink segments, make that durable, then unlink their ack files.
-
-        In this order an ack file can outlive its segment (it is removed at the
-        next open) but a segment never outlives its acks, which would bring acked
-        messages back.
-        """
-        if not doomed:
-            return
-        for segment in doomed:
-            fd = self._segment_fds.pop(segment, None)
-            if fd is not None:
-                os.close(fd)
-            self._reader.forget(segment)
-            (self.data_dir / segment_name(segment)).unlink(missing_ok=True)
-        self._dir_dirty = True
-        self._sync_dir_if_dirty()
-        for segment in doomed:
-            fd = self._ack_fds.pop(segment, None)
-            if fd is not None:
-                os.close(fd)
-            self._ack_sizes.pop(segment, None)
-            (self.data_dir / ack_name(segment)).unlink(missing_ok=True)
-        self._dir_dirty = True  # fsynced with the next sync's directory update; nothing depends on it sooner
-
-    def _sync_dir_if_dirty(self) -> None:
-        if self._dir_dirty:
-            fileio.fsync_dir(self.data_dir)
-            self._dir_dirty = False
 
     def _buffered_record(self, segment: int, offset: int) -> bytes | None:
         """A framed record that is not in its file yet: in the write buffer or the batch being written."""
@@ -630,10 +419,7 @@ class SegmentStore:
             self._closed = True
             self._reader.close()
             with self._sync_lock:
-                for fd in [*self._segment_fds.values(), *self._ack_fds.values()]:
-                    os.close(fd)
-                self._segment_fds.clear()
-                self._ack_fds.clear()
+                self._writer.close()
                 self._definitions.close()
                 os.close(self._lock_fd)  # releases the flock
 

@@ -728,3 +728,38 @@ def test_publish_on_one_connection_deliver_on_another():
     assert publisher.frames() == []
     [(channel, deliver, _, body)] = messages(subscriber.frames())
     assert (channel, deliver.consumer_tag, body) == (1, "sub", b"across")
+
+
+PERSISTENT = commands.Basic.Properties(delivery_mode=2)
+
+
+def test_publisher_confirm_frames_are_byte_exact_on_every_path():
+    """Ack after routing, nack for a queue that refuses (reject-publish), nack for a failed store sync: the
+    exact frames, whichever path sent them (Channel._confirm is the one writer of all three)."""
+    broker = Broker(clock=FakeClock())
+    peer = open_peer(broker)
+    peer.send_method(
+        1, commands.Queue.Declare(queue="full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    )
+    peer.send_method(1, commands.Queue.Declare(queue="d", durable=True))
+    peer.send_method(1, commands.Confirm.Select())
+    peer.frames()
+    peer.auto_sync = False  # the test plays the persister
+
+    peer.send(publish(1, "full", b"fits") + publish(1, "full", b"refused"))
+    nack = method(1, commands.Basic.Nack(delivery_tag=2, multiple=False, requeue=False))
+    assert peer.connection.data_to_send() == nack + method(
+        1, commands.Basic.Ack(delivery_tag=2, multiple=True)
+    )  # the ack may cover the nacked one
+
+    peer.send(publish(1, "d", b"a", properties=PERSISTENT) + publish(1, "d", b"b", properties=PERSISTENT))
+    assert peer.connection.data_to_send() == b""  # persistent on a durable queue: waits for the sync
+    barrier = broker.sync_barrier
+    barrier.end(barrier.begin(), False)
+    assert peer.connection.data_to_send() == method(
+        1, commands.Basic.Nack(delivery_tag=4, multiple=True, requeue=False)
+    )
+
+    peer.send(publish(1, "d", b"c", properties=PERSISTENT) + publish(1, "d", b"d", properties=PERSISTENT))
+    barrier.end(barrier.begin(), True)
+    assert peer.connection.data_to_send() == method(1, commands.Basic.Ack(delivery_tag=6, multiple=True))

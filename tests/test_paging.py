@@ -38,9 +38,9 @@ def test_messages_beyond_the_window_are_paged_out_and_delivered_in_order(store):
     for n in range(10):
         peer.send(publish(1, "q", b"m%d" % n, properties=PERSISTENT))
     queue = broker.vhosts["/"].queues["q"]
-    paged = [entry for entry in queue._ready if entry.message is None]
+    paged = [entry for entry in queue._ready if entry.paged_out]
     assert len(paged) == 7
-    assert broker.flow.queued_bytes == sum(entry.size + 400 for entry in queue._ready if entry.message)
+    assert broker.flow.queued_bytes == sum(entry.size + 400 for entry in queue._ready if not entry.paged_out)
     peer.frames()
 
     peer.send_method(1, commands.Basic.Consume(queue="q", no_ack=True))
@@ -54,7 +54,7 @@ def test_transient_messages_are_never_paged_out(store):
     peer.send_method(1, commands.Queue.Declare(queue="q", durable=True))
     for n in range(10):
         peer.send(publish(1, "q", b"t%d" % n))
-    assert all(entry.message is not None for entry in broker.vhosts["/"].queues["q"]._ready)
+    assert all(not entry.paged_out for entry in broker.vhosts["/"].queues["q"]._ready)
 
 
 def test_paged_out_messages_keep_their_properties_and_can_be_fetched(store):
@@ -89,7 +89,7 @@ def test_a_restart_leaves_a_large_backlog_on_disk_and_delivers_it_in_order(tmp_p
     store = SegmentStore(tmp_path / "data")
     restarted = Broker(store=store, clock=FakeClock())
     entries = list(restarted.vhosts["/"].queues["q"]._ready)
-    assert [entry.message is None for entry in entries] == [False, False] + [True] * 6
+    assert [entry.paged_out for entry in entries] == [False, False] + [True] * 6
     consumer = open_peer(restarted)
     consumer.send_method(1, commands.Basic.Consume(queue="q", no_ack=True))
     assert bodies_received(consumer) == [b"r%d" % n for n in range(8)]

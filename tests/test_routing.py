@@ -532,7 +532,7 @@ def trie_pairs(node: _Node[Any], words: tuple[str, ...] = ()) -> set[tuple[str, 
     word, ``is_hash`` exactly on ``#`` nodes, and no empty node below the root."""
     pairs: set[tuple[str, Any]] = set()
     destinations = node.destinations
-    if type(destinations) is dict:
+    if isinstance(destinations, dict):  # topic._Several, a dict
         assert len(destinations) >= 2, "a lone destination should be stored as itself"
         pairs.update((".".join(words), destination) for destination in destinations)
     elif destinations is not None:

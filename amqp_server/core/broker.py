@@ -65,8 +65,12 @@ class Broker:
         self.flow.on_change = lambda blocked: self.alarms.set(MEMORY, blocked)
         self.add_vhost("/")
         recovered = self.store.recover()
-        for record in (*recovered.exchanges, *recovered.queues, *recovered.bindings):
-            self.add_vhost(record.vhost)  # durable state of every vhost comes back, not only "/"
+        for vhost_name in (
+            *(record.vhost for record in recovered.exchanges),
+            *(record.vhost for record in recovered.queues),
+            *(record.vhost for record in recovered.bindings),
+        ):
+            self.add_vhost(vhost_name)  # durable state of every vhost comes back, not only "/"
         for vhost in self.vhosts.values():
             vhost.restore(recovered)
 

@@ -1,7 +1,8 @@
 """One AMQP channel: content assembly, basic.*, confirm.*, and delivery bookkeeping.
 
 Handlers are looked up in a dispatch table built once (``_HANDLERS``, keyed by
-the method index); exchange.* and queue.* handlers live in ``declarations``.
+the method index); exchange.* and queue.* handlers live in ``declarations``,
+tx.* ones in ``transaction``.
 Handlers raise ``ChannelError`` / ``AMQPConnectionError``; the connection turns
 them into ``channel.close`` / ``connection.close``.  After we send
 ``channel.close`` every frame but ``channel.close``/``close-ok`` is discarded.
@@ -22,7 +23,6 @@ from pamqp import commands
 from ..errors import (
     AMQPConnectionError,
     ChannelError,
-    confirm_to_tx,
     consumer_tag_reused,
     definition_write_failed,
     expected_integer,
@@ -33,16 +33,11 @@ from ..errors import (
     invalid_arg,
     invalid_expiration,
     malformed_properties,
-    no_reply_consumer,
     not_found,
-    not_transactional,
     prefetch_size_unsupported,
     queue_exclusive_use,
     recover_without_requeue,
-    reply_consumer_acks,
-    reply_consumer_set,
     second_channel_open,
-    transaction_write_failed,
     tx_to_confirm,
     undecodable_content,
     unimplemented_method,
@@ -50,16 +45,17 @@ from ..errors import (
 from ..wire import methods as wire
 from ..wire.assembler import Assembler
 from ..wire.framing import FRAME_METHOD
-from ..wire.properties import ContentHeader, PropertiesError, check_properties
-from . import declarations, reply_to
+from ..wire.properties import PropertiesError, check_properties
+from . import declarations, reply_to, transaction
 from .broker_names import generated_name
 from .confirms import Confirms
 from .dead_letter import with_headers
-from .delivery import Consumer, Source, Unacked, UnackedTable
+from .delivery import ACK, REJECT, REQUEUE, Consumer, Source, Unacked, UnackedTable
 from .exchanges import Exchange
-from .interfaces import ConnectionPort
+from .interfaces import ConnectionPort, Session
 from .message import Entry, InvalidExpiration, Message
-from .queue import Enqueued
+from .queue import Enqueued, Queue
+from .reply_to import DirectReplies
 from .transaction import Transaction
 from .vhost import sender_selected
 
@@ -72,11 +68,6 @@ _IN_MEMORY = Enqueued.IN_MEMORY
 
 _REPLY_TO_BYTES = reply_to.PSEUDO_QUEUE.encode()
 
-# how a delivery is settled
-ACK = "ack"
-REQUEUE = "requeue"
-REJECT = "reject"
-
 
 class ChannelState(enum.Enum):
     OPEN = "open"
@@ -87,10 +78,11 @@ class ChannelState(enum.Enum):
 class Channel:
     """One open channel: owns its consumers, its unacked deliveries and delivery tags, its QoS, the content
     being assembled, and its confirm / tx / direct reply-to state; talks to its connection only through
-    ``ConnectionPort``."""
+    ``ConnectionPort``, and knows the rest of the connection as its ``Session``."""
 
-    def __init__(self, connection: ConnectionPort, channel_id: int) -> None:
+    def __init__(self, connection: ConnectionPort, channel_id: int, session: Session) -> None:
         self.connection = connection
+        self.session = session
         self._writer = connection.writer  # every frame this channel sends goes out here
         self.channel_id = channel_id
         self.state = ChannelState.OPEN
@@ -105,11 +97,10 @@ class Channel:
         self.stat_redeliver = self.stat_ack = 0
         self.confirms: Confirms | None = None  # set by confirm.select
         self.transaction: Transaction | None = None  # set by tx.select
-        self.reply_key: str | None = None  # direct reply-to: this channel's reply routing key
-        self._reply_consumer: Consumer | None = None
+        self.replies = DirectReplies(session.reply_to, self)  # direct reply-to: the reply consumer and key
         self.held_cancels: list[bytes] | None = None  # set while this channel's queue.delete runs
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
-        self._content = Assembler(connection.broker.limits.max_message_size)  # the publish being received
+        self._content = Assembler(session.max_message_size)  # the publish being received
 
     # ------------------------------------------------------------- frames in
 
@@ -142,7 +133,7 @@ class Channel:
         an unopened channel: 504, and the whole connection gone.
         """
         if isinstance(method, commands.Channel.Close):
-            self.connection.send_method(self.channel_id, commands.Channel.CloseOk())
+            self._writer.send_method(self.channel_id, commands.Channel.CloseOk())
         elif isinstance(method, commands.Channel.CloseOk):
             self._closed()
         elif isinstance(method, commands.Channel.Open):
@@ -154,7 +145,7 @@ class Channel:
 
     def _on_channel_close(self, method: commands.Channel.Close) -> None:
         self.release()
-        self.connection.send_method(self.channel_id, commands.Channel.CloseOk())
+        self._writer.send_method(self.channel_id, commands.Channel.CloseOk())
         self._closed()
 
     def _on_channel_close_ok(self, method: commands.Channel.CloseOk) -> None:
@@ -163,7 +154,7 @@ class Channel:
     def _on_channel_flow(self, method: commands.Channel.Flow) -> None:
         if not method.active:
             raise flow_inactive_unsupported()
-        self.connection.send_method(self.channel_id, commands.Channel.FlowOk(active=True))
+        self._writer.send_method(self.channel_id, commands.Channel.FlowOk(active=True))
 
     def _on_channel_open(self, method: commands.Channel.Open) -> None:
         raise second_channel_open()
@@ -171,7 +162,7 @@ class Channel:
     def close_with_error(self, error: ChannelError) -> None:
         """Close this channel only: send channel.close and discard input until close-ok."""
         self.release()
-        self.connection.send_method(
+        self._writer.send_method(
             self.channel_id,
             commands.Channel.Close(error.reply_code, error.reply_text[:255], error.class_id, error.method_id),
         )
@@ -185,8 +176,8 @@ class Channel:
         """Cancel consumers and requeue unacked messages (redelivered, original order)."""
         for consumer in list(self.consumers.values()):
             self._remove_consumer(consumer)
-        self._stop_replies()
-        self._settle(list(self.unacked.values()), REQUEUE)
+        self.replies.stop()
+        self.settle(list(self.unacked.values()), REQUEUE)
         self.unacked.clear()
 
     # ------------------------------------------------------------ publish
@@ -231,7 +222,7 @@ class Channel:
             except PropertiesError as error:
                 log.warning(
                     "connection from %s published content properties that cannot be decoded (%s)",
-                    self.connection.peer,
+                    self.session.peer,
                     error,
                 )
                 raise undecodable_content() from None
@@ -251,32 +242,34 @@ class Channel:
             if b"CC" in header:  # cheap test before decoding the headers table (it also matches BCC)
                 message = sender_selected(message)
             if _REPLY_TO_BYTES in header:
-                message = self._with_reply_key(message)
+                message = self.replies.rewrite(message)
         except (ValueError, OverflowError, OSError):  # a CC/BCC value pamqp cannot decode (a far-off timestamp)
             raise malformed_properties() from None
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
             return
-        stored, rejected = self._route(exchange, message, method.mandatory)
+        stored, rejected = self.route(exchange, message, method.mandatory)
         confirms = self.confirms
         if confirms is not None:
-            if rejected:
-                self._nack(confirms.published)
+            if rejected:  # a queue refused it (x-overflow reject-publish): tell the publisher at once
+                confirms.nacked(confirms.published)
+                self.stat_nack += 1
+                self._confirm(confirms.published, False, ack=False)
             else:
                 confirms.routed(confirms.published, stored)
             if stored:
-                self.connection.vhost.sync_barrier.wait(self)
+                self.connection.vhost.sync_barrier.wait(self, confirms)
             self.connection.confirm_pending(self)
 
-    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[bool, bool]:
+    def route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[bool, bool]:
         """Enqueue ``message`` everywhere it routes; returns (stored, rejected by a queue)."""
         self.stat_publish += 1
         if not exchange.name and message.routing_key.startswith(reply_to.KEY_PREFIX):
-            requester = self.connection.broker.reply_to.lookup(message.routing_key)
+            requester = self.session.reply_to.lookup(message.routing_key)
             if requester is not None:
                 requester.deliver_reply(message)
                 return False, False
-            queues = []
+            queues: list[Queue] = []
         else:
             queues = self.connection.vhost.route(exchange, message)
         stored = rejected = False
@@ -298,14 +291,6 @@ class Channel:
                 self.stat_drop_unroutable += 1
         return stored, rejected
 
-    def _nack(self, sequence: int) -> None:
-        """A queue refused the message (x-overflow reject-publish): tell the publisher at once."""
-        self.stat_nack += 1
-        self.confirms.nacked(sequence)
-        self.connection.send_method(
-            self.channel_id, commands.Basic.Nack(delivery_tag=sequence, multiple=False, requeue=False)
-        )
-
     def _check_publish(self, method: wire.Publish) -> Exchange:
         connection = self.connection
         vhost = connection.vhost
@@ -320,35 +305,46 @@ class Channel:
             raise immediate_unsupported()
         return exchange
 
+    def _confirm(self, delivery_tag: int, multiple: bool, ack: bool) -> None:
+        """The one way a publisher confirm goes out: basic.ack, or basic.nack (never requeue) for what a queue
+        refused or the store failed to write."""
+        if ack:
+            self._writer.send(wire.ack_frame(self.channel_id, delivery_tag, multiple))
+        else:
+            nack = commands.Basic.Nack(delivery_tag=delivery_tag, multiple=multiple, requeue=False)
+            self._writer.send_method(self.channel_id, nack)
+
     def flush_confirms(self) -> None:
         """Acknowledge everything confirmable in one frame (``multiple`` when it covers several)."""
         ack = self.confirms.take() if self.confirms is not None else None
         if ack is not None and self.state is ChannelState.OPEN:
-            self.connection.send(wire.ack_frame(self.channel_id, *ack))
+            self._confirm(*ack, ack=True)
 
     def synced(self, sequence: int, ok: bool) -> None:
         """The store synced (or failed to): confirm (or nack) the publishes it covered."""
-        if self.state is not ChannelState.OPEN or self.confirms is None:
+        confirms = self.confirms
+        if self.state is not ChannelState.OPEN or confirms is None:
             return
         if not ok:
-            nack = self.confirms.take_unsynced()
+            self.stat_nack += confirms.published - confirms.acked
+            nack = confirms.take_unsynced()
             if nack is not None:
-                self.connection.send_method(
-                    self.channel_id, commands.Basic.Nack(delivery_tag=nack[0], multiple=nack[1], requeue=False)
-                )
+                self._confirm(*nack, ack=False)
             return
-        if self.confirms.synced(sequence):
-            self.connection.vhost.sync_barrier.wait(self)
+        if confirms.synced(sequence):
+            self.connection.vhost.sync_barrier.wait(self, confirms)
         self.flush_confirms()
 
-    def send_after_sync(self, frame: bytes, ok: bool) -> None:
-        """A reply held until the store synced a durable definition (or failed to: the channel closes)."""
+    def send_after_sync(
+        self, frame: bytes, ok: bool, error: Callable[[], ChannelError] = definition_write_failed
+    ) -> None:
+        """A reply held until the store synced what it promises (or failed to: the channel closes with ``error``)."""
         if self.state is not ChannelState.OPEN:
             return
         if ok:
-            self.connection.send(frame)
+            self._writer.send(frame)
         else:
-            self.close_with_error(definition_write_failed())
+            self.close_with_error(error())
 
     def _on_confirm_select(self, method: commands.Confirm.Select) -> None:
         if self.transaction is not None:
@@ -356,110 +352,37 @@ class Channel:
         if self.confirms is None:
             self.confirms = Confirms()
         if not method.nowait:
-            self.connection.send_method(self.channel_id, commands.Confirm.SelectOk())
-
-    # ------------------------------------------------------------ tx
-
-    def _on_tx_select(self, method: commands.Tx.Select) -> None:
-        if self.confirms is not None:
-            raise confirm_to_tx()
-        if self.transaction is None:
-            self.transaction = Transaction()
-        self.connection.send_method(self.channel_id, commands.Tx.SelectOk())
-
-    def _on_tx_commit(self, method: commands.Tx.Commit) -> None:
-        """Route the publishes and apply the settlements; commit-ok once what they wrote is on disk.
-
-        RabbitMQ promises durability on commit: like a publisher confirm, commit-ok for
-        persistent messages on durable queues (any message on a quorum queue) waits for the
-        store's next sync, and so does one that acked or rejected stored messages (their
-        removal must not be undone by a crash).  A commit that wrote nothing replies at once.
-        """
-        transaction = self._require_transaction()
-        durable = False
-        for exchange, message, mandatory in transaction.publishes:
-            stored, _ = self._route(exchange, message, mandatory)
-            durable |= stored
-        for taken, outcome in transaction.settlements:
-            durable |= outcome is not REQUEUE and any(item.entry.stored and not item.queue.deleted for item in taken)
-            self._settle(taken, outcome)
-        transaction.clear()
-        self._tx_reply(commands.Tx.CommitOk(), after_sync=durable)
-
-    def _on_tx_rollback(self, method: commands.Tx.Rollback) -> None:
-        transaction = self._require_transaction()
-        for taken, _ in transaction.settlements:
-            for item in taken:
-                self.unacked[item.tag] = item
-        self.unacked = UnackedTable(sorted(self.unacked.items()))
-        transaction.clear()
-        self._tx_reply(commands.Tx.RollbackOk(), after_sync=False)
-
-    def _tx_reply(self, reply: commands.Tx.CommitOk | commands.Tx.RollbackOk, after_sync: bool) -> None:
-        """Send ``reply`` now, or after the next store sync; behind a reply still waiting, it waits too (order)."""
-        transaction = self.transaction
-        if not after_sync and not transaction.replies_waiting:
-            self.connection.send_method(self.channel_id, reply)
-            return
-        transaction.replies_waiting += 1
-        frame = wire.method_frame(self.channel_id, reply)
-
-        def synced(ok: bool) -> None:
-            transaction.replies_waiting -= 1
-            if self.state is not ChannelState.OPEN:
-                return
-            if ok or not after_sync:  # a reply that only waited for its turn wrote nothing that failed
-                self.connection.send(frame)
-            else:
-                self.close_with_error(transaction_write_failed())
-
-        self.connection.vhost.sync_barrier.after_sync(synced)
-
-    def _require_transaction(self) -> Transaction:
-        if self.transaction is None:
-            raise not_transactional()
-        return self.transaction
+            self._writer.send_method(self.channel_id, commands.Confirm.SelectOk())
 
     # ------------------------------------------------------------ direct reply-to
 
-    def _consume_replies(self, method: commands.Basic.Consume, tag: str) -> None:
-        if not method.no_ack:
-            raise reply_consumer_acks()
-        if self._reply_consumer is not None:
-            raise reply_consumer_set()
-        self.reply_key = self.connection.broker.reply_to.register(self)
-        self._reply_consumer = Consumer(self, tag, None, no_ack=True, exclusive=False, prefetch_count=0)
-        if not method.nowait:
-            self.connection.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
-
-    def _stop_replies(self) -> None:
-        if self.reply_key is not None:
-            self.connection.broker.reply_to.unregister(self.reply_key)
-        self.reply_key = self._reply_consumer = None
-
-    def _with_reply_key(self, message: Message) -> Message:
-        """``reply_to=amq.rabbitmq.reply-to`` becomes this channel's reply key (406 without a reply consumer)."""
-        header = ContentHeader(message.header)
-        if header.shortstr("reply_to") != reply_to.PSEUDO_QUEUE:
-            return message
-        if self.reply_key is None:
-            raise no_reply_consumer()
-        header.set_shortstr("reply_to", self.reply_key)
-        copy = Message(message.exchange, message.routing_key, header.encode(), message.body, message.persistent)
-        copy.extra_routing_keys = message.extra_routing_keys
-        return copy
-
     def deliver_reply(self, message: Message) -> None:
-        """A reply published to this channel's reply key: straight to the reply consumer."""
-        if self._reply_consumer is not None and self.state is ChannelState.OPEN:
-            self.deliver(self._reply_consumer, Entry(message, 0, stored=False))
+        """A reply published to this channel's reply key: straight to the reply consumer (no ack, no credit)."""
+        replies = self.replies
+        if replies.tag is not None and self.state is ChannelState.OPEN:
+            tag = self._next_delivery_tag
+            self._next_delivery_tag = tag + 1
+            self.stat_deliver_no_ack += 1
+            self._writer.send_frames(
+                wire.deliver_content(
+                    self.channel_id,
+                    replies.tag_shortstr,
+                    tag,
+                    False,
+                    message.exchange_shortstr,
+                    message.routing_key_shortstr,
+                    message.header,
+                    message.body,
+                    self._writer.frame_max,
+                )
+            )
 
     # ------------------------------------------------------------ deliver
 
     def can_deliver(self, consumer: Consumer) -> bool:
         return (
             self.state is ChannelState.OPEN
-            and self.connection.writable
+            and self._writer.writable
             and (consumer.no_ack or not self.global_prefetch_count or len(self.unacked) < self.global_prefetch_count)
         )
 
@@ -516,18 +439,20 @@ class Channel:
             self.global_prefetch_count = method.prefetch_count
         else:
             self.prefetch_count = method.prefetch_count
-        self.connection.send_method(self.channel_id, commands.Basic.QosOk())
+        self._writer.send_method(self.channel_id, commands.Basic.QosOk())
         self.resume_deliveries()
 
     def _on_basic_consume(self, method: commands.Basic.Consume) -> None:
         tag = method.consumer_tag or generated_name("amq.ctag-")
-        if tag in self.consumers or (self._reply_consumer is not None and self._reply_consumer.tag == tag):
+        if tag in self.consumers or self.replies.tag == tag:
             raise consumer_tag_reused(tag)
         if method.queue == reply_to.PSEUDO_QUEUE:
-            self._consume_replies(method, tag)
+            self.replies.consume(method, tag)
+            if not method.nowait:
+                self._writer.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
             return
         queue = declarations.lookup_queue(self, method.queue, "read")
-        if queue.has_exclusive_consumer() or (method.exclusive and queue.consumers):
+        if queue.consumers.has_exclusive() or (method.exclusive and queue.consumers):
             raise queue_exclusive_use(queue.name, queue.vhost.name)
         priority = (method.arguments or {}).get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -535,17 +460,18 @@ class Channel:
         consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority)
         self.consumers[tag] = consumer
         if not method.nowait:
-            self.connection.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
+            self._writer.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
         queue.add_consumer(consumer)
 
     def _on_basic_cancel(self, method: commands.Basic.Cancel) -> None:
-        consumer = self.consumers.get(method.consumer_tag)
+        tag = method.consumer_tag or ""  # a shortstr: always a str once decoded
+        consumer = self.consumers.get(tag)
         if consumer is not None:
             self._remove_consumer(consumer)
-        elif self._reply_consumer is not None and self._reply_consumer.tag == method.consumer_tag:
-            self._stop_replies()
+        elif self.replies.tag is not None and self.replies.tag == tag:
+            self.replies.stop()
         if not method.nowait:
-            self.connection.send_method(self.channel_id, commands.Basic.CancelOk(consumer_tag=method.consumer_tag))
+            self._writer.send_method(self.channel_id, commands.Basic.CancelOk(consumer_tag=method.consumer_tag))
 
     def _remove_consumer(self, consumer: Consumer) -> None:
         del self.consumers[consumer.tag]
@@ -554,12 +480,12 @@ class Channel:
     def cancel_by_server(self, consumer: Consumer) -> None:
         """The queue went away (and forgot the consumer): drop it and tell clients that understand basic.cancel."""
         self.consumers.pop(consumer.tag, None)
-        if self.connection.client_capabilities.get("consumer_cancel_notify") and self.state is ChannelState.OPEN:
+        if self.session.cancel_notify and self.state is ChannelState.OPEN:
             frame = wire.method_frame(self.channel_id, commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
             if self.held_cancels is not None:
                 self.held_cancels.append(frame)  # this channel deleted the queue: its delete-ok goes first
             else:
-                self.connection.send(frame)
+                self._writer.send(frame)
 
     def _on_basic_get(self, method: commands.Basic.Get) -> None:
         queue = declarations.lookup_queue(self, method.queue, "read")
@@ -567,7 +493,7 @@ class Channel:
         if entry is None:
             self.stat_get_empty += 1
             queue.counters.get_empty += 1
-            self.connection.send_method(self.channel_id, commands.Basic.GetEmpty())
+            self._writer.send_method(self.channel_id, commands.Basic.GetEmpty())
             return
         if entry.redelivered:
             self.stat_redeliver += 1
@@ -599,7 +525,7 @@ class Channel:
 
     # ---------------------------------------------------------- settlement
 
-    def _settle(self, taken: list[Unacked], outcome: str) -> None:
+    def settle(self, taken: list[Unacked], outcome: str) -> None:
         """Apply an ack (``ACK``), a requeue (``REQUEUE``) or a reject/nack without requeue (``REJECT``)."""
         by_queue: dict[Source, list[Entry]] = {}
         for item in taken:
@@ -622,7 +548,7 @@ class Channel:
         if self.transaction is not None:
             self.transaction.settlements.append((taken, outcome))  # applied at tx.commit
         else:
-            self._settle(taken, outcome)
+            self.settle(taken, outcome)
 
     def _on_basic_ack(self, method: commands.Basic.Ack) -> None:
         self._acknowledge(method.delivery_tag, method.multiple, ACK)
@@ -631,16 +557,16 @@ class Channel:
         self._acknowledge(method.delivery_tag, method.multiple, REQUEUE if method.requeue else REJECT)
 
     def _on_basic_reject(self, method: commands.Basic.Reject) -> None:
-        self._acknowledge(method.delivery_tag, False, REQUEUE if method.requeue else REJECT)
+        self._acknowledge(method.delivery_tag or 0, False, REQUEUE if method.requeue else REJECT)
 
     def _on_basic_recover(self, method: commands.Basic.Recover | commands.Basic.RecoverAsync) -> None:
         if not method.requeue:
             raise recover_without_requeue()
         taken = list(self.unacked.values())
         self.unacked.clear()
-        self._settle(taken, REQUEUE)
+        self.settle(taken, REQUEUE)
         if isinstance(method, commands.Basic.Recover):
-            self.connection.send_method(self.channel_id, commands.Basic.RecoverOk())
+            self._writer.send_method(self.channel_id, commands.Basic.RecoverOk())
 
 
 def _unsupported(index: int) -> AMQPConnectionError:
@@ -663,8 +589,6 @@ _HANDLERS: dict[int, Callable[[Channel, Any], None]] = {
     commands.Channel.Flow.index: Channel._on_channel_flow,
     commands.Channel.Open.index: Channel._on_channel_open,
     commands.Confirm.Select.index: Channel._on_confirm_select,
-    commands.Tx.Select.index: Channel._on_tx_select,
-    commands.Tx.Commit.index: Channel._on_tx_commit,
-    commands.Tx.Rollback.index: Channel._on_tx_rollback,
+    **transaction.HANDLERS,
     **declarations.HANDLERS,
 }

@@ -75,7 +75,6 @@ class SyncWaiter(Protocol):
     """What waits in a ``SyncBarrier``: a channel in confirm mode."""
 
     channel_id: int
-    confirms: Confirms | None  # set: only channels after confirm.select wait here
 
     def synced(self, sequence: int, ok: bool) -> None:
         """The sync covering publishes up to ``sequence`` finished (``ok``) or failed."""
@@ -89,7 +88,7 @@ class SyncBarrier:
     """
 
     def __init__(self) -> None:
-        self._waiting: dict[SyncWaiter, None] = {}
+        self._waiting: dict[SyncWaiter, Confirms] = {}  # each waiting channel and its confirm sequence
         self._callbacks: list[Callable[[bool], None]] = []
         self.requested = False
         self.on_request: Callable[[], None] | None = None
@@ -101,9 +100,9 @@ class SyncBarrier:
             if self.on_request is not None:
                 self.on_request()
 
-    def wait(self, channel: SyncWaiter) -> None:
-        """``channel`` has publishes that may be confirmed only after the next sync."""
-        self._waiting[channel] = None
+    def wait(self, channel: SyncWaiter, confirms: Confirms) -> None:
+        """``channel`` has publishes (counted in its ``confirms``) that may be confirmed only after the next sync."""
+        self._waiting[channel] = confirms
         self.request()
 
     def after_sync(self, callback: Callable[[bool], None]) -> None:
@@ -113,7 +112,7 @@ class SyncBarrier:
 
     def begin(self) -> tuple[list[tuple[SyncWaiter, int]], list[Callable[[bool], None]]]:
         """Snapshot what the sync about to start will cover."""
-        snapshot = [(channel, channel.confirms.unsynced) for channel in self._waiting], self._callbacks
+        snapshot = [(channel, confirms.unsynced) for channel, confirms in self._waiting.items()], self._callbacks
         self._waiting.clear()
         self._callbacks = []
         self.requested = False

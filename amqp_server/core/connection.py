@@ -27,6 +27,7 @@ from typing import Any
 
 from pamqp import commands
 from pamqp.base import Frame as PamqpMethod
+from pamqp.common import FieldTable
 
 from .. import __version__
 from ..errors import (
@@ -67,6 +68,7 @@ from ..wire.methods import BASIC_PUBLISH, channel_open_ok_frame, decode_method
 from .auth import parse_credentials
 from .broker import Broker
 from .channel import Channel, ChannelState
+from .interfaces import ConfirmFlusher, Session
 from .writer import Writer
 
 _METHOD_IDS = struct.Struct(">HH")  # class id, method id: the first four bytes of a method payload
@@ -74,7 +76,7 @@ _METHOD_IDS = struct.Struct(">HH")  # class id, method id: the first four bytes 
 log = logging.getLogger("amqp_server.connection")
 
 # What we advertise in connection.start; only what works (see README's compatibility notes).
-CAPABILITIES = {
+CAPABILITIES: FieldTable = {
     "publisher_confirms": True,
     "exchange_exchange_bindings": True,
     "basic.nack": True,
@@ -120,11 +122,10 @@ class Connection:
         self.vhost = broker.vhosts["/"]
         self.channel_max = broker.limits.channel_max
         self.heartbeat = 0
-        self.writable = True
         self.is_publisher = False  # has published: subject to the resource alarms
         self.blocked = False  # resource alarm: we stopped reading from this connection
         self._header = b""
-        self._confirming: set[Channel] = set()
+        self._confirming: set[ConfirmFlusher] = set()
         self._reader = FrameReader(FRAME_MIN_SIZE)
         now = broker.clock()
         self._last_received = now
@@ -145,7 +146,7 @@ class Connection:
 
     def receive_data(self, data: bytes) -> None:
         """Process bytes read from the peer."""
-        if self.state in (State.CLOSED, State.CLOSE_OK_SENT):
+        if self.state in _STOPPED:
             return
         self._last_received = self.broker.clock()
         self.recv_oct += len(data)
@@ -209,7 +210,7 @@ class Connection:
         """The negotiated frame_max (the broker's own until tune-ok)."""
         return self.writer.frame_max
 
-    def confirm_pending(self, channel: Channel) -> None:
+    def confirm_pending(self, channel: ConfirmFlusher) -> None:
         """``channel`` has publishes to confirm; they are acked together when this read is done."""
         self._confirming.add(channel)
 
@@ -271,7 +272,7 @@ class Connection:
 
     def set_writable(self, writable: bool) -> None:
         """Transport flow control: while not writable, consumers on this connection get nothing."""
-        self.writable = writable
+        self.writer.writable = writable
         if writable:
             for channel in list(self.channels.values()):
                 channel.resume_deliveries()
@@ -293,7 +294,8 @@ class Connection:
             self._last_received = self.broker.clock()
         if self.client_capabilities.get("connection.blocked"):
             self.send_method(
-                0, commands.Connection.Blocked(reason=reason) if blocked else commands.Connection.Unblocked()
+                0,
+                commands.Connection.Blocked(reason=reason) if reason is not None else commands.Connection.Unblocked(),
             )
 
     def close_with_error(self, error: AMQPError) -> None:
@@ -425,9 +427,14 @@ class Connection:
         # RabbitMQ limits how many channels are open, not which numbers they use.
         if len(self.channels) >= self.channel_max:
             raise channel_max_reached(len(self.channels), self.channel_max)
-        self.channels[channel_id] = Channel(self, channel_id)
+        self.channels[channel_id] = Channel(self, channel_id, self._session())
         self.broker.churn.channel_created += 1
         self.send(channel_open_ok_frame(channel_id))
+
+    def _session(self) -> Session:
+        """What a new channel shares with the others: all of it is settled by the time channels open."""
+        cancel_notify = bool(self.client_capabilities.get("consumer_cancel_notify"))
+        return Session(self.peer, cancel_notify, self.broker.reply_to, self.broker.limits.max_message_size)
 
     def channel_closed(self, channel_id: int) -> None:
         """A channel finished closing; its number may be opened again."""
@@ -441,23 +448,23 @@ class Connection:
     def _handle_method0(self, payload: bytes) -> None:
         _, method = decode_method(payload)
         handler = _HANDSHAKE.get((self.state, type(method)))
-        if handler is None:
-            if isinstance(method, commands.Connection.Close):
-                handler = Connection._on_close
-            elif isinstance(method, commands.Connection.CloseOk):
-                return  # a stray close-ok is harmless
-            elif self.state is State.OPEN and isinstance(
-                method, (commands.Connection.Blocked, commands.Connection.Unblocked)
-            ):
-                return
-            else:
-                class_id, method_id = _METHOD_IDS.unpack_from(payload)  # the fast-decoded Publish has no .index
-                raise unexpected_connection_method(_RABBIT_STATE_NAMES[self.state], class_id, method_id)
-        handler(self, method)
+        if handler is not None:
+            handler(self, method)
+        elif isinstance(method, commands.Connection.Close):
+            self._on_close(method)
+        elif isinstance(method, commands.Connection.CloseOk):
+            return  # a stray close-ok is harmless
+        elif self.state is State.OPEN and isinstance(
+            method, (commands.Connection.Blocked, commands.Connection.Unblocked)
+        ):
+            return
+        else:
+            class_id, method_id = _METHOD_IDS.unpack_from(payload)  # the fast-decoded Publish has no .index
+            raise unexpected_connection_method(_RABBIT_STATE_NAMES[self.state], class_id, method_id)
 
     def _start(self) -> None:
         self.state = State.AWAITING_START_OK
-        server_properties = {
+        server_properties: FieldTable = {
             "capabilities": CAPABILITIES,
             "cluster_name": "amqp-server",
             "copyright": "amqp-server contributors",
@@ -572,6 +579,10 @@ class Connection:
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 
+
+# where receive_data reads nothing more; a typed constant, not a tuple display, so that mypy does not narrow
+# ``self.state`` for the rest of receive_data (the frames it handles may close the connection)
+_STOPPED: tuple[State, ...] = (State.CLOSED, State.CLOSE_OK_SENT)
 
 _RABBIT_STATE_NAMES = {
     State.AWAITING_START_OK: "starting",

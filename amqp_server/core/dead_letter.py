@@ -33,17 +33,23 @@ if TYPE_CHECKING:
 class DeadLetterHost(Protocol):
     """The virtual host a dead-lettered copy is republished in."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def dead_letter(self, message: Message) -> None: ...
 
 
 class DeadLetterSource(Protocol):
-    """The queue a message died in, as dead-lettering sees it."""
+    """The queue a message died in, as dead-lettering sees it (read-only: a queue's richer host fits)."""
 
-    name: str
-    options: QueueOptions
-    vhost: DeadLetterHost
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def options(self) -> QueueOptions: ...
+
+    @property
+    def vhost(self) -> DeadLetterHost: ...
 
 
 REJECTED = "rejected"

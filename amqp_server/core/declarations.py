@@ -9,6 +9,7 @@ reserved ``amq.`` prefix and the default exchange 403, missing resources 404.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pamqp import commands
@@ -95,6 +96,14 @@ def _check_bind_access(channel: ChannelPort, kind: str, destination: str, source
     channel.connection.check_access("read", "exchange", source)
 
 
+def _check_exchange_binding(channel: ChannelPort, method: commands.Exchange.Bind | commands.Exchange.Unbind) -> None:
+    """exchange.bind's and exchange.unbind's guards, in RabbitMQ's order: neither end the default exchange, then
+    access to both ends."""
+    _check_not_default(method.source)
+    _check_not_default(method.destination)
+    _check_bind_access(channel, "exchange", method.destination, method.source)
+
+
 def _reply(channel: ChannelPort, nowait: bool, method: Any) -> None:
     """Send the -ok; after a durable change, only once the store has synced it (RabbitMQ commits first)."""
     frame = None if nowait else (method if isinstance(method, bytes) else method_frame(channel.channel_id, method))
@@ -103,7 +112,7 @@ def _reply(channel: ChannelPort, nowait: bool, method: Any) -> None:
         if frame is not None:
             vhost.sync_barrier.after_sync(lambda ok: channel.send_after_sync(frame, ok))
     elif frame is not None:
-        channel.connection.send(frame)
+        channel.connection.writer.send(frame)
 
 
 # ---------------------------------------------------------------- exchange.*
@@ -172,9 +181,7 @@ def _on_exchange_delete(channel: ChannelPort, method: commands.Exchange.Delete) 
 
 def _on_exchange_bind(channel: ChannelPort, method: commands.Exchange.Bind) -> None:
     vhost = channel.connection.vhost
-    _check_not_default(method.source)
-    _check_not_default(method.destination)
-    _check_bind_access(channel, "exchange", method.destination, method.source)
+    _check_exchange_binding(channel, method)
     destination = lookup_exchange(channel, method.destination)
     source = lookup_exchange(channel, method.source)
     source.check_binding(method.arguments or {})
@@ -185,9 +192,7 @@ def _on_exchange_bind(channel: ChannelPort, method: commands.Exchange.Bind) -> N
 def _on_exchange_unbind(channel: ChannelPort, method: commands.Exchange.Unbind) -> None:
     """Unbinding what does not exist succeeds, as in RabbitMQ."""
     vhost = channel.connection.vhost
-    _check_not_default(method.source)
-    _check_not_default(method.destination)
-    _check_bind_access(channel, "exchange", method.destination, method.source)
+    _check_exchange_binding(channel, method)
     source, destination = vhost.exchanges.get(method.source), vhost.exchanges.get(method.destination)
     if source is not None and destination is not None:
         vhost.unbind(source, destination, method.routing_key, dict(method.arguments or {}))
@@ -249,11 +254,11 @@ def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connec
             raise inequivalent_arg(arg, "queue", queue.name, vhost, received, current)
     arguments = method.arguments or {}
     for arg in EQUIVALENT_QUEUE_ARGUMENTS:
-        received, current = arguments.get(arg), queue.arguments.get(arg)
-        if arg == "x-queue-type" and received in (None, "classic") and current in (None, "classic"):
+        received_value, current_value = arguments.get(arg), queue.arguments.get(arg)
+        if arg == "x-queue-type" and received_value in (None, "classic") and current_value in (None, "classic"):
             continue  # a classic queue is the same with or without the argument
-        if received != current:
-            raise inequivalent_table_arg(arg, "queue", queue.name, vhost, received, current)
+        if received_value != current_value:
+            raise inequivalent_table_arg(arg, "queue", queue.name, vhost, received_value, current_value)
 
 
 def _on_queue_bind(channel: ChannelPort, method: commands.Queue.Bind) -> None:
@@ -309,9 +314,9 @@ def _on_queue_delete(channel: ChannelPort, method: commands.Queue.Delete) -> Non
     _reply(channel, method.nowait, commands.Queue.DeleteOk(message_count=count))
     for frame in held:  # amqplib resolves the delete and then ends the consumer; the other order loses the reply
         if reply_waits_for_sync:
-            vhost.sync_barrier.after_sync(lambda ok, frame=frame: channel.send_after_sync(frame, ok))
+            vhost.sync_barrier.after_sync(partial(channel.send_after_sync, frame))
         else:
-            channel.connection.send(frame)
+            channel.connection.writer.send(frame)
 
 
 HANDLERS: dict[int, Callable[[ChannelPort, Any], None]] = {

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from .message import Entry
     from .stats import QueueCounters
 
+# how a delivery is settled (basic.ack; basic.nack / basic.reject with or without requeue)
+ACK = "ack"
+REQUEUE = "requeue"
+REJECT = "reject"
+
 
 class ConsumerOwner(Protocol):
     """The channel side of a consumer: writes its deliveries, says whether it may take more, hears cancels."""
@@ -69,7 +74,7 @@ class Consumer:
         self,
         channel: ConsumerOwner,
         tag: str,
-        queue: Source | None,
+        queue: Source,
         no_ack: bool,
         exclusive: bool,
         prefetch_count: int,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime
 import decimal
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeAlias
 
 from storage.api import BindingRecord, ExchangeRecord
 
@@ -31,26 +31,19 @@ from .topic import TopicTrie
 
 if TYPE_CHECKING:
     from .message import Message
-
-
-class Bindable(Protocol):
-    """A binding's destination, a queue or an exchange, as the source exchange sees it."""
-
-    kind: str  # "queue" or "exchange"
-    name: str
-
-    def __hash__(self) -> int: ...  # destinations are dict keys (per-destination index, topic trie)
+    from .queue import Queue  # for types only: exchanges route to queues but never call into them
 
 
 class ExchangeHost(Protocol):
     """The virtual host an exchange lives in (the default exchange routes by queue name)."""
 
     name: str
-    queues: dict[str, Any]
+    queues: dict[str, Queue]
 
 
 BindingKey = tuple[str, str, str, str]  # (destination kind, name, routing key, repr of arguments)
-Destination = Bindable
+# A binding's destination: a queue, or an exchange (exchange-to-exchange); ``kind`` tells which.
+Destination: TypeAlias = "Queue | Exchange"
 NO_ARGUMENTS = "[]"  # the repr of no arguments, one string shared by every such binding (51 bytes each otherwise)
 
 
@@ -81,7 +74,7 @@ class Exchange:
     """
 
     type_name: ClassVar[str] = ""
-    kind: ClassVar[str] = "exchange"
+    kind: ClassVar[Literal["exchange"]] = "exchange"
     __slots__ = (
         "vhost",
         "name",

@@ -95,6 +95,10 @@ class MemoryFlow:
             self.on_change(blocked)
 
 
+def _not_started() -> int:
+    raise OSError("the disk monitor was not started")
+
+
 class DiskMonitor:
     """The disk alarm: raised while free space is below ``limit`` bytes (RabbitMQ's ``disk_free_limit``).
 
@@ -108,7 +112,7 @@ class DiskMonitor:
     def __init__(self, alarms: Alarms, scheduler: Scheduler) -> None:
         self._alarms = alarms
         self._scheduler = scheduler
-        self._free_space: Callable[[], int] | None = None
+        self._free_space: Callable[[], int] = _not_started  # set by start, before the first measurement
         self._timer: Timer | None = None
         self._failing = False
         self.limit = 0  # bytes; 0: disabled

@@ -2,41 +2,51 @@
 
 Small ``typing.Protocol``s, so that ``channel`` need not import ``connection``
 and ``declarations`` need not import ``channel``: the objects still call each
-other, but the modules depend only on these interfaces.
+other, but the modules depend only on these interfaces.  What does not change
+while the connection is open (who the peer is, what it understands, the
+broker's reply-to registry and message size limit) a channel gets once, as its
+``Session``, rather than asking the connection each time.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from pamqp.base import Frame as PamqpMethod
-
-    from .broker import Broker
+    from .reply_to import ReplyToRegistry
     from .vhost import VirtualHost
     from .writer import Writer
 
 
+class ConfirmFlusher(Protocol):
+    """A channel with publisher confirms due: the connection flushes them once its read is handled."""
+
+    def flush_confirms(self) -> None: ...
+
+
 class ConnectionPort(Protocol):
-    """The connection as its channels see it: where frames go, which vhost and user, the negotiated limits."""
+    """The connection as its channels see it: its vhost and outbox, the user's permissions, and three notices."""
 
-    broker: Broker
     vhost: VirtualHost
-    peer: str
-    client_capabilities: dict[str, Any]
-    writer: Writer  # every frame for the peer goes out here
-    writable: bool  # transport flow control: no deliveries while False
+    writer: Writer  # every frame for the peer goes out here (and ``writer.writable`` is its flow control)
     is_publisher: bool  # set by a channel that publishes: the resource alarms apply
-
-    def send(self, data: bytes) -> None: ...
-
-    def send_method(self, channel_id: int, method: PamqpMethod) -> None: ...
 
     def check_access(self, action: str, kind: str, name: str) -> None: ...
 
-    def confirm_pending(self, channel: Any) -> None: ...
+    def confirm_pending(self, channel: ConfirmFlusher) -> None: ...
 
     def channel_closed(self, channel_id: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What every channel of an open connection shares and nothing changes: given to each channel at channel.open."""
+
+    peer: str  # for log lines
+    cancel_notify: bool  # the client understands a server-sent basic.cancel (capability consumer_cancel_notify)
+    reply_to: ReplyToRegistry  # broker-wide: direct reply-to keys → channels
+    max_message_size: int
 
 
 class ChannelPort(Protocol):

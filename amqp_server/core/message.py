@@ -118,9 +118,20 @@ def _parse_expiration(expiration: str) -> int:
 
 
 class Entry:
-    """``message`` is None while the message is paged out to the store (sizes are kept for accounting)."""
+    """``paged_out`` while the message is only in the store: then ``message`` is unset (the sizes are kept for
+    accounting), and only the queue, which pages it back in before it lets the entry go, reads it then."""
 
-    __slots__ = ("message", "message_id", "redelivered", "stored", "expires_at", "delivery_count", "body_size", "size")
+    __slots__ = (
+        "message",
+        "paged_out",
+        "message_id",
+        "redelivered",
+        "stored",
+        "expires_at",
+        "delivery_count",
+        "body_size",
+        "size",
+    )
 
     def __init__(
         self,
@@ -130,7 +141,8 @@ class Entry:
         redelivered: bool = False,
         expires_at: float | None = None,
     ) -> None:
-        self.message: Message | None = message
+        self.message = message
+        self.paged_out = False
         self.body_size = len(message.body)
         self.size = self.body_size + len(message.header)
         self.message_id = message_id
@@ -140,9 +152,9 @@ class Entry:
         self.delivery_count = 0  # times returned to the queue (quorum queues' x-delivery-count)
 
     @classmethod
-    def paged_out(cls, message_id: int, body_size: int, expires_at: float | None = None) -> Entry:
+    def on_disk(cls, message_id: int, body_size: int, expires_at: float | None = None) -> Entry:
         """A recovered message still on disk (read back when it reaches the head)."""
         entry = cls.__new__(cls)
-        entry.message, entry.message_id, entry.stored, entry.redelivered = None, message_id, True, True
+        entry.paged_out, entry.message_id, entry.stored, entry.redelivered = True, message_id, True, True
         entry.expires_at, entry.delivery_count, entry.body_size, entry.size = expires_at, 0, body_size, body_size
         return entry

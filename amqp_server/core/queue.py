@@ -3,8 +3,8 @@
 Delivery is push-driven: whenever something changes that may let a message move
 (a publish, an ack freeing prefetch credit, a new consumer, a transport that can
 take writes again), the owner calls ``dispatch``, which hands ready messages to
-consumers until the queue is empty or no consumer has credit — round-robin,
-highest ``x-priority`` first, or only the active one with single-active-consumer.
+consumers until the queue is empty or no consumer has credit, in the order its
+``consumers.ConsumerRing`` gives (round-robin, ``x-priority``, single-active-consumer).
 Expiry is checked at the head (as RabbitMQ's classic queues do) and driven by
 the vhost's scheduler.  Messages that die (rejected, expired, pushed out by a
 length limit, past a delivery limit) go to the dead-letter exchange if one is
@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime
 import enum
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from storage.api import QueueRecord
 
 from . import dead_letter
+from .consumers import ConsumerRing
 from .delivery import Consumer
 from .message import Entry, Message
 from .queue_arguments import QueueOptions, parse_queue_arguments
@@ -74,7 +75,7 @@ class Queue:
     order, its TTL and unused-expiry timers and the names of the bindings that point at it; it gives entries
     to ``delivery.Consumer``s and dead-letters through its ``QueueHost``."""
 
-    kind = "queue"
+    kind: ClassVar[Literal["queue"]] = "queue"  # what a binding's destination is (``Exchange.kind`` the other)
     __slots__ = (
         "vhost",
         "name",
@@ -127,7 +128,7 @@ class Queue:
         max_priority = self.options.max_priority
         self._ready: FifoReady | PriorityReady = PriorityReady(max_priority) if max_priority else FifoReady()
         self._ready_bytes = 0
-        self.consumers: deque[Consumer] = deque()
+        self.consumers = ConsumerRing(self.options.single_active_consumer)
         self._next_id = 1
         self._published_before = 0  # message ids taken by recovered messages: not published since the start
         self.counters = QueueCounters()  # deliveries, gets, acks (stats_sampler reads them)
@@ -138,7 +139,7 @@ class Queue:
         self._unused_timer: Timer | None = None
         self._last_used = vhost.scheduler.clock()
         if self.options.expires is not None:
-            self._arm_unused_timer()
+            self._arm_unused_timer(self.options.expires)
 
     @classmethod
     def with_arguments(
@@ -167,19 +168,10 @@ class Queue:
         self._expire(self.vhost.scheduler.clock())
         return len(self._ready)
 
-    @property
-    def published(self) -> int:
-        """Messages enqueued since the start: each took the next message id (no counter on the hot path)."""
-        return self._next_id - 1 - self._published_before
-
-    @property
-    def ready_count(self) -> int:
-        """Ready messages, without expiring any (what the statistics sample)."""
-        return len(self._ready)
-
-    @property
-    def ready_bytes(self) -> int:
-        return self._ready_bytes
+    def sample(self) -> tuple[int, int, int]:
+        """For the statistics: messages enqueued since the start (each took a message id: no counter on the
+        hot path), and ready messages and bytes, without expiring any."""
+        return self._next_id - 1 - self._published_before, len(self._ready), self._ready_bytes
 
     @property
     def persisted(self) -> bool:
@@ -209,16 +201,16 @@ class Queue:
             return Enqueued.REJECTED
         stored = self._stores(message)
         # the clock is read only when a TTL applies (and no list is built for _expiry_for)
-        if options.message_ttl is None and message.ttl is None:
-            now = expires_at = None
-        else:
+        now: float | None = None  # set whenever expires_at is
+        expires_at: float | None = None
+        if options.message_ttl is not None or message.ttl is not None:
             now = self.vhost.scheduler.clock()
             expires_at = self._expiry_for(message, now)
         entry = Entry(message, self._next_id, stored, expires_at=expires_at)
         self._next_id += 1
         if stored:
             # the store keeps the expiry on the wall clock: the TTL counts from the publish across a restart
-            wall_expiry = None if expires_at is None else self.vhost.wall_clock() + (expires_at - now)
+            wall_expiry = None if expires_at is None or now is None else self.vhost.wall_clock() + (expires_at - now)
             self.vhost.store.put_message(self.vhost.name, self.name, entry.message_id, message.to_record(wall_expiry))
             self.vhost.sync_barrier.request()
         self._append(entry)
@@ -226,7 +218,7 @@ class Queue:
             self.dispatch(now)
         if not self._plain:
             self._drop_head_while_full()
-        if expires_at is not None:
+        if expires_at is not None and now is not None:
             self._expire(now)
         return Enqueued.STORED if stored else Enqueued.IN_MEMORY
 
@@ -243,7 +235,7 @@ class Queue:
         """
         entry = Entry(message, self._next_id, False)
         self._next_id += 1
-        consumer = self._next_consumer()
+        consumer = self.consumers.next_with_credit()
         if consumer is None:
             self._append(entry)  # nobody has credit: it waits
             return Enqueued.IN_MEMORY
@@ -252,10 +244,7 @@ class Queue:
             flow.add(entry.size)
             flow.remove(entry.size)
         consumer.deliver(entry)
-        if consumer.no_ack:
-            self.counters.deliver_no_ack += 1
-        else:
-            self.counters.deliver += 1
+        self.counters.delivered[consumer.no_ack] += 1
         return Enqueued.IN_MEMORY
 
     def restore(
@@ -273,7 +262,7 @@ class Queue:
             message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name, message_id))
         expiry = self._recovered_expiry(message, expires_at)
         if message is None:
-            entry = Entry.paged_out(message_id, body_size, expiry)
+            entry = Entry.on_disk(message_id, body_size, expiry)
             self._ready.append(entry)
             self._ready_bytes += body_size
             if expiry is not None:
@@ -286,7 +275,8 @@ class Queue:
         ready.append(entry)
         self._ready_bytes += entry.body_size
         if entry.stored and len(ready) > PAGE_OUT_AFTER and type(ready) is FifoReady:
-            entry.message = None  # paged out: read back from the store when it reaches the head
+            entry.paged_out = True  # read back from the store when it reaches the head
+            del entry.message
         else:
             self.vhost.flow.add(entry.size)
         if entry.expires_at is not None:
@@ -296,17 +286,18 @@ class Queue:
         """Remove the head entry (its message may still be paged out)."""
         entry = self._ready.popleft()
         self._ready_bytes -= entry.body_size
-        if entry.message is not None:
+        if not entry.paged_out:
             self.vhost.flow.remove(entry.size)
         return entry
 
     def _load(self, entry: Entry) -> bool:
         """Page a message back in; False (and the message is dropped) if the store cannot return it."""
-        if entry.message is None:
+        if entry.paged_out:
             try:
                 entry.message = Message.from_record(
                     self.vhost.store.read_message(self.vhost.name, self.name, entry.message_id)
                 )
+                entry.paged_out = False
             except Exception:
                 log.exception(
                     "queue '%s' in vhost '%s': message %d could not be read back from the store; dropping it",
@@ -388,7 +379,7 @@ class Queue:
         ready = self._ready
         with_ack = without_ack = 0  # deliveries, counted here and added to the statistics once
         while len(ready):
-            consumer = self._next_consumer()
+            consumer = self.consumers.next_with_credit()
             if consumer is None:
                 break
             entry = self._take_head()
@@ -407,8 +398,8 @@ class Queue:
                 without_ack += 1
                 if entry.stored:  # settling forgets it in the store; nothing to do otherwise
                     self.settle((entry,))
-        self.counters.deliver += with_ack
-        self.counters.deliver_no_ack += without_ack
+        self.counters.delivered[0] += with_ack
+        self.counters.delivered[1] += without_ack
 
     def _drain_to(self, consumer: Consumer, now: float | None) -> None:
         """``dispatch`` for a queue with one consumer: no rotation or priority to apply.
@@ -438,44 +429,7 @@ class Queue:
             delivered += 1
             if no_ack and entry.stored:  # delivered without ack: done with it in the store
                 self.settle((entry,))
-        if no_ack:
-            self.counters.deliver_no_ack += delivered
-        else:
-            self.counters.deliver += delivered
-
-    def _next_consumer(self) -> Consumer | None:
-        consumers = self.consumers
-        if self.options.single_active_consumer:
-            active = consumers[0]
-            return active if active.has_credit() else None
-        if consumers[0].priority or consumers[-1].priority:
-            return self._next_consumer_by_priority()
-        for _ in range(len(consumers)):
-            consumer = consumers[0]
-            consumers.rotate(-1)
-            if consumer.has_credit():
-                return consumer
-        return None
-
-    def _next_consumer_by_priority(self) -> Consumer | None:
-        """Highest ``x-priority`` with credit wins; equal priorities take turns (kept sorted, stable)."""
-        chosen = None
-        for consumer in self.consumers:
-            if (chosen is None or consumer.priority > chosen.priority) and consumer.has_credit():
-                chosen = consumer
-        if chosen is not None:
-            self.consumers.remove(chosen)
-            self._insert_consumer(chosen)  # behind the others of its priority: round-robin among equals
-        return chosen
-
-    def _insert_consumer(self, consumer: Consumer) -> None:
-        """Keep consumers sorted by priority (highest first), newest last among equals."""
-        consumers = self.consumers
-        if not consumers or consumers[-1].priority >= consumer.priority:
-            consumers.append(consumer)
-            return
-        index = next(i for i, other in enumerate(consumers) if other.priority < consumer.priority)
-        consumers.insert(index, consumer)
+        self.counters.delivered[no_ack] += delivered
 
     def get(self) -> Entry | None:
         """Take the head message for ``basic.get``."""
@@ -539,7 +493,7 @@ class Queue:
         entries = self._ready.clear()
         self._ready_bytes = 0
         for entry in entries:
-            if entry.message is not None:
+            if not entry.paged_out:
                 self.vhost.flow.remove(entry.size)
         return entries
 
@@ -552,11 +506,10 @@ class Queue:
         TTL behind one without waits until it reaches the head (it is never
         delivered once expired: ``dispatch`` drops it then).
         """
-        while len(self._ready):
-            head = self._ready.peek()
-            if head.expires_at is None or head.expires_at > now:
-                break
+        head = self._ready.peek()
+        while head is not None and head.expires_at is not None and head.expires_at <= now:
             self._discard(self._pop(), dead_letter.EXPIRED)
+            head = self._ready.peek()
 
     def _arm_expiry_timer(self) -> None:
         """Have the expiry timer fire by the head's expiry (call whenever the head may have changed).
@@ -590,23 +543,24 @@ class Queue:
     def redeclared(self) -> None:
         self._touch()
 
-    def _arm_unused_timer(self) -> None:
-        when = self._last_used + self.options.expires / 1000
-        self._unused_timer = self.vhost.scheduler.call_at(when, self._on_unused_timer)
+    def _arm_unused_timer(self, expires: int) -> None:
+        """``expires``: the queue's x-expires (ms), the timer's reason to exist."""
+        when = self._last_used + expires / 1000
+        self._unused_timer = self.vhost.scheduler.call_at(when, partial(self._on_unused_timer, expires))
 
-    def _on_unused_timer(self, now: float) -> None:
+    def _on_unused_timer(self, expires: int, now: float) -> None:
         self._unused_timer = None
         if self.deleted or self.consumers:
             return
-        if now >= self._last_used + self.options.expires / 1000:
+        if now >= self._last_used + expires / 1000:
             self.vhost.delete_queue(self)
         else:
-            self._arm_unused_timer()
+            self._arm_unused_timer(expires)
 
     # ------------------------------------------------------------ consumers
 
     def add_consumer(self, consumer: Consumer) -> None:
-        self._insert_consumer(consumer)
+        self.consumers.insert_by_priority(consumer)
         self._had_consumer = True
         self._touch()
         self.dispatch()
@@ -621,12 +575,10 @@ class Queue:
         if self.auto_delete and self._had_consumer and not self.consumers and not self.deleted:
             self.vhost.delete_queue(self)
             return
-        if not self.consumers and self.options.expires is not None and self._unused_timer is None:
-            self._arm_unused_timer()
+        expires = self.options.expires
+        if not self.consumers and expires is not None and self._unused_timer is None:
+            self._arm_unused_timer(expires)
         self.dispatch()  # with single-active-consumer, the next consumer takes over
-
-    def has_exclusive_consumer(self) -> bool:
-        return any(consumer.exclusive for consumer in self.consumers)
 
     def delete_timers(self) -> None:
         for timer in (self._expiry_timer, self._unused_timer):

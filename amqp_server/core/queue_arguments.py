@@ -47,41 +47,49 @@ UNSUPPORTED = {
 }
 
 
-def parse_queue_arguments(
-    arguments: dict[str, Any], name: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool = False
-) -> QueueOptions:
-    """Validate ``arguments`` as RabbitMQ does and return the options they set."""
+class _Arguments:
+    """One declaration's arguments, read with the check (and the 406 text) RabbitMQ applies to each kind."""
 
-    def invalid(arg: str, reason: str) -> ChannelError:
-        return invalid_arg(arg, "queue", name, vhost, reason)
+    def __init__(self, arguments: dict[str, Any], name: str, vhost: str) -> None:
+        self.arguments = arguments
+        self.name = name
+        self.vhost = vhost
 
-    def integer(arg: str, minimum: int, maximum: int | None = None, too_large: str = "value_too_large") -> int | None:
-        value = arguments.get(arg)
+    def invalid(self, arg: str, reason: str) -> ChannelError:
+        return invalid_arg(arg, "queue", self.name, self.vhost, reason)
+
+    def integer(
+        self, arg: str, minimum: int, maximum: int | None = None, too_large: str = "value_too_large"
+    ) -> int | None:
+        value = self.arguments.get(arg)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise invalid(arg, expected_integer(value))
+            raise self.invalid(arg, expected_integer(value))
         if value < minimum:
-            raise invalid(arg, f"{{value_negative,{value}}}" if value < 0 else f"{{value_zero,{value}}}")
+            raise self.invalid(arg, f"{{value_negative,{value}}}" if value < 0 else f"{{value_zero,{value}}}")
         if maximum is not None and value > maximum:
-            raise invalid(arg, f"{{{too_large},{value}}}")
+            raise self.invalid(arg, f"{{{too_large},{value}}}")
         return value
 
-    def string(arg: str, wrong_type: str = "unacceptable") -> str | None:
-        value = arguments.get(arg)
+    def string(self, arg: str, wrong_type: str = "unacceptable") -> str | None:
+        value = self.arguments.get(arg)
         if value is None:
             return None
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         if not isinstance(value, str):
             if wrong_type == "dead_letter":
-                raise invalid_arg_type(arg, name, vhost, value)
-            raise invalid(arg, f"{{unacceptable_type,{table_type(value)}}}")
+                raise invalid_arg_type(arg, self.name, self.vhost, value)
+            raise self.invalid(arg, f"{{unacceptable_type,{table_type(value)}}}")
         return value
 
-    queue_type = string("x-queue-type") or "classic"
+
+def _queue_type(args: _Arguments, durable: bool, exclusive: bool, auto_delete: bool) -> str:
+    """``x-queue-type``, checked against the queue's properties and the arguments that type refuses."""
+    queue_type = args.string("x-queue-type") or "classic"
     if queue_type not in QUEUE_TYPES:
-        raise invalid("x-queue-type", f"\"unsupported queue type '{queue_type}'\"")
+        raise args.invalid("x-queue-type", f"\"unsupported queue type '{queue_type}'\"")
     if queue_type == "quorum":
         for prop, refused in (
             ("non-durable", not durable),
@@ -89,20 +97,31 @@ def parse_queue_arguments(
             ("auto-delete", auto_delete),
         ):
             if refused:
-                raise invalid_property(prop, name, vhost)
+                raise invalid_property(prop, args.name, args.vhost)
     for arg in UNSUPPORTED[queue_type]:
-        if arg in arguments:
-            raise arg_unsupported_by_type(arg, name, vhost, queue_type)
-    overflow = string("x-overflow") or "drop-head"
+        if arg in args.arguments:
+            raise arg_unsupported_by_type(arg, args.name, args.vhost, queue_type)
+    return queue_type
+
+
+def parse_queue_arguments(
+    arguments: dict[str, Any], name: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool = False
+) -> QueueOptions:
+    """Validate ``arguments`` as RabbitMQ does (in its order: the first failing check answers) and return the
+    options they set."""
+    args = _Arguments(arguments, name, vhost)
+    queue_type = _queue_type(args, durable, exclusive, auto_delete)
+    overflow = args.string("x-overflow") or "drop-head"
     if overflow not in OVERFLOW_MODES:
-        raise invalid("x-overflow", "invalid_overflow")
+        raise args.invalid("x-overflow", "invalid_overflow")
     sac = arguments.get("x-single-active-consumer", False)
     if not isinstance(sac, bool):
-        raise invalid("x-single-active-consumer", f"{{unacceptable_type,{table_type(sac)}}}")
-    dead_letter_exchange = string("x-dead-letter-exchange", "dead_letter")
-    dead_letter_routing_key = string("x-dead-letter-routing-key", "dead_letter")
+        raise args.invalid("x-single-active-consumer", f"{{unacceptable_type,{table_type(sac)}}}")
+    dead_letter_exchange = args.string("x-dead-letter-exchange", "dead_letter")
+    dead_letter_routing_key = args.string("x-dead-letter-routing-key", "dead_letter")
     if dead_letter_routing_key is not None and dead_letter_exchange is None:
-        raise invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
+        raise args.invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
+    integer = args.integer
     return QueueOptions(
         message_ttl=integer("x-message-ttl", 0, MAX_TIMER),
         expires=integer("x-expires", 1, MAX_TIMER),

@@ -4,17 +4,21 @@ A requester consumes the pseudo-queue ``amq.rabbitmq.reply-to`` (no-ack), then
 publishes requests with ``reply_to`` set to that name; the broker rewrites it to
 a per-channel routing key (``amq.rabbitmq.reply-to.<token>``).  A responder
 publishing to that key on the default exchange reaches the requester's consumer
-directly.  The registry maps tokens to channels for the whole broker.
+directly.  The registry maps tokens to channels for the whole broker; a
+channel's own side (its reply consumer and key) is a ``DirectReplies``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from pamqp import commands
+
+from ..errors import no_reply_consumer, reply_consumer_acks, reply_consumer_set
+from ..wire.methods import shortstr
+from ..wire.properties import ContentHeader
 from .broker_names import generated_name
-
-if TYPE_CHECKING:
-    from .message import Message
+from .message import Message
 
 PSEUDO_QUEUE = "amq.rabbitmq.reply-to"
 KEY_PREFIX = PSEUDO_QUEUE + "."
@@ -41,3 +45,46 @@ class ReplyToRegistry:
 
     def lookup(self, routing_key: str) -> ReplyConsumer | None:
         return self._channels.get(routing_key)
+
+
+class DirectReplies:
+    """One channel's consumer of the pseudo-queue, and the reply key its requests are rewritten to carry.
+
+    Not a ``delivery.Consumer``: replies come from no queue, need no ack and use no credit,
+    so the channel writes them itself (``Channel.deliver_reply``).
+    """
+
+    __slots__ = ("_registry", "_channel", "tag", "tag_shortstr", "key")
+
+    def __init__(self, registry: ReplyToRegistry, channel: ReplyConsumer) -> None:
+        self._registry = registry
+        self._channel = channel
+        self.tag: str | None = None  # the reply consumer's tag, while it consumes
+        self.tag_shortstr = b""  # spliced into its Basic.Deliver frames
+        self.key: str | None = None  # this channel's reply routing key, while registered
+
+    def consume(self, method: commands.Basic.Consume, tag: str) -> None:
+        """``basic.consume`` of the pseudo-queue: no-ack only, one per channel (RabbitMQ's 406s otherwise)."""
+        if not method.no_ack:
+            raise reply_consumer_acks()
+        if self.tag is not None:
+            raise reply_consumer_set()
+        self.key = self._registry.register(self._channel)
+        self.tag, self.tag_shortstr = tag, shortstr(tag)
+
+    def stop(self) -> None:
+        if self.key is not None:
+            self._registry.unregister(self.key)
+        self.key = self.tag = None
+
+    def rewrite(self, message: Message) -> Message:
+        """``reply_to=amq.rabbitmq.reply-to`` becomes this channel's reply key (406 without a reply consumer)."""
+        header = ContentHeader(message.header)
+        if header.shortstr("reply_to") != PSEUDO_QUEUE:
+            return message
+        if self.key is None:
+            raise no_reply_consumer()
+        header.set_shortstr("reply_to", self.key)
+        copy = Message(message.exchange, message.routing_key, header.encode(), message.body, message.persistent)
+        copy.extra_routing_keys = message.extra_routing_keys
+        return copy

@@ -78,11 +78,11 @@ class Churn:
 class QueueCounters:
     """What a queue counts for its message_stats: plain ints, bumped in bulk where its loops allow."""
 
-    __slots__ = ("get", "get_no_ack", "get_empty", "deliver", "deliver_no_ack", "redeliver", "ack")
+    __slots__ = ("get", "get_no_ack", "get_empty", "delivered", "redeliver", "ack")
 
     def __init__(self) -> None:
-        self.get = self.get_no_ack = self.get_empty = 0
-        self.deliver = self.deliver_no_ack = self.redeliver = self.ack = 0
+        self.get = self.get_no_ack = self.get_empty = self.redeliver = self.ack = 0
+        self.delivered = [0, 0]  # to consumers with ack, without: indexed by ``consumer.no_ack``
 
 
 class Series:

@@ -99,7 +99,8 @@ def _read_channel_deliver(channel: Any) -> Values:
 def _read_queue_deliver(queue: Any) -> Values:
     counters = queue.counters
     rest = (counters.redeliver, counters.ack, counters.get_empty)
-    return _deliver_group(counters.get, counters.get_no_ack, counters.deliver, counters.deliver_no_ack, rest)
+    deliver, deliver_no_ack = counters.delivered
+    return _deliver_group(counters.get, counters.get_no_ack, deliver, deliver_no_ack, rest)
 
 
 def _read_connection_data(connection: Any) -> Values:
@@ -120,7 +121,7 @@ class Census:
                 counts[1] += item.entry.body_size
 
     def lengths(self, queue: Any) -> Values:
-        ready = queue.ready_count
+        ready = queue.sample()[1]
         unacked = self.unacked.get(queue, (0, 0))[0]
         return (ready, unacked, ready + unacked)
 
@@ -136,7 +137,7 @@ QUEUE, EXCHANGE, CHANNEL, CONNECTION = "queue", "exchange", "channel", "connecti
 _Reader = Callable[[Any, Census], Values]
 _GROUPS: dict[str, tuple[tuple[tuple[str, ...], _Reader], ...]] = {
     QUEUE: (
-        (QUEUE_PUBLISH, lambda queue, census: (queue.published,)),
+        (QUEUE_PUBLISH, lambda queue, census: (queue.sample()[0],)),
         (DELIVER, lambda queue, census: _read_queue_deliver(queue)),
         (LENGTHS, lambda queue, census: census.lengths(queue)),
     ),
@@ -410,13 +411,14 @@ class View:
         """A queue's message_stats, lengths with rates, bytes, consumers and utilisation, idle_since, state."""
         publish, deliver, lengths = self._series(queue, QUEUE)
         out: dict[str, Any] = {}
+        published, ready, ready_bytes = queue.sample()
         stats = self._message_stats(
-            ((QUEUE_PUBLISH, (queue.published,), publish), (DELIVER, _read_queue_deliver(queue), deliver))
+            ((QUEUE_PUBLISH, (published,), publish), (DELIVER, _read_queue_deliver(queue), deliver))
         )
         if stats:
             out["message_stats"] = stats
         self._put(out, LENGTHS, self._census.lengths(queue), lengths, self._ranges.lengths)
-        ready_bytes, unacked_bytes = queue.ready_bytes, self._census.unacked_bytes(queue)
+        unacked_bytes = self._census.unacked_bytes(queue)
         out["message_bytes"] = ready_bytes + unacked_bytes
         out["message_bytes_ready"] = ready_bytes
         out["message_bytes_unacknowledged"] = unacked_bytes
@@ -425,7 +427,7 @@ class View:
         utilisation: float = 0
         if consumers:
             track = self._sampler._tracks.get(queue)
-            samples = [*(track.capacity if track is not None else ()), _capacity(consumers, queue.ready_count)]
+            samples = [*(track.capacity if track is not None else ()), _capacity(consumers, ready)]
             utilisation = sum(samples) / len(samples)
         out["consumer_utilisation"] = out["consumer_capacity"] = utilisation
         out.update(self._idle_since(queue))

@@ -34,9 +34,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, final
 
-D = TypeVar("D", bound=Hashable)  # never a dict: a dict in ``destinations`` means several
+D = TypeVar("D", bound=Hashable)  # never a _Several: that in ``destinations`` means several
+
+
+@final
+class _Several(dict[D, None]):
+    """A node's destinations once there are two or more: a dict used as an ordered set. Its own (final) class so
+    that ``type(x) is _Several`` tells it from a lone destination, for mypy too, at the cost of ``type(x) is dict``."""
+
+    __slots__ = ()
 
 
 def topic_words(key: str) -> list[str]:
@@ -44,6 +52,7 @@ def topic_words(key: str) -> list[str]:
     return key.split(".") if key else []
 
 
+@final
 class _Node(Generic[D]):
     __slots__ = ("word", "words", "star", "hash", "is_hash", "destinations")
 
@@ -55,7 +64,7 @@ class _Node(Generic[D]):
         self.hash: _Node[D] | None = None
         self.is_hash = word == "#"  # reached by a ``#`` edge: it may also eat the next word and stay
         # destinations bound with the pattern ending here: None, the lone one, or a dict used as an ordered set
-        self.destinations: D | dict[D, None] | None = None
+        self.destinations: D | _Several[D] | None = None
 
     def child(self, word: str) -> _Node[D] | None:
         if word == "*":
@@ -63,7 +72,7 @@ class _Node(Generic[D]):
         if word == "#":
             return self.hash
         words = self.words
-        if type(words) is dict:
+        if isinstance(words, dict):
             return words.get(word)
         return words if words is not None and words.word == word else None
 
@@ -76,7 +85,7 @@ class _Node(Generic[D]):
             self.hash = node
         elif self.words is None:
             self.words = node
-        elif type(self.words) is dict:
+        elif isinstance(self.words, dict):
             self.words[word] = node
         else:
             self.words = {self.words.word: self.words, word: node}
@@ -87,7 +96,7 @@ class _Node(Generic[D]):
             self.star = None
         elif word == "#":
             self.hash = None
-        elif type(self.words) is dict:
+        elif isinstance(self.words, dict):
             del self.words[word]
             if len(self.words) == 1:
                 self.words = next(iter(self.words.values()))
@@ -98,15 +107,15 @@ class _Node(Generic[D]):
         current = self.destinations
         if current is None:
             self.destinations = destination
-        elif type(current) is dict:
+        elif type(current) is _Several:
             current[destination] = None
         elif current != destination:
-            self.destinations = {current: None, destination: None}
+            self.destinations = _Several({current: None, destination: None})
 
     def remove_destination(self, destination: D) -> bool:
         """Remove ``destination`` from this node; False when it was not there."""
         current = self.destinations
-        if type(current) is dict:
+        if type(current) is _Several:
             if destination not in current:
                 return False
             del current[destination]
@@ -167,12 +176,15 @@ class TopicTrie(Generic[D]):
             for node in current:
                 words = node.words
                 if words is not None:
-                    if type(words) is dict:
+                    # ``type() is`` on the final class narrows both branches; isinstance(words, dict) costs
+                    # 26 ns to say no here, this 13 (timeit)
+                    if type(words) is _Node:
+                        if words.word == word:
+                            following.append(words)
+                    else:
                         child = words.get(word)
                         if child is not None:
                             following.append(child)
-                    elif words.word == word:
-                        following.append(words)
                 if node.star is not None:
                     following.append(node.star)
                 if node.is_hash:
@@ -184,7 +196,7 @@ class TopicTrie(Generic[D]):
         for node in current:
             destinations = node.destinations
             if destinations is not None:
-                if type(destinations) is dict:
+                if type(destinations) is _Several:
                     matched.extend(destinations)
                 else:
                     matched.append(destinations)
@@ -211,9 +223,9 @@ def _enter(nodes: list[_Node[D]]) -> list[_Node[D]]:
                 continue
             seen.add(node)
         entered.append(node)
-        node = node.hash
-        while node is not None and node not in seen:
-            seen.add(node)
-            entered.append(node)
-            node = node.hash
+        behind = node.hash
+        while behind is not None and behind not in seen:
+            seen.add(behind)
+            entered.append(behind)
+            behind = behind.hash
     return entered

@@ -20,7 +20,7 @@ from ..errors import cc_not_array
 from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
-from .exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, new_exchange
+from .exchanges import EXCHANGE_TYPES, DefaultExchange, Destination, Exchange, new_exchange
 from .flow import MemoryFlow
 from .message import Message
 from .queue import Queue
@@ -34,8 +34,6 @@ BUILTIN_EXCHANGES = (
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
 )
-
-Destination = Queue | Exchange
 
 
 class VirtualHost:
@@ -79,13 +77,16 @@ class VirtualHost:
             # fast path (most messages): one key, and the exchange routes straight to queues
             destinations = exchange.route(message, message.routing_key)
             if destinations:
-                for destination in destinations:  # a loop, not all(<generator>): measured 0.48 → 0.18 µs (timeit)
+                # a loop, not all(<generator>): measured 0.48 → 0.18 µs (timeit); appending, not list(destinations)
+                # after the loop, so the list is typed as queues: 123 → 112 ns for one queue, 346 → 400 for ten
+                direct: list[Queue] = []
+                for destination in destinations:
                     if destination.kind != "queue":
                         break
+                    direct.append(destination)
                 else:
-                    routed = list(destinations)
-                    exchange.stat_publish_out += len(routed)
-                    return routed
+                    exchange.stat_publish_out += len(direct)
+                    return direct
         keys = (message.routing_key, *message.extra_routing_keys)
         queues: dict[str, Queue] = {}
         seen: set[str] = set()
@@ -223,36 +224,40 @@ class VirtualHost:
 
     def restore(self, recovered: Recovered) -> None:
         """Rebuild durable definitions and persistent messages recovered from the store."""
-        for record in recovered.exchanges:
-            if record.vhost == self.name and record.type in EXCHANGE_TYPES:
-                self.exchanges[record.name] = new_exchange(
+        for exchange_record in recovered.exchanges:
+            if exchange_record.vhost == self.name and exchange_record.type in EXCHANGE_TYPES:
+                self.exchanges[exchange_record.name] = new_exchange(
                     self,
-                    record.type,
-                    record.name,
-                    record.durable,
-                    record.auto_delete,
-                    record.internal,
-                    record.arguments,
+                    exchange_record.type,
+                    exchange_record.name,
+                    exchange_record.durable,
+                    exchange_record.auto_delete,
+                    exchange_record.internal,
+                    exchange_record.arguments,
                 )
-        for record in recovered.queues:
-            if record.vhost == self.name:
-                self.queues[record.name] = Queue.from_record(self, record)
-        for record in recovered.bindings:
-            exchange = self.exchanges.get(record.source)
-            pool = self.queues if record.destination_kind == "queue" else self.exchanges
-            destination = pool.get(record.destination)
-            if record.vhost == self.name and exchange is not None and destination is not None:
-                exchange.bind(destination, record.routing_key, dict(record.arguments))
+        for queue_record in recovered.queues:
+            if queue_record.vhost == self.name:
+                self.queues[queue_record.name] = Queue.from_record(self, queue_record)
+        for binding in recovered.bindings:
+            exchange = self.exchanges.get(binding.source)
+            destination: Destination | None = (
+                self.queues.get(binding.destination)
+                if binding.destination_kind == "queue"
+                else self.exchanges.get(binding.destination)
+            )
+            if binding.vhost == self.name and exchange is not None and destination is not None:
+                exchange.bind(destination, binding.routing_key, dict(binding.arguments))
                 if destination.kind == "queue":
-                    destination.bindings.add((exchange.name, record.routing_key))
+                    destination.bindings.add((exchange.name, binding.routing_key))
         for (vhost, queue_name), messages in recovered.messages.items():
             queue = self.queues.get(queue_name)
             if vhost == self.name and queue is not None:
-                for message_id, record in messages:
-                    if isinstance(record, StoredMessage):
-                        queue.restore(message_id, None, record.body_size, record.expires_at)
+                for message_id, message_record in messages:
+                    if isinstance(message_record, StoredMessage):
+                        queue.restore(message_id, None, message_record.body_size, message_record.expires_at)
                     else:
-                        queue.restore(message_id, Message.from_record(record), expires_at=record.expires_at)
+                        message = Message.from_record(message_record)
+                        queue.restore(message_id, message, expires_at=message_record.expires_at)
 
 
 def sender_selected(message: Message) -> Message:

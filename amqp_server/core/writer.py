@@ -23,18 +23,25 @@ _FRAME_HEADER = struct.Struct(">BHI")
 class Writer:
     """The frames queued for one peer since the I/O layer last took them."""
 
-    __slots__ = ("outbox", "on_output", "frame_max")
+    __slots__ = ("outbox", "on_output", "frame_max", "writable")
 
     def __init__(self, on_output: Callable[[], None] | None = None, frame_max: int = FRAME_MIN_SIZE) -> None:
-        self.outbox: list[bytes] = []
+        self.outbox: list[bytes | memoryview] = []  # memoryview: a large body's frames are slices of it, not copies
         self.on_output = on_output
         self.frame_max = frame_max
+        self.writable = True  # transport flow control (the I/O layer's pause/resume): no deliveries while False
 
     def send(self, data: bytes) -> None:
         """Queue encoded frames."""
         if not self.outbox and self.on_output is not None:
             self.on_output()
         self.outbox.append(data)
+
+    def send_frames(self, frames: list[bytes | memoryview]) -> None:
+        """Queue the pieces of one encoded command (a delivery: method, header and body frames)."""
+        if not self.outbox and self.on_output is not None:
+            self.on_output()
+        self.outbox += frames
 
     def send_method(self, channel_id: int, method: PamqpMethod) -> None:
         self.send(method_frame(channel_id, method))

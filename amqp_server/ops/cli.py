@@ -29,6 +29,7 @@ broker's).  They exit with 0 on success, 1 when the change cannot be made
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import ssl
 import sys
@@ -128,7 +129,24 @@ def _config_failure(error: ConfigError) -> int:
 # ------------------------------------------------------------------ admin subcommands
 
 
+def _subcommand(
+    common: argparse.ArgumentParser,
+    group: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace, Config], str | None],
+    help_text: str,
+    *arguments: str,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` to ``group``: the ``common`` options, positional ``arguments``, its handler."""
+    sub = group.add_parser(name, parents=[common], help=help_text, description=help_text)
+    for argument in arguments:
+        sub.add_argument(argument)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
 def admin_parser() -> argparse.ArgumentParser:
+    """The admin command line: a table of subcommand names to their handlers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help=f"the broker's data dir [{env_name('data_dir')}]")
     common.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
@@ -136,20 +154,7 @@ def admin_parser() -> argparse.ArgumentParser:
         prog="amqp-server", description="Manage users, vhosts, permissions and definitions of an amqp-server data dir."
     )
     groups = parser.add_subparsers(dest="group", required=True)
-
-    def command(
-        group: Any,
-        name: str,
-        handler: Callable[[argparse.Namespace, Config], str | None],
-        help_text: str,
-        *arguments: str,
-    ) -> argparse.ArgumentParser:
-        sub = group.add_parser(name, parents=[common], help=help_text, description=help_text)
-        for argument in arguments:
-            sub.add_argument(argument)
-        sub.set_defaults(handler=handler)
-        return sub
-
+    command = functools.partial(_subcommand, common)
     users = groups.add_parser("users", help="users and passwords").add_subparsers(dest="action", required=True)
     add = command(users, "add", _users_add, "add a user", "name", "password")
     add.add_argument("--tags", default="", help="comma-separated tags, e.g. administrator,management")

@@ -34,7 +34,7 @@ from storage.factory import open_store
 
 from .. import __version__
 from ..core.broker import Broker
-from ..core.exchanges import UnsupportedExchangeType, new_exchange
+from ..core.exchanges import Exchange, UnsupportedExchangeType, new_exchange
 from ..core.queue import Queue
 from ..core.vhost import VirtualHost
 from ..errors import AMQPError
@@ -59,48 +59,15 @@ UNSUPPORTED_SECTIONS = ("policies", "parameters", "global_parameters", "topic_pe
 def export_from(broker: Broker) -> dict[str, Any]:
     """The broker's definitions as RabbitMQ exports them."""
     access = broker.access
-    exchanges, queues, bindings = [], [], []
-    for vhost in broker.vhosts.values():
-        for exchange in vhost.exchanges.values():
-            if exchange.name and not exchange.name.startswith("amq."):
-                exchanges.append(
-                    {
-                        "name": exchange.name,
-                        "vhost": vhost.name,
-                        "type": exchange.type_name,
-                        "durable": exchange.durable,
-                        "auto_delete": exchange.auto_delete,
-                        "internal": exchange.internal,
-                        "arguments": _json_table(exchange.arguments),
-                    }
-                )
-        for queue in vhost.queues.values():
-            if queue.exclusive_owner is None:
-                queues.append(
-                    {
-                        "name": queue.name,
-                        "vhost": vhost.name,
-                        "durable": queue.durable,
-                        "auto_delete": queue.auto_delete,
-                        "arguments": _json_table(queue.arguments),
-                        "type": queue.options.queue_type,
-                    }
-                )
-        for exchange in vhost.exchanges.values():
-            if not exchange.name:
-                continue  # the default exchange's bindings are implicit
-            for destination, routing_key, arguments in exchange.bindings.values():
-                if getattr(destination, "exclusive_owner", None) is None:
-                    bindings.append(
-                        {
-                            "source": exchange.name,
-                            "vhost": vhost.name,
-                            "destination": destination.name,
-                            "destination_type": destination.kind,
-                            "routing_key": routing_key,
-                            "arguments": _json_table(arguments),
-                        }
-                    )
+    vhosts = broker.vhosts.values()
+    exchanges = [_exchange_json(vhost, exchange) for vhost in vhosts for exchange in _exported_exchanges(vhost)]
+    queues = [
+        _queue_json(vhost, queue)
+        for vhost in vhosts
+        for queue in vhost.queues.values()
+        if queue.exclusive_owner is None
+    ]
+    bindings = [binding for vhost in vhosts for binding in _exported_bindings(vhost)]
     return {
         "rabbit_version": RABBIT_VERSION,
         "rabbitmq_version": RABBIT_VERSION,
@@ -119,6 +86,51 @@ def export_from(broker: Broker) -> dict[str, Any]:
         "exchanges": exchanges,
         "bindings": bindings,
     }
+
+
+def _exported_exchanges(vhost: VirtualHost) -> Iterator[Exchange]:
+    """The exchanges a definitions file lists: not the default exchange, nor the ``amq.*`` built-ins."""
+    return (e for e in vhost.exchanges.values() if e.name and not e.name.startswith("amq."))
+
+
+def _exchange_json(vhost: VirtualHost, exchange: Exchange) -> dict[str, Any]:
+    return {
+        "name": exchange.name,
+        "vhost": vhost.name,
+        "type": exchange.type_name,
+        "durable": exchange.durable,
+        "auto_delete": exchange.auto_delete,
+        "internal": exchange.internal,
+        "arguments": _json_table(exchange.arguments),
+    }
+
+
+def _queue_json(vhost: VirtualHost, queue: Queue) -> dict[str, Any]:
+    return {
+        "name": queue.name,
+        "vhost": vhost.name,
+        "durable": queue.durable,
+        "auto_delete": queue.auto_delete,
+        "arguments": _json_table(queue.arguments),
+        "type": queue.options.queue_type,
+    }
+
+
+def _exported_bindings(vhost: VirtualHost) -> Iterator[dict[str, Any]]:
+    """The bindings of ``vhost`` but those of the default exchange (implicit) and of exclusive queues."""
+    for exchange in vhost.exchanges.values():
+        if not exchange.name:
+            continue  # the default exchange's bindings are implicit
+        for destination, routing_key, arguments in exchange.bindings.values():
+            if getattr(destination, "exclusive_owner", None) is None:
+                yield {
+                    "source": exchange.name,
+                    "vhost": vhost.name,
+                    "destination": destination.name,
+                    "destination_type": destination.kind,
+                    "routing_key": routing_key,
+                    "arguments": _json_table(arguments),
+                }
 
 
 def _json_table(table: dict[str, Any]) -> dict[str, Any]:

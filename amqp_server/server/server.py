@@ -66,37 +66,13 @@ async def _serve(
     on_listening: Callable[[str, int, Broker], None] | None,
 ) -> None:
     loop = asyncio.get_running_loop()
-    access, vhost_names = ops_access.startup_access(config)
-    broker = Broker(
-        store=store,
-        access=access,
-        clock=loop.time,
-        limits=Limits(
-            channel_max=config.channel_max,
-            frame_max=config.frame_max,
-            heartbeat=config.heartbeat,
-            handshake_timeout=config.handshake_timeout,
-            max_message_size=config.max_message_size,
-        ),
-    )
-    ops_access.apply_to_broker(broker, access, vhost_names)
-    if config.load_definitions is not None:
-        counts = definitions.import_file(broker, config.load_definitions)
-        definitions.save_broker_access(config.data_dir, broker)
-        log.info("imported definitions from %s: %s", config.load_definitions, counts)
+    broker = _open_broker(config, store, loop.time)
     gc.freeze()  # recovered messages are long-lived: keep them out of later full collections
     recovered = sum(queue.message_count for vhost in broker.vhosts.values() for queue in vhost.queues.values())
     persister = Persister(store, broker.sync_barrier)
     timers = SchedulerDriver(broker.scheduler)
     connections = Connections(config.max_connections)
-    broker.flow.high_watermark = config.memory_high_watermark
-
-    def apply_flow() -> None:
-        for protocol in list(connections.protocols):
-            protocol.apply_flow()
-
-    broker.alarms.on_change = apply_flow
-    broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
+    _watch_resources(config, broker, connections)
     broker.stats.start()  # statistics for the management API: one sample of every object each 5 s
     servers = [
         await loop.create_server(
@@ -121,12 +97,7 @@ async def _serve(
             signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:  # before the listening line: whoever reads it may stop us at once
             loop.add_signal_handler(signum, stop.set)
-        host, port = servers[0].sockets[0].getsockname()[:2]
-        # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format.
-        print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
-        if tls is not None:
-            tls_host, tls_port = servers[1].sockets[0].getsockname()[:2]
-            print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
+        host, port = _announce_listening(config, servers)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         if on_listening is not None:
@@ -143,6 +114,52 @@ async def _serve(
         timers.stop()
         await _close_connections(connections)
         await persister.drain()
+
+
+def _open_broker(config: Config, store: Store, clock: Callable[[], float]) -> Broker:
+    """The broker over the recovered ``store``, with its users, vhosts and any definitions to load."""
+    access, vhost_names = ops_access.startup_access(config)
+    broker = Broker(
+        store=store,
+        access=access,
+        clock=clock,
+        limits=Limits(
+            channel_max=config.channel_max,
+            frame_max=config.frame_max,
+            heartbeat=config.heartbeat,
+            handshake_timeout=config.handshake_timeout,
+            max_message_size=config.max_message_size,
+        ),
+    )
+    ops_access.apply_to_broker(broker, access, vhost_names)
+    if config.load_definitions is not None:
+        counts = definitions.import_file(broker, config.load_definitions)
+        definitions.save_broker_access(config.data_dir, broker)
+        log.info("imported definitions from %s: %s", config.load_definitions, counts)
+    return broker
+
+
+def _watch_resources(config: Config, broker: Broker, connections: Connections) -> None:
+    """Memory and disk alarms: each change of an alarm is applied to every connection's flow."""
+    broker.flow.high_watermark = config.memory_high_watermark
+
+    def apply_flow() -> None:
+        for protocol in list(connections.protocols):
+            protocol.apply_flow()
+
+    broker.alarms.on_change = apply_flow
+    broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
+
+
+def _announce_listening(config: Config, servers: list[asyncio.Server]) -> tuple[str, int]:
+    """Print where the broker listens (plain first, then amqps if any); returns the plain host and port."""
+    host, port = servers[0].sockets[0].getsockname()[:2]
+    # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format.
+    print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
+    if len(servers) > 1:
+        tls_host, tls_port = servers[1].sockets[0].getsockname()[:2]
+        print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
+    return host, port
 
 
 def free_disk_space(path: Path) -> int:
