@@ -295,3 +295,33 @@ def test_the_scheduler_samples_every_five_seconds_on_the_wall_grid() -> None:
     assert clocks.broker.stats.previous == int(T0 * 1000) + 10000
     clocks.broker.stats.stop()
     assert scheduler.next_deadline() is None
+
+
+def test_a_second_tick_in_one_slot_is_ignored_and_deleted_queues_are_forgotten() -> None:
+    clocks = Clocks()
+    peer = open_peer(clocks.broker)
+    declare(peer, "q")
+    clocks.tick()
+    stats = clocks.broker.stats
+    last = stats.last
+    stats.tick(last)  # type: ignore[arg-type]
+    assert (stats.last, stats.previous) == (last, None)
+    queue = vhost_queue(clocks)
+    assert queue in stats._tracks
+    peer.send_method(1, commands.Queue.Delete(queue="q"))
+    peer.frames()
+    clocks.tick()
+    assert queue not in stats._tracks
+
+
+def test_a_direct_reply_counts_as_a_no_ack_delivery() -> None:
+    clocks = Clocks()
+    requester, responder = open_peer(clocks.broker), open_peer(clocks.broker)
+    requester.send_method(1, commands.Basic.Consume(queue="amq.rabbitmq.reply-to", consumer_tag="r", no_ack=True))
+    requester.frames()
+    key = channel_of(requester).replies.key
+    assert key is not None
+    responder.send(publish(1, key, b"answer"))
+    requester.frames()
+    stats = clocks.view().channel(channel_of(requester))["message_stats"]
+    assert (stats["deliver_no_ack"], stats["deliver"]) == (1, 0)
