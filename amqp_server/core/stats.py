@@ -110,7 +110,10 @@ class Series:
 
     def prune(self, oldest: int) -> None:
         """Forget samples older than ``oldest``, keeping the one that still gives the value at ``oldest``."""
-        index = bisect.bisect_right(self.times, oldest) - 1
+        times = self.times
+        if len(times) < 2 or times[1] > oldest:
+            return
+        index = bisect.bisect_right(times, oldest) - 1
         if index > 0:
             del self.times[:index]
             del self.values[:index]

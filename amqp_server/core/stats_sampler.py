@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from .scheduler import Scheduler, Timer
@@ -134,23 +134,26 @@ class Census:
 
 QUEUE, EXCHANGE, CHANNEL, CONNECTION = "queue", "exchange", "channel", "connection"
 
-_Reader = Callable[[Any, Census], Values]
-_GROUPS: dict[str, tuple[tuple[tuple[str, ...], _Reader], ...]] = {
-    QUEUE: (
-        (QUEUE_PUBLISH, lambda queue, census: (queue.sample()[0],)),
-        (DELIVER, lambda queue, census: _read_queue_deliver(queue)),
-        (LENGTHS, lambda queue, census: census.lengths(queue)),
-    ),
-    EXCHANGE: (
-        (PUBLISH_IN, lambda exchange, census: (exchange.stat_publish_in,)),
-        (PUBLISH_OUT, lambda exchange, census: (exchange.stat_publish_out,)),
-    ),
-    CHANNEL: (
-        (FINE, lambda channel, census: _read_channel_fine(channel)),
-        (DELIVER, lambda channel, census: _read_channel_deliver(channel)),
-    ),
-    CONNECTION: ((DATA, lambda connection, census: _read_connection_data(connection)),),
+_GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {
+    QUEUE: (QUEUE_PUBLISH, DELIVER, LENGTHS),
+    EXCHANGE: (PUBLISH_IN, PUBLISH_OUT),
+    CHANNEL: (FINE, DELIVER),
+    CONNECTION: (DATA,),
 }
+
+
+def _read(kind: str, subject: Any, census: Census) -> tuple[Values, ...]:
+    """The values of each of ``kind``'s groups (``_GROUPS[kind]``), read from ``subject`` now."""
+    if kind == QUEUE:
+        published, ready, _ = subject.sample()
+        unacked = census.unacked.get(subject)
+        held = unacked[0] if unacked is not None else 0
+        return ((published,), _read_queue_deliver(subject), (ready, held, ready + held))
+    if kind == EXCHANGE:
+        return ((subject.stat_publish_in,), (subject.stat_publish_out,))
+    if kind == CHANNEL:
+        return (_read_channel_fine(subject), _read_channel_deliver(subject))
+    return (_read_connection_data(subject),)
 
 
 class _Track:
@@ -166,18 +169,19 @@ class _Track:
         self.changed = now  # wall ms of the last tick that saw a counter move (or of discovery)
         self.capacity: deque[float] = deque(maxlen=CAPACITY_SAMPLES)
 
-    def sample(self, timestamp: int, census: Census) -> list[Values]:
-        groups = _GROUPS[self.kind]
-        if not self.series:
-            self.series = [Series(timestamp) for _ in groups]
-        values = [read(self.subject, census) for _, read in groups]
+    def sample(self, timestamp: int, census: Census) -> tuple[Values, ...]:
+        values = _read(self.kind, self.subject, census)
+        series = self.series
+        if not series:
+            series = self.series = [Series(timestamp) for _ in values]
         changed = False
-        oldest = timestamp - RETENTION_MS
-        for series, value in zip(self.series, values, strict=True):
-            changed |= series.add(timestamp, value)
-            series.prune(oldest)
-        if changed:
+        for one, value in zip(series, values, strict=True):
+            if one.add(timestamp, value):
+                changed = True
+        if changed:  # a series grows only when it changes: only then can it need pruning
             self.changed = timestamp
+            for one in series:
+                one.prune(timestamp - RETENTION_MS)
         return values
 
 
@@ -322,20 +326,28 @@ class Sampler:
         self._refresh()
         census = Census(self._channels())
         vhosts = {name: self._retired.get(name, _Totals()).copy() for name in self._broker.vhosts}
+        lengths = {name: [0, 0] for name in vhosts}  # ready, unacked: summed in place (no tuple per queue)
         for track in self._tracks.values():
             values = track.sample(timestamp, census)
             totals = vhosts.get(track.vhost)
             if totals is None:
                 continue
-            if track.kind == CHANNEL:
+            kind = track.kind
+            if kind == QUEUE:
+                ready, unacked, _ = values[2]
+                summed = lengths[track.vhost]
+                summed[0] += ready
+                summed[1] += unacked
+                if track.subject.consumers:
+                    track.capacity.append(_capacity(track.subject.consumers, ready))
+            elif kind == CHANNEL:
                 totals.add_channel(values[0], values[1])
-            elif track.kind == CONNECTION:
+            elif kind == CONNECTION:
                 totals.data = add(totals.data, values[0])
-            elif track.kind == QUEUE:
-                totals.lengths = add(totals.lengths, values[2])
-                self._sample_capacity(track, values[2][0])
         overview = _Totals()
         for name, totals in vhosts.items():
+            ready, unacked = lengths[name]
+            totals.lengths = (ready, unacked, ready + unacked)
             self._vhost_series[name] = _sample_totals(self._vhost_series.get(name), timestamp, totals)
             overview.add_totals(totals)
         for name in [name for name in self._vhost_series if name not in vhosts]:
@@ -346,11 +358,6 @@ class Sampler:
         self._churn_series.add(timestamp, self._broker.churn.values())
         self._churn_series.prune(timestamp - RETENTION_MS)
         self.previous, self.last = self.last, timestamp
-
-    def _sample_capacity(self, track: _Track, ready: int) -> None:
-        consumers = track.subject.consumers
-        if consumers:
-            track.capacity.append(_capacity(consumers, ready))
 
     def view(self, ranges: Ranges = NO_RANGES) -> View:
         """What the management API shows now, with ``ranges`` (from the request's query) for the details."""
