@@ -63,9 +63,10 @@ def test_instant_rate_falls_to_zero_once_idle() -> None:
     assert instant_rates(series, 1, Ticks(T0 + 11000, T0 + 10000, T0 + 5000)) == [0.0]
 
 
-def test_instant_rate_is_zero_for_a_new_object_and_a_stalled_sampler() -> None:
-    series = series_of((T0 + 5000, 50))
-    assert instant_rates(series, 1, Ticks(T0 + 6000, T0 + 5000, T0)) == [0.0]  # one sample: unknown
+def test_a_new_object_counts_from_zero_and_a_stalled_sampler_shows_zero() -> None:
+    series = series_of((T0 + 5000, 50))  # born after the previous sample: its counters were 0 then
+    assert instant_rates(series, 1, Ticks(T0 + 6000, T0 + 5000, T0)) == [10.0]
+    assert instant_rates(series, 1, Ticks(T0 + 6000, T0 + 5000, None)) == [0.0]  # the sampler's first tick
     old = series_of((T0, 0), (T0 + 5000, 50))
     stale = Ticks(T0 + 5000 + 3 * INTERVAL_MS, T0 + 5000, T0)
     assert instant_rates(old, 1, stale) == [0.0]

@@ -293,6 +293,7 @@ def test_the_scheduler_samples_every_five_seconds_on_the_wall_grid() -> None:
         scheduler.run_due(clocks.monotonic())
     assert clocks.broker.stats.last == int(T0 * 1000) + 15000
     assert clocks.broker.stats.previous == int(T0 * 1000) + 10000
+
     clocks.broker.stats.stop()
     assert scheduler.next_deadline() is None
 
@@ -325,3 +326,15 @@ def test_a_direct_reply_counts_as_a_no_ack_delivery() -> None:
     requester.frames()
     stats = clocks.view().channel(channel_of(requester))["message_stats"]
     assert (stats["deliver_no_ack"], stats["deliver"]) == (1, 0)
+
+
+def test_starting_takes_the_baseline_of_the_first_rates() -> None:
+    clocks = Clocks()
+    clocks.broker.stats.start()
+    assert clocks.broker.stats.last == int(T0 * 1000)
+    peer = open_peer(clocks.broker)
+    declare(peer, "q")
+    publish_many(peer, 10)
+    clocks.tick()
+    rate = clocks.view().queue(vhost_queue(clocks))["message_stats"]["publish_details"]["rate"]
+    assert rate == 2.0  # the queue did not exist at the baseline: it counts from zero there

@@ -9,7 +9,9 @@ RabbitMQ's two ways of reading a series back (``rabbit_mgmt_stats``):
 
 - no range (a plain GET): the count, and ``{"rate": r}`` where r is the difference of
   the last two samples over their interval, per second; 0.0 when the last sample is
-  older than one interval (the sampler stalled) or the object is newer than the one before;
+  older than one interval (the sampler stalled).  An object newer than the sample before
+  counts from zero there (every counter starts at 0 with its object), where RabbitMQ shows
+  0.0 until its second sample: a queue loaded as soon as it is declared shows its rate at once;
 - a ``Range`` (``?msg_rates_age=60&msg_rates_incr=5``): points from ``last`` back to
   ``first`` every ``incr`` ms, newest first, as ``samples``; the count is the newest point,
   ``rate`` the difference of the newest two over ``incr``; with more than one point also
@@ -197,7 +199,6 @@ def instant_rates(series: Series | None, width: int, ticks: Ticks) -> list[float
         series is None
         or last is None
         or previous is None
-        or series.since > previous  # one sample only: RabbitMQ's "unknown", shown as 0.0
         or last < ticks.now // INTERVAL_MS * INTERVAL_MS - INTERVAL_MS  # not live
     ):
         return [0.0] * width

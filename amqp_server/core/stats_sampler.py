@@ -246,8 +246,12 @@ class Sampler:
         return int(self._broker.wall_clock() * 1000)
 
     def start(self) -> None:
-        """Sample on the broker's scheduler from now on, on the wall clock's 5 s grid (as RabbitMQ's stamps are)."""
+        """Sample now and then on the broker's scheduler, on the wall clock's 5 s grid (as RabbitMQ's stamps are).
+
+        The first sample is the baseline the first interval's rates are measured from.
+        """
         if self._timer is None:
+            self.tick(self._wall_ms() // INTERVAL_MS * INTERVAL_MS)
             self._arm()
 
     def stop(self) -> None:
