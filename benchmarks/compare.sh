@@ -17,6 +17,7 @@
 #   FD_LIMIT    soft RLIMIT_NOFILE for our broker, capped at the hard limit (default 65536)
 #   AMQP_PERF   directory of the amqp-perf tools (default /work/shared/tools/amqp-perf)
 #   PYTHON      interpreter for our broker (default .venv/bin/python of this repo)
+#   AMQP_SERVER_MANAGEMENT_PORT  the management API's port (default 0: a free one; -1: off)
 #   KEEP_LOG=1  keep the broker's log and data dir (their path is printed)
 # Also passed through to amqp-perf: RESULTS, DRAIN_TIMEOUT, IDLE_CONNS, CHURN_CONNS, AMQP_PERF_HOME.
 # Exit status: number of failed scenario runs on our broker (amqp-perf exit != 0),
@@ -74,6 +75,8 @@ hard=$(ulimit -Hn)
 [ "$hard" = unlimited ] || [ "$FD_LIMIT" -le "$hard" ] || FD_LIMIT=$hard
 (
     ulimit -Sn "$FD_LIMIT" || exit 100
+    # the management API on a free port, not 15672 (AMQP_SERVER_MANAGEMENT_PORT=-1: measure without it)
+    export AMQP_SERVER_MANAGEMENT_PORT=${AMQP_SERVER_MANAGEMENT_PORT:-0}
     cd "$REPO" && exec "$PYTHON" -m amqp_server --host 127.0.0.1 --port 0 \
         --data-dir "$WORK/data" --log-level warning
 ) 2>"$LOG" &

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import socket
 import statistics
@@ -42,6 +43,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from amqp_server.ops.embedding import running  # noqa: E402
+
+# The broker's management API on a free port (not 15672, which another broker here may hold), unless the
+# caller's environment chooses (AMQP_SERVER_MANAGEMENT_PORT=-1 measures without the API).
+MANAGEMENT_ENV = {"AMQP_SERVER_MANAGEMENT_PORT": "0", **os.environ}
 
 RABBITMQ_REF = Path("/work/shared/tools/rabbitmq-ref.sh")
 POLL_INTERVAL_S = 0.001
@@ -158,6 +163,7 @@ def python_m_amqp_server(result: Result) -> None:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=MANAGEMENT_ENV,
     )
     try:
         result.ready_s.append(await_handshake(port, started, READY_TIMEOUT_S, lambda: child.poll() is None))

@@ -25,6 +25,7 @@ import json
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import re
 import select
 import signal
@@ -45,6 +46,10 @@ from typing import Any
 
 from pamqp import commands, frame
 from pamqp.base import Frame
+
+# The broker's management API on a free port (not 15672, which another broker here may hold), unless the
+# caller's environment chooses (AMQP_SERVER_MANAGEMENT_PORT=-1 measures without the API).
+MANAGEMENT_ENV = {"AMQP_SERVER_MANAGEMENT_PORT": "0", **os.environ}
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LISTENING_RE = re.compile(r"listening on ([0-9.]+):(\d+)")
@@ -510,6 +515,7 @@ class OwnBroker:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=MANAGEMENT_ENV,
             text=True,
         )
         port = self._await_port()

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+LISTENING = re.compile(r"^amqp-server listening on ([0-9.]+):(\d+)")
+MANAGEMENT_LISTENING = re.compile(r"^amqp-server management listening on ([0-9.]+):(\d+)")
 
 
 class BrokerProcess:
@@ -28,13 +29,21 @@ class BrokerProcess:
         self.process: subprocess.Popen[str] | None = None
         self.host = "127.0.0.1"
         self.port = 0
+        self.management_port = 0  # the management HTTP API's (a free port unless extra_args set one; 0: off)
         self.log: list[str] = []
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/"
 
+    @property
+    def http_url(self) -> str:
+        """``http://guest:guest@HOST:PORT`` of the management API."""
+        return f"http://guest:guest@{self.host}:{self.management_port}"
+
     def start(self, port: int = 0, timeout: float = 20.0) -> BrokerProcess:
+        management = [] if "--management-port" in self.extra_args else ["--management-port", "0"]
+        wants_management = "-1" not in self._flag("--management-port")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -48,6 +57,7 @@ class BrokerProcess:
                 str(self.data_dir),
                 "--log-level",
                 "info",
+                *management,
                 *self.extra_args,
             ],
             stderr=subprocess.PIPE,
@@ -57,11 +67,16 @@ class BrokerProcess:
         )
         deadline = time.monotonic() + timeout
         assert self.process.stderr is not None
-        for line in self.process.stderr:
+        for line in self.process.stderr:  # the AMQP line, then (unless off) the management one
             self.log.append(line)
             match = LISTENING.search(line)
-            if match:
+            if match and not self.port:  # the plain AMQP line (an amqps one may follow)
                 self.host, self.port = match.group(1), int(match.group(2))
+                if not wants_management:
+                    break
+            match = MANAGEMENT_LISTENING.search(line)
+            if match:
+                self.management_port = int(match.group(2))
                 break
             if time.monotonic() > deadline:
                 break
@@ -71,6 +86,12 @@ class BrokerProcess:
         # keep draining stderr so the broker never blocks on a full pipe
         threading.Thread(target=self._drain, daemon=True).start()
         return self
+
+    def _flag(self, name: str) -> list[str]:
+        """The values given to flag ``name`` in ``extra_args`` (``--flag VALUE`` or ``--flag=VALUE``)."""
+        args = list(self.extra_args)
+        values = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == name]
+        return values + [arg.split("=", 1)[1] for arg in args if arg.startswith(name + "=")]
 
     def _drain(self) -> None:
         assert self.process is not None and self.process.stderr is not None

@@ -6,6 +6,7 @@ a broker of their own (restarts, signals) use ``BrokerProcess`` directly.
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,10 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from .broker_process import BrokerProcess, external_url
+
+# Brokers the tests start by hand (python -m amqp_server …) take a free port for the management API instead of
+# 15672, so that they never collide with each other or with a broker already running here. A flag still wins.
+os.environ.setdefault("AMQP_SERVER_MANAGEMENT_PORT", "0")
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +92,28 @@ def channel(connection: pika.BlockingConnection) -> BlockingChannel:
 def unique() -> str:
     """A name no other test uses (queues persist across tests on a shared broker)."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def management(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """A broker with its management API: ``api`` (``management_client.Api`` as guest), ``url`` (AMQP),
+    ``external`` (True when ``AMQP_HTTP_URL`` and ``AMQP_URL`` name a running broker, e.g. RabbitMQ)."""
+    from .management_client import Api, external_http_url
+
+    http_url, amqp = external_http_url(), external_url()
+    if http_url is not None:
+        assert amqp is not None, "AMQP_HTTP_URL needs AMQP_URL for the same broker"
+        yield SimpleNamespace(api=Api(http_url), url=amqp[2], host=amqp[0], port=amqp[1], external=True)
+        return
+    process = BrokerProcess(tmp_path_factory.mktemp("management-data")).start()
+    try:
+        yield SimpleNamespace(
+            api=Api(f"http://127.0.0.1:{process.management_port}"),
+            url=process.url,
+            host=process.host,
+            port=process.port,
+            external=False,
+            process=process,
+        )
+    finally:
+        process.stop()

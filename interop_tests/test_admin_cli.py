@@ -1,10 +1,9 @@
 """The admin command line (``amqp-server users|vhosts|permissions|definitions …``), run as a process against
 real broker processes (and in-process for listings and refusals, which need no broker).
 
-Changes to users, vhosts and permissions reach a running broker when it
-reloads ``access.json`` (it polls about every second; tests wait at most
-``RELOAD_TIMEOUT``).  Definitions export/import work on a stopped broker's data
-dir and say so clearly when a broker holds it.  Invalid configuration exits
+Changes to users, vhosts and permissions reach a running broker through its
+management API (tested in ``test_cli_management``).  Definitions export/import work
+on a stopped broker's data dir and say so clearly when a broker holds it.  Invalid configuration exits
 with 2 and one line, without a traceback.
 """
 
@@ -13,13 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
-import pika
-import pika.exceptions
 import pytest
 
 from amqp_server.ops.cli import main as cli_main
@@ -28,8 +23,6 @@ from .broker_process import BrokerProcess
 from .pika_helpers import connect
 
 REPO = Path(__file__).resolve().parent.parent
-RELOAD_TIMEOUT = 10.0
-T = TypeVar("T")
 
 
 def cli(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,26 +38,6 @@ def ok(*args: str, data_dir: Path) -> str:
     return result.stdout
 
 
-def eventually(attempt: Callable[[], T]) -> T:
-    """``attempt()`` once it stops raising AMQP errors (the broker reloads access.json), within RELOAD_TIMEOUT."""
-    deadline = time.monotonic() + RELOAD_TIMEOUT
-    while True:
-        try:
-            return attempt()
-        except pika.exceptions.AMQPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-def login_refused(broker: BrokerProcess, user: str, password: str) -> bool:
-    try:
-        connect(broker, user, password).close()
-    except pika.exceptions.ProbableAuthenticationError:
-        return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """One broker for the tests that change it while it runs (each uses its own user and vhost names)."""
@@ -76,45 +49,6 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]
 
 
 # ------------------------------------------------------------------ while the broker runs
-
-
-def test_user_added_while_running_can_log_in(running: BrokerProcess) -> None:
-    ok("users", "add", "carol", "carol-pw", "--tags", "management", data_dir=running.data_dir)
-    ok("permissions", "set", "carol", "/", ".*", ".*", ".*", data_dir=running.data_dir)
-    connection = eventually(lambda: connect(running, "carol", "carol-pw"))
-    connection.channel().queue_declare("", exclusive=True)
-    connection.close()
-
-
-def test_user_deleted_while_running_can_no_longer_log_in(running: BrokerProcess) -> None:
-    ok("users", "add", "dave", "dave-pw", data_dir=running.data_dir)
-    ok("permissions", "set", "dave", "/", ".*", ".*", ".*", data_dir=running.data_dir)
-    eventually(lambda: connect(running, "dave", "dave-pw")).close()
-    ok("users", "delete", "dave", data_dir=running.data_dir)
-    deadline = time.monotonic() + RELOAD_TIMEOUT
-    while not login_refused(running, "dave", "dave-pw"):
-        assert time.monotonic() < deadline, "dave can still log in"
-        time.sleep(0.1)
-
-
-def test_vhost_added_while_running_can_be_opened(running: BrokerProcess) -> None:
-    ok("vhosts", "add", "staging", data_dir=running.data_dir)
-    ok("permissions", "set", "guest", "staging", ".*", ".*", ".*", data_dir=running.data_dir)
-    connection = eventually(lambda: connect(running, vhost="staging"))
-    connection.channel().queue_declare("in-staging")
-    connection.close()
-
-
-def test_vhost_deleted_while_running_closes_its_connections(running: BrokerProcess) -> None:
-    ok("vhosts", "add", "doomed", data_dir=running.data_dir)
-    ok("permissions", "set", "guest", "doomed", ".*", ".*", ".*", data_dir=running.data_dir)
-    connection = eventually(lambda: connect(running, vhost="doomed"))
-    ok("vhosts", "delete", "doomed", data_dir=running.data_dir)
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as caught:
-        deadline = time.monotonic() + RELOAD_TIMEOUT
-        while time.monotonic() < deadline:
-            connection.process_data_events(time_limit=0.1)
-    assert (caught.value.reply_code, caught.value.reply_text) == (320, "CONNECTION_FORCED - vhost 'doomed' is deleted")
 
 
 def test_definitions_export_is_refused_while_the_broker_runs(running: BrokerProcess, tmp_path: Path) -> None:

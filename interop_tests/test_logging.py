@@ -25,6 +25,8 @@ from .broker_process import BrokerProcess
 from .raw_client import RawClient
 
 LISTENING_LINE = re.compile(r"^amqp-server listening on 127\.0\.0\.1:(\d+), data dir (.+)$")
+# every line printed for tooling rather than logged: the AMQP one and the management API's
+PRINTED_LINE = re.compile(r"^amqp-server (management )?listening on ")
 TEXT_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: .+$")
 TIMEOUT = 10.0
 
@@ -57,7 +59,7 @@ def lines(process: BrokerProcess) -> list[str]:
 
 def records(process: BrokerProcess) -> list[dict[str, Any]]:
     """Every JSON record so far (the listening line is the one line that is not JSON)."""
-    return [json.loads(line) for line in lines(process) if not LISTENING_LINE.match(line)]
+    return [json.loads(line) for line in lines(process) if not PRINTED_LINE.match(line)]
 
 
 def wait_for(process: BrokerProcess, predicate: Callable[[Any], bool], parse: Callable = records) -> Any:
@@ -99,7 +101,7 @@ def test_text_mode_prints_the_listening_line_and_timestamped_records(text_broker
     wait_for(text_broker, lambda line: "recovered 0 messages" in line, parse=lines)
     listening = [line for line in lines(text_broker) if LISTENING_LINE.match(line)]
     assert listening == [f"amqp-server listening on 127.0.0.1:{text_broker.port}, data dir {text_broker.data_dir}"]
-    others = [line for line in lines(text_broker) if line and not LISTENING_LINE.match(line)]
+    others = [line for line in lines(text_broker) if line and not PRINTED_LINE.match(line)]
     assert others and all(TEXT_RECORD.match(line) for line in others), others
 
 

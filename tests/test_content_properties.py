@@ -16,12 +16,9 @@ the access reload are error boundaries too.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import struct
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from pamqp import commands
@@ -29,10 +26,6 @@ from pamqp import commands
 from amqp_server.core import channel as channel_module
 from amqp_server.core.broker import Broker
 from amqp_server.core.confirms import SyncBarrier
-from amqp_server.ops import access as ops_access
-from amqp_server.ops import definitions
-from amqp_server.server import server as server_module
-from amqp_server.server.protocol import Connections
 from amqp_server.wire.content import decode_properties
 from amqp_server.wire.properties import MAX_NESTING, ContentHeader, PropertiesError, check_properties
 from storage.api import MessageRecord
@@ -403,80 +396,6 @@ def test_a_failing_sync_callback_is_logged_and_the_others_still_run(caplog):
     )
     assert ran == [("callback", True), (2, 7, True)]
     assert sum(1 for record in caplog.records if record.exc_info) == 2
-
-
-def run_access_watch(broker: Broker, polls: list) -> None:
-    """Run the server's access.json watcher until ``polls`` has three entries (bounded)."""
-
-    async def main() -> None:
-        config = SimpleNamespace(data_dir=Path("/nonexistent"), loopback_users=("guest",))
-        task = asyncio.create_task(server_module._watch_access(config, broker, Connections()))
-        try:
-
-            async def three_polls() -> None:
-                while len(polls) < 3 and not task.done():
-                    await asyncio.sleep(0)
-
-            await asyncio.wait_for(three_polls(), timeout=10)
-        finally:
-            task.cancel()
-
-    asyncio.run(main())
-
-
-def test_a_failing_access_reload_is_logged_and_the_next_poll_still_runs(monkeypatch, caplog):
-    broker = Broker(clock=FakeClock())
-    access = broker.access
-    polls: list[int] = []
-
-    class Watcher:
-        data_dir = Path("/nonexistent")
-
-        def __init__(self, *args: object) -> None:
-            pass
-
-        def poll(self):
-            polls.append(1)
-            if len(polls) == 1:
-                raise RuntimeError("boom")
-            return (access, ["/", "added"]) if len(polls) == 2 else None
-
-    monkeypatch.setattr(ops_access, "AccessWatcher", Watcher)
-    monkeypatch.setattr(server_module, "ACCESS_POLL_INTERVAL", 0)
-    run_access_watch(broker, polls)
-    assert len(polls) >= 3 and "added" in broker.vhosts
-    assert_logged_with_traceback(caplog)
-
-
-def test_one_vhost_that_fails_to_delete_does_not_stop_the_others(monkeypatch, caplog):
-    broker = Broker(clock=FakeClock())
-    broker.add_vhost("a")
-    broker.add_vhost("b")
-    access = broker.access
-    polls: list[int] = []
-    deleted = []
-
-    class Watcher:
-        data_dir = Path("/nonexistent")
-
-        def __init__(self, *args: object) -> None:
-            pass
-
-        def poll(self):
-            polls.append(1)
-            return (access, ["/"]) if len(polls) == 1 else None
-
-    def delete_vhost(broker: Broker, name: str) -> None:
-        if name == "a":
-            raise RuntimeError("boom")
-        deleted.append(name)
-
-    monkeypatch.setattr(ops_access, "AccessWatcher", Watcher)
-    monkeypatch.setattr(server_module, "ACCESS_POLL_INTERVAL", 0)
-    monkeypatch.setattr(definitions, "delete_vhost", delete_vhost)
-    run_access_watch(broker, polls)
-    assert deleted == ["b"] and len(polls) >= 3
-    assert_logged_with_traceback(caplog)
 
 
 def nested(depth: int) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from pamqp import commands
 
 from amqp_server.core.access import AccessControl, Permission, hash_password
 from amqp_server.core.broker import Broker
-from amqp_server.ops.access import ACCESS_FILE, AccessWatcher, apply_to_broker, edit_access, load_access, save_access
+from amqp_server.ops.access import ACCESS_FILE, apply_to_broker, edit_access, load_access, save_access
 from amqp_server.ops.definitions import delete_vhost, export_from, import_file, import_into, open_offline_broker
 from amqp_server.ops.errors import DefinitionsError
 
@@ -539,33 +538,6 @@ def test_edit_saves_on_success_only(tmp_path: Path) -> None:
             raise RuntimeError("abandoned")
     access, vhosts = load_access(tmp_path)
     assert "app" in access.users and vhosts == ["/", "prod"]
-
-
-def test_watcher_reports_each_save_once(tmp_path: Path) -> None:
-    watcher = AccessWatcher(tmp_path)
-    assert watcher.poll() is None
-    access = AccessControl.default()
-    access.add_user("app", "pw")
-    save_access(tmp_path, access, ["/"])
-    reloaded = watcher.poll()
-    assert reloaded is not None and "app" in reloaded[0].users
-    assert watcher.poll() is None
-    access.delete_user("app")
-    save_access(tmp_path, access, ["/", "prod"])
-    reloaded = watcher.poll()
-    assert reloaded is not None and "app" not in reloaded[0].users and reloaded[1] == ["/", "prod"]
-
-
-def test_watcher_keeps_the_current_state_when_the_file_is_broken(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    save_access(tmp_path, AccessControl.default(), ["/"])
-    watcher = AccessWatcher(tmp_path)
-    (tmp_path / ACCESS_FILE).write_text("{broken")
-    with caplog.at_level(logging.ERROR, logger="amqp_server.access"):
-        assert watcher.poll() is None
-    assert "keeping the current users and permissions" in caplog.text
-    assert watcher.poll() is None  # reported once, not at every poll
 
 
 def test_apply_to_broker_installs_access_and_reports_removed_vhosts() -> None:

@@ -1,8 +1,9 @@
 """The package layering, checked on every run by parsing imports (``ast``, nothing is imported).
 
 The rules (ARCHITECTURE.md): ``wire/`` is a codec and imports nothing from ``core/`` or
-``server/``; only ``server/`` (the asyncio adapter) imports asyncio; ``storage/`` imports
-nothing from ``amqp_server``; and ``core/`` has no import cycle.  Imports under
+``server/``; only ``server/`` and ``http/`` (the asyncio adapters) import asyncio; ``http/``
+reaches the core only through ``core.operations``; ``storage/`` imports nothing from
+``amqp_server``; and ``core/`` has no import cycle.  Imports under
 ``if TYPE_CHECKING:`` count: a type-only import that reaches back is still an object
 reaching back.
 """
@@ -14,8 +15,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Modules outside server/ allowed to import asyncio: none (the HTTP layer will be the next).
-ASYNCIO_ALLOWED: set[str] = set()
+# Packages besides server/ allowed to import asyncio (and aiohttp): the management HTTP API.
+ASYNCIO_PACKAGES = ("amqp_server.server", "amqp_server.http")
+# What http/ may import from amqp_server: the core's facade, the operations helpers and the error texts.
+HTTP_MAY_IMPORT = (
+    "amqp_server.core.operations",
+    "amqp_server.ops",
+    "amqp_server.errors",
+    "amqp_server.http",
+    "amqp_server.__version__",
+)
 
 
 def module_name(path: Path) -> str:
@@ -67,11 +76,29 @@ def test_only_server_imports_asyncio() -> None:
     bad = {
         module
         for module, imported_set in sources("amqp_server", "storage").items()
-        if not within(module, "amqp_server.server")
-        and module not in ASYNCIO_ALLOWED
-        and any(within(imported, "asyncio") for imported in imported_set)
+        if not any(within(module, package) for package in ASYNCIO_PACKAGES)
+        and any(within(imported, "asyncio") or within(imported, "aiohttp") for imported in imported_set)
     }
     assert not bad
+
+
+def test_http_reaches_the_core_only_through_operations() -> None:
+    modules = sources("amqp_server/http")
+    assert modules  # the check must see the package
+    bad = {
+        (module, imported)
+        for module, imported_set in modules.items()
+        for imported in imported_set
+        if within(imported, "amqp_server")
+        and imported != "amqp_server"
+        and not any(within(imported, allowed) for allowed in HTTP_MAY_IMPORT)
+    }
+    assert not bad
+
+
+def test_operations_is_sans_io() -> None:
+    imported = sources("amqp_server/core")["amqp_server.core.operations"]
+    assert not {name for name in imported if name.split(".")[0] in ("asyncio", "aiohttp", "socket", "selectors")}
 
 
 def test_storage_imports_nothing_from_amqp_server() -> None:

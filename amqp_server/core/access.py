@@ -70,6 +70,15 @@ class Permission:
         return bool(pattern) and re.fullmatch(pattern, name) is not None
 
 
+@dataclass(frozen=True)
+class TopicPermission:
+    """RabbitMQ's topic permission on one topic exchange: regexes for the routing keys a user may publish
+    with (write) and bind with (read).  Stored, listed, exported and imported; not enforced yet."""
+
+    write: str = ".*"
+    read: str = ".*"
+
+
 # Checks that passed, remembered until this many (then forgotten all at once, like the topic route cache).
 # Keyed by resource name, so churned names (amq.gen-… queues, per-request exchanges) fill it with names
 # that are gone: at ~265 B an entry (the key and the name it keeps alive) the old limit of 100,000 let it
@@ -85,6 +94,7 @@ class AccessControl:
         self._allowed: set[tuple[str, str, str, str, str]] = set()  # checks that passed, until a change
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost) → permission
+        self.topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}  # (user, vhost, exchange) → …
         self.loopback_users = loopback_users  # may only connect from 127.0.0.1 / ::1, as in RabbitMQ
 
     @classmethod
@@ -107,6 +117,8 @@ class AccessControl:
         self.users.pop(name, None)
         for key in [key for key in self.permissions if key[0] == name]:
             del self.permissions[key]
+        for topic_key in [key for key in self.topic_permissions if key[0] == name]:
+            del self.topic_permissions[topic_key]
         self._allowed.clear()
 
     def set_permission(self, user: str, vhost: str, permission: Permission) -> None:

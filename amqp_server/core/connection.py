@@ -132,6 +132,11 @@ class Connection:
         self._last_sent = now
         self._handshake_deadline = now + broker.limits.handshake_timeout
         self._close_deadline = 0.0
+        # what the management API shows: set by the I/O layer (local_address, tls) or counted here
+        self.local_address = ""  # "HOST:PORT" of our end of the socket
+        self.tls = False
+        self.auth_mechanism = ""
+        self.connected_at = broker.wall_clock()
         self.opened = False  # got to connection.open-ok (counted in the broker's churn)
         self.recv_oct = self.recv_cnt = 0  # bytes and reads from the peer (stats_sampler reads them)
         self.send_oct = self.send_cnt = 0  # bytes and writes to it
@@ -440,8 +445,7 @@ class Connection:
         """A channel finished closing; its number may be opened again."""
         channel = self.channels.pop(channel_id, None)
         if channel is not None:
-            self.broker.churn.channel_closed += 1
-            self.broker.stats.channel_closed(channel, self.vhost.name)
+            self.broker.stats.channel_closed(channel, self.vhost.name)  # its counts stay in the vhost's, churn too
 
     # ------------------------------------------------------------- handshake
 
@@ -496,6 +500,7 @@ class Connection:
                 else invalid_auth_response()
             )
         username, password = credentials
+        self.auth_mechanism = method.mechanism
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
             log.warning(
                 "login refused for user '%s' from %s",
@@ -538,9 +543,7 @@ class Connection:
             raise vhost_not_found(method.virtual_host)
         if not self.broker.access.may_open(self.username, vhost.name):
             raise vhost_access_refused(vhost.name, self.username)
-        self.vhost = vhost
-        self.state = State.OPEN
-        self.opened = True
+        self.vhost, self.state, self.opened = vhost, State.OPEN, True
         self.broker.churn.connection_created += 1
         self.send_method(0, commands.Connection.OpenOk())
 
@@ -560,7 +563,6 @@ class Connection:
     # -------------------------------------------------------------- teardown
 
     def _release_channels(self) -> None:
-        self.broker.churn.channel_closed += len(self.channels)
         for channel in list(self.channels.values()):
             channel.release()
             self.broker.stats.channel_closed(channel, self.vhost.name)
@@ -574,8 +576,7 @@ class Connection:
         self.state = State.CLOSED
         self.broker.connections.discard(self)
         if self.opened:
-            self.broker.churn.connection_closed += 1
-            self.broker.stats.connection_closed(self)
+            self.broker.stats.connection_closed(self)  # its octets stay in the vhost's, churn too
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

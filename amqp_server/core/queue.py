@@ -174,6 +174,11 @@ class Queue:
         return self._next_id - 1 - self._published_before, len(self._ready), self._ready_bytes
 
     @property
+    def ready_bytes(self) -> int:
+        """Body bytes of the ready messages (what x-max-length-bytes limits; the management API shows it)."""
+        return self._ready_bytes
+
+    @property
     def persisted(self) -> bool:
         """Whether the queue is in the store: durable, and not exclusive (an exclusive queue dies with its
         connection, so after a restart it is gone either way — RabbitMQ deletes it on recovery)."""

@@ -303,11 +303,13 @@ class Sampler:
 
     def channel_closed(self, channel: Any, vhost: str) -> None:
         """A channel closed: what it counted stays in its vhost's message_stats (not the hot path)."""
+        self._broker.churn.channel_closed += 1
         self._retired_of(vhost).add_channel(_read_channel_fine(channel), _read_channel_deliver(channel))
         self._tracks.pop(channel, None)
 
     def connection_closed(self, connection: Any) -> None:
         """A connection (past connection.open) closed: its octets stay in its vhost's."""
+        self._broker.churn.connection_closed += 1
         retired = self._retired_of(connection.vhost.name)
         retired.data = add(retired.data, _read_connection_data(connection))
         self._tracks.pop(connection, None)

@@ -12,9 +12,11 @@ hashes)::
 Without the file the broker has RabbitMQ's out-of-the-box setup: ``guest``/``guest``,
 administrator, every permission on ``/``.  Writes are atomic (temporary file,
 fsync, rename, fsync of the directory), so a reader sees the old file or the new
-one, never half of it.  The admin CLI edits it under an flock on ``access.lock``
-(``edit_access``); the running broker notices with ``AccessWatcher.poll`` and
-installs the new state with ``apply_to_broker``.
+one, never half of it.  Every writer edits it under an flock on ``access.lock``
+(``edit_access``): the admin CLI while no broker runs on the data dir, the
+management API of a running broker (which installs the new state at once), the
+broker itself at start (``startup_access``, then ``apply_to_broker``).  A running
+broker does not watch the file: the CLI goes through its API (``ops.running``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.access import HASHING_ALGORITHM, AccessControl, Permission, User, check_password
+from ..core.access import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission, User, check_password
 from .config import Config
 from .errors import ConfigError, DefinitionsError, NotFound
 from .validation import json_lists, json_string, must_exist, regex_problem, tags_from
@@ -123,11 +125,42 @@ def _set_permission_from_json(access: AccessControl, vhosts: Container[str], ite
     access.set_permission(user, vhost, Permission(*patterns))
 
 
+def topic_permission_to_json(user: str, vhost: str, exchange: str, permission: TopicPermission) -> dict[str, str]:
+    return {"user": user, "vhost": vhost, "exchange": exchange, "write": permission.write, "read": permission.read}
+
+
+def topic_permissions_to_json(access: AccessControl) -> list[dict[str, str]]:
+    return [topic_permission_to_json(*key, permission) for key, permission in access.topic_permissions.items()]
+
+
+def import_topic_permissions(data: dict[str, Any], access: AccessControl, vhosts: Container[str]) -> int:
+    """Apply a ``topic_permissions`` section (already checked to be a list); its users and vhosts must exist."""
+    items = data.get("topic_permissions", [])
+    for i, item in enumerate(items):
+        where = f"topic_permissions[{i}]"
+        user, vhost = json_string(item, "user", where), json_string(item, "vhost", where)
+        exchange = json_string(item, "exchange", where, allow_empty=True)
+        patterns = [json_string(item, key, where, allow_empty=True) for key in ("write", "read")]
+        try:
+            must_exist("user", user, access.users)
+            must_exist("vhost", vhost, vhosts)
+        except NotFound as error:
+            raise DefinitionsError(f"{where}: {error}") from None
+        for pattern in patterns:
+            problem = regex_problem(pattern)
+            if problem is not None:
+                raise DefinitionsError(f"{where}: {problem}")
+        access.topic_permissions[(user, vhost, exchange)] = TopicPermission(*patterns)
+    return len(items)
+
+
 def remove_vhost(access: AccessControl, vhosts: list[str], name: str) -> None:
     """Forget a vhost and every permission on it."""
     vhosts.remove(name)
     for key in [key for key in access.permissions if key[1] == name]:
         del access.permissions[key]
+    for topic_key in [key for key in access.topic_permissions if key[1] == name]:
+        del access.topic_permissions[topic_key]
 
 
 # ------------------------------------------------------------------ the file
@@ -140,6 +173,7 @@ def to_json(access: AccessControl, vhosts: list[str]) -> dict[str, Any]:
         "permissions": [
             permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
         ],
+        "topic_permissions": topic_permissions_to_json(access),
     }
 
 
@@ -147,9 +181,10 @@ def from_json(data: Any, loopback_users: tuple[str, ...] = ("guest",)) -> tuple[
     if not isinstance(data, dict):
         raise DefinitionsError("expected a JSON object with users, vhosts and permissions")
     access = AccessControl(loopback_users)
-    json_lists(data, ("users", "vhosts", "permissions"))
+    json_lists(data, ("users", "vhosts", "permissions", "topic_permissions"))
     vhosts = [DEFAULT_VHOST]  # always there, as the broker always has it
     import_sections(data, access, vhosts, vhosts.append)
+    import_topic_permissions(data, access, vhosts)
     return access, vhosts
 
 
@@ -219,7 +254,7 @@ def edit_access(
         save_access(data_dir, access, vhosts)
 
 
-# ------------------------------------------------------------------ at start, and while running
+# ------------------------------------------------------------------ at start
 
 
 def apply_config(access: AccessControl, vhosts: list[str], config: Config) -> bool:
@@ -272,34 +307,6 @@ def startup_access(config: Config) -> tuple[AccessControl, list[str]]:
         if apply_config(access, vhosts, config) or not exists:
             save_access(config.data_dir, access, vhosts)
     return access, vhosts
-
-
-class AccessWatcher:
-    """Tells a running broker when ``access.json`` was replaced (by the admin CLI) — poll it every second or so."""
-
-    def __init__(self, data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)) -> None:
-        self.data_dir = Path(data_dir)
-        self.loopback_users = loopback_users
-        self._seen = self._signature()
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            stat = os.stat(self.data_dir / ACCESS_FILE)
-        except FileNotFoundError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size  # each save is a new file: a new inode
-
-    def poll(self) -> tuple[AccessControl, list[str]] | None:
-        """The new state if the file changed since the last poll; ``None`` if not, or if it is invalid (logged)."""
-        signature = self._signature()
-        if signature == self._seen:
-            return None
-        self._seen = signature
-        try:
-            return load_access(self.data_dir, self.loopback_users)
-        except (OSError, DefinitionsError) as error:
-            log.error("keeping the current users and permissions: %s", error)
-            return None
 
 
 def apply_to_broker(broker: Broker, access: AccessControl, vhosts: list[str]) -> list[str]:

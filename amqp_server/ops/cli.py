@@ -7,9 +7,11 @@ TOML file named by ``--config`` (``port``); flag > environment > file > default
 the broker with them.  Invalid configuration exits with code 2 and one line
 naming the key.
 
-Admin subcommands edit the users, vhosts and permissions in
-``<data dir>/access.json`` (a running broker reloads it within a second) or,
-for definitions, the data dir's store (only while no broker runs on it)::
+Admin subcommands change the users, vhosts and permissions of a data dir: through
+the management API of the broker running on it (``ops.running`` finds it; the change
+takes effect at once; ``--username``/``--password`` as for the API commands), or, when
+no broker runs there, by editing ``<data dir>/access.json``.  Definitions export and
+import work on the data dir's store, only while no broker runs on it::
 
     amqp-server users add NAME PASSWORD [--tags administrator,management]
     amqp-server users delete NAME
@@ -23,7 +25,9 @@ for definitions, the data dir's store (only while no broker runs on it)::
 
 Each takes ``--data-dir`` and ``--config`` (the data dir is resolved like the
 broker's).  They exit with 0 on success, 1 when the change cannot be made
-(with a message on stderr), 2 on a usage or configuration error.
+(with a message on stderr), 2 on a usage or configuration error.  The commands that
+work on a running broker only through its API (``list``, ``declare``, ``publish`` …)
+are in ``ops.api_commands``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import ssl
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -43,10 +48,13 @@ from storage.fileio import DataDirLocked
 from .. import __version__
 from ..core.access import Permission
 from ..core.broker import Broker
-from .access import DEFAULT_VHOST, edit_access, load_access, locked, remove_vhost
+from . import running
+from .access import DEFAULT_VHOST, AccessControl, load_access, locked, remove_vhost, save_access
+from .api_commands import API_COMMANDS, api_main, connection_options, credentials
 from .config import CONFIG_ENV, OPTIONS, Config, env_name, load_config
 from .definitions import delete_vhost, export_from, import_file, open_offline_broker, save_broker_access
-from .errors import AccessError, ConfigError, DefinitionsError, flag_name
+from .errors import AccessError, AlreadyExists, ConfigError, DefinitionsError, NotFound, flag_name
+from .http_client import ApiRequestError, ManagementClient, segment
 from .logging import setup as setup_logging
 from .validation import must_be_new, must_exist, regex_problem, split_list
 
@@ -67,7 +75,8 @@ def broker_parser() -> argparse.ArgumentParser:
         description="A RabbitMQ-compatible AMQP 0-9-1 broker.",
         epilog="Each flag can also be set by the environment variable in brackets or by its key in the "
         "--config file; flags win over the environment, which wins over the file. Admin commands: "
-        "amqp-server {users,vhosts,permissions,definitions} --help.",
+        "amqp-server {users,vhosts,permissions,definitions} --help; on a running broker, through its "
+        "management API: amqp-server {list,declare,delete,purge,bind,unbind,publish,get,close} --help.",
     )
     parser.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
     for key, option in OPTIONS.items():
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ADMIN_COMMANDS:
         return admin_main(argv)
+    if argv and argv[0] in API_COMMANDS:
+        return api_main(argv)
     try:
         config = parse_args(argv)
     except ConfigError as error:
@@ -150,6 +161,7 @@ def admin_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help=f"the broker's data dir [{env_name('data_dir')}]")
     common.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
+    connection_options(common, with_location=False)  # for a running broker's API
     parser = argparse.ArgumentParser(
         prog="amqp-server", description="Manage users, vhosts, permissions and definitions of an amqp-server data dir."
     )
@@ -210,7 +222,7 @@ def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int
         return _config_failure(error)
     try:
         message = args.handler(args, config)
-    except (AdminError, AccessError, DefinitionsError) as error:
+    except (AdminError, AccessError, DefinitionsError, ApiRequestError) as error:
         print(f"amqp-server: {error}", file=sys.stderr)
         return 1
     if message:
@@ -218,17 +230,83 @@ def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int
     return 0
 
 
+Edit = Callable[[AccessControl, list[str]], None]
+Online = Callable[[ManagementClient], None]
+
+
+def _change_access(args: argparse.Namespace, config: Config, offline: Edit, online: Online) -> None:
+    """``offline`` on access.json when no broker runs on the data dir, else ``online`` through its API.
+
+    The probe happens under ``access.lock``, which a starting broker waits for before it reads
+    the file (see ``ops.running``): no change can fall between the two.
+    """
+    with locked(config.data_dir):
+        if running.probe(config.data_dir) is None:
+            access, vhosts = load_access(config.data_dir, config.loopback_users)
+            offline(access, vhosts)
+            save_access(config.data_dir, access, vhosts)
+            return
+    found = running.wait_published(config.data_dir)
+    if found is None:  # it stopped meanwhile: the file is the truth again
+        _change_access(args, config, offline, online)
+        return
+    if not found.management_url:
+        state = "is still starting" if not found.published else "runs with its management API turned off"
+        raise AdminError(
+            f"a broker (pid {found.pid or 'unknown'}) {state} on data dir {config.data_dir}: users, vhosts and "
+            "permissions of a running broker change through its management API (--management-port); stop the "
+            "broker to edit its files instead"
+        )
+    online(ManagementClient(found.management_url, *credentials(args, os.environ)))
+
+
+def _exists(client: ManagementClient, path: str) -> bool:
+    try:
+        client.get(path)
+    except ApiRequestError as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def _deleted(client: ManagementClient, path: str) -> bool:
+    """DELETE ``path``; False if there was nothing (404)."""
+    try:
+        client.request("DELETE", path)
+    except ApiRequestError as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
 def _users_add(args: argparse.Namespace, config: Config) -> str:
-    with edit_access(config.data_dir, config.loopback_users) as (access, _):
+    tags = split_list(args.tags)
+
+    def offline(access: AccessControl, vhosts: list[str]) -> None:
         must_be_new("user", args.name, access.users)
-        access.add_user(args.name, args.password, split_list(args.tags))
+        access.add_user(args.name, args.password, tags)
+
+    def online(client: ManagementClient) -> None:
+        if _exists(client, f"/users/{segment(args.name)}"):
+            raise AlreadyExists("user", args.name)
+        client.request("PUT", f"/users/{segment(args.name)}", {"password": args.password, "tags": tags})
+
+    _change_access(args, config, offline, online)
     return f"added user '{args.name}'"
 
 
 def _users_delete(args: argparse.Namespace, config: Config) -> str:
-    with edit_access(config.data_dir, config.loopback_users) as (access, _):
+    def offline(access: AccessControl, vhosts: list[str]) -> None:
         must_exist("user", args.name, access.users)
         access.delete_user(args.name)
+
+    def online(client: ManagementClient) -> None:
+        if not _deleted(client, f"/users/{segment(args.name)}"):
+            raise NotFound("user", args.name)
+
+    _change_access(args, config, offline, online)
     return f"deleted user '{args.name}'"
 
 
@@ -238,26 +316,44 @@ def _users_list(args: argparse.Namespace, config: Config) -> str:
 
 
 def _vhosts_add(args: argparse.Namespace, config: Config) -> str:
-    with edit_access(config.data_dir, config.loopback_users) as (_, vhosts):
+    def offline(access: AccessControl, vhosts: list[str]) -> None:
         must_be_new("vhost", args.name, vhosts)
         vhosts.append(args.name)
+
+    def online(client: ManagementClient) -> None:
+        path = f"/vhosts/{segment(args.name)}"
+        if _exists(client, path):
+            raise AlreadyExists("vhost", args.name)
+        client.request("PUT", path)
+        # the API grants its caller every permission on a vhost it creates; rabbitmqctl add_vhost (and this
+        # command on a stopped broker) grants nobody anything
+        _deleted(client, f"/permissions/{segment(args.name)}/{segment(client.username)}")
+
+    _change_access(args, config, offline, online)
     return f"added vhost '{args.name}'"
 
 
 def _vhosts_delete(args: argparse.Namespace, config: Config) -> str:
-    """A running broker deletes the vhost's contents when it reloads; otherwise they are deleted here."""
+    """A running broker closes the vhost's connections and deletes its contents; otherwise they are deleted here."""
     if args.name == DEFAULT_VHOST:
         raise AccessError(
             f"vhost '{DEFAULT_VHOST}' cannot be deleted: it always exists (remove its permissions instead)"
         )
-    with edit_access(config.data_dir, config.loopback_users) as (access, vhosts):
+
+    def offline(access: AccessControl, vhosts: list[str]) -> None:
         must_exist("vhost", args.name, vhosts)
         try:
             with open_offline_broker(config.data_dir, config.loopback_users) as broker:
                 delete_vhost(broker, args.name)
-        except DataDirLocked:
-            pass  # a broker is running: it deletes the contents when it reloads access.json
+        except DataDirLocked as error:  # not a broker (it would hold running.json): an offline import or export
+            raise AdminError(f"cannot delete the contents of vhost '{args.name}' now: {error}") from None
         remove_vhost(access, vhosts, args.name)
+
+    def online(client: ManagementClient) -> None:
+        if not _deleted(client, f"/vhosts/{segment(args.name)}"):
+            raise NotFound("vhost", args.name)
+
+    _change_access(args, config, offline, online)
     return f"deleted vhost '{args.name}'"
 
 
@@ -270,17 +366,37 @@ def _permissions_set(args: argparse.Namespace, config: Config) -> str:
         problem = regex_problem(pattern)
         if problem is not None:
             raise AccessError(f"permissions set: {problem}")
-    with edit_access(config.data_dir, config.loopback_users) as (access, vhosts):
+    permission = Permission(args.configure, args.write, args.read)
+
+    def offline(access: AccessControl, vhosts: list[str]) -> None:
         must_exist("user", args.user, access.users)
         must_exist("vhost", args.vhost, vhosts)
-        access.set_permission(args.user, args.vhost, Permission(args.configure, args.write, args.read))
+        access.set_permission(args.user, args.vhost, permission)
+
+    def online(client: ManagementClient) -> None:
+        if not _exists(client, f"/users/{segment(args.user)}"):
+            raise NotFound("user", args.user)
+        if not _exists(client, f"/vhosts/{segment(args.vhost)}"):
+            raise NotFound("vhost", args.vhost)
+        body = {"configure": permission.configure, "write": permission.write, "read": permission.read}
+        client.request("PUT", f"/permissions/{segment(args.vhost)}/{segment(args.user)}", body)
+
+    _change_access(args, config, offline, online)
     return f"set permissions of user '{args.user}' in vhost '{args.vhost}'"
 
 
 def _permissions_clear(args: argparse.Namespace, config: Config) -> str:
-    with edit_access(config.data_dir, config.loopback_users) as (access, _):
+    missing = AccessError(f"user '{args.user}' has no permissions in vhost '{args.vhost}'")
+
+    def offline(access: AccessControl, vhosts: list[str]) -> None:
         if access.permissions.pop((args.user, args.vhost), None) is None:
-            raise AccessError(f"user '{args.user}' has no permissions in vhost '{args.vhost}'")
+            raise missing
+
+    def online(client: ManagementClient) -> None:
+        if not _deleted(client, f"/permissions/{segment(args.vhost)}/{segment(args.user)}"):
+            raise missing
+
+    _change_access(args, config, offline, online)
     return f"cleared permissions of user '{args.user}' in vhost '{args.vhost}'"
 
 

@@ -153,6 +153,7 @@ class PermissionDefinition:
 class Config:
     host: str = "127.0.0.1"
     port: int = 5672
+    management_port: int = 15672  # the management HTTP API; 0 picks a free port, -1 turns it off
     data_dir: Path = default_data_dir()
     log_level: str = "info"
     heartbeat: int = 60
@@ -231,6 +232,11 @@ def _existing_file(value: Path | None) -> str | None:
 OPTIONS: dict[str, Option] = {
     "host": Option("str", "address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)", _not_empty),
     "port": Option("int", "TCP port (default 5672; 0 picks a free port and logs it)", _between(0, 65535)),
+    "management_port": Option(
+        "int",
+        "management HTTP API port, on the same host (default 15672; 0 picks a free port; -1 turns the API off)",
+        _between(-1, 65535),
+    ),
     "data_dir": Option("path", "where durable data lives (default ~/.local/share/amqp-server)"),
     "log_level": Option(
         "str",

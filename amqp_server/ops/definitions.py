@@ -8,8 +8,8 @@ comma-separated string on import); exchanges, queues and bindings carry vhost,
 name, type, durable, auto_delete, internal and arguments.  Built-in exchanges
 (``''`` and ``amq.*``), exclusive queues and the default exchange's implicit
 bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
-RabbitMQ.  Policies, parameters and topic permissions are exported empty; on
-import they are reported as ignored.
+RabbitMQ.  Topic permissions are exported and imported (stored, not enforced).
+Policies and parameters are exported empty; on import they are reported as ignored.
 
 Import order is users, vhosts, permissions, exchanges, queues, bindings; what
 already exists is kept (declared exchanges and queues are not redeclared).
@@ -41,16 +41,18 @@ from ..errors import AMQPError
 from .access import (
     apply_to_broker,
     import_sections,
+    import_topic_permissions,
     load_access,
     permission_to_json,
     save_access,
+    topic_permissions_to_json,
     user_to_json,
 )
 from .errors import DefinitionsError
 from .validation import json_lists, json_object, json_string
 
 RABBIT_VERSION = "3.10.8"  # the definitions format written (RabbitMQ's version field)
-UNSUPPORTED_SECTIONS = ("policies", "parameters", "global_parameters", "topic_permissions")
+UNSUPPORTED_SECTIONS = ("policies", "parameters", "global_parameters")
 
 
 # ------------------------------------------------------------------ export
@@ -78,7 +80,7 @@ def export_from(broker: Broker) -> dict[str, Any]:
         "permissions": [
             permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
         ],
-        "topic_permissions": [],
+        "topic_permissions": topic_permissions_to_json(access),
         "parameters": [],
         "global_parameters": [],
         "policies": [],
@@ -159,11 +161,25 @@ def import_into(broker: Broker, data: Any) -> dict[str, int]:
     """Import RabbitMQ definitions into ``broker``; returns counts of what was created, and of ignored sections."""
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
-    json_lists(data, ("users", "vhosts", "permissions", "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS))
+    json_lists(
+        data,
+        (
+            "users",
+            "vhosts",
+            "permissions",
+            "topic_permissions",
+            "exchanges",
+            "queues",
+            "bindings",
+            *UNSUPPORTED_SECTIONS,
+        ),
+    )
     counts = {
         **import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
         **dict.fromkeys(("exchanges", "queues", "bindings"), 0),
     }
+    if data.get("topic_permissions"):
+        counts["topic_permissions"] = import_topic_permissions(data, broker.access, broker.vhosts)
     for i, item in enumerate(data.get("exchanges", [])):
         counts["exchanges"] += _import_exchange(broker, item, f"exchanges[{i}]")
     for i, item in enumerate(data.get("queues", [])):

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .config import Config
+from .running import connect_host
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -55,7 +56,7 @@ class RunningBroker:
 
     def vhost_url(self, name: str) -> str:
         """The URL of virtual host ``name`` on this broker (``/`` is spelled as the empty path)."""
-        host = _connect_host(self.host)
+        host = connect_host(self.host)
         path = "" if name == "/" else quote(name, safe="")
         return f"amqp://guest:guest@{host}:{self.port}/{path}"
 
@@ -91,7 +92,8 @@ def running(
     second ``running(data_dir=...)`` recovers what the first one stored.
     ``options`` are further ``Config`` fields (``heartbeat``, ``frame_max``,
     ``channel_max``, ``max_connections`` …); with ``process=True`` only
-    ``log_level`` (a command-line flag) is accepted.  In a thread the broker
+    ``log_level`` (a command-line flag) is accepted.  The management HTTP API is
+    off unless ``management_port`` is given (in a thread).  In a thread the broker
     logs through this process's ``logging`` (logger ``amqp_server``), so
     ``log_level`` matters only with ``process=True``.  ``timeout`` bounds the start.
     """
@@ -106,15 +108,6 @@ def running(
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _connect_host(host: str) -> str:
-    """The address a client on this machine uses for a broker listening on ``host``."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
 # ------------------------------------------------------------------ in a thread
 
 
@@ -124,6 +117,7 @@ def _in_thread(
 ) -> Iterator[RunningBroker]:
     from ..server.embedded import BrokerThread  # the server stack loads only when a broker starts
 
+    options = {"management_port": -1, **options}  # the HTTP API only when asked (management_port=0: a free port)
     thread = BrokerThread(Config(host=host, port=port, data_dir=data_dir, **options))
     thread.start()
     if not thread.listening.wait(timeout):

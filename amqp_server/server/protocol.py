@@ -90,6 +90,9 @@ class AMQPProtocol(asyncio.Protocol):
         address = transport.get_extra_info("peername")
         peer = f"{address[0]}:{address[1]}" if address else "?"
         self.connection = ServerConnection(self._broker, peer, self._schedule_flush, self._connections)
+        local = transport.get_extra_info("sockname")
+        self.connection.local_address = f"{local[0]}:{local[1]}" if local else "?"
+        self.connection.tls = self._tls
         self._connections.protocols.add(self)
         log.info(
             "accepted %s connection from %s",

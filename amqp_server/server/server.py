@@ -21,6 +21,8 @@ from ..core.broker import Broker, Limits
 from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
+from ..ops.running import RunningClaim, connect_host
+from . import management_site
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
@@ -29,7 +31,6 @@ from .tls import server_context
 log = logging.getLogger("amqp_server.server")
 
 
-ACCESS_POLL_INTERVAL = 1.0  # seconds between checks of access.json, which the admin CLI edits
 SHUTDOWN_GRACE = 2.0  # seconds clients get to answer connection.close at shutdown; then their sockets are dropped
 
 
@@ -50,7 +51,11 @@ async def serve(
     tls = server_context(config)
     store = open_store(config)  # raises DataDirLocked if another broker uses the data dir
     try:
-        await _serve(config, tls, store, started, ready, stop or asyncio.Event(), on_listening)
+        claim = RunningClaim(config.data_dir)  # before access.json is read: see ops.running
+        try:
+            await _serve(config, tls, store, claim, started, ready, stop or asyncio.Event(), on_listening)
+        finally:
+            claim.release()
     finally:
         store.close()  # syncs first: a clean shutdown loses nothing
         log.info("stopped")
@@ -60,6 +65,7 @@ async def _serve(
     config: Config,
     tls: ssl.SSLContext | None,
     store: Store,
+    claim: RunningClaim,
     started: float,
     ready: asyncio.Event | None,
     stop: asyncio.Event,
@@ -80,7 +86,7 @@ async def _serve(
         )
     ]
     signals: tuple[signal.Signals, ...] = ()
-    access_watch = asyncio.create_task(_watch_access(config, broker, connections))
+    management: management_site.ManagementSite | None = None
     try:
         if tls is not None:
             servers.append(
@@ -97,7 +103,12 @@ async def _serve(
             signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:  # before the listening line: whoever reads it may stop us at once
             loop.add_signal_handler(signum, stop.set)
-        host, port = _announce_listening(config, servers)
+        listeners = _listeners(servers)
+        if config.management_port >= 0:
+            management = await management_site.start(config, broker, listeners)
+        # users, vhosts and permissions change while we run only through the API: the admin CLI finds it here
+        claim.publish(None if management is None else f"http://{connect_host(config.host)}:{management.port}")
+        host, port = _announce_listening(config, listeners, management)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         if on_listening is not None:
@@ -106,7 +117,8 @@ async def _serve(
             ready.set()
         await stop.wait()
     finally:
-        access_watch.cancel()
+        if management is not None:
+            await management.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)
         for server in servers:
@@ -151,14 +163,29 @@ def _watch_resources(config: Config, broker: Broker, connections: Connections) -
     broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
 
 
-def _announce_listening(config: Config, servers: list[asyncio.Server]) -> tuple[str, int]:
-    """Print where the broker listens (plain first, then amqps if any); returns the plain host and port."""
-    host, port = servers[0].sockets[0].getsockname()[:2]
-    # Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or format.
-    print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
+def _listeners(servers: list[asyncio.Server]) -> list[tuple[str, int, str]]:
+    """(host, port, protocol) of each AMQP listener: plain first, then amqps if any."""
+    listeners = [(*servers[0].sockets[0].getsockname()[:2], "amqp")]
     if len(servers) > 1:
-        tls_host, tls_port = servers[1].sockets[0].getsockname()[:2]
+        listeners.append((*servers[1].sockets[0].getsockname()[:2], "amqp/ssl"))
+    return listeners
+
+
+def _announce_listening(
+    config: Config, listeners: list[tuple[str, int, str]], management: management_site.ManagementSite | None
+) -> tuple[str, int]:
+    """Print where the broker listens; returns the plain AMQP host and port.
+
+    Lines that tooling (tests, benchmarks) parses for the ports: printed whatever the log level or
+    format, the AMQP one first (readers that take the first "listening on" line get the AMQP port).
+    """
+    host, port = listeners[0][:2]
+    print(f"amqp-server listening on {host}:{port}, data dir {config.data_dir}", file=sys.stderr, flush=True)
+    if len(listeners) > 1:
+        tls_host, tls_port = listeners[1][:2]
         print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
+    if management is not None:
+        print(f"amqp-server management listening on {config.host}:{management.port}", file=sys.stderr, flush=True)
     return host, port
 
 
@@ -183,33 +210,3 @@ async def _close_connections(connections: Connections) -> None:
         for protocol in stragglers:
             protocol.abort()
         await asyncio.sleep(0)  # let connection_lost release what they held
-
-
-async def _watch_access(config: Config, broker: Broker, connections: Connections) -> None:
-    """Reload access.json when the admin CLI changes it; vhosts no longer listed lose their connections and contents."""
-    watcher = ops_access.AccessWatcher(config.data_dir, config.loopback_users)
-    while True:
-        await asyncio.sleep(ACCESS_POLL_INTERVAL)
-        try:  # an error boundary: one failed reload is logged, and the next poll still runs
-            _reload_access(watcher, broker, connections)
-        except Exception:
-            log.exception("reloading %s failed", watcher.data_dir / ops_access.ACCESS_FILE)
-
-
-def _reload_access(watcher: ops_access.AccessWatcher, broker: Broker, connections: Connections) -> None:
-    reloaded = watcher.poll()
-    if reloaded is None:
-        return
-    removed = ops_access.apply_to_broker(broker, *reloaded)
-    log.info("reloaded users, vhosts and permissions from %s", watcher.data_dir / ops_access.ACCESS_FILE)
-    for protocol in list(connections.protocols):
-        if protocol.connection is not None and protocol.connection.vhost.name in removed:
-            try:
-                protocol.close(f"vhost '{protocol.connection.vhost.name}' is deleted")
-            except Exception:
-                log.exception("closing a connection of deleted vhost '%s' failed", protocol.connection.vhost.name)
-    for name in removed:
-        try:
-            definitions.delete_vhost(broker, name)
-        except Exception:
-            log.exception("deleting the contents of vhost '%s' failed", name)
