@@ -55,31 +55,14 @@ ENDPOINTS = {  # reference.json's id -> the path (capture_reference.capture_read
     "definitions.vhost": f"/api/definitions/{VH}",
 }
 
-STATS = "counters, rates and sampled figures: the stats branch (core/stats_sampler.py), not merged here yet"
+IDLE = "shown once an object was idle for a whole sample interval (5 s); the state here is read at once"
 POLICIES = "policies: the policies branch; the reference state applies ref-policy and ref-op-policy"
 ERLANG = "figures of Erlang processes and of the Erlang VM (reductions, GC, mnesia): no such thing here"
 STORE = "RabbitMQ's classic message store internals (RAM/paged-out split, queue index, backing queue)"
 CLUSTER = "clustering: mirrors, quorum members and leader, Raft files; this broker is one node"
 NODE_RATES = "rates of the node's own figures (memory, fds, sockets, disk): no sampler of them yet"
 ALLOWED: dict[str, str] = {  # field paths (a list's "[]." dropped), fnmatch patterns
-    "message_stats": STATS,
-    "message_stats.*": STATS,
-    "message_bytes": STATS,
-    "message_bytes_ready": STATS,
-    "message_bytes_unacknowledged": STATS,
-    "consumer_capacity": STATS,
-    "consumer_utilisation": STATS,
-    "idle_since": STATS,
-    "recv_cnt": STATS,
-    "send_cnt": STATS,
-    "send_pend": STATS,
-    "recv_oct*": STATS,  # a vhost's (its connections' octets); connections have theirs
-    "send_oct*": STATS,
-    "channel_c*": STATS,  # nodes' churn counters: channel_created, channel_closed (+ _details)
-    "connection_c*": STATS,
-    "queue_created*": STATS,
-    "queue_declared*": STATS,
-    "queue_deleted*": STATS,
+    "idle_since": IDLE,
     "policy": POLICIES,
     "operator_policy": POLICIES,
     "effective_policy_definition.*": POLICIES,

@@ -17,6 +17,7 @@ import datetime
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -33,6 +34,9 @@ from .flow import DISK, MEMORY
 from .interfaces import ConfirmFlusher, ConnectionPort
 from .message import Entry, Message
 from .queue import Queue
+from .stats import NO_RANGES
+from .stats import RangeError as RangeError  # re-exported: the HTTP layer answers 400 with it
+from .stats import Ranges as Ranges  # re-exported for the HTTP layer's type hints
 from .vhost import VirtualHost, sender_selected
 from .writer import Writer
 
@@ -191,6 +195,21 @@ class BrokerOperations:
             for name in sorted(EXCHANGE_TYPES)
         ]
 
+    # ------------------------------------------------------------ statistics
+
+    def stats_ranges(self, query: Mapping[str, str], ceil_lengths: bool = False) -> Ranges:
+        """The ``lengths_*``, ``msg_rates_*`` and ``data_rates_*`` ranges a request's query asks for (RabbitMQ's
+        ``*_age``/``*_incr``, seconds); ``ceil_lengths`` for one queue, as RabbitMQ. Raises ``RangeError`` (400)."""
+        return Ranges.parse(query, int(self._broker.wall_clock() * 1000), ceil_lengths)
+
+    def overview_stats(self, vhosts: Iterable[str] | None = None, ranges: Ranges = NO_RANGES) -> dict[str, Any]:
+        """The overview's ``message_stats``, ``churn_rates`` and ``queue_totals``, over ``vhosts`` (None: all)."""
+        return self._broker.stats.view(ranges).overview(vhosts)
+
+    def vhost_stats(self, name: str, ranges: Ranges = NO_RANGES) -> dict[str, Any]:
+        """A vhost's ``message_stats``, ``messages*`` and ``recv_oct``/``send_oct``, with their ``*_details``."""
+        return self._broker.stats.view(ranges).vhost(name)
+
     # ------------------------------------------------------------ exchanges
 
     def _vhost(self, name: str) -> VirtualHost:
@@ -202,12 +221,17 @@ class BrokerOperations:
     def _vhosts(self, name: str | None) -> list[VirtualHost]:
         return list(self._broker.vhosts.values()) if name is None else [self._vhost(name)]
 
-    def exchanges(self, vhost: str | None = None) -> list[dict[str, Any]]:
-        return [self._exchange_info(e) for v in self._vhosts(vhost) for e in v.exchanges.values()]
+    def exchanges(self, vhost: str | None = None, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
+        view = self._broker.stats.view(ranges)
+        return [
+            {**self._exchange_info(e), **view.exchange(e)} for v in self._vhosts(vhost) for e in v.exchanges.values()
+        ]
 
-    def exchange(self, vhost: str, name: str) -> dict[str, Any] | None:
+    def exchange(self, vhost: str, name: str, ranges: Ranges = NO_RANGES) -> dict[str, Any] | None:
         exchange = self._vhost(vhost).exchanges.get(name)
-        return None if exchange is None else self._exchange_info(exchange)
+        if exchange is None:
+            return None
+        return {**self._exchange_info(exchange), **self._broker.stats.view(ranges).exchange(exchange)}
 
     def _exchange_info(self, exchange: Exchange) -> dict[str, Any]:
         return {
@@ -248,13 +272,21 @@ class BrokerOperations:
 
     # ------------------------------------------------------------ queues
 
-    def queues(self, vhost: str | None = None) -> list[dict[str, Any]]:
+    def queues(self, vhost: str | None = None, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
+        """Each queue's info, with its statistics (message_stats, lengths with rates, utilisation, idle_since)."""
         unacked = self._unacked_counts()
-        return [self._queue_info(q, unacked) for v in self._vhosts(vhost) for q in list(v.queues.values())]
+        view = self._broker.stats.view(ranges)
+        return [
+            {**self._queue_info(q, unacked), **view.queue(q)}
+            for v in self._vhosts(vhost)
+            for q in list(v.queues.values())
+        ]
 
-    def queue(self, vhost: str, name: str) -> dict[str, Any] | None:
+    def queue(self, vhost: str, name: str, ranges: Ranges = NO_RANGES) -> dict[str, Any] | None:
         queue = self._vhost(vhost).queues.get(name)
-        return None if queue is None else self._queue_info(queue, self._unacked_counts())
+        if queue is None:
+            return None
+        return {**self._queue_info(queue, self._unacked_counts()), **self._broker.stats.view(ranges).queue(queue)}
 
     def _unacked_counts(self) -> Counter[tuple[str, str, str]]:
         """Deliveries awaiting ack, by (vhost, queue, "messages" or "bytes"): counted from the channels, which
@@ -495,8 +527,13 @@ class BrokerOperations:
 
     # ------------------------------------------------------------ connections, channels, consumers
 
-    def connections(self) -> list[dict[str, Any]]:
-        return [_connection_info(c, self.node) for c in list(self._broker.connections) if _is_open(c)]
+    def connections(self, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
+        view = self._broker.stats.view(ranges)
+        return [
+            {**_connection_info(c, self.node), **view.connection(c)}
+            for c in list(self._broker.connections)
+            if _is_open(c)
+        ]
 
     def close_connection(self, name: str, reason: str) -> bool:
         """Close the connection called ``name`` (320 CONNECTION_FORCED with ``reason``); False if there is none."""
@@ -506,9 +543,10 @@ class BrokerOperations:
                 return True
         return False
 
-    def channels(self) -> list[dict[str, Any]]:
+    def channels(self, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
+        view = self._broker.stats.view(ranges)
         return [
-            _channel_info(connection, channel, self.node)
+            {**_channel_info(connection, channel, self.node), **view.channel(channel)}
             for connection in list(self._broker.connections)
             if _is_open(connection)
             for channel in connection.channels.values()

@@ -244,3 +244,15 @@ def put_group(
 
 def add(totals: Values, more: Values) -> Values:
     return tuple(a + b for a, b in zip(totals, more, strict=True))
+
+
+def merged(parts: Sequence[Series]) -> Series:
+    """The series of the sums of ``parts`` (a management user's overview: the sum of its vhosts')."""
+    width = len(parts[0].values[0]) if parts and parts[0].values else 0
+    total = Series(min((part.since for part in parts), default=0))
+    for timestamp in sorted({stamp for part in parts for stamp in part.times}):
+        values = (0,) * width
+        for part in parts:
+            values = add(values, part.at(timestamp, width))
+        total.add(timestamp, values)
+    return total

@@ -47,6 +47,7 @@ from .stats import (
     Ticks,
     Values,
     add,
+    merged,
     put_group,
 )
 
@@ -533,15 +534,24 @@ class View:
         out.update(parts["data"])
         return out
 
-    def overview(self) -> dict[str, Any]:
-        """The overview's ``message_stats``, ``churn_rates`` and ``queue_totals`` (``{}`` while there is nothing)."""
+    def overview(self, vhosts: Iterable[str] | None = None) -> dict[str, Any]:
+        """The overview's ``message_stats``, ``churn_rates`` and ``queue_totals`` (``{}`` while there is nothing),
+        over every vhost or only ``vhosts`` (what a ``management`` user sees: the vhosts it may use)."""
+        sampler = self._sampler
+        every = list(sampler._broker.vhosts)
+        names = every if vhosts is None else [name for name in vhosts if name in sampler._broker.vhosts]
         overview = _Totals()
-        for totals in self._totals().values():
-            overview.add_totals(totals)
-        has_queues = any(vhost.queues for vhost in self._sampler._broker.vhosts.values())
-        parts = self._aggregate(overview, self._sampler._overview_series, has_queues, disk=True)
+        for name in names:
+            overview.add_totals(self._totals()[name])
+        series = sampler._overview_series
+        if names != every:  # rates of a part: the sums of its vhosts' series
+            parts_series = [sampler._vhost_series[name] for name in names if name in sampler._vhost_series]
+            series = [merged([one[i] for one in parts_series]) for i in range(4)] if parts_series else None
+        has_queues = any(sampler._broker.vhosts[name].queues for name in names)
+        parts = self._aggregate(overview, series, has_queues, disk=True)
         churn: dict[str, Any] = {}
         values = self._sampler._broker.churn.values()
         if any(values):
-            self._put(churn, CHURN, values, self._sampler._churn_series, self._ranges.msg_rates)
+            # RabbitMQ reads churn with the lengths range (``lengths_age``), not msg_rates
+            self._put(churn, CHURN, values, self._sampler._churn_series, self._ranges.lengths)
         return {"message_stats": parts["message_stats"], "churn_rates": churn, "queue_totals": parts["lengths"]}

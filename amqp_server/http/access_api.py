@@ -21,7 +21,7 @@ from aiohttp import web
 from ..ops import access as ops_access
 from ..ops.access import HASHING_ALGORITHM, AccessControl, Permission
 from ..ops.validation import regex_problem, tags_from
-from .context import Context, add, caller, context, json_body, listed, no_content, reply, visible_vhosts
+from .context import Context, add, caller, context, json_body, listed, no_content, ranges, reply, visible_vhosts
 from .errors import bad_request, not_found
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ def edit(ctx: Context, change: Callable[[AccessControl, list[str]], T]) -> T:
 # ------------------------------------------------------------------ vhosts
 
 
-def vhost_info(request: web.Request, name: str) -> dict[str, Any]:
+def vhost_info(request: web.Request, name: str, listing: bool = False) -> dict[str, Any]:
     description = DEFAULT_VHOST_DESCRIPTION if name == "/" else ""
     info: dict[str, Any] = {
         "cluster_state": {context(request).operations.node: "running"},
@@ -75,20 +75,13 @@ def vhost_info(request: web.Request, name: str) -> dict[str, Any]:
         "tags": [],
         "tracing": False,
     }
-    operations = context(request).operations
-    connections = [c for c in operations.connections() if c["vhost"] == name]
-    for key in ("recv_oct", "send_oct"):
-        info[key] = sum(c[key] for c in connections)
-        info[f"{key}_details"] = {"rate": 0.0}
-    if operations.queues(name):  # RabbitMQ shows the message counts once the vhost has queue statistics
-        for key, value in operations.queue_totals(name).items():
-            info[key] = value
-            info[f"{key}_details"] = {"rate": 0.0}
+    # message_stats, messages* and recv_oct/send_oct with rates, each once the vhost has had them
+    info.update(context(request).operations.vhost_stats(name, ranges(request, listing)))
     return info
 
 
 async def get_vhosts(request: web.Request) -> web.Response:
-    return listed(request, [vhost_info(request, name) for name in visible_vhosts(request)])
+    return listed(request, [vhost_info(request, name, listing=True) for name in visible_vhosts(request)])
 
 
 async def get_vhost(request: web.Request) -> web.Response:
