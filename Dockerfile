@@ -16,10 +16,11 @@ ENV AMQP_SERVER_HOST=0.0.0.0 \
     AMQP_SERVER_PORT=5672 \
     AMQP_SERVER_TLS_PORT=5671 \
     AMQP_SERVER_MANAGEMENT_PORT=15672 \
+    AMQP_SERVER_PROMETHEUS_PORT=15692 \
     AMQP_SERVER_DATA_DIR=/var/lib/amqp-server \
     AMQP_SERVER_LOOPBACK_USERS=""
 VOLUME /var/lib/amqp-server
-EXPOSE 5672 5671 15672
+EXPOSE 5672 5671 15672 15692
 # A real AMQP handshake (login, open vhost, close), not just an open port.
 HEALTHCHECK --interval=10s --timeout=6s --start-period=10s --retries=3 \
     CMD ["python", "-m", "amqp_server.ops.healthcheck", "--port", "5672"]

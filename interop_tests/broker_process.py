@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 LISTENING = re.compile(r"^amqp-server listening on ([0-9.]+):(\d+)")
 MANAGEMENT_LISTENING = re.compile(r"^amqp-server management listening on ([0-9.]+):(\d+)")
+PROMETHEUS_LISTENING = re.compile(r"^amqp-server prometheus listening on ([0-9.]+):(\d+)")
 
 
 class BrokerProcess:
@@ -30,6 +31,7 @@ class BrokerProcess:
         self.host = "127.0.0.1"
         self.port = 0
         self.management_port = 0  # the management HTTP API's (a free port unless extra_args set one; 0: off)
+        self.prometheus_port = 0  # the Prometheus metrics' (likewise)
         self.log: list[str] = []
 
     @property
@@ -44,6 +46,8 @@ class BrokerProcess:
     def start(self, port: int = 0, timeout: float = 20.0) -> BrokerProcess:
         management = [] if "--management-port" in self.extra_args else ["--management-port", "0"]
         wants_management = "-1" not in self._flag("--management-port")
+        prometheus = [] if "--prometheus-port" in self.extra_args else ["--prometheus-port", "0"]
+        wants_prometheus = "-1" not in self._flag("--prometheus-port")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -58,6 +62,7 @@ class BrokerProcess:
                 "--log-level",
                 "info",
                 *management,
+                *prometheus,
                 *self.extra_args,
             ],
             stderr=subprocess.PIPE,
@@ -67,16 +72,22 @@ class BrokerProcess:
         )
         deadline = time.monotonic() + timeout
         assert self.process.stderr is not None
-        for line in self.process.stderr:  # the AMQP line, then (unless off) the management one
+        for line in self.process.stderr:  # the AMQP line, then (unless off) the management and prometheus ones
             self.log.append(line)
             match = LISTENING.search(line)
             if match and not self.port:  # the plain AMQP line (an amqps one may follow)
                 self.host, self.port = match.group(1), int(match.group(2))
-                if not wants_management:
-                    break
             match = MANAGEMENT_LISTENING.search(line)
             if match:
                 self.management_port = int(match.group(2))
+            match = PROMETHEUS_LISTENING.search(line)
+            if match:
+                self.prometheus_port = int(match.group(2))
+            if (
+                self.port
+                and bool(self.management_port) >= wants_management
+                and bool(self.prometheus_port) >= (wants_prometheus)
+            ):
                 break
             if time.monotonic() > deadline:
                 break

@@ -20,8 +20,10 @@ from pika.adapters.blocking_connection import BlockingChannel
 from .broker_process import BrokerProcess, external_url
 
 # Brokers the tests start by hand (python -m amqp_server …) take a free port for the management API instead of
-# 15672, so that they never collide with each other or with a broker already running here. A flag still wins.
+# 15672 (and for Prometheus instead of 15692), so that they never collide with each other or with a broker
+# already running here. A flag still wins.
 os.environ.setdefault("AMQP_SERVER_MANAGEMENT_PORT", "0")
+os.environ.setdefault("AMQP_SERVER_PROMETHEUS_PORT", "0")
 
 
 @pytest.fixture(scope="session")

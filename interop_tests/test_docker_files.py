@@ -152,14 +152,15 @@ def test_image_runs_as_a_non_root_user_it_creates() -> None:
     )
 
 
-def test_image_exposes_amqp_amqps_and_management_and_keeps_data_in_a_volume() -> None:
+def test_image_exposes_amqp_amqps_management_and_prometheus_and_keeps_data_in_a_volume() -> None:
     exposed = {port for arguments in instruction("EXPOSE") for port in arguments.split()}
-    assert exposed == {"5672", "5671", "15672"}
+    assert exposed == {"5672", "5671", "15672", "15692"}
     assert instruction("VOLUME") == [DATA_VOLUME_PATH]
     env = dockerfile_env()
     assert env["AMQP_SERVER_DATA_DIR"] == DATA_VOLUME_PATH
     assert (env["AMQP_SERVER_PORT"], env["AMQP_SERVER_TLS_PORT"]) == ("5672", "5671")
     assert env["AMQP_SERVER_MANAGEMENT_PORT"] == "15672"
+    assert env["AMQP_SERVER_PROMETHEUS_PORT"] == "15692"
     assert env["AMQP_SERVER_HOST"] == "0.0.0.0"
 
 
@@ -184,7 +185,12 @@ def test_healthcheck_is_a_module_of_the_package() -> None:
 
 def test_compose_builds_this_directory_and_publishes_its_ports_on_loopback(service: dict) -> None:
     assert service["build"] == "."
-    assert sorted(service["ports"]) == ["127.0.0.1:15672:15672", "127.0.0.1:5671:5671", "127.0.0.1:5672:5672"]
+    assert sorted(service["ports"]) == [
+        "127.0.0.1:15672:15672",
+        "127.0.0.1:15692:15692",
+        "127.0.0.1:5671:5671",
+        "127.0.0.1:5672:5672",
+    ]
 
 
 def test_compose_keeps_data_in_a_named_volume_at_the_image_volume_path(compose: dict, service: dict) -> None:

@@ -25,8 +25,8 @@ from .broker_process import BrokerProcess
 from .raw_client import RawClient
 
 LISTENING_LINE = re.compile(r"^amqp-server listening on 127\.0\.0\.1:(\d+), data dir (.+)$")
-# every line printed for tooling rather than logged: the AMQP one and the management API's
-PRINTED_LINE = re.compile(r"^amqp-server (management )?listening on ")
+# every line printed for tooling rather than logged: the AMQP one, the management API's and Prometheus'
+PRINTED_LINE = re.compile(r"^amqp-server (management |prometheus )?listening on ")
 TEXT_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: .+$")
 TIMEOUT = 10.0
 

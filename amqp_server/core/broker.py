@@ -16,10 +16,10 @@ from storage.memory import MemoryStore
 
 from .access import AccessControl
 from .confirms import SyncBarrier
+from .counters import Counters
 from .flow import MEMORY, Alarms, DiskMonitor, MemoryFlow
 from .reply_to import ReplyToRegistry
 from .scheduler import Scheduler
-from .stats import Churn
 from .stats_sampler import Sampler
 from .vhost import VirtualHost
 
@@ -55,7 +55,7 @@ class Broker:
     # every live core.Connection (each adds itself, and leaves when it finishes): what the management API lists.
     # Typed Any: naming Connection here would make broker and connection import each other.
     connections: set[Any] = field(default_factory=set)
-    churn: Churn = field(default_factory=Churn)  # connections, channels, queues opened and closed
+    counters: Counters = field(default_factory=Counters)  # churn and closed channels' counts (Prometheus)
     stats: Sampler = field(init=False)  # message rates and lengths, sampled every 5 s (started by the server)
 
     def __post_init__(self) -> None:
@@ -79,6 +79,6 @@ class Broker:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(
-                name, self.store, self.sync_barrier, self.scheduler, self.wall_clock, self.flow, self.churn
+                name, self.store, self.sync_barrier, self.scheduler, self.wall_clock, self.flow, self.counters
             )
         return vhost

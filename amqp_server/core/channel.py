@@ -49,6 +49,7 @@ from ..wire.properties import PropertiesError, check_properties
 from . import declarations, reply_to, transaction
 from .broker_names import generated_name
 from .confirms import Confirms
+from .counters import SIZE_BUCKETS, SMALLEST_BUCKET, bucket_of
 from .dead_letter import with_headers
 from .delivery import ACK, REJECT, REQUEUE, Consumer, Source, Unacked, UnackedTable
 from .exchanges import Exchange
@@ -91,16 +92,30 @@ class Channel:
         self.prefetch_count = 0  # for consumers created from now on (global=false)
         self.global_prefetch_count = 0  # shared by the whole channel (global=true)
         self._next_delivery_tag = 1
-        # statistics (stats_sampler reads them): plain ints; deliveries with ack are what the tags leave over
-        self.stat_publish = self.stat_return_unroutable = self.stat_drop_unroutable = self.stat_nack = 0
-        self.stat_get = self.stat_get_no_ack = self.stat_get_empty = self.stat_deliver_no_ack = 0
-        self.stat_redeliver = self.stat_ack = 0
         self.confirms: Confirms | None = None  # set by confirm.select
         self.transaction: Transaction | None = None  # set by tx.select
         self.replies = DirectReplies(session.reply_to, self)  # direct reply-to: the reply consumer and key
         self.held_cancels: list[bytes] | None = None  # set while this channel's queue.delete runs
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
         self._content = Assembler(session.max_message_size)  # the publish being received
+        # Message counts, read by core/counters.py (Prometheus) and core/stats_sampler.py (management API): plain
+        # increments where the message is handled already. measured (hot_path.py, best of 5 runs of 200,000):
+        # publish → deliver (no-ack) 6.52 → 6.60 µs/msg, queued backlog → deliver 1.74 → 1.77, publish → enqueue same.
+        self.stat_sizes = [0] * (len(SIZE_BUCKETS) + 1)  # publishes by body size (counters.SIZE_BUCKETS, then larger)
+        self.stat_publish_bytes = self.stat_return_unroutable = self.stat_drop_unroutable = 0
+        self.stat_nack = 0  # confirm-mode publishes nacked (confirms.acked counts them too)
+        self.stat_get = self.stat_get_no_ack = self.stat_get_empty = self.stat_deliver_no_ack = 0
+        self.stat_redeliver = self.stat_ack = 0
+
+    @property
+    def stat_publish(self) -> int:
+        """basic.publish received: the size histogram counts each once."""
+        return sum(self.stat_sizes)
+
+    @property
+    def deliveries(self) -> int:
+        """basic.deliver and basic.get-ok sent so far: each took a delivery tag (no counting needed)."""
+        return self._next_delivery_tag - 1
 
     # ------------------------------------------------------------- frames in
 
@@ -245,6 +260,10 @@ class Channel:
                 message = self.replies.rewrite(message)
         except (ValueError, OverflowError, OSError):  # a CC/BCC value pamqp cannot decode (a far-off timestamp)
             raise malformed_properties() from None
+        # what every publish pays for the statistics: a comparison and two increments (the size histogram)
+        size = len(body)
+        self.stat_publish_bytes += size
+        self.stat_sizes[0 if size <= SMALLEST_BUCKET else bucket_of(size)] += 1
         if self.transaction is not None:
             self.transaction.publishes.append((exchange, message, method.mandatory))
             return
@@ -252,8 +271,8 @@ class Channel:
         confirms = self.confirms
         if confirms is not None:
             if rejected:  # a queue refused it (x-overflow reject-publish): tell the publisher at once
-                confirms.nacked(confirms.published)
                 self.stat_nack += 1
+                confirms.nacked(confirms.published)
                 self._confirm(confirms.published, False, ack=False)
             else:
                 confirms.routed(confirms.published, stored)
@@ -263,7 +282,6 @@ class Channel:
 
     def route(self, exchange: Exchange, message: Message, mandatory: bool) -> tuple[bool, bool]:
         """Enqueue ``message`` everywhere it routes; returns (stored, rejected by a queue)."""
-        self.stat_publish += 1
         if not exchange.name and message.routing_key.startswith(reply_to.KEY_PREFIX):
             requester = self.session.reply_to.lookup(message.routing_key)
             if requester is not None:
@@ -391,10 +409,6 @@ class Channel:
         tag = self._next_delivery_tag
         self._next_delivery_tag = tag + 1
         message = entry.message
-        redelivered = entry.redelivered
-        if redelivered:
-            self.stat_redeliver += 1
-            consumer.queue.counters.redeliver += 1
         # ``Writer.send`` inlined with the Deliver encoder: a call less per delivery. measured: a writer method
         # here cost 1.69 → 1.78 µs/msg (queued backlog → deliver) and 5.89 → 6.22 (publish → deliver) in hot_path.py
         writer = self._writer
@@ -405,7 +419,7 @@ class Channel:
             self.channel_id,
             consumer.tag_shortstr,
             tag,
-            redelivered,
+            entry.redelivered,
             message.exchange_shortstr,
             message.routing_key_shortstr,
             message.header,
@@ -417,11 +431,9 @@ class Channel:
             consumer.unacked += 1
         else:
             self.stat_deliver_no_ack += 1
-
-    @property
-    def deliveries(self) -> int:
-        """Delivery tags used: every delivery and get-ok takes one."""
-        return self._next_delivery_tag - 1
+        if entry.redelivered:  # the queue's count too (it counts its deliveries in bulk, not these)
+            self.stat_redeliver += 1
+            consumer.queue.counters.redeliver += 1
 
     def _send_content(self, method_frame: bytes, message: Message) -> None:
         self._writer.send_content(self.channel_id, method_frame, message.header, message.body)
@@ -540,7 +552,8 @@ class Channel:
             else:
                 queue.settle(entries)
                 queue.counters.ack += len(entries)
-                self.stat_ack += len(entries)
+        if outcome is ACK:
+            self.stat_ack += len(taken)  # once per basic.ack, however many it covers
         self.resume_deliveries()
 
     def _acknowledge(self, delivery_tag: int, multiple: bool, outcome: str) -> None:

@@ -137,9 +137,9 @@ class Connection:
         self.tls = False
         self.auth_mechanism = ""
         self.connected_at = broker.wall_clock()
-        self.opened = False  # got to connection.open-ok (counted in the broker's churn)
-        self.recv_oct = self.recv_cnt = 0  # bytes and reads from the peer (stats_sampler reads them)
+        self.recv_oct = self.recv_cnt = 0  # bytes and reads from the peer
         self.send_oct = self.send_cnt = 0  # bytes and writes to it
+        self._counted_open = False  # counted in broker.counters.connections_opened (closed is counted once)
         broker.connections.add(self)
 
     # ----------------------------------------------------------------- I/O side
@@ -433,7 +433,7 @@ class Connection:
         if len(self.channels) >= self.channel_max:
             raise channel_max_reached(len(self.channels), self.channel_max)
         self.channels[channel_id] = Channel(self, channel_id, self._session())
-        self.broker.churn.channel_created += 1
+        self.broker.counters.channels_opened += 1
         self.send(channel_open_ok_frame(channel_id))
 
     def _session(self) -> Session:
@@ -445,7 +445,7 @@ class Connection:
         """A channel finished closing; its number may be opened again."""
         channel = self.channels.pop(channel_id, None)
         if channel is not None:
-            self.broker.stats.channel_closed(channel, self.vhost.name)  # its counts stay in the vhost's, churn too
+            self.broker.counters.channel_closed(channel)
 
     # ------------------------------------------------------------- handshake
 
@@ -501,7 +501,9 @@ class Connection:
             )
         username, password = credentials
         self.auth_mechanism = method.mechanism
+        self.broker.counters.auth_attempts += 1
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
+            self.broker.counters.auth_failed += 1
             log.warning(
                 "login refused for user '%s' from %s",
                 username,
@@ -543,8 +545,10 @@ class Connection:
             raise vhost_not_found(method.virtual_host)
         if not self.broker.access.may_open(self.username, vhost.name):
             raise vhost_access_refused(vhost.name, self.username)
-        self.vhost, self.state, self.opened = vhost, State.OPEN, True
-        self.broker.churn.connection_created += 1
+        self.vhost = vhost
+        self.state = State.OPEN
+        self._counted_open = True
+        self.broker.counters.connections_opened += 1
         self.send_method(0, commands.Connection.OpenOk())
 
     def _on_update_secret(self, method: commands.Connection.UpdateSecret) -> None:
@@ -565,8 +569,8 @@ class Connection:
     def _release_channels(self) -> None:
         for channel in list(self.channels.values()):
             channel.release()
-            self.broker.stats.channel_closed(channel, self.vhost.name)
             channel.state = ChannelState.CLOSED  # late store syncs must not write to a dead connection
+            self.broker.counters.channel_closed(channel)
         self.channels.clear()
         for queue in [q for q in self.vhost.queues.values() if q.exclusive_owner is self]:
             self.vhost.delete_queue(queue)
@@ -575,8 +579,9 @@ class Connection:
         self._release_channels()
         self.state = State.CLOSED
         self.broker.connections.discard(self)
-        if self.opened:
-            self.broker.stats.connection_closed(self)  # its octets stay in the vhost's, churn too
+        if self._counted_open:
+            self._counted_open = False
+            self.broker.counters.connection_closed(self)  # its octets stay in its vhost's statistics
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

@@ -218,6 +218,7 @@ def _on_queue_declare(channel: ChannelPort, method: commands.Queue.Declare) -> N
         elif name.startswith("amq."):
             raise reserved_name("queue", name)
         channel.connection.check_access("configure", "queue", name)
+        vhost.counters.queues_declared += 1
         queue = vhost.queues.get(name)
         if queue is None:
             queue = Queue.with_arguments(
@@ -234,7 +235,6 @@ def _on_queue_declare(channel: ChannelPort, method: commands.Queue.Declare) -> N
             _check_queue_equivalent(queue, method, connection)
             queue.redeclared()
     channel.last_queue_name = queue.name
-    vhost.churn.queue_declared += 1
     _reply(
         channel,
         method.nowait,

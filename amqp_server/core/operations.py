@@ -29,11 +29,14 @@ from . import declarations
 from .access import AccessControl
 from .broker import Broker
 from .connection import Connection, State
+from .counters import SIZE_BUCKETS as SIZE_BUCKETS  # re-exported, as Snapshot: the Prometheus endpoints read them
 from .exchanges import EXCHANGE_TYPES, Exchange
 from .flow import DISK, MEMORY
 from .interfaces import ConfirmFlusher, ConnectionPort
 from .message import Entry, Message
 from .queue import Queue
+from .snapshot import Snapshot as Snapshot
+from .snapshot import take as take_snapshot
 from .stats import NO_RANGES
 from .stats import RangeError as RangeError  # re-exported: the HTTP layer answers 400 with it
 from .stats import Ranges as Ranges  # re-exported for the HTTP layer's type hints
@@ -188,6 +191,10 @@ class BrokerOperations:
             "disk_free_limit": broker.disk.limit,
             "disk_free_alarm": DISK in active,
         }
+
+    def snapshot(self) -> Snapshot:
+        """Every figure the Prometheus endpoints export, copied now (``core.snapshot``): safe to read off the loop."""
+        return take_snapshot(self._broker)
 
     def exchange_types(self) -> list[dict[str, Any]]:
         return [

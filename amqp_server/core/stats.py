@@ -55,28 +55,6 @@ CHURN = (
 Values = tuple[int, ...]
 
 
-class Churn:
-    """Connections and channels opened and closed, queues declared, created and deleted (counted where they are)."""
-
-    __slots__ = CHURN
-
-    def __init__(self) -> None:
-        self.connection_created = self.connection_closed = 0
-        self.channel_created = self.channel_closed = 0
-        self.queue_declared = self.queue_created = self.queue_deleted = 0
-
-    def values(self) -> Values:
-        return (
-            self.connection_created,
-            self.connection_closed,
-            self.channel_created,
-            self.channel_closed,
-            self.queue_declared,
-            self.queue_created,
-            self.queue_deleted,
-        )
-
-
 class QueueCounters:
     """What a queue counts for its message_stats: plain ints, bumped in bulk where its loops allow."""
 

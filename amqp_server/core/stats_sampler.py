@@ -10,9 +10,9 @@ knows those names.  Everything else happens off the hot path:
   its counters read into its ``Series``, and each vhost's sums into the vhost's (and the
   broker's) own series, from which rates come;
 - a vhost's (and so the overview's) message_stats are the sums over its channels and
-  connections, including those that closed: the connection calls ``channel_closed`` /
-  ``connection_closed`` as one goes, which add its last counts to the vhost's ``_retired``
-  totals (so a channel that lived less than one interval still counts);
+  connections, including those that closed: ``core/counters.Counters`` keeps what each
+  closed one counted by vhost (``retired_by_vhost``, the same counts Prometheus reads), so
+  a channel that lived less than one interval still counts;
 - unacknowledged messages are counted per queue from the channels that hold them
   (``Census``), once per tick and once per view, never on the hot path.
 
@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from .counters import CHANNEL_COUNTS, channel_counts
 from .scheduler import Scheduler, Timer
 from .stats import (
     CHURN,
@@ -40,7 +41,6 @@ from .stats import (
     PUBLISH_OUT,
     QUEUE_PUBLISH,
     RETENTION_MS,
-    Churn,
     Range,
     Ranges,
     Series,
@@ -58,21 +58,21 @@ class StatsHost(Protocol):
     vhosts: dict[str, Any]
     connections: set[Any]
     scheduler: Scheduler
-    churn: Churn
+    counters: Any  # core.counters.Counters: churn, and what closed channels and connections counted
 
     def wall_clock(self) -> float: ...
 
 
+_LISTED = frozenset(("OPEN", "CLOSING"))  # connection states RabbitMQ lists (by name: no import of connection)
 CAPACITY_SAMPLES = 12  # consumer_utilisation averages this many samples (a minute)
 
 
 # ------------------------------------------------------------------ reading the counters
 
 
-def _read_channel_fine(channel: Any) -> Values:
-    confirms = channel.confirms
-    confirmed = confirms.acked - channel.stat_nack if confirms is not None else 0
-    return (channel.stat_publish, confirmed, channel.stat_return_unroutable, channel.stat_drop_unroutable)
+def _fine_of(counts: dict[str, int]) -> Values:
+    """The publish-side group (FINE) from ``counters.channel_counts``."""
+    return (counts["publish"], counts["confirm"], counts["return_unroutable"], counts["drop_unroutable"])
 
 
 def _deliver_group(get: int, get_no_ack: int, deliver: int, deliver_no_ack: int, rest: tuple[int, int, int]) -> Values:
@@ -89,12 +89,42 @@ def _deliver_group(get: int, get_no_ack: int, deliver: int, deliver_no_ack: int,
     )
 
 
-def _read_channel_deliver(channel: Any) -> Values:
-    get, get_no_ack, deliver_no_ack = channel.stat_get, channel.stat_get_no_ack, channel.stat_deliver_no_ack
-    # every delivery and get-ok takes a delivery tag: the deliveries with ack are what the tags leave over
-    deliver = channel.deliveries - get - get_no_ack - deliver_no_ack
-    rest = (channel.stat_redeliver, channel.stat_ack, channel.stat_get_empty)
+def _deliver_of(counts: dict[str, int]) -> Values:
+    """The deliver-side group (DELIVER) from ``counters.channel_counts``: every delivery and get-ok takes a
+    delivery tag, so the deliveries with ack are what the tags leave over."""
+    get, get_no_ack, deliver_no_ack = counts["get"], counts["get_no_ack"], counts["deliver_no_ack"]
+    deliver = counts["deliveries"] - get - get_no_ack - deliver_no_ack
+    rest = (counts["redeliver"], counts["ack"], counts["get_empty"])
     return _deliver_group(get, get_no_ack, deliver, deliver_no_ack, rest)
+
+
+def _channel_groups(channel: Any) -> tuple[Values, Values]:
+    counts = channel_counts(channel)
+    return _fine_of(counts), _deliver_of(counts)
+
+
+def _churn_of(counters: Any) -> Values:
+    """RabbitMQ's churn_rates (CHURN, in its order) from the broker's ``Counters``."""
+    return (
+        counters.connections_opened,
+        counters.connections_closed,
+        counters.channels_opened,
+        counters.channels_closed,
+        counters.queues_declared,
+        counters.queues_created,
+        counters.queues_deleted,
+    )
+
+
+def _retired(counters: Any, vhost: str) -> _Totals:
+    """What ``vhost``'s closed channels and connections counted (``Counters.retired_by_vhost``)."""
+    totals = _Totals()
+    counts = counters.retired_by_vhost.get(vhost)
+    if counts:
+        full = dict.fromkeys(CHANNEL_COUNTS, 0) | counts
+        totals.fine, totals.deliver = _fine_of(full), _deliver_of(full)
+        totals.data = (counts.get("recv_oct", 0), counts.get("send_oct", 0))
+    return totals
 
 
 def _read_queue_deliver(queue: Any) -> Values:
@@ -153,7 +183,7 @@ def _read(kind: str, subject: Any, census: Census) -> tuple[Values, ...]:
     if kind == EXCHANGE:
         return ((subject.stat_publish_in,), (subject.stat_publish_out,))
     if kind == CHANNEL:
-        return (_read_channel_fine(subject), _read_channel_deliver(subject))
+        return _channel_groups(subject)
     return (_read_connection_data(subject),)
 
 
@@ -235,7 +265,6 @@ class Sampler:
     def __init__(self, broker: StatsHost) -> None:
         self._broker = broker
         self._tracks: dict[Any, _Track] = {}
-        self._retired: dict[str, _Totals] = {}  # per vhost: what its closed channels and connections counted
         self._vhost_series: dict[str, list[Series]] = {}  # per vhost: fine, deliver, data, lengths
         self._overview_series: list[Series] | None = None
         self._churn_series: Series | None = None
@@ -281,7 +310,7 @@ class Sampler:
             for exchange in vhost.exchanges.values():
                 yield exchange, EXCHANGE, vhost.name
         for connection in self._broker.connections:
-            if connection.opened:
+            if connection.state.name in _LISTED:
                 name = connection.vhost.name
                 yield connection, CONNECTION, name
                 for channel in connection.channels.values():
@@ -299,27 +328,6 @@ class Sampler:
         if len(live) != len(tracks):
             for subject in [subject for subject in tracks if subject not in live]:
                 del tracks[subject]
-        for name in [name for name in self._retired if name not in self._broker.vhosts]:
-            del self._retired[name]
-
-    def channel_closed(self, channel: Any, vhost: str) -> None:
-        """A channel closed: what it counted stays in its vhost's message_stats (not the hot path)."""
-        self._broker.churn.channel_closed += 1
-        self._retired_of(vhost).add_channel(_read_channel_fine(channel), _read_channel_deliver(channel))
-        self._tracks.pop(channel, None)
-
-    def connection_closed(self, connection: Any) -> None:
-        """A connection (past connection.open) closed: its octets stay in its vhost's."""
-        self._broker.churn.connection_closed += 1
-        retired = self._retired_of(connection.vhost.name)
-        retired.data = add(retired.data, _read_connection_data(connection))
-        self._tracks.pop(connection, None)
-
-    def _retired_of(self, vhost: str) -> _Totals:
-        totals = self._retired.get(vhost)
-        if totals is None:
-            totals = self._retired[vhost] = _Totals()
-        return totals
 
     def _channels(self) -> Iterator[Any]:
         return (track.subject for track in self._tracks.values() if track.kind == CHANNEL)
@@ -332,7 +340,8 @@ class Sampler:
             return  # the timer fired twice in one slot of the grid
         self._refresh()
         census = Census(self._channels())
-        vhosts = {name: self._retired.get(name, _Totals()).copy() for name in self._broker.vhosts}
+        counters = self._broker.counters
+        vhosts = {name: _retired(counters, name) for name in self._broker.vhosts}
         lengths = {name: [0, 0] for name in vhosts}  # ready, unacked: summed in place (no tuple per queue)
         for track in self._tracks.values():
             values = track.sample(timestamp, census)
@@ -362,7 +371,7 @@ class Sampler:
         self._overview_series = _sample_totals(self._overview_series, timestamp, overview)
         if self._churn_series is None:
             self._churn_series = Series(timestamp)
-        self._churn_series.add(timestamp, self._broker.churn.values())
+        self._churn_series.add(timestamp, _churn_of(counters))
         self._churn_series.prune(timestamp - RETENTION_MS)
         self.previous, self.last = self.last, timestamp
 
@@ -463,9 +472,8 @@ class View:
         """A channel's message_stats (publish side and deliver side) and idle_since."""
         fine, deliver = self._series(channel, CHANNEL)
         out: dict[str, Any] = {}
-        stats = self._message_stats(
-            ((FINE, _read_channel_fine(channel), fine), (DELIVER, _read_channel_deliver(channel), deliver))
-        )
+        fine_now, deliver_now = _channel_groups(channel)
+        stats = self._message_stats(((FINE, fine_now, fine), (DELIVER, deliver_now, deliver)))
         if stats:
             out["message_stats"] = stats
         out.update(self._idle_since(channel))
@@ -487,14 +495,14 @@ class View:
         """Every vhost's sums now: retired + live channels and connections, and its queues' lengths."""
         if self._vhost_totals is None:
             sampler = self._sampler
-            totals = {name: sampler._retired.get(name, _Totals()).copy() for name in sampler._broker.vhosts}
+            totals = {name: _retired(sampler._broker.counters, name) for name in sampler._broker.vhosts}
             for track in sampler._tracks.values():
                 vhost = totals.get(track.vhost)
                 if vhost is None:
                     continue
                 subject = track.subject
                 if track.kind == CHANNEL:
-                    vhost.add_channel(_read_channel_fine(subject), _read_channel_deliver(subject))
+                    vhost.add_channel(*_channel_groups(subject))
                 elif track.kind == CONNECTION:
                     vhost.data = add(vhost.data, _read_connection_data(subject))
                 elif track.kind == QUEUE:
@@ -550,7 +558,7 @@ class View:
         has_queues = any(sampler._broker.vhosts[name].queues for name in names)
         parts = self._aggregate(overview, series, has_queues, disk=True)
         churn: dict[str, Any] = {}
-        values = self._sampler._broker.churn.values()
+        values = _churn_of(self._sampler._broker.counters)
         if any(values):
             # RabbitMQ reads churn with the lengths range (``lengths_age``), not msg_rates
             self._put(churn, CHURN, values, self._sampler._churn_series, self._ranges.lengths)

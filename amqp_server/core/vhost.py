@@ -20,12 +20,12 @@ from ..errors import cc_not_array
 from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
+from .counters import Counters
 from .exchanges import EXCHANGE_TYPES, DefaultExchange, Destination, Exchange, new_exchange
 from .flow import MemoryFlow
 from .message import Message
 from .queue import Queue
 from .scheduler import Scheduler
-from .stats import Churn
 
 BUILTIN_EXCHANGES = (
     ("amq.direct", "direct"),
@@ -48,12 +48,12 @@ class VirtualHost:
         scheduler: Scheduler | None = None,
         wall_clock: Callable[[], float] = time.time,
         flow: MemoryFlow | None = None,
-        churn: Churn | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.name = name
+        self.counters = counters or Counters()  # the broker's: queues created and deleted are counted here
         self.store = store
         self.flow = flow or MemoryFlow()
-        self.churn = churn or Churn()  # the broker's: queues declared, created, deleted
         self.unsynced_definitions = False  # set by a durable change; the handler's reply then waits for a sync
         self.sync_barrier = sync_barrier or SyncBarrier()
         self.scheduler = scheduler or Scheduler(time.monotonic)
@@ -157,7 +157,7 @@ class VirtualHost:
 
     def add_queue(self, queue: Queue) -> None:
         self.queues[queue.name] = queue
-        self.churn.queue_created += 1
+        self.counters.queues_created += 1
         if queue.persisted:
             self.store.put_queue(queue.record())
             self._definitions_changed()
@@ -168,7 +168,7 @@ class VirtualHost:
             return 0
         count = queue.message_count
         queue.deleted = True
-        self.churn.queue_deleted += 1
+        self.counters.queues_deleted += 1
         queue.release_ready()
         queue.delete_timers()
         self.queues.pop(queue.name, None)

@@ -154,6 +154,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 5672
     management_port: int = 15672  # the management HTTP API; 0 picks a free port, -1 turns it off
+    prometheus_port: int = 15692  # the Prometheus metrics (/metrics); 0 picks a free port, -1 turns them off
     data_dir: Path = default_data_dir()
     log_level: str = "info"
     heartbeat: int = 60
@@ -235,6 +236,11 @@ OPTIONS: dict[str, Option] = {
     "management_port": Option(
         "int",
         "management HTTP API port, on the same host (default 15672; 0 picks a free port; -1 turns the API off)",
+        _between(-1, 65535),
+    ),
+    "prometheus_port": Option(
+        "int",
+        "Prometheus metrics port (/metrics), on the same host (default 15692; 0 picks a free port; -1 turns it off)",
         _between(-1, 65535),
     ),
     "data_dir": Option("path", "where durable data lives (default ~/.local/share/amqp-server)"),

@@ -92,9 +92,9 @@ def running(
     second ``running(data_dir=...)`` recovers what the first one stored.
     ``options`` are further ``Config`` fields (``heartbeat``, ``frame_max``,
     ``channel_max``, ``max_connections`` …); with ``process=True`` only
-    ``log_level`` (a command-line flag) is accepted.  The management HTTP API is
-    off unless ``management_port`` is given (in a thread).  In a thread the broker
-    logs through this process's ``logging`` (logger ``amqp_server``), so
+    ``log_level`` (a command-line flag) is accepted.  The management HTTP API and
+    the Prometheus metrics are off unless ``management_port`` / ``prometheus_port``
+    is given (in a thread).  In a thread the broker logs through this process's ``logging`` (logger ``amqp_server``), so
     ``log_level`` matters only with ``process=True``.  ``timeout`` bounds the start.
     """
     owned = data_dir is None
@@ -117,7 +117,8 @@ def _in_thread(
 ) -> Iterator[RunningBroker]:
     from ..server.embedded import BrokerThread  # the server stack loads only when a broker starts
 
-    options = {"management_port": -1, **options}  # the HTTP API only when asked (management_port=0: a free port)
+    # the HTTP API and the Prometheus metrics only when asked (management_port=0, prometheus_port=0: a free port)
+    options = {"management_port": -1, "prometheus_port": -1, **options}
     thread = BrokerThread(Config(host=host, port=port, data_dir=data_dir, **options))
     thread.start()
     if not thread.listening.wait(timeout):
@@ -163,6 +164,8 @@ def _in_process(
             str(data_dir),
             "--log-level",
             options.get("log_level", "warning"),
+            "--prometheus-port",  # off, as in a thread: brokers side by side must not all want 15692
+            "-1",
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -22,7 +22,7 @@ from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
 from ..ops.running import RunningClaim, connect_host
-from . import management_site
+from . import management_site, prometheus_site
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
@@ -80,25 +80,12 @@ async def _serve(
     connections = Connections(config.max_connections)
     _watch_resources(config, broker, connections)
     broker.stats.start()  # statistics for the management API: one sample of every object each 5 s
-    servers = [
-        await loop.create_server(
-            lambda: AMQPProtocol(broker, connections), config.host, config.port, reuse_address=True
-        )
-    ]
+    servers: list[asyncio.Server] = []
     signals: tuple[signal.Signals, ...] = ()
     management: management_site.ManagementSite | None = None
+    metrics: management_site.ManagementSite | None = None
     try:
-        if tls is not None:
-            servers.append(
-                await loop.create_server(
-                    lambda: AMQPProtocol(broker, connections, tls=True),
-                    config.host,
-                    config.tls_port,
-                    reuse_address=True,
-                    ssl=tls,
-                    ssl_handshake_timeout=config.handshake_timeout,
-                )
-            )
+        await _listen(config, tls, broker, connections, servers)
         if threading.current_thread() is threading.main_thread():
             signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:  # before the listening line: whoever reads it may stop us at once
@@ -106,9 +93,11 @@ async def _serve(
         listeners = _listeners(servers)
         if config.management_port >= 0:
             management = await management_site.start(config, broker, listeners)
+        if config.prometheus_port >= 0:
+            metrics = await prometheus_site.start(config, broker)
         # users, vhosts and permissions change while we run only through the API: the admin CLI finds it here
         claim.publish(None if management is None else f"http://{connect_host(config.host)}:{management.port}")
-        host, port = _announce_listening(config, listeners, management)
+        host, port = _announce_listening(config, listeners, management, metrics)
         log.info("recovered %d messages in %.2f s", recovered, time.monotonic() - started)
         log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         if on_listening is not None:
@@ -119,6 +108,8 @@ async def _serve(
     finally:
         if management is not None:
             await management.stop()
+        if metrics is not None:
+            await metrics.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)
         for server in servers:
@@ -163,6 +154,30 @@ def _watch_resources(config: Config, broker: Broker, connections: Connections) -
     broker.disk.start(config.disk_free_limit, lambda: free_disk_space(config.data_dir))
 
 
+async def _listen(
+    config: Config, tls: ssl.SSLContext | None, broker: Broker, connections: Connections, servers: list[asyncio.Server]
+) -> None:
+    """Open the AMQP listener (and the amqps one), appending each to ``servers`` as it opens: whatever opened
+    is closed by the caller even if a later one fails."""
+    loop = asyncio.get_running_loop()
+    servers.append(
+        await loop.create_server(
+            lambda: AMQPProtocol(broker, connections), config.host, config.port, reuse_address=True
+        )
+    )
+    if tls is not None:
+        servers.append(
+            await loop.create_server(
+                lambda: AMQPProtocol(broker, connections, tls=True),
+                config.host,
+                config.tls_port,
+                reuse_address=True,
+                ssl=tls,
+                ssl_handshake_timeout=config.handshake_timeout,
+            )
+        )
+
+
 def _listeners(servers: list[asyncio.Server]) -> list[tuple[str, int, str]]:
     """(host, port, protocol) of each AMQP listener: plain first, then amqps if any."""
     listeners = [(*servers[0].sockets[0].getsockname()[:2], "amqp")]
@@ -172,7 +187,10 @@ def _listeners(servers: list[asyncio.Server]) -> list[tuple[str, int, str]]:
 
 
 def _announce_listening(
-    config: Config, listeners: list[tuple[str, int, str]], management: management_site.ManagementSite | None
+    config: Config,
+    listeners: list[tuple[str, int, str]],
+    management: management_site.ManagementSite | None,
+    metrics: management_site.ManagementSite | None,
 ) -> tuple[str, int]:
     """Print where the broker listens; returns the plain AMQP host and port.
 
@@ -186,6 +204,8 @@ def _announce_listening(
         print(f"amqp-server listening on {tls_host}:{tls_port} (amqps)", file=sys.stderr, flush=True)
     if management is not None:
         print(f"amqp-server management listening on {config.host}:{management.port}", file=sys.stderr, flush=True)
+    if metrics is not None:
+        print(f"amqp-server prometheus listening on {config.host}:{metrics.port}", file=sys.stderr, flush=True)
     return host, port
 
 
