@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pika
@@ -18,6 +20,8 @@ import pytest
 
 from amqp_server.ops.config import Config
 from amqp_server.server.embedded import BrokerThread
+
+from .management_client import poll as poll_api
 
 DEADLINE_S = 20.0  # a rate shows after the next 5 s tick and leaves after the one after that
 
@@ -82,5 +86,61 @@ def test_counts_match_the_client_and_rates_rise_and_fall(broker: BrokerThread) -
         overview = on_loop(broker, lambda core: core.stats.view().overview())
         assert overview["message_stats"]["publish"] == 50
         assert overview["queue_totals"]["messages"] == 30
+    finally:
+        connection.close()
+
+
+# ------------------------------------------------------------------ through the management API
+
+
+def _publish_rate(queue: dict[str, Any]) -> float:
+    rate: float = queue.get("message_stats", {}).get("publish_details", {}).get("rate", 0.0)
+    return rate
+
+
+def test_the_api_shows_counts_and_rates_that_rise_and_fall(management: SimpleNamespace) -> None:
+    """Through HTTP, as Flower or a dashboard reads them (also runs against RabbitMQ: ``AMQP_HTTP_URL``)."""
+    api, name = management.api, f"stats-{uuid.uuid4().hex[:8]}"
+    path = f"/api/queues/%2F/{name}"
+    connection = pika.BlockingConnection(pika.URLParameters(management.url))
+    try:
+        channel = connection.channel()
+        channel.queue_declare(name)
+        # two bursts a sample apart: RabbitMQ shows no rate for a queue's first sample
+        for i in range(50):
+            channel.basic_publish("", name, b"message %d" % i)
+        poll_api(lambda: api.ok("GET", path), lambda q: q.get("messages") == 50, "the first burst", DEADLINE_S)
+        for i in range(50, 100):
+            channel.basic_publish("", name, b"message %d" % i)
+        for _ in range(10):
+            method, _, _ = channel.basic_get(name)
+            assert method is not None
+            channel.basic_ack(method.delivery_tag)
+        channel.queue_declare(name, passive=True)  # a round trip: the acks were read
+        busy = poll_api(
+            lambda: api.ok("GET", path),
+            lambda q: _publish_rate(q) > 0 and q["message_stats"]["publish"] == 100,
+            "a publish rate",
+            timeout=DEADLINE_S,
+        )
+        stats = busy["message_stats"]
+        assert (stats["get"], stats["ack"], stats["deliver_get"]) == (10, 10, 10)
+        assert (busy["messages"], busy["messages_ready"], busy["messages_unacknowledged"]) == (90, 90, 0)
+        windowed = api.ok("GET", f"{path}?msg_rates_age=30&msg_rates_incr=5&lengths_age=30&lengths_incr=5")
+        samples = windowed["message_stats"]["publish_details"]["samples"]
+        assert len(samples) == 7 and all(point["timestamp"] % 5000 == 0 for point in samples)
+        assert {"rate", "avg_rate", "avg"} <= set(windowed["messages_details"])
+        idle = poll_api(
+            lambda: api.ok("GET", path), lambda q: _publish_rate(q) == 0.0, "the rate back to 0.0", DEADLINE_S
+        )
+        assert idle["message_stats"]["publish"] == 100
+        assert api.ok("GET", "/api/overview")["message_stats"]["publish"] >= 100
+        refused = api.get("/api/queues?msg_rates_age=0&msg_rates_incr=5")
+        assert (refused.status, refused.json) == (
+            400,
+            {"error": "invalid_range_parameters", "reason": "Invalid range parameters: age 0, incr 5"},
+        )
+        refused = api.get(f"{path}?msg_rates_age=5000&msg_rates_incr=5")
+        assert (refused.status, refused.json["error"]) == (400, "bad_request")
     finally:
         connection.close()
