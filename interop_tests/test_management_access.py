@@ -52,9 +52,11 @@ def cleanup(api: Api) -> Iterator[list[str]]:
 
 def test_vhost_lifecycle_over_the_api_and_amqp(api: Api, management: SimpleNamespace, name: str) -> None:
     assert api.put(f"/api/vhosts/{name}").status == 201
-    assert api.put(f"/api/vhosts/{name}", {"description": "again"}).status == 204
+    assert api.put(f"/api/vhosts/{name}", {"description": "again", "tags": "a,b"}).status == 204
     vhost = api.ok("GET", f"/api/vhosts/{name}")
     assert vhost["name"] == name and vhost["tracing"] is False and isinstance(vhost["cluster_state"], dict)
+    assert (vhost["description"], vhost["tags"]) == ("again", ["a", "b"])
+    assert vhost["metadata"] == {"description": "again", "tags": ["a", "b"]}
     assert name in [v["name"] for v in api.ok("GET", "/api/vhosts")]
     # the creator may use it at once (RabbitMQ grants its creator full permissions)
     assert {"vhost": name, "user": "guest", "configure": ".*", "write": ".*", "read": ".*"} in api.ok(
@@ -211,11 +213,11 @@ def test_api_changes_persist_in_access_json_and_survive_a_restart(tmp_path: Path
     broker = BrokerProcess(tmp_path / "data").start()
     try:
         api = Api(f"http://127.0.0.1:{broker.management_port}")
-        api.ok("PUT", "/api/vhosts/kept")
+        api.ok("PUT", "/api/vhosts/kept", {"description": "stays"})
         api.ok("PUT", "/api/users/alice", {"password": "pw", "tags": ["management"]})
         api.ok("PUT", "/api/permissions/kept/alice", {"configure": ".*", "write": ".*", "read": ".*"})
         stored = json.loads((tmp_path / "data" / "access.json").read_text())
-        assert {"name": "kept"} in stored["vhosts"]
+        assert {"name": "kept", "description": "stays"} in stored["vhosts"]
         assert "alice" in [user["name"] for user in stored["users"]]
         assert not any("pw" == user.get("password") for user in stored["users"])
     finally:
@@ -226,6 +228,7 @@ def test_api_changes_persist_in_access_json_and_survive_a_restart(tmp_path: Path
     try:
         api = Api(f"http://127.0.0.1:{broker.management_port}")
         assert api.as_user("alice", "pw").ok("GET", "/api/whoami")["name"] == "alice"
+        assert api.ok("GET", "/api/vhosts/kept")["description"] == "stays"
         pika.BlockingConnection(
             pika.ConnectionParameters("127.0.0.1", broker.port, "kept", pika.PlainCredentials("alice", "pw"))
         ).close()

@@ -56,16 +56,12 @@ ENDPOINTS = {  # reference.json's id -> the path (capture_reference.capture_read
 }
 
 IDLE = "shown once an object was idle for a whole sample interval (5 s); the state here is read at once"
-POLICIES = "policies: the policies branch; the reference state applies ref-policy and ref-op-policy"
 ERLANG = "figures of Erlang processes and of the Erlang VM (reductions, GC, mnesia): no such thing here"
 STORE = "RabbitMQ's classic message store internals (RAM/paged-out split, queue index, backing queue)"
 CLUSTER = "clustering: mirrors, quorum members and leader, Raft files; this broker is one node"
 NODE_RATES = "rates of the node's own figures (memory, fds, sockets, disk): no sampler of them yet"
 ALLOWED: dict[str, str] = {  # field paths (a list's "[]." dropped), fnmatch patterns
     "idle_since": IDLE,
-    "policy": POLICIES,
-    "operator_policy": POLICIES,
-    "effective_policy_definition.*": POLICIES,
     "garbage_collection": ERLANG,
     "reductions*": ERLANG,
     "memory": ERLANG,  # per queue/connection: the Erlang process's memory
@@ -103,8 +99,6 @@ ALLOWED: dict[str, str] = {  # field paths (a list's "[]." dropped), fnmatch pat
 }
 REFUSED_HERE = {  # build_state's requests whose status differs from RabbitMQ's, and why
     "topic-permissions.put": "topic permissions: not in this branch's API yet (404)",
-    "policies.*": POLICIES + " (404 here)",
-    "operator-policies.*": POLICIES + " (404 here)",
 }
 
 
@@ -112,10 +106,6 @@ REFUSED_HERE = {  # build_state's requests whose status differs from RabbitMQ's,
 # arguments, properties); ours must be the same where RabbitMQ has the path, except (id pattern, path pattern):
 VALUES_DIFFER = {
     ("*", "*product_name"): "deliberate: we say what we are (rabbitmq_version says which API we follow)",
-    ("*", "*policy"): POLICIES,
-    ("*", "*effective_policy_definition.*"): POLICIES,
-    ("definitions*", "policies[]*"): POLICIES,
-    ("definitions*", "parameters[]*"): POLICIES + " (operator policies are parameters in definitions)",
     ("definitions*", "topic_permissions[]*"): "topic permissions: not in this branch's API yet",
     ("definitions", "global_parameters[].name"): "left: RabbitMQ's internal_cluster_id global parameter",
     ("*", "*properties_key"): "deliberate: the hash after '~' is RabbitMQ's phash2, ours another (NOTES: opaque)",

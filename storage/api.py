@@ -1,6 +1,6 @@
 """The narrow interface between the broker core and durable storage.
 
-The core writes definitions (durable exchanges, queues, bindings) and persistent
+The core writes definitions (durable exchanges, queues, bindings, policies) and persistent
 messages on durable queues through ``Store``. It reads back in two places only: once at
 start, through ``recover``, and through ``read_message`` for a persistent message paged
 out of memory (the tail of a long queue, or a backlog ``recover`` handed back as
@@ -48,7 +48,25 @@ class BindingRecord:
     destination_kind: str = "queue"
 
 
+@dataclass(frozen=True)
+class PolicyRecord:
+    """A policy (``operator`` False) or operator policy; ``definition`` holds JSON values only."""
+
+    vhost: str
+    name: str
+    pattern: str
+    definition: dict[str, Any] = field(default_factory=dict)
+    priority: int | float = 0
+    apply_to: str = "all"
+    operator: bool = False
+
+
 BindingKey = tuple[str, str, str, str, str, str]
+PolicyKey = tuple[str, bool, str]  # vhost, operator, name
+
+
+def policy_key(record: PolicyRecord) -> PolicyKey:
+    return (record.vhost, record.operator, record.name)
 
 
 def binding_key(record: BindingRecord) -> BindingKey:
@@ -98,6 +116,7 @@ class Recovered:
     exchanges: list[ExchangeRecord] = field(default_factory=list)
     queues: list[QueueRecord] = field(default_factory=list)
     bindings: list[BindingRecord] = field(default_factory=list)
+    policies: list[PolicyRecord] = field(default_factory=list)
     messages: dict[tuple[str, str], list[tuple[int, MessageRecord | StoredMessage]]] = field(default_factory=dict)
 
 
@@ -119,6 +138,12 @@ class Store(Protocol):
     def put_binding(self, record: BindingRecord) -> None: ...
 
     def delete_binding(self, record: BindingRecord) -> None: ...
+
+    def put_policy(self, record: PolicyRecord) -> None:
+        """Add or replace a policy (keyed by vhost, kind and name)."""
+
+    def delete_policy(self, vhost: str, name: str, operator: bool = False) -> None:
+        """Forget a policy; an unknown one is ignored."""
 
     def put_message(self, vhost: str, queue: str, message_id: int, record: MessageRecord) -> None: ...
 

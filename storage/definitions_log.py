@@ -10,9 +10,15 @@ Files (in the store's data dir)::
 
     definitions.json   snapshot: the format of ``segment_format.encode_definitions``
                        (CRC-checked JSON, replaced atomically); what older versions wrote
-    definitions.log    b"AMQPDLOG\\x00" + u16 version (1), then records framed like segment
+    definitions.log    b"AMQPDLOG\\x00" + u16 version (1 or 2), then records framed like segment
                        records (u32 length, u32 crc32(payload), payload); payload = u8 operation
                        + compact JSON of the record (``*_document``) or of its key
+
+Version 2 added the policy operations (7, 8).  A log is written as version 1
+until its first policy record: the header is raised to 2 (and synced) before
+that record is appended, so an older broker never meets an operation it does
+not know in a file it can read (it would take it for damage and cut the log
+there); it sets a version-2 log aside whole instead.
 
 State = the snapshot with the log replayed over it.  A data dir of an older
 version has only the snapshot: it opens as is, and its first change starts the
@@ -44,11 +50,20 @@ from pathlib import Path
 from typing import Any
 
 from . import fileio
-from .api import BindingKey, BindingRecord, ExchangeRecord, QueueRecord, binding_key
+from .api import (
+    BindingKey,
+    BindingRecord,
+    ExchangeRecord,
+    PolicyKey,
+    PolicyRecord,
+    QueueRecord,
+    binding_key,
+    policy_key,
+)
 from .segment_format import (
     DEFINITIONS_LOG_MAGIC,
+    DEFINITIONS_LOG_VERSION,
     FILE_HEADER_SIZE,
-    FORMAT_VERSION,
     RECORD_HEAD,
     Definitions,
     DefinitionsLogError,
@@ -59,6 +74,8 @@ from .segment_format import (
     encode_definitions,
     exchange_document,
     exchange_from_document,
+    policy_document,
+    policy_from_document,
     queue_document,
     queue_from_document,
 )
@@ -68,11 +85,18 @@ log = logging.getLogger("storage.definitions_log")
 SNAPSHOT = "definitions.json"
 LOG = "definitions.log"
 LOG_MAGIC = DEFINITIONS_LOG_MAGIC
-LOG_HEADER = LOG_MAGIC + struct.pack("<H", FORMAT_VERSION)
+
+
+def log_header(version: int) -> bytes:
+    return LOG_MAGIC + struct.pack("<H", version)
+
+
+LOG_HEADER = log_header(1)  # what a new log starts with (raised to 2 by its first policy record)
 COMPACT_MIN_BYTES = 1024 * 1024  # below this the log is not worth compacting (replaying it takes milliseconds)
 COMPACT_FACTOR = 2  # compact when the log is this many times the size of the last snapshot
 
 PUT_EXCHANGE, DELETE_EXCHANGE, PUT_QUEUE, DELETE_QUEUE, PUT_BINDING, DELETE_BINDING = range(1, 7)
+PUT_POLICY, DELETE_POLICY = 7, 8  # version 2
 
 
 def _record(operation: int, document: dict[str, Any]) -> bytes:
@@ -87,6 +111,7 @@ class DefinitionsBatch:
     records: bytearray = field(default_factory=bytearray)
     count: int = 0
     snapshot: Definitions | None = None
+    version: int = 1  # the log version its records need
 
 
 class DefinitionsLog:
@@ -101,9 +126,11 @@ class DefinitionsLog:
         self.exchanges: dict[tuple[str, str], ExchangeRecord] = {}
         self.queues: dict[tuple[str, str], QueueRecord] = {}
         self.bindings: dict[BindingKey, BindingRecord] = {}
+        self.policies: dict[PolicyKey, PolicyRecord] = {}
         self._pending = DefinitionsBatch()
         self._fd: int | None = None  # the log, opened at the first write
         self._size = 0  # durable size of the log (0: no header yet)
+        self._version = 1  # of the log's header
         self._dir_dirty = False  # the log's directory entry is new: fsync the directory with the next append
         self._snapshot_size = 0
 
@@ -144,6 +171,7 @@ class DefinitionsLog:
             )
             os.truncate(path, end)
         self._size = end
+        self._version = struct.unpack_from("<H", data, len(LOG_MAGIC))[0]
 
     def _load_snapshot(self) -> None:
         path = self.data_dir / SNAPSHOT
@@ -166,6 +194,7 @@ class DefinitionsLog:
         self.exchanges = {(record.vhost, record.name): record for record in definitions.exchanges}
         self.queues = {(record.vhost, record.name): record for record in definitions.queues}
         self.bindings = {binding_key(record): record for record in definitions.bindings}
+        self.policies = {policy_key(record): record for record in definitions.policies}
 
     def _replay(self, data: bytes) -> tuple[int, int, str | None]:
         """Apply the log's records; ``(end of the last intact one, how many, why reading stopped or None)``."""
@@ -201,6 +230,11 @@ class DefinitionsLog:
             self.bindings[binding_key(binding)] = binding
         elif operation == DELETE_BINDING:
             self.bindings.pop(binding_key(binding_from_document(document)), None)
+        elif operation == PUT_POLICY:
+            policy = policy_from_document(document)
+            self.policies[policy_key(policy)] = policy
+        elif operation == DELETE_POLICY:
+            self.policies.pop((document["vhost"], bool(document["operator"]), document["name"]), None)
         else:
             raise ValueError(f"unknown operation {operation}")
 
@@ -209,6 +243,8 @@ class DefinitionsLog:
     def _log(self, operation: int, document: dict[str, Any]) -> None:
         self._pending.records += _record(operation, document)
         self._pending.count += 1
+        if operation in (PUT_POLICY, DELETE_POLICY):
+            self._pending.version = DEFINITIONS_LOG_VERSION
 
     def put_exchange(self, record: ExchangeRecord) -> None:
         self._log(PUT_EXCHANGE, exchange_document(record))  # raises TypeError for unstorable arguments
@@ -233,6 +269,14 @@ class DefinitionsLog:
     def delete_binding(self, record: BindingRecord) -> None:
         self._log(DELETE_BINDING, binding_document(record))
         self.bindings.pop(binding_key(record), None)
+
+    def put_policy(self, record: PolicyRecord) -> None:
+        self._log(PUT_POLICY, policy_document(record))
+        self.policies[policy_key(record)] = record
+
+    def delete_policy(self, vhost: str, name: str, operator: bool) -> None:
+        self._log(DELETE_POLICY, {"vhost": vhost, "name": name, "operator": operator})
+        self.policies.pop((vhost, operator, name), None)
 
     def _put_exchange(self, record: ExchangeRecord) -> None:
         self.exchanges[(record.vhost, record.name)] = record
@@ -270,7 +314,10 @@ class DefinitionsLog:
         batch, self._pending = self._pending, DefinitionsBatch()
         if self._size + len(batch.records) > max(COMPACT_MIN_BYTES, COMPACT_FACTOR * self._snapshot_size):
             batch.snapshot = Definitions(
-                list(self.exchanges.values()), list(self.queues.values()), list(self.bindings.values())
+                list(self.exchanges.values()),
+                list(self.queues.values()),
+                list(self.bindings.values()),
+                list(self.policies.values()),
             )
         return batch
 
@@ -279,6 +326,7 @@ class DefinitionsLog:
         newer, self._pending = self._pending, failed
         failed.records += newer.records
         failed.count += newer.count
+        failed.version = max(failed.version, newer.version)
         failed.snapshot = None  # taken again by the next ``take`` if still due
 
     def write(self, batch: DefinitionsBatch) -> None:
@@ -288,7 +336,7 @@ class DefinitionsLog:
         the log the sync has succeeded, and a failed compaction is only logged
         (a later sync tries again).
         """
-        self._append(batch.records)
+        self._append(batch.records, batch.version)
         batch.records, batch.count = bytearray(), 0
         if batch.snapshot is not None:
             try:
@@ -298,11 +346,18 @@ class DefinitionsLog:
                     "could not compact %s into %s (tried again later): %s", self.data_dir / LOG, SNAPSHOT, error
                 )
 
-    def _append(self, records: bytearray) -> None:
-        data = records if self._size else LOG_HEADER + records
+    def _append(self, records: bytearray, version: int = 1) -> None:
+        data = records if self._size else log_header(version) + records
         if self._fd is None:
             self._dir_dirty |= not (self.data_dir / LOG).exists()
             self._fd = os.open(self.data_dir / LOG, os.O_WRONLY | os.O_CREAT, 0o644)
+        if self._size and version > self._version:
+            # raised (and synced) before the records that need it: see the module docstring
+            fileio.pwrite_all(self._fd, log_header(version), 0)
+            fileio.datasync(self._fd)
+            self._version = version
+        elif not self._size:
+            self._version = version
         try:
             fileio.pwrite_all(self._fd, data, self._size)
             fileio.datasync(self._fd)
@@ -322,6 +377,7 @@ class DefinitionsLog:
         path = self.data_dir / LOG
         os.replace(_write_temporary(path, LOG_HEADER), path)
         self._size = len(LOG_HEADER)
+        self._version = 1
         self._dir_dirty = True
         fileio.fsync_dir(self.data_dir)
         self._dir_dirty = False

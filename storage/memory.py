@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .api import BindingKey, BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, binding_key
+from .api import (
+    BindingKey,
+    BindingRecord,
+    ExchangeRecord,
+    MessageRecord,
+    PolicyKey,
+    PolicyRecord,
+    QueueRecord,
+    Recovered,
+    binding_key,
+    policy_key,
+)
 
 
 class MemoryStore:
@@ -20,12 +31,14 @@ class MemoryStore:
         self._queues: dict[tuple[str, str], QueueRecord] = {}
         self._bindings: dict[BindingKey, BindingRecord] = {}
         self._messages: dict[tuple[str, str], dict[int, MessageRecord]] = {}
+        self._policies: dict[PolicyKey, PolicyRecord] = {}
 
     def recover(self) -> Recovered:
         return Recovered(
             exchanges=list(self._exchanges.values()),
             queues=list(self._queues.values()),
             bindings=list(self._bindings.values()),
+            policies=list(self._policies.values()),
             messages={key: sorted(messages.items()) for key, messages in self._messages.items() if messages},
         )
 
@@ -53,6 +66,12 @@ class MemoryStore:
 
     def delete_binding(self, record: BindingRecord) -> None:
         self._bindings.pop(binding_key(record), None)
+
+    def put_policy(self, record: PolicyRecord) -> None:
+        self._policies[policy_key(record)] = record
+
+    def delete_policy(self, vhost: str, name: str, operator: bool = False) -> None:
+        self._policies.pop((vhost, operator, name), None)
 
     def put_message(self, vhost: str, queue: str, message_id: int, record: MessageRecord) -> None:
         self._messages.setdefault((vhost, queue), {})[message_id] = record

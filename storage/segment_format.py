@@ -29,6 +29,8 @@ message ids) because a queue deleted and declared again reuses ids from 1.
 
 Definitions snapshot ``definitions.json``: one ASCII line ``AMQPDEFS 1 <crc32 hex>``
 then JSON (the changes since it are in ``definitions.log``: see ``storage.definitions_log``).
+Its ``policies`` list came later and is optional: a snapshot without it has none, and an
+older broker reading one with it keeps its exchanges, queues and bindings (it ignores the key).
 The CRC catches damage that still parses as JSON; argument tables go through a tagged encoding
 (``encode_value``) because JSON alone would lose bytes, Decimal, datetime and the int/float/bool
 distinctions AMQP tables have.
@@ -46,12 +48,14 @@ import struct
 import sys
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord
+from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord
 
-FORMAT_VERSION = 1  # of ack files and the definitions file
+FORMAT_VERSION = 1  # of ack files and the definitions snapshot
+# Of the definitions log: version 2 added the policy records (see ``storage.definitions_log``).
+DEFINITIONS_LOG_VERSION = 2
 SEGMENT_VERSION = 2  # of segment files: see the module docstring
 SEGMENT_MAGIC = b"AMQPSEG\x00"
 ACK_MAGIC = b"AMQPACK\x00"
@@ -59,7 +63,7 @@ DEFINITIONS_LOG_MAGIC = b"AMQPDLOG"
 _READABLE_VERSIONS = {
     SEGMENT_MAGIC: (1, SEGMENT_VERSION),
     ACK_MAGIC: (FORMAT_VERSION,),
-    DEFINITIONS_LOG_MAGIC: (FORMAT_VERSION,),
+    DEFINITIONS_LOG_MAGIC: (1, DEFINITIONS_LOG_VERSION),
 }
 SEGMENT_HEADER = SEGMENT_MAGIC + struct.pack("<H", SEGMENT_VERSION)
 ACK_HEADER = ACK_MAGIC + struct.pack("<H", FORMAT_VERSION)
@@ -320,6 +324,7 @@ class Definitions:
     exchanges: list[ExchangeRecord]
     queues: list[QueueRecord]
     bindings: list[BindingRecord]
+    policies: list[PolicyRecord] = field(default_factory=list)
 
 
 def exchange_document(e: ExchangeRecord) -> dict[str, Any]:
@@ -355,6 +360,27 @@ def binding_document(b: BindingRecord) -> dict[str, Any]:
     }
 
 
+def policy_document(p: PolicyRecord) -> dict[str, Any]:
+    """A policy's definition is plain JSON already (no AMQP table types)."""
+    return {
+        "vhost": p.vhost,
+        "name": p.name,
+        "operator": p.operator,
+        "pattern": p.pattern,
+        "apply_to": p.apply_to,
+        "priority": p.priority,
+        "definition": p.definition,
+    }
+
+
+def policy_from_document(p: dict[str, Any]) -> PolicyRecord:
+    if not isinstance(p["definition"], dict):
+        raise TypeError("a policy definition must be an object")
+    return PolicyRecord(
+        p["vhost"], p["name"], p["pattern"], p["definition"], p["priority"], p["apply_to"], p["operator"]
+    )
+
+
 def exchange_from_document(e: dict[str, Any]) -> ExchangeRecord:
     return ExchangeRecord(
         e["vhost"], e["name"], e["type"], e["durable"], e["auto_delete"], e["internal"], decode_table(e["arguments"])
@@ -376,6 +402,7 @@ def encode_definitions(definitions: Definitions) -> bytes:
         "exchanges": [exchange_document(e) for e in definitions.exchanges],
         "queues": [queue_document(q) for q in definitions.queues],
         "bindings": [binding_document(b) for b in definitions.bindings],
+        "policies": [policy_document(p) for p in definitions.policies],
     }
     body = json.dumps(document, indent=1, ensure_ascii=True).encode("ascii")
     return f"{DEFINITIONS_MAGIC} {FORMAT_VERSION} {zlib.crc32(body):08x}\n".encode("ascii") + body
@@ -400,6 +427,7 @@ def decode_definitions(data: bytes) -> Definitions:
             exchanges=[exchange_from_document(e) for e in document["exchanges"]],
             queues=[queue_from_document(q) for q in document["queues"]],
             bindings=[binding_from_document(b) for b in document["bindings"]],
+            policies=[policy_from_document(p) for p in document.get("policies", [])],
         )
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise DefinitionsLogError(f"unreadable content: {error}") from error

@@ -61,7 +61,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import fileio
-from .api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, StoredMessage
+from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, StoredMessage
 from .definitions_log import DefinitionsLog
 from .fileio import DataDirLocked as DataDirLocked  # re-exported: importers expect it here
 from .record_reader import RecordReader, location, split
@@ -194,6 +194,14 @@ class SegmentStore:
     def delete_binding(self, record: BindingRecord) -> None:
         with self._buffer_lock:
             self._definitions.delete_binding(record)
+
+    def put_policy(self, record: PolicyRecord) -> None:
+        with self._buffer_lock:
+            self._definitions.put_policy(record)
+
+    def delete_policy(self, vhost: str, name: str, operator: bool = False) -> None:
+        with self._buffer_lock:
+            self._definitions.delete_policy(vhost, name, operator)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -375,6 +383,7 @@ class SegmentStore:
                     exchanges=list(definitions.exchanges.values()),
                     queues=list(definitions.queues.values()),
                     bindings=list(definitions.bindings.values()),
+                    policies=list(definitions.policies.values()),
                     messages=messages,
                 )
 

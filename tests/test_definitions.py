@@ -254,6 +254,8 @@ def test_import_counts_and_reports_ignored_sections() -> None:
         "exchanges": 2,
         "queues": 4,
         "bindings": 3,
+        "policies": 0,
+        "operator policies": 0,
         "ignored global_parameters": 1,
     }
 
@@ -548,3 +550,82 @@ def test_apply_to_broker_installs_access_and_reports_removed_vhosts() -> None:
     assert apply_to_broker(broker, access, ["/", "new"]) == ["old"]
     assert broker.access is access and "new" in broker.vhosts
     assert isinstance(login(broker, "app", "pw", "new"), commands.Connection.OpenOk)
+
+
+# ------------------------------------------------------------------ policies
+
+
+RABBITMQ_POLICIES = {  # as RabbitMQ 3.10.8's GET /api/definitions wrote them
+    "vhosts": [{"name": "/"}],
+    "policies": [
+        {
+            "vhost": "/",
+            "name": "p1",
+            "pattern": "^q",
+            "apply-to": "queues",
+            "definition": {"message-ttl": 2000},
+            "priority": 1,
+        },
+        {
+            "vhost": "/",
+            "name": "p4",
+            "pattern": "^zz",
+            "apply-to": "all",
+            "definition": {"message-ttl": 1},
+            "priority": 1.5,
+        },
+    ],
+    "queues": [{"name": "q1", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}],
+}
+
+
+def test_policies_import_before_queues_and_export_as_rabbitmq_wrote_them() -> None:
+    broker = new_broker()
+    counts = import_into(broker, copy.deepcopy(RABBITMQ_POLICIES))
+    assert counts["policies"] == 2 and not any(key.startswith("ignored") for key in counts)
+    queue = broker.vhosts["/"].queues["q1"]
+    assert (queue.policy.name, queue.options.message_ttl) == ("p1", 2000)
+    assert export_from(broker)["policies"] == RABBITMQ_POLICIES["policies"]
+
+
+def test_operator_policies_travel_as_rabbitmqs_runtime_parameters() -> None:
+    from amqp_server.core.policies import Policy
+
+    broker = new_broker()
+    broker.vhosts["/"].set_policy(
+        Policy("/", "cap", "^ref-", {"message-ttl": 3600000, "max-length": 1000}, operator=True)
+    )
+    exported = export_from(broker)
+    # as RabbitMQ 3.10.8 exported its ref-op-policy (interop_tests/management/reference.json)
+    assert exported["parameters"] == [
+        {
+            "value": {
+                "pattern": "^ref-",
+                "definition": {"max-length": 1000, "message-ttl": 3600000},
+                "priority": 0,
+                "apply-to": "all",
+            },
+            "vhost": "/",
+            "component": "operator_policy",
+            "name": "cap",
+        }
+    ]
+    assert exported["policies"] == []
+    other = new_broker()
+    federation = {"vhost": "/", "component": "federation-upstream", "name": "up", "value": {"uri": "amqp://x"}}
+    counts = import_into(other, {"parameters": [*exported["parameters"], federation]})
+    assert (counts["operator policies"], counts["ignored parameters"]) == (1, 1)
+    assert other.vhosts["/"].policies.get("cap", operator=True) == broker.vhosts["/"].policies.get("cap", operator=True)
+    bad = {**exported["parameters"][0], "value": {"pattern": "^a", "definition": {"overflow": "drop-head"}}}
+    with pytest.raises(DefinitionsError, match=r"parameters\[0\]: operator policy 'cap': Validation failed"):
+        import_into(new_broker(), {"parameters": [bad]})
+
+
+def test_an_invalid_policy_in_a_file_names_the_entry_with_rabbitmqs_reason() -> None:
+    data = {"policies": [{"vhost": "/", "name": "bad", "pattern": "^q", "definition": {"message-ttl": -1}}]}
+    with pytest.raises(
+        DefinitionsError, match=r"policies\[0\]: policy 'bad': Validation failed\n\n-1 is not a valid message TTL$"
+    ):
+        import_into(new_broker(), data)
+    with pytest.raises(DefinitionsError, match=r"policies\[0\]: no vhost 'nowhere'"):
+        import_into(new_broker(), {"policies": [{**data["policies"][0], "vhost": "nowhere"}]})

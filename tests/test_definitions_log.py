@@ -3,15 +3,17 @@ recovery from snapshot + log + torn tail; data dirs with only the old snapshot o
 
 from __future__ import annotations
 
+import json
 import logging
+import zlib
 from pathlib import Path
 
 import pytest
 
 from storage import definitions_log
-from storage.api import BindingRecord, ExchangeRecord, QueueRecord, Recovered
+from storage.api import BindingRecord, ExchangeRecord, PolicyRecord, QueueRecord, Recovered
 from storage.memory import MemoryStore
-from storage.segment_format import Definitions, encode_definitions
+from storage.segment_format import Definitions, encode_definitions, queue_document
 from storage.segment_store import SegmentStore
 
 
@@ -196,3 +198,59 @@ def test_unstorable_arguments_change_nothing(tmp_path: Path) -> None:
         store.put_queue(QueueRecord("/", "q", arguments={"x": object()}))
     store.close()
     assert reopen(tmp_path).queues == []
+
+
+# ------------------------------------------------------------------ policy records (log version 2)
+
+
+def log_version(path: Path) -> int:
+    data = (path / definitions_log.LOG).read_bytes()
+    return int.from_bytes(data[len(definitions_log.LOG_MAGIC) : definitions_log.FILE_HEADER_SIZE], "little")
+
+
+def test_a_log_without_policies_stays_version_1_for_older_brokers(tmp_path: Path) -> None:
+    store = SegmentStore(tmp_path)
+    store.put_queue(QueueRecord("/", "q"))
+    store.sync()
+    store.close()
+    assert log_version(tmp_path) == 1
+
+
+def test_the_first_policy_raises_an_existing_log_to_version_2_and_everything_replays(tmp_path: Path) -> None:
+    store = SegmentStore(tmp_path)
+    store.put_queue(QueueRecord("/", "q"))
+    store.sync()
+    store.close()
+    store = SegmentStore(tmp_path)  # a version-1 log, opened again and appended to
+    policy = PolicyRecord("/", "ttl", "^q$", {"message-ttl": 5, "x": [1, 2.5, None]}, 1.5, "queues")
+    store.put_policy(policy)
+    store.put_policy(PolicyRecord("/", "ttl", "", {"max-length": 1}, operator=True))
+    store.delete_policy("/", "ttl", operator=True)
+    store.put_exchange(ExchangeRecord("/", "x", "direct"))
+    store.sync()
+    store.close()
+    assert log_version(tmp_path) == 2
+    recovered = reopen(tmp_path)
+    assert recovered.policies == [policy]
+    assert [q.name for q in recovered.queues] == ["q"] and [e.name for e in recovered.exchanges] == ["x"]
+
+
+def test_compaction_keeps_the_policies_in_the_snapshot(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(definitions_log, "COMPACT_MIN_BYTES", 2048)
+    store = SegmentStore(tmp_path)
+    policy = PolicyRecord("v", "cap", "", {"max-length": 3})
+    store.put_policy(policy)
+    for n in range(100):
+        store.put_queue(QueueRecord("/", f"queue-{n:05d}"))
+        store.sync()
+    store.close()
+    assert (tmp_path / "definitions.json").exists()
+    assert log_version(tmp_path) == 1  # the log restarted empty; the policy is in the snapshot now
+    assert reopen(tmp_path).policies == [policy]
+
+
+def test_a_snapshot_from_before_policies_opens_with_none(tmp_path: Path) -> None:
+    body = json.dumps({"exchanges": [], "queues": [queue_document(QueueRecord("/", "q"))], "bindings": []}).encode()
+    (tmp_path / "definitions.json").write_bytes(b"AMQPDEFS 1 %08x\n" % zlib.crc32(body) + body)  # as 1.x wrote it
+    recovered = reopen(tmp_path)
+    assert recovered.policies == [] and [q.name for q in recovered.queues] == ["q"]

@@ -18,7 +18,8 @@ from pamqp import commands
 from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
-from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, Recovered, Store
+from amqp_server.core.policies import Policy
+from storage.api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, Store
 from storage.memory import MemoryStore
 from storage.segment_store import SegmentStore
 from tests.frames import FakeClock, Peer, open_peer, publish
@@ -96,6 +97,40 @@ def test_put_and_delete_binding(store):
     assert recovered(store).bindings == [with_arguments]
     store.delete_binding(BindingRecord("/", "x", "q", "missing"))  # unknown bindings are ignored
     assert recovered(store).bindings == [with_arguments]
+
+
+def test_put_and_delete_policy(store):
+    ttl = PolicyRecord("/", "ttl", "^q", {"message-ttl": 1000, "dead-letter-exchange": "dlx"}, 1.5, "queues")
+    same_name_operator = PolicyRecord("/", "ttl", ".*", {"max-length": 7}, 0, "all", operator=True)
+    other_vhost = PolicyRecord("other", "ttl", "", {"alternate-exchange": "ae"}, -3, "exchanges")
+    for record in (ttl, same_name_operator, other_vhost):
+        store.put_policy(record)
+    assert sorted(recovered(store).policies, key=repr) == sorted([ttl, same_name_operator, other_vhost], key=repr)
+    changed = PolicyRecord("/", "ttl", "^q", {"message-ttl": 5}, 2, "queues")
+    store.put_policy(changed)  # replaces the policy of that name, not the operator policy
+    store.delete_policy("other", "ttl")
+    store.delete_policy("/", "missing")  # unknown policies are ignored
+    assert sorted(recovered(store).policies, key=repr) == sorted([changed, same_name_operator], key=repr)
+    store.delete_policy("/", "ttl", operator=True)
+    assert recovered(store).policies == [changed]
+
+
+def test_broker_recovers_policies_and_applies_them(store):
+    first = open_peer(Broker(store=store, clock=FakeClock()))
+    ok(first, commands.Queue.Declare(queue="limited", durable=True))
+    first.broker.vhosts["/"].set_policy(Policy("/", "cap", "^limited$", {"max-length": 2}, 1, "queues"))
+    first.broker.vhosts["/"].set_policy(Policy("/", "op", ".", {"message-ttl": 60000}, operator=True))
+    store.sync()
+
+    second = Broker(store=store, clock=FakeClock())
+    vhost = second.vhosts["/"]
+    assert [p.name for p in vhost.policies.listing()] == ["cap"]
+    queue = vhost.queues["limited"]
+    assert (queue.policy.name, queue.operator_policy.name) == ("cap", "op")
+    assert (queue.options.max_length, queue.options.message_ttl) == (2, 60000)
+    vhost.clear_policy("cap")
+    store.sync()
+    assert Broker(store=store, clock=FakeClock()).vhosts["/"].queues["limited"].options.max_length is None
 
 
 def test_delete_exchange_drops_its_bindings(store):

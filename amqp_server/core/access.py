@@ -17,6 +17,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import resource_access_refused
 
@@ -95,6 +96,8 @@ class AccessControl:
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost) → permission
         self.topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}  # (user, vhost, exchange) → …
+        # RabbitMQ's vhost metadata, kept with the access data: vhost → {"description": str, "tags": [str]}
+        self.vhost_metadata: dict[str, dict[str, Any]] = {}
         self.loopback_users = loopback_users  # may only connect from 127.0.0.1 / ::1, as in RabbitMQ
 
     @classmethod

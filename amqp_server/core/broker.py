@@ -69,6 +69,7 @@ class Broker:
             *(record.vhost for record in recovered.exchanges),
             *(record.vhost for record in recovered.queues),
             *(record.vhost for record in recovered.bindings),
+            *(record.vhost for record in recovered.policies),
         ):
             self.add_vhost(vhost_name)  # durable state of every vhost comes back, not only "/"
         for vhost in self.vhosts.values():

@@ -31,6 +31,7 @@ from .topic import TopicTrie
 
 if TYPE_CHECKING:
     from .message import Message
+    from .policies import Policy
     from .queue import Queue  # for types only: exchanges route to queues but never call into them
 
 
@@ -86,6 +87,8 @@ class Exchange:
         "_by_destination",
         "stat_publish_in",
         "stat_publish_out",
+        "policy",
+        "operator_policy",
     )
 
     def __init__(
@@ -107,6 +110,8 @@ class Exchange:
         self._by_destination: dict[Destination, BindingKey | dict[str, str | set[str]]] = {}
         self.stat_publish_in = 0  # messages published to this exchange (counted by VirtualHost.route)
         self.stat_publish_out = 0  # and the queues they reached, each counted once
+        self.policy: Policy | None = None  # set by the vhost (``policies.apply_to_exchange``)
+        self.operator_policy: Policy | None = None
 
     @property
     def persisted(self) -> bool:
@@ -125,7 +130,10 @@ class Exchange:
 
     @property
     def alternate_exchange(self) -> str | None:
+        """The ``alternate-exchange`` argument, else the policy's (``rabbit_policy:get_arg``)."""
         name = self.arguments.get("alternate-exchange")
+        if name is None and self.policy is not None:
+            name = self.policy.definition.get("alternate-exchange")
         return name.decode() if isinstance(name, bytes) else name
 
     def binding_record(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> BindingRecord:

@@ -8,32 +8,43 @@ filters and serialises them.  Writes run the very handlers AMQP methods run
 management API declares, binds and deletes with the same checks, equivalence rules,
 permission checks and reply texts as a client would get; failures raise those
 ``AMQPError``s (``ChannelError`` 404/405/406/403) for the caller to translate.
+The dicts themselves are built in ``info``, one function per kind of object.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
-import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote_plus
 
 from pamqp import commands
 from pamqp.header import ContentHeader
 
 from ..errors import internal_exchange, not_found
 from . import declarations
-from .access import AccessControl
+from .access import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission
 from .broker import Broker
-from .connection import Connection, State
 from .counters import SIZE_BUCKETS as SIZE_BUCKETS  # re-exported, as Snapshot: the Prometheus endpoints read them
-from .exchanges import EXCHANGE_TYPES, Exchange
+from .exchanges import EXCHANGE_TYPES
 from .flow import DISK, MEMORY
+from .info import (
+    binding_info,
+    channel_info,
+    connection_info,
+    connection_name,
+    consumer_info,
+    exchange_info,
+    is_open,
+    message_info,
+    properties_from_json,
+    properties_key,
+    queue_info,
+)
 from .interfaces import ConfirmFlusher, ConnectionPort
 from .message import Entry, Message
+from .policy_operations import NoSuchVhost as NoSuchVhost  # re-exported: the HTTP layer imports only this module
+from .policy_operations import PolicyOperations
+from .policy_validation import PolicyError as PolicyError
 from .queue import Queue
 from .snapshot import Snapshot as Snapshot
 from .snapshot import take as take_snapshot
@@ -43,37 +54,24 @@ from .stats import Ranges as Ranges  # re-exported for the HTTP layer's type hin
 from .vhost import VirtualHost, sender_selected
 from .writer import Writer
 
+# The facade's public names; the access types are re-exported for the management layer's user/permission edits.
+__all__ = [
+    "ACK_MODES",
+    "HASHING_ALGORITHM",
+    "AccessControl",
+    "BrokerOperations",
+    "Permission",
+    "TopicPermission",
+    "properties_from_json",
+    "properties_key",
+]
+
 NODE = "rabbit@localhost"
-PROTOCOL = "AMQP 0-9-1"
 EXCHANGE_DESCRIPTIONS = {
     "direct": "AMQP direct exchange, as per the AMQP specification",
     "fanout": "AMQP fanout exchange, as per the AMQP specification",
     "headers": "AMQP headers exchange, as per the AMQP specification",
     "topic": "AMQP topic exchange, as per the AMQP specification",
-}
-PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "headers",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "message_type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
-# Erlang process details RabbitMQ shows per queue, connection and channel; constant here (no Erlang process)
-GARBAGE_COLLECTION = {
-    "fullsweep_after": 65535,
-    "max_heap_size": 0,
-    "min_bin_vheap_size": 46422,
-    "min_heap_size": 233,
-    "minor_gcs": 0,
 }
 ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false")
 
@@ -120,6 +118,7 @@ class BrokerOperations:
     def __init__(self, broker: Broker, node: str = NODE) -> None:
         self._broker = broker
         self.node = node
+        self.policies = PolicyOperations(broker)  # policies and operator policies: list, get, set, clear
 
     # ------------------------------------------------------------ users and vhosts
 
@@ -163,7 +162,7 @@ class BrokerOperations:
 
     def object_totals(self) -> dict[str, int]:
         broker = self._broker
-        open_connections = [c for c in broker.connections if _is_open(c)]
+        open_connections = [c for c in broker.connections if is_open(c)]
         return {
             "channels": sum(len(c.channels) for c in open_connections),
             "connections": len(open_connections),
@@ -174,10 +173,14 @@ class BrokerOperations:
 
     def queue_totals(self, vhost: str | None = None) -> dict[str, int]:
         """Messages, ready and unacknowledged, over every queue (of ``vhost``)."""
-        queues = self.queues(vhost)
-        ready = sum(q["messages_ready"] for q in queues)
-        unacked = sum(q["messages_unacknowledged"] for q in queues)
+        vhosts = self._vhosts(vhost)
+        names = {v.name for v in vhosts}
+        ready = sum(q.message_count for v in vhosts for q in v.queues.values())
+        unacked = sum(n for (v, _, kind), n in self._unacked_counts().items() if kind == "messages" and v in names)
         return {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked}
+
+    def queue_count(self, vhost: str) -> int:
+        return len(self._vhost(vhost).queues)
 
     def resources(self) -> dict[str, Any]:
         """Memory (bytes of queued messages) and disk figures with their limits and alarms, RabbitMQ's names."""
@@ -230,27 +233,13 @@ class BrokerOperations:
 
     def exchanges(self, vhost: str | None = None, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
         view = self._broker.stats.view(ranges)
-        return [
-            {**self._exchange_info(e), **view.exchange(e)} for v in self._vhosts(vhost) for e in v.exchanges.values()
-        ]
+        return [{**exchange_info(e), **view.exchange(e)} for v in self._vhosts(vhost) for e in v.exchanges.values()]
 
     def exchange(self, vhost: str, name: str, ranges: Ranges = NO_RANGES) -> dict[str, Any] | None:
         exchange = self._vhost(vhost).exchanges.get(name)
         if exchange is None:
             return None
-        return {**self._exchange_info(exchange), **self._broker.stats.view(ranges).exchange(exchange)}
-
-    def _exchange_info(self, exchange: Exchange) -> dict[str, Any]:
-        return {
-            "arguments": _json_table(exchange.arguments),
-            "auto_delete": exchange.auto_delete,
-            "durable": exchange.durable,
-            "internal": exchange.internal,
-            "name": exchange.name,
-            "type": exchange.type_name,
-            "user_who_performed_action": "rmq-internal",
-            "vhost": exchange.vhost.name,
-        }
+        return {**exchange_info(exchange), **self._broker.stats.view(ranges).exchange(exchange)}
 
     def declare_exchange(
         self,
@@ -284,7 +273,7 @@ class BrokerOperations:
         unacked = self._unacked_counts()
         view = self._broker.stats.view(ranges)
         return [
-            {**self._queue_info(q, unacked), **view.queue(q)}
+            {**queue_info(q, unacked, self.node), **view.queue(q)}
             for v in self._vhosts(vhost)
             for q in list(v.queues.values())
         ]
@@ -293,7 +282,7 @@ class BrokerOperations:
         queue = self._vhost(vhost).queues.get(name)
         if queue is None:
             return None
-        return {**self._queue_info(queue, self._unacked_counts()), **self._broker.stats.view(ranges).queue(queue)}
+        return {**queue_info(queue, self._unacked_counts(), self.node), **self._broker.stats.view(ranges).queue(queue)}
 
     def _unacked_counts(self) -> Counter[tuple[str, str, str]]:
         """Deliveries awaiting ack, by (vhost, queue, "messages" or "bytes"): counted from the channels, which
@@ -306,82 +295,6 @@ class BrokerOperations:
                     counts[(*key, "messages")] += 1
                     counts[(*key, "bytes")] += item.entry.body_size
         return counts
-
-    def _queue_info(self, queue: Queue, unacked: Counter[tuple[str, str, str]]) -> dict[str, Any]:
-        """RabbitMQ's queue info items.  Every message is held in memory (``*_ram`` = all, ``*_paged_out`` = 0;
-        recovered messages still on disk count as in memory too); ``memory`` is the bytes of the bodies held.
-        ``messages_persistent`` is not counted here (the queue keeps no such tally) and is left out."""
-        ready = queue.message_count
-        key = (queue.vhost.name, queue.name)
-        unacknowledged, unacked_bytes = unacked[(*key, "messages")], unacked[(*key, "bytes")]
-        ready_bytes = queue.ready_bytes
-        owner = queue.exclusive_owner
-        consumers = len(queue.consumers)
-        exclusive_consumer = next((c.tag for c in queue.consumers if c.exclusive), None)
-        info: dict[str, Any] = {
-            "arguments": _json_table(queue.arguments),
-            "auto_delete": queue.auto_delete,
-            "consumer_capacity": 1.0 if consumers else 0,
-            "consumer_utilisation": 1.0 if consumers else 0,
-            "consumers": consumers,
-            "durable": queue.durable,
-            "exclusive": owner is not None,
-            "exclusive_consumer_tag": exclusive_consumer,
-            "head_message_timestamp": None,
-            "memory": ready_bytes + unacked_bytes,
-            "message_bytes": ready_bytes + unacked_bytes,
-            "message_bytes_paged_out": 0,
-            "message_bytes_ram": ready_bytes + unacked_bytes,
-            "message_bytes_ready": ready_bytes,
-            "message_bytes_unacknowledged": unacked_bytes,
-            "messages": ready + unacknowledged,
-            "messages_paged_out": 0,
-            "messages_ram": ready + unacknowledged,
-            "messages_ready": ready,
-            "messages_ready_ram": ready,
-            "messages_unacknowledged": unacknowledged,
-            "messages_unacknowledged_ram": unacknowledged,
-            "name": queue.name,
-            "node": self.node,
-            "owner_pid_details": _connection_ref(owner) if owner is not None else None,
-            "recoverable_slaves": None,
-            "reductions": 0,
-            "reductions_details": {"rate": 0.0},
-            "garbage_collection": dict(GARBAGE_COLLECTION),
-            "state": "running",
-            "type": queue.options.queue_type,
-            "vhost": queue.vhost.name,
-        }
-        if owner is None:
-            del info["owner_pid_details"]  # RabbitMQ shows it for exclusive queues only
-        if queue.options.queue_type == "quorum":
-            info.update(
-                leader=self.node,
-                members=[self.node],
-                online=[self.node],
-                open_files={self.node: 0},
-                messages_dlx=0,
-                message_bytes_dlx=0,
-            )
-        else:
-            info["backing_queue_status"] = {
-                "avg_ack_egress_rate": 0.0,
-                "avg_ack_ingress_rate": 0.0,
-                "avg_egress_rate": 0.0,
-                "avg_ingress_rate": 0.0,
-                "delta": ["delta", "undefined", 0, 0, "undefined"],
-                "len": ready,
-                "mode": "default",
-                "next_deliver_seq_id": 0,
-                "next_seq_id": 0,
-                "q1": 0,
-                "q2": 0,
-                "q3": 0,
-                "q4": ready,
-                "target_ram_count": "infinity",
-                "version": 1,
-            }
-        return info
 
     def declare_queue(
         self,
@@ -426,7 +339,7 @@ class BrokerOperations:
             if entry is None:
                 break
             taken.append(entry)
-            info = _message_info(entry, queue.message_count, encoding, truncate)
+            info = message_info(entry, queue.message_count, encoding, truncate)
             if queue.options.queue_type == "quorum":  # as basic.get on a quorum queue: the count is a header
                 headers = info["properties"].setdefault("headers", {})
                 headers["x-delivery-count"] = entry.delivery_count
@@ -449,12 +362,12 @@ class BrokerOperations:
         found = []
         for v in self._vhosts(vhost):
             for queue in v.queues.values():  # the default exchange's implicit binding, as RabbitMQ lists it
-                found.append(_binding_info(v.name, "", queue.name, "queue", queue.name, {}))
+                found.append(binding_info(v.name, "", queue.name, "queue", queue.name, {}))
             for exchange in v.exchanges.values():
                 if exchange.name:
                     for destination, routing_key, arguments in exchange.bindings.values():
                         found.append(
-                            _binding_info(
+                            binding_info(
                                 v.name, exchange.name, destination.name, destination.kind, routing_key, arguments
                             )
                         )
@@ -537,15 +450,15 @@ class BrokerOperations:
     def connections(self, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
         view = self._broker.stats.view(ranges)
         return [
-            {**_connection_info(c, self.node), **view.connection(c)}
+            {**connection_info(c, self.node), **view.connection(c)}
             for c in list(self._broker.connections)
-            if _is_open(c)
+            if is_open(c)
         ]
 
     def close_connection(self, name: str, reason: str) -> bool:
         """Close the connection called ``name`` (320 CONNECTION_FORCED with ``reason``); False if there is none."""
         for connection in list(self._broker.connections):
-            if _is_open(connection) and _connection_name(connection) == name:
+            if is_open(connection) and connection_name(connection) == name:
                 connection.force_close(reason)
                 return True
         return False
@@ -553,9 +466,9 @@ class BrokerOperations:
     def channels(self, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
         view = self._broker.stats.view(ranges)
         return [
-            {**_channel_info(connection, channel, self.node), **view.channel(channel)}
+            {**channel_info(connection, channel, self.node), **view.channel(channel)}
             for connection in list(self._broker.connections)
-            if _is_open(connection)
+            if is_open(connection)
             for channel in connection.channels.values()
         ]
 
@@ -564,7 +477,7 @@ class BrokerOperations:
         for v in self._vhosts(vhost):
             for queue in v.queues.values():
                 for consumer in queue.consumers:
-                    found.append(_consumer_info(queue, consumer, self.node))
+                    found.append(consumer_info(queue, consumer, self.node))
         return found
 
     # ------------------------------------------------------------ internals
@@ -573,222 +486,3 @@ class BrokerOperations:
         """Run an exchange.* / queue.* handler as the user's AMQP channel would (raises its AMQPError)."""
         channel = _ManagementChannel(_ManagementConnection(self._broker, self._vhost(vhost), user))
         declarations.HANDLERS[method.index](channel, method)
-
-
-# ------------------------------------------------------------------ info dicts
-
-
-def _json_table(table: dict[str, Any]) -> dict[str, Any]:
-    return {key: _json_value(value) for key, value in table.items()}
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return _json_table(value)
-    if isinstance(value, (list, tuple)):
-        return [_json_value(item) for item in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _binding_info(
-    vhost: str, source: str, destination: str, kind: str, routing_key: str, arguments: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "source": source,
-        "vhost": vhost,
-        "destination": destination,
-        "destination_type": kind,
-        "routing_key": routing_key,
-        "arguments": _json_table(arguments),
-        "properties_key": properties_key(routing_key, arguments),
-    }
-
-
-def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:
-    """A binding's name in URLs, as RabbitMQ builds it: ``~`` for no routing key and no arguments, else the
-    routing key quoted (``quote_plus``, ``~`` as ``%7E``), followed by ``~`` and a hash when there are arguments.
-
-    RabbitMQ hashes the arguments with Erlang's ``phash2``; clients take the key from a listing, so any
-    stable hash serves: here the first 4 bytes of the SHA-256 of their sorted JSON form, base64url.
-    """
-    if not routing_key and not arguments:
-        return "~"
-    key = quote_plus(routing_key, safe="!*'()").replace("~", "%7E")
-    if not arguments:
-        return key
-    text = json.dumps(_json_table(arguments), sort_keys=True)
-    digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:4]).decode().rstrip("=")
-    return f"{key}~{digest}"
-
-
-def _is_open(connection: Connection) -> bool:
-    """Past connection.open (and not closed yet): what RabbitMQ lists as a connection."""
-    return connection.state in (State.OPEN, State.CLOSING)
-
-
-def _connection_name(connection: Any) -> str:
-    return f"{connection.peer} -> {connection.local_address}"
-
-
-def _connection_ref(connection: Any) -> dict[str, Any]:
-    host, _, port = connection.peer.rpartition(":")
-    return {"name": _connection_name(connection), "peer_host": host, "peer_port": int(port or 0)}
-
-
-def _connection_info(connection: Any, node: str) -> dict[str, Any]:
-    host, _, port = connection.peer.rpartition(":")
-    local_host, _, local_port = connection.local_address.rpartition(":")
-    properties = _json_table(connection.client_properties)
-    info = {
-        "auth_mechanism": connection.auth_mechanism,
-        "channel_max": connection.channel_max,
-        "channels": len(connection.channels),
-        "client_properties": properties,
-        "connected_at": int(connection.connected_at * 1000),
-        "frame_max": connection.frame_max,
-        "host": local_host,
-        "name": _connection_name(connection),
-        "node": node,
-        "peer_cert_issuer": None,
-        "peer_cert_subject": None,
-        "peer_cert_validity": None,
-        "peer_host": host,
-        "peer_port": int(port or 0),
-        "port": int(local_port or 0),
-        "protocol": PROTOCOL,
-        "recv_cnt": connection.recv_cnt,
-        "recv_oct": connection.recv_oct,
-        "recv_oct_details": {"rate": 0.0},
-        "reductions": 0,
-        "reductions_details": {"rate": 0.0},
-        "send_cnt": connection.send_cnt,
-        "send_oct": connection.send_oct,
-        "send_oct_details": {"rate": 0.0},
-        "send_pend": 0,
-        "garbage_collection": dict(GARBAGE_COLLECTION),
-        "ssl": connection.tls,
-        "ssl_cipher": None,
-        "ssl_hash": None,
-        "ssl_key_exchange": None,
-        "ssl_protocol": None,
-        "state": "blocked" if connection.blocked else "running",
-        "timeout": connection.heartbeat,
-        "type": "network",
-        "user": connection.username,
-        "user_who_performed_action": connection.username,
-        "vhost": connection.vhost.name,
-    }
-    if isinstance(properties.get("connection_name"), str):  # RabbitMQ shows it only when the client named itself
-        info["user_provided_name"] = properties["connection_name"]
-    return info
-
-
-def _channel_info(connection: Any, channel: Any, node: str) -> dict[str, Any]:
-    name = f"{_connection_name(connection)} ({channel.channel_id})"
-    return {
-        "acks_uncommitted": 0,
-        "confirm": channel.confirms is not None,
-        "connection_details": _connection_ref(connection),
-        "consumer_count": len(channel.consumers),
-        "global_prefetch_count": channel.global_prefetch_count,
-        "messages_unacknowledged": len(channel.unacked),
-        "messages_uncommitted": 0,
-        "messages_unconfirmed": 0,
-        "name": name,
-        "node": node,
-        "number": channel.channel_id,
-        "pending_raft_commands": 0,
-        "prefetch_count": channel.prefetch_count,
-        "reductions": 0,
-        "reductions_details": {"rate": 0.0},
-        "garbage_collection": dict(GARBAGE_COLLECTION),
-        "state": "running",
-        "transactional": channel.transaction is not None,
-        "user": connection.username,
-        "user_who_performed_action": connection.username,
-        "vhost": connection.vhost.name,
-    }
-
-
-def _consumer_info(queue: Queue, consumer: Any, node: str) -> dict[str, Any]:
-    channel = consumer.channel
-    connection = channel.connection
-    return {
-        "ack_required": not consumer.no_ack,
-        "active": True,
-        "activity_status": "up",
-        "arguments": {},
-        "channel_details": {
-            "connection_name": _connection_name(connection),
-            "name": f"{_connection_name(connection)} ({channel.channel_id})",
-            "node": node,
-            "number": channel.channel_id,
-            "peer_host": connection.peer.rpartition(":")[0],
-            "peer_port": int(connection.peer.rpartition(":")[2] or 0),
-            "user": connection.username,
-        },
-        "consumer_tag": consumer.tag,
-        "exclusive": consumer.exclusive,
-        "prefetch_count": consumer.prefetch_count,
-        "queue": {"name": queue.name, "vhost": queue.vhost.name},
-    }
-
-
-def _message_info(entry: Entry, remaining: int, encoding: str, truncate: int | None) -> dict[str, Any]:
-    message = entry.message
-    assert message is not None  # queue.get pages a message in
-    body = message.body
-    size = len(body)
-    if truncate is not None:
-        body = body[:truncate]
-    payload: str
-    if encoding == "auto":
-        try:
-            payload, payload_encoding = body.decode("utf-8"), "string"
-        except UnicodeDecodeError:
-            payload, payload_encoding = base64.b64encode(body).decode(), "base64"
-    else:
-        payload, payload_encoding = base64.b64encode(body).decode(), "base64"
-    return {
-        "payload_bytes": size,
-        "redelivered": entry.redelivered,
-        "exchange": message.exchange,
-        "routing_key": message.routing_key,
-        "message_count": remaining,
-        "properties": _properties_info(message.header),
-        "payload": payload,
-        "payload_encoding": payload_encoding,
-    }
-
-
-def _properties_info(header: bytes) -> dict[str, Any]:
-    """The content properties as RabbitMQ's management API shows them: the ones set, headers decoded."""
-    content = ContentHeader()
-    try:
-        content.unmarshal(header)
-    except Exception:  # properties were checked at publish: only a message stored by an older broker gets here
-        return {}
-    found: dict[str, Any] = {}
-    for key in PROPERTY_NAMES:
-        value = getattr(content.properties, key)
-        if value is None or (key == "cluster_id" and not value):
-            continue
-        if isinstance(value, datetime.datetime):
-            value = int(value.replace(tzinfo=datetime.UTC).timestamp())
-        found["type" if key == "message_type" else key] = _json_value(value)
-    return found
-
-
-def properties_from_json(properties: dict[str, Any]) -> commands.Basic.Properties:
-    """``basic.publish`` properties from the API's ``properties`` object (RabbitMQ's names: ``type`` too)."""
-    values = {("message_type" if key == "type" else key): value for key, value in properties.items()}
-    unknown = sorted(set(values) - set(PROPERTY_NAMES))
-    if unknown:
-        raise ValueError(f"unknown properties: {', '.join(unknown)}")
-    if isinstance(values.get("timestamp"), int):
-        values["timestamp"] = datetime.datetime.fromtimestamp(values["timestamp"], datetime.UTC)
-    return commands.Basic.Properties(**values)

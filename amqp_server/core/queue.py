@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from .confirms import SyncBarrier
     from .flow import MemoryFlow
+    from .policies import Policy
     from .scheduler import Scheduler
 
 
@@ -84,6 +85,9 @@ class Queue:
         "auto_delete",
         "arguments",
         "options",
+        "argument_options",
+        "policy",
+        "operator_policy",
         "_ready",
         "consumers",
         "_next_id",
@@ -116,6 +120,9 @@ class Queue:
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
         self.options = options or QueueOptions()
+        self.argument_options = self.options  # what the arguments alone set; ``options`` adds the policies'
+        self.policy: Policy | None = None
+        self.operator_policy: Policy | None = None
         self.exclusive_owner = exclusive_owner
         # no TTL and no length limit: a publish to an empty queue may go straight to a consumer
         self._plain = (
@@ -162,6 +169,21 @@ class Queue:
     def from_record(cls, vhost: QueueHost, record: QueueRecord) -> Queue:
         """A durable queue recovered from the store (its arguments were validated when declared)."""
         return cls.with_arguments(vhost, record.name, record.durable, record.auto_delete, record.arguments)
+
+    def options_changed(self, options: QueueOptions) -> None:
+        """New effective options (a policy changed), applied at once as in RabbitMQ: a lower length limit drops
+        from the head now, a new expires restarts its timer; queued messages keep the expiry they had."""
+        previous, self.options = self.options, options
+        self._plain = options.message_ttl is None and options.max_length is None and options.max_length_bytes is None
+        if options.expires != previous.expires:
+            if self._unused_timer is not None:
+                self._unused_timer.cancel()
+                self._unused_timer = None
+            if options.expires is not None and not self.consumers:
+                self._touch()  # RabbitMQ starts the new timer from the change
+                self._arm_unused_timer(options.expires)
+        if not self._plain:
+            self._drop_head_while_full()
 
     @property
     def message_count(self) -> int:

@@ -6,6 +6,8 @@ the handlers in ``declarations`` only decide *whether* a change is allowed.
 bindings, alternate exchanges, CC/BCC sender-selected distribution), so each
 exchange type only matches one routing key against its own bindings.
 ``restore`` rebuilds the vhost from what the store recovered at start.
+Its policies (``core.policies``) are matched against each queue and exchange
+when it is added, and against all of them when a policy changes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .counters import Counters
 from .exchanges import EXCHANGE_TYPES, DefaultExchange, Destination, Exchange, new_exchange
 from .flow import MemoryFlow
 from .message import Message
+from .policies import Policy, PolicyTable, apply_to_exchange, apply_to_queue
 from .queue import Queue
 from .scheduler import Scheduler
 
@@ -60,6 +63,7 @@ class VirtualHost:
         self.wall_clock = wall_clock  # for x-death timestamps and the expiries the store keeps
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(self, "", durable=True)}
         self.queues: dict[str, Queue] = {}
+        self.policies = PolicyTable()
         for exchange_name, exchange_type in BUILTIN_EXCHANGES:
             self.exchanges[exchange_name] = new_exchange(self, exchange_type, exchange_name, durable=True)
 
@@ -127,6 +131,8 @@ class VirtualHost:
 
     def add_exchange(self, exchange: Exchange) -> None:
         self.exchanges[exchange.name] = exchange
+        if self.policies:
+            apply_to_exchange(self.policies, exchange)
         if exchange.persisted:
             self.store.put_exchange(exchange.record())
             self._definitions_changed()
@@ -158,6 +164,8 @@ class VirtualHost:
     def add_queue(self, queue: Queue) -> None:
         self.queues[queue.name] = queue
         self.counters.queues_created += 1
+        if self.policies:
+            apply_to_queue(self.policies, queue)
         if queue.persisted:
             self.store.put_queue(queue.record())
             self._definitions_changed()
@@ -205,6 +213,32 @@ class VirtualHost:
                 self._definitions_changed()
             self._maybe_auto_delete(exchange)
 
+    # ------------------------------------------------------------ policies
+
+    def set_policy(self, policy: Policy) -> bool:
+        """Add or replace a (valid) policy or operator policy, store it, and apply it at once; True if new."""
+        created = self.policies.put(policy)
+        self.store.put_policy(policy.record())
+        self._definitions_changed()
+        self.apply_policies()
+        return created
+
+    def clear_policy(self, name: str, operator: bool = False) -> bool:
+        """Delete a policy (what it set reverts at once); False if there is none of that name."""
+        if self.policies.delete(name, operator) is None:
+            return False
+        self.store.delete_policy(self.name, name, operator)
+        self._definitions_changed()
+        self.apply_policies()
+        return True
+
+    def apply_policies(self) -> None:
+        """Match every queue and exchange against the policies again (RabbitMQ's ``update_matched_objects``)."""
+        for exchange in self.exchanges.values():
+            apply_to_exchange(self.policies, exchange)
+        for queue in list(self.queues.values()):  # a trimmed queue may dead-letter into another: a copy
+            apply_to_queue(self.policies, queue)
+
     def _definitions_changed(self) -> None:
         """A durable definition was written: it must reach the disk before the client hears -ok."""
         self.unsynced_definitions = True
@@ -223,7 +257,10 @@ class VirtualHost:
     # ------------------------------------------------------------ recovery
 
     def restore(self, recovered: Recovered) -> None:
-        """Rebuild durable definitions and persistent messages recovered from the store."""
+        """Rebuild durable definitions, policies and persistent messages recovered from the store."""
+        for policy_record in recovered.policies:
+            if policy_record.vhost == self.name:
+                self.policies.put(Policy.from_record(policy_record))
         for exchange_record in recovered.exchanges:
             if exchange_record.vhost == self.name and exchange_record.type in EXCHANGE_TYPES:
                 self.exchanges[exchange_record.name] = new_exchange(
@@ -258,6 +295,8 @@ class VirtualHost:
                     else:
                         message = Message.from_record(message_record)
                         queue.restore(message_id, message, expires_at=message_record.expires_at)
+        if self.policies:
+            self.apply_policies()  # after the messages: a length limit from a policy applies to them too
 
 
 def sender_selected(message: Message) -> Message:

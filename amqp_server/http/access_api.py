@@ -6,7 +6,7 @@ Each change is a read-modify-write of ``<data_dir>/access.json`` under its lock
 vhost's connections are closed with 320 and its contents deleted.  The admin CLI
 makes its changes through this API too while the broker runs.
 
-Vhost descriptions and tags are accepted but not stored (access.json keeps names only).  Topic
+Vhost descriptions and tags are kept in access.json too (``default_queue_type`` is not).  Topic
 permissions are stored, listed, exported and imported, but not enforced (publishes to a topic
 exchange are checked against the vhost permissions only).
 """
@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..core.operations import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission
 from ..ops import access as ops_access
-from ..ops.access import HASHING_ALGORITHM, AccessControl, Permission
 from ..ops.validation import regex_problem, tags_from
 from .context import Context, add, caller, context, json_body, listed, no_content, ranges, reply, visible_vhosts
 from .errors import bad_request, not_found
@@ -65,14 +65,17 @@ def edit(ctx: Context, change: Callable[[AccessControl, list[str]], T]) -> T:
 
 
 def vhost_info(request: web.Request, name: str, listing: bool = False) -> dict[str, Any]:
-    description = DEFAULT_VHOST_DESCRIPTION if name == "/" else ""
+    operations = context(request).operations
+    metadata = operations.access.vhost_metadata.get(name, {})
+    description = metadata.get("description", DEFAULT_VHOST_DESCRIPTION if name == "/" else "")
+    tags = list(metadata.get("tags", []))
     info: dict[str, Any] = {
-        "cluster_state": {context(request).operations.node: "running"},
+        "cluster_state": {operations.node: "running"},
         "default_queue_type": "undefined",
         "description": description,
-        "metadata": {"description": description, "tags": []},
+        "metadata": {"description": description, "tags": tags},
         "name": name,
-        "tags": [],
+        "tags": tags,
         "tracing": False,
     }
     # message_stats, messages* and recv_oct/send_oct with rates, each once the vhost has had them
@@ -97,11 +100,14 @@ async def put_vhost(request: web.Request) -> web.Response:
     who = caller(request)
     who.require_administrator()
     name = request.match_info["vhost"]
-    await json_body(request)  # description, tags, default_queue_type, tracing: checked as JSON, not stored
+    body = await json_body(request)  # description and tags are kept; default_queue_type and tracing are not
     if not name or len(name.encode()) > 255:
         raise bad_request("vhost names are 1 to 255 bytes of UTF-8")
+    metadata = ops_access.vhost_metadata_from_json(body)
 
     def change(access: AccessControl, vhosts: list[str]) -> bool:
+        if "description" in body or "tags" in body:
+            access.vhost_metadata[name] = metadata
         if name in vhosts:
             return False
         vhosts.append(name)
@@ -396,7 +402,7 @@ async def put_topic_permission(request: web.Request) -> web.Response:
             raise bad_request("vhost_or_user_not_found")
         key = (user, vhost, exchange)
         existed = key in access.topic_permissions
-        access.topic_permissions[key] = ops_access.TopicPermission(write, read)
+        access.topic_permissions[key] = TopicPermission(write, read)
         return not existed
 
     return no_content(201 if edit(context(request), change) else 204)

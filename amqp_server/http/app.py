@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 
 from ..errors import AMQPError
-from . import access_api, entities, overview, sessions
+from . import access_api, entities, overview, policies_api, sessions
 from .auth import MANAGEMENT_TAGS, Caller, basic_credentials
 from .context import CALLER, CONTEXT, Context, Handler, context
 from .errors import ApiError, bad_request, no_credentials, not_authorised, not_found, unauthorized_login
@@ -29,7 +29,8 @@ __all__ = ["Context", "create_app", "start"]
 def create_app(ctx: Context) -> web.Application:
     app = web.Application(middlewares=[_errors, _authenticate], client_max_size=MAX_BODY_SIZE)
     app[CONTEXT] = ctx
-    for module in (overview, access_api, entities, sessions):
+    app.on_response_prepare.append(_server_header)
+    for module in (overview, access_api, entities, policies_api, sessions):
         module.add_routes(app.router)
     return app
 
@@ -46,6 +47,11 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
         raise
     bound = runner.addresses[0][1]  # (host, port[, …]) of the listening socket: the real port of port 0
     return runner, int(bound)
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Name the product, not the HTTP library and its version (RabbitMQ says "Cowboy")."""
+    response.headers["Server"] = "amqp-server"
 
 
 @web.middleware

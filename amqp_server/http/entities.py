@@ -222,12 +222,7 @@ async def get_queues(request: web.Request) -> web.Response:
 
 def _queue(info: dict[str, Any]) -> dict[str, Any]:
     """A queue as the API lists it (its counts' ``*_details`` rates come with its statistics)."""
-    extra: dict[str, Any] = {
-        "effective_policy_definition": {},
-        "operator_policy": None,
-        "policy": None,
-        "single_active_consumer_tag": None,
-    }
+    extra: dict[str, Any] = {"single_active_consumer_tag": None}
     return {**info, **extra}
 
 

@@ -23,7 +23,7 @@ from .context import add, caller, context, json_body, listed, no_content, ranges
 from .errors import ApiError, bad_request, not_found
 
 RABBITMQ_API_VERSION = "3.10.8"  # the management plugin whose answers this API reproduces (probed)
-NODE_COUNTERS = (
+CHURN_KEYS = (
     "channel_closed",
     "channel_created",
     "connection_closed",
@@ -31,6 +31,9 @@ NODE_COUNTERS = (
     "queue_created",
     "queue_declared",
     "queue_deleted",
+)
+NODE_COUNTERS = (
+    *CHURN_KEYS,
     "context_switches",
     "gc_bytes_reclaimed",
     "gc_num",
@@ -147,7 +150,7 @@ def _totals_of(request: web.Request, vhosts: list[str]) -> dict[str, int]:
         "channels": sum(c["channels"] for c in own),
         "connections": len(own),
         "exchanges": sum(len(operations.exchanges(v)) for v in vhosts),
-        "queues": sum(len(operations.queues(v)) for v in vhosts),
+        "queues": sum(operations.queue_count(v) for v in vhosts),
     }
 
 

@@ -1,13 +1,14 @@
 """Users, virtual hosts and permissions on disk: ``<data_dir>/access.json``.
 
-The file holds the ``users``, ``vhosts`` and ``permissions`` sections of
-RabbitMQ's definitions JSON (passwords only as ``rabbit_password_hashing_sha256``
-hashes)::
+The file holds the ``users``, ``vhosts``, ``permissions`` and ``topic_permissions`` sections
+of RabbitMQ's definitions JSON (passwords only as ``rabbit_password_hashing_sha256``
+hashes; a vhost's ``description`` and ``tags`` when it has them)::
 
     {"users": [{"name": "guest", "password_hash": "…", "hashing_algorithm": "rabbit_password_hashing_sha256",
                 "tags": ["administrator"]}],
-     "vhosts": [{"name": "/"}],
-     "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]}
+     "vhosts": [{"name": "/"}, {"name": "prod", "description": "orders", "tags": ["eu"]}],
+     "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+     "topic_permissions": []}
 
 Without the file the broker has RabbitMQ's out-of-the-box setup: ``guest``/``guest``,
 administrator, every permission on ``/``.  Writes are atomic (temporary file,
@@ -81,6 +82,9 @@ def import_sections(
         counts["users"] += 1
     for i, item in enumerate(data.get("vhosts", [])):
         name = json_string(item, "name", f"vhosts[{i}]")
+        metadata = vhost_metadata_from_json(item)
+        if metadata:
+            access.vhost_metadata[name] = metadata
         if name not in vhosts:
             add_vhost(name)
             counts["vhosts"] += 1
@@ -154,9 +158,27 @@ def import_topic_permissions(data: dict[str, Any], access: AccessControl, vhosts
     return len(items)
 
 
+def vhost_metadata_from_json(item: dict[str, Any]) -> dict[str, Any]:
+    """A vhost entry's description and tags (top level, as the API's PUT, or under RabbitMQ's ``metadata``)."""
+    nested = item.get("metadata")
+    metadata: dict[str, Any] = nested if isinstance(nested, dict) else item
+    found: dict[str, Any] = {}
+    if isinstance(metadata.get("description"), str) and metadata["description"]:
+        found["description"] = metadata["description"]
+    tags = tags_from(metadata.get("tags", []))
+    if tags:
+        found["tags"] = tags
+    return found
+
+
+def vhost_to_json(access: AccessControl, name: str) -> dict[str, Any]:
+    return {"name": name, **access.vhost_metadata.get(name, {})}
+
+
 def remove_vhost(access: AccessControl, vhosts: list[str], name: str) -> None:
-    """Forget a vhost and every permission on it."""
+    """Forget a vhost, its metadata and every permission on it."""
     vhosts.remove(name)
+    access.vhost_metadata.pop(name, None)
     for key in [key for key in access.permissions if key[1] == name]:
         del access.permissions[key]
     for topic_key in [key for key in access.topic_permissions if key[1] == name]:
@@ -169,7 +191,7 @@ def remove_vhost(access: AccessControl, vhosts: list[str], name: str) -> None:
 def to_json(access: AccessControl, vhosts: list[str]) -> dict[str, Any]:
     return {
         "users": [user_to_json(user) for user in access.users.values()],
-        "vhosts": [{"name": name} for name in vhosts],
+        "vhosts": [vhost_to_json(access, name) for name in vhosts],
         "permissions": [
             permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
         ],

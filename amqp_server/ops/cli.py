@@ -22,6 +22,12 @@ import work on the data dir's store, only while no broker runs on it::
     amqp-server permissions list
     amqp-server definitions export FILE      (RabbitMQ's definitions JSON; - for stdout)
     amqp-server definitions import FILE
+    amqp-server policies set NAME PATTERN DEFINITION [--vhost /] [--priority N] [--apply-to all] [--operator]
+    amqp-server policies clear NAME [--vhost /] [--operator]
+    amqp-server policies list [--vhost /] [--operator]
+
+Policies work like users: through the running broker's management API, else in the data dir's
+store (``amqp-server declare policy`` is the same through the API only, rabbitmqadmin's spelling).
 
 Each takes ``--data-dir`` and ``--config`` (the data dir is resolved like the
 broker's).  They exit with 0 on success, 1 when the change cannot be made
@@ -48,6 +54,8 @@ from storage.fileio import DataDirLocked
 from .. import __version__
 from ..core.access import Permission
 from ..core.broker import Broker
+from ..core.policy_validation import PolicyError, parse_policy
+from ..core.vhost import VirtualHost
 from . import running
 from .access import DEFAULT_VHOST, AccessControl, load_access, locked, remove_vhost, save_access
 from .api_commands import API_COMMANDS, api_main, connection_options, credentials
@@ -58,7 +66,7 @@ from .http_client import ApiRequestError, ManagementClient, segment
 from .logging import setup as setup_logging
 from .validation import must_be_new, must_exist, regex_problem, split_list
 
-ADMIN_COMMANDS = ("users", "vhosts", "permissions", "definitions")
+ADMIN_COMMANDS = ("users", "vhosts", "permissions", "definitions", "policies")
 
 
 class AdminError(Exception):
@@ -211,7 +219,25 @@ def admin_parser() -> argparse.ArgumentParser:
         "import a definitions file (the broker must be stopped; or start it with --load-definitions FILE)",
         "file",
     )
+    _policy_commands(command, groups)
     return parser
+
+
+def _policy_commands(command: Callable[..., argparse.ArgumentParser], groups: Any) -> None:
+    policies = groups.add_parser("policies", help="policies and operator policies").add_subparsers(
+        dest="action", required=True
+    )
+    set_help = "set a policy: DEFINITION is a JSON object, e.g. '{\"max-length\": 1000}'"
+    setter = command(policies, "set", _policies_set, set_help, "name", "pattern", "definition")
+    setter.add_argument("--priority", type=int, default=0, help="the highest-priority matching policy applies (0)")
+    setter.add_argument("--apply-to", default="all", help="queues, classic_queues, quorum_queues, exchanges or all")
+    clearer = command(policies, "clear", _policies_clear, "delete a policy", "name")
+    for sub in (setter, clearer):
+        sub.add_argument("--vhost", default=DEFAULT_VHOST)
+        sub.add_argument("--operator", action="store_true", help="an operator policy")
+    sub = command(policies, "list", _policies_list, "list the policies of a vhost")
+    sub.add_argument("--vhost", default=DEFAULT_VHOST)
+    sub.add_argument("--operator", action="store_true", help="operator policies")
 
 
 def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
@@ -232,6 +258,7 @@ def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int
 
 Edit = Callable[[AccessControl, list[str]], None]
 Online = Callable[[ManagementClient], None]
+Answer = Callable[[ManagementClient], str]  # an online change that says what it did
 
 
 def _change_access(args: argparse.Namespace, config: Config, offline: Edit, online: Online) -> None:
@@ -408,7 +435,7 @@ def _permissions_list(args: argparse.Namespace, config: Config) -> str:
 
 
 @contextmanager
-def _offline(config: Config, verb: str) -> Iterator[Broker]:
+def _offline(config: Config, verb: str, what: str = "definitions") -> Iterator[Broker]:
     """The data dir's broker, opened here; a clear ``AdminError`` when a broker is running on it."""
     try:
         with open_offline_broker(config.data_dir, config.loopback_users) as broker:
@@ -416,8 +443,98 @@ def _offline(config: Config, verb: str) -> Iterator[Broker]:
     except DataDirLocked as error:
         hint = ", or start it with --load-definitions FILE" if verb == "import" else ""
         raise AdminError(
-            f"cannot {verb} definitions while a broker is running: {error} Stop the broker first{hint}."
+            f"cannot {verb} {what} while a broker is running: {error} Stop the broker first{hint}."
         ) from None
+
+
+def _policy_vhost(broker: Broker, name: str) -> VirtualHost:
+    """The vhost named on the command line (``NotFound`` unless it exists)."""
+    must_exist("vhost", name, broker.vhosts)
+    return broker.vhosts[name]
+
+
+def _on_policies(
+    args: argparse.Namespace, config: Config, verb: str, offline: Callable[[Broker], str], online: Answer
+) -> str:
+    """``offline`` on the data dir's store when no broker runs on it, else ``online`` through the broker's API."""
+    found = running.probe(config.data_dir)
+    if found is not None:
+        found = running.wait_published(config.data_dir)
+    if found is None:
+        with _offline(config, verb, "policies") as broker:  # a broker starting meanwhile: a clear AdminError
+            return offline(broker)
+    if not found.management_url:
+        raise AdminError(
+            f"a broker (pid {found.pid or 'unknown'}) runs on data dir {config.data_dir} without its management "
+            "API (--management-port): its policies change through the API; stop it to edit the data dir instead"
+        )
+    return online(ManagementClient(found.management_url, *credentials(args, os.environ)))
+
+
+def _policy_path(args: argparse.Namespace, name: bool = True) -> str:
+    kind = "/operator-policies" if args.operator else "/policies"
+    return f"{kind}/{segment(args.vhost)}" + (f"/{segment(args.name)}" if name else "")
+
+
+def _policies_set(args: argparse.Namespace, config: Config) -> str:
+    try:
+        definition = json.loads(args.definition)
+    except ValueError as error:
+        raise AdminError(f"policies set: DEFINITION is not valid JSON: {error}") from None
+    body = {"pattern": args.pattern, "definition": definition, "priority": args.priority, "apply-to": args.apply_to}
+    kind = "operator policy" if args.operator else "policy"
+    done = f"set {kind} '{args.name}' in vhost '{args.vhost}'"
+
+    def offline(broker: Broker) -> str:
+        vhost = _policy_vhost(broker, args.vhost)
+        try:
+            vhost.set_policy(parse_policy(vhost.name, args.name, body, args.operator))
+        except PolicyError as error:
+            raise AdminError(f"invalid {kind} '{args.name}': {error.reason.strip()}") from None
+        return done
+
+    def online(client: ManagementClient) -> str:
+        client.request("PUT", _policy_path(args), body)
+        return done
+
+    return _on_policies(args, config, "set", offline, online)
+
+
+def _policies_clear(args: argparse.Namespace, config: Config) -> str:
+    kind = "operator policy" if args.operator else "policy"
+    missing = AdminError(f"no {kind} '{args.name}' in vhost '{args.vhost}'")
+
+    def offline(broker: Broker) -> str:
+        if not _policy_vhost(broker, args.vhost).clear_policy(args.name, args.operator):
+            raise missing
+        return f"cleared {kind} '{args.name}' in vhost '{args.vhost}'"
+
+    def online(client: ManagementClient) -> str:
+        if not _deleted(client, _policy_path(args)):
+            raise missing
+        return f"cleared {kind} '{args.name}' in vhost '{args.vhost}'"
+
+    return _on_policies(args, config, "clear", offline, online)
+
+
+def _policies_list(args: argparse.Namespace, config: Config) -> str:
+    """vhost, name, pattern, apply-to, definition, priority: ``rabbitmqctl list_policies``' columns."""
+
+    def lines(policies: list[dict[str, Any]]) -> str:
+        return "\n".join(
+            "\t".join(
+                (p["vhost"], p["name"], p["pattern"], p["apply-to"], json.dumps(p["definition"]), str(p["priority"]))
+            )
+            for p in policies
+        )
+
+    def offline(broker: Broker) -> str:
+        return lines([p.to_json() for p in _policy_vhost(broker, args.vhost).policies.listing(args.operator)])
+
+    def online(client: ManagementClient) -> str:
+        return lines(client.get(_policy_path(args, name=False)))
+
+    return _on_policies(args, config, "list", offline, online)
 
 
 def _definitions_export(args: argparse.Namespace, config: Config) -> str | None:

@@ -5,14 +5,20 @@ The format is what ``rabbitmqctl export_definitions`` (3.10) writes, so a file
 exported from RabbitMQ imports here and the other way round: users carry their
 ``rabbit_password_hashing_sha256`` hash (tags as a list, or the older
 comma-separated string on import); exchanges, queues and bindings carry vhost,
-name, type, durable, auto_delete, internal and arguments.  Built-in exchanges
+name, type, durable, auto_delete, internal and arguments; policies vhost, name,
+pattern, apply-to, definition and priority.  Built-in exchanges
 (``''`` and ``amq.*``), exclusive queues and the default exchange's implicit
 bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
 RabbitMQ.  Topic permissions are exported and imported (stored, not enforced).
-Policies and parameters are exported empty; on import they are reported as ignored.
+Operator policies are runtime parameters in RabbitMQ's definitions: ``parameters``
+entries of component ``operator_policy`` (``value``: pattern, definition, priority,
+apply-to).  Other parameters (federation, shovels …) and global parameters are
+exported empty; on import they are reported as ignored.
 
-Import order is users, vhosts, permissions, exchanges, queues, bindings; what
-already exists is kept (declared exchanges and queues are not redeclared).
+Import order is users, vhosts, permissions, policies, exchanges, queues, bindings
+(RabbitMQ's: a queue is declared under its policy); what already exists is kept
+(declared exchanges and queues are not redeclared) except a policy, which is
+replaced, as ``rabbitmqctl set_policy`` would.
 Anything that cannot be imported raises ``DefinitionsError`` naming the entry;
 entries before it have been imported by then.
 
@@ -35,6 +41,8 @@ from storage.factory import open_store
 from .. import __version__
 from ..core.broker import Broker
 from ..core.exchanges import Exchange, UnsupportedExchangeType, new_exchange
+from ..core.policies import Policy
+from ..core.policy_validation import PolicyError, parse_policy
 from ..core.queue import Queue
 from ..core.vhost import VirtualHost
 from ..errors import AMQPError
@@ -52,7 +60,8 @@ from .errors import DefinitionsError
 from .validation import json_lists, json_object, json_string
 
 RABBIT_VERSION = "3.10.8"  # the definitions format written (RabbitMQ's version field)
-UNSUPPORTED_SECTIONS = ("policies", "parameters", "global_parameters")
+UNSUPPORTED_SECTIONS = ("global_parameters",)
+OPERATOR_POLICY = "operator_policy"  # the runtime parameter component of operator policies
 
 
 # ------------------------------------------------------------------ export
@@ -76,14 +85,21 @@ def export_from(broker: Broker) -> dict[str, Any]:
         "product_name": "amqp-server",
         "product_version": __version__,
         "users": [{**user_to_json(user), "limits": {}} for user in access.users.values()],
-        "vhosts": [{"name": name, "limits": [], "metadata": {"description": "", "tags": []}} for name in broker.vhosts],
+        "vhosts": [
+            {
+                "name": name,
+                "limits": [],
+                "metadata": {"description": "", "tags": [], **access.vhost_metadata.get(name, {})},
+            }
+            for name in broker.vhosts
+        ],
         "permissions": [
             permission_to_json(user, vhost, permission) for (user, vhost), permission in access.permissions.items()
         ],
         "topic_permissions": topic_permissions_to_json(access),
-        "parameters": [],
+        "parameters": [_operator_policy_json(p) for vhost in vhosts for p in vhost.policies.listing(operator=True)],
         "global_parameters": [],
-        "policies": [],
+        "policies": [policy.to_json() for vhost in vhosts for policy in vhost.policies.listing()],
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -161,25 +177,17 @@ def import_into(broker: Broker, data: Any) -> dict[str, int]:
     """Import RabbitMQ definitions into ``broker``; returns counts of what was created, and of ignored sections."""
     if not isinstance(data, dict):
         raise DefinitionsError("definitions must be a JSON object")
-    json_lists(
-        data,
-        (
-            "users",
-            "vhosts",
-            "permissions",
-            "topic_permissions",
-            "exchanges",
-            "queues",
-            "bindings",
-            *UNSUPPORTED_SECTIONS,
-        ),
-    )
+    sections = ("users", "vhosts", "permissions", "topic_permissions", "policies", "parameters")
+    json_lists(data, (*sections, "exchanges", "queues", "bindings", *UNSUPPORTED_SECTIONS))
     counts = {
         **import_sections(data, broker.access, broker.vhosts, broker.add_vhost),
-        **dict.fromkeys(("exchanges", "queues", "bindings"), 0),
+        **dict.fromkeys(("policies", "exchanges", "queues", "bindings"), 0),
     }
     if data.get("topic_permissions"):
         counts["topic_permissions"] = import_topic_permissions(data, broker.access, broker.vhosts)
+    for i, item in enumerate(data.get("policies", [])):
+        counts["policies"] += _import_policy(broker, item, f"policies[{i}]")
+    counts.update(_import_parameters(broker, data.get("parameters", [])))
     for i, item in enumerate(data.get("exchanges", [])):
         counts["exchanges"] += _import_exchange(broker, item, f"exchanges[{i}]")
     for i, item in enumerate(data.get("queues", [])):
@@ -223,6 +231,41 @@ def _vhost(broker: Broker, item: dict[str, Any], where: str) -> VirtualHost:
     if vhost is None:
         raise DefinitionsError(f"{where}: no vhost '{item['vhost']}'")
     return vhost
+
+
+def _import_policy(broker: Broker, item: Any, where: str, body: Any = None, operator: bool = False) -> bool:
+    """Set (or replace) a policy, with the same validation as the HTTP API's (``body``: the policy's fields,
+    if not in ``item`` itself)."""
+    item = json_object(item, where)
+    json_string(item, "vhost", where)
+    json_string(item, "name", where)
+    vhost = _vhost(broker, item, where)
+    kind = "operator policy" if operator else "policy"
+    try:
+        policy = parse_policy(vhost.name, item["name"], item if body is None else body, operator)
+    except PolicyError as error:
+        raise DefinitionsError(f"{where}: {kind} '{item['name']}': {error.reason.strip()}") from None
+    vhost.set_policy(policy)
+    return True
+
+
+def _import_parameters(broker: Broker, items: list[Any]) -> dict[str, int]:
+    """Operator policies (component ``operator_policy``) are imported; other parameters counted as ignored."""
+    counts = {"operator policies": 0}
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("component") == OPERATOR_POLICY:
+            body = json_object(item.get("value"), f"parameters[{i}].value")
+            counts["operator policies"] += _import_policy(broker, item, f"parameters[{i}]", body, operator=True)
+        else:
+            counts["ignored parameters"] = counts.get("ignored parameters", 0) + 1
+    return counts
+
+
+def _operator_policy_json(policy: Policy) -> dict[str, Any]:
+    """An operator policy as RabbitMQ's definitions hold it: a runtime parameter."""
+    fields = policy.to_json()
+    value = {key: fields[key] for key in ("pattern", "definition", "priority", "apply-to")}
+    return {"value": value, "vhost": policy.vhost, "component": OPERATOR_POLICY, "name": policy.name}
 
 
 def _import_exchange(broker: Broker, item: Any, where: str) -> bool:
@@ -300,6 +343,9 @@ def delete_vhost(broker: Broker, name: str) -> None:
         return
     for queue in list(vhost.queues.values()):
         vhost.delete_queue(queue)
+    for operator in (False, True):
+        for policy in vhost.policies.listing(operator):
+            vhost.clear_policy(policy.name, operator)
     for exchange in list(vhost.exchanges.values()):
         if exchange.name and not exchange.name.startswith("amq.") and exchange.name in vhost.exchanges:
             vhost.delete_exchange(exchange)

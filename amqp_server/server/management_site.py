@@ -57,14 +57,15 @@ VHOST_SECTIONS = ("queues", "exchanges", "bindings", "policies", "parameters")
 
 
 def _export(broker: Broker, vhost: str | None) -> dict[str, Any]:
-    """The CLI's export; for one vhost, its objects without their ``vhost`` field (RabbitMQ's per-vhost form)."""
+    """The CLI's export; for one vhost, its objects without their ``vhost`` field (RabbitMQ's per-vhost form),
+    except policies and parameters (operator policies), which keep theirs there too."""
     exported = definitions.export_from(broker)
     if vhost is None:
         return exported
     answer: dict[str, Any] = {key: exported[key] for key in ("rabbit_version", "rabbitmq_version")}
     for section in VHOST_SECTIONS:
         answer[section] = [
-            {key: value for key, value in item.items() if key != "vhost"}
+            {key: value for key, value in item.items() if key != "vhost" or section in ("policies", "parameters")}
             for item in exported[section]
             if item.get("vhost") == vhost
         ]

@@ -1,4 +1,5 @@
-"""Topic permissions: kept in access.json and in definitions, as RabbitMQ's ``topic_permissions`` (not enforced)."""
+"""Topic permissions and vhost metadata: kept in access.json and in definitions, as RabbitMQ has them
+(topic permissions are not enforced)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,17 @@ def test_definitions_export_and_import_them() -> None:
 def test_a_topic_permission_for_an_unknown_user_is_refused() -> None:
     with pytest.raises(DefinitionsError, match=r"topic_permissions\[0\]"):
         import_into(Broker(), {"topic_permissions": [{**ENTRY, "user": "nobody"}]})
+
+
+def test_vhost_metadata_is_kept_in_access_json_and_definitions() -> None:
+    access, vhosts = ops_access.default_access()
+    vhosts.append("v")
+    access.vhost_metadata["v"] = {"description": "orders", "tags": ["prod"]}
+    data = ops_access.to_json(access, vhosts)
+    assert {"name": "v", "description": "orders", "tags": ["prod"]} in data["vhosts"]
+    again, _ = ops_access.from_json(data)
+    assert again.vhost_metadata == {"v": {"description": "orders", "tags": ["prod"]}}
+    broker = Broker()
+    import_into(broker, {"vhosts": [{"name": "w", "metadata": {"description": "from RabbitMQ", "tags": []}}]})
+    (exported,) = [v for v in export_from(broker)["vhosts"] if v["name"] == "w"]
+    assert exported["metadata"] == {"description": "from RabbitMQ", "tags": []}
