@@ -25,12 +25,11 @@ from storage.api import QueueRecord
 
 from . import dead_letter
 from .consumers import ConsumerRing
-from .delivery import Consumer
+from .delivery import Consumer, QueueCounters
 from .message import Entry, Message
 from .queue_arguments import QueueOptions, parse_queue_arguments
 from .ready import FifoReady, PriorityReady
 from .scheduler import Timer
-from .stats import QueueCounters
 
 log = logging.getLogger("amqp_server.queue")
 
@@ -101,7 +100,6 @@ class Queue:
         "_plain",
         "_stores_transient",
         "counters",
-        "_published_before",
     )
 
     def __init__(
@@ -137,8 +135,7 @@ class Queue:
         self._ready_bytes = 0
         self.consumers = ConsumerRing(self.options.single_active_consumer)
         self._next_id = 1
-        self._published_before = 0  # message ids taken by recovered messages: not published since the start
-        self.counters = QueueCounters()  # deliveries, gets, acks (stats_sampler reads them)
+        self.counters = QueueCounters()  # statistics: publishes, deliveries, gets, acks (stats_sampler reads them)
         self._had_consumer = False
         self.deleted = False
         self.bindings: set[tuple[str, str]] = set()  # (exchange name, binding key) pointing here
@@ -190,11 +187,6 @@ class Queue:
         self._expire(self.vhost.scheduler.clock())
         return len(self._ready)
 
-    def sample(self) -> tuple[int, int, int]:
-        """For the statistics: messages enqueued since the start (each took a message id: no counter on the
-        hot path), and ready messages and bytes, without expiring any."""
-        return self._next_id - 1 - self._published_before, len(self._ready), self._ready_bytes
-
     @property
     def ready_bytes(self) -> int:
         """Body bytes of the ready messages (what x-max-length-bytes limits; the management API shows it)."""
@@ -213,6 +205,7 @@ class Queue:
 
     def publish(self, message: Message) -> Enqueued:
         """Append a routed message, applying length limits and TTL."""
+        self.counters.publish += 1
         if (
             self._plain
             and self.consumers
@@ -271,7 +264,6 @@ class Queue:
             flow.add(entry.size)
             flow.remove(entry.size)
         consumer.deliver(entry)
-        self.counters.delivered[consumer.no_ack] += 1
         return Enqueued.IN_MEMORY
 
     def restore(
@@ -284,7 +276,6 @@ class Queue:
         (wall clock), so the message expires when it would have without the restart.
         """
         self._next_id = max(self._next_id, message_id + 1)
-        self._published_before = self._next_id - 1
         if message is None and type(self._ready) is not FifoReady:
             message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name, message_id))
         expiry = self._recovered_expiry(message, expires_at)
@@ -404,14 +395,13 @@ class Queue:
     def _deal(self, now: float | None) -> None:
         """``dispatch`` for several consumers: round-robin (or by priority) among those with credit."""
         ready = self._ready
-        with_ack = without_ack = 0  # deliveries, counted here and added to the statistics once
         while len(ready):
             consumer = self.consumers.next_with_credit()
             if consumer is None:
-                break
+                return
             entry = self._take_head()
             if entry is None:
-                break
+                return
             if entry.expires_at is not None:  # the clock is read only for messages with a TTL
                 if now is None:
                     now = self.vhost.scheduler.clock()
@@ -419,14 +409,8 @@ class Queue:
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
             consumer.deliver(entry)
-            if not consumer.no_ack:
-                with_ack += 1
-            else:
-                without_ack += 1
-                if entry.stored:  # settling forgets it in the store; nothing to do otherwise
-                    self.settle((entry,))
-        self.counters.delivered[0] += with_ack
-        self.counters.delivered[1] += without_ack
+            if consumer.no_ack and entry.stored:  # settling forgets it in the store; nothing to do otherwise
+                self.settle((entry,))
 
     def _drain_to(self, consumer: Consumer, now: float | None) -> None:
         """``dispatch`` for a queue with one consumer: no rotation or priority to apply.
@@ -439,13 +423,12 @@ class Queue:
             return
         ready = self._ready
         deliver = consumer.deliver
-        delivered = 0  # counted here, added to the statistics once
         while len(ready):
             if not no_ack and not consumer.has_credit():  # each delivery uses up prefetch credit
-                break
+                return
             entry = self._take_head()
             if entry is None:
-                break
+                return
             if entry.expires_at is not None:
                 if now is None:
                     now = self.vhost.scheduler.clock()
@@ -453,10 +436,8 @@ class Queue:
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
             deliver(entry)
-            delivered += 1
             if no_ack and entry.stored:  # delivered without ack: done with it in the store
                 self.settle((entry,))
-        self.counters.delivered[no_ack] += delivered
 
     def get(self) -> Entry | None:
         """Take the head message for ``basic.get``."""

@@ -55,16 +55,6 @@ CHURN = (
 Values = tuple[int, ...]
 
 
-class QueueCounters:
-    """What a queue counts for its message_stats: plain ints, bumped in bulk where its loops allow."""
-
-    __slots__ = ("get", "get_no_ack", "get_empty", "delivered", "redeliver", "ack")
-
-    def __init__(self) -> None:
-        self.get = self.get_no_ack = self.get_empty = self.redeliver = self.ack = 0
-        self.delivered = [0, 0]  # to consumers with ack, without: indexed by ``consumer.no_ack``
-
-
 class Series:
     """One object's samples of one group of counters, for the last ``RETENTION_MS``."""
 

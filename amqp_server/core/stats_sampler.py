@@ -130,7 +130,7 @@ def _retired(counters: Any, vhost: str) -> _Totals:
 def _read_queue_deliver(queue: Any) -> Values:
     counters = queue.counters
     rest = (counters.redeliver, counters.ack, counters.get_empty)
-    deliver, deliver_no_ack = counters.delivered
+    deliver, deliver_no_ack = counters.delivered[0], counters.delivered_no_ack[0]
     return _deliver_group(counters.get, counters.get_no_ack, deliver, deliver_no_ack, rest)
 
 
@@ -152,7 +152,7 @@ class Census:
                 counts[1] += item.entry.body_size
 
     def lengths(self, queue: Any) -> Values:
-        ready = queue.sample()[1]
+        ready = queue.message_count  # expired heads go first, as they would have by now in RabbitMQ
         unacked = self.unacked.get(queue, (0, 0))[0]
         return (ready, unacked, ready + unacked)
 
@@ -176,10 +176,7 @@ _GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {
 def _read(kind: str, subject: Any, census: Census) -> tuple[Values, ...]:
     """The values of each of ``kind``'s groups (``_GROUPS[kind]``), read from ``subject`` now."""
     if kind == QUEUE:
-        published, ready, _ = subject.sample()
-        unacked = census.unacked.get(subject)
-        held = unacked[0] if unacked is not None else 0
-        return ((published,), _read_queue_deliver(subject), (ready, held, ready + held))
+        return ((subject.counters.publish,), _read_queue_deliver(subject), census.lengths(subject))
     if kind == EXCHANGE:
         return ((subject.stat_publish_in,), (subject.stat_publish_out,))
     if kind == CHANNEL:
@@ -434,13 +431,15 @@ class View:
         """A queue's message_stats, lengths with rates, bytes, consumers and utilisation, idle_since, state."""
         publish, deliver, lengths = self._series(queue, QUEUE)
         out: dict[str, Any] = {}
-        published, ready, ready_bytes = queue.sample()
+        published, ready_bytes = queue.counters.publish, queue.ready_bytes
         stats = self._message_stats(
             ((QUEUE_PUBLISH, (published,), publish), (DELIVER, _read_queue_deliver(queue), deliver))
         )
         if stats:
             out["message_stats"] = stats
-        self._put(out, LENGTHS, self._census.lengths(queue), lengths, self._ranges.lengths)
+        counts = self._census.lengths(queue)
+        self._put(out, LENGTHS, counts, lengths, self._ranges.lengths)
+        ready = counts[0]
         unacked_bytes = self._census.unacked_bytes(queue)
         out["message_bytes"] = ready_bytes + unacked_bytes
         out["message_bytes_ready"] = ready_bytes
