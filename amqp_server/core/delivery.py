@@ -39,6 +39,7 @@ class ConsumerOwner(Protocol):
 class Source(Protocol):
     """The queue side of a delivery: where an entry goes back to once it is settled."""
 
+    name: str
     deleted: bool
 
     def settle(self, entries: Iterable[Entry]) -> None: ...
