@@ -156,8 +156,10 @@ class TailOperations:
         """A watcher tapping ``vhost`` from now on (``unwatch`` it when done).
 
         ``reader``: the user watching, whose read permission decides what it sees: the named
-        exchange or queue must be readable (else the 403 ``AMQPError``), and on a whole vhost
-        only what it may read is shown; None: everything (monitoring and administrator users).
+        exchange or queue must be readable (else the 403 ``AMQPError``; then it sees all that
+        passes through it, as a queue it bound there or its consumer would), and on a whole vhost
+        only what it may read is shown (publishes to readable exchanges, deliveries from readable
+        queues); None: everything (monitoring and administrator users).
         Raises the 404 ``AMQPError`` for a vhost, exchange or queue that does not exist.
         """
         host = self._broker.vhosts.get(vhost)
@@ -169,7 +171,8 @@ class TailOperations:
             raise not_found("queue", queue, vhost)
         may_read = None
         if reader is not None:
-            may_read = self._reader_check(reader, vhost)
+            if exchange is None and queue is None:  # a named object is checked once, here
+                may_read = self._reader_check(reader, vhost)
             access = self._broker.access
             if exchange is not None:
                 access.check(reader, vhost, "read", "exchange", exchange or "amq.default")

@@ -13,7 +13,6 @@ exchange are checked against the vhost permissions only).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -111,7 +110,7 @@ async def put_vhost(request: web.Request) -> web.Response:
     if not name or len(name.encode()) > 255:
         raise bad_request("vhost names are 1 to 255 bytes of UTF-8")
     metadata = ops_access.vhost_metadata_from_json(body)
-    tracing = _boolean(body.get("tracing"))
+    tracing = _tracing(body)
 
     def change(access: AccessControl, vhosts: list[str]) -> bool:
         if "description" in body or "tags" in body:
@@ -127,14 +126,17 @@ async def put_vhost(request: web.Request) -> web.Response:
     return no_content(201 if edit(context(request), change) else 204)
 
 
-def _boolean(value: Any) -> bool | None:
-    """A vhost's ``tracing`` as RabbitMQ parses it (``rabbit_mgmt_util:parse_bool``): true/false, also as strings;
-    absent: None; anything else: 400."""
-    if value is None or isinstance(value, bool):
+def _tracing(body: dict[str, Any]) -> bool | None:
+    """A PUT's ``tracing`` as RabbitMQ parses it (``rabbit_mgmt_util:parse_bool``): true or false, also as strings;
+    absent: None; anything else (null too): 400 with RabbitMQ's reason."""
+    if "tracing" not in body:
+        return None
+    value = body["tracing"]
+    if isinstance(value, bool):
         return value
     if value in ("true", "false"):
         return bool(value == "true")
-    raise bad_request(f"{{not_boolean,{json.dumps(value)}}}")
+    raise bad_request(["not_boolean", value])
 
 
 async def delete_vhost(request: web.Request) -> web.Response:
