@@ -5,10 +5,16 @@ access.json; and the live tail's watchers (filters, the bounded queue, the lines
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime
+import json
 import struct
+from pathlib import Path
 from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from pamqp import commands
 
 from amqp_server.core import tracing
@@ -16,6 +22,9 @@ from amqp_server.core.access import Permission
 from amqp_server.core.broker import Broker
 from amqp_server.core.operations import BrokerOperations
 from amqp_server.core.tail import PREVIEW_BYTES, Watcher
+from amqp_server.http import app as http_app
+from amqp_server.http import tail_api
+from amqp_server.http.context import Context
 from amqp_server.ops import access as ops_access
 from amqp_server.wire.properties import table_entries
 from tests.frames import FakeClock, Peer, content, method, open_peer, parse, publish
@@ -248,7 +257,7 @@ def test_management_api_publish_and_get_are_traced() -> None:
     assert headers["properties"] == {"delivery_mode": 2}
 
 
-def test_tracing_is_kept_in_access_json(tmp_path: Any) -> None:
+def test_tracing_is_kept_in_access_json(tmp_path: Path) -> None:
     access, vhosts = ops_access.default_access()
     access.traced_vhosts.add("/")
     ops_access.save_access(tmp_path, access, vhosts)
@@ -354,3 +363,46 @@ def test_unwatching_empties_the_vhosts_tap_list() -> None:
     assert operations.tail.watching(watcher) and broker.vhosts["/"].taps == [watcher]
     operations.tail.unwatch(watcher)
     assert broker.vhosts["/"].taps == []
+
+
+# ------------------------------------------------------------------ the /api/tail endpoint (aiohttp, in process)
+
+
+async def next_line(response: Any) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(await asyncio.wait_for(response.content.readline(), 5.0))
+    return found
+
+
+async def test_the_tail_endpoint_streams_lines_and_heartbeats_and_unwatches_on_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tail_api, "HEARTBEAT_SECONDS", 0.05)
+    broker = Broker(clock=FakeClock())
+    app = http_app.create_app(Context(BrokerOperations(broker), tmp_path))
+    token = base64.b64encode(b"guest:guest").decode()
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/api/tail/%2F", headers={"Authorization": f"Basic {token}"})
+        assert (response.status, response.headers["Content-Type"]) == (200, "application/x-ndjson")
+        assert await next_line(response) == {"kind": "heartbeat"}
+        open_peer(broker).send(publish(1, "nowhere", b"seen"))
+        assert (await next_line(response))["payload"] == "seen"
+        assert await next_line(response) == {"kind": "heartbeat"}  # and again while nothing passes
+        assert len(broker.vhosts["/"].taps) == 1
+        response.close()
+        for _ in range(500):  # the handler notices at its next write: a heartbeat away
+            if not broker.vhosts["/"].taps:
+                break
+            await asyncio.sleep(0.01)
+        assert broker.vhosts["/"].taps == []
+
+
+def test_a_watcher_also_bounds_the_bytes_it_holds() -> None:
+    broker = Broker(clock=FakeClock())
+    watcher = Watcher(broker.vhosts["/"], limit_bytes=3 * PREVIEW_BYTES)
+    broker.vhosts["/"].taps.append(watcher)
+    client = open_peer(broker)
+    for number in range(5):
+        client.send(publish(1, "nowhere", bytes([65 + number]) * 10_000))
+    assert watcher.held <= 3 * PREVIEW_BYTES
+    dropped, *kept = watcher.take()
+    assert dropped["count"] == 5 - len(kept) and [line["payload"][0] for line in kept] == ["C", "D", "E"][-len(kept) :]

@@ -2,8 +2,8 @@
 
 A ``Watcher`` is a tap on the vhost's tracing hook (``core.tracing``), like the firehose:
 it exists only while someone watches (no watcher, no cost), and it never blocks the broker —
-it keeps at most ``limit`` records, dropping (and counting) the oldest when its reader falls
-behind, and each record holds a 2 KiB preview of the body, not the message.  The reader (the
+it keeps at most ``limit`` records (and ``limit_bytes``), dropping (and counting) the oldest
+when its reader falls behind, and each record holds a 2 KiB preview of the body, not the message.  The reader (the
 management API's ``/api/tail``) is woken by ``notify`` and turns the records into JSON lines
 with ``take``, off the hot path: the properties are decoded there, not when the message passes.
 
@@ -26,6 +26,7 @@ from .vhost import VirtualHost
 
 PREVIEW_BYTES = 2048  # of each body: what a line shows
 WATCHER_LIMIT = 1000  # records a watcher holds for its reader (each at most ~2 KiB + its content header)
+WATCHER_LIMIT_BYTES = 4 * 1024 * 1024  # and bytes: a few records with big headers must not pin megabytes each
 
 # kind, exchange, routing keys, queue, content header, body preview, body size, ms since the epoch, routed, redelivered
 Record = tuple[str, str, list[str], str | None, bytes, bytes, int, float, list[str], bool]
@@ -47,22 +48,25 @@ class Watcher:
         may_read: Callable[[str, str], bool] | None = None,
         notify: Callable[[], None] | None = None,
         limit: int = WATCHER_LIMIT,
+        limit_bytes: int = WATCHER_LIMIT_BYTES,
     ) -> None:
         self.vhost = vhost
         self.exchange = exchange
         self.queue = queue
         self.may_read = may_read
         self.notify = notify
-        self.records: deque[Record] = deque(maxlen=limit)
+        self.records: deque[Record] = deque()
+        self.limit = limit
+        self.limit_bytes = limit_bytes  # of previews and content headers (a header may be as big as a frame)
+        self.held = 0  # bytes of previews and content headers in ``records``
         self.dropped = 0  # records dropped since the last ``take``
 
     def __call__(self, passing: Passing) -> None:
         if not self._wants(passing):
             return
         message = passing.message
+        preview = message.body[:PREVIEW_BYTES]
         records = self.records
-        if len(records) == records.maxlen:
-            self.dropped += 1  # the append below pushes the oldest out
         records.append(
             (
                 passing.kind,
@@ -70,13 +74,18 @@ class Watcher:
                 [message.routing_key, *message.extra_routing_keys],
                 passing.queue,
                 message.header,
-                message.body[:PREVIEW_BYTES],
+                preview,
                 len(message.body),
                 self.vhost.wall_clock() * 1000.0,
                 passing.routed,
                 passing.redelivered,
             )
         )
+        self.held += len(preview) + len(message.header)
+        while len(records) > self.limit or self.held > self.limit_bytes:  # the reader is behind: drop the oldest
+            oldest = records.popleft()
+            self.held -= len(oldest[4]) + len(oldest[5])
+            self.dropped += 1
         if self.notify is not None:
             self.notify()
 
@@ -102,6 +111,7 @@ class Watcher:
         records = self.records
         while records:
             lines.append(line(records.popleft()))
+        self.held = 0
         return lines
 
 

@@ -3,9 +3,12 @@
 Each vhost keeps a list of taps (``VirtualHost.taps``), empty unless tracing is on for it or
 someone watches it; every channel holds that very list object (``Channel.taps``), so when
 nobody traces, a publish and a delivery each pay one attribute test (``if self.taps:``) and
-nothing else.  When the list is not empty the channel calls ``published`` (after routing,
-before the queues get the message, as RabbitMQ's ``rabbit_trace:tap_in``) or ``delivered``
-(basic.deliver and basic.get-ok, RabbitMQ's ``tap_out``), which hand one ``Passing`` to each tap.
+nothing else — measured with tracing off against the code before it, interleaved: hot_path.py,
+medians of 5 runs of 100,000, publish → deliver 5.60 → 5.59 µs/msg, queued backlog → deliver
+1.54 → 1.52, publish → enqueue 5.87 → 5.80; amqp-perf scenario a, broker CPU 7.62 → 7.71 µs/msg:
+noise.  When the list is not empty the channel calls ``published`` (after routing, before the
+queues get the message, as RabbitMQ's ``rabbit_trace:tap_in``) or ``delivered`` (basic.deliver
+and basic.get-ok, RabbitMQ's ``tap_out``), which hand one ``Passing`` to each tap.
 
 The firehose (``Firehose``) copies what passes to the vhost's ``amq.rabbitmq.trace`` topic
 exchange with RabbitMQ's routing keys (``publish.<exchange>``, ``deliver.<queue>``), headers
