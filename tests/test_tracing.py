@@ -406,3 +406,13 @@ def test_a_watcher_also_bounds_the_bytes_it_holds() -> None:
     assert watcher.held <= 3 * PREVIEW_BYTES
     dropped, *kept = watcher.take()
     assert dropped["count"] == 5 - len(kept) and [line["payload"][0] for line in kept] == ["C", "D", "E"][-len(kept) :]
+
+
+def test_a_deleted_vhosts_watchers_stop_watching() -> None:
+    broker = Broker(clock=FakeClock())
+    operations = BrokerOperations(broker)
+    access = broker.access
+    operations.install_access(access, ["/", "gone"])
+    watcher = operations.tail.watch("gone")
+    operations.install_access(access, ["/"])
+    assert not operations.tail.watching(watcher)
