@@ -109,7 +109,6 @@ VALUES_DIFFER = {
     ("definitions*", "topic_permissions[]*"): "topic permissions: not in this branch's API yet",
     ("definitions", "global_parameters[].name"): "left: RabbitMQ's internal_cluster_id global parameter",
     ("*", "*properties_key"): "deliberate: the hash after '~' is RabbitMQ's phash2, ours another (NOTES: opaque)",
-    ("exchanges", "[].*"): "left: no amq.rabbitmq.trace exchange (internal topic) in each vhost (core)",
     ("nodes", "[].auth_mechanisms[]*"): "deliberate: no RABBIT-CR-DEMO mechanism (RabbitMQ lists it disabled)",
     ("nodes", "[].contexts[].description"): "left: nodes' contexts (the management listener) are []",
     ("vhosts*", "*description"): "left: PUT vhost does not store description and tags (access_api.put_vhost)",

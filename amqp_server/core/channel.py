@@ -46,7 +46,7 @@ from ..wire import methods as wire
 from ..wire.assembler import Assembler
 from ..wire.framing import FRAME_METHOD
 from ..wire.properties import PropertiesError, check_properties
-from . import declarations, reply_to, transaction
+from . import declarations, reply_to, tracing, transaction
 from .broker_names import generated_name
 from .confirms import Confirms
 from .counters import SIZE_BUCKETS, SMALLEST_BUCKET, bucket_of
@@ -95,6 +95,7 @@ class Channel:
         self.confirms: Confirms | None = None  # set by confirm.select
         self.transaction: Transaction | None = None  # set by tx.select
         self.replies = DirectReplies(session.reply_to, self)  # direct reply-to: the reply consumer and key
+        self.taps = connection.vhost.taps  # the vhost's own list (core.tracing): usually empty, tested per message
         self.held_cancels: list[bytes] | None = None  # set while this channel's queue.delete runs
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
         self._content = Assembler(session.max_message_size)  # the publish being received
@@ -290,6 +291,8 @@ class Channel:
             queues: list[Queue] = []
         else:
             queues = self.connection.vhost.route(exchange, message)
+            if self.taps:
+                tracing.published(self.taps, self, message, queues)
         stored = rejected = False
         for queue in queues:
             outcome = queue.publish(message)
@@ -427,6 +430,8 @@ class Channel:
             message.body,
             writer.frame_max,
         )
+        if self.taps:
+            tracing.delivered(self.taps, self, message, consumer.queue.name, entry.redelivered)
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1
@@ -527,6 +532,8 @@ class Channel:
             ),
             message,
         )
+        if self.taps:
+            tracing.delivered(self.taps, self, message, queue.name, entry.redelivered)
         if method.no_ack:
             self.stat_get_no_ack += 1
             queue.counters.get_no_ack += 1

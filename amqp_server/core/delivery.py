@@ -54,6 +54,7 @@ class ConsumerOwner(Protocol):
 class Source(Protocol):
     """The queue side of a delivery: where an entry goes back to once it is settled."""
 
+    name: str
     deleted: bool
     counters: QueueCounters  # its statistics: the channel counts acks, gets and redeliveries there
 

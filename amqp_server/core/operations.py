@@ -21,7 +21,7 @@ from pamqp import commands
 from pamqp.header import ContentHeader
 
 from ..errors import internal_exchange, not_found
-from . import declarations
+from . import declarations, tracing
 from .access import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission
 from .broker import Broker
 from .counters import SIZE_BUCKETS as SIZE_BUCKETS  # re-exported, as Snapshot: the Prometheus endpoints read them
@@ -51,6 +51,8 @@ from .snapshot import take as take_snapshot
 from .stats import NO_RANGES
 from .stats import RangeError as RangeError  # re-exported: the HTTP layer answers 400 with it
 from .stats import Ranges as Ranges  # re-exported for the HTTP layer's type hints
+from .tail import TailOperations
+from .tail import Watcher as Watcher  # re-exported: what /api/tail reads
 from .vhost import VirtualHost, sender_selected
 from .writer import Writer
 
@@ -62,6 +64,7 @@ __all__ = [
     "BrokerOperations",
     "Permission",
     "TopicPermission",
+    "Watcher",
     "properties_from_json",
     "properties_key",
 ]
@@ -119,6 +122,8 @@ class BrokerOperations:
         self._broker = broker
         self.node = node
         self.policies = PolicyOperations(broker)  # policies and operator policies: list, get, set, clear
+        self.tail = TailOperations(broker)  # live-tail watchers: watch, unwatch, watching
+        self._origin = tracing.Origin(f"<{node}.management>", 1, "")  # the API's messages, as tracing shows them
 
     # ------------------------------------------------------------ users and vhosts
 
@@ -145,6 +150,7 @@ class BrokerOperations:
         broker.access = access
         for name in vhosts:
             broker.add_vhost(name)
+        tracing.apply(broker, self.node)
         removed = [name for name in broker.vhosts if name not in vhosts]
         for name in removed:
             for connection in list(broker.connections):
@@ -332,6 +338,7 @@ class BrokerOperations:
     ) -> list[dict[str, Any]]:
         """Take up to ``count`` messages as basic.get would, then ack, requeue or reject them per ``ackmode``."""
         queue = self._lookup_queue(vhost, name, user, "read")
+        taps = self._vhost(vhost).taps  # basic.get is traced: so is this
         taken: list[Entry] = []
         answers = []
         for _ in range(count):
@@ -339,6 +346,9 @@ class BrokerOperations:
             if entry is None:
                 break
             taken.append(entry)
+            if taps:
+                origin = self._origin._replace(user=user or "")
+                tracing.delivered(taps, origin, entry.message, queue.name, entry.redelivered)
             info = message_info(entry, queue.message_count, encoding, truncate)
             if queue.options.queue_type == "quorum":  # as basic.get on a quorum queue: the count is a header
                 headers = info["properties"].setdefault("headers", {})
@@ -441,6 +451,8 @@ class BrokerOperations:
         header = ContentHeader(0, len(body), properties_from_json(properties or {})).marshal()
         message = sender_selected(Message(exchange_name, routing_key, header, body))
         queues = host.route(exchange, message)
+        if host.taps:
+            tracing.published(host.taps, self._origin._replace(user=user or ""), message, queues)
         for queue in queues:
             queue.publish(message)
         return bool(queues)

@@ -36,7 +36,9 @@ BUILTIN_EXCHANGES = (
     ("amq.topic", "topic"),
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
+    ("amq.rabbitmq.trace", "topic"),  # internal: where the firehose copies messages (core.tracing)
 )
+TRACE_EXCHANGE = "amq.rabbitmq.trace"
 
 
 class VirtualHost:
@@ -65,7 +67,9 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.policies = PolicyTable()
         for exchange_name, exchange_type in BUILTIN_EXCHANGES:
-            self.exchanges[exchange_name] = new_exchange(self, exchange_type, exchange_name, durable=True)
+            internal = exchange_name == TRACE_EXCHANGE
+            self.exchanges[exchange_name] = new_exchange(self, exchange_type, exchange_name, True, internal=internal)
+        self.taps: list[Any] = []  # core.tracing's taps: the firehose, live-tail watchers (channels share the list)
 
     # ------------------------------------------------------------ routing
 
