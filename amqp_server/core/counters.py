@@ -49,13 +49,13 @@ def channel_counts(channel: Any) -> dict[str, int]:
     """One channel's message counts (``CHANNEL_COUNTS``), from its ``stat_*`` integers and confirm sequence."""
     confirms = channel.confirms
     return {
-        "publish": channel.stat_publish,
+        "publish": sum(channel.stat_sizes),  # the size histogram counts each basic.publish once
         "publish_bytes": channel.stat_publish_bytes,
         "return_unroutable": channel.stat_return_unroutable,
         "drop_unroutable": channel.stat_drop_unroutable,
         "confirm_publish": confirms.published if confirms is not None else 0,
         "confirm": confirms.acked - channel.stat_nack if confirms is not None else 0,
-        "deliveries": channel.deliveries,
+        "deliveries": channel.next_delivery_tag - 1,  # each basic.deliver and get-ok took a tag
         "get": channel.stat_get,
         "get_no_ack": channel.stat_get_no_ack,
         "get_empty": channel.stat_get_empty,
