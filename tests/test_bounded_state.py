@@ -35,7 +35,7 @@ def test_permission_cache_stays_bounded_while_names_churn():
         peer.send_method(1, commands.Exchange.Delete(exchange=exchange))
         assert isinstance(_methods(peer)[-1], commands.Exchange.DeleteOk)
     assert len(broker.access._allowed) <= ALLOWED_CACHE_LIMIT
-    assert not broker.vhosts["/"].queues and len(broker.vhosts["/"].exchanges) == 6  # only the built-ins
+    assert not broker.vhosts["/"].queues and len(broker.vhosts["/"].exchanges) == 7  # only the built-ins
 
 
 def test_cancelled_timers_do_not_pile_up_behind_a_live_one():

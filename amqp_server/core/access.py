@@ -98,6 +98,7 @@ class AccessControl:
         self.topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}  # (user, vhost, exchange) → …
         # RabbitMQ's vhost metadata, kept with the access data: vhost → {"description": str, "tags": [str]}
         self.vhost_metadata: dict[str, dict[str, Any]] = {}
+        self.traced_vhosts: set[str] = set()  # vhosts with tracing on (core.tracing), kept with them in access.json
         self.loopback_users = loopback_users  # may only connect from 127.0.0.1 / ::1, as in RabbitMQ
 
     @classmethod

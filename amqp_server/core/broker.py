@@ -20,6 +20,7 @@ from .counters import Counters
 from .flow import MEMORY, Alarms, DiskMonitor, MemoryFlow
 from .reply_to import ReplyToRegistry
 from .scheduler import Scheduler
+from .stats_sampler import Sampler
 from .vhost import VirtualHost
 
 
@@ -55,10 +56,12 @@ class Broker:
     # Typed Any: naming Connection here would make broker and connection import each other.
     connections: set[Any] = field(default_factory=set)
     counters: Counters = field(default_factory=Counters)  # churn and closed channels' counts (Prometheus)
+    stats: Sampler = field(init=False)  # message rates and lengths, sampled every 5 s (started by the server)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.clock)
         self.disk = DiskMonitor(self.alarms, self.scheduler)
+        self.stats = Sampler(self)
         self.flow.on_change = lambda blocked: self.alarms.set(MEMORY, blocked)
         self.add_vhost("/")
         recovered = self.store.recover()

@@ -46,7 +46,7 @@ from ..wire import methods as wire
 from ..wire.assembler import Assembler
 from ..wire.framing import FRAME_METHOD
 from ..wire.properties import PropertiesError, check_properties
-from . import declarations, reply_to, transaction
+from . import declarations, reply_to, tracing, transaction
 from .broker_names import generated_name
 from .confirms import Confirms
 from .counters import SIZE_BUCKETS, SMALLEST_BUCKET, bucket_of
@@ -91,38 +91,22 @@ class Channel:
         self.unacked = UnackedTable()
         self.prefetch_count = 0  # for consumers created from now on (global=false)
         self.global_prefetch_count = 0  # shared by the whole channel (global=true)
-        self._next_delivery_tag = 1
+        self.next_delivery_tag = 1  # minus one: the deliveries and get-oks so far (core/counters.py reads it)
         self.confirms: Confirms | None = None  # set by confirm.select
         self.transaction: Transaction | None = None  # set by tx.select
         self.replies = DirectReplies(session.reply_to, self)  # direct reply-to: the reply consumer and key
+        self.taps = connection.vhost.taps  # the vhost's own list (core.tracing): usually empty, tested per message
         self.held_cancels: list[bytes] | None = None  # set while this channel's queue.delete runs
         self.last_queue_name = ""  # what '' means in queue methods (spec: the last queue declared here)
         self._content = Assembler(session.max_message_size)  # the publish being received
-        # Message counts read at scrape time (core/counters.py): plain increments where the message is handled
-        # already, most in branches that are off the common path (see each); the names are core/stats.py's.
-        # measured (hot_path.py, best of 5 interleaved runs of 200,000): publish → deliver (no-ack) 6.52 → 6.60
-        # µs/msg, queued backlog → deliver 1.74 → 1.77, publish → enqueue unchanged within noise.
+        # Message counts, read by core/counters.py (Prometheus) and core/stats_sampler.py (management API): plain
+        # increments where the message is handled already. measured (hot_path.py, best of 5 runs of 200,000):
+        # publish → deliver (no-ack) 6.52 → 6.60 µs/msg, queued backlog → deliver 1.74 → 1.77, publish → enqueue same.
         self.stat_sizes = [0] * (len(SIZE_BUCKETS) + 1)  # publishes by body size (counters.SIZE_BUCKETS, then larger)
-        self.stat_publish_bytes = 0
-        self.stat_return_unroutable = 0
-        self.stat_drop_unroutable = 0
+        self.stat_publish_bytes = self.stat_return_unroutable = self.stat_drop_unroutable = 0
         self.stat_nack = 0  # confirm-mode publishes nacked (confirms.acked counts them too)
-        self.stat_get = 0
-        self.stat_get_no_ack = 0
-        self.stat_get_empty = 0
-        self.stat_deliver_no_ack = 0
-        self.stat_redeliver = 0
-        self.stat_ack = 0
-
-    @property
-    def stat_publish(self) -> int:
-        """basic.publish received: the size histogram counts each once."""
-        return sum(self.stat_sizes)
-
-    @property
-    def deliveries(self) -> int:
-        """basic.deliver and basic.get-ok sent so far: each took a delivery tag (no counting needed)."""
-        return self._next_delivery_tag - 1
+        self.stat_get = self.stat_get_no_ack = self.stat_get_empty = self.stat_deliver_no_ack = 0
+        self.stat_redeliver = self.stat_ack = 0
 
     # ------------------------------------------------------------- frames in
 
@@ -297,6 +281,8 @@ class Channel:
             queues: list[Queue] = []
         else:
             queues = self.connection.vhost.route(exchange, message)
+            if self.taps:
+                tracing.published(self.taps, self, message, queues)
         stored = rejected = False
         for queue in queues:
             outcome = queue.publish(message)
@@ -383,23 +369,11 @@ class Channel:
 
     def deliver_reply(self, message: Message) -> None:
         """A reply published to this channel's reply key: straight to the reply consumer (no ack, no credit)."""
-        replies = self.replies
-        if replies.tag is not None and self.state is ChannelState.OPEN:
-            tag = self._next_delivery_tag
-            self._next_delivery_tag = tag + 1
-            self._writer.send_frames(
-                wire.deliver_content(
-                    self.channel_id,
-                    replies.tag_shortstr,
-                    tag,
-                    False,
-                    message.exchange_shortstr,
-                    message.routing_key_shortstr,
-                    message.header,
-                    message.body,
-                    self._writer.frame_max,
-                )
-            )
+        if self.replies.tag is not None and self.state is ChannelState.OPEN:
+            tag = self.next_delivery_tag
+            self.next_delivery_tag = tag + 1
+            self.stat_deliver_no_ack += 1
+            self.replies.deliver(self._writer, self.channel_id, tag, message)
 
     # ------------------------------------------------------------ deliver
 
@@ -412,8 +386,8 @@ class Channel:
 
     def deliver(self, consumer: Consumer, entry: Entry) -> None:
         """Write Basic.Deliver + content for ``entry`` and track it until acked."""
-        tag = self._next_delivery_tag
-        self._next_delivery_tag = tag + 1
+        tag = self.next_delivery_tag
+        self.next_delivery_tag = tag + 1
         message = entry.message
         # ``Writer.send`` inlined with the Deliver encoder: a call less per delivery. measured: a writer method
         # here cost 1.69 → 1.78 µs/msg (queued backlog → deliver) and 5.89 → 6.22 (publish → deliver) in hot_path.py
@@ -421,6 +395,7 @@ class Channel:
         outbox = writer.outbox
         if not outbox and writer.on_output is not None:
             writer.on_output()
+        consumer.tally[0] += 1  # the queue's deliveries (statistics)
         outbox += wire.deliver_content(
             self.channel_id,
             consumer.tag_shortstr,
@@ -432,13 +407,16 @@ class Channel:
             message.body,
             writer.frame_max,
         )
+        if self.taps:
+            tracing.delivered(self.taps, self, message, consumer.queue.name, entry.redelivered)
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, consumer.queue, consumer)
             consumer.unacked += 1
         else:
             self.stat_deliver_no_ack += 1
-        if entry.redelivered:
+        if entry.redelivered:  # the queue's count too (it counts its deliveries in bulk, not these)
             self.stat_redeliver += 1
+            consumer.queue.counters.redeliver += 1
 
     def _send_content(self, method_frame: bytes, message: Message) -> None:
         self._writer.send_content(self.channel_id, method_frame, message.header, message.body)
@@ -509,12 +487,14 @@ class Channel:
         entry = queue.get()
         if entry is None:
             self.stat_get_empty += 1
+            queue.counters.get_empty += 1
             self._writer.send_method(self.channel_id, commands.Basic.GetEmpty())
             return
         if entry.redelivered:
             self.stat_redeliver += 1
-        tag = self._next_delivery_tag
-        self._next_delivery_tag = tag + 1
+            queue.counters.redeliver += 1
+        tag = self.next_delivery_tag
+        self.next_delivery_tag = tag + 1
         message = entry.message
         if queue.options.queue_type == "quorum" and not entry.delivery_count:
             message = with_headers(message, {"x-delivery-count": 0})  # quorum basic.get always carries it
@@ -529,11 +509,15 @@ class Channel:
             ),
             message,
         )
+        if self.taps:
+            tracing.delivered(self.taps, self, message, queue.name, entry.redelivered)
         if method.no_ack:
             self.stat_get_no_ack += 1
+            queue.counters.get_no_ack += 1
             queue.settle((entry,))
         else:
             self.stat_get += 1
+            queue.counters.get += 1
             self.unacked[tag] = Unacked(tag, entry, queue, None)
 
     # ---------------------------------------------------------- settlement
@@ -552,6 +536,7 @@ class Channel:
                 queue.reject(entries)
             else:
                 queue.settle(entries)
+                queue.counters.ack += len(entries)
         if outcome is ACK:
             self.stat_ack += len(taken)  # once per basic.ack, however many it covers
         self.resume_deliveries()

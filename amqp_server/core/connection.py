@@ -20,35 +20,27 @@ from __future__ import annotations
 
 import enum
 import logging
-import platform
 import struct
 from collections.abc import Callable
 from typing import Any
 
 from pamqp import commands
 from pamqp.base import Frame as PamqpMethod
-from pamqp.common import FieldTable
 
-from .. import __version__
 from ..errors import (
     ACCESS_REFUSED,
     AMQPConnectionError,
     AMQPError,
     ChannelError,
     channel_max_reached,
-    channel_max_too_high,
     connection_forced,
     expected_channel_open,
     expected_method_frame,
     frame_before_open,
-    frame_max_too_high,
-    frame_max_too_low,
     heartbeat_on_channel,
     internal_error,
-    invalid_auth_response,
     login_refused,
     unexpected_connection_method,
-    unknown_mechanism,
     unknown_method_frame,
     vhost_access_refused,
     vhost_not_found,
@@ -65,7 +57,7 @@ from ..wire.framing import (
     FrameReader,
 )
 from ..wire.methods import BASIC_PUBLISH, channel_open_ok_frame, decode_method
-from .auth import parse_credentials
+from . import handshake
 from .broker import Broker
 from .channel import Channel, ChannelState
 from .interfaces import ConfirmFlusher, Session
@@ -74,19 +66,6 @@ from .writer import Writer
 _METHOD_IDS = struct.Struct(">HH")  # class id, method id: the first four bytes of a method payload
 
 log = logging.getLogger("amqp_server.connection")
-
-# What we advertise in connection.start; only what works (see README's compatibility notes).
-CAPABILITIES: FieldTable = {
-    "publisher_confirms": True,
-    "exchange_exchange_bindings": True,
-    "basic.nack": True,
-    "consumer_cancel_notify": True,
-    "connection.blocked": True,
-    "consumer_priorities": True,
-    "authentication_failure_close": True,
-    "per_consumer_qos": True,
-    "direct_reply_to": True,
-}
 
 _PUBLISH_PREFIX = BASIC_PUBLISH.to_bytes(4, "big")  # class 60, method 40: a Basic.Publish payload starts so
 
@@ -468,38 +447,13 @@ class Connection:
 
     def _start(self) -> None:
         self.state = State.AWAITING_START_OK
-        server_properties: FieldTable = {
-            "capabilities": CAPABILITIES,
-            "cluster_name": "amqp-server",
-            "copyright": "amqp-server contributors",
-            "information": "A RabbitMQ-compatible AMQP 0-9-1 broker in Python",
-            "platform": f"Python {platform.python_version()}",
-            "product": "amqp-server",
-            "version": __version__,
-        }
-        self.send_method(
-            0,
-            commands.Connection.Start(
-                version_major=0,
-                version_minor=9,
-                server_properties=server_properties,
-                mechanisms="PLAIN AMQPLAIN",
-                locales="en_US",
-            ),
-        )
+        self.send_method(0, handshake.start_method())
 
     def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
         self.client_properties = method.client_properties or {}
         capabilities = self.client_properties.get("capabilities")
         self.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
-        credentials = parse_credentials(method.mechanism, method.response)
-        if credentials is None:
-            raise (
-                unknown_mechanism(method.mechanism)
-                if method.mechanism not in ("PLAIN", "AMQPLAIN")
-                else invalid_auth_response()
-            )
-        username, password = credentials
+        username, password = handshake.credentials(method)
         self.auth_mechanism = method.mechanism
         self.broker.counters.auth_attempts += 1
         if self.broker.access.authenticate(username, password, self.peer.rsplit(":", 1)[0]) is None:
@@ -525,14 +479,7 @@ class Connection:
         )
 
     def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
-        limits = self.broker.limits
-        # As RabbitMQ: 0 ("no limit") exceeds a configured limit, so it is refused too.
-        if method.frame_max < FRAME_MIN_SIZE:
-            raise frame_max_too_low(method.frame_max, FRAME_MIN_SIZE)
-        if method.frame_max > limits.frame_max:
-            raise frame_max_too_high(method.frame_max, limits.frame_max)
-        if not 0 < method.channel_max <= limits.channel_max:
-            raise channel_max_too_high(method.channel_max, limits.channel_max)
+        handshake.check_tune(method, self.broker.limits.frame_max, self.broker.limits.channel_max)
         self.writer.frame_max = method.frame_max
         self.channel_max = method.channel_max
         self.heartbeat = method.heartbeat
@@ -581,7 +528,7 @@ class Connection:
         self.broker.connections.discard(self)
         if self._counted_open:
             self._counted_open = False
-            self.broker.counters.connections_closed += 1
+            self.broker.counters.connection_closed(self)  # its octets stay in its vhost's statistics
         if self.writer.on_output is not None:
             self.writer.on_output()  # let the I/O layer flush what is left and close the transport
 

@@ -7,8 +7,9 @@ where the channel already handles the message) and are read at scrape time; when
 channel goes away its counts are added to ``retired`` so that the broker-wide totals
 never go down (a Prometheus counter that drops reads as a reset and a false spike).
 
-To reconcile with ``core/stats.py`` (the management API's statistics, another branch):
-the ``stat_*`` names are the ones its sampler reads; keep one set of increments.
+The management API's statistics (``core/stats_sampler.py``) read the same counts, and
+need them per vhost: ``retired_by_vhost`` keeps what closed channels counted and what
+closed connections sent and received, by the vhost they were open on.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ def channel_counts(channel: Any) -> dict[str, int]:
     """One channel's message counts (``CHANNEL_COUNTS``), from its ``stat_*`` integers and confirm sequence."""
     confirms = channel.confirms
     return {
-        "publish": channel.stat_publish,
+        "publish": sum(channel.stat_sizes),  # the size histogram counts each basic.publish once
         "publish_bytes": channel.stat_publish_bytes,
         "return_unroutable": channel.stat_return_unroutable,
         "drop_unroutable": channel.stat_drop_unroutable,
         "confirm_publish": confirms.published if confirms is not None else 0,
         "confirm": confirms.acked - channel.stat_nack if confirms is not None else 0,
-        "deliveries": channel.deliveries,
+        "deliveries": channel.next_delivery_tag - 1,  # each basic.deliver and get-ok took a tag
         "get": channel.stat_get,
         "get_no_ack": channel.stat_get_no_ack,
         "get_empty": channel.stat_get_empty,
@@ -79,6 +80,7 @@ class Counters:
         "auth_failed",
         "retired",
         "retired_sizes",
+        "retired_by_vhost",
     )
 
     def __init__(self) -> None:
@@ -93,12 +95,28 @@ class Counters:
         self.auth_failed = 0  # of those, refused
         self.retired = dict.fromkeys(CHANNEL_COUNTS, 0)  # the message counts of channels that closed
         self.retired_sizes = [0] * (len(SIZE_BUCKETS) + 1)  # and their size histograms
+        # per vhost: closed channels' counts (CHANNEL_COUNTS) and closed connections' "recv_oct"/"send_oct"
+        self.retired_by_vhost: dict[str, dict[str, int]] = {}
 
     def channel_closed(self, channel: Any) -> None:
         """``channel`` is gone: count it, and keep its message counts in ``retired``."""
         self.channels_closed += 1
-        retired = self.retired
+        retired, by_vhost = self.retired, self._retired_of(channel.connection.vhost.name)
         for name, value in channel_counts(channel).items():
             retired[name] += value
+            by_vhost[name] = by_vhost.get(name, 0) + value
         for index, count in enumerate(channel.stat_sizes):
             self.retired_sizes[index] += count
+
+    def connection_closed(self, connection: Any) -> None:
+        """``connection`` (counted in ``connections_opened``) is gone: count it, and keep its octets."""
+        self.connections_closed += 1
+        by_vhost = self._retired_of(connection.vhost.name)
+        by_vhost["recv_oct"] = by_vhost.get("recv_oct", 0) + connection.recv_oct
+        by_vhost["send_oct"] = by_vhost.get("send_oct", 0) + connection.send_oct
+
+    def _retired_of(self, vhost: str) -> dict[str, int]:
+        found = self.retired_by_vhost.get(vhost)
+        if found is None:
+            found = self.retired_by_vhost[vhost] = {}
+        return found

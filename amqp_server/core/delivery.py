@@ -26,6 +26,21 @@ REQUEUE = "requeue"
 REJECT = "reject"
 
 
+class QueueCounters:
+    """What a queue counts for its message_stats: plain ints, bumped where the event is handled already.
+
+    Deliveries are counted by the channel as it writes them, into the one-element list its
+    ``Consumer.tally`` shares (``delivered`` or ``delivered_no_ack``): no lookup per message.
+    """
+
+    __slots__ = ("publish", "get", "get_no_ack", "get_empty", "redeliver", "ack", "delivered", "delivered_no_ack")
+
+    def __init__(self) -> None:
+        self.publish = self.get = self.get_no_ack = self.get_empty = self.redeliver = self.ack = 0
+        self.delivered = [0]  # basic.deliver to consumers with ack
+        self.delivered_no_ack = [0]  # and to no-ack consumers
+
+
 class ConsumerOwner(Protocol):
     """The channel side of a consumer: writes its deliveries, says whether it may take more, hears cancels."""
 
@@ -39,7 +54,9 @@ class ConsumerOwner(Protocol):
 class Source(Protocol):
     """The queue side of a delivery: where an entry goes back to once it is settled."""
 
+    name: str
     deleted: bool
+    counters: QueueCounters  # its statistics: the channel counts acks, gets and redeliveries there
 
     def settle(self, entries: Iterable[Entry]) -> None: ...
 
@@ -66,6 +83,7 @@ class Consumer:
         "unacked",
         "priority",
         "deliver",
+        "tally",
     )
 
     def __init__(
@@ -87,6 +105,9 @@ class Consumer:
         self.prefetch_count = 0 if no_ack else prefetch_count
         self.unacked = 0
         self.priority = priority
+        # the queue's delivery count for this consumer's kind (a shared one-element list: the channel bumps it)
+        counters = queue.counters if queue is not None else QueueCounters()
+        self.tally = counters.delivered_no_ack if no_ack else counters.delivered
         # ``deliver(entry)``: write the delivery through the owner. A partial, not a method calling the owner:
         # one call per delivery, as when the queue called ``consumer.channel.deliver`` itself.
         self.deliver = partial(channel.deliver, self)

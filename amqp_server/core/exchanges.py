@@ -85,6 +85,8 @@ class Exchange:
         "arguments",
         "bindings",
         "_by_destination",
+        "stat_publish_in",
+        "stat_publish_out",
         "policy",
         "operator_policy",
     )
@@ -106,6 +108,8 @@ class Exchange:
         self.arguments = arguments or {}
         self.bindings: dict[BindingKey, tuple[Destination, str, dict[str, Any]]] = {}
         self._by_destination: dict[Destination, BindingKey | dict[str, str | set[str]]] = {}
+        self.stat_publish_in = 0  # messages published to this exchange (counted by VirtualHost.route)
+        self.stat_publish_out = 0  # and the queues they reached, each counted once
         self.policy: Policy | None = None  # set by the vhost (``policies.apply_to_exchange``)
         self.operator_policy: Policy | None = None
 

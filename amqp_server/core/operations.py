@@ -14,13 +14,14 @@ The dicts themselves are built in ``info``, one function per kind of object.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pamqp import commands
 from pamqp.header import ContentHeader
 
 from ..errors import internal_exchange, not_found
-from . import declarations
+from . import declarations, tracing
 from .access import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission
 from .broker import Broker
 from .counters import SIZE_BUCKETS as SIZE_BUCKETS  # re-exported, as Snapshot: the Prometheus endpoints read them
@@ -47,6 +48,11 @@ from .policy_validation import PolicyError as PolicyError
 from .queue import Queue
 from .snapshot import Snapshot as Snapshot
 from .snapshot import take as take_snapshot
+from .stats import NO_RANGES
+from .stats import RangeError as RangeError  # re-exported: the HTTP layer answers 400 with it
+from .stats import Ranges as Ranges  # re-exported for the HTTP layer's type hints
+from .tail import TailOperations
+from .tail import Watcher as Watcher  # re-exported: what /api/tail reads
 from .vhost import VirtualHost, sender_selected
 from .writer import Writer
 
@@ -58,6 +64,7 @@ __all__ = [
     "BrokerOperations",
     "Permission",
     "TopicPermission",
+    "Watcher",
     "properties_from_json",
     "properties_key",
 ]
@@ -115,6 +122,8 @@ class BrokerOperations:
         self._broker = broker
         self.node = node
         self.policies = PolicyOperations(broker)  # policies and operator policies: list, get, set, clear
+        self.tail = TailOperations(broker)  # live-tail watchers: watch, unwatch, watching
+        self._origin = tracing.Origin(f"<{node}.management>", 1, "")  # the API's messages, as tracing shows them
 
     # ------------------------------------------------------------ users and vhosts
 
@@ -141,6 +150,7 @@ class BrokerOperations:
         broker.access = access
         for name in vhosts:
             broker.add_vhost(name)
+        tracing.apply(broker, self.node)
         removed = [name for name in broker.vhosts if name not in vhosts]
         for name in removed:
             for connection in list(broker.connections):
@@ -201,6 +211,21 @@ class BrokerOperations:
             for name in sorted(EXCHANGE_TYPES)
         ]
 
+    # ------------------------------------------------------------ statistics
+
+    def stats_ranges(self, query: Mapping[str, str], ceil_lengths: bool = False) -> Ranges:
+        """The ``lengths_*``, ``msg_rates_*`` and ``data_rates_*`` ranges a request's query asks for (RabbitMQ's
+        ``*_age``/``*_incr``, seconds); ``ceil_lengths`` for one queue, as RabbitMQ. Raises ``RangeError`` (400)."""
+        return Ranges.parse(query, int(self._broker.wall_clock() * 1000), ceil_lengths)
+
+    def overview_stats(self, vhosts: Iterable[str] | None = None, ranges: Ranges = NO_RANGES) -> dict[str, Any]:
+        """The overview's ``message_stats``, ``churn_rates`` and ``queue_totals``, over ``vhosts`` (None: all)."""
+        return self._broker.stats.view(ranges).overview(vhosts)
+
+    def vhost_stats(self, name: str, ranges: Ranges = NO_RANGES) -> dict[str, Any]:
+        """A vhost's ``message_stats``, ``messages*`` and ``recv_oct``/``send_oct``, with their ``*_details``."""
+        return self._broker.stats.view(ranges).vhost(name)
+
     # ------------------------------------------------------------ exchanges
 
     def _vhost(self, name: str) -> VirtualHost:
@@ -212,12 +237,15 @@ class BrokerOperations:
     def _vhosts(self, name: str | None) -> list[VirtualHost]:
         return list(self._broker.vhosts.values()) if name is None else [self._vhost(name)]
 
-    def exchanges(self, vhost: str | None = None) -> list[dict[str, Any]]:
-        return [exchange_info(e) for v in self._vhosts(vhost) for e in v.exchanges.values()]
+    def exchanges(self, vhost: str | None = None, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
+        view = self._broker.stats.view(ranges)
+        return [{**exchange_info(e), **view.exchange(e)} for v in self._vhosts(vhost) for e in v.exchanges.values()]
 
-    def exchange(self, vhost: str, name: str) -> dict[str, Any] | None:
+    def exchange(self, vhost: str, name: str, ranges: Ranges = NO_RANGES) -> dict[str, Any] | None:
         exchange = self._vhost(vhost).exchanges.get(name)
-        return None if exchange is None else exchange_info(exchange)
+        if exchange is None:
+            return None
+        return {**exchange_info(exchange), **self._broker.stats.view(ranges).exchange(exchange)}
 
     def declare_exchange(
         self,
@@ -246,13 +274,21 @@ class BrokerOperations:
 
     # ------------------------------------------------------------ queues
 
-    def queues(self, vhost: str | None = None) -> list[dict[str, Any]]:
+    def queues(self, vhost: str | None = None, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
+        """Each queue's info, with its statistics (message_stats, lengths with rates, utilisation, idle_since)."""
         unacked = self._unacked_counts()
-        return [queue_info(q, unacked, self.node) for v in self._vhosts(vhost) for q in list(v.queues.values())]
+        view = self._broker.stats.view(ranges)
+        return [
+            {**queue_info(q, unacked, self.node), **view.queue(q)}
+            for v in self._vhosts(vhost)
+            for q in list(v.queues.values())
+        ]
 
-    def queue(self, vhost: str, name: str) -> dict[str, Any] | None:
+    def queue(self, vhost: str, name: str, ranges: Ranges = NO_RANGES) -> dict[str, Any] | None:
         queue = self._vhost(vhost).queues.get(name)
-        return None if queue is None else queue_info(queue, self._unacked_counts(), self.node)
+        if queue is None:
+            return None
+        return {**queue_info(queue, self._unacked_counts(), self.node), **self._broker.stats.view(ranges).queue(queue)}
 
     def _unacked_counts(self) -> Counter[tuple[str, str, str]]:
         """Deliveries awaiting ack, by (vhost, queue, "messages" or "bytes"): counted from the channels, which
@@ -302,6 +338,7 @@ class BrokerOperations:
     ) -> list[dict[str, Any]]:
         """Take up to ``count`` messages as basic.get would, then ack, requeue or reject them per ``ackmode``."""
         queue = self._lookup_queue(vhost, name, user, "read")
+        taps = self._vhost(vhost).taps  # basic.get is traced: so is this
         taken: list[Entry] = []
         answers = []
         for _ in range(count):
@@ -309,6 +346,9 @@ class BrokerOperations:
             if entry is None:
                 break
             taken.append(entry)
+            if taps:
+                origin = self._origin._replace(user=user or "")
+                tracing.delivered(taps, origin, entry.message, queue.name, entry.redelivered)
             info = message_info(entry, queue.message_count, encoding, truncate)
             if queue.options.queue_type == "quorum":  # as basic.get on a quorum queue: the count is a header
                 headers = info["properties"].setdefault("headers", {})
@@ -411,14 +451,21 @@ class BrokerOperations:
         header = ContentHeader(0, len(body), properties_from_json(properties or {})).marshal()
         message = sender_selected(Message(exchange_name, routing_key, header, body))
         queues = host.route(exchange, message)
+        if host.taps:
+            tracing.published(host.taps, self._origin._replace(user=user or ""), message, queues)
         for queue in queues:
             queue.publish(message)
         return bool(queues)
 
     # ------------------------------------------------------------ connections, channels, consumers
 
-    def connections(self) -> list[dict[str, Any]]:
-        return [connection_info(c, self.node) for c in list(self._broker.connections) if is_open(c)]
+    def connections(self, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
+        view = self._broker.stats.view(ranges)
+        return [
+            {**connection_info(c, self.node), **view.connection(c)}
+            for c in list(self._broker.connections)
+            if is_open(c)
+        ]
 
     def close_connection(self, name: str, reason: str) -> bool:
         """Close the connection called ``name`` (320 CONNECTION_FORCED with ``reason``); False if there is none."""
@@ -428,9 +475,10 @@ class BrokerOperations:
                 return True
         return False
 
-    def channels(self) -> list[dict[str, Any]]:
+    def channels(self, ranges: Ranges = NO_RANGES) -> list[dict[str, Any]]:
+        view = self._broker.stats.view(ranges)
         return [
-            channel_info(connection, channel, self.node)
+            {**channel_info(connection, channel, self.node), **view.channel(channel)}
             for connection in list(self._broker.connections)
             if is_open(connection)
             for channel in connection.channels.values()

@@ -25,7 +25,8 @@ from storage.api import QueueRecord
 
 from . import dead_letter
 from .consumers import ConsumerRing
-from .delivery import Consumer
+from .delivery import Consumer, QueueCounters
+from .expiry import expiry_for, recovered_expiry
 from .message import Entry, Message
 from .queue_arguments import QueueOptions, parse_queue_arguments
 from .ready import FifoReady, PriorityReady
@@ -99,6 +100,7 @@ class Queue:
         "_last_used",
         "_plain",
         "_stores_transient",
+        "counters",
     )
 
     def __init__(
@@ -134,6 +136,7 @@ class Queue:
         self._ready_bytes = 0
         self.consumers = ConsumerRing(self.options.single_active_consumer)
         self._next_id = 1
+        self.counters = QueueCounters()  # statistics: publishes, deliveries, gets, acks (stats_sampler reads them)
         self._had_consumer = False
         self.deleted = False
         self.bindings: set[tuple[str, str]] = set()  # (exchange name, binding key) pointing here
@@ -203,6 +206,7 @@ class Queue:
 
     def publish(self, message: Message) -> Enqueued:
         """Append a routed message, applying length limits and TTL."""
+        self.counters.publish += 1
         if (
             self._plain
             and self.consumers
@@ -217,12 +221,12 @@ class Queue:
                 self._dead_letter(message, dead_letter.MAXLEN)
             return Enqueued.REJECTED
         stored = self._stores(message)
-        # the clock is read only when a TTL applies (and no list is built for _expiry_for)
+        # the clock is read only when a TTL applies (and no list is built for expiry_for)
         now: float | None = None  # set whenever expires_at is
         expires_at: float | None = None
         if options.message_ttl is not None or message.ttl is not None:
             now = self.vhost.scheduler.clock()
-            expires_at = self._expiry_for(message, now)
+            expires_at = expiry_for(self.options.message_ttl, message, now)
         entry = Entry(message, self._next_id, stored, expires_at=expires_at)
         self._next_id += 1
         if stored:
@@ -275,7 +279,9 @@ class Queue:
         self._next_id = max(self._next_id, message_id + 1)
         if message is None and type(self._ready) is not FifoReady:
             message = Message.from_record(self.vhost.store.read_message(self.vhost.name, self.name, message_id))
-        expiry = self._recovered_expiry(message, expires_at)
+        expiry = recovered_expiry(
+            self.options.message_ttl, message, expires_at, self.vhost.scheduler.clock, self.vhost.wall_clock
+        )
         if message is None:
             entry = Entry.on_disk(message_id, body_size, expiry)
             self._ready.append(entry)
@@ -331,28 +337,6 @@ class Queue:
             if self._load(entry):
                 return entry
         return None
-
-    def _expiry_for(self, message: Message | None, now: float) -> float | None:
-        """When a message enqueued at ``now`` expires: the smaller of the queue's and its own TTL.
-
-        ``message`` None (still on disk): only the queue's TTL is known.
-        """
-        ttls = [
-            ttl for ttl in (self.options.message_ttl, message.ttl if message is not None else None) if ttl is not None
-        ]
-        return now + min(ttls) / 1000 if ttls else None
-
-    def _recovered_expiry(self, message: Message | None, stored: float | None) -> float | None:
-        """A recovered message's expiry on the scheduler's clock, from the wall-clock expiry it was stored with.
-
-        A record without one that would have a TTL here was written before expiries were stored: its
-        publish time is unknown, so its TTL counts from the restart.
-        """
-        if stored is not None:
-            return self.vhost.scheduler.clock() + (stored - self.vhost.wall_clock())
-        if self.options.message_ttl is None and (message is None or message.ttl is None):
-            return None
-        return self._expiry_for(message, self.vhost.scheduler.clock())
 
     def _is_full(self, extra: Message | None = None) -> bool:
         options = self.options

@@ -10,15 +10,18 @@ channel's own side (its reply consumer and key) is a ``DirectReplies``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pamqp import commands
 
 from ..errors import no_reply_consumer, reply_consumer_acks, reply_consumer_set
-from ..wire.methods import shortstr
+from ..wire.methods import deliver_content, shortstr
 from ..wire.properties import ContentHeader
 from .broker_names import generated_name
 from .message import Message
+
+if TYPE_CHECKING:
+    from .writer import Writer
 
 PSEUDO_QUEUE = "amq.rabbitmq.reply-to"
 KEY_PREFIX = PSEUDO_QUEUE + "."
@@ -51,7 +54,7 @@ class DirectReplies:
     """One channel's consumer of the pseudo-queue, and the reply key its requests are rewritten to carry.
 
     Not a ``delivery.Consumer``: replies come from no queue, need no ack and use no credit,
-    so the channel writes them itself (``Channel.deliver_reply``).
+    so they are written here, as the channel numbers them (``Channel.deliver_reply``).
     """
 
     __slots__ = ("_registry", "_channel", "tag", "tag_shortstr", "key")
@@ -71,6 +74,22 @@ class DirectReplies:
             raise reply_consumer_set()
         self.key = self._registry.register(self._channel)
         self.tag, self.tag_shortstr = tag, shortstr(tag)
+
+    def deliver(self, writer: Writer, channel_id: int, tag: int, message: Message) -> None:
+        """Write a reply to the reply consumer as Basic.Deliver ``tag`` (no ack, no credit: nothing to track)."""
+        writer.send_frames(
+            deliver_content(
+                channel_id,
+                self.tag_shortstr,
+                tag,
+                False,
+                message.exchange_shortstr,
+                message.routing_key_shortstr,
+                message.header,
+                message.body,
+                writer.frame_max,
+            )
+        )
 
     def stop(self) -> None:
         if self.key is not None:

@@ -122,6 +122,30 @@ def take(broker: Any) -> Snapshot:
     for channel_figures in channels:
         for key, value in channel_figures.counts.items():
             counts[key] += value
+    queues, exchanges, consumers = _vhost_figures(broker, unacked)
+    active = broker.alarms.active
+    return Snapshot(
+        queues=queues,
+        channels=channels,
+        connections=[
+            ConnectionFigures(connection_name(c), c.vhost.name, c.recv_oct, c.send_oct, len(c.channels), c.is_publisher)
+            for c in connections
+        ],
+        exchanges=exchanges,
+        vhosts=list(broker.vhosts),
+        churn={name: getattr(counters, name) for name in CHURN},
+        counts=counts,
+        sizes=sizes,
+        consumers=consumers,
+        memory_limit=broker.flow.high_watermark or 0,
+        disk_free=getattr(broker.disk, "free", None) or 0,  # None until the server starts the disk check
+        disk_free_limit=broker.disk.limit,
+        alarms=frozenset(name for name, alarm in (("memory", MEMORY), ("disk", DISK)) if alarm in active),
+    )
+
+
+def _vhost_figures(broker: Any, unacked: dict[Any, list[int]]) -> tuple[list[QueueFigures], list[ExchangeFigures], int]:
+    """Each vhost's queues (with the unacked counts the channels hold for them) and exchanges, and the consumers."""
     queues = []
     consumers = 0
     exchanges = []
@@ -144,25 +168,7 @@ def take(broker: Any) -> Snapshot:
         for exchange in vhost.exchanges.values():
             if exchange.name:  # the default exchange is not listed (RabbitMQ's exchange_names/bindings skip it)
                 exchanges.append(ExchangeFigures(vhost.name, exchange.name, exchange.type_name, len(exchange.bindings)))
-    active = broker.alarms.active
-    return Snapshot(
-        queues=queues,
-        channels=channels,
-        connections=[
-            ConnectionFigures(connection_name(c), c.vhost.name, c.recv_oct, c.send_oct, len(c.channels), c.is_publisher)
-            for c in connections
-        ],
-        exchanges=exchanges,
-        vhosts=list(broker.vhosts),
-        churn={name: getattr(counters, name) for name in CHURN},
-        counts=counts,
-        sizes=sizes,
-        consumers=consumers,
-        memory_limit=broker.flow.high_watermark or 0,
-        disk_free=getattr(broker.disk, "free", None) or 0,  # None until the server starts the disk check
-        disk_free_limit=broker.disk.limit,
-        alarms=frozenset(name for name, alarm in (("memory", MEMORY), ("disk", DISK)) if alarm in active),
-    )
+    return queues, exchanges, consumers
 
 
 def _channel(connection_name: str, vhost: str, channel: Any) -> ChannelFigures:

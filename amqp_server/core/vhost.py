@@ -36,7 +36,9 @@ BUILTIN_EXCHANGES = (
     ("amq.topic", "topic"),
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
+    ("amq.rabbitmq.trace", "topic"),  # internal: where the firehose copies messages (core.tracing)
 )
+TRACE_EXCHANGE = "amq.rabbitmq.trace"
 
 
 class VirtualHost:
@@ -65,7 +67,9 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.policies = PolicyTable()
         for exchange_name, exchange_type in BUILTIN_EXCHANGES:
-            self.exchanges[exchange_name] = new_exchange(self, exchange_type, exchange_name, durable=True)
+            internal = exchange_name == TRACE_EXCHANGE
+            self.exchanges[exchange_name] = new_exchange(self, exchange_type, exchange_name, True, internal=internal)
+        self.taps: list[Any] = []  # core.tracing's taps: the firehose, live-tail watchers (channels share the list)
 
     # ------------------------------------------------------------ routing
 
@@ -76,6 +80,7 @@ class VirtualHost:
         loops end), falls back to an exchange's alternate exchange when it routes
         nowhere, and routes CC/BCC header keys as extra routing keys.
         """
+        exchange.stat_publish_in += 1  # statistics: plain increments, sampled off the hot path (stats_sampler)
         if not message.extra_routing_keys:
             # fast path (most messages): one key, and the exchange routes straight to queues
             destinations = exchange.route(message, message.routing_key)
@@ -88,6 +93,7 @@ class VirtualHost:
                         break
                     direct.append(destination)
                 else:
+                    exchange.stat_publish_out += len(direct)
                     return direct
         keys = (message.routing_key, *message.extra_routing_keys)
         queues: dict[str, Queue] = {}
@@ -109,6 +115,7 @@ class VirtualHost:
             alternate = current.alternate_exchange
             if not found and alternate is not None and alternate in self.exchanges:
                 pending.append(self.exchanges[alternate])
+        exchange.stat_publish_out += len(queues)
         return list(queues.values())
 
     def dead_letter(self, message: Message) -> None:
@@ -116,7 +123,11 @@ class VirtualHost:
         exchange = self.exchanges.get(message.exchange)
         if exchange is None:
             return
-        for queue in self.route(exchange, message):
+        queues = self.route(exchange, message)
+        # RabbitMQ's exchange statistics count what channels publish, not dead letters
+        exchange.stat_publish_in -= 1
+        exchange.stat_publish_out -= len(queues)
+        for queue in queues:
             if not dead_letter.is_cycle(message, queue):
                 queue.publish(message)
 

@@ -6,7 +6,7 @@ Each change is a read-modify-write of ``<data_dir>/access.json`` under its lock
 vhost's connections are closed with 320 and its contents deleted.  The admin CLI
 makes its changes through this API too while the broker runs.
 
-Vhost descriptions and tags are kept in access.json too (``default_queue_type`` is not).  Topic
+Vhost descriptions, tags and tracing are kept in access.json too (``default_queue_type`` is not).  Topic
 permissions are stored, listed, exported and imported, but not enforced (publishes to a topic
 exchange are checked against the vhost permissions only).
 """
@@ -21,7 +21,7 @@ from aiohttp import web
 from ..core.operations import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission
 from ..ops import access as ops_access
 from ..ops.validation import regex_problem, tags_from
-from .context import Context, add, caller, context, json_body, listed, no_content, reply, visible_vhosts
+from .context import Context, add, caller, context, json_body, listed, no_content, ranges, reply, visible_vhosts
 from .errors import bad_request, not_found
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ def edit(ctx: Context, change: Callable[[AccessControl, list[str]], T]) -> T:
 # ------------------------------------------------------------------ vhosts
 
 
-def vhost_info(request: web.Request, name: str) -> dict[str, Any]:
+def vhost_info(request: web.Request, name: str, listing: bool = False) -> dict[str, Any]:
     operations = context(request).operations
     metadata = operations.access.vhost_metadata.get(name, {})
     description = metadata.get("description", DEFAULT_VHOST_DESCRIPTION if name == "/" else "")
@@ -76,21 +76,15 @@ def vhost_info(request: web.Request, name: str) -> dict[str, Any]:
         "metadata": {"description": description, "tags": tags},
         "name": name,
         "tags": tags,
-        "tracing": False,
+        "tracing": name in operations.access.traced_vhosts,
     }
-    connections = [c for c in operations.connections() if c["vhost"] == name]
-    for key in ("recv_oct", "send_oct"):
-        info[key] = sum(c[key] for c in connections)
-        info[f"{key}_details"] = {"rate": 0.0}
-    if operations.queue_count(name):  # RabbitMQ shows the message counts once the vhost has queue statistics
-        for key, value in operations.queue_totals(name).items():
-            info[key] = value
-            info[f"{key}_details"] = {"rate": 0.0}
+    # message_stats, messages* and recv_oct/send_oct with rates, each once the vhost has had them
+    info.update(context(request).operations.vhost_stats(name, ranges(request, listing)))
     return info
 
 
 async def get_vhosts(request: web.Request) -> web.Response:
-    return listed(request, [vhost_info(request, name) for name in visible_vhosts(request)])
+    return listed(request, [vhost_info(request, name, listing=True) for name in visible_vhosts(request)])
 
 
 async def get_vhost(request: web.Request) -> web.Response:
@@ -106,14 +100,16 @@ async def put_vhost(request: web.Request) -> web.Response:
     who = caller(request)
     who.require_administrator()
     name = request.match_info["vhost"]
-    body = await json_body(request)  # description and tags are kept; default_queue_type and tracing are not
+    body = await json_body(request)  # description, tags and tracing are kept; default_queue_type is not
     if not name or len(name.encode()) > 255:
         raise bad_request("vhost names are 1 to 255 bytes of UTF-8")
     metadata = ops_access.vhost_metadata_from_json(body)
+    tracing = _tracing(body)
 
     def change(access: AccessControl, vhosts: list[str]) -> bool:
         if "description" in body or "tags" in body:
             access.vhost_metadata[name] = metadata
+        ops_access.set_tracing(access, name, tracing)  # the firehose follows at once (install_access)
         if name in vhosts:
             return False
         vhosts.append(name)
@@ -122,6 +118,19 @@ async def put_vhost(request: web.Request) -> web.Response:
         return True
 
     return no_content(201 if edit(context(request), change) else 204)
+
+
+def _tracing(body: dict[str, Any]) -> bool | None:
+    """A PUT's ``tracing`` as RabbitMQ parses it (``rabbit_mgmt_util:parse_bool``): true or false, also as strings;
+    absent: None; anything else (null too): 400 with RabbitMQ's reason."""
+    if "tracing" not in body:
+        return None
+    value = body["tracing"]
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return bool(value == "true")
+    raise bad_request(["not_boolean", value])
 
 
 async def delete_vhost(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 
 from ..errors import AMQPError
-from . import access_api, dashboard, entities, overview, policies_api, sessions
+from . import access_api, dashboard, entities, overview, policies_api, sessions, tail_api
 from .auth import MANAGEMENT_TAGS, Caller, basic_credentials
 from .context import CALLER, CONTEXT, Context, Handler, context
 from .errors import ApiError, bad_request, no_credentials, not_authorised, not_found, unauthorized_login
@@ -30,7 +30,7 @@ def create_app(ctx: Context) -> web.Application:
     app = web.Application(middlewares=[_errors, _authenticate], client_max_size=MAX_BODY_SIZE)
     app[CONTEXT] = ctx
     app.on_response_prepare.append(_server_header)
-    for module in (overview, access_api, entities, policies_api, sessions, dashboard):
+    for module in (overview, access_api, entities, policies_api, sessions, tail_api, dashboard):
         module.add_routes(app.router)
     return app
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.operations import BrokerOperations
+from ..core.operations import BrokerOperations, RangeError, Ranges
 from . import listing
 from .auth import Caller
 from .errors import ApiError, bad_request, not_authorised, not_found
@@ -83,6 +83,18 @@ def vhost_of(request: web.Request, key: str = "vhost", creating: bool = False) -
     if name not in permitted_vhosts(request):
         raise not_authorised("User not authorised to access virtual host")
     return name
+
+
+def ranges(request: web.Request, listing: bool = False, ceil_lengths: bool = False) -> Ranges:
+    """The statistics ranges the query asks for (``msg_rates_age=60&msg_rates_incr=5`` …).
+
+    A bad pair is a 400 as RabbitMQ words it: ``invalid_range_parameters`` on the paged listings
+    (queues, exchanges, vhosts), ``bad_request`` everywhere else.
+    """
+    try:
+        return context(request).operations.stats_ranges(request.query, ceil_lengths)
+    except RangeError as error:
+        raise ApiError(400, "invalid_range_parameters", str(error)) if listing else bad_request(str(error)) from None
 
 
 def listed(

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..core.operations import ACK_MODES, properties_key
 from ..errors import AMQPError
-from .context import add, caller, context, json_body, listed, no_content, permitted_vhosts, reply, vhost_of
+from .context import add, caller, context, json_body, listed, no_content, permitted_vhosts, ranges, reply, vhost_of
 from .errors import ApiError, bad_request, not_found
 
 DEFAULT_EXCHANGE = "amq.default"
@@ -94,13 +94,14 @@ def _arguments(body: dict[str, Any]) -> dict[str, Any]:
 
 async def get_exchanges(request: web.Request) -> web.Response:
     operations = context(request).operations
-    items = [item for vhost in _vhosts(request) for item in operations.exchanges(vhost)]
+    window = ranges(request, listing=True)
+    items = [item for vhost in _vhosts(request) for item in operations.exchanges(vhost, window)]
     return listed(request, items, ("vhost", "name"))
 
 
 async def get_exchange(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
-    found = context(request).operations.exchange(vhost, _exchange_name(request))
+    found = context(request).operations.exchange(vhost, _exchange_name(request), ranges(request))
     if found is None:
         raise not_found()
     return reply({**found, "incoming": [], "outgoing": []})
@@ -214,22 +215,21 @@ async def post_publish(request: web.Request) -> web.Response:
 
 async def get_queues(request: web.Request) -> web.Response:
     operations = context(request).operations
-    items = [_queue(item) for vhost in _vhosts(request) for item in operations.queues(vhost)]
+    window = ranges(request, listing=True)
+    items = [_queue(item) for vhost in _vhosts(request) for item in operations.queues(vhost, window)]
     return listed(request, items, ("vhost", "name"))
 
 
 def _queue(info: dict[str, Any]) -> dict[str, Any]:
-    """A queue as the API lists it: the counts get their (zero, until sampled) ``*_details`` rates."""
+    """A queue as the API lists it (its counts' ``*_details`` rates come with its statistics)."""
     extra: dict[str, Any] = {"single_active_consumer_tag": None}
-    for key in ("messages", "messages_ready", "messages_unacknowledged"):
-        extra[f"{key}_details"] = {"rate": 0.0}
     return {**info, **extra}
 
 
 async def get_queue(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     operations = context(request).operations
-    found = operations.queue(vhost, request.match_info["name"])
+    found = operations.queue(vhost, request.match_info["name"], ranges(request, ceil_lengths=True))
     if found is None:
         raise not_found()
     consumers = [c for c in operations.consumers(vhost) if c["queue"]["name"] == found["name"]]

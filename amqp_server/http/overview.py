@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from .context import add, caller, context, json_body, listed, no_content, reply, vhost_of, visible_vhosts
+from .context import add, caller, context, json_body, listed, no_content, ranges, reply, vhost_of, visible_vhosts
 from .errors import ApiError, bad_request, not_found
 
 RABBITMQ_API_VERSION = "3.10.8"  # the management plugin whose answers this API reproduces (probed)
@@ -112,15 +112,8 @@ async def get_overview(request: web.Request) -> web.Response:
     who = caller(request)
     vhosts = visible_vhosts(request)
     totals = operations.object_totals() if who.is_monitoring else _totals_of(request, vhosts)
-    queue_totals: dict[str, Any] = {}
-    if totals["queues"]:
-        counts = {"messages": 0, "messages_ready": 0, "messages_unacknowledged": 0}
-        for vhost in vhosts:
-            for key, value in operations.queue_totals(vhost).items():
-                counts[key] += value
-        for key, value in counts.items():
-            queue_totals[key] = value
-            queue_totals[f"{key}_details"] = details()
+    # message_stats, churn_rates, queue_totals: sampled statistics, over the vhosts the caller may see
+    stats = operations.overview_stats(None if who.is_monitoring else vhosts, ranges(request))
     answer: dict[str, Any] = {
         "management_version": RABBITMQ_API_VERSION,
         "rates_mode": "basic",
@@ -135,11 +128,9 @@ async def get_overview(request: web.Request) -> web.Response:
         "release_series_support_status": "supported",
         "disable_stats": False,
         "enable_queue_totals": False,
-        "message_stats": {},
-        "churn_rates": {
-            key: value for name in CHURN_KEYS for key, value in ((name, 0), (f"{name}_details", details()))
-        },
-        "queue_totals": queue_totals,
+        "message_stats": stats["message_stats"],
+        "churn_rates": stats["churn_rates"],
+        "queue_totals": stats["queue_totals"],
         "object_totals": totals,
         "statistics_db_event_queue": 0,
     }

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import add, caller, context, json_body, listed, no_content, permitted_vhosts, reply, vhost_of
+from .context import add, caller, context, json_body, listed, no_content, permitted_vhosts, ranges, reply, vhost_of
 from .errors import bad_request, not_found
 
 DEFAULT_CLOSE_REASON = "Closed via management plugin"
@@ -44,7 +44,7 @@ def _visible(request: web.Request, items: list[dict[str, Any]]) -> list[dict[str
 
 
 def _connections(request: web.Request) -> list[dict[str, Any]]:
-    return _visible(request, context(request).operations.connections())
+    return _visible(request, context(request).operations.connections(ranges(request)))
 
 
 def _connection(request: web.Request) -> dict[str, Any]:
@@ -77,7 +77,8 @@ async def delete_connection(request: web.Request) -> web.Response:
 
 async def get_connection_channels(request: web.Request) -> web.Response:
     name = _connection(request)["name"]
-    channels = [c for c in context(request).operations.channels() if c["connection_details"]["name"] == name]
+    operations = context(request).operations
+    channels = [c for c in operations.channels(ranges(request)) if c["connection_details"]["name"] == name]
     return listed(request, channels)
 
 
@@ -98,7 +99,7 @@ async def delete_user_connections(request: web.Request) -> web.Response:
 
 
 def _channels(request: web.Request) -> list[dict[str, Any]]:
-    return _visible(request, context(request).operations.channels())
+    return _visible(request, context(request).operations.channels(ranges(request)))
 
 
 async def get_channels(request: web.Request) -> web.Response:

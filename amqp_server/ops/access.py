@@ -2,11 +2,11 @@
 
 The file holds the ``users``, ``vhosts``, ``permissions`` and ``topic_permissions`` sections
 of RabbitMQ's definitions JSON (passwords only as ``rabbit_password_hashing_sha256``
-hashes; a vhost's ``description`` and ``tags`` when it has them)::
+hashes; a vhost's ``description`` and ``tags`` when it has them, ``tracing`` when it is on)::
 
     {"users": [{"name": "guest", "password_hash": "…", "hashing_algorithm": "rabbit_password_hashing_sha256",
                 "tags": ["administrator"]}],
-     "vhosts": [{"name": "/"}, {"name": "prod", "description": "orders", "tags": ["eu"]}],
+     "vhosts": [{"name": "/"}, {"name": "prod", "description": "orders", "tags": ["eu"], "tracing": true}],
      "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
      "topic_permissions": []}
 
@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core import tracing
 from ..core.access import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission, User, check_password
 from .config import Config
 from .errors import ConfigError, DefinitionsError, NotFound
@@ -85,6 +86,7 @@ def import_sections(
         metadata = vhost_metadata_from_json(item)
         if metadata:
             access.vhost_metadata[name] = metadata
+        set_tracing(access, name, item.get("tracing"))
         if name not in vhosts:
             add_vhost(name)
             counts["vhosts"] += 1
@@ -171,14 +173,25 @@ def vhost_metadata_from_json(item: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def set_tracing(access: AccessControl, vhost: str, value: Any) -> None:
+    """A vhost entry's ``tracing`` (RabbitMQ's definitions and PUT /api/vhosts carry it): true or false turns the
+    firehose on or off (``core.tracing``), anything else leaves it as it is."""
+    if value is True:
+        access.traced_vhosts.add(vhost)
+    elif value is False:
+        access.traced_vhosts.discard(vhost)
+
+
 def vhost_to_json(access: AccessControl, name: str) -> dict[str, Any]:
-    return {"name": name, **access.vhost_metadata.get(name, {})}
+    traced = {"tracing": True} if name in access.traced_vhosts else {}
+    return {"name": name, **access.vhost_metadata.get(name, {}), **traced}
 
 
 def remove_vhost(access: AccessControl, vhosts: list[str], name: str) -> None:
     """Forget a vhost, its metadata and every permission on it."""
     vhosts.remove(name)
     access.vhost_metadata.pop(name, None)
+    access.traced_vhosts.discard(name)
     for key in [key for key in access.permissions if key[1] == name]:
         del access.permissions[key]
     for topic_key in [key for key in access.topic_permissions if key[1] == name]:
@@ -340,4 +353,5 @@ def apply_to_broker(broker: Broker, access: AccessControl, vhosts: list[str]) ->
     broker.access = access
     for name in vhosts:
         broker.add_vhost(name)
+    tracing.apply(broker)
     return [name for name in broker.vhosts if name not in vhosts]

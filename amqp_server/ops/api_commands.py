@@ -14,6 +14,7 @@
     amqp-server close connection NAME [--reason TEXT]
     amqp-server declare policy|operator_policy NAME PATTERN DEFINITION [--priority N] [--apply-to all|queues|…]
     amqp-server delete policy|operator_policy NAME
+    amqp-server trace_on | trace_off      tracing (the firehose on amq.rabbitmq.trace) for --vhost, rabbitmqctl's
 
 The verbs and object names are rabbitmqadmin's (``declare policy``, ``delete policy``), which also
 leaves the name ``amqp-server policies …`` to the admin commands that work on a data dir.
@@ -47,7 +48,19 @@ from .errors import ConfigError
 from .http_client import ApiRequestError, ManagementClient, segment
 from .table_format import FORMATS, render, split_columns
 
-API_COMMANDS = ("list", "declare", "delete", "purge", "bind", "unbind", "publish", "get", "close")
+API_COMMANDS = (
+    "list",
+    "declare",
+    "delete",
+    "purge",
+    "bind",
+    "unbind",
+    "publish",
+    "get",
+    "close",
+    "trace_on",
+    "trace_off",
+)
 ENV = {  # rabbitmqadmin v2's names
     "url": "RABBITMQADMIN_BASE_URI",
     "host": "RABBITMQADMIN_TARGET_HOST",
@@ -220,7 +233,7 @@ def api_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", required=True)
     commands = _Commands()
-    for add in (_list_commands, _declare_commands, _delete_commands, _binding_commands, _message_commands):
+    for add in (_list_commands, _declare_commands, _delete_commands, _binding_commands, _message_commands, _traces):
         add(commands, groups)
     return parser
 
@@ -306,6 +319,13 @@ def _message_commands(commands: _Commands, groups: Any) -> None:
     connection = commands.add(close, "connection", _close_connection, "close a client connection (320)")
     connection.add_argument("name", help="as list connections shows it, e.g. '127.0.0.1:50000 -> 127.0.0.1:5672'")
     connection.add_argument("--reason", help="the text the client receives (default: Closed via management plugin)")
+
+
+def _traces(commands: _Commands, groups: Any) -> None:
+    for verb, on in (("trace_on", True), ("trace_off", False)):
+        what = "copy every publish and delivery of --vhost to its amq.rabbitmq.trace exchange"
+        sub = commands.add(groups, verb, _trace, f"{'start' if on else 'stop'} tracing: {what}")
+        sub.set_defaults(tracing=on)
 
 
 def api_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
@@ -474,3 +494,16 @@ def _set_policy(client: ManagementClient, args: argparse.Namespace, vhost: str |
 def _clear_policy(client: ManagementClient, args: argparse.Namespace, vhost: str | None) -> str:
     client.request("DELETE", f"{args.path}/{_vhost(vhost)}/{segment(args.name)}")
     return f"deleted {_policy_words(args.kind)} '{args.name}'"
+
+
+def _trace(client: ManagementClient, args: argparse.Namespace, vhost: str | None) -> str:
+    """rabbitmqctl's trace_on / trace_off, through PUT /api/vhosts (which would create a vhost: it must exist)."""
+    name = "/" if vhost is None else vhost
+    try:
+        client.get(f"/vhosts/{_vhost(name)}")
+    except ApiRequestError as error:
+        if error.status == 404:
+            raise CommandFailed(f"no vhost '{name}'") from None
+        raise
+    client.request("PUT", f"/vhosts/{_vhost(name)}", {"tracing": args.tracing})
+    return f"Trace {'enabled' if args.tracing else 'disabled'} for vhost {name}"  # rabbitmqctl's words

@@ -79,6 +79,7 @@ async def _serve(
     timers = SchedulerDriver(broker.scheduler)
     connections = Connections(config.max_connections)
     _watch_resources(config, broker, connections)
+    broker.stats.start()  # statistics for the management API: one sample of every object each 5 s
     servers: list[asyncio.Server] = []
     signals: tuple[signal.Signals, ...] = ()
     management: management_site.ManagementSite | None = None
