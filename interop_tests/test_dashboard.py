@@ -507,3 +507,30 @@ def test_a_page_whose_object_went_away_says_so(dashboard: Dashboard, amqp: Block
     assert errors and all("404" in error["message"] for error in errors)
     dashboard.go("#/exchanges/%2F/amq.default", "amq.default")  # the default exchange has a page too
     dashboard.text("#page", "Every queue, by its name.")
+
+
+def test_the_live_tail_shows_messages_as_they_pass(dashboard: Dashboard, amqp: BlockingChannel) -> None:
+    queue = f"tailed-{uuid.uuid4().hex[:8]}"
+    amqp.queue_declare(queue)
+    dashboard.go("#/tail", "Live message tail")
+    dashboard.select("#page select[aria-label=scope]", "queue")
+    name = dashboard.find("#page input[aria-label=name]")
+    name.clear()
+    name.send_keys(queue)
+    dashboard.click("#page button", "Start")
+    dashboard.text("#page .pager-status", "watching")
+    # the stream is open once its first heartbeat is in; publish until the tail shows the message
+    dashboard.until(
+        lambda d: amqp.basic_publish("", queue, f"tail {HOSTILE}".encode()) or dashboard.all("#page ol.tail li"),
+        "the published message in the tail",
+    )
+    dashboard.text("#page ol.tail li", f"tail {HOSTILE}")
+    dashboard.text("#page ol.tail li", "publish")
+    assert depth(amqp, queue) >= 1  # watching consumed nothing
+    dashboard.screenshot("tail")
+    dashboard.click("#page button", "Pause")
+    dashboard.text("#page .pager-status", "paused")
+    dashboard.click("#page button", "Clear")
+    dashboard.until(lambda d: not dashboard.all("#page ol.tail li"), "an empty tail")
+    dashboard.go("#/overview", "Overview")
+    amqp.queue_delete(queue)
