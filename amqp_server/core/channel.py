@@ -395,7 +395,6 @@ class Channel:
         outbox = writer.outbox
         if not outbox and writer.on_output is not None:
             writer.on_output()
-        consumer.tally[0] += 1  # the queue's deliveries (statistics)
         outbox += wire.deliver_content(
             self.channel_id,
             consumer.tag_shortstr,

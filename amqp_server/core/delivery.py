@@ -29,8 +29,9 @@ REJECT = "reject"
 class QueueCounters:
     """What a queue counts for its message_stats: plain ints, bumped where the event is handled already.
 
-    Deliveries are counted by the channel as it writes them, into the one-element list its
-    ``Consumer.tally`` shares (``delivered`` or ``delivered_no_ack``): no lookup per message.
+    Deliveries are counted by the queue's dispatch loops (in bulk where one consumer drains a
+    backlog) into the one-element list the consumer's ``tally`` shares (``delivered`` or
+    ``delivered_no_ack``, by its ack mode): no branch or lookup per message.
     """
 
     __slots__ = ("publish", "get", "get_no_ack", "get_empty", "redeliver", "ack", "delivered", "delivered_no_ack")
@@ -105,7 +106,7 @@ class Consumer:
         self.prefetch_count = 0 if no_ack else prefetch_count
         self.unacked = 0
         self.priority = priority
-        # the queue's delivery count for this consumer's kind (a shared one-element list: the channel bumps it)
+        # the queue's delivery count for this consumer's ack mode (a shared one-element list the queue bumps)
         counters = queue.counters if queue is not None else QueueCounters()
         self.tally = counters.delivered_no_ack if no_ack else counters.delivered
         # ``deliver(entry)``: write the delivery through the owner. A partial, not a method calling the owner:

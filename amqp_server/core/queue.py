@@ -265,6 +265,7 @@ class Queue:
             flow.add(entry.size)
             flow.remove(entry.size)
         consumer.deliver(entry)
+        consumer.tally[0] += 1  # the queue's deliveries (statistics)
         return Enqueued.IN_MEMORY
 
     def restore(
@@ -390,6 +391,7 @@ class Queue:
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
             consumer.deliver(entry)
+            consumer.tally[0] += 1  # the queue's deliveries (statistics)
             if consumer.no_ack and entry.stored:  # settling forgets it in the store; nothing to do otherwise
                 self.settle((entry,))
 
@@ -404,12 +406,13 @@ class Queue:
             return
         ready = self._ready
         deliver = consumer.deliver
+        delivered = 0  # the queue's deliveries (statistics), added once after the loop: measured below
         while len(ready):
             if not no_ack and not consumer.has_credit():  # each delivery uses up prefetch credit
-                return
+                break
             entry = self._take_head()
             if entry is None:
-                return
+                break
             if entry.expires_at is not None:
                 if now is None:
                     now = self.vhost.scheduler.clock()
@@ -417,8 +420,10 @@ class Queue:
                     self._discard(entry, dead_letter.EXPIRED)
                     continue
             deliver(entry)
+            delivered += 1
             if no_ack and entry.stored:  # delivered without ack: done with it in the store
                 self.settle((entry,))
+        consumer.tally[0] += delivered
 
     def get(self) -> Entry | None:
         """Take the head message for ``basic.get``."""

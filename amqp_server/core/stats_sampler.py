@@ -1,9 +1,9 @@
 """The statistics sampler and the views the management API reads: RabbitMQ-shaped dicts per object.
 
 The hot path only bumps plain integer attributes on objects it already touches (a
-channel's ``stat_*``, a queue's ``stat_*``, an exchange's ``stat_publish_in/out``, a
-connection's ``recv_oct``...); the functions ``_read_*`` below are the one place that
-knows those names.  Everything else happens off the hot path:
+channel's ``stat_*``, read through ``counters.channel_counts``; a queue's ``counters``; an
+exchange's ``stat_publish_in/out``; a connection's ``recv_oct``...); ``_read`` and the
+helpers above it are the one place here that knows those names.  Everything else happens off the hot path:
 
 - every ``INTERVAL_MS`` (RabbitMQ's collect_statistics_interval, on the wall clock's
   5 s grid) the scheduler runs ``tick``: each queue, exchange, channel and connection has
