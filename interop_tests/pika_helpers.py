@@ -13,9 +13,11 @@ from .conftest import TIMEOUT
 
 
 def connect(
-    broker: BrokerProcess, user: str = "guest", password: str = "guest", vhost: str = "/"
+    broker: BrokerProcess, user: str = "guest", password: str = "guest", vhost: str = "/", name: str | None = None
 ) -> BlockingConnection:
-    """A blocking connection to ``broker`` as ``user``: one attempt, every wait bounded (a refusal raises at once)."""
+    """A blocking connection to ``broker`` as ``user``: one attempt, every wait bounded (a refusal raises at once).
+
+    ``name``: the client's ``connection_name``, as the management API shows it."""
     return pika.BlockingConnection(
         pika.ConnectionParameters(
             broker.host,
@@ -26,6 +28,7 @@ def connect(
             socket_timeout=5,
             stack_timeout=10,
             blocked_connection_timeout=5,
+            client_properties={"connection_name": name} if name else None,
         )
     )
 

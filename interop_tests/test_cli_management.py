@@ -21,8 +21,7 @@ import pika.exceptions
 import pytest
 
 from .broker_process import BrokerProcess
-from .conftest import TIMEOUT
-from .pika_helpers import wait_until
+from .pika_helpers import connect, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,24 +50,6 @@ def failed(*args: str) -> str:
     assert result.returncode == 1, result.stdout
     assert result.stdout == "" and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     return result.stderr
-
-
-def connect(
-    broker: BrokerProcess, user: str = "guest", password: str = "guest", vhost: str = "/", name: str | None = None
-) -> pika.BlockingConnection:
-    return pika.BlockingConnection(
-        pika.ConnectionParameters(
-            broker.host,
-            broker.port,
-            vhost,
-            pika.PlainCredentials(user, password),
-            connection_attempts=1,
-            socket_timeout=TIMEOUT,
-            stack_timeout=2 * TIMEOUT,
-            blocked_connection_timeout=TIMEOUT,
-            client_properties={"connection_name": name} if name else None,
-        )
-    )
 
 
 @pytest.fixture(scope="module")

@@ -65,19 +65,25 @@ def channel_counts(channel: Any) -> dict[str, int]:
     }
 
 
+# the churn and login counts: the Counters fields a snapshot copies as they are
+CHURN = (
+    "connections_opened",
+    "connections_closed",
+    "channels_opened",
+    "channels_closed",
+    "queues_declared",
+    "queues_created",
+    "queues_deleted",
+    "auth_attempts",
+    "auth_failed",
+)
+
+
 class Counters:
     """Plain integer counts of one broker, bumped where the events happen (see the module docstring)."""
 
     __slots__ = (
-        "connections_opened",
-        "connections_closed",
-        "channels_opened",
-        "channels_closed",
-        "queues_declared",
-        "queues_created",
-        "queues_deleted",
-        "auth_attempts",
-        "auth_failed",
+        *CHURN,
         "retired",
         "retired_sizes",
         "retired_by_vhost",

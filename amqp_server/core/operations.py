@@ -394,16 +394,7 @@ class BrokerOperations:
         *,
         user: str | None = None,
     ) -> None:
-        method: Any
-        if destination_type == "queue":
-            method = commands.Queue.Bind(
-                queue=destination, exchange=source, routing_key=routing_key, arguments=arguments or {}
-            )
-        else:
-            method = commands.Exchange.Bind(
-                destination=destination, source=source, routing_key=routing_key, arguments=arguments or {}
-            )
-        self._run(vhost, user, method)
+        self._run(vhost, user, _binding_method(True, source, destination, destination_type, routing_key, arguments))
 
     def unbind(
         self,
@@ -416,16 +407,7 @@ class BrokerOperations:
         *,
         user: str | None = None,
     ) -> None:
-        method: Any
-        if destination_type == "queue":
-            method = commands.Queue.Unbind(
-                queue=destination, exchange=source, routing_key=routing_key, arguments=arguments or {}
-            )
-        else:
-            method = commands.Exchange.Unbind(
-                destination=destination, source=source, routing_key=routing_key, arguments=arguments or {}
-            )
-        self._run(vhost, user, method)
+        self._run(vhost, user, _binding_method(False, source, destination, destination_type, routing_key, arguments))
 
     # ------------------------------------------------------------ publish
 
@@ -498,3 +480,14 @@ class BrokerOperations:
         """Run an exchange.* / queue.* handler as the user's AMQP channel would (raises its AMQPError)."""
         channel = _ManagementChannel(_ManagementConnection(self._broker, self._vhost(vhost), user))
         declarations.HANDLERS[method.index](channel, method)
+
+
+def _binding_method(
+    bind: bool, source: str, destination: str, destination_type: str, key: str, arguments: dict[str, Any] | None
+) -> Any:
+    """The queue.bind / exchange.bind (or unbind) method AMQP would carry for this binding."""
+    if destination_type == "queue":
+        queue_method = commands.Queue.Bind if bind else commands.Queue.Unbind
+        return queue_method(queue=destination, exchange=source, routing_key=key, arguments=arguments or {})
+    exchange_method = commands.Exchange.Bind if bind else commands.Exchange.Unbind
+    return exchange_method(destination=destination, source=source, routing_key=key, arguments=arguments or {})

@@ -15,22 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .counters import channel_counts
+from .counters import CHURN, channel_counts
 from .flow import DISK, MEMORY
 
 _LISTED = frozenset(("OPEN", "CLOSING"))  # connection states RabbitMQ lists (by name: no import of connection)
-# the Counters fields a snapshot copies (the churn and login counts)
-CHURN = (
-    "connections_opened",
-    "connections_closed",
-    "channels_opened",
-    "channels_closed",
-    "queues_declared",
-    "queues_created",
-    "queues_deleted",
-    "auth_attempts",
-    "auth_failed",
-)
 
 
 @dataclass(slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import resource
 import sys
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from aiohttp import web
 from .. import __version__
 from .context import add, caller, context, json_body, listed, no_content, ranges, reply, vhost_of, visible_vhosts
 from .errors import ApiError, bad_request, not_found
+from .process_figures import fd_counts, resident_memory
 
 RABBITMQ_API_VERSION = "3.10.8"  # the management plugin whose answers this API reproduces (probed)
 CHURN_KEYS = (
@@ -178,28 +178,11 @@ async def get_extensions(request: web.Request) -> web.Response:
     return reply([])  # no web UI plugins (RabbitMQ lists its dispatcher.js)
 
 
-def _memory_used() -> int:
-    """Resident set size of this process, in bytes (RabbitMQ's mem_used is the Erlang VM's total)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _fd_counts() -> tuple[int, int]:
-    try:
-        used = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        used = 0
-    return used, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 def _node(request: web.Request) -> dict[str, Any]:
     ctx = context(request)
     operations = ctx.operations
     figures = operations.resources()
-    fd_used, fd_total = _fd_counts()
+    fd_used, fd_total = fd_counts()
     sockets = operations.object_totals()["connections"] + len(ctx.listeners)
     node: dict[str, Any] = {
         "name": operations.node,
@@ -207,7 +190,7 @@ def _node(request: web.Request) -> dict[str, Any]:
         "running": True,
         "being_drained": False,
         "os_pid": str(os.getpid()),
-        "mem_used": _memory_used(),
+        "mem_used": resident_memory(),
         "mem_limit": figures["mem_limit"],
         "mem_alarm": figures["mem_alarm"],
         "mem_calculation_strategy": "rss",

@@ -30,9 +30,7 @@ import base64
 import contextvars
 import gc
 import hashlib
-import os
 import platform
-import resource
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,6 +50,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .. import __version__
 from ..core.operations import SIZE_BUCKETS, BrokerOperations, Snapshot
 from .overview import RABBITMQ_API_VERSION
+from .process_figures import fd_counts, resident_memory
 from .prometheus_families import (
     AUTH,
     CHURN,
@@ -268,7 +267,7 @@ def _bound(bound: float) -> str:
 
 def _process(facts: NodeFacts, snapshot: Snapshot) -> Iterator[Metric]:
     """The node's figures: memory, file descriptors, sockets, disk, alarms, uptime."""
-    open_fds, max_fds = _fd_counts()
+    open_fds, max_fds = fd_counts()
     alarms = snapshot.alarms
     yield _single(
         "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", facts.started
@@ -286,7 +285,7 @@ def _process(facts: NodeFacts, snapshot: Snapshot) -> Iterator[Metric]:
     for name, text, number in (
         ("process_open_fds", "Open file descriptors", open_fds),
         ("process_open_tcp_sockets", "Open TCP sockets", len(snapshot.connections)),
-        ("process_resident_memory_bytes", "Memory used in bytes", _resident_memory()),
+        ("process_resident_memory_bytes", "Memory used in bytes", resident_memory()),
         ("disk_space_available_bytes", "Disk space available in bytes", snapshot.disk_free),
         ("process_max_fds", "Open file descriptors limit", max_fds),
         ("process_max_tcp_sockets", "Open TCP sockets limit", max_fds),
@@ -295,23 +294,6 @@ def _process(facts: NodeFacts, snapshot: Snapshot) -> Iterator[Metric]:
         ("erlang_uptime_seconds", "Node uptime", time.time() - facts.started),
     ):
         yield _single(PREFIX + name, "gauge", text, number)
-
-
-def _resident_memory() -> int:
-    """Resident set size of this process, in bytes (peak RSS where /proc is missing)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _fd_counts() -> tuple[int, int]:
-    try:
-        used = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        used = 0
-    return used, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def cluster_id(node: str, data_dir: str) -> str:
