@@ -107,6 +107,8 @@ def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
 
 def clean_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMQP_SERVER_")}
+    # the HTTP listeners on free ports unless a test says otherwise: 15672/15692 may be taken on this machine
+    env.update(AMQP_SERVER_MANAGEMENT_PORT="0", AMQP_SERVER_PROMETHEUS_PORT="0")
     env.update(overrides)
     return env
 
