@@ -28,7 +28,7 @@ DEADLINE_S = 20.0  # a rate shows after the next 5 s tick and leaves after the o
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerThread]:
-    thread = BrokerThread(Config(host="127.0.0.1", port=0, data_dir=tmp_path))
+    thread = BrokerThread(Config(host="127.0.0.1", port=0, data_dir=tmp_path, management_port=-1, prometheus_port=-1))
     thread.start()
     assert thread.listening.wait(30) and thread.address is not None, thread.error
     yield thread
