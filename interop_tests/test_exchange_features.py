@@ -566,6 +566,18 @@ def test_bcc_header_adds_routing_keys_and_is_removed(channel, unique):
         assert properties.headers == {"other": "kept"}
 
 
+def test_bcc_alone_leaves_an_empty_headers_table(channel, unique):
+    """RabbitMQ removes BCC from the table and keeps the table, empty: a consumer sees ``headers == {}``."""
+    q1, q2 = queue(channel, unique, "q1"), queue(channel, unique, "q2")
+
+    channel.basic_publish("", q1, b"bcc", pika.BasicProperties(headers={"BCC": [q2]}))
+
+    for name in (q1, q2):
+        properties, body = get_one(channel, name)
+        assert body == b"bcc"
+        assert properties.headers == {}
+
+
 def test_cc_and_bcc_together(channel, unique):
     q1, q2, q3 = (queue(channel, unique, name) for name in ("q1", "q2", "q3"))
 

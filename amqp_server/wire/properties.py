@@ -226,9 +226,7 @@ class ContentHeader:
         return table_entries(raw[4:]) if raw is not None else {}
 
     def set_header_entries(self, entries: dict[str, bytes]) -> None:
-        if not entries:
-            self.fields.pop("headers", None)
-            return
+        """Replace the headers table; an emptied table stays, empty (RabbitMQ's BCC removal keeps ``{}``)."""
         body = b"".join(_shortstr(key) + value for key, value in entries.items())
         self.fields["headers"] = _LONG.pack(len(body)) + body
 
