@@ -474,12 +474,53 @@ def test_open_connection_does_not_time_out():
 # ------------------------------------------------------------------ connection.update-secret
 
 
-def test_update_secret_gets_update_secret_ok_and_the_connection_lives_on():
-    """RabbitMQ 3.10 (internal users) answers any new secret with update-secret-ok; amqplib's suite sends one."""
+def update_secret(new_secret: str = "guest") -> commands.Connection.UpdateSecret:
+    return commands.Connection.UpdateSecret(new_secret=new_secret, reason="rotation")
+
+
+@pytest.mark.parametrize("new_secret", ["guest", "not-the-password", ""], ids=["right", "wrong", "empty"])
+def test_update_secret_gets_update_secret_ok_and_the_connection_lives_on(new_secret):
+    """RabbitMQ 3.10 with its internal users checks no secret (probed: right, wrong and empty all get -ok).
+
+    Its internal backend cannot expire, so update-secret has nothing to refresh; amqplib's suite sends one.
+    """
     peer = open_peer()
-    peer.send_method(0, commands.Connection.UpdateSecret(new_secret="new", reason="rotation"))
+    peer.send_method(0, update_secret(new_secret))
     assert [(ch, type(f)) for ch, f in peer.frames()] == [(0, commands.Connection.UpdateSecretOk)]
     peer.open_channel(2)
+    peer.send_method(0, update_secret(new_secret))  # and again, as a client refreshing a token does
+    assert [(ch, type(f)) for ch, f in peer.frames()] == [(0, commands.Connection.UpdateSecretOk)]
+    assert not peer.connection.should_close
+
+
+def test_update_secret_during_tuning_drops_the_socket_without_a_frame():
+    """Before tune-ok RabbitMQ (probed) answers nothing and closes the socket, as for any unexpected method."""
+    peer, clock = after_start_ok()
+    peer.frames()
+    peer.send_method(0, update_secret())
+    assert_closed_silently(peer, clock, peer.frames())
+
+
+def test_update_secret_before_connection_open_gets_504():
+    """After tune-ok but before connection.open, RabbitMQ (probed) closes with 504, naming state `opening`."""
+    peer, _ = after_tune_ok()
+    peer.send_method(0, update_secret())
+    close = assert_connection_closed(peer.frames(), 504, class_id=10, method_id=70)
+    assert close.reply_text == "CHANNEL_ERROR - unexpected method in connection state opening"
+
+
+def test_update_secret_on_an_open_channel_gets_503():
+    peer = open_peer()
+    peer.send_method(1, update_secret())
+    close = assert_connection_closed(peer.frames(), 503, class_id=10, method_id=70)
+    assert close.reply_text == "COMMAND_INVALID - unimplemented method"
+
+
+def test_update_secret_on_a_channel_not_open_gets_504():
+    peer = open_peer()
+    peer.send_method(3, update_secret())
+    close = assert_connection_closed(peer.frames(), 504, class_id=10, method_id=70)
+    assert close.reply_text == "CHANNEL_ERROR - expected 'channel.open'"
 
 
 # ------------------------------------------------------------------ connection.close

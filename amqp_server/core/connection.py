@@ -499,9 +499,12 @@ class Connection:
         self.send_method(0, commands.Connection.OpenOk())
 
     def _on_update_secret(self, method: commands.Connection.UpdateSecret) -> None:
-        """Accepted as RabbitMQ accepts it for users of its internal database (probed: any new secret).
+        """Accepted as RabbitMQ 3.10 accepts it for users of its internal database: without a check.
 
-        A new secret matters only to brokers with expiring tokens; amqplib's suite sends one.
+        Probed: right, wrong and empty secrets all get update-secret-ok and the connection works on, since
+        RabbitMQ's internal backend cannot expire and so has no state to refresh (only OAuth-like backends
+        check the new secret). Before connection.open, or on a channel other than 0, the method falls to
+        the same errors as any misplaced connection method, with RabbitMQ's codes and texts.
         """
         self.send_method(0, commands.Connection.UpdateSecretOk())
 
