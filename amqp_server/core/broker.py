@@ -15,6 +15,7 @@ from storage.api import Store
 from storage.memory import MemoryStore
 
 from .access import AccessControl
+from .clock import VirtualClock
 from .confirms import SyncBarrier
 from .counters import Counters
 from .flow import MEMORY, Alarms, DiskMonitor, MemoryFlow
@@ -57,9 +58,13 @@ class Broker:
     connections: set[Any] = field(default_factory=set)
     counters: Counters = field(default_factory=Counters)  # churn and closed channels' counts (Prometheus)
     stats: Sampler = field(init=False)  # message rates and lengths, sampled every 5 s (started by the server)
+    # a test's clock (see core.clock): the scheduler and wall_clock read it; ``clock`` (connection deadlines) does not
+    virtual_clock: VirtualClock | None = None
 
     def __post_init__(self) -> None:
-        self.scheduler = Scheduler(self.clock)
+        if self.virtual_clock is not None:
+            self.wall_clock = self.virtual_clock.wall_now
+        self.scheduler = Scheduler(self.clock if self.virtual_clock is None else self.virtual_clock.now)
         self.disk = DiskMonitor(self.alarms, self.scheduler)
         self.stats = Sampler(self)
         self.flow.on_change = lambda blocked: self.alarms.set(MEMORY, blocked)

@@ -48,6 +48,7 @@ class RunningBroker:
     port: int
     data_dir: Path
     _add_vhost: Callable[[str], None] | None = field(default=None, repr=False)
+    _advance: Callable[[float], None] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -74,6 +75,17 @@ class RunningBroker:
         self._add_vhost(name)
         return self.vhost_url(name)
 
+    def advance(self, seconds: float) -> None:
+        """Move the broker's virtual clock ``seconds`` ahead (``running(virtual_clock=True)`` only).
+
+        Message TTLs and queue ``x-expires`` that fall due meanwhile take effect
+        before this returns (dead-lettering, deletes, deliveries), in deadline
+        order; heartbeats stay on real time (see ``amqp_server.core.clock``).
+        """
+        if self._advance is None:
+            raise RuntimeError("advance needs running(virtual_clock=True)")
+        self._advance(seconds)
+
 
 @contextmanager
 def running(
@@ -82,6 +94,7 @@ def running(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     process: bool = False,
+    virtual_clock: bool = False,
     timeout: float = START_TIMEOUT_S,
     **options: Any,
 ) -> Iterator[RunningBroker]:
@@ -100,6 +113,10 @@ def running(
     owned = data_dir is None
     directory = Path(tempfile.mkdtemp(prefix="amqp-server-")) if data_dir is None else Path(data_dir)
     try:
+        if process and virtual_clock:
+            raise TypeError("virtual_clock=True needs the in-thread broker, not process=True")
+        if virtual_clock:
+            options = {**options, "virtual_clock": True}
         start = _in_process if process else _in_thread
         with start(host, port, directory, timeout, options) as broker:
             yield broker
@@ -115,11 +132,13 @@ def running(
 def _in_thread(
     host: str, port: int, data_dir: Path, timeout: float, options: dict[str, Any]
 ) -> Iterator[RunningBroker]:
+    from ..core.clock import VirtualClock
     from ..server.embedded import BrokerThread  # the server stack loads only when a broker starts
 
     # the HTTP API and the Prometheus metrics only when asked (management_port=0, prometheus_port=0: a free port)
     options = {"management_port": -1, "prometheus_port": -1, **options}
-    thread = BrokerThread(Config(host=host, port=port, data_dir=data_dir, **options))
+    clock = VirtualClock(time.time()) if options.pop("virtual_clock", False) else None
+    thread = BrokerThread(Config(host=host, port=port, data_dir=data_dir, **options), clock)
     thread.start()
     if not thread.listening.wait(timeout):
         thread.stop(STOP_TIMEOUT_S)
@@ -130,7 +149,11 @@ def _in_thread(
         raise thread.error
     try:
         yield RunningBroker(
-            thread.address[0], thread.address[1], data_dir, lambda name: thread.add_vhost(name, VHOST_TIMEOUT_S)
+            thread.address[0],
+            thread.address[1],
+            data_dir,
+            lambda name: thread.add_vhost(name, VHOST_TIMEOUT_S),
+            None if clock is None else lambda seconds: thread.advance(seconds, VHOST_TIMEOUT_S),
         )
     finally:
         thread.stop(STOP_TIMEOUT_S)

@@ -5,6 +5,10 @@
   ``.data_dir``.
 - ``amqp_vhost`` (function): the URL of a fresh virtual host on that broker, so
   each test starts with no queues, exchanges or messages left by other tests.
+- ``amqp_virtual_broker`` (function): a broker of this test's own on a virtual
+  clock (``running(virtual_clock=True)``): ``amqp_virtual_broker.advance(30)``
+  expires a 30 s message TTL at once.  Skipped against an external broker,
+  whose clock cannot be moved.
 
 ``--amqp-broker-url URL`` (or the ``AMQP_URL`` environment variable; the flag
 wins) runs the same tests against an external broker, e.g. a RabbitMQ: then
@@ -82,3 +86,14 @@ def amqp_vhost(amqp_broker: RunningBroker | ExternalBroker, request: pytest.Fixt
         return amqp_broker.url
     name = f"test-{next(_vhost_numbers)}-{request.node.name}"
     return amqp_broker.add_vhost(name.encode()[:255].decode(errors="ignore"))
+
+
+@pytest.fixture
+def amqp_virtual_broker(pytestconfig: pytest.Config) -> Iterator[RunningBroker]:
+    """A broker started for this test on a clock the test moves with ``.advance(seconds)``."""
+    if pytestconfig.getoption("amqp_broker_url") or os.environ.get("AMQP_URL"):
+        pytest.skip("amqp_virtual_broker needs the embedded broker: an external broker's clock cannot be moved")
+    from .embedding import running
+
+    with running(virtual_clock=True) as broker:
+        yield broker

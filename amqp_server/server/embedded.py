@@ -10,6 +10,7 @@ import asyncio
 import threading
 from typing import Any
 
+from ..core.clock import VirtualClock
 from ..ops.config import Config
 from ..ops.errors import ConfigError
 from .server import serve
@@ -35,9 +36,10 @@ def run(config: Config) -> None:
 class BrokerThread(threading.Thread):
     """Runs ``serve()`` on its own event loop; ``listening`` is set once bound (or once it failed)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, virtual_clock: VirtualClock | None = None) -> None:
         super().__init__(name="amqp-server", daemon=True)
         self.config = config
+        self.virtual_clock = virtual_clock
         self.listening = threading.Event()
         self.error: BaseException | None = None
         self.address: tuple[str, int] | None = None
@@ -56,7 +58,9 @@ class BrokerThread(threading.Thread):
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
-        await serve(self.config, stop=self.stop_event, on_listening=self._on_listening)
+        await serve(
+            self.config, stop=self.stop_event, on_listening=self._on_listening, virtual_clock=self.virtual_clock
+        )
 
     def _on_listening(self, host: str, port: int, broker: Any) -> None:
         self.address, self.broker = (host, port), broker
@@ -81,3 +85,17 @@ class BrokerThread(threading.Thread):
 
         assert self.loop is not None
         asyncio.run_coroutine_threadsafe(add(), self.loop).result(timeout)
+
+    def advance(self, seconds: float, timeout: float) -> None:
+        """Move the virtual clock ``seconds`` ahead on the loop thread; return once every timer due by then ran."""
+        clock = self.virtual_clock
+        if clock is None:
+            raise RuntimeError("advance needs a broker started with virtual_clock=True")
+
+        async def advance() -> None:
+            clock.advance(seconds, self.broker.scheduler)
+            if self.broker.scheduler.on_change is not None:
+                self.broker.scheduler.on_change()  # the loop timer, for whatever is due next
+
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(advance(), self.loop).result(timeout)

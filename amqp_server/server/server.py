@@ -18,6 +18,7 @@ from storage.api import Store
 from storage.factory import open_store
 
 from ..core.broker import Broker, Limits
+from ..core.clock import VirtualClock
 from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
@@ -39,11 +40,13 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[str, int, Broker], None] | None = None,
+    virtual_clock: VirtualClock | None = None,
 ) -> None:
     """Run the broker until ``stop`` is set, or SIGTERM/SIGINT when run in the main thread.
 
     ``on_listening(host, port, broker)`` is called once the sockets are bound (for
     embedding: ``amqp_server.ops.embedding`` uses it to learn the port of ``--port 0``).
+    With ``virtual_clock`` its timers wait for ``virtual_clock.advance`` (see core.clock).
     With ``tls_cert`` and ``tls_key`` set, a second listener on ``tls_port`` speaks amqps.
     Bad TLS settings raise ``ValueError`` (or ``OSError`` for unreadable files) before anything starts.
     """
@@ -53,7 +56,9 @@ async def serve(
     try:
         claim = RunningClaim(config.data_dir)  # before access.json is read: see ops.running
         try:
-            await _serve(config, tls, store, claim, started, ready, stop or asyncio.Event(), on_listening)
+            await _serve(
+                config, tls, store, claim, started, ready, stop or asyncio.Event(), on_listening, virtual_clock
+            )
         finally:
             claim.release()
     finally:
@@ -70,13 +75,14 @@ async def _serve(
     ready: asyncio.Event | None,
     stop: asyncio.Event,
     on_listening: Callable[[str, int, Broker], None] | None,
+    virtual_clock: VirtualClock | None,
 ) -> None:
     loop = asyncio.get_running_loop()
-    broker = _open_broker(config, store, loop.time)
+    broker = _open_broker(config, store, loop.time, virtual_clock)
     gc.freeze()  # recovered messages are long-lived: keep them out of later full collections
     recovered = sum(queue.message_count for vhost in broker.vhosts.values() for queue in vhost.queues.values())
     persister = Persister(store, broker.sync_barrier)
-    timers = SchedulerDriver(broker.scheduler)
+    timers = SchedulerDriver(broker.scheduler, virtual=virtual_clock is not None)
     connections = Connections(config.max_connections)
     _watch_resources(config, broker, connections)
     broker.stats.start()  # statistics for the management API: one sample of every object each 5 s
@@ -119,13 +125,16 @@ async def _serve(
         await persister.drain()
 
 
-def _open_broker(config: Config, store: Store, clock: Callable[[], float]) -> Broker:
+def _open_broker(
+    config: Config, store: Store, clock: Callable[[], float], virtual_clock: VirtualClock | None = None
+) -> Broker:
     """The broker over the recovered ``store``, with its users, vhosts and any definitions to load."""
     access, vhost_names = ops_access.startup_access(config)
     broker = Broker(
         store=store,
         access=access,
         clock=clock,
+        virtual_clock=virtual_clock,
         limits=Limits(
             channel_max=config.channel_max,
             frame_max=config.frame_max,
