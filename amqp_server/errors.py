@@ -273,6 +273,15 @@ def immediate_unsupported() -> AMQPConnectionError:
     return AMQPConnectionError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
 
 
+def delivery_ack_timeout(channel_id: int, timeout_ms: int) -> ChannelError:
+    """A delivery was not acknowledged within the consumer timeout (RabbitMQ 3.10's text)."""
+    return ChannelError(
+        PRECONDITION_FAILED,
+        f"delivery acknowledgement on channel {channel_id} timed out. Timeout value used: {timeout_ms} ms. "
+        "This timeout value can be configured, see consumers doc guide to learn more",
+    )
+
+
 def no_reply_consumer() -> ChannelError:
     return ChannelError(PRECONDITION_FAILED, "fast reply consumer does not exist", 60, 40)
 

@@ -7,7 +7,7 @@ lookups; behaviour lives in the connection, channel, vhost and queue objects.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from storage.memory import MemoryStore
 from .access import AccessControl
 from .clock import VirtualClock
 from .confirms import SyncBarrier
+from .consumer_timeout import ConsumerTimeouts
 from .counters import Counters
 from .flow import MEMORY, Alarms, DiskMonitor, MemoryFlow
 from .reply_to import ReplyToRegistry
@@ -34,6 +35,7 @@ class Limits:
     heartbeat: int = 60
     handshake_timeout: float = 10.0
     max_message_size: int = 128 * 1024 * 1024
+    consumer_timeout: int = 1_800_000  # ms a delivery may stay unacknowledged (core/consumer_timeout.py); 0: off
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Broker:
     stats: Sampler = field(init=False)  # message rates and lengths, sampled every 5 s (started by the server)
     # a test's clock (see core.clock): the scheduler and wall_clock read it; ``clock`` (connection deadlines) does not
     virtual_clock: VirtualClock | None = None
+    consumer_timeouts: ConsumerTimeouts = field(init=False)  # woken at each channel.open
 
     def __post_init__(self) -> None:
         if self.virtual_clock is not None:
@@ -67,6 +70,7 @@ class Broker:
         self.scheduler = Scheduler(self.clock if self.virtual_clock is None else self.virtual_clock.now)
         self.disk = DiskMonitor(self.alarms, self.scheduler)
         self.stats = Sampler(self)
+        self.consumer_timeouts = ConsumerTimeouts(self.scheduler, self.limits.consumer_timeout, self._open_channels)
         self.flow.on_change = lambda blocked: self.alarms.set(MEMORY, blocked)
         self.add_vhost("/")
         recovered = self.store.recover()
@@ -79,6 +83,10 @@ class Broker:
             self.add_vhost(vhost_name)  # durable state of every vhost comes back, not only "/"
         for vhost in self.vhosts.values():
             vhost.restore(recovered)
+
+    def _open_channels(self) -> Iterator[Any]:
+        for connection in self.connections:
+            yield from connection.channels.values()
 
     def add_vhost(self, name: str) -> VirtualHost:
         """Create (or return) a virtual host; it shares the broker's store, clock and scheduler."""

@@ -453,6 +453,8 @@ class Channel:
             raise invalid_arg("x-priority", "queue", queue.name, queue.vhost.name, expected_integer(priority))
         consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority)
         self.consumers[tag] = consumer
+        if not method.no_ack:
+            self.session.wake_timeouts()
         if not method.nowait:
             self._writer.send_method(self.channel_id, commands.Basic.ConsumeOk(consumer_tag=tag))
         queue.add_consumer(consumer)
@@ -518,6 +520,7 @@ class Channel:
             self.stat_get += 1
             queue.counters.get += 1
             self.unacked[tag] = Unacked(tag, entry, queue, None)
+            self.session.wake_timeouts()
 
     # ---------------------------------------------------------- settlement
 

@@ -418,7 +418,13 @@ class Connection:
     def _session(self) -> Session:
         """What a new channel shares with the others: all of it is settled by the time channels open."""
         cancel_notify = bool(self.client_capabilities.get("consumer_cancel_notify"))
-        return Session(self.peer, cancel_notify, self.broker.reply_to, self.broker.limits.max_message_size)
+        return Session(
+            self.peer,
+            cancel_notify,
+            self.broker.reply_to,
+            self.broker.limits.max_message_size,
+            self.broker.consumer_timeouts.wake,
+        )
 
     def channel_closed(self, channel_id: int) -> None:
         """A channel finished closing; its number may be opened again."""

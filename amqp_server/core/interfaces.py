@@ -10,6 +10,7 @@ broker's reply-to registry and message size limit) a channel gets once, as its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,6 +48,7 @@ class Session:
     cancel_notify: bool  # the client understands a server-sent basic.cancel (capability consumer_cancel_notify)
     reply_to: ReplyToRegistry  # broker-wide: direct reply-to keys → channels
     max_message_size: int
+    wake_timeouts: Callable[[], None]  # a delivery needing an ack may follow: run the checks (core/consumer_timeout)
 
 
 class ChannelPort(Protocol):

@@ -15,9 +15,9 @@ That definition is then resolved against the queue's own ``x-…`` arguments key
 by key, exactly as RabbitMQ 3.10 does (``rabbit_amqqueue_process`` for classic
 queues, ``rabbit_quorum_queue`` for quorum queues):
 
-    classic   expires, message-ttl, max-length, max-length-bytes: the lower wins;
+    classic   expires, message-ttl, max-length, max-length-bytes, consumer-timeout (3.12): the lower wins;
               dead-letter-exchange, dead-letter-routing-key, overflow: the argument wins
-    quorum    max-length, max-length-bytes, delivery-limit, message-ttl: the lower wins;
+    quorum    max-length, max-length-bytes, delivery-limit, message-ttl, consumer-timeout: the lower wins;
               overflow, expires: the policy wins;
               dead-letter-exchange, dead-letter-routing-key: the argument wins
 
@@ -89,6 +89,7 @@ CLASSIC_RESOLUTION = {
     "max-length": ("max_length", _lower),
     "max-length-bytes": ("max_length_bytes", _lower),
     "overflow": ("overflow", _argument),
+    "consumer-timeout": ("consumer_timeout", _lower),
 }
 QUORUM_RESOLUTION = {
     "max-length": ("max_length", _lower),
@@ -99,6 +100,7 @@ QUORUM_RESOLUTION = {
     "message-ttl": ("message_ttl", _lower),
     "dead-letter-exchange": ("dead_letter_exchange", _argument),
     "dead-letter-routing-key": ("dead_letter_routing_key", _argument),
+    "consumer-timeout": ("consumer_timeout", _lower),
 }
 
 

@@ -105,6 +105,7 @@ def _max_age(key: str, value: Any) -> str | None:
 # rabbit_policies: each key's check (the keys operator policies accept are OPERATOR_KEYS)
 POLICY_CHECKS: dict[str, Check] = {
     "alternate-exchange": _string("alternate exchange name"),
+    "consumer-timeout": _integer(0, "consumer timeout"),  # RabbitMQ 3.12
     "dead-letter-exchange": _string("dead letter exchange name"),
     "dead-letter-routing-key": _string("dead letter routing key"),
     "dead-letter-strategy": _one_of(("at-most-once", "at-least-once"), "%s is not a valid dead letter strategy"),

@@ -36,6 +36,7 @@ class QueueOptions:
     single_active_consumer: bool = False
     queue_type: str = "classic"
     delivery_limit: int | None = None
+    consumer_timeout: int | None = None  # ms (x-consumer-timeout, RabbitMQ 3.12); None: the broker's
 
 
 MAX_TIMER = 2**32 - 1  # ms: RabbitMQ's limit for x-message-ttl and x-expires
@@ -134,4 +135,5 @@ def parse_queue_arguments(
         single_active_consumer=sac,
         queue_type=queue_type,
         delivery_limit=integer("x-delivery-limit", 0) if queue_type == "quorum" else None,
+        consumer_timeout=integer("x-consumer-timeout", 0),
     )

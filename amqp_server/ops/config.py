@@ -166,6 +166,7 @@ class Config:
     max_connections: int = 0  # 0: unlimited
     max_message_size: int = 128 * 1024 * 1024
     handshake_timeout: float = 10.0
+    consumer_timeout: int = 1_800_000  # ms a delivery may stay unacknowledged before its channel closes; 0: off
     # TLS (amqps): a second listener when tls_cert and tls_key are set
     tls_port: int = 5671
     tls_cert: Path | None = None
@@ -279,6 +280,12 @@ OPTIONS: dict[str, Option] = {
         "int", "largest message body accepted, bytes (default 134217728)", _between(1, MAX_MESSAGE_SIZE_LIMIT)
     ),
     "handshake_timeout": Option("float", "seconds a client has to complete the AMQP handshake (default 10)", _positive),
+    "consumer_timeout": Option(
+        "int",
+        "milliseconds a delivery may stay unacknowledged before its channel is closed with 406 "
+        "(default 1800000, as RabbitMQ; 0: off)",
+        _between(0, 2**32 - 1),
+    ),
     "tls_port": Option(
         "int", "TLS (amqps) port, used when tls_cert and tls_key are set (default 5671)", _between(0, 65535)
     ),

@@ -141,6 +141,7 @@ def _open_broker(
             heartbeat=config.heartbeat,
             handshake_timeout=config.handshake_timeout,
             max_message_size=config.max_message_size,
+            consumer_timeout=config.consumer_timeout,
         ),
     )
     ops_access.apply_to_broker(broker, access, vhost_names)

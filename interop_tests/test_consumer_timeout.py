@@ -1,0 +1,73 @@
+"""Delivery acknowledgement timeout with pika: the channel closes with 406, the message goes to another consumer.
+
+Runs against a broker of its own started with ``--consumer-timeout 2000``; with ``AMQP_URL`` against that broker,
+which must have the same timeout (RabbitMQ: ``consumer_timeout = 2000`` in rabbitmq.conf).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pika
+import pytest
+
+from .broker_process import BrokerProcess, external_url
+
+TIMEOUT_MS = 2000
+WAIT = 75.0  # s: RabbitMQ 3.10 checks on its channel tick, up to a minute after the timeout (measured)
+
+
+@pytest.fixture(scope="module")
+def timeout_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    external = external_url()
+    if external is not None:
+        yield SimpleNamespace(host=external[0], port=external[1])
+        return
+    data_dir: Path = tmp_path_factory.mktemp("consumer-timeout")
+    process = BrokerProcess(data_dir, "--consumer-timeout", str(TIMEOUT_MS)).start()
+    try:
+        yield SimpleNamespace(host=process.host, port=process.port)
+    finally:
+        process.stop()
+
+
+def connect(broker: SimpleNamespace) -> pika.BlockingConnection:
+    return pika.BlockingConnection(
+        pika.ConnectionParameters(broker.host, broker.port, connection_attempts=1, socket_timeout=5, stack_timeout=10)
+    )
+
+
+def test_unacked_delivery_closes_the_channel_and_is_redelivered(timeout_broker: SimpleNamespace, unique: str) -> None:
+    slow = connect(timeout_broker)
+    try:
+        channel = slow.channel()
+        channel.queue_declare(unique)  # not auto-delete: the close cancels the consumer
+        channel.basic_publish("", unique, b"job")
+        closed: list[pika.exceptions.ChannelClosed] = []
+        channel._impl.add_on_close_callback(lambda _channel, reason: closed.append(reason))
+        got: list[bytes] = []
+        channel.basic_consume(unique, lambda _ch, _method, _props, body: got.append(body))
+        deadline = time.monotonic() + WAIT
+        while not closed:
+            assert time.monotonic() < deadline, "the channel was not closed"
+            slow.process_data_events(time_limit=0.1)
+        assert got == [b"job"]
+        assert closed[0].reply_code == 406
+        assert closed[0].reply_text == (
+            f"PRECONDITION_FAILED - delivery acknowledgement on channel {channel.channel_number} timed out. "
+            f"Timeout value used: {TIMEOUT_MS} ms. "
+            "This timeout value can be configured, see consumers doc guide to learn more"
+        )
+        other = slow.channel()
+        deadline = time.monotonic() + 5
+        while (message := other.basic_get(unique, auto_ack=True))[0] is None:
+            assert time.monotonic() < deadline, "the message was not requeued"
+            slow.sleep(0.05)
+        assert message[0].redelivered and message[2] == b"job"
+        other.queue_delete(unique)
+    finally:
+        if slow.is_open:
+            slow.close()
