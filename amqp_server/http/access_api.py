@@ -22,7 +22,7 @@ from ..core.operations import HASHING_ALGORITHM, AccessControl, Permission, Topi
 from ..ops import access as ops_access
 from ..ops.validation import regex_problem, tags_from
 from .context import Context, add, caller, context, json_body, listed, no_content, ranges, reply, visible_vhosts
-from .errors import bad_request, not_found
+from .errors import bad_request, not_found, require_keys
 
 T = TypeVar("T")
 DEFAULT_VHOST_DESCRIPTION = "Default virtual host"
@@ -317,9 +317,7 @@ async def put_permission(request: web.Request) -> web.Response:
     caller(request).require_administrator()
     vhost, user = request.match_info["vhost"], request.match_info["user"]
     body = await json_body(request)
-    missing = [key for key in ("configure", "write", "read") if key not in body]
-    if missing:
-        raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
+    require_keys(body, ("configure", "write", "read"))
     patterns = [body[key] for key in ("configure", "write", "read")]
     for pattern in patterns:
         problem = regex_problem(pattern) if isinstance(pattern, str) else "patterns must be strings"
@@ -400,9 +398,7 @@ async def put_topic_permission(request: web.Request) -> web.Response:
     caller(request).require_administrator()
     vhost, user = request.match_info["vhost"], request.match_info["user"]
     body = await json_body(request)
-    missing = [key for key in ("exchange", "write", "read") if key not in body]
-    if missing:
-        raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
+    require_keys(body, ("exchange", "write", "read"))
     exchange, write, read = body["exchange"], body["write"], body["read"]
     for value in (exchange, write, read):
         if not isinstance(value, str):

@@ -18,7 +18,7 @@ from aiohttp import web
 from ..core.operations import ACK_MODES, properties_key
 from ..errors import AMQPError
 from .context import add, caller, context, json_body, listed, no_content, permitted_vhosts, ranges, reply, vhost_of
-from .errors import ApiError, bad_request, not_found
+from .errors import ApiError, bad_request, not_found, require_keys
 
 DEFAULT_EXCHANGE = "amq.default"
 KINDS = {"q": "queue", "e": "exchange"}
@@ -172,9 +172,7 @@ async def post_publish(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     name = _exchange_name(request)
     body = await json_body(request)
-    missing = [key for key in ("routing_key", "properties", "payload", "payload_encoding") if key not in body]
-    if missing:
-        raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
+    require_keys(body, ("routing_key", "properties", "payload", "payload_encoding"))
     routing_key, payload, encoding = body["routing_key"], body["payload"], body["payload_encoding"]
     properties = body["properties"]
     if not isinstance(routing_key, str) or not isinstance(payload, str):
@@ -283,9 +281,7 @@ async def delete_queue_contents(request: web.Request) -> web.Response:
 async def post_get(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     body = await json_body(request)
-    missing = [key for key in ("count", "ackmode", "encoding") if key not in body]
-    if missing:
-        raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
+    require_keys(body, ("count", "ackmode", "encoding"))
     ackmode, encoding = body["ackmode"], body["encoding"]
     count, truncate = _count(body, "count") or 0, _count(body, "truncate")
     if ackmode not in ACK_MODES:  # RabbitMQ answers 500 here

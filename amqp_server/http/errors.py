@@ -40,6 +40,13 @@ def bad_request(reason: object) -> ApiError:
     return ApiError(400, "bad_request", reason)
 
 
+def require_keys(body: dict[str, object], keys: tuple[str, ...]) -> None:
+    """400 naming every one of ``keys`` the JSON body lacks, as RabbitMQ lists them (``[{key_missing,K},...]``)."""
+    missing = [key for key in keys if key not in body]
+    if missing:
+        raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
+
+
 def unauthorized_login() -> ApiError:
     return ApiError(401, "not_authorized", "Login failed", {"WWW-Authenticate": REALM})
 
