@@ -117,8 +117,17 @@ def _add_user_from_json(access: AccessControl, item: Any, where: str) -> None:
 
 def _set_permission_from_json(access: AccessControl, vhosts: Container[str], item: Any, where: str) -> None:
     """Apply one entry of a ``permissions`` section; its user and vhost must exist."""
+    user, vhost, patterns = _checked_grant(access, vhosts, item, where, ("configure", "write", "read"))
+    access.set_permission(user, vhost, Permission(*patterns))
+
+
+def _checked_grant(
+    access: AccessControl, vhosts: Container[str], item: Any, where: str, pattern_keys: tuple[str, ...]
+) -> tuple[str, str, list[str]]:
+    """The user, vhost and regex patterns of a permissions or topic_permissions entry: both must exist, and
+    every pattern must compile."""
     user, vhost = json_string(item, "user", where), json_string(item, "vhost", where)
-    patterns = [json_string(item, key, where, allow_empty=True) for key in ("configure", "write", "read")]
+    patterns = [json_string(item, key, where, allow_empty=True) for key in pattern_keys]
     try:
         must_exist("user", user, access.users)
         must_exist("vhost", vhost, vhosts)
@@ -128,7 +137,7 @@ def _set_permission_from_json(access: AccessControl, vhosts: Container[str], ite
         problem = regex_problem(pattern)
         if problem is not None:
             raise DefinitionsError(f"{where}: {problem}")
-    access.set_permission(user, vhost, Permission(*patterns))
+    return user, vhost, patterns
 
 
 def topic_permission_to_json(user: str, vhost: str, exchange: str, permission: TopicPermission) -> dict[str, str]:
@@ -144,18 +153,8 @@ def import_topic_permissions(data: dict[str, Any], access: AccessControl, vhosts
     items = data.get("topic_permissions", [])
     for i, item in enumerate(items):
         where = f"topic_permissions[{i}]"
-        user, vhost = json_string(item, "user", where), json_string(item, "vhost", where)
         exchange = json_string(item, "exchange", where, allow_empty=True)
-        patterns = [json_string(item, key, where, allow_empty=True) for key in ("write", "read")]
-        try:
-            must_exist("user", user, access.users)
-            must_exist("vhost", vhost, vhosts)
-        except NotFound as error:
-            raise DefinitionsError(f"{where}: {error}") from None
-        for pattern in patterns:
-            problem = regex_problem(pattern)
-            if problem is not None:
-                raise DefinitionsError(f"{where}: {problem}")
+        user, vhost, patterns = _checked_grant(access, vhosts, item, where, ("write", "read"))
         access.topic_permissions[(user, vhost, exchange)] = TopicPermission(*patterns)
     return len(items)
 
