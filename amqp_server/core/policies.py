@@ -38,7 +38,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from storage.api import PolicyRecord
@@ -111,16 +111,9 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 
 @dataclass(frozen=True)
-class Policy:
-    """One policy or operator policy of a vhost (valid: see ``policy_validation.parse_policy``)."""
-
-    vhost: str
-    name: str
-    pattern: str
-    definition: dict[str, Any] = field(default_factory=dict)
-    priority: int | float = 0
-    apply_to: str = "all"
-    operator: bool = False
+class Policy(PolicyRecord):
+    """One policy or operator policy of a vhost (valid: see ``policy_validation.parse_policy``): the store's
+    record, with the matching and the JSON form."""
 
     def applies_to(self, kind: str, name: str, queue_type: str = "classic") -> bool:
         """Whether this policy matches the queue or exchange ``name`` (``kind`` "queue" or "exchange")."""
@@ -146,21 +139,18 @@ class Policy:
         }
 
     def record(self) -> PolicyRecord:
-        return PolicyRecord(
-            self.vhost, self.name, self.pattern, dict(self.definition), self.priority, self.apply_to, self.operator
-        )
+        """The plain record the store keeps, with its own copy of the definition."""
+        return PolicyRecord(**_fields(self))
 
     @classmethod
     def from_record(cls, record: PolicyRecord) -> Policy:
-        return cls(
-            record.vhost,
-            record.name,
-            record.pattern,
-            dict(record.definition),
-            record.priority,
-            record.apply_to,
-            record.operator,
-        )
+        return cls(**_fields(record))
+
+
+def _fields(record: PolicyRecord) -> dict[str, Any]:
+    values = {item.name: getattr(record, item.name) for item in fields(PolicyRecord)}
+    values["definition"] = dict(record.definition)
+    return values
 
 
 class PolicedQueue(Protocol):
