@@ -14,6 +14,8 @@ from types import SimpleNamespace
 import pika
 import pytest
 
+from amqp_server.ops.embedding import running
+
 from .broker_process import BrokerProcess, external_url
 
 TIMEOUT_MS = 2000
@@ -71,3 +73,38 @@ def test_unacked_delivery_closes_the_channel_and_is_redelivered(timeout_broker: 
     finally:
         if slow.is_open:
             slow.close()
+
+
+def test_a_consumers_own_timeout_beats_the_queues(unique: str) -> None:
+    """``x-consumer-timeout`` on basic.consume (RabbitMQ 3.12): consumer, then queue, then broker.
+
+    On a virtual clock: a minute of timeouts in milliseconds.
+    """
+    with running(virtual_clock=True) as broker:  # the broker's own timeout: the default 30 minutes
+        connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+        try:
+            closed: list[pika.exceptions.ChannelClosed] = []
+            patient, hasty = connection.channel(), connection.channel()
+            for channel in (patient, hasty):
+                channel._impl.add_on_close_callback(lambda channel, reason: closed.append((channel, reason)))
+            patient.queue_declare(unique, arguments={"x-consumer-timeout": 1000})
+            hasty.queue_declare(unique + "-hasty")
+            for queue in (unique, unique + "-hasty"):
+                patient.basic_publish("", queue, b"job")
+            patient.basic_consume(unique, lambda *_: None, arguments={"x-consumer-timeout": 60_000})
+            hasty.basic_consume(unique + "-hasty", lambda *_: None, arguments={"x-consumer-timeout": 3000})
+            connection.process_data_events(time_limit=0.2)  # both deliveries sent
+            for _ in range(6):
+                broker.advance(1)
+            connection.process_data_events(time_limit=0.2)
+            assert [(channel.channel_number, reason.reply_code) for channel, reason in closed] == [
+                (hasty.channel_number, 406)
+            ]
+            assert "Timeout value used: 3000 ms" in closed[0][1].reply_text
+            for _ in range(60):
+                broker.advance(1)
+            connection.process_data_events(time_limit=0.2)
+            assert len(closed) == 2 and "Timeout value used: 60000 ms" in closed[1][1].reply_text
+        finally:
+            if connection.is_open:
+                connection.close()

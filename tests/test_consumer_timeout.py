@@ -124,6 +124,49 @@ def test_policy_overrides_and_the_lower_of_argument_and_policy_wins() -> None:
     assert "Timeout value used: 3000 ms" in close.reply_text
 
 
+def consume_with(broker: Broker, arguments: dict, queue_arguments: dict | None = None) -> Peer:
+    peer = setup(broker, queue_arguments, consume=False)
+    peer.send_method(1, commands.Basic.Recover(requeue=True))  # the basic.get's delivery back: consume it
+    peer.send_method(1, commands.Basic.Consume(queue="q", consumer_tag="c", arguments=arguments))
+    peer.frames()
+    return peer
+
+
+def test_consumer_argument_beats_the_queue_and_the_broker() -> None:
+    broker, clock = broker_with(60_000)
+    vhost = broker.vhosts["/"]
+    vhost.set_policy(Policy("/", "ct", "^q$", {"consumer-timeout": 1000}, apply_to="queues"))
+    peer = consume_with(broker, {"x-consumer-timeout": 4000}, {"x-consumer-timeout": 500})
+    run_for(broker, clock, 3.9)
+    assert closes(peer) == []  # neither the queue's 500 ms nor the policy's 1000 ms applies to it
+    run_for(broker, clock, 2.2)  # checks run every second here (a tenth of 60 s, at most 1 s)
+    [close] = closes(peer)
+    assert "Timeout value used: 4000 ms" in close.reply_text
+
+
+def test_consumer_argument_can_be_shorter_than_the_broker_default() -> None:
+    broker, clock = broker_with(0)  # off broker-wide, on for this consumer
+    peer = consume_with(broker, {"x-consumer-timeout": 1000})
+    run_for(broker, clock, 2.2)
+    [close] = closes(peer)
+    assert close.reply_code == 406 and "Timeout value used: 1000 ms" in close.reply_text
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [("soon", '"expected integer, got longstr"'), (-5, "{value_negative,-5}")]
+)
+def test_invalid_consumer_argument_is_refused(value: object, reason: str) -> None:
+    broker, _ = broker_with(2000)
+    peer = setup(broker, consume=False)
+    peer.send_method(1, commands.Basic.Consume(queue="q", arguments={"x-consumer-timeout": value}))
+    [close] = closes(peer)
+    assert close.reply_code == 406
+    assert (
+        close.reply_text
+        == f"PRECONDITION_FAILED - invalid arg 'x-consumer-timeout' for queue 'q' in vhost '/': {reason}"
+    )
+
+
 def test_invalid_queue_argument_is_refused() -> None:
     broker, _ = broker_with(2000)
     peer = open_peer(broker)

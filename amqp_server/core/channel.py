@@ -25,12 +25,10 @@ from ..errors import (
     ChannelError,
     consumer_tag_reused,
     definition_write_failed,
-    expected_integer,
     expected_method_frame,
     flow_inactive_unsupported,
     immediate_unsupported,
     internal_exchange,
-    invalid_arg,
     invalid_expiration,
     malformed_properties,
     not_found,
@@ -51,7 +49,7 @@ from .broker_names import generated_name
 from .confirms import Confirms
 from .counters import SIZE_BUCKETS, SMALLEST_BUCKET, bucket_of
 from .dead_letter import with_headers
-from .delivery import ACK, REJECT, REQUEUE, Consumer, Source, Unacked, UnackedTable
+from .delivery import ACK, REJECT, REQUEUE, Consumer, Source, Unacked, UnackedTable, consume_arguments
 from .exchanges import Exchange
 from .interfaces import ConnectionPort, Session
 from .message import Entry, InvalidExpiration, Message
@@ -448,10 +446,8 @@ class Channel:
         queue = declarations.lookup_queue(self, method.queue, "read")
         if queue.consumers.has_exclusive() or (method.exclusive and queue.consumers):
             raise queue_exclusive_use(queue.name, queue.vhost.name)
-        priority = (method.arguments or {}).get("x-priority", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise invalid_arg("x-priority", "queue", queue.name, queue.vhost.name, expected_integer(priority))
-        consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority)
+        priority, timeout = consume_arguments(method.arguments or {}, queue.name, queue.vhost.name)
+        consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority, timeout)
         self.consumers[tag] = consumer
         if not method.no_ack:
             self.session.wake_timeouts()

@@ -6,7 +6,9 @@ PRECONDITION_FAILED, which requeues the channel's unacked messages (redelivered)
 The timeout is broker-wide (``Limits.consumer_timeout``, ms; 0 turns it off),
 and a queue's ``x-consumer-timeout`` argument or ``consumer-timeout`` policy key
 overrides it for deliveries from that queue (the lower of the two when both are
-set, as RabbitMQ 3.12's ``args_policy_lookup`` with ``min``).
+set, as RabbitMQ 3.12's ``args_policy_lookup`` with ``min``); a consumer's own
+``x-consumer-timeout`` (a basic.consume argument) overrides both for its
+deliveries, as in RabbitMQ (consumer, then queue, then broker).
 
 The hot path reads no clock: delivery tags grow by one per delivery, so a check
 that remembers each channel's ``next_delivery_tag`` at its time ``t`` knows that
@@ -114,7 +116,8 @@ class ConsumerTimeouts:
         for tag, item in unacked.items():
             if tag >= newest:
                 break  # sent after the last check: too recent to have timed out
-            timeout = queue_timeout(item.queue, self.timeout_ms)
+            own = item.consumer.timeout if item.consumer is not None else None
+            timeout = queue_timeout(item.queue, self.timeout_ms) if own is None else own
             if not timeout:
                 continue
             threshold = thresholds.get(timeout)

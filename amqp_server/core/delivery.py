@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import unknown_delivery_tag
+from ..errors import expected_integer, invalid_arg, unknown_delivery_tag
 from ..wire.methods import shortstr
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class Consumer:
         "prefetch_count",
         "unacked",
         "priority",
+        "timeout",
         "deliver",
         "tally",
     )
@@ -96,6 +97,7 @@ class Consumer:
         exclusive: bool,
         prefetch_count: int,
         priority: int = 0,
+        timeout: int | None = None,
     ) -> None:
         self.channel = channel
         self.tag = tag
@@ -106,6 +108,7 @@ class Consumer:
         self.prefetch_count = 0 if no_ack else prefetch_count
         self.unacked = 0
         self.priority = priority
+        self.timeout = timeout  # ms (x-consumer-timeout on basic.consume): beats the queue's and the broker's
         # the queue's delivery count for this consumer's ack mode (a shared one-element list the queue bumps)
         counters = queue.counters if queue is not None else QueueCounters()
         self.tally = counters.delivered_no_ack if no_ack else counters.delivered
@@ -119,6 +122,21 @@ class Consumer:
     def cancelled(self) -> None:
         """The queue went away (it has already forgotten this consumer)."""
         self.channel.cancel_by_server(self)
+
+
+def consume_arguments(arguments: dict[str, Any], queue: str, vhost: str) -> tuple[int, int | None]:
+    """A basic.consume's ``x-priority`` (0 when absent) and ``x-consumer-timeout`` (ms; None: the queue's).
+
+    A wrong type is refused as RabbitMQ refuses a bad ``x-priority``: 406 "invalid arg".
+    """
+    priority = arguments.get("x-priority", 0)
+    timeout = arguments.get("x-consumer-timeout")
+    for name, value in (("x-priority", priority), ("x-consumer-timeout", timeout)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise invalid_arg(name, "queue", queue, vhost, expected_integer(value))
+    if timeout is not None and timeout < 0:
+        raise invalid_arg("x-consumer-timeout", "queue", queue, vhost, f"{{value_negative,{timeout}}}")
+    return priority, timeout
 
 
 class Unacked:
