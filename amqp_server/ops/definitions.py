@@ -12,8 +12,11 @@ bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
 RabbitMQ.  Topic permissions are exported and imported (stored, not enforced).
 Operator policies are runtime parameters in RabbitMQ's definitions: ``parameters``
 entries of component ``operator_policy`` (``value``: pattern, definition, priority,
-apply-to).  Other parameters (federation, shovels …) and global parameters are
-exported empty; on import they are reported as ignored.
+apply-to; on import also as the ``[key, value]`` pairs rabbitmqctl 3.10 writes their
+definition as).  Other parameters (federation, shovels …) and global parameters are
+exported empty; on import they are reported as ignored.  A binding whose exchange or
+queue is missing is skipped, as RabbitMQ does (its rabbitmqctl export leaves internal
+exchanges out, not their bindings).  ``/`` without a description exports RabbitMQ's.
 
 Import order is users, vhosts, permissions, policies, exchanges, queues, bindings
 (RabbitMQ's: a queue is declared under its policy); what already exists is kept
