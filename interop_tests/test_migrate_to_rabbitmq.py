@@ -33,7 +33,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -277,12 +277,12 @@ def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
         ours.stop()
 
 
-def listing(api: Api, name: str) -> dict[tuple[Any, ...], Row]:
+def listing(api: Api, name: str, vhosts: Collection[str] = tuple(state.VHOSTS)) -> dict[tuple[Any, ...], Row]:
     """The rows of one listing that belong to the state, by key, with the compared fields (absent: None)."""
     path, key, fields = LISTINGS[name]
-    paths = [path.format(vhost=q(vhost)) for vhost in state.VHOSTS] if "{vhost}" in path else [path]
+    paths = [path.format(vhost=q(vhost)) for vhost in vhosts] if "{vhost}" in path else [path]
     rows = [row for p in paths for row in api.ok("GET", p)]
-    rows = [row for row in rows if row.get("vhost", row.get("name")) in state.VHOSTS or row.get("name") in state.USERS]
+    rows = [row for row in rows if row.get("vhost", row.get("name")) in vhosts or row.get("name") in state.USERS]
     if name == "users":
         rows = [row for row in rows if row["name"] in state.USERS]
     return {
@@ -354,6 +354,22 @@ def test_rabbitmqs_export_of_it_imports_back_here(brokers: SimpleNamespace) -> N
     answer = brokers.ours.post("/api/definitions", brokers.rabbit.ok("GET", "/api/definitions"))
     assert answer.status == 204, answer.body
     assert {name: listing(brokers.ours, name) for name in LISTINGS} == before
+
+
+@pytest.mark.parametrize("name", ["exchanges", "queues", "bindings"])
+def test_one_vhosts_export_imports_into_another_rabbitmq_vhost(brokers: SimpleNamespace, name: str) -> None:
+    """``GET /api/definitions/mig-a`` here, ``POST /api/definitions/mig-copy`` there: the same objects."""
+    copy = "mig-copy"
+    brokers.rabbit.ok("PUT", f"/api/vhosts/{copy}")
+    try:
+        brokers.rabbit.ok("POST", f"/api/definitions/{copy}", brokers.ours.ok("GET", "/api/definitions/mig-a"))
+        ours = listing(brokers.ours, name, ["mig-a"])
+        theirs = poll(
+            lambda: listing(brokers.rabbit, name, [copy]), lambda rows: not differences(name, ours, rows), name, POLL
+        )
+        assert differences(name, ours, theirs) == []
+    finally:
+        brokers.rabbit.delete(f"/api/vhosts/{copy}")
 
 
 CTL_IMPORT_DIFFERS = {  # RabbitMQ's HTTP export after `rabbitmqctl import_definitions` of our CLI export
