@@ -12,8 +12,11 @@ bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
 RabbitMQ.  Topic permissions are exported and imported (stored, not enforced).
 Operator policies are runtime parameters in RabbitMQ's definitions: ``parameters``
 entries of component ``operator_policy`` (``value``: pattern, definition, priority,
-apply-to).  Other parameters (federation, shovels …) and global parameters are
-exported empty; on import they are reported as ignored.
+apply-to; on import also as the ``[key, value]`` pairs rabbitmqctl 3.10 writes their
+definition as).  Other parameters (federation, shovels …) and global parameters are
+exported empty; on import they are reported as ignored.  A binding whose exchange or
+queue is missing is skipped, as RabbitMQ does (its rabbitmqctl export leaves internal
+exchanges out, not their bindings).  ``/`` without a description exports RabbitMQ's.
 
 Import order is users, vhosts, permissions, policies, exchanges, queues, bindings
 (RabbitMQ's: a queue is declared under its policy); what already exists is kept
@@ -62,6 +65,7 @@ from .validation import json_lists, json_object, json_string
 RABBIT_VERSION = "3.10.8"  # the definitions format written (RabbitMQ's version field)
 UNSUPPORTED_SECTIONS = ("global_parameters",)
 OPERATOR_POLICY = "operator_policy"  # the runtime parameter component of operator policies
+DEFAULT_VHOST_DESCRIPTION = "Default virtual host"  # RabbitMQ's description of "/"
 
 
 # ------------------------------------------------------------------ export
@@ -86,11 +90,7 @@ def export_from(broker: Broker) -> dict[str, Any]:
         "product_version": __version__,
         "users": [{**user_to_json(user), "limits": {}} for user in access.users.values()],
         "vhosts": [
-            {
-                "name": name,
-                "limits": [],
-                "metadata": {"description": "", "tags": [], **access.vhost_metadata.get(name, {})},
-            }
+            {"name": name, "limits": [], "metadata": _vhost_metadata(access.vhost_metadata.get(name, {}), name)}
             for name in broker.vhosts
         ],
         "permissions": [
@@ -104,6 +104,13 @@ def export_from(broker: Broker) -> dict[str, Any]:
         "exchanges": exchanges,
         "bindings": bindings,
     }
+
+
+def _vhost_metadata(metadata: dict[str, Any], name: str) -> dict[str, Any]:
+    """A vhost's description and tags as RabbitMQ exports them; ``/`` unset is RabbitMQ's "Default virtual host"
+    (as the HTTP API lists it), so an import into RabbitMQ does not blank its own description of ``/``."""
+    default = DEFAULT_VHOST_DESCRIPTION if name == "/" else ""
+    return {"description": default, "tags": [], **metadata}
 
 
 def _exported_exchanges(vhost: VirtualHost) -> Iterator[Exchange]:
@@ -254,11 +261,23 @@ def _import_parameters(broker: Broker, items: list[Any]) -> dict[str, int]:
     counts = {"operator policies": 0}
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("component") == OPERATOR_POLICY:
-            body = json_object(item.get("value"), f"parameters[{i}].value")
+            body = _pairs_as_object(json_object(item.get("value"), f"parameters[{i}].value"))
             counts["operator policies"] += _import_policy(broker, item, f"parameters[{i}]", body, operator=True)
         else:
             counts["ignored parameters"] = counts.get("ignored parameters", 0) + 1
     return counts
+
+
+def _pairs_as_object(body: dict[str, Any]) -> dict[str, Any]:
+    """An operator policy's value with its ``definition`` as an object: ``rabbitmqctl export_definitions``
+    (3.10.8, captured in interop_tests/management/rabbitmqctl_definitions.json) writes it as a list of
+    ``[key, value]`` pairs, which RabbitMQ's own import then refuses; we take it, so that such a file moves."""
+    definition = body.get("definition")
+    if isinstance(definition, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in definition
+    ):
+        return {**body, "definition": dict(definition)}
+    return body
 
 
 def _operator_policy_json(policy: Policy) -> dict[str, Any]:
@@ -312,15 +331,15 @@ def _import_binding(broker: Broker, item: Any, where: str) -> bool:
     vhost = _vhost(broker, item, where)
     if not item["source"]:
         return False  # the default exchange's bindings are implicit
-    source = vhost.exchanges.get(item["source"])
-    if source is None:
-        raise DefinitionsError(f"{where}: no exchange '{item['source']}' in vhost '{vhost.name}'")
     kind = item["destination_type"]
     if kind not in ("queue", "exchange"):
         raise DefinitionsError(f"{where}: destination_type must be 'queue' or 'exchange', not '{kind}'")
+    source = vhost.exchanges.get(item["source"])
     destination = (vhost.queues if kind == "queue" else vhost.exchanges).get(item["destination"])
-    if destination is None:
-        raise DefinitionsError(f"{where}: no {kind} '{item['destination']}' in vhost '{vhost.name}'")
+    if source is None or destination is None:
+        # RabbitMQ skips such a binding too (204): its rabbitmqctl export leaves internal exchanges out but
+        # keeps their bindings, and a non-durable queue is gone from an export taken after a restart
+        return False
     arguments = dict(item.get("arguments", {}))
     try:
         source.check_binding(arguments)
