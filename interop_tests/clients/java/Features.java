@@ -1,0 +1,228 @@
+// The scenarios beyond the basics: transactions, mandatory returns, consumer cancel notifications,
+// prefetch, nack with requeue, dead-lettering, exchange-to-exchange bindings, headers exchanges and
+// heartbeats. Each checks what the client observes, never how fast.
+import com.rabbitmq.client.Channel;
+import com.rabbitmq.client.Connection;
+import com.rabbitmq.client.ConnectionFactory;
+import com.rabbitmq.client.Delivery;
+import com.rabbitmq.client.GetResponse;
+import com.rabbitmq.client.Return;
+import com.rabbitmq.client.ReturnCallback;
+import com.rabbitmq.client.AMQP;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+
+final class Features {
+    private Features() {}
+
+    static BlockingQueue<Return> returns(Channel ch) {
+        BlockingQueue<Return> returns = new LinkedBlockingQueue<>();
+        ch.addReturnListener((ReturnCallback) returns::add);
+        return returns;
+    }
+
+    static Return returned(BlockingQueue<Return> returns, String what) throws InterruptedException {
+        Return r = returns.poll(AmqpClient.TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        AmqpClient.expect(r != null, "no basic.return of " + what);
+        return r;
+    }
+
+    /** A committed publish is delivered, a rolled-back one is not; an ack rolled back leaves the
+     * message unacked (requeued when the channel closes), an ack committed removes it. */
+    static void transactions(Connection conn, String queue) throws Exception {
+        Channel other = conn.createChannel();
+        other.queueDeclare(queue, false, false, false, null);
+        Channel ch = conn.createChannel();
+        ch.txSelect();
+        ch.basicPublish("", queue, null, AmqpClient.bytes("committed"));
+        ch.txCommit();
+        ch.basicPublish("", queue, null, AmqpClient.bytes("rolled back"));
+        ch.txRollback();
+        AmqpClient.expectCount(other, queue, 1, "after commit and rollback");
+        GetResponse first = ch.basicGet(queue, false);
+        AmqpClient.expect(first != null && AmqpClient.text(first.getBody()).equals("committed"), "got " + first);
+        ch.basicAck(first.getEnvelope().getDeliveryTag(), false);
+        ch.txRollback();
+        ch.close();
+        AmqpClient.expectCount(other, queue, 1, "after a rolled-back ack and close");
+        ch = conn.createChannel();
+        ch.txSelect();
+        GetResponse again = ch.basicGet(queue, false);
+        AmqpClient.expect(again != null && again.getEnvelope().isRedeliver(), "no redelivered message");
+        ch.basicAck(again.getEnvelope().getDeliveryTag(), false);
+        ch.txCommit();
+        ch.close();
+        AmqpClient.expectCount(other, queue, 0, "after a committed ack");
+        other.queueDelete(queue);
+        other.close();
+    }
+
+    /** A mandatory publish nothing is bound for comes back as basic.return 312 NO_ROUTE. */
+    static void mandatoryReturn(Connection conn, String key) throws Exception {
+        Channel ch = conn.createChannel();
+        BlockingQueue<Return> returns = returns(ch);
+        ch.basicPublish("amq.direct", key, true, null, AmqpClient.bytes("back"));
+        Return r = returned(returns, "the unroutable message");
+        AmqpClient.expect(r.getReplyCode() == 312 && r.getReplyText().equals("NO_ROUTE")
+                && r.getExchange().equals("amq.direct") && r.getRoutingKey().equals(key)
+                && AmqpClient.text(r.getBody()).equals("back"),
+                "returned " + r.getReplyCode() + " " + r.getReplyText() + " " + r.getExchange() + " " + r.getRoutingKey());
+        ch.close();
+    }
+
+    /** Deleting the queue under a consumer sends basic.cancel; the channel stays open. */
+    static void consumerCancel(Connection conn, String queue) throws Exception {
+        Channel ch = conn.createChannel();
+        ch.queueDeclare(queue, false, false, false, null);
+        AmqpClient.Inbox inbox = new AmqpClient.Inbox(ch, queue, false);
+        Channel other = conn.createChannel();
+        other.queueDelete(queue);
+        AmqpClient.expect(inbox.cancelled.await(AmqpClient.TIMEOUT_SECONDS, TimeUnit.SECONDS), "no basic.cancel");
+        AmqpClient.declareTransient(ch, queue + "-after");
+        other.close();
+        ch.close();
+    }
+
+    /** With prefetch 2 the broker holds the rest until an ack frees a slot. */
+    static void qos(Connection conn, String queue) throws Exception {
+        Channel ch = conn.createChannel();
+        AmqpClient.declareTransient(ch, queue);
+        ch.basicQos(2);
+        for (int i = 0; i < 5; i++) {
+            ch.basicPublish("", queue, null, AmqpClient.bytes(String.valueOf(i)));
+        }
+        AmqpClient.Inbox inbox = new AmqpClient.Inbox(ch, queue, false);
+        List<Delivery> held = new ArrayList<>(List.of(inbox.next("message 0"), inbox.next("message 1")));
+        AmqpClient.expectCount(ch, queue, 3, "with 2 unacked under prefetch 2");
+        for (int i = 2; i < 5; i++) {
+            ch.basicAck(held.remove(0).getEnvelope().getDeliveryTag(), false);
+            Delivery d = inbox.next("message " + i);
+            AmqpClient.expect(AmqpClient.text(d).equals(String.valueOf(i)), "got " + AmqpClient.text(d));
+            held.add(d);
+        }
+        ch.basicAck(held.get(1).getEnvelope().getDeliveryTag(), true);
+        ch.close();
+    }
+
+    /** A nacked message comes back with redelivered set. */
+    static void nackRequeue(Connection conn, String queue) throws Exception {
+        Channel ch = conn.createChannel();
+        AmqpClient.declareTransient(ch, queue);
+        AmqpClient.Inbox inbox = new AmqpClient.Inbox(ch, queue, false);
+        ch.basicPublish("", queue, null, AmqpClient.bytes("again"));
+        Delivery first = inbox.next("the message");
+        AmqpClient.expect(!first.getEnvelope().isRedeliver(), "the first delivery is marked redelivered");
+        ch.basicNack(first.getEnvelope().getDeliveryTag(), false, true);
+        Delivery second = inbox.next("the requeued message");
+        AmqpClient.expect(second.getEnvelope().isRedeliver() && AmqpClient.text(second).equals("again"),
+                "no redelivered flag");
+        ch.basicAck(second.getEnvelope().getDeliveryTag(), false);
+        ch.close();
+    }
+
+    /** A rejected message moves to the dead-letter queue with an x-death header. */
+    @SuppressWarnings("unchecked")
+    static void deadLetter(Connection conn, String queue) throws Exception {
+        Channel ch = conn.createChannel();
+        String dlq = queue + "-dead";
+        AmqpClient.declareTransient(ch, dlq);
+        Map<String, Object> args = Map.of("x-dead-letter-exchange", "", "x-dead-letter-routing-key", dlq);
+        ch.queueDeclare(queue, false, false, true, args);
+        AmqpClient.Inbox inbox = new AmqpClient.Inbox(ch, queue, false);
+        ch.basicPublish("", queue, null, AmqpClient.bytes("dead"));
+        ch.basicReject(inbox.next("the message").getEnvelope().getDeliveryTag(), false);
+        Delivery d = new AmqpClient.Inbox(ch, dlq, true).next("the dead-lettered message");
+        List<Map<String, Object>> deaths = (List<Map<String, Object>>) d.getProperties().getHeaders().get("x-death");
+        AmqpClient.expect(AmqpClient.text(d).equals("dead") && deaths != null && deaths.size() == 1
+                && String.valueOf(deaths.get(0).get("reason")).equals("rejected")
+                && String.valueOf(deaths.get(0).get("queue")).equals(queue)
+                && Long.valueOf(1).equals(deaths.get(0).get("count")), "x-death " + deaths);
+        ch.close();
+    }
+
+    /** A topic exchange bound to a fanout one forwards what its pattern matches. */
+    static void exchangeBinding(Connection conn, String name) throws Exception {
+        Channel ch = conn.createChannel();
+        String source = name + "-source";
+        String destination = name + "-destination";
+        ch.exchangeDeclare(source, "topic", false);
+        ch.exchangeDeclare(destination, "fanout", false);
+        ch.exchangeBind(destination, source, "a.*");
+        AmqpClient.declareTransient(ch, name);
+        ch.queueBind(name, destination, "");
+        BlockingQueue<Return> returns = returns(ch);
+        ch.basicPublish(source, "a.b", true, null, AmqpClient.bytes("matched"));
+        ch.basicPublish(source, "b.a", true, null, AmqpClient.bytes("unmatched"));
+        Return r = returned(returns, "the unmatched message");
+        AmqpClient.expect(AmqpClient.text(r.getBody()).equals("unmatched"), "the wrong message came back");
+        GetResponse got = ch.basicGet(name, true);
+        AmqpClient.expect(got != null && AmqpClient.text(got.getBody()).equals("matched")
+                && got.getEnvelope().getExchange().equals(source) && got.getEnvelope().getRoutingKey().equals("a.b"),
+                "got " + (got == null ? null : got.getEnvelope()));
+        AmqpClient.expectCount(ch, name, 0, "after the matched message");
+        ch.exchangeDelete(source);
+        ch.exchangeDelete(destination);
+        ch.close();
+    }
+
+    /** x-match all and any bindings route on message headers. */
+    static void headersExchange(Connection conn, String name) throws Exception {
+        Channel ch = conn.createChannel();
+        ch.confirmSelect();
+        ch.exchangeDeclare(name, "headers", false);
+        Map<String, Map<String, Object>> bindings = Map.of(
+                name + "-all", Map.of("x-match", "all", "format", "pdf", "size", 2),
+                name + "-any", Map.of("x-match", "any", "format", "pdf", "type", "report"));
+        for (Map.Entry<String, Map<String, Object>> binding : bindings.entrySet()) {
+            AmqpClient.declareTransient(ch, binding.getKey());
+            ch.queueBind(binding.getKey(), name, "", binding.getValue());
+        }
+        BlockingQueue<Return> returns = returns(ch);
+        for (Map<String, Object> headers : List.<Map<String, Object>>of(
+                Map.of("format", "pdf", "size", 2), Map.of("format", "pdf", "size", 3), Map.of("type", "letter"))) {
+            AMQP.BasicProperties props = new AMQP.BasicProperties.Builder().headers(headers).build();
+            ch.basicPublish(name, "", true, props, AmqpClient.bytes("h"));
+        }
+        Return r = returned(returns, "the message no binding matches");
+        AmqpClient.expect(String.valueOf(r.getProperties().getHeaders().get("type")).equals("letter"),
+                "the wrong message came back");
+        ch.waitForConfirmsOrDie(AmqpClient.TIMEOUT_SECONDS * 1000);
+        AmqpClient.expectCount(ch, name + "-all", 1, "x-match all");
+        AmqpClient.expectCount(ch, name + "-any", 2, "x-match any");
+        ch.exchangeDelete(name);
+        ch.close();
+    }
+
+    /** A second connection that negotiated a 1 s heartbeat and stays idle while the other scenarios
+     * run. The Java client closes a connection that reads nothing for 2 heartbeat intervals
+     * (MissedHeartbeatException), so being open after 4 s means the broker's heartbeats arrived. */
+    static final class Idle {
+        static final long IDLE_MILLIS = 4000;
+        final Connection conn;
+        final long opened;
+
+        private Idle(Connection conn) {
+            this.conn = conn;
+            this.opened = System.currentTimeMillis();
+        }
+
+        static Idle open(String url) throws Exception {
+            ConnectionFactory factory = AmqpClient.factory(url);
+            factory.setRequestedHeartbeat(1);
+            return new Idle(factory.newConnection());
+        }
+
+        void check(String queue) throws Exception {
+            AmqpClient.expect(conn.getHeartbeat() == 1, "negotiated heartbeat " + conn.getHeartbeat());
+            Thread.sleep(Math.max(0, opened + IDLE_MILLIS - System.currentTimeMillis()));
+            AmqpClient.expect(conn.isOpen(), "the idle connection closed: " + conn.getCloseReason());
+            Channel ch = conn.createChannel();
+            AmqpClient.declareTransient(ch, queue);
+            conn.close();
+        }
+    }
+}
