@@ -9,9 +9,16 @@ import com.rabbitmq.client.GetResponse;
 import com.rabbitmq.client.Return;
 import com.rabbitmq.client.ReturnCallback;
 import com.rabbitmq.client.AMQP;
+import com.rabbitmq.client.LongString;
+import java.math.BigDecimal;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Date;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
+import java.util.TreeMap;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -124,6 +131,46 @@ final class Features {
         ch.close();
     }
 
+    /** A value of each field type this client writes (t, b, s, I, l, f, d, D, S, x, T, A, F, V): they
+     * must arrive as sent, also after dead-lettering adds x-death to the table. */
+    static Map<String, Object> typedHeaders() {
+        Map<String, Object> headers = new HashMap<>(Map.of(
+                "bool", true, "int8", (byte) -3, "int16", (short) -300, "int32", -70000, "int64", -5000000000L,
+                "float32", 1.5f, "float64", 2.25, "decimal", new BigDecimal("123.45"), "string", "snow \u2603",
+                "bytes", new byte[] {0, 1, (byte) 254}));
+        headers.put("time", new Date(1700000000000L));
+        headers.put("array", List.of(1, "two", List.of("three")));
+        headers.put("table", Map.of("nested", Map.of("deep", "yes")));
+        headers.put("void", null);
+        return headers;
+    }
+
+    /** A header value with the client's decoding differences evened out: longstr comes back as
+     * LongString, byte arrays compare by content. */
+    static Object comparable(Object value) {
+        if (value instanceof LongString) {
+            return value.toString();
+        } else if (value instanceof byte[] bytes) {
+            return Arrays.toString(bytes);
+        } else if (value instanceof List<?> list) {
+            return list.stream().map(Features::comparable).toList();
+        } else if (value instanceof Map<?, ?> map) {
+            Map<Object, Object> copy = new TreeMap<>();
+            map.forEach((key, item) -> copy.put(key.toString(), comparable(item)));
+            return copy;
+        }
+        return value;
+    }
+
+    static void expectHeaders(Map<String, Object> got, String when) {
+        for (Map.Entry<String, Object> sent : typedHeaders().entrySet()) {
+            Object want = comparable(sent.getValue());
+            Object value = comparable(got.get(sent.getKey()));
+            AmqpClient.expect(got.containsKey(sent.getKey()) && Objects.equals(want, value),
+                    when + ": header " + sent.getKey() + " is " + value + ", want " + want);
+        }
+    }
+
     /** A rejected message moves to the dead-letter queue with an x-death header. */
     @SuppressWarnings("unchecked")
     static void deadLetter(Connection conn, String queue) throws Exception {
@@ -133,9 +180,13 @@ final class Features {
         Map<String, Object> args = Map.of("x-dead-letter-exchange", "", "x-dead-letter-routing-key", dlq);
         ch.queueDeclare(queue, false, false, true, args);
         AmqpClient.Inbox inbox = new AmqpClient.Inbox(ch, queue, false);
-        ch.basicPublish("", queue, null, AmqpClient.bytes("dead"));
-        ch.basicReject(inbox.next("the message").getEnvelope().getDeliveryTag(), false);
+        AMQP.BasicProperties props = new AMQP.BasicProperties.Builder().headers(typedHeaders()).build();
+        ch.basicPublish("", queue, props, AmqpClient.bytes("dead"));
+        Delivery first = inbox.next("the message");
+        expectHeaders(first.getProperties().getHeaders(), "delivered");
+        ch.basicReject(first.getEnvelope().getDeliveryTag(), false);
         Delivery d = new AmqpClient.Inbox(ch, dlq, true).next("the dead-lettered message");
+        expectHeaders(d.getProperties().getHeaders(), "dead-lettered");
         List<Map<String, Object>> deaths = (List<Map<String, Object>>) d.getProperties().getHeaders().get("x-death");
         AmqpClient.expect(AmqpClient.text(d).equals("dead") && deaths != null && deaths.size() == 1
                 && String.valueOf(deaths.get(0).get("reason")).equals("rejected")

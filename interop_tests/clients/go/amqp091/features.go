@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -269,6 +270,27 @@ func nackRequeue(conn *amqp.Connection, queue string) error {
 	return second.Ack(false)
 }
 
+// typedHeaders has a value of each field type amqp091-go writes (bool, B, b, s, I, l, f, d, D, S,
+// A, T, F, x, V): they must arrive as sent, also after dead-lettering adds x-death to the table.
+func typedHeaders() amqp.Table {
+	return amqp.Table{
+		"bool": true, "uint8": byte(200), "int8": int8(-3), "int16": int16(-300), "int32": int32(-70000),
+		"int64": int64(-5000000000), "float32": float32(1.5), "float64": 2.25,
+		"decimal": amqp.Decimal{Scale: 2, Value: 12345}, "string": "snow ☃",
+		"array": []interface{}{int32(1), "two", []interface{}{"three"}}, "time": time.Unix(1700000000, 0),
+		"table": amqp.Table{"nested": amqp.Table{"deep": "yes"}}, "bytes": []byte{0, 1, 254}, "void": nil,
+	}
+}
+
+func sameHeaders(got amqp.Table, want amqp.Table) error {
+	for key, value := range want {
+		if !reflect.DeepEqual(got[key], value) {
+			return fmt.Errorf("header %s: got %#v, want %#v", key, got[key], value)
+		}
+	}
+	return nil
+}
+
 // deadLetter: a rejected message moves to the dead-letter queue with an x-death header.
 func deadLetter(conn *amqp.Connection, queue string) error {
 	ch, err := conn.Channel()
@@ -288,11 +310,14 @@ func deadLetter(conn *amqp.Connection, queue string) error {
 	if err != nil {
 		return err
 	}
-	if err := publish(ch, "", queue, false, text("dead")); err != nil {
+	if err := publish(ch, "", queue, false, amqp.Publishing{Headers: typedHeaders(), Body: []byte("dead")}); err != nil {
 		return err
 	}
 	d, err := receive(deliveries, "the message")
 	if err != nil {
+		return err
+	}
+	if err := sameHeaders(d.Headers, typedHeaders()); err != nil {
 		return err
 	}
 	if err := d.Reject(false); err != nil {
@@ -314,7 +339,7 @@ func deadLetter(conn *amqp.Connection, queue string) error {
 	if death["reason"] != "rejected" || death["queue"] != queue || death["count"] != int64(1) {
 		return fmt.Errorf("x-death %v", death)
 	}
-	return nil
+	return sameHeaders(d.Headers, typedHeaders())
 }
 
 // exchangeBinding: a topic exchange bound to a fanout one forwards what its pattern matches.
