@@ -48,6 +48,8 @@ FEATURES = [
     "dead-letter",
     "exchange-binding",
     "headers-exchange",
+    "large-message",
+    "channel-errors",
     "heartbeat",
 ]
 SCENARIOS = [*BASICS, *FEATURES, "close"]

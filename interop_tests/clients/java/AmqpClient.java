@@ -61,6 +61,8 @@ public final class AmqpClient {
         run("dead-letter", () -> Features.deadLetter(c, prefix + "-dl"));
         run("exchange-binding", () -> Features.exchangeBinding(c, prefix + "-e2e"));
         run("headers-exchange", () -> Features.headersExchange(c, prefix + "-headers"));
+        run("large-message", () -> Features.largeMessage(c, prefix + "-large"));
+        run("channel-errors", () -> Features.channelErrors(c, prefix + "-errors"));
         run("heartbeat", () -> idle[0].check(prefix + "-hb"));
         run("close", () -> c.close());
     }

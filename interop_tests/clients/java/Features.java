@@ -276,4 +276,58 @@ final class Features {
             conn.close();
         }
     }
+
+    /** A body of several frames (at the frame_max this client negotiated) arrives whole. */
+    static void largeMessage(Connection conn, String queue) throws Exception {
+        Channel ch = conn.createChannel();
+        AmqpClient.declareTransient(ch, queue);
+        byte[] body = new byte[(1 << 20) + 7];
+        for (int i = 0; i < body.length; i++) {
+            body[i] = (byte) (i * 7);
+        }
+        ch.basicPublish("", queue, null, body);
+        Delivery d = new AmqpClient.Inbox(ch, queue, true).next("the large message");
+        AmqpClient.expect(Arrays.equals(d.getBody(), body),
+                "got " + d.getBody().length + " bytes, want " + body.length + " (frame_max " + conn.getFrameMax() + ")");
+        ch.close();
+    }
+
+    interface ChannelCall {
+        void call(Channel ch) throws Exception;
+    }
+
+    /** The call must fail with the broker's channel.close code and text; only its channel closes. */
+    static void expectClose(Connection conn, String what, int code, String text, ChannelCall call) throws Exception {
+        Channel ch = conn.createChannel();
+        try {
+            call.call(ch);
+            if (ch.isOpen()) {
+                ch.queueDeclare(); // a round trip: a close for the call above arrives first
+            }
+        } catch (java.io.IOException | com.rabbitmq.client.AlreadyClosedException closed) { // checked below
+        }
+        com.rabbitmq.client.ShutdownSignalException signal = ch.getCloseReason();
+        AmqpClient.expect(signal != null && signal.getReason() instanceof AMQP.Channel.Close,
+                what + ": the channel stayed open (" + signal + ")");
+        AMQP.Channel.Close close = (AMQP.Channel.Close) signal.getReason();
+        AmqpClient.expect(close.getReplyCode() == code && close.getReplyText().equals(text),
+                what + ": got " + close.getReplyCode() + " " + close.getReplyText() + ", want " + code + " " + text);
+    }
+
+    /** The broker's channel.close codes and texts, as RabbitMQ words them. */
+    static void channelErrors(Connection conn, String queue) throws Exception {
+        expectClose(conn, "passive declare", 404, "NOT_FOUND - no queue '" + queue + "' in vhost '/'",
+                ch -> ch.queueDeclarePassive(queue));
+        Channel ch = conn.createChannel();
+        AmqpClient.declareTransient(ch, queue);
+        expectClose(conn, "inequivalent declare", 406, "PRECONDITION_FAILED - inequivalent arg 'durable' for queue '"
+                + queue + "' in vhost '/': received 'true' but current is 'false'",
+                other -> other.queueDeclare(queue, true, false, true, null));
+        expectClose(conn, "publish to a missing exchange", 404,
+                "NOT_FOUND - no exchange '" + queue + "-missing' in vhost '/'",
+                other -> other.basicPublish(queue + "-missing", "k", null, AmqpClient.bytes("x")));
+        ch.queueDeclarePassive(queue);
+        AmqpClient.expect(conn.isOpen(), "the connection closed");
+        ch.close();
+    }
 }

@@ -239,6 +239,40 @@ const features = [
     await ch.exchangeDelete(name);
     await ch.close();
   }],
+  ["large-message", async () => {
+    // this client negotiates frame_max 8192: the broker must split the body at that size
+    const ch = await conn.channel();
+    const name = `${prefix}-large`;
+    await ch.queueDeclare(name, { autoDelete: true });
+    const body = Buffer.alloc((1 << 20) + 7, 0).map((_, i) => (i * 7) & 0xff);
+    await ch.basicPublish("", name, body);
+    const messages = inbox();
+    await ch.basicConsume(name, { noAck: true }, (msg) => messages.push(msg));
+    const msg = await messages.next();
+    expect(body.equals(Buffer.from(msg.body)), `got ${msg.bodySize} bytes, want ${body.length}`);
+    await ch.close();
+  }],
+  ["channel-errors", async () => {
+    // the broker's channel.close codes and texts, as RabbitMQ words them; each closes only its channel
+    const name = `${prefix}-errors`;
+    const expectClose = async (what, code, text, call) => {
+      const ch = await conn.channel();
+      const error = await call(ch).then(() => ch.queueDeclare("", { exclusive: true })).then(() => null, (e) => e);
+      expect(error && error.message.endsWith(`closed: ${text} (${code})`), `${what}: got ${error}, want ${code} ${text}`);
+    };
+    await expectClose("passive declare", 404, `NOT_FOUND - no queue '${name}' in vhost '/'`,
+      (ch) => ch.queueDeclare(name, { passive: true }));
+    const ch = await conn.channel();
+    await ch.queueDeclare(name, { autoDelete: true, durable: false });
+    await expectClose("inequivalent declare", 406, `PRECONDITION_FAILED - inequivalent arg 'durable' for queue `
+      + `'${name}' in vhost '/': received 'true' but current is 'false'`,
+    (other) => other.queueDeclare(name, { autoDelete: true, durable: true }));
+    await expectClose("publish to a missing exchange", 404, `NOT_FOUND - no exchange '${name}-missing' in vhost '/'`,
+      (other) => other.basicPublish(`${name}-missing`, "k", "x"));
+    await ch.queueDeclare(name, { passive: true });
+    expect(!conn.closed, "the connection was closed");
+    await ch.close();
+  }],
   ["heartbeat", async () => {
     expect(idle.connection.heartbeat === 1, `negotiated ${idle.connection.heartbeat}`);
     await sleep(idle.opened + IDLE_MS - Date.now());

@@ -210,6 +210,43 @@ const features = [
     await ch.deleteExchange(name);
     await ch.close();
   }],
+  ["large-message", async () => {
+    const ch = await conn.createChannel();
+    const name = `${prefix}-large`;
+    await ch.assertQueue(name, transient);
+    const body = Buffer.alloc((1 << 20) + 7, 0).map((_, i) => (i * 7) & 0xff);
+    ch.sendToQueue(name, body);
+    const messages = inbox();
+    await ch.consume(name, (msg) => messages.push(msg), { noAck: true });
+    const msg = await messages.next();
+    expect(body.equals(msg.content), `got ${msg.content.length} bytes, want ${body.length}`);
+    await ch.close();
+  }],
+  ["channel-errors", async () => {
+    // the broker's channel.close codes and texts, as RabbitMQ words them; each closes only its channel
+    const name = `${prefix}-errors`;
+    const expectClose = async (what, code, text, call) => {
+      const ch = await conn.createChannel();
+      const closed = deferred();
+      ch.on("error", (error) => closed.resolve(error));
+      await call(ch).catch(() => {});  // the 'error' event carries the close either way
+      const error = await closed.promise;
+      expect(error.code === code && error.message.includes(`with message "${text}"`),
+        `${what}: got ${error.message}, want ${code} ${text}`);
+    };
+    await expectClose("passive declare", 404, `NOT_FOUND - no queue '${name}' in vhost '/'`,
+      (ch) => ch.checkQueue(name));
+    const ch = await conn.createChannel();
+    await ch.assertQueue(name, transient);
+    await expectClose("inequivalent declare", 406, `PRECONDITION_FAILED - inequivalent arg 'durable' for queue `
+      + `'${name}' in vhost '/': received 'true' but current is 'false'`,
+    (other) => other.assertQueue(name, { autoDelete: true, durable: true }));
+    await expectClose("publish to a missing exchange", 404, `NOT_FOUND - no exchange '${name}-missing' in vhost '/'`,
+      async (other) => { other.publish(`${name}-missing`, "k", Buffer.from("x")); });
+    await ch.checkQueue(name);
+    expect(connectionError === null, `the connection failed: ${connectionError}`);
+    await ch.close();
+  }],
   ["heartbeat", async () => {
     expect(idle.connection.connection.heartbeat === 1, `negotiated ${idle.connection.connection.heartbeat}`);
     await sleep(idle.opened + IDLE_MS - Date.now());

@@ -473,3 +473,89 @@ func (idle *idleConnection) check(queue string) error {
 	_, err = ch.QueueDeclare(queue, false, true, false, false, nil)
 	return err
 }
+
+// largeMessage: a body of several frames (at the frame_max this client negotiated) arrives whole.
+func largeMessage(conn *amqp.Connection, queue string) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDeclare(queue, false, true, false, false, nil); err != nil {
+		return err
+	}
+	body := make([]byte, 1<<20+7)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	if err := publish(ch, "", queue, false, amqp.Publishing{Body: body}); err != nil {
+		return err
+	}
+	deliveries, err := ch.Consume(queue, "", true, false, false, false, nil)
+	if err != nil {
+		return err
+	}
+	d, err := receive(deliveries, "the large message")
+	if err == nil && !reflect.DeepEqual(d.Body, body) {
+		err = fmt.Errorf("got %d bytes, want %d (frame_max %d)", len(d.Body), len(body), conn.Config.FrameSize)
+	}
+	return err
+}
+
+// channelErrors: the broker's channel.close codes and texts, as RabbitMQ words them; each closes
+// only its channel.
+func channelErrors(conn *amqp.Connection, queue string) error {
+	expectClose := func(what string, code int, text string, call func(ch *amqp.Channel) error) error {
+		ch, err := conn.Channel()
+		if err != nil {
+			return err
+		}
+		defer ch.Close()
+		err = call(ch)
+		amqpErr, ok := err.(*amqp.Error)
+		if !ok || amqpErr.Code != code || amqpErr.Reason != text {
+			return fmt.Errorf("%s: got %v, want %d %s", what, err, code, text)
+		}
+		return nil
+	}
+	if err := expectClose("passive declare", 404, fmt.Sprintf("NOT_FOUND - no queue '%s' in vhost '/'", queue),
+		func(ch *amqp.Channel) error {
+			_, err := ch.QueueDeclarePassive(queue, false, false, false, false, nil)
+			return err
+		}); err != nil {
+		return err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDeclare(queue, false, true, false, false, nil); err != nil {
+		return err
+	}
+	inequivalent := fmt.Sprintf("PRECONDITION_FAILED - inequivalent arg 'durable' for queue '%s' in vhost '/': "+
+		"received 'true' but current is 'false'", queue)
+	if err := expectClose("inequivalent declare", 406, inequivalent, func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(queue, true, true, false, false, nil)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := expectClose("publish to a missing exchange", 404,
+		fmt.Sprintf("NOT_FOUND - no exchange '%s-missing' in vhost '/'", queue), func(ch *amqp.Channel) error {
+			closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+			if err := publish(ch, queue+"-missing", "k", false, text("x")); err != nil {
+				return err
+			}
+			select {
+			case err := <-closed:
+				return err
+			case <-time.After(timeout):
+				return fmt.Errorf("the channel stayed open")
+			}
+		}); err != nil {
+		return err
+	}
+	_, err = ch.QueueDeclarePassive(queue, false, true, false, false, nil)
+	return err
+}

@@ -47,6 +47,8 @@ func main() {
 	run("dead-letter", func() error { return deadLetter(conn, prefix+"-dl") })
 	run("exchange-binding", func() error { return exchangeBinding(conn, prefix+"-e2e") })
 	run("headers-exchange", func() error { return headersExchange(conn, prefix+"-headers") })
+	run("large-message", func() error { return largeMessage(conn, prefix+"-large") })
+	run("channel-errors", func() error { return channelErrors(conn, prefix+"-errors") })
 	run("heartbeat", func() error { return idle.check(prefix + "-hb") })
 	check("close", conn.Close())
 	fmt.Println("ok close")
