@@ -6,11 +6,16 @@ they are built and run).  On the session broker they connect, publish and consum
 with confirms, close a channel while the broker closes it too (a publish to a missing exchange,
 then channel.close at once), use transactions, get a mandatory publish returned (312 NO_ROUTE),
 see basic.cancel when their queue is deleted, respect prefetch, get a nacked message redelivered,
-dead-letter, route through exchange-to-exchange and headers bindings, and keep an idle connection
-with a 1 s heartbeat alive for 4 s.  On a broker of their own they connect over TLS and see
-connection.blocked and connection.unblocked around a real disk alarm.  These clients are
-stricter than pika about the wire: amqp-client.js lost frame sync on a non-empty reserved field,
-and the crossing close killed the connection of all three.
+dead-letter (headers of every field type surviving), route through exchange-to-exchange and
+headers bindings, send a 1 MiB body over many frames, get RabbitMQ's channel.close codes and texts,
+do an RPC over direct reply-to, see a TTL-expired message dead-lettered, get a publish beyond
+x-max-length nacked (reject-publish), get messages by priority, have an alternate exchange take what
+is unroutable, and keep an idle connection with a 1 s heartbeat alive for 4 s.  On a broker of
+their own they connect over TLS and see connection.blocked and connection.unblocked around a real
+disk alarm.  These clients are stricter than pika about the wire: amqp-client.js lost frame sync
+on a non-empty reserved field, the crossing close killed the connection of the Go and Node ones,
+and amqp091-go took a publish nacked by a reject-publish queue as acked when the broker's next
+multiple ack covered it.
 
 The toolchains come from the system (Debian's golang-go and golang-github-rabbitmq-amqp091-go-dev,
 a JDK and librabbitmq-client-java, Node with ``npm ci`` in ``clients/node``; ``.ci/run`` installs
@@ -50,6 +55,11 @@ FEATURES = [
     "headers-exchange",
     "large-message",
     "channel-errors",
+    "direct-reply-to",
+    "ttl-expired",
+    "reject-publish",
+    "priority",
+    "alternate-exchange",
     "heartbeat",
 ]
 SCENARIOS = [*BASICS, *FEATURES, "close"]

@@ -3,7 +3,7 @@
 // It runs each scenario in turn and prints "ok NAME" for each, then "done"; the first failure prints
 // "FAIL NAME: error" and exits 1. Every wait is bounded. interop_tests/test_other_languages.py
 // compiles it with plain javac (no Maven) and asserts on these lines. The scenarios beyond the
-// basics are in Features.java; those that need a broker started with flags in Flagged.java.
+// basics are in Features.java and More.java; those that need a broker started with flags in Flagged.java.
 import com.rabbitmq.client.AMQP;
 import com.rabbitmq.client.Channel;
 import com.rabbitmq.client.Connection;
@@ -63,6 +63,11 @@ public final class AmqpClient {
         run("headers-exchange", () -> Features.headersExchange(c, prefix + "-headers"));
         run("large-message", () -> Features.largeMessage(c, prefix + "-large"));
         run("channel-errors", () -> Features.channelErrors(c, prefix + "-errors"));
+        run("direct-reply-to", () -> More.directReplyTo(c, prefix + "-rpc"));
+        run("ttl-expired", () -> More.ttlExpired(c, prefix + "-ttl"));
+        run("reject-publish", () -> More.rejectPublish(c, prefix + "-full"));
+        run("priority", () -> More.priority(c, prefix + "-priority"));
+        run("alternate-exchange", () -> More.alternateExchange(c, prefix + "-ae"));
         run("heartbeat", () -> idle[0].check(prefix + "-hb"));
         run("close", () -> c.close());
     }

@@ -9,6 +9,7 @@ const { AMQPClient } = require("@cloudamqp/amqp-client");
 const { runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS } = require("./common");
 
 const [url, prefix, mode] = process.argv.slice(2);
+const REPLY_TO = "amq.rabbitmq.reply-to";
 let conn;
 let idle;
 
@@ -271,6 +272,86 @@ const features = [
       (other) => other.basicPublish(`${name}-missing`, "k", "x"));
     await ch.queueDeclare(name, { passive: true });
     expect(!conn.closed, "the connection was closed");
+    await ch.close();
+  }],
+  ["direct-reply-to", async () => {
+    const server = await conn.channel();
+    const name = `${prefix}-rpc`;
+    await server.queueDeclare(name, { autoDelete: true });
+    const requests = inbox();
+    await server.basicConsume(name, { noAck: true }, (msg) => requests.push(msg));
+    const client = await conn.channel();
+    const replies = inbox();
+    await client.basicConsume(REPLY_TO, { noAck: true }, (msg) => replies.push(msg));
+    await client.basicPublish("", name, "ping", { replyTo: REPLY_TO, correlationId: "call-1" });
+    const request = await requests.next();
+    const { replyTo, correlationId } = request.properties;
+    expect(replyTo.startsWith(`${REPLY_TO}.`), `the request's reply_to is ${replyTo}`);
+    await server.basicPublish("", replyTo, "pong", { correlationId });
+    const reply = await replies.next();
+    expect(reply.bodyToString() === "pong" && reply.properties.correlationId === "call-1",
+      `reply ${reply.bodyToString()} correlation ${reply.properties.correlationId}`);
+    await client.close();
+    await server.close();
+  }],
+  ["ttl-expired", async () => {
+    // expiration "0" and no consumer: dead-lettered at once, the expiration kept in x-death
+    const ch = await conn.channel();
+    const name = `${prefix}-ttl`;
+    const dlq = `${name}-dead`;
+    await ch.queueDeclare(dlq, { autoDelete: true });
+    await ch.queueDeclare(name, { autoDelete: true },
+      { "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq });
+    await ch.basicPublish("", name, "late", { expiration: "0" });
+    const dead = inbox();
+    await ch.basicConsume(dlq, { noAck: true }, (msg) => dead.push(msg));
+    const msg = await dead.next();
+    const [death, ...more] = msg.properties.headers["x-death"];
+    expect(more.length === 0 && msg.properties.expiration === undefined && death.reason === "expired"
+      && death.queue === name && death["original-expiration"] === "0",
+    `expiration ${msg.properties.expiration}, x-death ${JSON.stringify(msg.properties.headers["x-death"])}`);
+    await ch.close();
+  }],
+  ["reject-publish", async () => {
+    const ch = await conn.channel();
+    await ch.confirmSelect();
+    const name = `${prefix}-full`;
+    await ch.queueDeclare(name, { autoDelete: true }, { "x-max-length": 1, "x-overflow": "reject-publish" });
+    const got = await Promise.all(["kept", "refused"].map(
+      (body) => ch.basicPublish("", name, body).then(() => "ack", () => "nack")));
+    expect(got.join() === "ack,nack", `confirms ${got}, want ack,nack`);
+    await expectCount(ch, name, 1, "after the refused publish");
+    await ch.close();
+  }],
+  ["priority", async () => {
+    const ch = await conn.channel();
+    await ch.confirmSelect();
+    const name = `${prefix}-priority`;
+    await ch.queueDeclare(name, { autoDelete: true }, { "x-max-priority": 5 });
+    await Promise.all([1, 5, 3].map((priority) => ch.basicPublish("", name, String(priority), { priority })));
+    const got = [];
+    for (let i = 0; i < 3; i++) got.push((await ch.basicGet(name, { noAck: true })).bodyToString());
+    expect(got.join() === "5,3,1", `got priorities ${got}, want 5,3,1`);
+    await ch.close();
+  }],
+  ["alternate-exchange", async () => {
+    // no basic.return for what the alternate exchange takes: the confirm comes after any return would
+    const ch = await conn.channel();
+    await ch.confirmSelect();
+    const name = `${prefix}-ae`;
+    const alternate = `${name}-alternate`;
+    let returnedMessage = null;
+    ch.onReturn = (msg) => { returnedMessage = msg; };
+    await ch.exchangeDeclare(alternate, "fanout", { durable: false });
+    await ch.exchangeDeclare(name, "direct", { durable: false }, { "alternate-exchange": alternate });
+    await ch.queueDeclare(name, { autoDelete: true });
+    await ch.queueBind(name, alternate, "");
+    await ch.basicPublish(name, "unbound", "caught", {}, true);
+    expect(returnedMessage === null, "the message was returned");
+    const msg = await ch.basicGet(name, { noAck: true });
+    expect(msg && msg.bodyToString() === "caught", `got ${msg && msg.bodyToString()}`);
+    await ch.exchangeDelete(name);
+    await ch.exchangeDelete(alternate);
     await ch.close();
   }],
   ["heartbeat", async () => {

@@ -8,6 +8,7 @@ const { runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS } =
 
 const [url, prefix, mode] = process.argv.slice(2);
 const transient = { autoDelete: true, durable: false };
+const REPLY_TO = "amq.rabbitmq.reply-to";
 let conn;
 let connectionError = null;
 let idle;
@@ -245,6 +246,86 @@ const features = [
       async (other) => { other.publish(`${name}-missing`, "k", Buffer.from("x")); });
     await ch.checkQueue(name);
     expect(connectionError === null, `the connection failed: ${connectionError}`);
+    await ch.close();
+  }],
+  ["direct-reply-to", async () => {
+    const server = await conn.createChannel();
+    const name = `${prefix}-rpc`;
+    await server.assertQueue(name, transient);
+    const requests = inbox();
+    await server.consume(name, (msg) => requests.push(msg), { noAck: true });
+    const client = await conn.createChannel();
+    const replies = inbox();
+    await client.consume(REPLY_TO, (msg) => replies.push(msg), { noAck: true });
+    client.sendToQueue(name, Buffer.from("ping"), { replyTo: REPLY_TO, correlationId: "call-1" });
+    const request = await requests.next();
+    const { replyTo, correlationId } = request.properties;
+    expect(replyTo.startsWith(`${REPLY_TO}.`), `the request's reply_to is ${replyTo}`);
+    server.sendToQueue(replyTo, Buffer.from("pong"), { correlationId });
+    const reply = await replies.next();
+    expect(reply.content.toString() === "pong" && reply.properties.correlationId === "call-1",
+      `reply ${reply.content} correlation ${reply.properties.correlationId}`);
+    await client.close();
+    await server.close();
+  }],
+  ["ttl-expired", async () => {
+    // expiration "0" and no consumer: dead-lettered at once, the expiration kept in x-death
+    const ch = await conn.createChannel();
+    const name = `${prefix}-ttl`;
+    const dlq = `${name}-dead`;
+    await ch.assertQueue(dlq, transient);
+    await ch.assertQueue(name, { ...transient, deadLetterExchange: "", deadLetterRoutingKey: dlq });
+    ch.sendToQueue(name, Buffer.from("late"), { expiration: "0" });
+    const dead = inbox();
+    await ch.consume(dlq, (msg) => dead.push(msg), { noAck: true });
+    const msg = await dead.next();
+    const [death, ...more] = msg.properties.headers["x-death"];
+    expect(more.length === 0 && msg.properties.expiration === undefined && death.reason === "expired"
+      && death.queue === name && death["original-expiration"] === "0",
+    `expiration ${msg.properties.expiration}, x-death ${JSON.stringify(msg.properties.headers["x-death"])}`);
+    await ch.close();
+  }],
+  ["reject-publish", async () => {
+    const ch = await conn.createConfirmChannel();
+    const name = `${prefix}-full`;
+    await ch.assertQueue(name, { ...transient, maxLength: 1, arguments: { "x-overflow": "reject-publish" } });
+    const outcomes = ["kept", "refused"].map((body) => new Promise((resolve) => {
+      ch.sendToQueue(name, Buffer.from(body), {}, (error) => resolve(error ? "nack" : "ack"));
+    }));
+    const got = await Promise.all(outcomes);
+    expect(got.join() === "ack,nack", `confirms ${got}, want ack,nack`);
+    await expectCount(ch, name, 1, "after the refused publish");
+    await ch.close();
+  }],
+  ["priority", async () => {
+    const ch = await conn.createConfirmChannel();
+    const name = `${prefix}-priority`;
+    await ch.assertQueue(name, { ...transient, maxPriority: 5 });
+    for (const priority of [1, 5, 3]) ch.sendToQueue(name, Buffer.from(String(priority)), { priority });
+    await ch.waitForConfirms();
+    const got = [];
+    for (let i = 0; i < 3; i++) got.push((await ch.get(name, { noAck: true })).content.toString());
+    expect(got.join() === "5,3,1", `got priorities ${got}, want 5,3,1`);
+    await ch.close();
+  }],
+  ["alternate-exchange", async () => {
+    // no basic.return for what the alternate exchange takes: the confirm comes after any return would
+    const ch = await conn.createConfirmChannel();
+    const name = `${prefix}-ae`;
+    const alternate = `${name}-alternate`;
+    let returnedMessage = null;
+    ch.on("return", (msg) => { returnedMessage = msg; });
+    await ch.assertExchange(alternate, "fanout", { durable: false });
+    await ch.assertExchange(name, "direct", { durable: false, alternateExchange: alternate });
+    await ch.assertQueue(name, transient);
+    await ch.bindQueue(name, alternate, "");
+    ch.publish(name, "unbound", Buffer.from("caught"), { mandatory: true });
+    await ch.waitForConfirms();
+    expect(returnedMessage === null, "the message was returned");
+    const msg = await ch.get(name, { noAck: true });
+    expect(msg && msg.content.toString() === "caught", `got ${msg && msg.content}`);
+    await ch.deleteExchange(name);
+    await ch.deleteExchange(alternate);
     await ch.close();
   }],
   ["heartbeat", async () => {
