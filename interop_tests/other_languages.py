@@ -90,17 +90,23 @@ def _build(command: list[str], cwd: Path, env: dict[str, str]) -> None:
     assert build.returncode == 0, build.stdout + build.stderr
 
 
-@pytest.fixture(scope="session")
-def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go client program, built in GOPATH mode against Debian's amqp091-go (no module download)."""
+def build_go_program(source_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the Go program in ``source_dir`` in GOPATH mode against Debian's Go packages (no module
+    download); the binary's path. Skips (fails under CI) when Go or amqp091-go is missing."""
     if shutil.which("go") is None or not AMQP091_SOURCE.is_dir():
         missing("Go with amqp091-go", "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev")
-    binary = tmp_path_factory.mktemp("go-client") / "amqp091"
+    binary = tmp_path_factory.mktemp("go-client") / source_dir.name
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOPATH), "GOFLAGS": ""}
     if "HOME" not in env and "GOCACHE" not in env:
         env["GOCACHE"] = str(tmp_path_factory.mktemp("go-cache"))
-    _build(["go", "build", "-o", str(binary), "."], GO_DIR, env)
+    _build(["go", "build", "-o", str(binary), "."], source_dir, env)
     return binary
+
+
+@pytest.fixture(scope="session")
+def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go client program ``clients/go/amqp091``, built once per session."""
+    return build_go_program(GO_DIR, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -28,10 +28,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .other_languages import (
+    AMQP091_SOURCE,
+    CLIENTS,
     GO_DIR,
+    GOPATH,
     JAVA_DIR,
     NODE_DIR,
+    RUN_TIMEOUT,
     assert_scenarios_passed,
+    build_go_program,
     flagged_broker,
     go_client,
     java_client,
@@ -41,7 +46,20 @@ from .other_languages import (
 )
 
 # re-exported: test modules for other features import the fixtures and helpers from here
-__all__ = ["assert_scenarios_passed", "flagged_broker", "go_client", "java_client", "missing", "node", "run_client"]
+__all__ = [
+    "AMQP091_SOURCE",
+    "CLIENTS",
+    "GOPATH",
+    "RUN_TIMEOUT",
+    "assert_scenarios_passed",
+    "build_go_program",
+    "flagged_broker",
+    "go_client",
+    "java_client",
+    "missing",
+    "node",
+    "run_client",
+]
 
 BASICS = ["connect", "publish-consume", "get", "confirms", "crossing-close"]
 FEATURES = [
