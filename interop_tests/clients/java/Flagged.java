@@ -13,7 +13,10 @@ import java.security.cert.CertificateFactory;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
+import java.net.Socket;
 import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLSocket;
 import javax.net.ssl.TrustManagerFactory;
 
 final class Flagged {
@@ -24,9 +27,18 @@ final class Flagged {
         AmqpClient.run("blocked", () -> blocked(url, prefix + "-blocked"));
     }
 
-    /** Connect amqps trusting only the test's CA (this client version has no hostname check), then
-     * publish and consume. */
+    /** Connect amqps trusting only the test's CA, checking the certificate names the host (this client
+     * version has no switch for that: the socket's endpoint identification does it), then publish and
+     * consume; trusting only the JDK's CAs, the handshake fails. */
     static void overTls(String url, String caFile, String queue) throws Exception {
+        ConnectionFactory untrusting = AmqpClient.factory(url);
+        untrusting.useSslProtocol(SSLContext.getDefault());
+        untrusting.setSocketConfigurator(Flagged::checkHostname);
+        try {
+            untrusting.newConnection().close();
+            AmqpClient.expect(false, "connected without trusting the test CA");
+        } catch (javax.net.ssl.SSLHandshakeException expected) { // PKIX: unable to find a valid certification path
+        }
         KeyStore trusted = KeyStore.getInstance(KeyStore.getDefaultType());
         trusted.load(null, null);
         try (InputStream pem = Files.newInputStream(Path.of(caFile))) {
@@ -38,9 +50,19 @@ final class Flagged {
         context.init(null, trust.getTrustManagers(), null);
         ConnectionFactory factory = AmqpClient.factory(url); // amqps: trusts everything until told otherwise
         factory.useSslProtocol(context);
+        factory.setSocketConfigurator(Flagged::checkHostname);
         Connection conn = factory.newConnection();
         AmqpClient.publishConsume(conn, queue);
         conn.close();
+    }
+
+    static void checkHostname(Socket socket) throws java.io.IOException {
+        socket.setTcpNoDelay(true); // as the client's default configurator
+        if (socket instanceof SSLSocket ssl) {
+            SSLParameters parameters = ssl.getSSLParameters();
+            parameters.setEndpointIdentificationAlgorithm("HTTPS");
+            ssl.setSSLParameters(parameters);
+        }
     }
 
     /** Filling the disk raises the alarm; the next publish gets connection.blocked "low on disk";

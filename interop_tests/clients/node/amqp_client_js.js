@@ -368,6 +368,8 @@ const features = [
 const flagged = [
   ["tls", async () => {
     const { amqpsUrl, ca } = flaggedEnv();
+    const refused = await new AMQPClient(amqpsUrl).connect().then((c) => c.close().then(() => null), (e) => e);
+    expect(refused && /certificate/.test(refused.message), `without the test CA: ${refused}`);
     const connection = await new AMQPClient(amqpsUrl, { ca: [fs.readFileSync(ca)] }).connect();
     expect(connection.socket.encrypted, "not a TLS socket");
     await publishConsume(connection, `${prefix}-tls`);

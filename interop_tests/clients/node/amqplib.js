@@ -342,6 +342,8 @@ const features = [
 const flagged = [
   ["tls", async () => {
     const { amqpsUrl, ca } = flaggedEnv();
+    const refused = await amqplib.connect(amqpsUrl).then((c) => c.close().then(() => null), (error) => error);
+    expect(refused && /certificate/.test(refused.message), `without the test CA: ${refused}`);
     const connection = await amqplib.connect(amqpsUrl, { ca: [fs.readFileSync(ca)] });
     expect(connection.connection.stream.encrypted, "not a TLS socket");
     await publishConsume(connection, `${prefix}-tls`);

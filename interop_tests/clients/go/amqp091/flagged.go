@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -21,8 +22,15 @@ func runFlagged(url, prefix string) {
 	fmt.Println("done")
 }
 
-// overTLS: connect amqps trusting only the test's CA, then publish and consume.
+// overTLS: connect amqps trusting only the test's CA, then publish and consume; trusting only the
+// system's CAs, the handshake fails.
 func overTLS(url, caFile string, queue string) error {
+	if conn, err := amqp.DialTLS(url, &tls.Config{}); err == nil {
+		conn.Close()
+		return fmt.Errorf("connected without trusting the test CA")
+	} else if !strings.Contains(err.Error(), "certificate") {
+		return fmt.Errorf("without the test CA: %v, want a certificate error", err)
+	}
 	ca, err := os.ReadFile(caFile)
 	if err != nil {
 		return err
