@@ -259,7 +259,8 @@ class Channel:
         stored, rejected = self.route(exchange, message, method.mandatory)
         confirms = self.confirms
         if confirms is not None:
-            if rejected:  # a queue refused it (x-overflow reject-publish): tell the publisher at once
+            if rejected:  # a queue refused it (x-overflow reject-publish): tell the publisher at once,
+                self.flush_confirms()  # after the acks due before it, in order (as RabbitMQ)
                 self.stat_nack += 1
                 confirms.nacked(confirms.published)
                 self._confirm(confirms.published, False, ack=False)
@@ -324,10 +325,11 @@ class Channel:
             self._writer.send_method(self.channel_id, nack)
 
     def flush_confirms(self) -> None:
-        """Acknowledge everything confirmable in one frame (``multiple`` when it covers several)."""
-        ack = self.confirms.take() if self.confirms is not None else None
-        if ack is not None and self.state is ChannelState.OPEN:
-            self._confirm(*ack, ack=True)
+        """Acknowledge everything confirmable in one frame (``multiple`` when it covers several; one per run
+        between publishes nacked on their own)."""
+        if self.confirms is not None and self.state is ChannelState.OPEN:
+            for ack in self.confirms.take():
+                self._confirm(*ack, ack=True)
 
     def synced(self, sequence: int, ok: bool) -> None:
         """The store synced (or failed to): confirm (or nack) the publishes it covered."""
@@ -335,7 +337,7 @@ class Channel:
         if self.state is not ChannelState.OPEN or confirms is None:
             return
         if not ok:
-            self.stat_nack += confirms.published - confirms.acked
+            self.stat_nack += confirms.published - confirms.acked - len(confirms.nacks)  # those already counted
             nack = confirms.take_unsynced()
             if nack is not None:
                 self._confirm(*nack, ack=False)

@@ -4,7 +4,9 @@ A publish is confirmable once it is routed — unless it was written to the
 store (a persistent message on a durable queue): then it waits for the next
 ``Store.sync``.  Confirms go out in order, one ``Basic.Ack(multiple=True)``
 covering everything confirmable, so a transient publish that follows an
-unsynced persistent one waits for that sync too.
+unsynced persistent one waits for that sync too.  A publish a queue refused is
+nacked at once, after the acks due before it, and no multiple ack covers it
+later (amqp091-go takes one that does as acking it; RabbitMQ never sends one).
 
 ``SyncBarrier`` is the broker-wide side of group commit: channels with
 publishes awaiting a sync register here; the server's persister takes a
@@ -24,13 +26,14 @@ log = logging.getLogger("amqp_server.confirms")
 class Confirms:
     """Per-channel confirm sequence numbers (only used after ``confirm.select``)."""
 
-    __slots__ = ("published", "acked", "confirmable", "unsynced")
+    __slots__ = ("published", "acked", "confirmable", "unsynced", "nacks")
 
     def __init__(self) -> None:
         self.published = 0  # last sequence number given to a publish
         self.acked = 0  # last sequence number acked or nacked to the client
         self.confirmable = 0  # everything up to here may be acked now
         self.unsynced = 0  # highest publish waiting for a store sync (0: none)
+        self.nacks: list[int] = []  # publishes nacked on their own above ``acked``, ascending
 
     def next_sequence(self) -> int:
         self.published += 1
@@ -43,10 +46,11 @@ class Confirms:
             self.confirmable = sequence
 
     def nacked(self, sequence: int) -> None:
-        """``sequence`` was nacked on its own; a later multiple-ack may cover it (clients ignore settled tags)."""
+        """``sequence`` was nacked on its own: settled, and a gap for the acks that follow to go around."""
         if self.acked == self.confirmable == sequence - 1 and self.unsynced <= self.confirmable:
             self.acked = self.confirmable = sequence
-        else:
+        else:  # earlier publishes wait for a sync: confirmable moves past this one with them
+            self.nacks.append(sequence)
             self.routed(sequence, stored=False)
 
     def synced(self, sequence: int) -> bool:
@@ -54,13 +58,23 @@ class Confirms:
         self.confirmable = max(self.confirmable, sequence)
         return self.unsynced > self.confirmable
 
-    def take(self) -> tuple[int, bool] | None:
-        """``(delivery_tag, multiple)`` for the next ack frame, or None when nothing is due."""
-        if self.confirmable <= self.acked:
-            return None
-        multiple = self.confirmable - self.acked > 1
-        self.acked = self.confirmable
-        return self.confirmable, multiple
+    def take(self) -> list[tuple[int, bool]]:
+        """``(delivery_tag, multiple)`` of each ack frame due: one for everything confirmable, or one per
+        run of publishes between nacked ones."""
+        confirmable = self.confirmable
+        if confirmable <= self.acked:
+            return []
+        frames = []
+        nacks = self.nacks
+        while nacks and nacks[0] <= confirmable:
+            before = nacks.pop(0) - 1
+            if before > self.acked:
+                frames.append((before, before - self.acked > 1))
+            self.acked = before + 1
+        if confirmable > self.acked:
+            frames.append((confirmable, confirmable - self.acked > 1))
+        self.acked = confirmable
+        return frames
 
     def take_unsynced(self) -> tuple[int, bool] | None:
         """Everything not yet acked, for a nack when the store failed to sync."""
@@ -68,6 +82,7 @@ class Confirms:
             return None
         multiple = self.published - self.acked > 1
         self.acked = self.confirmable = self.unsynced = self.published
+        self.nacks.clear()
         return self.published, multiple
 
 

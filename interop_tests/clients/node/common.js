@@ -37,4 +37,37 @@ function deferred() {
   return { promise, resolve };
 }
 
-module.exports = { runAll, expect, deferred, TIMEOUT_MS };
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Poll until predicate() holds (the step's own timeout bounds the wait).
+async function waitFor(predicate) {
+  while (!predicate()) await sleep(10);
+}
+
+// Messages pushed by a consumer callback, taken in order by awaiting next().
+function inbox() {
+  const items = [];
+  const waiters = [];
+  return {
+    push(item) {
+      const waiter = waiters.shift();
+      if (waiter) waiter(item); else items.push(item);
+    },
+    next() {
+      return items.length ? Promise.resolve(items.shift()) : new Promise((resolve) => waiters.push(resolve));
+    },
+  };
+}
+
+// An idle connection with a 1 s heartbeat must still be alive this long after it opened: both
+// Node clients drop a connection that reads nothing for 1-2 intervals, so surviving means the
+// broker's heartbeats arrived.
+const IDLE_MS = 4000;
+
+// The "flagged" scenarios' settings (see interop_tests/other_languages.py's flagged_broker).
+function flaggedEnv() {
+  const { AMQPS_URL, AMQPS_CA, DISK_FILLER, DISK_FILLER_BYTES } = process.env;
+  return { amqpsUrl: AMQPS_URL, ca: AMQPS_CA, filler: DISK_FILLER, fillerBytes: Number(DISK_FILLER_BYTES) };
+}
+
+module.exports = { runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS, TIMEOUT_MS };

@@ -1,9 +1,10 @@
 // Command amqp091 drives the broker with the Go client github.com/rabbitmq/amqp091-go
 // (Debian's golang-github-rabbitmq-amqp091-go-dev, built in GOPATH mode: no module download).
 //
-// Usage: amqp091 AMQP_URL PREFIX. It runs each scenario in turn and prints "ok NAME" for each,
+// Usage: amqp091 AMQP_URL PREFIX [flagged]. It runs each scenario in turn and prints "ok NAME" for each,
 // then "done"; the first failure prints "FAIL NAME: error" and exits 1. Every wait is bounded.
-// interop_tests/test_other_languages.py runs it and asserts on these lines.
+// interop_tests/test_other_languages.py runs it and asserts on these lines. With "flagged" it runs
+// the scenarios that need a broker started with flags (TLS, a disk alarm): see flagged.go.
 package main
 
 import (
@@ -19,19 +20,41 @@ import (
 const timeout = 10 * time.Second
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Println("usage: amqp091 AMQP_URL PREFIX")
+	if len(os.Args) < 3 || len(os.Args) > 4 {
+		fmt.Println("usage: amqp091 AMQP_URL PREFIX [flagged]")
 		os.Exit(2)
 	}
 	url, prefix := os.Args[1], os.Args[2]
+	if len(os.Args) == 4 && os.Args[3] == "flagged" {
+		runFlagged(url, prefix)
+		return
+	}
 	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: 10 * time.Second, Dial: amqp.DefaultDial(timeout)})
 	check("connect", err)
 	defer conn.Close()
+	idle, err := openIdle(url)
+	check("connect", err)
 	fmt.Println("ok connect")
 	run("publish-consume", func() error { return publishConsume(conn, prefix+"-pc") })
 	run("get", func() error { return get(conn, prefix+"-get") })
 	run("confirms", func() error { return confirms(conn, prefix+"-confirms") })
 	run("crossing-close", func() error { return crossingClose(conn, prefix+"-cross") })
+	run("transactions", func() error { return transactions(conn, prefix+"-tx") })
+	run("return", func() error { return mandatoryReturn(conn, prefix+"-nowhere") })
+	run("consumer-cancel", func() error { return consumerCancel(conn, prefix+"-cancel") })
+	run("qos", func() error { return qos(conn, prefix+"-qos") })
+	run("nack-requeue", func() error { return nackRequeue(conn, prefix+"-nack") })
+	run("dead-letter", func() error { return deadLetter(conn, prefix+"-dl") })
+	run("exchange-binding", func() error { return exchangeBinding(conn, prefix+"-e2e") })
+	run("headers-exchange", func() error { return headersExchange(conn, prefix+"-headers") })
+	run("large-message", func() error { return largeMessage(conn, prefix+"-large") })
+	run("channel-errors", func() error { return channelErrors(conn, prefix+"-errors") })
+	run("direct-reply-to", func() error { return directReplyTo(conn, prefix+"-rpc") })
+	run("ttl-expired", func() error { return ttlExpired(conn, prefix+"-ttl") })
+	run("reject-publish", func() error { return rejectPublish(conn, prefix+"-full") })
+	run("priority", func() error { return priority(conn, prefix+"-priority") })
+	run("alternate-exchange", func() error { return alternateExchange(conn, prefix+"-ae") })
+	run("heartbeat", func() error { return idle.check(prefix + "-hb") })
 	check("close", conn.Close())
 	fmt.Println("ok close")
 	fmt.Println("done")
