@@ -3,7 +3,7 @@
 // It runs each scenario in turn and prints "ok NAME" for each, then "done"; the first failure prints
 // "FAIL NAME: error" and exits 1. Every wait is bounded. interop_tests/test_other_languages.py
 // compiles it with plain javac (no Maven) and asserts on these lines. The scenarios beyond the
-// basics are in Features.java and More.java; those that need a broker started with flags in Flagged.java.
+// basics are in Features.java, More.java and Timeouts.java; those that need a broker started with flags in Flagged.java.
 import com.rabbitmq.client.AMQP;
 import com.rabbitmq.client.Channel;
 import com.rabbitmq.client.Connection;
@@ -44,8 +44,10 @@ public final class AmqpClient {
     static void runAll(String url, String prefix) throws Exception {
         Connection[] conn = new Connection[1];
         Features.Idle[] idle = new Features.Idle[1];
+        Timeouts[] timeouts = new Timeouts[1];
         run("connect", () -> {
             conn[0] = factory(url).newConnection();
+            timeouts[0] = Timeouts.start(conn[0], prefix + "-timeout");
             idle[0] = Features.Idle.open(url);
         });
         Connection c = conn[0];
@@ -69,6 +71,7 @@ public final class AmqpClient {
         run("priority", () -> More.priority(c, prefix + "-priority"));
         run("alternate-exchange", () -> More.alternateExchange(c, prefix + "-ae"));
         run("heartbeat", () -> idle[0].check(prefix + "-hb"));
+        run("consumer-timeout", () -> timeouts[0].check());
         run("close", () -> c.close());
     }
 

@@ -6,12 +6,35 @@
 
 const fs = require("fs");
 const { AMQPClient } = require("@cloudamqp/amqp-client");
-const { runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS } = require("./common");
+const {
+  runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS, CONSUMER_TIMEOUT_MS, timeoutText,
+} = require("./common");
 
 const [url, prefix, mode] = process.argv.slice(2);
 const REPLY_TO = "amq.rabbitmq.reply-to";
 let conn;
 let idle;
+let timeouts;
+
+// Consumer timeouts: one delivery left unacked on each of two channels, from a queue with
+// x-consumer-timeout and through a basic.consume with it; started at connect, checked near the end.
+async function holdDelivery(name, queueArguments, consumeArguments) {
+  const ch = await conn.channel();
+  const closed = deferred();
+  ch.onerror = (reason) => closed.resolve(reason);  // "channel N closed: TEXT (CODE)"
+  // exclusive, not auto-delete: the timeout's channel.close cancels the consumer, the queue stays
+  await ch.queueDeclare(name, { exclusive: true, durable: false }, queueArguments);
+  await ch.basicPublish("", name, "held");
+  const delivered = deferred();
+  await ch.basicConsume(name, { noAck: false, args: consumeArguments }, (msg) => delivered.resolve(msg));
+  await delivered.promise;
+  return { name, number: ch.id, closed: closed.promise };
+}
+
+async function startConsumerTimeouts() {
+  const limit = { "x-consumer-timeout": CONSUMER_TIMEOUT_MS };
+  return [await holdDelivery(`${prefix}-timeout-1`, limit, {}), await holdDelivery(`${prefix}-timeout-2`, {}, limit)];
+}
 
 async function publishConsume(connection, name) {
   const ch = await connection.channel();
@@ -45,6 +68,7 @@ const basics = [
     const connection = await new AMQPClient(`${url}?heartbeat=1`).connect();
     idle = { connection, opened: Date.now(), error: null };
     connection.onerror = (error) => { idle.error = error; };
+    timeouts = await startConsumerTimeouts();
   }],
   ["publish-consume", () => publishConsume(conn, `${prefix}-pc`)],
   ["get", async () => {
@@ -361,6 +385,37 @@ const features = [
     const ch = await idle.connection.channel();
     await ch.queueDeclare(`${prefix}-hb`, { autoDelete: true });
     await idle.connection.close();
+  }],
+  ["update-secret", async () => {
+    // update-secret-ok for a right and a wrong secret alike (RabbitMQ's internal users); a channel
+    // opened before the update and one opened after both work on
+    const before = await conn.channel();
+    const name = `${prefix}-secret`;
+    await before.queueDeclare(name, { autoDelete: true });
+    await conn.updateSecret("guest", "token refresh");
+    await conn.updateSecret("a refreshed token", "token refresh");
+    await before.basicPublish("", name, "after update-secret");
+    const after = await conn.channel();
+    const messages = inbox();
+    await after.basicConsume(name, { noAck: true }, (msg) => messages.push(msg));
+    const msg = await messages.next();
+    expect(msg.bodyToString() === "after update-secret", `got ${msg.bodyToString()}`);
+    await after.close();
+    await before.close();
+  }],
+  ["consumer-timeout", async () => {
+    const other = await conn.channel();
+    for (const { name, number, closed } of timeouts) {
+      const reason = await closed;
+      expect(reason === `channel ${number} closed: ${timeoutText(number)} (406)`,
+        `channel ${number}: got ${reason}, want 406 ${timeoutText(number)}`);
+      const messages = inbox();
+      await other.basicConsume(name, { noAck: false }, (msg) => messages.push(msg));
+      const msg = await messages.next();
+      expect(msg.bodyToString() === "held" && msg.redelivered, `got ${msg.bodyToString()} redelivered=${msg.redelivered}`);
+      await msg.ack();
+    }
+    await other.close();
   }],
   ["close", async () => { await conn.close(); }],
 ];

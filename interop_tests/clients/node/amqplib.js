@@ -4,7 +4,9 @@
 
 const fs = require("fs");
 const amqplib = require("amqplib");
-const { runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS } = require("./common");
+const {
+  runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS, CONSUMER_TIMEOUT_MS, timeoutText,
+} = require("./common");
 
 const [url, prefix, mode] = process.argv.slice(2);
 const transient = { autoDelete: true, durable: false };
@@ -12,6 +14,27 @@ const REPLY_TO = "amq.rabbitmq.reply-to";
 let conn;
 let connectionError = null;
 let idle;
+let timeouts;
+
+// Consumer timeouts: one delivery left unacked on each of two channels, from a queue with
+// x-consumer-timeout and through a basic.consume with it; started at connect, checked near the end.
+async function holdDelivery(name, queueArguments, consumeArguments) {
+  const ch = await conn.createChannel();
+  const closed = deferred();
+  ch.on("error", (error) => closed.resolve(error));
+  // exclusive, not auto-delete: the timeout's channel.close cancels the consumer, the queue stays
+  await ch.assertQueue(name, { exclusive: true, durable: false, arguments: queueArguments });
+  ch.sendToQueue(name, Buffer.from("held"));
+  const delivered = deferred();
+  await ch.consume(name, (msg) => delivered.resolve(msg), { arguments: consumeArguments });
+  await delivered.promise;
+  return { name, number: ch.ch, closed: closed.promise };
+}
+
+async function startConsumerTimeouts() {
+  const limit = { "x-consumer-timeout": CONSUMER_TIMEOUT_MS };
+  return [await holdDelivery(`${prefix}-timeout-1`, limit, {}), await holdDelivery(`${prefix}-timeout-2`, {}, limit)];
+}
 
 async function publishConsume(connection, name) {
   const ch = await connection.createChannel();
@@ -46,6 +69,7 @@ const basics = [
     const connection = await amqplib.connect(`${url}?heartbeat=1`);
     idle = { connection, opened: Date.now(), error: null };
     connection.on("error", (error) => { idle.error = error; });
+    timeouts = await startConsumerTimeouts();
   }],
   ["publish-consume", () => publishConsume(conn, `${prefix}-pc`)],
   ["get", async () => {
@@ -335,6 +359,38 @@ const features = [
     const ch = await idle.connection.createChannel();
     await ch.assertQueue(`${prefix}-hb`, transient);
     await idle.connection.close();
+  }],
+  ["update-secret", async () => {
+    // update-secret-ok for a right and a wrong secret alike (RabbitMQ's internal users); a channel
+    // opened before the update and one opened after both work on
+    const before = await conn.createChannel();
+    const name = `${prefix}-secret`;
+    await before.assertQueue(name, transient);
+    await conn.updateSecret(Buffer.from("guest"), "token refresh");
+    await conn.updateSecret(Buffer.from("a refreshed token"), "token refresh");
+    before.sendToQueue(name, Buffer.from("after update-secret"));
+    const after = await conn.createChannel();
+    const messages = inbox();
+    await after.consume(name, (msg) => messages.push(msg), { noAck: true });
+    const msg = await messages.next();
+    expect(msg.content.toString() === "after update-secret", `got ${msg.content}`);
+    await after.close();
+    await before.close();
+  }],
+  ["consumer-timeout", async () => {
+    const other = await conn.createChannel();
+    for (const { name, number, closed } of timeouts) {
+      const error = await closed;
+      expect(error.code === 406 && error.message.includes(`with message "${timeoutText(number)}"`),
+        `channel ${number}: got ${error.message}, want 406 ${timeoutText(number)}`);
+      const messages = inbox();
+      await other.consume(name, (msg) => messages.push(msg));
+      const msg = await messages.next();
+      expect(msg.content.toString() === "held" && msg.fields.redelivered,
+        `got ${msg.content} redelivered=${msg.fields.redelivered}`);
+      other.ack(msg);
+    }
+    await other.close();
   }],
   ["close", async () => { await conn.close(); }],
 ];

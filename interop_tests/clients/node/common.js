@@ -64,10 +64,19 @@ function inbox() {
 // broker's heartbeats arrived.
 const IDLE_MS = 4000;
 
+// The x-consumer-timeout (ms) of the consumer-timeout scenarios, and RabbitMQ's channel.close text
+// when a delivery on channel `number` stays unacked longer.
+const CONSUMER_TIMEOUT_MS = 1000;
+const timeoutText = (number) => `PRECONDITION_FAILED - delivery acknowledgement on channel ${number} timed out. `
+  + `Timeout value used: ${CONSUMER_TIMEOUT_MS} ms. `
+  + "This timeout value can be configured, see consumers doc guide to learn more";
+
 // The "flagged" scenarios' settings (see interop_tests/other_languages.py's flagged_broker).
 function flaggedEnv() {
   const { AMQPS_URL, AMQPS_CA, DISK_FILLER, DISK_FILLER_BYTES } = process.env;
   return { amqpsUrl: AMQPS_URL, ca: AMQPS_CA, filler: DISK_FILLER, fillerBytes: Number(DISK_FILLER_BYTES) };
 }
 
-module.exports = { runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS, TIMEOUT_MS };
+module.exports = {
+  runAll, expect, deferred, sleep, waitFor, inbox, flaggedEnv, IDLE_MS, TIMEOUT_MS, CONSUMER_TIMEOUT_MS, timeoutText,
+};
