@@ -46,7 +46,7 @@ from ..wire import methods as wire
 from ..wire.assembler import Assembler
 from ..wire.framing import FRAME_METHOD
 from ..wire.properties import PropertiesError, check_properties
-from . import declarations, reply_to, tracing, transaction
+from . import declarations, reply_to, stream, tracing, transaction
 from .broker_names import generated_name
 from .confirms import Confirms
 from .counters import SIZE_BUCKETS, SMALLEST_BUCKET, bucket_of
@@ -451,7 +451,7 @@ class Channel:
         priority = (method.arguments or {}).get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise invalid_arg("x-priority", "queue", queue.name, queue.vhost.name, expected_integer(priority))
-        consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority)
+        consumer = stream.consumer_for(self, tag, queue, method, self.prefetch_count, priority)
         self.consumers[tag] = consumer
         if not method.no_ack:
             self.session.wake_timeouts()
@@ -545,6 +545,8 @@ class Channel:
 
     def _acknowledge(self, delivery_tag: int, multiple: bool, outcome: str) -> None:
         taken = self.unacked.take(delivery_tag, multiple)
+        if outcome is not ACK:
+            stream.check_settlement(taken)
         if self.transaction is not None:
             self.transaction.settlements.append((taken, outcome))  # applied at tx.commit
         else:
@@ -563,6 +565,7 @@ class Channel:
         if not method.requeue:
             raise recover_without_requeue()
         taken = list(self.unacked.values())
+        stream.check_recover(taken)
         self.unacked.clear()
         self.settle(taken, REQUEUE)
         if isinstance(method, commands.Basic.Recover):

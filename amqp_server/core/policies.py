@@ -120,7 +120,7 @@ class Policy(PolicyRecord):
         if kind == "exchange":
             if self.apply_to not in ("exchanges", "all"):
                 return False
-        elif self.apply_to not in ("queues", "all", f"{queue_type}_queues"):
+        elif self.apply_to not in ("queues", "all", "streams" if queue_type == "stream" else f"{queue_type}_queues"):
             return False
         elif queue_type == "quorum" and not NOT_FOR_QUORUM.isdisjoint(self.definition):
             return False
