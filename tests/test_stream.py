@@ -71,6 +71,7 @@ def closed(peer: Peer) -> tuple[int, str] | None:
 
 
 TEN = [b"m%d" % n for n in range(10)]
+QUEUE_S = "queue 's' in vhost '/'"
 
 
 @pytest.mark.parametrize(
