@@ -173,30 +173,50 @@ class StreamLogs:
             stream.buffered[record.offset] = data
 
     def read(self, vhost: str, queue: str, start: int, count: int) -> list[StreamRecord]:
+        """One ``pread`` per file the range touches (records of a file lie back to back), then the buffered
+        ones.  measured (benchmarks/streams.py, 10 consumers behind the tail): a pread and a Path per
+        record cost 11.6 s of 33.7 s of broker CPU for 154k records."""
         with self._lock:
             stream = self._streams.get((vhost, queue))
             if stream is None:
                 return []
             start = max(start, stream.first)
             end = min(stream.next, start + count)
-            wanted = [(offset, stream.buffered.get(offset)) for offset in range(start, end)]
-            spots = [(stream.file_of(o), stream.positions[o - stream.first]) for o, data in wanted if data is None]
-        records, spot = [], iter(spots)
-        handles: dict[Path, int] = {}
-        try:
-            for _offset, data in wanted:
-                if data is None:
-                    path, position = next(spot)
-                    fd = handles.get(path)
-                    if fd is None:
-                        fd = handles[path] = os.open(path, os.O_RDONLY)
-                    size = _FRAME.unpack(os.pread(fd, _FRAME.size, position))[0]
-                    data = os.pread(fd, _FRAME.size + size, position)
-                records.append(decode(data[_FRAME.size :]))
-        finally:
-            for fd in handles.values():
+            written_end = start  # buffered records are the newest: a suffix of the range
+            while written_end < end and written_end not in stream.buffered:
+                written_end += 1
+            spans = self._spans(stream, start, written_end)
+            buffered = [stream.buffered[offset] for offset in range(written_end, end)]
+        records: list[StreamRecord] = []
+        for path, position, stop, number in spans:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, (os.fstat(fd).st_size if stop is None else stop) - position, position)
+            finally:
                 os.close(fd)
+            at = 0
+            for _ in range(number):
+                size = _FRAME.unpack_from(data, at)[0]
+                records.append(decode(data[at + _FRAME.size : at + _FRAME.size + size]))
+                at += _FRAME.size + size
+        records.extend(decode(data[_FRAME.size :]) for data in buffered)
         return records
+
+    @staticmethod
+    def _spans(stream: _Stream, start: int, end: int) -> list[tuple[Path, int, int | None, int]]:
+        """Per file holding offsets ``start``..``end - 1``: its path, the first record's position, the
+        position after the last one (None: the file's end) and the number of records."""
+        spans = []
+        offset = start
+        while offset < end:
+            index = bisect_right(stream.files, offset) - 1
+            file_end = stream.files[index + 1] if index + 1 < len(stream.files) else stream.next
+            stop = min(end, file_end)
+            after = stream.positions[stop - stream.first] if stop < file_end else None
+            path = stream.path / f"{stream.files[index]:020d}.log"
+            spans.append((path, stream.positions[offset - stream.first], after, stop - offset))
+            offset = stop
+        return spans
 
     def truncate(self, vhost: str, queue: str, first: int) -> None:
         with self._lock:

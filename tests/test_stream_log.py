@@ -73,3 +73,18 @@ def test_retention_survives_a_reopen_and_deletes_whole_files(tmp_path, monkeypat
     assert (index.first, index.next) == (15, 20)
     assert [r.offset for r in again.read_stream("/", "s", 0, 100)] == list(range(15, 20))
     again.close()
+
+
+def test_a_read_spans_files_and_buffered_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(stream_log, "FILE_SIZE", 200)
+    store = SegmentStore(tmp_path)
+    for offset in range(12):
+        store.append_stream("/", "s", record(offset))
+    store.sync()
+    for offset in range(12, 15):
+        store.append_stream("/", "s", record(offset))  # buffered, not written yet
+    assert len(list((tmp_path / "streams" / "%2F" / "s").glob("*.log"))) > 2
+    assert store.read_stream("/", "s", 0, 100) == [record(n) for n in range(15)]
+    assert store.read_stream("/", "s", 3, 7) == [record(n) for n in range(3, 10)]
+    assert store.read_stream("/", "s", 10, 4) == [record(n) for n in range(10, 14)]
+    store.close()
