@@ -13,11 +13,11 @@ prefetch of 500:
 
 Printed per scenario: publish msg/s (the second half, while consuming), deliveries/s over all consumers
 (from the consumers' start to the last delivery), deliveries, and the broker's peak RSS (sampled every
-0.1 s from /proc; not for ``--url``).  The client is pika in two processes (publisher; the ten consumers
+0.1 s from /proc; for ``--url`` give ``--rss-pid``).  The client is pika in two processes (publisher; the ten consumers
 on one connection), so on a small machine the client may well be the limit: compare the columns, not
 absolute numbers.  ``--url`` runs against a running broker (e.g. RabbitMQ) instead of starting ours.
 
-    .venv/bin/python benchmarks/streams.py [--messages 20000] [--url amqp://guest:guest@127.0.0.1:5674/]
+    .venv/bin/python benchmarks/streams.py [--messages 20000] [--url amqp://guest:guest@127.0.0.1:5674/ --rss-pid PID]
 """
 
 from __future__ import annotations
@@ -84,20 +84,25 @@ def consume(url: str, queues: list[str], arguments: list[dict[str, Any]], expect
     return sum(counts), elapsed
 
 
-class RssSampler(threading.Thread):
-    """The broker's peak VmRSS, sampled every 0.1 s."""
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
 
-    def __init__(self, broker: BrokerProcess | None) -> None:
+
+class RssSampler(threading.Thread):
+    """The broker's peak VmRSS, sampled every 0.1 s (``pid`` None: not measured)."""
+
+    def __init__(self, pid: int | None) -> None:
         super().__init__(daemon=True)
-        self.broker, self.peak, self.running = broker, 0, True
+        self.pid, self.peak, self.running = pid, 0, True
 
     def run(self) -> None:
-        while self.running and self.broker is not None:
-            self.peak = max(self.peak, self.broker.rss())
+        while self.running and self.pid is not None:
+            self.peak = max(self.peak, rss(self.pid))
             time.sleep(0.1)
 
 
-def scenario(url: str, broker: BrokerProcess | None, kind: str, messages: int) -> dict[str, Any]:
+def scenario(url: str, pid: int | None, kind: str, messages: int) -> dict[str, Any]:
     half = messages // 2
     name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -116,7 +121,7 @@ def scenario(url: str, broker: BrokerProcess | None, kind: str, messages: int) -
             channel.queue_declare(queue, durable=True)
             channel.queue_bind(queue, name)
         arguments, expected = [{}] * CONSUMERS, [messages + 2] * CONSUMERS
-    sampler = RssSampler(broker)
+    sampler = RssSampler(pid)
     sampler.start()
     publish(url, exchange, routing_key, half)
     results: Any = multiprocessing.Queue()
@@ -137,20 +142,22 @@ def scenario(url: str, broker: BrokerProcess | None, kind: str, messages: int) -
         "publish msg/s": (messages - half) / publish_seconds,
         "deliveries/s": deliveries / consume_seconds,
         "deliveries": deliveries,
-        "peak RSS MiB": sampler.peak / 2**20 if broker is not None else None,
+        "peak RSS MiB": sampler.peak / 2**20 if pid is not None else None,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20000)
-    parser.add_argument("--url", help="a running broker instead of starting ours (no RSS then)")
+    parser.add_argument("--url", help="a running broker instead of starting ours")
+    parser.add_argument("--rss-pid", type=int, help="with --url: the broker's pid, for its RSS")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as data_dir:
         broker = None if options.url else BrokerProcess(Path(data_dir), "--management-port", "-1").start()
         url = options.url or broker.url  # type: ignore[union-attr]
+        pid = options.rss_pid if broker is None else broker.process.pid  # type: ignore[union-attr]
         try:
-            rows = [scenario(url, broker, kind, options.messages) for kind in ("stream", "classic")]
+            rows = [scenario(url, pid, kind, options.messages) for kind in ("stream", "classic")]
         finally:
             if broker is not None:
                 broker.stop()

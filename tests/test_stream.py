@@ -16,6 +16,7 @@ from pamqp.header import ContentHeader
 from amqp_server.core import offset_log
 from amqp_server.core.broker import Broker
 from amqp_server.core.operations import BrokerOperations
+from amqp_server.core.policies import Policy
 from storage.memory import MemoryStore
 from storage.segment_store import SegmentStore
 from tests.frames import FakeClock, Peer, open_peer, publish
@@ -346,3 +347,28 @@ def test_deleting_a_stream_forgets_its_log():
     assert delete_ok.message_count == 0
     declare(peer)
     assert consume(peer, "first") == []
+
+
+@pytest.mark.parametrize("apply_to", ["streams", "queues", "all"])
+def test_a_policy_sets_retention_and_segment_size(apply_to):
+    peer = open_peer(broker())
+    vhost = peer.broker.vhosts["/"]
+    definition = {"max-length-bytes": 3000, "stream-max-segment-size-bytes": 1000, "max-age": "1D"}
+    vhost.set_policy(Policy("/", "retention", "^s$", definition, apply_to=apply_to))
+    declare(peer)
+    queue = vhost.queues["s"]
+    assert (queue.options.max_length_bytes, queue.options.max_segment_size, queue.options.max_age) == (
+        3000,
+        1000,
+        86400,
+    )
+    publish_all(peer, [b"x" * 100 for _ in range(100)])
+    assert queue.log.first > 0
+
+
+def test_a_classic_queue_policy_does_not_apply_to_streams():
+    peer = open_peer(broker())
+    vhost = peer.broker.vhosts["/"]
+    vhost.set_policy(Policy("/", "classic", "^s$", {"max-length-bytes": 3000}, apply_to="classic_queues"))
+    declare(peer)
+    assert vhost.queues["s"].options.max_length_bytes is None
