@@ -3,11 +3,13 @@
 Runs against the session broker, or RabbitMQ with ``AMQP_URL`` (the management test with
 ``AMQP_HTTP_URL`` too): offsets of every kind, the ``x-stream-offset`` header, ten consumers at ten
 offsets, RabbitMQ's refusals (codes and texts probed on 3.10.8), retention by bytes.  Retention by
-age runs on the virtual-clock broker; restart and kill -9 durability on brokers of their own.
+age runs on the virtual-clock broker; restart and kill -9 durability on brokers of their own; one
+aio-pika consumer reads from an offset.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import signal
 import threading
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pika
 import pika.exceptions
 import pytest
@@ -393,3 +396,26 @@ def test_kill_9_while_publishing_loses_no_confirmed_message(tmp_path: Path, star
     kept = read(channel, "busy", "first", count=10**6, prefetch=1000)
     assert kept[: len(confirmed)] == list(enumerate(confirmed))  # every confirmed one, at its offset
     connection.close()
+
+
+# ------------------------------------------------------------------ aio-pika
+
+
+async def test_aio_pika_reads_a_stream_from_an_offset(broker, unique) -> None:
+    connection = await asyncio.wait_for(aio_pika.connect(broker.url), TIMEOUT)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=5)
+        queue = await channel.declare_queue(unique, durable=True, arguments=STREAM)
+        for n in range(10):
+            await channel.default_exchange.publish(aio_pika.Message(b"m%d" % n), routing_key=unique)
+        got = []
+        async with queue.iterator(arguments={"x-stream-offset": 6}) as messages:
+            async for message in messages:
+                async with message.process():
+                    got.append((message.headers["x-stream-offset"], message.body))
+                if len(got) == 4:
+                    break
+        assert got == [(n, b"m%d" % n) for n in range(6, 10)]
+    finally:
+        await asyncio.wait_for(connection.close(), TIMEOUT)
