@@ -108,8 +108,8 @@ class StreamLogs:
         """Scan every stream directory (cutting torn tails off)."""
         if not self.root.is_dir():
             return
-        for vhost_dir in sorted(self.root.iterdir()):
-            for queue_dir in sorted(vhost_dir.iterdir()):
+        for vhost_dir in sorted(path for path in self.root.iterdir() if path.is_dir()):
+            for queue_dir in sorted(path for path in vhost_dir.iterdir() if path.is_dir()):
                 self._streams[(unquote(vhost_dir.name), unquote(queue_dir.name))] = self._scan(queue_dir)
 
     def indexes(self) -> dict[tuple[str, str], StreamIndex]:
