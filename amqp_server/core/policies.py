@@ -239,7 +239,7 @@ def queue_options(base: QueueOptions, arguments: Mapping[str, Any], definition: 
     """The options a queue has under ``definition``: its arguments' ``base`` options with RabbitMQ's
     per-key resolution between an argument and the policy's value (see the module docstring)."""
     resolution = RESOLUTIONS.get(base.queue_type, CLASSIC_RESOLUTION)
-    changes = {}
+    changes: dict[str, Any] = {}
     for key, (option, resolve) in resolution.items():
         if key in definition:
             value = definition[key] if key != "max-age" else age_seconds(definition[key])  # "7D" → seconds
