@@ -8,6 +8,7 @@ prefetch of 500:
 
 * stream: one stream, consumer ``i`` starts at offset ``i * half / 10`` (so they read 10 different
   amounts: a consumer at an old offset reads from the store, the newest from memory);
+* stream with 1 consumer (at offset 0): what the ten above cost more than one;
 * classic: a fanout exchange to ten durable classic queues, one consumer each (every consumer gets every
   message: more deliveries than the stream scenario, reported as such).
 
@@ -102,15 +103,15 @@ class RssSampler(threading.Thread):
             time.sleep(0.1)
 
 
-def scenario(url: str, pid: int | None, kind: str, messages: int) -> dict[str, Any]:
+def scenario(url: str, pid: int | None, kind: str, messages: int, consumers: int = CONSUMERS) -> dict[str, Any]:
     half = messages // 2
     name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
     if kind == "stream":
         channel.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
-        exchange, routing_key, queues = "", name, [name] * CONSUMERS
-        starts = [index * half // CONSUMERS for index in range(CONSUMERS)]
+        exchange, routing_key, queues = "", name, [name] * consumers
+        starts = [index * half // CONSUMERS for index in range(consumers)]
         arguments: list[dict[str, Any]] = [{"x-stream-offset": start} for start in starts]
         expected = [messages + 2 - start for start in starts]  # + the two confirmed round-trip messages
     else:
@@ -138,7 +139,8 @@ def scenario(url: str, pid: int | None, kind: str, messages: int) -> dict[str, A
         channel.exchange_delete(name)
     connection.close()
     return {
-        "scenario": f"{kind}: 1 publisher, 10 consumers" + (" at 10 offsets" if kind == "stream" else " on 10 queues"),
+        "scenario": f"{kind}: 1 publisher, {consumers} consumer(s)"
+        + (f" at {consumers} offset(s)" if kind == "stream" else f" on {consumers} queues"),
         "publish msg/s": (messages - half) / publish_seconds,
         "deliveries/s": deliveries / consume_seconds,
         "deliveries": deliveries,
@@ -157,15 +159,18 @@ def main() -> None:
         url = options.url or broker.url  # type: ignore[union-attr]
         pid = options.rss_pid if broker is None else broker.process.pid  # type: ignore[union-attr]
         try:
-            rows = [scenario(url, pid, kind, options.messages) for kind in ("stream", "classic")]
+            rows = [
+                scenario(url, pid, kind, options.messages, consumers)
+                for kind, consumers in (("stream", 1), ("stream", CONSUMERS), ("classic", CONSUMERS))
+            ]
         finally:
             if broker is not None:
                 broker.stop()
-    print(f"{'scenario':48} {'publish msg/s':>14} {'deliveries/s':>13} {'deliveries':>11} {'peak RSS MiB':>13}")
+    print(f"{'scenario':52} {'publish msg/s':>14} {'deliveries/s':>13} {'deliveries':>11} {'peak RSS MiB':>13}")
     for row in rows:
         rss = "n/a" if row["peak RSS MiB"] is None else f"{row['peak RSS MiB']:.0f}"
         print(
-            f"{row['scenario']:48} {row['publish msg/s']:14.0f} {row['deliveries/s']:13.0f} "
+            f"{row['scenario']:52} {row['publish msg/s']:14.0f} {row['deliveries/s']:13.0f} "
             f"{row['deliveries']:11d} {rss:>13}"
         )
 
