@@ -493,3 +493,28 @@ def arg_unsupported_by_type(arg: str, name: str, vhost: str, queue_type: str) ->
         PRECONDITION_FAILED,
         f"invalid arg '{arg}' for {vhost_resource('queue', name, vhost)} of queue type rabbit_{queue_type}_queue",
     )
+
+
+def argument_crash() -> AMQPConnectionError:
+    """An argument RabbitMQ 3.10's parser crashes on (an ``x-max-age`` or ``x-stream-offset`` without a leading
+    non-negative integer, a boolean offset): its channel process dies, so the same bare 541 as
+    ``undecodable_content`` — probed."""
+    return undecodable_content()
+
+
+def stream_unsupported(what: str, name: str, vhost: str) -> AMQPConnectionError:
+    """basic.get, no-ack consumers, queue.purge, basic.nack/reject on a stream (rabbit_stream_queue, 3.10)."""
+    resource = vhost_resource("queue", name, vhost)
+    return AMQPConnectionError(NOT_IMPLEMENTED, f"{what} not supported by stream queues {resource}")
+
+
+def stream_prefetch_not_set(name: str, vhost: str) -> ChannelError:
+    """A stream consumer needs a per-consumer basic.qos prefetch count (a global one does not count)."""
+    resource = vhost_resource("queue", name, vhost)
+    return ChannelError(PRECONDITION_FAILED, f"consumer prefetch count is not set for '{resource}'")
+
+
+def invalid_stream_offset(name: str, vhost: str, value: str) -> ChannelError:
+    return invalid_arg(
+        "x-stream-offset", "queue", name, vhost, f'{{invalid_stream_offset_arg,{{longstr,<<"{value}">>}}}}'
+    )

@@ -2,9 +2,10 @@
 
 The core writes definitions (durable exchanges, queues, bindings, policies) and persistent
 messages on durable queues through ``Store``. It reads back in two places only: once at
-start, through ``recover``, and through ``read_message`` for a persistent message paged
+start, through ``recover``, through ``read_message`` for a persistent message paged
 out of memory (the tail of a long queue, or a backlog ``recover`` handed back as
-``StoredMessage`` references) when it reaches the head of its queue.  Writes may be
+``StoredMessage`` references) when it reaches the head of its queue, and through
+``read_stream`` for stream consumers reading old offsets.  Writes may be
 buffered: nothing is promised to be durable until ``sync`` returns, which is the
 group-commit point the server's persister calls once for many writes before releasing
 publisher confirms.
@@ -13,6 +14,7 @@ Records are frozen dataclasses of plain values so any engine can serialise them.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -106,6 +108,36 @@ class StoredMessage:
     expires_at: float | None = None  # as in ``MessageRecord``
 
 
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One message of a stream (``x-queue-type: stream``) at its offset.
+
+    Streams are append-only logs: a record is never acked or removed one by one, only dropped with
+    everything before it by retention (``Store.truncate_stream``).  ``timestamp``: wall-clock seconds
+    at the append (``x-max-age`` retention and timestamp offsets use it).
+    """
+
+    offset: int
+    timestamp: float
+    message: MessageRecord
+
+
+@dataclass
+class StreamIndex:
+    """What recovery hands back per stream: its offset range and, per record from ``first`` on, its size
+    (``len(header) + len(body)``) and timestamp — enough to rebuild segments and retention without reading
+    the bodies, which consumers read on demand with ``Store.read_stream``.  ``first == next`` when empty."""
+
+    first: int
+    sizes: array[int] = field(default_factory=lambda: array("q"))
+    timestamps: array[float] = field(default_factory=lambda: array("d"))
+
+    @property
+    def next(self) -> int:
+        """The offset the next append gets."""
+        return self.first + len(self.sizes)
+
+
 @dataclass
 class Recovered:
     """Everything a store hands back at start; messages per (vhost, queue) in queue order.
@@ -118,6 +150,7 @@ class Recovered:
     bindings: list[BindingRecord] = field(default_factory=list)
     policies: list[PolicyRecord] = field(default_factory=list)
     messages: dict[tuple[str, str], list[tuple[int, MessageRecord | StoredMessage]]] = field(default_factory=dict)
+    streams: dict[tuple[str, str], StreamIndex] = field(default_factory=dict)  # per stream appended to
 
 
 class Store(Protocol):
@@ -133,7 +166,7 @@ class Store(Protocol):
     def put_queue(self, record: QueueRecord) -> None: ...
 
     def delete_queue(self, vhost: str, name: str) -> None:
-        """Forget the queue, its bindings as destination, and its messages."""
+        """Forget the queue, its bindings as destination, and its messages (or its stream log)."""
 
     def put_binding(self, record: BindingRecord) -> None: ...
 
@@ -152,6 +185,19 @@ class Store(Protocol):
 
     def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         """A stored message read back, written or only buffered (for messages paged out of memory)."""
+
+    # Streams: an append-only log per stream queue (the queue itself is a ``put_queue`` definition as any other).
+
+    def append_stream(self, vhost: str, queue: str, record: StreamRecord) -> None:
+        """Append to the stream's log (buffered like ``put_message``: durable once ``sync`` returns).
+        ``record.offset`` is the stream's next offset: offsets are contiguous from the first one kept."""
+
+    def read_stream(self, vhost: str, queue: str, start: int, count: int) -> list[StreamRecord]:
+        """Up to ``count`` records from offset ``start`` on, in order, written or only buffered
+        (``start`` below the first offset kept: from the first one; past the end: none)."""
+
+    def truncate_stream(self, vhost: str, queue: str, first: int) -> None:
+        """Retention: forget every record below offset ``first`` (durable with the next ``sync``)."""
 
     def sync(self) -> None:
         """Make everything written so far durable (one sync for many writes)."""

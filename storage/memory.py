@@ -7,6 +7,7 @@ recovery logic be tested without a disk.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 from .api import (
@@ -18,6 +19,8 @@ from .api import (
     PolicyRecord,
     QueueRecord,
     Recovered,
+    StreamIndex,
+    StreamRecord,
     binding_key,
     policy_key,
 )
@@ -32,6 +35,7 @@ class MemoryStore:
         self._bindings: dict[BindingKey, BindingRecord] = {}
         self._messages: dict[tuple[str, str], dict[int, MessageRecord]] = {}
         self._policies: dict[PolicyKey, PolicyRecord] = {}
+        self._streams: dict[tuple[str, str], tuple[list[int], list[StreamRecord]]] = {}  # [first], records
 
     def recover(self) -> Recovered:
         return Recovered(
@@ -40,6 +44,7 @@ class MemoryStore:
             bindings=list(self._bindings.values()),
             policies=list(self._policies.values()),
             messages={key: sorted(messages.items()) for key, messages in self._messages.items() if messages},
+            streams={key: _index(first, records) for key, (first, records) in self._streams.items()},
         )
 
     def put_exchange(self, record: ExchangeRecord) -> None:
@@ -59,6 +64,7 @@ class MemoryStore:
     def delete_queue(self, vhost: str, name: str) -> None:
         self._queues.pop((vhost, name), None)
         self._messages.pop((vhost, name), None)
+        self._streams.pop((vhost, name), None)
         self._forget_bindings(lambda b: b.vhost == vhost and b.destination == name and b.destination_kind == "queue")
 
     def put_binding(self, record: BindingRecord) -> None:
@@ -89,8 +95,31 @@ class MemoryStore:
     def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         return self._messages[(vhost, queue)][message_id]
 
+    def append_stream(self, vhost: str, queue: str, record: StreamRecord) -> None:
+        self._streams.setdefault((vhost, queue), ([record.offset], []))[1].append(record)
+
+    def read_stream(self, vhost: str, queue: str, start: int, count: int) -> list[StreamRecord]:
+        records = self._streams.get((vhost, queue), ([0], []))[1]
+        at = bisect_left(records, start, key=lambda record: record.offset)
+        return records[at : at + count]
+
+    def truncate_stream(self, vhost: str, queue: str, first: int) -> None:
+        stream = self._streams.get((vhost, queue))
+        if stream is not None and first > stream[0][0]:
+            records = stream[1]
+            stream[0][0] = min(first, records[-1].offset + 1 if records else first)
+            del records[: bisect_left(records, first, key=lambda record: record.offset)]
+
     def sync(self) -> None:
         """Nothing to do: memory is as durable as this store gets."""
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _index(first: list[int], records: list[StreamRecord]) -> StreamIndex:
+    index = StreamIndex(first[0])
+    for record in records:
+        index.sizes.append(len(record.message.header) + len(record.message.body))
+        index.timestamps.append(record.timestamp)
+    return index

@@ -7,6 +7,7 @@ Layout of a data dir (byte formats in ``storage.segment_format``)::
     definitions.log      the changes since that snapshot, appended to
     msgs.0000000001 ...  message segments, appended to, never rewritten
     acks.0000000001 ...  offsets of the acknowledged records of the segment with the same number
+    streams/             one directory of append-only files per stream queue (``storage.stream_log``)
 
 Why this shape (it is what LavinMQ does): persistent messages are written once
 and mostly consumed soon, so appends plus small ack records are the cheapest
@@ -61,13 +62,23 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import fileio
-from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, StoredMessage
+from .api import (
+    BindingRecord,
+    ExchangeRecord,
+    MessageRecord,
+    PolicyRecord,
+    QueueRecord,
+    Recovered,
+    StoredMessage,
+    StreamRecord,
+)
 from .definitions_log import DefinitionsLog
 from .fileio import DataDirLocked as DataDirLocked  # re-exported: importers expect it here
 from .record_reader import RecordReader, location, split
 from .segment_format import RECORD_HEAD, SEGMENT_HEADER, ack_name, encode_message, segment_name
 from .segment_recovery import list_files, read_acks, recover_segment
 from .segment_writer import Batch, Chunk, SegmentWriter
+from .stream_log import StreamLogs
 
 log = logging.getLogger("storage.segment_store")
 
@@ -120,10 +131,12 @@ class SegmentStore:
         self._recovered_expiry: dict[int, float] = {}  # location -> expiry, for the records that have one
         self._reader = RecordReader(self.data_dir, self._buffered_record)  # for read_message: its own fds and lock
         self._writer = SegmentWriter(self.data_dir, self._reader)  # the files: owned by whoever holds _sync_lock
+        self._streams = StreamLogs(self.data_dir)
         self._lock_fd = fileio.lock_data_dir(self.data_dir)
         try:
             with _gc_paused():
                 self._open()
+                self._streams.open()
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -186,6 +199,7 @@ class SegmentStore:
         messages = self._index.pop((vhost, name), None)
         if messages:
             self._release(messages.values())
+        self._streams.delete(vhost, name)
 
     def put_binding(self, record: BindingRecord) -> None:
         with self._buffer_lock:
@@ -301,6 +315,7 @@ class SegmentStore:
                 batch = self._writing = self._take_batch()
             try:
                 self._write_batch(batch)
+                self._streams.sync()  # after the definitions: a stream's queue is durable before its records
             except BaseException:
                 with self._buffer_lock:
                     self._give_back(batch)
@@ -359,6 +374,17 @@ class SegmentStore:
         """A stored message read back (from the write buffer or its segment), CRC-checked."""
         return self._reader(self._index[(vhost, queue)][message_id])
 
+    # -- streams: delegated to their own files (``storage.stream_log``) ----------------------
+
+    def append_stream(self, vhost: str, queue: str, record: StreamRecord) -> None:
+        self._streams.append(vhost, queue, record)
+
+    def read_stream(self, vhost: str, queue: str, start: int, count: int) -> list[StreamRecord]:
+        return self._streams.read(vhost, queue, start, count)
+
+    def truncate_stream(self, vhost: str, queue: str, first: int) -> None:
+        self._streams.truncate(vhost, queue, first)
+
     # -- recover -----------------------------------------------------------------------------
 
     def recover(self) -> Recovered:
@@ -385,6 +411,7 @@ class SegmentStore:
                     bindings=list(definitions.bindings.values()),
                     policies=list(definitions.policies.values()),
                     messages=messages,
+                    streams=self._streams.indexes(),
                 )
 
     def _recover_queue(

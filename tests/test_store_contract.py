@@ -19,7 +19,16 @@ from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
 from amqp_server.core.policies import Policy
-from storage.api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, Store
+from storage.api import (
+    BindingRecord,
+    ExchangeRecord,
+    MessageRecord,
+    PolicyRecord,
+    QueueRecord,
+    Recovered,
+    Store,
+    StreamRecord,
+)
 from storage.memory import MemoryStore
 from storage.segment_store import SegmentStore
 from tests.frames import FakeClock, Peer, open_peer, publish
@@ -214,6 +223,57 @@ def test_delete_queue_drops_its_messages_and_bindings_only(store):
     assert messages_of(result, "/", "keep") == [(1, message(1))]
     store.put_queue(QueueRecord("/", "q"))  # a queue of the same name starts empty
     assert messages_of(recovered(store), "/", "q") == []
+
+
+# ------------------------------------------------------------------ streams
+
+
+def stream_record(offset: int) -> StreamRecord:
+    return StreamRecord(offset, 1_700_000_000.0 + offset, message(offset))
+
+
+def test_stream_records_read_back_in_ranges_before_and_after_sync(store):
+    for offset in range(5):
+        store.append_stream("/", "s", stream_record(offset))
+    assert store.read_stream("/", "s", 1, 2) == [stream_record(1), stream_record(2)]
+    store.sync()
+    for offset in range(5, 8):
+        store.append_stream("/", "s", stream_record(offset))  # buffered and written ones in one read
+    assert store.read_stream("/", "s", 3, 100) == [stream_record(n) for n in range(3, 8)]
+    assert store.read_stream("/", "s", 8, 10) == []
+    assert store.read_stream("/", "other", 0, 10) == []
+
+
+def test_stream_recovery_gives_the_offset_range_sizes_and_timestamps(store):
+    for offset in range(3):
+        store.append_stream("/", "s", stream_record(offset))
+    index = recovered(store).streams[("/", "s")]
+    size = len(message(0).header) + len(message(0).body)
+    assert (index.first, index.next, list(index.sizes)) == (0, 3, [size] * 3)
+    assert list(index.timestamps) == [1_700_000_000.0, 1_700_000_001.0, 1_700_000_002.0]
+
+
+def test_truncating_a_stream_forgets_what_lies_below_and_keeps_offsets(store):
+    for offset in range(6):
+        store.append_stream("/", "s", stream_record(offset))
+    store.sync()
+    store.truncate_stream("/", "s", 4)
+    assert store.read_stream("/", "s", 0, 10) == [stream_record(4), stream_record(5)]
+    index = recovered(store).streams[("/", "s")]
+    assert (index.first, index.next, len(index.timestamps)) == (4, 6, 2)
+    store.append_stream("/", "s", stream_record(6))  # appends go on from the same offset
+    assert store.read_stream("/", "s", 6, 1) == [stream_record(6)]
+
+
+def test_deleting_a_stream_queue_drops_its_log(store):
+    store.put_queue(QueueRecord("/", "s", arguments={"x-queue-type": "stream"}))
+    store.append_stream("/", "s", stream_record(0))
+    store.sync()
+    store.delete_queue("/", "s")
+    assert ("/", "s") not in recovered(store).streams
+    assert store.read_stream("/", "s", 0, 10) == []
+    store.append_stream("/", "s", stream_record(0))  # a stream of the same name starts again at 0
+    assert recovered(store).streams[("/", "s")].next == 1
 
 
 # ------------------------------------------------------------------ broker recovery

@@ -44,7 +44,7 @@ from ..wire import methods as wire
 from ..wire.assembler import Assembler
 from ..wire.framing import FRAME_METHOD
 from ..wire.properties import PropertiesError, check_properties
-from . import declarations, reply_to, tracing, transaction
+from . import declarations, reply_to, stream, tracing, transaction
 from .broker_names import generated_name
 from .confirms import Confirms
 from .counters import SIZE_BUCKETS, SMALLEST_BUCKET, bucket_of
@@ -449,7 +449,7 @@ class Channel:
         if queue.consumers.has_exclusive() or (method.exclusive and queue.consumers):
             raise queue_exclusive_use(queue.name, queue.vhost.name)
         priority, timeout = consume_arguments(method.arguments or {}, queue.name, queue.vhost.name)
-        consumer = Consumer(self, tag, queue, method.no_ack, method.exclusive, self.prefetch_count, priority, timeout)
+        consumer = stream.consumer_for(self, tag, queue, method, self.prefetch_count, priority, timeout)
         self.consumers[tag] = consumer
         if not method.no_ack:
             self.session.wake_timeouts()
@@ -543,6 +543,8 @@ class Channel:
 
     def _acknowledge(self, delivery_tag: int, multiple: bool, outcome: str) -> None:
         taken = self.unacked.take(delivery_tag, multiple)
+        if outcome is not ACK:
+            stream.check_settlement(taken)
         if self.transaction is not None:
             self.transaction.settlements.append((taken, outcome))  # applied at tx.commit
         else:
@@ -561,6 +563,7 @@ class Channel:
         if not method.requeue:
             raise recover_without_requeue()
         taken = list(self.unacked.values())
+        stream.check_recover(taken)
         self.unacked.clear()
         self.settle(taken, REQUEUE)
         if isinstance(method, commands.Basic.Recover):

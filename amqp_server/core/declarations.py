@@ -38,6 +38,7 @@ EQUIVALENT_QUEUE_ARGUMENTS = (
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
     "x-expires",
+    "x-max-age",
     "x-max-length",
     "x-max-length-bytes",
     "x-max-priority",
@@ -46,6 +47,7 @@ EQUIVALENT_QUEUE_ARGUMENTS = (
     "x-queue-mode",
     "x-queue-type",
     "x-single-active-consumer",
+    "x-stream-max-segment-size-bytes",
 )
 
 

@@ -25,6 +25,7 @@ from .exchanges import Exchange
 from .message import Entry
 from .policies import exchange_policy_fields, queue_policy_fields
 from .queue import Queue
+from .stream import StreamConsumer, StreamQueue, stream_info
 
 PROTOCOL = "AMQP 0-9-1"
 PROPERTY_NAMES = (
@@ -71,6 +72,9 @@ def queue_info(queue: Queue, unacked: Counter[tuple[str, str, str]], node: str) 
     """RabbitMQ's queue info items.  Every message is held in memory (``*_ram`` = all, ``*_paged_out`` = 0;
     recovered messages still on disk count as in memory too); ``memory`` is the bytes of the bodies held.
     ``messages_persistent`` is not counted here (the queue keeps no such tally) and is left out."""
+    if isinstance(queue, StreamQueue):
+        stream = {**stream_info(queue, node), "arguments": json_table(queue.arguments), **queue_policy_fields(queue)}
+        return {**stream, "garbage_collection": dict(GARBAGE_COLLECTION)}
     ready = queue.message_count
     key = (queue.vhost.name, queue.name)
     unacknowledged, unacked_bytes = unacked[(*key, "messages")], unacked[(*key, "bytes")]
@@ -293,9 +297,9 @@ def consumer_info(queue: Queue, consumer: Any, node: str) -> dict[str, Any]:
     connection = channel.connection
     return {
         "ack_required": not consumer.no_ack,
-        "active": True,
+        "active": not isinstance(consumer, StreamConsumer),  # RabbitMQ 3.10 shows its stream consumers inactive
         "activity_status": "up",
-        "arguments": {},
+        "arguments": json_table(getattr(consumer, "arguments", {})),  # a stream consumer's x-stream-offset
         "channel_details": {
             "connection_name": connection_name(connection),
             "name": f"{connection_name(connection)} ({channel.channel_id})",

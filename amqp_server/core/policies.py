@@ -20,6 +20,7 @@ queues, ``rabbit_quorum_queue`` for quorum queues):
     quorum    max-length, max-length-bytes, delivery-limit, message-ttl, consumer-timeout: the lower wins;
               overflow, expires: the policy wins;
               dead-letter-exchange, dead-letter-routing-key: the argument wins
+    stream    max-length-bytes, max-age, stream-max-segment-size-bytes: the lower wins (from the next segment on)
 
 and for exchanges ``alternate-exchange`` comes from the argument if there is
 one (``rabbit_policy:get_arg``).  A policy holding a key quorum queues do not
@@ -42,6 +43,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from storage.api import PolicyRecord
+
+from .queue_arguments import age_seconds
 
 if TYPE_CHECKING:
     from .queue_arguments import QueueOptions
@@ -102,6 +105,13 @@ QUORUM_RESOLUTION = {
     "dead-letter-routing-key": ("dead_letter_routing_key", _argument),
     "consumer-timeout": ("consumer_timeout", _lower),
 }
+# rabbit_stream_queue (3.10): the lower of the policy's and the argument's value for all three
+STREAM_RESOLUTION = {
+    "max-length-bytes": ("max_length_bytes", _lower),
+    "max-age": ("max_age", _lower),
+    "stream-max-segment-size-bytes": ("max_segment_size", _lower),
+}
+RESOLUTIONS = {"quorum": QUORUM_RESOLUTION, "stream": STREAM_RESOLUTION}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -120,7 +130,7 @@ class Policy(PolicyRecord):
         if kind == "exchange":
             if self.apply_to not in ("exchanges", "all"):
                 return False
-        elif self.apply_to not in ("queues", "all", f"{queue_type}_queues"):
+        elif self.apply_to not in ("queues", "all", "streams" if queue_type == "stream" else f"{queue_type}_queues"):
             return False
         elif queue_type == "quorum" and not NOT_FOR_QUORUM.isdisjoint(self.definition):
             return False
@@ -228,11 +238,11 @@ def effective_definition(policy: Policy | None, operator_policy: Policy | None) 
 def queue_options(base: QueueOptions, arguments: Mapping[str, Any], definition: Mapping[str, Any]) -> QueueOptions:
     """The options a queue has under ``definition``: its arguments' ``base`` options with RabbitMQ's
     per-key resolution between an argument and the policy's value (see the module docstring)."""
-    resolution = QUORUM_RESOLUTION if base.queue_type == "quorum" else CLASSIC_RESOLUTION
-    changes = {}
+    resolution = RESOLUTIONS.get(base.queue_type, CLASSIC_RESOLUTION)
+    changes: dict[str, Any] = {}
     for key, (option, resolve) in resolution.items():
         if key in definition:
-            value = definition[key]
+            value = definition[key] if key != "max-age" else age_seconds(definition[key])  # "7D" → seconds
             if arguments.get("x-" + key) is not None:
                 value = resolve(value, getattr(base, option))
             changes[option] = value

@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 PAGE_OUT_AFTER = 10_000
 
 
+# Queue types with a class of their own, filled in by their modules (``stream``, imported by ``vhost``): a
+# registry, so that this module need not import its subclasses
+QUEUE_CLASSES: dict[str, type[Queue]] = {}
+
+
 class Enqueued(enum.Enum):
     """What ``Queue.publish`` did with a message (decides the publisher confirm)."""
 
@@ -161,7 +166,8 @@ class Queue:
         invalid one raises RabbitMQ's 406 ``ChannelError``."""
         arguments = dict(arguments or {})
         options = parse_queue_arguments(arguments, name, vhost.name, durable, exclusive_owner is not None, auto_delete)
-        return cls(vhost, name, durable, auto_delete, arguments, exclusive_owner, options)
+        queue_class = QUEUE_CLASSES.get(options.queue_type, cls)
+        return queue_class(vhost, name, durable, auto_delete, arguments, exclusive_owner, options)
 
     @classmethod
     def from_record(cls, vhost: QueueHost, record: QueueRecord) -> Queue:

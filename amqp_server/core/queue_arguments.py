@@ -6,12 +6,15 @@ unknown ``x-`` arguments are accepted and ignored, as there.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import (
     ChannelError,
     arg_unsupported_by_type,
+    argument_crash,
     expected_integer,
     invalid_arg,
     invalid_arg_type,
@@ -20,7 +23,7 @@ from ..errors import (
 )
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
-QUEUE_TYPES = ("classic", "quorum")
+QUEUE_TYPES = ("classic", "quorum", "stream")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class QueueOptions:
     queue_type: str = "classic"
     delivery_limit: int | None = None
     consumer_timeout: int | None = None  # ms (x-consumer-timeout, RabbitMQ 3.12); None: the broker's
+    max_age: int | None = None  # s: a stream's x-max-age ("7D" and the like, see ``stream_retention``)
+    max_segment_size: int | None = None  # bytes: a stream's x-stream-max-segment-size-bytes; None: the default
 
 
 MAX_TIMER = 2**32 - 1  # ms: RabbitMQ's limit for x-message-ttl and x-expires
@@ -45,6 +50,22 @@ MAX_PRIORITY = 255
 UNSUPPORTED = {
     "classic": ("x-delivery-limit", "x-quorum-initial-group-size", "x-dead-letter-strategy"),
     "quorum": ("x-max-priority", "x-queue-mode", "x-queue-master-locator", "x-queue-version"),
+    "stream": (
+        "x-max-priority",
+        "x-message-ttl",
+        "x-expires",
+        "x-max-length",
+        "x-dead-letter-exchange",
+        "x-dead-letter-routing-key",
+        "x-overflow",
+        "x-single-active-consumer",
+        "x-delivery-limit",
+        "x-queue-mode",
+        "x-queue-master-locator",
+        "x-queue-version",
+        "x-quorum-initial-group-size",
+        "x-dead-letter-strategy",
+    ),
 }
 
 
@@ -91,7 +112,7 @@ def _queue_type(args: _Arguments, durable: bool, exclusive: bool, auto_delete: b
     queue_type = args.string("x-queue-type") or "classic"
     if queue_type not in QUEUE_TYPES:
         raise args.invalid("x-queue-type", f"\"unsupported queue type '{queue_type}'\"")
-    if queue_type == "quorum":
+    if queue_type in ("quorum", "stream"):  # both are replicated logs: durable, shared, kept
         for prop, refused in (
             ("non-durable", not durable),
             ("exclusive-owner", exclusive),
@@ -123,6 +144,13 @@ def parse_queue_arguments(
     if dead_letter_routing_key is not None and dead_letter_exchange is None:
         raise args.invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
     integer = args.integer
+    if queue_type == "stream":
+        return QueueOptions(
+            queue_type=queue_type,
+            max_length_bytes=integer("x-max-length-bytes", 0),
+            max_age=max_age(args.string("x-max-age"), args.invalid),
+            max_segment_size=integer("x-stream-max-segment-size-bytes", 0),
+        )
     return QueueOptions(
         message_ttl=integer("x-message-ttl", 0, MAX_TIMER),
         expires=integer("x-expires", 1, MAX_TIMER),
@@ -137,3 +165,29 @@ def parse_queue_arguments(
         delivery_limit=integer("x-delivery-limit", 0) if queue_type == "quorum" else None,
         consumer_timeout=integer("x-consumer-timeout", 0),
     )
+
+
+# RabbitMQ's units for x-max-age and x-stream-offset intervals, in seconds (rabbit_amqqueue:check_max_age)
+AGE_UNITS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+_LEADING_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def age_seconds(value: str) -> int | None:
+    """``"7D"`` → seconds, parsed as RabbitMQ does (Erlang's string:to_integer, then the unit); None for a
+    zero or an unknown unit (RabbitMQ's 406); raises RabbitMQ's bare 541 where its parser crashes (no
+    leading integer, or a negative one) — probed on 3.10: "h", "" and "-1h" close the connection."""
+    match = _LEADING_INTEGER.match(value)
+    if match is None or int(match.group()) < 0:
+        raise argument_crash()
+    unit = AGE_UNITS.get(value[match.end() :])
+    amount = int(match.group())
+    return amount * unit if unit is not None and amount > 0 else None
+
+
+def max_age(value: str | None, invalid: Callable[[str, str], ChannelError]) -> int | None:
+    if value is None:
+        return None
+    seconds = age_seconds(value)
+    if seconds is None:
+        raise invalid("x-max-age", "invalid_max_age")
+    return seconds

@@ -152,6 +152,9 @@ class Census:
                 counts[1] += item.entry.body_size
 
     def lengths(self, queue: Any) -> Values:
+        if queue.options.queue_type == "stream":  # its log, all "ready": RabbitMQ 3.10 counts no unacked there
+            length = len(queue.log)
+            return (length, 0, length)
         ready = queue.message_count  # expired heads go first, as they would have by now in RabbitMQ
         unacked = self.unacked.get(queue, (0, 0))[0]
         return (ready, unacked, ready + unacked)
@@ -164,6 +167,14 @@ class Census:
 
 
 QUEUE, EXCHANGE, CHANNEL, CONNECTION = "queue", "exchange", "channel", "connection"
+STREAM_HIDES = (
+    "message_bytes",
+    "message_bytes_ready",
+    "message_bytes_unacknowledged",
+    "consumer_utilisation",
+    "consumer_capacity",
+    "idle_since",
+)
 
 _GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {
     QUEUE: (QUEUE_PUBLISH, DELIVER, LENGTHS),
@@ -454,6 +465,9 @@ class View:
         out["consumer_utilisation"] = out["consumer_capacity"] = utilisation
         out.update(self._idle_since(queue))
         out["state"] = "running"
+        if queue.options.queue_type == "stream":  # RabbitMQ 3.10 shows none of these for a stream
+            for key in STREAM_HIDES:
+                out.pop(key, None)
         return out
 
     def exchange(self, exchange: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from .message import Message
 from .policies import Policy, PolicyTable, apply_to_exchange, apply_to_queue
 from .queue import Queue
 from .scheduler import Scheduler
+from .stream import StreamQueue
 
 BUILTIN_EXCHANGES = (
     ("amq.direct", "direct"),
@@ -299,8 +300,20 @@ class VirtualHost:
                     else:
                         message = Message.from_record(message_record)
                         queue.restore(message_id, message, expires_at=message_record.expires_at)
+        self._restore_streams(recovered)
         if self.policies:
             self.apply_policies()  # after the messages: a length limit from a policy applies to them too
+
+    def _restore_streams(self, recovered: Recovered) -> None:
+        """Give stream queues their recovered logs; a log left by a stream deleted just before a crash goes."""
+        for (vhost, queue_name), index in recovered.streams.items():
+            if vhost != self.name:
+                continue
+            queue = self.queues.get(queue_name)
+            if isinstance(queue, StreamQueue):
+                queue.restore_stream(index)
+            elif queue is None:
+                self.store.delete_queue(self.name, queue_name)
 
 
 def sender_selected(message: Message) -> Message:

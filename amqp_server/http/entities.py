@@ -220,7 +220,7 @@ async def get_queues(request: web.Request) -> web.Response:
 
 def _queue(info: dict[str, Any]) -> dict[str, Any]:
     """A queue as the API lists it (its counts' ``*_details`` rates come with its statistics)."""
-    extra: dict[str, Any] = {"single_active_consumer_tag": None}
+    extra: dict[str, Any] = {} if info.get("type") == "stream" else {"single_active_consumer_tag": None}
     return {**info, **extra}
 
 

@@ -1,0 +1,60 @@
+"""Stream queues from Go (amqp091-go) and Node (amqplib): declare, publish with confirms, consume with
+basic.qos and manual acks from ``first`` and from an offset, checking every ``x-stream-offset`` header.
+
+The programs are ``clients/go/streams/main.go`` and ``clients/node/streams.js``; they print "ok NAME"
+per step and "done".  Toolchains, skipping and running come from ``test_other_languages``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from .test_other_languages import AMQP091_SOURCE, CLIENTS, GOPATH, NODE_DIR, missing, node, run_client
+
+__all__ = ["node"]  # the fixture, imported for the Node test
+
+GO_STREAMS_DIR = CLIENTS / "go" / "streams"
+STEPS = ["connect", "declare-publish", "consume-first", "consume-offset", "delete", "close"]
+
+
+def assert_all_steps_passed(stdout: str) -> None:
+    lines = stdout.split("\n")
+    assert lines[: len(STEPS) + 1] == [f"ok {name}" for name in STEPS] + ["done"], stdout
+
+
+@pytest.fixture(scope="session")
+def go_streams_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``clients/go/streams`` built as ``test_other_languages`` builds its Go client (GOPATH mode)."""
+    if shutil.which("go") is None or not AMQP091_SOURCE.is_dir():
+        missing("Go with amqp091-go", "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev")
+    binary = tmp_path_factory.mktemp("go-streams") / "streams"
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOPATH), "GOFLAGS": ""}
+    if "HOME" not in env and "GOCACHE" not in env:
+        env["GOCACHE"] = str(tmp_path_factory.mktemp("go-cache"))
+    try:
+        build = subprocess.run(
+            ["go", "build", "-o", str(binary), "."],
+            cwd=GO_STREAMS_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"go build did not finish in 300 s:\n{error.stderr}")
+    assert build.returncode == 0, build.stdout + build.stderr
+    return binary
+
+
+def test_go_amqp091_streams(broker: SimpleNamespace, go_streams_client: Path) -> None:
+    assert_all_steps_passed(run_client([str(go_streams_client)], GO_STREAMS_DIR, broker))
+
+
+def test_node_amqplib_streams(broker: SimpleNamespace, node: str) -> None:
+    assert_all_steps_passed(run_client([node, "streams.js"], NODE_DIR, broker))
