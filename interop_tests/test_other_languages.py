@@ -53,6 +53,8 @@ __all__ = [
     "AMQP091_SOURCE",
     "CLIENTS",
     "GOPATH",
+    "JAVA_DIR",
+    "NODE_DIR",
     "RUN_TIMEOUT",
     "assert_scenarios_passed",
     "build_go_program",

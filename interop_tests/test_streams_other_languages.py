@@ -1,8 +1,9 @@
-"""Stream queues from Go (amqp091-go) and Node (amqplib): declare, publish with confirms, consume with
-basic.qos and manual acks from ``first`` and from an offset, checking every ``x-stream-offset`` header.
+"""Stream queues from Go (amqp091-go), Node (amqplib) and Java (RabbitMQ's Java client 5.0): declare, publish
+with confirms, consume with basic.qos and manual acks from ``first`` and from an offset, checking every
+``x-stream-offset`` header.
 
-The programs are ``clients/go/streams/main.go`` and ``clients/node/streams.js``; they print "ok NAME"
-per step and "done".  Toolchains, skipping and running come from ``test_other_languages``.
+The programs are ``clients/go/streams/main.go``, ``clients/node/streams.js`` and ``clients/java/Streams.java``
+(``AmqpClient URL PREFIX streams``); they print "ok NAME" per step and "done".  Toolchains, skipping and running come from ``test_other_languages``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from .test_other_languages import AMQP091_SOURCE, CLIENTS, GOPATH, NODE_DIR, missing, node, run_client
+from .test_other_languages import (
+    AMQP091_SOURCE,
+    CLIENTS,
+    GOPATH,
+    JAVA_DIR,
+    NODE_DIR,
+    java_client,
+    missing,
+    node,
+    run_client,
+)
 
-__all__ = ["node"]  # the fixture, imported for the Node test
+__all__ = ["java_client", "node"]  # the fixtures, imported for the Node and Java tests
 
 GO_STREAMS_DIR = CLIENTS / "go" / "streams"
 STEPS = ["connect", "declare-publish", "consume-first", "consume-offset", "delete", "close"]
@@ -58,3 +69,7 @@ def test_go_amqp091_streams(broker: SimpleNamespace, go_streams_client: Path) ->
 
 def test_node_amqplib_streams(broker: SimpleNamespace, node: str) -> None:
     assert_all_steps_passed(run_client([node, "streams.js"], NODE_DIR, broker))
+
+
+def test_java_rabbitmq_client_streams(broker: SimpleNamespace, java_client: list[str]) -> None:
+    assert_all_steps_passed(run_client(java_client, JAVA_DIR, broker, "streams"))

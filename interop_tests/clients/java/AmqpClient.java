@@ -1,9 +1,10 @@
 // RabbitMQ's Java client (Debian's librabbitmq-client-java) against the broker:
-// java -cp CLASSES:amqp-client.jar:slf4j-api.jar:slf4j-nop.jar AmqpClient AMQP_URL PREFIX [flagged].
+// java -cp CLASSES:amqp-client.jar:slf4j-api.jar:slf4j-nop.jar AmqpClient AMQP_URL PREFIX [flagged|streams].
 // It runs each scenario in turn and prints "ok NAME" for each, then "done"; the first failure prints
 // "FAIL NAME: error" and exits 1. Every wait is bounded. interop_tests/test_other_languages.py
 // compiles it with plain javac (no Maven) and asserts on these lines. The scenarios beyond the
-// basics are in Features.java, More.java and Timeouts.java; those that need a broker started with flags in Flagged.java.
+// basics are in Features.java, More.java and Timeouts.java; those that need a broker started with flags in
+// Flagged.java; "streams" runs Streams.java's steps instead.
 import com.rabbitmq.client.AMQP;
 import com.rabbitmq.client.Channel;
 import com.rabbitmq.client.Connection;
@@ -27,15 +28,15 @@ public final class AmqpClient {
 
     public static void main(String[] args) throws Exception {
         if (args.length < 2 || args.length > 3) {
-            System.out.println("usage: AmqpClient AMQP_URL PREFIX [flagged]");
+            System.out.println("usage: AmqpClient AMQP_URL PREFIX [flagged|streams]");
             System.exit(2);
         }
         String url = args[0];
         String prefix = args[1];
-        if (args.length == 3 && args[2].equals("flagged")) {
-            Flagged.runAll(url, prefix);
-        } else {
-            runAll(url, prefix);
+        switch (args.length == 3 ? args[2] : "") {
+            case "flagged" -> Flagged.runAll(url, prefix);
+            case "streams" -> Streams.runAll(url, prefix);
+            default -> runAll(url, prefix);
         }
         System.out.println("done");
         System.exit(0);
@@ -126,7 +127,12 @@ public final class AmqpClient {
         final String tag;
 
         Inbox(Channel channel, String queue, boolean autoAck) throws Exception {
-            tag = channel.basicConsume(queue, autoAck, (t, d) -> deliveries.add(d), t -> cancelled.countDown());
+            this(channel, queue, autoAck, Map.of());
+        }
+
+        Inbox(Channel channel, String queue, boolean autoAck, Map<String, Object> arguments) throws Exception {
+            tag = channel.basicConsume(
+                    queue, autoAck, arguments, (t, d) -> deliveries.add(d), t -> cancelled.countDown());
         }
 
         Delivery next(String what) throws InterruptedException {
