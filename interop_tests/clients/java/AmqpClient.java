@@ -1,10 +1,10 @@
 // RabbitMQ's Java client (Debian's librabbitmq-client-java) against the broker:
-// java -cp CLASSES:amqp-client.jar:slf4j-api.jar:slf4j-nop.jar AmqpClient AMQP_URL PREFIX [flagged|streams].
+// java -cp CLASSES:amqp-client.jar:slf4j-api.jar:slf4j-nop.jar AmqpClient AMQP_URL PREFIX [flagged|streams|delayed].
 // It runs each scenario in turn and prints "ok NAME" for each, then "done"; the first failure prints
 // "FAIL NAME: error" and exits 1. Every wait is bounded. interop_tests/test_other_languages.py
 // compiles it with plain javac (no Maven) and asserts on these lines. The scenarios beyond the
 // basics are in Features.java, More.java and Timeouts.java; those that need a broker started with flags in
-// Flagged.java; "streams" runs Streams.java's steps instead.
+// Flagged.java; "streams" and "delayed" run Streams.java's and Delayed.java's steps instead.
 import com.rabbitmq.client.AMQP;
 import com.rabbitmq.client.Channel;
 import com.rabbitmq.client.Connection;
@@ -28,7 +28,7 @@ public final class AmqpClient {
 
     public static void main(String[] args) throws Exception {
         if (args.length < 2 || args.length > 3) {
-            System.out.println("usage: AmqpClient AMQP_URL PREFIX [flagged|streams]");
+            System.out.println("usage: AmqpClient AMQP_URL PREFIX [flagged|streams|delayed]");
             System.exit(2);
         }
         String url = args[0];
@@ -36,6 +36,7 @@ public final class AmqpClient {
         switch (args.length == 3 ? args[2] : "") {
             case "flagged" -> Flagged.runAll(url, prefix);
             case "streams" -> Streams.runAll(url, prefix);
+            case "delayed" -> Delayed.runAll(url, prefix);
             default -> runAll(url, prefix);
         }
         System.out.println("done");
