@@ -28,9 +28,9 @@ final class Timeouts {
 
     static Timeouts start(Connection conn, String prefix) throws Exception {
         Timeouts timeouts = new Timeouts(conn);
-        Map<String, Object> limit = Map.of("x-consumer-timeout", CONSUMER_TIMEOUT_MS);
-        timeouts.hold(prefix + "-1", limit, Map.of());
-        timeouts.hold(prefix + "-2", Map.of(), limit);
+        // an Integer (a 32-bit field) on the queue, a Long on the consumer: RabbitMQ takes any integer type
+        timeouts.hold(prefix + "-1", Map.of("x-consumer-timeout", CONSUMER_TIMEOUT_MS), Map.of());
+        timeouts.hold(prefix + "-2", Map.of(), Map.of("x-consumer-timeout", (long) CONSUMER_TIMEOUT_MS));
         return timeouts;
     }
 

@@ -29,8 +29,10 @@ type consumerTimeouts struct {
 // queue declared with x-consumer-timeout, and through a basic.consume with x-consumer-timeout.
 func startConsumerTimeouts(conn *amqp.Connection, prefix string) (*consumerTimeouts, error) {
 	timeouts := &consumerTimeouts{conn: conn}
-	limit := amqp.Table{"x-consumer-timeout": int32(consumerTimeoutMs)}
-	for number, args := range []struct{ queue, consume amqp.Table }{{limit, nil}, {nil, limit}} {
+	// a 32-bit int on the queue, a 64-bit one on the consumer: RabbitMQ takes any integer type
+	onQueue := amqp.Table{"x-consumer-timeout": int32(consumerTimeoutMs)}
+	onConsumer := amqp.Table{"x-consumer-timeout": int64(consumerTimeoutMs)}
+	for number, args := range []struct{ queue, consume amqp.Table }{{onQueue, nil}, {nil, onConsumer}} {
 		queue := fmt.Sprintf("%s-%d", prefix, number+1)
 		if err := timeouts.hold(queue, number+1, args.queue, args.consume); err != nil {
 			return nil, err
