@@ -58,6 +58,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from . import fileio
@@ -110,6 +111,7 @@ class SegmentStore:
         self._definitions = DefinitionsLog(self.data_dir)
         # messages: owned by the caller's thread
         self._index: dict[tuple[str, str], dict[int, int]] = {}  # (vhost, queue) -> message id -> location
+        self._delayed: dict[tuple[str, str], dict[int, int]] = {}  # (vhost, exchange) -> delayed id -> location
         self._live: dict[int, int] = {}  # segment -> records not acked yet
         self._active = 0  # segment new records go to
         self._active_size = 0  # its size including buffered records; 0 = not started
@@ -160,6 +162,7 @@ class SegmentStore:
             acked,
             last,
             index_message=self._index_message,
+            index_delayed=self._index_delayed,
             sizes=self._recovered_sizes,
             expiry=self._recovered_expiry,
         )
@@ -175,6 +178,9 @@ class SegmentStore:
     def delete_exchange(self, vhost: str, name: str) -> None:
         with self._buffer_lock:
             self._definitions.delete_exchange(vhost, name)
+        held = self._delayed.pop((vhost, name), None)
+        if held:
+            self._release(held.values())
 
     def put_queue(self, record: QueueRecord) -> None:
         with self._buffer_lock:
@@ -238,24 +244,49 @@ class SegmentStore:
             self._doom(finished)
 
     def _index_message(self, key: tuple[str, str], message_id: int, location: int) -> None:
-        segment, _ = split(location)
+        self._index_in(self._index, key, message_id, location)
+
+    def _index_delayed(self, key: tuple[str, str], delayed_id: int, location: int) -> None:
+        self._index_in(self._delayed, key, delayed_id, location)
+
+    def _index_in(self, index: dict[tuple[str, str], dict[int, int]], key: tuple[str, str], id_: int, at: int) -> None:
+        segment, _ = split(at)
         self._live[segment] += 1
-        replaced = self._index.setdefault(key, {}).get(message_id)
-        self._index[key][message_id] = location
+        replaced = index.setdefault(key, {}).get(id_)
+        index[key][id_] = at
         if replaced is not None:  # the same id stored again: the newer record wins, as in MemoryStore
             self._release((replaced,))
 
     def remove_messages(self, vhost: str, queue: str, message_ids: Iterable[int]) -> None:
-        messages = self._index.get((vhost, queue))
+        self._remove_from(self._index, (vhost, queue), message_ids)
+
+    def put_delayed(self, vhost: str, exchange: str, delayed_id: int, fire_at: float, record: MessageRecord) -> None:
+        """A delayed message: a kind-3 record in the same segments, indexed apart from queue messages."""
+        framed = encode_message(vhost, exchange, delayed_id, record, fire_at)
+        with self._buffer_lock:
+            location = self._append(framed)
+        self._index_delayed((vhost, exchange), delayed_id, location)
+
+    def remove_delayed(self, vhost: str, exchange: str, delayed_ids: Iterable[int]) -> None:
+        self._remove_from(self._delayed, (vhost, exchange), delayed_ids)
+
+    def read_delayed(self, vhost: str, exchange: str, delayed_id: int) -> MessageRecord:
+        """A held message read back; its record carries the fire time where a queue message has its expiry."""
+        return replace(self._reader(self._delayed[(vhost, exchange)][delayed_id]), expires_at=None)
+
+    def _remove_from(
+        self, index: dict[tuple[str, str], dict[int, int]], key: tuple[str, str], ids: Iterable[int]
+    ) -> None:
+        messages = index.get(key)
         if messages is None:
             return
         released = []
-        for message_id in message_ids:
+        for message_id in ids:
             location = messages.pop(message_id, None)
             if location is not None:
                 released.append(location)
         if not messages:
-            del self._index[(vhost, queue)]
+            del index[key]
         if released:
             self._release(released)
 
@@ -373,6 +404,9 @@ class SegmentStore:
             read = RecordReader(self.data_dir, self._buffered_record)
             try:
                 messages = {key: self._recover_queue(entries, read) for key, entries in self._index.items() if entries}
+                delayed = {
+                    key: self._recover_delayed(entries, read) for key, entries in self._delayed.items() if entries
+                }
             finally:
                 read.close()
             self._recovered_sizes = {}
@@ -385,7 +419,20 @@ class SegmentStore:
                     bindings=list(definitions.bindings.values()),
                     policies=list(definitions.policies.values()),
                     messages=messages,
+                    delayed=delayed,
                 )
+
+    def _recover_delayed(self, entries: dict[int, int], read: RecordReader) -> list[tuple[int, float]]:
+        """(delayed id, fire time) in id order: from the open-time scan, or read back (held since it opened)."""
+        expiry = self._recovered_expiry
+        held = []
+        for delayed_id, at in sorted(entries.items()):
+            fire_at = expiry.get(at)
+            if fire_at is None:
+                fire_at = read(at).expires_at
+            assert fire_at is not None  # a kind-3 record always has one
+            held.append((delayed_id, fire_at))
+        return held
 
     def _recover_queue(
         self, entries: dict[int, int], read: RecordReader

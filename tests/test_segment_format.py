@@ -39,7 +39,9 @@ def write_version_1_data_dir(path: Path) -> None:
 
 
 @pytest.mark.parametrize("eager", [True, False], ids=["read-at-recovery", "left-on-disk"])
-def test_a_version_1_data_dir_recovers_and_new_segments_are_version_2(tmp_path: Path, monkeypatch, eager) -> None:
+def test_a_version_1_data_dir_recovers_and_new_segments_are_the_current_version(
+    tmp_path: Path, monkeypatch, eager
+) -> None:
     if not eager:
         monkeypatch.setattr(segment_store, "EAGER_RECORDS", 0)
     data = tmp_path / "data"
@@ -56,7 +58,7 @@ def test_a_version_1_data_dir_recovers_and_new_segments_are_version_2(tmp_path: 
     store.put_message("/", "q", 4, MessageRecord("", "q", HEADER, b"new", expires_at=1_700_000_123.25))
     store.close()
 
-    assert (data / "msgs.0000000002").read_bytes()[:10] == b"AMQPSEG\x00\x02\x00"
+    assert (data / "msgs.0000000002").read_bytes()[:10] == b"AMQPSEG\x00\x03\x00"
     store = SegmentStore(data)
     try:
         recovered = dict(store.recover().messages[("/", "q")])
