@@ -112,6 +112,8 @@ def test_messages_are_held_until_their_delay_and_fire_in_delay_order() -> None:
     assert bodies(peer, "q") == [b"b", b"b2", b"c"]
     assert operations.exchange("/", "dx")["messages_delayed"] == 0
     assert "messages_delayed" not in operations.exchange("/", "amq.direct")
+    exchange = broker.vhosts["/"].exchanges["dx"]
+    assert (exchange.stat_publish_in, exchange.stat_publish_out) == (4, 4)  # each publish counted once
 
 
 @pytest.mark.parametrize("delay", [None, 0, -5000, "5000", 1.5, True, 2**32], ids=repr)

@@ -252,19 +252,24 @@ class DelayedExchange(Exchange):
         return self.held.count
 
     def hold(self, message: Message) -> bool | None:
-        """Hold ``message`` if it asks for a delay: whether it was stored; None when it routes now."""
+        """The channel's way in: hold ``message`` if it asks for a delay, returning whether it was stored (its
+        confirm then waits for the sync); None when it routes now."""
         delay = x_delay(message.header)
         if delay is None or self.held.firing:
             return None
+        self.stat_publish_in += 1  # a publish, though it skips VirtualHost.route (which counts the others)
         return self.held.hold(message, delay)
 
     def route(self, message: Message, routing_key: str) -> Iterable[Destination]:
         """Routing reached here without ``hold`` (exchange-to-exchange, dead-lettering, the HTTP API): hold now."""
         held = self.held
-        if not held.firing and (
-            message is held.last or (routing_key == message.routing_key and self.hold(message) is not None)
-        ):
-            return ()
+        if not held.firing:
+            if message is held.last:  # VirtualHost.route asks again when the first answer was empty
+                return ()
+            delay = x_delay(message.header) if routing_key == message.routing_key else None
+            if delay is not None:
+                held.hold(message, delay)
+                return ()
         return super().route(message, routing_key)
 
     def deleted(self) -> None:
