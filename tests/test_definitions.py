@@ -293,6 +293,11 @@ def test_existing_queue_is_kept() -> None:
             lambda d: d["exchanges"][0].update(type="x-consistent-hash"),
             "exchanges[0]: exchange 'events': unsupported type 'x-consistent-hash'",
         ),
+        (
+            lambda d: d["exchanges"][0].update(type="x-delayed-message"),  # without x-delayed-type (core.delayed)
+            "exchanges[0]: exchange 'events': PRECONDITION_FAILED - Invalid argument, 'x-delayed-type' must be an "
+            "existing exchange type",
+        ),
         (lambda d: d["bindings"][0].update(destination="missing"), "bindings[0]: no queue 'missing' in vhost '/'"),
         (
             lambda d: d["queues"][0]["arguments"].update({"x-max-length": -1}),

@@ -14,6 +14,7 @@ from pamqp.header import ContentHeader
 from amqp_server.core.broker import Broker
 from amqp_server.core.clock import VirtualClock
 from amqp_server.core.operations import BrokerOperations
+from storage.api import MessageRecord
 from storage.memory import MemoryStore
 from tests.frames import FakeClock, Peer, open_peer, publish, run_persister
 
@@ -229,3 +230,11 @@ def test_a_delayed_exchange_reached_by_an_exchange_binding_holds_too() -> None:
     assert bodies(peer, "q") == []
     advance(broker, clock, 1)
     assert bodies(peer, "q") == [b"via e2e"]
+
+
+def test_recovered_delayed_messages_of_a_missing_exchange_are_dropped_from_the_store() -> None:
+    store = MemoryStore()
+    header = ContentHeader(0, 1, commands.Basic.Properties(delivery_mode=2)).marshal()
+    store.put_delayed("/", "gone", 1, 1.0, MessageRecord("gone", "k", header, b"x"))
+    broker_on_virtual_clock(store)
+    assert not store.recover().delayed

@@ -303,8 +303,13 @@ class VirtualHost:
                         queue.restore(message_id, message, expires_at=message_record.expires_at)
         for (vhost, exchange_name), held in recovered.delayed.items():
             exchange = self.exchanges.get(exchange_name)
-            if vhost == self.name and isinstance(exchange, DelayedExchange):
+            if vhost != self.name:
+                continue
+            if isinstance(exchange, DelayedExchange):
                 exchange.held.restore(held)
+            else:  # its exchange is gone (an ack file lost with the deletion): nothing would ever fire them
+                self.store.remove_delayed(vhost, exchange_name, [delayed_id for delayed_id, _ in held])
+                self.sync_barrier.request()
         if self.policies:
             self.apply_policies()  # after the messages: a length limit from a policy applies to them too
 
