@@ -188,6 +188,17 @@ def test_management_api_counts_held_messages_and_lists_the_type(process: BrokerP
     channel.exchange_delete(unique)
 
 
+def test_management_api_declares_delayed_exchanges_and_refuses_without_x_delayed_type(process, unique) -> None:
+    api = Api(f"http://127.0.0.1:{process.management_port}")
+    declared = api.put(f"/api/exchanges/%2F/{unique}", {"type": DELAYED, "arguments": {"x-delayed-type": "fanout"}})
+    assert declared.status == 201
+    assert api.get(f"/api/exchanges/%2F/{unique}").json["messages_delayed"] == 0
+    refused = api.put(f"/api/exchanges/%2F/{unique}-bad", {"type": DELAYED})
+    reason = "Invalid argument, 'x-delayed-type' must be an existing exchange type"
+    assert (refused.status, refused.json) == (400, {"error": "bad_request", "reason": reason})
+    assert api.request("DELETE", f"/api/exchanges/%2F/{unique}").status == 204
+
+
 # ------------------------------------------------------------------ restarts
 
 
