@@ -238,3 +238,15 @@ def test_recovered_delayed_messages_of_a_missing_exchange_are_dropped_from_the_s
     store.put_delayed("/", "gone", 1, 1.0, MessageRecord("gone", "k", header, b"x"))
     broker_on_virtual_clock(store)
     assert not store.recover().delayed
+
+
+def test_a_held_message_the_store_lost_is_logged_and_the_others_still_fire(caplog) -> None:
+    broker, clock = broker_on_virtual_clock()
+    peer = open_peer(broker)
+    setup(peer, bindings=(("q", "k", {}),))
+    for body in (b"lost", b"kept"):
+        peer.send(publish(1, "k", body, exchange="dx", properties=props(1000)))
+    broker.store.remove_delayed("/", "dx", [1])  # as if its record were unreadable
+    advance(broker, clock, 1)
+    assert bodies(peer, "q") == [b"kept"]
+    assert "delayed message 1 of exchange 'dx' could not fire" in caplog.text

@@ -24,6 +24,7 @@ between delivers it again rather than losing it.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from array import array
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from .exchanges import Destination
     from .queue import Queue
     from .scheduler import Scheduler, Timer
+
+log = logging.getLogger("amqp_server.delayed")
 
 DELAYED_TYPE = "x-delayed-message"
 DESCRIPTION = "Delayed Message Exchange."  # the plugin's, as RabbitMQ lists it in exchange_types
@@ -86,7 +89,7 @@ def delayed_type_of(arguments: Mapping[str, Any]) -> str:
 
 
 class DelayHost(Protocol):
-    """The virtual host a delayed exchange lives in (``core.vhost.DelayHost``): its store, clocks and routing."""
+    """The virtual host a delayed exchange lives in (``core.vhost.VirtualHost``): its store, clocks and routing."""
 
     name: str
     store: Store
@@ -127,7 +130,7 @@ class HeldMessages:
         self._timer: tuple[int, Timer] | None = None  # (tick, timer) of the earliest bucket
         self.count = 0  # messages held: the management API's messages_delayed
         self.firing = False  # routing a fired message: the exchange routes it, not holds it again
-        self.last: Message | None = None  # the message held last (DelayHost.route may ask twice about it)
+        self.last: Message | None = None  # the message held last (VirtualHost.route may ask twice about it)
 
     def hold(self, message: Message, delay_ms: int) -> bool:
         """Hold ``message`` for ``delay_ms``; True if it went to the store (confirm it after the next sync)."""
@@ -180,13 +183,18 @@ class HeldMessages:
                 bucket = self._buckets.pop(heapq.heappop(ticks))
                 budget -= len(bucket)
                 for delayed_id in bucket:
-                    self._fire_one(delayed_id, fired)
+                    try:
+                        self._fire_one(delayed_id, fired)
+                    except Exception:  # one unreadable record must not take the others of its millisecond along
+                        log.exception(
+                            "delayed message %d of exchange '%s' could not fire", delayed_id, self._exchange.name
+                        )
         finally:
             self.firing = False
         if ticks:
             self._arm(ticks[0])  # maybe already due: the scheduler runs it at its next pass, not in this one
         if fired:
-            self._forget_after_sync(fired, True)
+            self._forget_after_sync(fired)
 
     def _fire_one(self, delayed_id: int, fired: list[int]) -> None:
         vhost, exchange = self._vhost, self._exchange
@@ -200,12 +208,10 @@ class HeldMessages:
         for queue in queues:
             queue.publish(message)
 
-    def _forget_after_sync(self, fired: list[int], ok: bool) -> None:
-        """Remove fired messages from the store once their queues' copies are synced (kept if that failed)."""
+    def _forget_after_sync(self, fired: list[int]) -> None:
+        """Remove fired messages from the store once a sync has written their queues' copies (a failed sync
+        leaves them for the next one)."""
         barrier = self._vhost.sync_barrier
-        if not ok:  # the next successful sync writes the queues' copies: remove after that one
-            barrier.after_sync(lambda ok: self._forget_after_sync(fired, ok))
-            return
 
         def forget(synced: bool) -> None:
             if not synced:
