@@ -304,6 +304,8 @@ def _import_exchange(broker: Broker, item: Any, where: str) -> bool:
         )
     except UnsupportedExchangeType:
         raise DefinitionsError(f"{where}: exchange '{name}': unsupported type '{item['type']}'") from None
+    except AMQPError as error:  # an x-delayed-message without a usable x-delayed-type (core.delayed)
+        raise DefinitionsError(f"{where}: exchange '{name}': {error.reply_text}") from None
     vhost.add_exchange(exchange)
     return True
 
