@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -68,6 +68,7 @@ CONNECT_TIMEOUT_S = 10
 
 Connection = psycopg.Connection[TupleRow]
 Key = tuple[str, str]
+T = TypeVar("T")
 
 
 class StoreUnavailable(OSError):
@@ -164,6 +165,15 @@ class PostgresStore:
             self._reader = self._connect()
         return self._reader
 
+    def _read(self, read: Callable[[Connection], T]) -> T:
+        """Run a read on the read connection; once more on a new one if it was found broken."""
+        try:
+            return read(self._reading_connection())
+        except psycopg.Error:
+            if self._reader is None or not self._reader.broken:
+                raise
+        return read(self._reading_connection())
+
     def set_fencing_epoch(self, epoch: int | None) -> None:
         """Write only while the lease's epoch is ``epoch`` (``None``: no fencing); from the next sync on."""
         self._fencing_epoch = epoch
@@ -240,12 +250,15 @@ class PostgresStore:
 
     def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         """A stored message: from the buffers, the read-ahead, or the table (with the next ones of its queue)."""
+        key = (vhost, queue)
         with self._buffer_lock:
             for batch in (self._pending, self._writing):
                 if batch is not None:
-                    record = batch.inserts.get((vhost, queue), {}).get(message_id)
+                    record = batch.inserts.get(key, {}).get(message_id)
                     if record is not None:
                         return record
+                    if message_id in batch.removals.get(key, ()):  # removed, the DELETE not committed yet
+                        raise KeyError((vhost, queue, message_id))
         cached = self._read_ahead.pop((vhost, queue, message_id), None)
         if cached is not None:
             return cached
@@ -254,7 +267,7 @@ class PostgresStore:
     def _read_from_table(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         stored = (to_db(vhost), to_db(queue), message_id, message_id, READ_AHEAD_BODY, READ_AHEAD_ROWS)
         try:
-            found = self._reading_connection().execute(rows.READ_AHEAD, stored, binary=True).fetchall()
+            found = self._read(lambda conn: conn.execute(rows.READ_AHEAD, stored, binary=True).fetchall())
         except psycopg.Error as error:
             raise StoreUnavailable(f"cannot read message {message_id} of {queue!r} from PostgreSQL: {error}") from error
         if len(self._read_ahead) + len(found) > READ_AHEAD_CACHE:
@@ -285,7 +298,7 @@ class PostgresStore:
                 self._pending = Batch()
             try:
                 if batch:
-                    self._commit(batch)
+                    self._commit_or_reconnect(batch)
             except BaseException:
                 with self._buffer_lock:
                     batch.then(self._pending)
@@ -293,6 +306,20 @@ class PostgresStore:
                 raise
             finally:
                 self._writing = None
+
+    def _commit_or_reconnect(self, batch: Batch) -> None:
+        """Commit; once more on a new connection if the old one was found broken (the database restarted).
+
+        Safe whatever the first attempt did, since every statement is idempotent; without it the first
+        sync after a database restart would always fail (a connection learns it broke only when used).
+        """
+        try:
+            self._commit(batch)
+        except StoreUnavailable:
+            if self._writer is None or not self._writer.broken:
+                raise
+            log.info("the connection to PostgreSQL broke; committing again on a new one")
+            self._commit(batch)
 
     def _commit(self, batch: Batch) -> None:
         with self._writing_connection() as conn, conn.transaction():
@@ -324,7 +351,7 @@ class PostgresStore:
         """
         self.sync()
         try:
-            return self._recover(self._reading_connection())
+            return self._read(self._recover)
         except psycopg.Error as error:
             raise StoreUnavailable(f"cannot read the broker's state from PostgreSQL: {error}") from error
 
