@@ -68,6 +68,11 @@ READ_AHEAD = """
 SELECT id, exchange, routing_key, header, body, expires_at FROM messages
 WHERE vhost = %s AND queue = %s AND id >= %s AND (id = %s OR octet_length(body) <= %s) ORDER BY id LIMIT %s
 """
+SELECT_ACCESS = "SELECT document FROM amqp_access WHERE id = 1"
+SAVE_ACCESS = """
+INSERT INTO amqp_access (id, document) VALUES (1, %s)
+ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document, updated_at = now()
+"""
 FENCE = "SELECT epoch FROM amqp_lease WHERE id = 1 FOR SHARE"
 
 SELECT_EXCHANGES = "SELECT vhost, name, type, durable, auto_delete, internal, arguments FROM exchanges"

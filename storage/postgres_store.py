@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
 
 from . import postgres_rows as rows
 from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, StoredMessage
@@ -340,6 +341,25 @@ class PostgresStore:
         current = None if row is None else row[0]
         if current != epoch:
             raise Fenced(f"fenced: the lease's epoch is {current}, this broker's is {epoch}; another broker leads")
+
+    # -- users, vhosts, permissions (amqp_server.ops.access's document) --------------------------
+
+    def load_access_document(self) -> Any | None:
+        """The access document saved last, or None before the first save."""
+        try:
+            row = self._read(lambda conn: conn.execute(rows.SELECT_ACCESS).fetchone())
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"cannot read users and vhosts from PostgreSQL: {error}") from error
+        return None if row is None else row[0]
+
+    def save_access_document(self, document: dict[str, Any]) -> None:
+        """Replace the access document: committed (fenced like a sync) before this returns."""
+        if self._closed:
+            raise StoreClosed(f"store on {self._safe_dsn()} is closed")
+        with self._sync_lock, self._writing_connection() as conn, conn.transaction():
+            if self._fencing_epoch is not None:
+                self._check_epoch(conn, self._fencing_epoch)
+            conn.execute(rows.SAVE_ACCESS, (Jsonb(document),))
 
     # -- recover -------------------------------------------------------------------------------
 
