@@ -6,19 +6,22 @@ and their versioned migrations: ``storage.postgres_schema``; the SQL of each rec
 ``storage.postgres_rows``.
 
 Group commit, as in the segment store: ``put_*``/``remove_*``/``delete_*`` only change memory;
-``sync`` runs ONE transaction for everything buffered since the last sync — definitions upserts and
-deletes in call order, then one multi-row INSERT (arrays unnested server-side) for every new
-message, then one ``DELETE ... WHERE id = ANY(...)`` per queue for the removed ones — pipelined
-(one round trip) and returns only after COMMIT.  Every statement is idempotent (upserts, deletes),
-so a batch may be applied twice: a sync that fails (connection lost, server down, even during
-COMMIT, whose outcome is then unknown) raises ``StoreUnavailable``, an ``OSError`` like the segment
-store's ENOSPC, and puts the batch back in front of newer writes; the persister nacks what it
-covered and a later sync writes all of it again.  Nothing unconfirmed is reported as confirmed, and
-a connection that broke is opened again by the next sync.
+``sync`` runs ONE transaction for everything buffered since the last sync and returns only after
+COMMIT: the definitions' upserts and deletes in call order and the removed messages' DELETEs
+(``id = ANY(...)`` per queue and cluster of ids), pipelined in one round trip, then one binary COPY
+of every new message.  A sync that fails (connection lost, server down, even during COMMIT, whose
+outcome is then unknown) raises ``StoreUnavailable``, an ``OSError`` like the segment store's
+ENOSPC, and puts the batch back in front of newer writes; the persister nacks what it covered and a
+later sync writes all of it again.  Writing a batch twice is safe: deletes and definition upserts
+are idempotent, and a COPY that meets rows already stored fails as a whole and the batch is written
+again with an upserting INSERT.  Nothing unconfirmed is reported as confirmed; a connection found
+broken is replaced at once (the first sync after a database restart commits on a new one).
 
-Within one batch the order "definitions, inserts, removals" is right because memory keeps only the
-net effect: a message put and removed before a sync is never written; ``delete_queue`` drops the
-queue's buffered messages and removals (its DELETE, among the definitions, removes the stored ones).
+Order: memory keeps the net effect of the calls, so "definitions, removals, inserts" is right — a
+message put and removed before a sync is never written; a removal followed by a put of the same id
+deletes the old row and inserts the new one; ``delete_queue`` drops the queue's buffered messages
+and removals (its DELETE, among the definitions, removes the stored ones).  A failed batch folds the
+newer one in behind it (``Batch.then``) keeping that property.
 
 Reads: ``recover`` (which syncs first) hands the first ``EAGER_RECORDS`` messages of each queue
 with their bodies and the rest as ``StoredMessage`` (size and expiry only): memory stays bounded
@@ -102,13 +105,14 @@ class Batch:
         for key in newer.deleted_queues:
             self.inserts.pop(key, None)
             self.removals.pop(key, None)
-        for key, messages in newer.inserts.items():
-            self.inserts.setdefault(key, {}).update(messages)
-            removed = self.removals.get(key)
-            if removed:
-                removed.difference_update(messages)  # the newer record replaces the stored one (an upsert)
         for key, ids in newer.removals.items():
             self.removals.setdefault(key, set()).update(ids)
+            inserted = self.inserts.get(key)
+            if inserted:  # removed after this batch put them: not inserted (the DELETE covers a lost commit's)
+                for message_id in ids:
+                    inserted.pop(message_id, None)
+        for key, messages in newer.inserts.items():
+            self.inserts.setdefault(key, {}).update(messages)  # inserted after this batch's removals, as if later
         self.deleted_queues |= newer.deleted_queues
 
 
@@ -225,10 +229,7 @@ class PostgresStore:
             messages = pending.inserts.get(key)
             if messages is None:
                 messages = pending.inserts[key] = {}
-            messages[message_id] = record
-            removed = pending.removals.get(key)
-            if removed:
-                removed.discard(message_id)  # stored again after a removal: the upsert replaces the row
+            messages[message_id] = record  # after a removal of the same id: DELETE then insert, as in call order
         if self._read_ahead:
             self._read_ahead.pop((vhost, queue, message_id), None)
 
@@ -323,17 +324,31 @@ class PostgresStore:
             self._commit(batch)
 
     def _commit(self, batch: Batch) -> None:
-        with self._writing_connection() as conn, conn.transaction():
+        """One transaction: the fence, definitions and removals (pipelined), then the new messages by COPY."""
+        try:
+            self._transaction(batch, copy=True)
+        except StoreUnavailable as error:
+            if not isinstance(error.__cause__, psycopg.errors.UniqueViolation):
+                raise
+            self._transaction(batch, copy=False)  # some rows are stored already: upsert them
+
+    def _transaction(self, batch: Batch, copy: bool) -> None:
+        with self._writing_connection() as conn, conn.transaction(), conn.cursor() as cursor:
             if self._fencing_epoch is not None:
                 self._check_epoch(conn, self._fencing_epoch)
-            with conn.pipeline(), conn.cursor() as cursor:
+            with conn.pipeline():
                 for statement, parameters in batch.definitions:
                     cursor.execute(statement, parameters)
-                if batch.inserts:
-                    cursor.execute(*rows.insert_messages(batch.inserts), binary=True)
                 for (vhost, queue), ids in batch.removals.items():
-                    if ids:
-                        cursor.execute(rows.DELETE_MESSAGES, (to_db(vhost), to_db(queue), list(ids)))
+                    for statement, parameters in rows.delete_messages(vhost, queue, ids):
+                        cursor.execute(statement, parameters)
+                if batch.inserts and not copy:
+                    cursor.execute(*rows.insert_messages(batch.inserts), binary=True)
+            if batch.inserts and copy:
+                with cursor.copy(rows.COPY_MESSAGES) as stream:
+                    stream.set_types(rows.COPY_TYPES)
+                    for row in rows.copy_rows(batch.inserts):
+                        stream.write_row(row)
 
     @staticmethod
     def _check_epoch(conn: Connection, epoch: int) -> None:

@@ -118,6 +118,23 @@ def test_a_sync_commits_everything_buffered_in_one_transaction(store, postgres_d
     assert query(postgres_db, "SELECT count(*) FROM messages") == [(26,)]
 
 
+def test_rows_already_stored_are_replaced_as_a_retried_batch_would(store, postgres_db):
+    store.put_queue(QueueRecord("/", "q"))
+    for n in (1, 2):
+        store.put_message("/", "q", n, message(n))
+    store.sync()
+    again = PostgresStore(postgres_db)  # knows nothing of what is stored, like a retry after a lost COMMIT
+    try:
+        again.put_message("/", "q", 2, message(20))  # the COPY meets row 2: the batch is upserted instead
+        again.put_message("/", "q", 3, message(3))
+        again.remove_messages("/", "q", [1])
+        again.put_message("/", "q", 1, message(10))  # removed, then stored again: the new record
+        again.sync()
+        assert again.recover().messages[("/", "q")] == [(1, message(10)), (2, message(20)), (3, message(3))]
+    finally:
+        again.close()
+
+
 def test_names_postgresql_text_cannot_hold_round_trip(store):
     odd = ["nul\x00inside", "back\\slash", "\\0", "lone\udcffsurrogate", "ünïcode"]
     for name in odd:
