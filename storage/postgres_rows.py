@@ -86,7 +86,7 @@ SAVE_ACCESS = """
 INSERT INTO amqp_access (id, document) VALUES (1, %s)
 ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document, updated_at = now()
 """
-FENCE = "SELECT epoch FROM amqp_lease WHERE id = 1 FOR SHARE"
+FENCE = "SELECT epoch FROM amqp_lease WHERE id = 1 FOR KEY SHARE"  # see postgres_lease: renewals pass, takeovers wait
 
 SELECT_EXCHANGES = "SELECT vhost, name, type, durable, auto_delete, internal, arguments FROM exchanges"
 SELECT_QUEUES = "SELECT vhost, name, durable, auto_delete, arguments FROM queues"
