@@ -459,6 +459,15 @@ def x_match_type(kind: str, value: object) -> ChannelError:
     return ChannelError(PRECONDITION_FAILED, f"Invalid x-match field type {kind} (value {value}); expected longstr")
 
 
+def delayed_type_missing() -> ChannelError:
+    """x-delayed-message without a string ``x-delayed-type`` (rabbitmq-delayed-message-exchange's words)."""
+    return ChannelError(PRECONDITION_FAILED, "Invalid argument, 'x-delayed-type' must be an existing exchange type")
+
+
+def delayed_type_recursive() -> ChannelError:
+    return ChannelError(PRECONDITION_FAILED, "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'")
+
+
 def x_match_value(value: str) -> ChannelError:
     return ChannelError(
         PRECONDITION_FAILED, f'Invalid x-match field value <<"{value}">>; expected all, any, all-with-x, or any-with-x'

@@ -151,6 +151,9 @@ class Recovered:
     policies: list[PolicyRecord] = field(default_factory=list)
     messages: dict[tuple[str, str], list[tuple[int, MessageRecord | StoredMessage]]] = field(default_factory=dict)
     streams: dict[tuple[str, str], StreamIndex] = field(default_factory=dict)  # per stream appended to
+    # held messages of delayed exchanges (x-delayed-message): (vhost, exchange) -> [(delayed id, fire_at)] in id
+    # order, without their bodies (read each with ``Store.read_delayed`` when it fires); see ``Store.put_delayed``
+    delayed: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -161,7 +164,8 @@ class Store(Protocol):
 
     def put_exchange(self, record: ExchangeRecord) -> None: ...
 
-    def delete_exchange(self, vhost: str, name: str) -> None: ...
+    def delete_exchange(self, vhost: str, name: str) -> None:
+        """Forget the exchange, its bindings (as source or destination), and its delayed messages."""
 
     def put_queue(self, record: QueueRecord) -> None: ...
 
@@ -198,6 +202,20 @@ class Store(Protocol):
 
     def truncate_stream(self, vhost: str, queue: str, first: int) -> None:
         """Retention: forget every record below offset ``first`` (durable with the next ``sync``)."""
+
+    # Delayed messages (an ``x-delayed-message`` exchange holding a persistent message until ``fire_at``,
+    # wall-clock seconds since the epoch): keyed by (vhost, exchange, delayed id), ids unique per exchange.
+    # Written, buffered and made durable by ``sync`` like queue messages; ``recover`` lists them in
+    # ``Recovered.delayed`` (id and fire time only) and ``read_delayed`` reads a body back when it fires.
+
+    def put_delayed(self, vhost: str, exchange: str, delayed_id: int, fire_at: float, record: MessageRecord) -> None:
+        """Hold ``record`` for ``exchange`` until ``fire_at`` (the same id stored again: the newer record wins)."""
+
+    def remove_delayed(self, vhost: str, exchange: str, delayed_ids: Iterable[int]) -> None:
+        """Forget delayed messages that fired; unknown ids are ignored."""
+
+    def read_delayed(self, vhost: str, exchange: str, delayed_id: int) -> MessageRecord:
+        """A held message read back, written or only buffered (``KeyError`` if there is none)."""
 
     def sync(self) -> None:
         """Make everything written so far durable (one sync for many writes)."""

@@ -36,6 +36,7 @@ class MemoryStore:
         self._messages: dict[tuple[str, str], dict[int, MessageRecord]] = {}
         self._policies: dict[PolicyKey, PolicyRecord] = {}
         self._streams: dict[tuple[str, str], tuple[list[int], list[StreamRecord]]] = {}  # [first], records
+        self._delayed: dict[tuple[str, str], dict[int, tuple[float, MessageRecord]]] = {}
 
     def recover(self) -> Recovered:
         return Recovered(
@@ -45,6 +46,11 @@ class MemoryStore:
             policies=list(self._policies.values()),
             messages={key: sorted(messages.items()) for key, messages in self._messages.items() if messages},
             streams={key: _index(first, records) for key, (first, records) in self._streams.items()},
+            delayed={
+                key: [(delayed_id, held[0]) for delayed_id, held in sorted(entries.items())]
+                for key, entries in self._delayed.items()
+                if entries
+            },
         )
 
     def put_exchange(self, record: ExchangeRecord) -> None:
@@ -52,6 +58,7 @@ class MemoryStore:
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         self._exchanges.pop((vhost, name), None)
+        self._delayed.pop((vhost, name), None)
         self._forget_bindings(
             lambda b: (
                 b.vhost == vhost and (b.source == name or (b.destination == name and b.destination_kind == "exchange"))
@@ -87,6 +94,18 @@ class MemoryStore:
         if messages is not None:
             for message_id in message_ids:
                 messages.pop(message_id, None)
+
+    def put_delayed(self, vhost: str, exchange: str, delayed_id: int, fire_at: float, record: MessageRecord) -> None:
+        self._delayed.setdefault((vhost, exchange), {})[delayed_id] = (fire_at, record)
+
+    def remove_delayed(self, vhost: str, exchange: str, delayed_ids: Iterable[int]) -> None:
+        held = self._delayed.get((vhost, exchange))
+        if held is not None:
+            for delayed_id in delayed_ids:
+                held.pop(delayed_id, None)
+
+    def read_delayed(self, vhost: str, exchange: str, delayed_id: int) -> MessageRecord:
+        return self._delayed[(vhost, exchange)][delayed_id][1]
 
     def _forget_bindings(self, doomed: Callable[[BindingRecord], bool]) -> None:
         for key in [key for key, binding in self._bindings.items() if doomed(binding)]:

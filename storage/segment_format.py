@@ -6,15 +6,16 @@ opening a store.
 
 Segment file ``msgs.NNNNNNNNNN``::
 
-    header   b"AMQPSEG\\x00" + u16 format version (2; version 1 is still read)   10 bytes
+    header   b"AMQPSEG\\x00" + u16 format version (3; versions 1 and 2 are still read)   10 bytes
     record*  u32 payload length, u32 crc32(payload), payload
 
     message payload (all integers little-endian):
-        u8 kind (1 = message, 2 = message with its expiry)
+        u8 kind (1 = message, 2 = message with its expiry, 3 = delayed message)
         u64 message_id
         u16 len(vhost), u16 len(queue), u16 len(exchange), u16 len(routing_key)
         u32 len(header)
-        kind 2 only: f64 expiry, wall-clock seconds since the epoch (``MessageRecord.expires_at``)
+        kinds 2 and 3 only: f64 expiry (kind 2: ``MessageRecord.expires_at``) or fire time (kind 3:
+            ``Store.put_delayed``'s ``fire_at``), wall-clock seconds since the epoch
         vhost, queue, exchange, routing_key (UTF-8), header bytes, body bytes (the rest)
 
     Version 2 added kind 2; a version-1 segment holds kind-1 records only.  A
@@ -22,6 +23,10 @@ Segment file ``msgs.NNNNNNNNNN``::
     version 1.  The file version was raised so that an older broker skips (and
     leaves untouched) a segment it cannot read rather than truncating it at the
     first kind-2 record as damage.
+
+    Version 3 added kind 3: a message a delayed exchange (``x-delayed-message``) holds.  Its
+    "queue" field names that exchange and its id is the exchange's delayed id; the store indexes
+    it apart from queue messages.  Version 3 was raised for the same reason as version 2.
 
 Ack file ``acks.NNNNNNNNNN``: b"AMQPACK\\x00" + u16 version (1), then one u64
 per acknowledged record: that record's byte offset in segment N.  Offsets (not
@@ -56,12 +61,12 @@ from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, Que
 FORMAT_VERSION = 1  # of ack files and the definitions snapshot
 # Of the definitions log: version 2 added the policy records (see ``storage.definitions_log``).
 DEFINITIONS_LOG_VERSION = 2
-SEGMENT_VERSION = 2  # of segment files: see the module docstring
+SEGMENT_VERSION = 3  # of segment files: see the module docstring
 SEGMENT_MAGIC = b"AMQPSEG\x00"
 ACK_MAGIC = b"AMQPACK\x00"
 DEFINITIONS_LOG_MAGIC = b"AMQPDLOG"
 _READABLE_VERSIONS = {
-    SEGMENT_MAGIC: (1, SEGMENT_VERSION),
+    SEGMENT_MAGIC: (1, 2, SEGMENT_VERSION),
     ACK_MAGIC: (FORMAT_VERSION,),
     DEFINITIONS_LOG_MAGIC: (1, DEFINITIONS_LOG_VERSION),
 }
@@ -75,6 +80,7 @@ MESSAGE_HEAD = struct.Struct("<BQHHHHI")
 EXPIRY = struct.Struct("<d")
 KIND_MESSAGE = 1
 KIND_EXPIRING_MESSAGE = 2
+KIND_DELAYED_MESSAGE = 3
 MIN_PAYLOAD = MESSAGE_HEAD.size
 ACK_ENTRY = struct.Struct("<Q")
 DEFINITIONS_MAGIC = "AMQPDEFS"
@@ -94,11 +100,18 @@ def ack_name(number: int) -> str:
 # -- message records -------------------------------------------------------------------------
 
 
-def encode_message(vhost: str, queue: str, message_id: int, record: MessageRecord) -> bytes:
-    """One framed record (length, crc, payload) ready to append to a segment."""
+def encode_message(
+    vhost: str, queue: str, message_id: int, record: MessageRecord, fire_at: float | None = None
+) -> bytes:
+    """One framed record (length, crc, payload) ready to append to a segment.
+
+    With ``fire_at`` it is a delayed message (kind 3): ``queue`` is then its delayed exchange's name.
+    """
     names = [name.encode(_TEXT, _TEXT_ERRORS) for name in (vhost, queue, record.exchange, record.routing_key)]
     lengths = (*(len(name) for name in names), len(record.header))
-    if record.expires_at is None:
+    if fire_at is not None:
+        head = MESSAGE_HEAD.pack(KIND_DELAYED_MESSAGE, message_id, *lengths) + EXPIRY.pack(fire_at)
+    elif record.expires_at is None:
         head = MESSAGE_HEAD.pack(KIND_MESSAGE, message_id, *lengths)
     else:
         head = MESSAGE_HEAD.pack(KIND_EXPIRING_MESSAGE, message_id, *lengths) + EXPIRY.pack(record.expires_at)
@@ -116,14 +129,22 @@ class RecordError(ValueError):
 Offsets = tuple[int, float | None, int, int, int, int, int, int]
 
 
+def record_kind(data: Buffer, start: int) -> int:
+    """The kind of the payload at ``data[start:]`` (``KIND_DELAYED_MESSAGE`` for a delayed message)."""
+    return data[start]
+
+
 def _field_offsets(data: Buffer, start: int, end: int) -> Offsets:
-    """``(message id, expiry, vhost_at, queue_at, exchange_at, key_at, header_at, body_at)`` of a payload."""
+    """``(message id, expiry, vhost_at, queue_at, exchange_at, key_at, header_at, body_at)`` of a payload.
+
+    For a delayed message (kind 3) "expiry" is its fire time.
+    """
     kind, message_id, vhost_length, queue_length, exchange_length, key_length, header_length = MESSAGE_HEAD.unpack_from(
         data, start
     )
     if kind == KIND_MESSAGE:
         vhost_at = start + MESSAGE_HEAD.size
-    elif kind == KIND_EXPIRING_MESSAGE:
+    elif kind == KIND_EXPIRING_MESSAGE or kind == KIND_DELAYED_MESSAGE:
         vhost_at = start + MESSAGE_HEAD.size + EXPIRY.size
     else:
         raise RecordError(f"unknown record kind {kind}")
@@ -134,7 +155,7 @@ def _field_offsets(data: Buffer, start: int, end: int) -> Offsets:
     body_at = header_at + header_length
     if body_at > end:
         raise RecordError("field lengths exceed the record")
-    expires_at = EXPIRY.unpack_from(data, start + MESSAGE_HEAD.size)[0] if kind == KIND_EXPIRING_MESSAGE else None
+    expires_at = EXPIRY.unpack_from(data, start + MESSAGE_HEAD.size)[0] if kind != KIND_MESSAGE else None
     return message_id, expires_at, vhost_at, queue_at, exchange_at, key_at, header_at, body_at
 
 
@@ -143,7 +164,10 @@ def _text(data: Buffer, start: int, stop: int) -> str:
 
 
 def decode_message(data: Buffer, start: int, end: int) -> DecodedMessage:
-    """Parse the payload at ``data[start:end]`` (CRC already checked), slicing ``data`` directly for speed."""
+    """Parse the payload at ``data[start:end]`` (CRC already checked), slicing ``data`` directly for speed.
+
+    A delayed message (kind 3) comes back with its fire time as ``expires_at``: ``SegmentStore`` moves it out.
+    """
     message_id, expires_at, vhost_at, queue_at, exchange_at, key_at, header_at, body_at = _field_offsets(
         data, start, end
     )

@@ -23,18 +23,22 @@ from .segment_format import (
     ACK_ENTRY,
     ACK_MAGIC,
     FILE_HEADER_SIZE,
+    KIND_DELAYED_MESSAGE,
     SEGMENT_MAGIC,
     RecordError,
     RecordScanner,
     ack_name,
     check_header,
     decode_message_key,
+    record_kind,
     unpack_ack_offsets,
 )
 
 log = logging.getLogger("storage.segment_store")  # the store's logger: operators grep for one name
 
 IndexMessage = Callable[[tuple[str, str], int, int], None]  # (vhost, queue), message id, location
+# a delayed message (record kind 3): (vhost, exchange), delayed id, location
+IndexDelayed = Callable[[tuple[str, str], int, int], None]
 
 
 def list_files(data_dir: Path) -> tuple[set[int], set[int]]:
@@ -82,13 +86,15 @@ def recover_segment(
     last: bool,
     *,
     index_message: IndexMessage,
+    index_delayed: IndexDelayed,
     sizes: dict[int, int],
     expiry: dict[int, float],
 ) -> bool:
     """Index segment ``number``'s unacked records; False if the file is not a readable segment (skipped).
 
     ``sizes`` and ``expiry`` get each indexed record's body size and expiry (by
-    location): the records themselves stay on disk, read on demand.
+    location; a delayed message's fire time is its expiry): the records themselves
+    stay on disk, read on demand.  Delayed messages go to ``index_delayed``.
     """
     with open(path, "rb") as file:
         header = file.read(FILE_HEADER_SIZE)
@@ -106,7 +112,7 @@ def recover_segment(
         # mapped, not read: bodies are copied once, straight from the page cache
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             scanner = RecordScanner(data)
-            kept = _index_records(number, scanner, acked, index_message, sizes, expiry)
+            kept = _index_records(number, scanner, acked, (index_message, index_delayed), sizes, expiry)
             size = len(data)
     if scanner.damage is not None:
         _report_damage(path, size, kept, scanner.damage, last)
@@ -117,11 +123,12 @@ def _index_records(
     number: int,
     scanner: RecordScanner,
     acked: set[int],
-    index_message: IndexMessage,
+    indexers: tuple[IndexMessage, IndexDelayed],
     sizes: dict[int, int],
     expiry: dict[int, float],
 ) -> int:
     """Index the unacked records the scanner yields; returns how many records were intact."""
+    index_message, index_delayed = indexers
     names: dict[bytes, tuple[str, str]] = {}  # one tuple (and strings) per queue, not per message
     count = 0
     data = scanner.data
@@ -136,9 +143,12 @@ def _index_records(
             scanner.damage = (offset, f"unparsable record ({error})")
             return count - 1
         location = base | offset
-        sizes[location] = body_size  # the record itself stays on disk (CRC checked)
         if expires_at is not None:
             expiry[location] = expires_at
+        if record_kind(data, start) == KIND_DELAYED_MESSAGE:
+            index_delayed(key, message_id, location)
+            continue
+        sizes[location] = body_size  # the record itself stays on disk (CRC checked)
         index_message(key, message_id, location)
     return count
 

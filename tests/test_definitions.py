@@ -294,6 +294,11 @@ def test_existing_queue_is_kept() -> None:
             "exchanges[0]: exchange 'events': unsupported type 'x-consistent-hash'",
         ),
         (
+            lambda d: d["exchanges"][0].update(type="x-delayed-message"),  # without x-delayed-type (core.delayed)
+            "exchanges[0]: exchange 'events': PRECONDITION_FAILED - Invalid argument, 'x-delayed-type' must be an "
+            "existing exchange type",
+        ),
+        (
             lambda d: d["queues"][0]["arguments"].update({"x-max-length": -1}),
             "queues[0]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'orders' in vhost '/': "
             "{value_negative,-1}",

@@ -124,7 +124,9 @@ def declare_queue(vhost: VirtualHost, name: str) -> Queue:
 
 
 def declare_exchange(vhost: VirtualHost, name: str, type_name: str) -> Exchange:
-    exchange = EXCHANGE_TYPES[type_name](vhost, name)
+    # an x-delayed-message exchange (core.delayed) routes as its x-delayed-type: here the topic index
+    arguments = {"x-delayed-type": "topic"} if type_name == "x-delayed-message" else None
+    exchange = EXCHANGE_TYPES[type_name](vhost, name, arguments=arguments)
     vhost.add_exchange(exchange)
     return exchange
 

@@ -454,7 +454,7 @@ def test_record_with_a_valid_crc_but_unparsable_payload_counts_as_damage(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "header", [b"AMQPSEG\x00\x03\x00", b"NOTASEG\x00\x01\x00"], ids=["unknown-version", "bad-magic"]
+    "header", [b"AMQPSEG\x00\x09\x00", b"NOTASEG\x00\x01\x00"], ids=["unknown-version", "bad-magic"]
 )
 def test_unreadable_segment_is_skipped_untouched_and_never_written_to(tmp_path: Path, caplog, header: bytes) -> None:
     write_store(tmp_path, 5)

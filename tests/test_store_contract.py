@@ -1,7 +1,8 @@
 """The ``storage.api.Store`` contract, run against every store implementation, and broker recovery.
 
-The ``store`` fixture is parametrized over ``STORES``; a durable store is added to that list and
-must pass the same tests.  The first part exercises the store directly (put/delete of definitions and
+The ``store`` fixture is parametrized over ``STORES`` (the PostgreSQL store on a fresh database of
+``tests.postgres_cluster``'s server); a durable store is added to that list and must pass the same
+tests.  The first part exercises the store directly (put/delete of definitions and
 messages, what ``recover`` returns); the second builds a ``Broker`` on a store, declares durable and
 transient things over the wire, then builds a new ``Broker`` on the same store object and checks what
 came back.
@@ -30,19 +31,23 @@ from storage.api import (
     StreamRecord,
 )
 from storage.memory import MemoryStore
+from storage.postgres_store import PostgresStore
 from storage.segment_store import SegmentStore
-from tests.frames import FakeClock, Peer, open_peer, publish
+from tests.frames import FakeClock, Peer, open_peer, publish, run_persister
+
+pytest_plugins = ["tests.postgres_cluster"]  # postgres_db: a fresh database of a throwaway PostgreSQL
 
 STORES: list = [
-    pytest.param(lambda path: MemoryStore(), id="memory"),
-    pytest.param(lambda path: SegmentStore(path / "data"), id="segment"),
+    pytest.param(lambda request, path: MemoryStore(), id="memory"),
+    pytest.param(lambda request, path: SegmentStore(path / "data"), id="segment"),
+    pytest.param(lambda request, path: PostgresStore(request.getfixturevalue("postgres_db")), id="postgres"),
 ]
 
 
 @pytest.fixture(params=STORES)
 def store(request, tmp_path) -> Store:
-    factory: Callable[[Path], Store] = request.param
-    instance = factory(tmp_path)
+    factory: Callable[[pytest.FixtureRequest, Path], Store] = request.param
+    instance = factory(request, tmp_path)
     yield instance
     instance.close()
 
@@ -428,3 +433,83 @@ def test_a_delivered_message_stays_in_the_store_until_it_is_acked(store):
     assert [record.body for _, record in store.recover().messages[("/", "q")]] == [b"keep me"]
     peer.send_method(1, commands.Basic.Ack(delivery_tag=1))
     assert ("/", "q") not in store.recover().messages
+
+
+# ------------------------------------------------------------------ delayed messages (x-delayed-message)
+
+
+def test_delayed_messages_recover_with_fire_times_in_id_order_without_removed_ones(store):
+    for n in (3, 1, 2, 4):
+        store.put_delayed("/", "dx", n, 1_700_000_000.0 + n / 4, message(n))
+    store.put_delayed("/", "other", 1, 1_800_000_000.5, message(9))
+    store.remove_delayed("/", "dx", [2, 99])
+    result = recovered(store)
+    assert result.delayed[("/", "dx")] == [(1, 1_700_000_000.25), (3, 1_700_000_000.75), (4, 1_700_000_001.0)]
+    assert result.delayed[("/", "other")] == [(1, 1_800_000_000.5)]
+    assert not messages_of(result, "/", "dx")  # not queue messages
+    assert store.read_delayed("/", "dx", 3) == message(3)
+    assert store.read_delayed("/", "other", 1) == message(9)
+
+
+def test_delayed_messages_read_back_before_sync_and_removed_ones_fail(store):
+    store.put_delayed("/", "dx", 1, 1.5, message(1))
+    assert store.read_delayed("/", "dx", 1) == message(1)  # only buffered
+    store.sync()
+    assert store.read_delayed("/", "dx", 1) == message(1)
+    store.remove_delayed("/", "dx", [1])
+    with pytest.raises(KeyError):
+        store.read_delayed("/", "dx", 1)
+    assert not recovered(store).delayed.get(("/", "dx"))
+
+
+def test_delete_exchange_drops_its_delayed_messages_only(store):
+    store.put_exchange(ExchangeRecord("/", "dx", "x-delayed-message", arguments={"x-delayed-type": "direct"}))
+    store.put_delayed("/", "dx", 1, 10.0, message(1))
+    store.put_delayed("/", "kept", 1, 10.0, message(2))
+    store.put_message("/", "dx", 1, message(3))  # a queue of the same name keeps its messages
+    store.delete_exchange("/", "dx")
+    result = recovered(store)
+    assert list(result.delayed) == [("/", "kept")]
+    assert [record for _, record in messages_of(result, "/", "dx")] == [message(3)]
+
+
+DELAYED = {"x-delayed-type": "direct"}
+
+
+def delayed_properties(delay: int, delivery_mode: int = 2) -> commands.Basic.Properties:
+    return commands.Basic.Properties(delivery_mode=delivery_mode, headers={"x-delay": delay})
+
+
+def test_broker_recovers_held_persistent_messages_of_durable_delayed_exchanges_only(store):
+    from amqp_server.core.clock import VirtualClock
+
+    clock = VirtualClock(wall_start=1_700_000_000.0)
+    first = open_peer(Broker(store=store, clock=FakeClock(), virtual_clock=clock))
+    for name, durable in (("dx", True), ("tx", False)):
+        ok(
+            first,
+            commands.Exchange.Declare(
+                exchange=name, exchange_type="x-delayed-message", durable=durable, arguments=DELAYED
+            ),
+        )
+    ok(first, commands.Queue.Declare(queue="dq", durable=True))
+    for name in ("dx", "tx"):
+        ok(first, commands.Queue.Bind(queue="dq", exchange=name, routing_key="k"))
+    first.send(publish(1, "k", b"later", exchange="dx", properties=delayed_properties(20_000)))
+    first.send(publish(1, "k", b"sooner", exchange="dx", properties=delayed_properties(10_000)))
+    first.send(publish(1, "k", b"transient", exchange="dx", properties=delayed_properties(10_000, 1)))
+    first.send(publish(1, "k", b"non-durable exchange", exchange="tx", properties=delayed_properties(10_000)))
+    assert get_all(first, "dq") == []
+    store.sync()
+
+    later = VirtualClock(wall_start=1_700_000_005.0)  # restarted 5 s later: 5 s and 15 s to go
+    broker = Broker(store=store, clock=FakeClock(), virtual_clock=later)
+    second = open_peer(broker)
+    later.advance(4.9, broker.scheduler)
+    assert get_all(second, "dq") == []
+    later.advance(0.2, broker.scheduler)
+    assert [body for _, body, _ in get_all(second, "dq")] == [b"sooner"]
+    later.advance(10, broker.scheduler)
+    assert [body for _, body, _ in get_all(second, "dq")] == [b"later"]
+    run_persister(broker)
+    assert not store.recover().delayed.get(("/", "dx"))  # fired ones leave the store after their queue's sync

@@ -278,6 +278,8 @@ class Channel:
                 requester.deliver_reply(message)
                 return False, False
             queues: list[Queue] = []
+        elif exchange.delays and (held := exchange.hold(message)) is not None:
+            return held, False  # held until its x-delay (core.delayed): no basic.return, as the plugin
         else:
             queues = self.connection.vhost.route(exchange, message)
             if self.taps:

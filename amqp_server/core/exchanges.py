@@ -76,6 +76,7 @@ class Exchange:
 
     type_name: ClassVar[str] = ""
     kind: ClassVar[Literal["exchange"]] = "exchange"
+    delays: ClassVar[bool] = False  # an x-delayed-message exchange (``core.delayed``): ``hold`` before routing
     __slots__ = (
         "vhost",
         "name",
@@ -221,6 +222,18 @@ class Exchange:
 
     def check_binding(self, arguments: dict[str, Any]) -> None:
         """Refuse binding arguments this type cannot use (406); most types accept anything."""
+
+    def hold(self, message: Message) -> bool | None:
+        """Delayed exchanges (``core.delayed``) hold a message instead: whether it was stored; None: route it now."""
+        return None
+
+    @property
+    def messages_delayed(self) -> int | None:
+        """How many messages a delayed exchange holds (None for the other types)."""
+        return None
+
+    def deleted(self) -> None:
+        """The exchange was deleted (a delayed one drops what it holds)."""
 
     def _pair_bound(self, destination: Destination, routing_key: str) -> None:
         """The first binding to ``destination`` with ``routing_key`` was added."""

@@ -65,6 +65,7 @@ def exchange_info(exchange: Exchange) -> dict[str, Any]:
         "user_who_performed_action": "rmq-internal",
         "vhost": exchange.vhost.name,
         **exchange_policy_fields(exchange),  # policy
+        **({} if exchange.messages_delayed is None else {"messages_delayed": exchange.messages_delayed}),
     }
 
 

@@ -23,6 +23,7 @@ from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
 from .counters import Counters
+from .delayed import DelayedExchange  # importing it registers the x-delayed-message exchange type
 from .exchanges import EXCHANGE_TYPES, DefaultExchange, Destination, Exchange, new_exchange
 from .flow import MemoryFlow
 from .message import Message
@@ -150,6 +151,7 @@ class VirtualHost:
         bindings with the exchange, so only the exchange's own record is deleted there.
         """
         del self.exchanges[exchange.name]
+        exchange.deleted()
         for destination, routing_key, _arguments in exchange.bindings.values():
             if destination.kind == "queue":
                 destination.bindings.discard((exchange.name, routing_key))
@@ -301,6 +303,15 @@ class VirtualHost:
                         message = Message.from_record(message_record)
                         queue.restore(message_id, message, expires_at=message_record.expires_at)
         self._restore_streams(recovered)
+        for (vhost, exchange_name), held in recovered.delayed.items():
+            exchange = self.exchanges.get(exchange_name)
+            if vhost != self.name:
+                continue
+            if isinstance(exchange, DelayedExchange):
+                exchange.held.restore(held)
+            else:  # its exchange is gone (an ack file lost with the deletion): nothing would ever fire them
+                self.store.remove_delayed(vhost, exchange_name, [delayed_id for delayed_id, _ in held])
+                self.sync_barrier.request()
         if self.policies:
             self.apply_policies()  # after the messages: a length limit from a policy applies to them too
 

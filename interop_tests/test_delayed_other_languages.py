@@ -1,0 +1,69 @@
+"""Delayed messages from Go (amqp091-go) and Node (amqplib) clients: each program declares an x-delayed-message
+exchange, publishes with x-delay out of delay order and checks the messages arrive in delay order and none
+early (see ``clients/go/delayed/main.go`` and ``clients/node/delayed.js``).  Their "lateness MS" lines are
+printed for information, not asserted on (no timed assertions).
+
+Built and run with the helpers of ``test_other_languages`` (the same toolchains, skipped or failed the same
+way when missing), against a broker process of this module's own: the session broker may be a RabbitMQ
+without the plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from .broker_process import BrokerProcess
+from .test_other_languages import AMQP091_SOURCE, CLIENTS, GOPATH, NODE_DIR, missing, node, run_client
+
+__all__ = ["node"]  # the fixture, imported to be used here
+
+GO_DIR = CLIENTS / "go" / "delayed"
+LINES = ["ok declare", "ok publish", "ok order", "ok not-early"]
+
+
+@pytest.fixture(scope="module")
+def delayed_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    process = BrokerProcess(tmp_path_factory.mktemp("delayed-languages")).start()
+    try:
+        yield SimpleNamespace(url=process.url)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def go_delayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go program, built as ``test_other_languages.go_client`` builds its own (GOPATH mode, Debian's sources)."""
+    if shutil.which("go") is None or not AMQP091_SOURCE.is_dir():
+        missing("Go with amqp091-go", "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev")
+    binary = tmp_path_factory.mktemp("go-delayed") / "delayed"
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOPATH), "GOFLAGS": ""}
+    if "HOME" not in env and "GOCACHE" not in env:
+        env["GOCACHE"] = str(tmp_path_factory.mktemp("go-cache"))
+    build = subprocess.run(
+        ["go", "build", "-o", str(binary), "."], cwd=GO_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    return binary
+
+
+def assert_passed(stdout: str) -> None:
+    lines = stdout.strip().split("\n")
+    assert lines[: len(LINES)] == LINES and lines[-1] == "done", stdout
+    lateness = [line for line in lines if line.startswith("lateness ")]
+    assert len(lateness) == 4, stdout
+    print(*lateness, sep="\n")  # shown with -s: how late each message came, in ms
+
+
+def test_go_delayed_messages(delayed_broker: SimpleNamespace, go_delayed: Path) -> None:
+    assert_passed(run_client([str(go_delayed)], GO_DIR, delayed_broker))
+
+
+def test_node_delayed_messages(delayed_broker: SimpleNamespace, node: str) -> None:
+    assert_passed(run_client([node, "delayed.js"], NODE_DIR, delayed_broker))
