@@ -1,6 +1,7 @@
-"""Delayed messages from Go (amqp091-go) and Node (amqplib) clients: each program declares an x-delayed-message
-exchange, publishes with x-delay out of delay order and checks the messages arrive in delay order and none
-early (see ``clients/go/delayed/main.go`` and ``clients/node/delayed.js``).  Their "lateness MS" lines are
+"""Delayed messages from Go (amqp091-go), Node (amqplib) and Java (RabbitMQ's Java client 5.0) clients: each
+program declares an x-delayed-message exchange, publishes with x-delay out of delay order and checks the messages
+arrive in delay order and none early (see ``clients/go/delayed/main.go``, ``clients/node/delayed.js`` and
+``clients/java/Delayed.java``, run as ``AmqpClient URL PREFIX delayed``).  Their "lateness MS" lines are
 printed for information, not asserted on (no timed assertions).
 
 Built and run with the helpers of ``test_other_languages`` (the same toolchains, skipped or failed the same
@@ -20,9 +21,19 @@ from types import SimpleNamespace
 import pytest
 
 from .broker_process import BrokerProcess
-from .test_other_languages import AMQP091_SOURCE, CLIENTS, GOPATH, NODE_DIR, missing, node, run_client
+from .test_other_languages import (
+    AMQP091_SOURCE,
+    CLIENTS,
+    GOPATH,
+    JAVA_DIR,
+    NODE_DIR,
+    java_client,
+    missing,
+    node,
+    run_client,
+)
 
-__all__ = ["node"]  # the fixture, imported to be used here
+__all__ = ["java_client", "node"]  # the fixtures, imported to be used here
 
 GO_DIR = CLIENTS / "go" / "delayed"
 LINES = ["ok declare", "ok publish", "ok order", "ok not-early"]
@@ -67,3 +78,7 @@ def test_go_delayed_messages(delayed_broker: SimpleNamespace, go_delayed: Path) 
 
 def test_node_delayed_messages(delayed_broker: SimpleNamespace, node: str) -> None:
     assert_passed(run_client([node, "delayed.js"], NODE_DIR, delayed_broker))
+
+
+def test_java_delayed_messages(delayed_broker: SimpleNamespace, java_client: list[str]) -> None:
+    assert_passed(run_client(java_client, JAVA_DIR, delayed_broker, "delayed"))

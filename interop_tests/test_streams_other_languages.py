@@ -3,7 +3,8 @@ with confirms, consume with basic.qos and manual acks from ``first`` and from an
 ``x-stream-offset`` header.
 
 The programs are ``clients/go/streams/main.go``, ``clients/node/streams.js`` and ``clients/java/Streams.java``
-(``AmqpClient URL PREFIX streams``); they print "ok NAME" per step and "done".  Toolchains, skipping and running come from ``test_other_languages``.
+(``AmqpClient URL PREFIX streams``); they print "ok NAME" per step and "done".  Toolchains, skipping and
+running come from ``test_other_languages``.
 """
 
 from __future__ import annotations
