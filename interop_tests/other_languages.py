@@ -47,6 +47,12 @@ HEADROOM = 4 * 1024 * 1024  # --disk-free-limit sits this far below the tmpfs's 
 FILLER_SIZE = 8 * 1024 * 1024  # a client writing this much takes free space below the limit
 
 
+# Builds already done in this pytest process, by what was built. A fixture imported into several test
+# modules is a fixture of each (pytest keeps one cache per definition site, even at session scope), so
+# without this each module importing java_client would compile the Java programs again (~3 s each).
+_BUILT: dict[str, Path | list[str]] = {}
+
+
 def missing(what: str, install: str) -> None:
     message = f"{what} is not installed ({install}; .ci/run does this)"
     if os.environ.get("CI", "").lower() == "true":
@@ -95,11 +101,15 @@ def build_go_program(source_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     download); the binary's path. Skips (fails under CI) when Go or amqp091-go is missing."""
     if shutil.which("go") is None or not AMQP091_SOURCE.is_dir():
         missing("Go with amqp091-go", "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev")
+    built = _BUILT.get(str(source_dir))
+    if isinstance(built, Path):
+        return built
     binary = tmp_path_factory.mktemp("go-client") / source_dir.name
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOPATH), "GOFLAGS": ""}
     if "HOME" not in env and "GOCACHE" not in env:
         env["GOCACHE"] = str(tmp_path_factory.mktemp("go-cache"))
     _build(["go", "build", "-o", str(binary), "."], source_dir, env)
+    _BUILT[str(source_dir)] = binary
     return binary
 
 
@@ -131,13 +141,18 @@ def java_client(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     java, javac = shutil.which("java"), shutil.which("javac")
     if java is None or javac is None or not all(jar.is_file() for jar in JAVA_RUNTIME_CLASSPATH):
         missing("A JDK with RabbitMQ's Java client", "apt-get install default-jdk-headless librabbitmq-client-java")
+    built = _BUILT.get(str(JAVA_DIR))
+    if isinstance(built, list):
+        return built
     classes = tmp_path_factory.mktemp("java-client")
     sources = sorted(str(path) for path in JAVA_DIR.glob("*.java"))
     classpath = os.pathsep.join(str(jar) for jar in JAVA_CLASSPATH)
     _build([javac, "-d", str(classes), "-cp", classpath, *sources], JAVA_DIR, dict(os.environ))
     runtime = os.pathsep.join([str(classes), *(str(jar) for jar in JAVA_RUNTIME_CLASSPATH)])
     # a short-lived program: the C1 compiler alone starts it sooner than the full tiered JIT
-    return [java, "-XX:TieredStopAtLevel=1", "-cp", runtime, "AmqpClient"]
+    command = [java, "-XX:TieredStopAtLevel=1", "-cp", runtime, "AmqpClient"]
+    _BUILT[str(JAVA_DIR)] = command
+    return command
 
 
 def _amqps_port(process: BrokerProcess, timeout: float = 10.0) -> int:
