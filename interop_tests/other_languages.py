@@ -60,27 +60,53 @@ def missing(what: str, install: str) -> None:
     pytest.skip(message)
 
 
+class StartedClient:
+    """A client program running on a broker with a fresh name prefix; ``output`` waits for it."""
+
+    def __init__(
+        self,
+        command: list[str],
+        cwd: Path,
+        broker: SimpleNamespace | str,
+        *args: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        url = broker if isinstance(broker, str) else broker.url
+        prefix = f"lang-{uuid.uuid4().hex[:10]}"
+        self.command = command
+        self.process = subprocess.Popen(
+            [*command, url, prefix, *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+
+    def output(self) -> str:
+        """Its stdout, once it exited (it must exit 0, within ``RUN_TIMEOUT`` of this call)."""
+        try:
+            stdout, stderr = self.process.communicate(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, stderr = self.process.communicate()
+            pytest.fail(f"{self.command[0]} did not finish in {RUN_TIMEOUT} s; output:\n{stdout}\n{stderr}")
+        assert self.process.returncode == 0, stdout + stderr
+        return stdout
+
+    def stop(self) -> None:
+        """Kill it if it still runs (a test that failed before collecting its output)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
 def run_client(
     command: list[str], cwd: Path, broker: SimpleNamespace | str, *args: str, env: dict[str, str] | None = None
 ) -> str:
     """Run one client program on ``broker`` (a fixture's namespace or an AMQP URL) with a fresh name
     prefix and ``args`` after it; its stdout (it must exit 0)."""
-    url = broker if isinstance(broker, str) else broker.url
-    prefix = f"lang-{uuid.uuid4().hex[:10]}"
-    try:
-        result = subprocess.run(
-            [*command, url, prefix, *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            env={**os.environ, **(env or {})},
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"{command[0]} did not finish in {RUN_TIMEOUT} s; output:\n{error.stdout}\n{error.stderr}")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    return result.stdout
+    return StartedClient(command, cwd, broker, *args, env=env).output()
 
 
 def assert_scenarios_passed(stdout: str, scenarios: list[str]) -> None:

@@ -20,6 +20,10 @@ on a non-empty reserved field, the crossing close killed the connection of the G
 and amqp091-go took a publish nacked by a reject-publish queue as acked when the broker's next
 multiple ack covered it.
 
+The four programs on the session broker are started together by the ``started`` fixture (they mostly
+wait: the heartbeat and consumer-timeout scenarios), and each test collects its own program's output;
+the flagged ones share a disk alarm, so they run one after another.
+
 The toolchains come from the system (Debian's golang-go and golang-github-rabbitmq-amqp091-go-dev,
 a JDK and librabbitmq-client-java, Node with ``npm ci`` in ``clients/node``; ``.ci/run`` installs
 them).  Where one is missing the tests fail under CI (``CI=true``) and are skipped elsewhere.
@@ -27,8 +31,12 @@ them).  Where one is missing the tests fail under CI (``CI=true``) and are skipp
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from .other_languages import (
     AMQP091_SOURCE,
@@ -38,6 +46,7 @@ from .other_languages import (
     JAVA_DIR,
     NODE_DIR,
     RUN_TIMEOUT,
+    StartedClient,
     assert_scenarios_passed,
     build_go_program,
     flagged_broker,
@@ -56,6 +65,7 @@ __all__ = [
     "JAVA_DIR",
     "NODE_DIR",
     "RUN_TIMEOUT",
+    "StartedClient",
     "assert_scenarios_passed",
     "build_go_program",
     "flagged_broker",
@@ -102,32 +112,62 @@ def run_flagged(command: list[str], cwd: Path, broker: SimpleNamespace) -> None:
         broker.filler.unlink(missing_ok=True)  # a failed client may leave the disk alarm raised
 
 
-def test_go_amqp091(broker: SimpleNamespace, go_client: Path) -> None:
-    assert_scenarios_passed(run_client([str(go_client)], GO_DIR, broker), SCENARIOS)
+# The programs the session-broker tests run: test name -> (the fixture giving its toolchain, its command, its dir)
+PROGRAMS: dict[str, tuple[str, Callable[[Any], list[str]], Path]] = {
+    "test_go_amqp091": ("go_client", lambda binary: [str(binary)], GO_DIR),
+    "test_node_amqplib": ("node", lambda node: [node, "amqplib.js"], NODE_DIR),
+    "test_node_amqp_client_js": ("node", lambda node: [node, "amqp_client_js.js"], NODE_DIR),
+    "test_java_rabbitmq_client": ("java_client", lambda command: command, JAVA_DIR),
+}
+
+
+@pytest.fixture(scope="module")
+def started(request: pytest.FixtureRequest, broker: SimpleNamespace) -> Iterator[dict[str, StartedClient]]:
+    """The programs of the selected tests of ``PROGRAMS``, all started at once on the session broker:
+    each spends most of its ~4 s waiting (the heartbeat and consumer-timeout scenarios), so together
+    they take about as long as one. A toolchain that is missing is left to the test to report."""
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    programs: dict[str, StartedClient] = {}
+    try:
+        for test, (fixture, command, cwd) in PROGRAMS.items():
+            if test in selected:
+                try:
+                    tool = request.getfixturevalue(fixture)
+                except (pytest.skip.Exception, pytest.fail.Exception):
+                    continue  # the test requests the fixture too, and skips or fails with its message
+                programs[test] = StartedClient(command(tool), cwd, broker)
+        yield programs
+    finally:
+        for program in programs.values():
+            program.stop()
+
+
+def test_go_amqp091(started: dict[str, StartedClient], go_client: Path) -> None:
+    assert_scenarios_passed(started["test_go_amqp091"].output(), SCENARIOS)
 
 
 def test_go_amqp091_tls_and_blocked(flagged_broker: SimpleNamespace, go_client: Path) -> None:
     run_flagged([str(go_client)], GO_DIR, flagged_broker)
 
 
-def test_node_amqplib(broker: SimpleNamespace, node: str) -> None:
-    assert_scenarios_passed(run_client([node, "amqplib.js"], NODE_DIR, broker), AMQPLIB_SCENARIOS)
+def test_node_amqplib(started: dict[str, StartedClient], node: str) -> None:
+    assert_scenarios_passed(started["test_node_amqplib"].output(), AMQPLIB_SCENARIOS)
 
 
 def test_node_amqplib_tls_and_blocked(flagged_broker: SimpleNamespace, node: str) -> None:
     run_flagged([node, "amqplib.js"], NODE_DIR, flagged_broker)
 
 
-def test_node_amqp_client_js(broker: SimpleNamespace, node: str) -> None:
-    assert_scenarios_passed(run_client([node, "amqp_client_js.js"], NODE_DIR, broker), SCENARIOS)
+def test_node_amqp_client_js(started: dict[str, StartedClient], node: str) -> None:
+    assert_scenarios_passed(started["test_node_amqp_client_js"].output(), SCENARIOS)
 
 
 def test_node_amqp_client_js_tls_and_blocked(flagged_broker: SimpleNamespace, node: str) -> None:
     run_flagged([node, "amqp_client_js.js"], NODE_DIR, flagged_broker)
 
 
-def test_java_rabbitmq_client(broker: SimpleNamespace, java_client: list[str]) -> None:
-    assert_scenarios_passed(run_client(java_client, JAVA_DIR, broker), JAVA_SCENARIOS)
+def test_java_rabbitmq_client(started: dict[str, StartedClient], java_client: list[str]) -> None:
+    assert_scenarios_passed(started["test_java_rabbitmq_client"].output(), JAVA_SCENARIOS)
 
 
 def test_java_rabbitmq_client_tls_and_blocked(flagged_broker: SimpleNamespace, java_client: list[str]) -> None:
