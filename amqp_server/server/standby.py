@@ -74,9 +74,7 @@ class Leadership:
     async def _watch(self, lease: Lease, stop: asyncio.Event) -> None:
         while lease.lost is None:
             await asyncio.sleep(WATCH_INTERVAL)
-        log.error(
-            "lost the lease on %s: %s; closing every connection and exiting", redacted(lease.dsn), lease.lost
-        )
+        log.error("lost the lease on %s: %s; closing every connection and exiting", redacted(lease.dsn), lease.lost)
         stop.set()
 
     def close(self, store: Store) -> None:
