@@ -1,10 +1,10 @@
 """``open_store``: the store the configuration selects — the one place that names a store class.
 
-The server, the admin CLI and definitions import open their store here, so another store plugs in
-at one point: one more entry in ``OPENERS``.  Today the kind is always ``segment`` (``SegmentStore``
-on the data dir, the broker's durable store); ``memory`` (``MemoryStore``, nothing kept across a
-restart) is there for embedding and tests.  A ``store`` setting on the configuration (the coming
-``--store`` flag) selects the kind where ``open_store`` reads it; nothing else changes.
+The server, the admin CLI and definitions open their store here.  The ``store`` setting (``--store``,
+``AMQP_SERVER_STORE``, the TOML key ``store``) is ``segment`` (the default: ``SegmentStore`` on the
+data dir, the embedded durable store), ``memory`` (``MemoryStore``, nothing kept across a restart: for
+embedding and tests) or a ``postgresql://`` / ``postgres://`` URL (``PostgresStore`` on that database;
+psycopg comes with the ``postgresql`` extra, so it is imported only when such a URL is given).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ OPENERS: dict[str, Callable[[Path], Store]] = {
     "segment": SegmentStore,  # raises DataDirLocked when another broker uses the data dir
     "memory": lambda data_dir: MemoryStore(),
 }
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class StoreSettings(Protocol):
@@ -32,13 +33,24 @@ class StoreSettings(Protocol):
     def data_dir(self) -> Path: ...
 
 
+def store_problem(kind: str) -> str | None:
+    """What is wrong with a ``store`` setting, if anything (for the configuration's checks)."""
+    if kind in OPENERS or kind.startswith(POSTGRES_SCHEMES):
+        return None
+    return f"must be one of {', '.join(OPENERS)} or a postgresql:// URL, got {kind!r}"
+
+
 def open_store(settings: StoreSettings | str | os.PathLike[str]) -> Store:
     """Open the store ``settings`` (the broker's ``Config``, or just a data dir) selects, on its data dir."""
     if isinstance(settings, (str, os.PathLike)):
         data_dir, kind = Path(settings), DEFAULT_STORE
     else:
         data_dir, kind = Path(settings.data_dir), getattr(settings, "store", DEFAULT_STORE)
+    if kind.startswith(POSTGRES_SCHEMES):
+        from .postgres_store import PostgresStore  # needs the optional psycopg
+
+        return PostgresStore(kind)
     opener = OPENERS.get(kind)
     if opener is None:
-        raise ValueError(f"unknown store {kind!r}: one of {', '.join(OPENERS)}")
+        raise ValueError(f"unknown store {kind!r}: one of {', '.join(OPENERS)} or a postgresql:// URL")
     return opener(data_dir)

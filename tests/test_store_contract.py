@@ -1,7 +1,8 @@
 """The ``storage.api.Store`` contract, run against every store implementation, and broker recovery.
 
-The ``store`` fixture is parametrized over ``STORES``; a durable store is added to that list and
-must pass the same tests.  The first part exercises the store directly (put/delete of definitions and
+The ``store`` fixture is parametrized over ``STORES`` (the PostgreSQL store on a fresh database of
+``tests.postgres_cluster``'s server); a durable store is added to that list and must pass the same
+tests.  The first part exercises the store directly (put/delete of definitions and
 messages, what ``recover`` returns); the second builds a ``Broker`` on a store, declares durable and
 transient things over the wire, then builds a new ``Broker`` on the same store object and checks what
 came back.
@@ -21,19 +22,23 @@ from amqp_server.core.broker import Broker
 from amqp_server.core.policies import Policy
 from storage.api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, Store
 from storage.memory import MemoryStore
+from storage.postgres_store import PostgresStore
 from storage.segment_store import SegmentStore
 from tests.frames import FakeClock, Peer, open_peer, publish
 
+pytest_plugins = ["tests.postgres_cluster"]  # postgres_db: a fresh database of a throwaway PostgreSQL
+
 STORES: list = [
-    pytest.param(lambda path: MemoryStore(), id="memory"),
-    pytest.param(lambda path: SegmentStore(path / "data"), id="segment"),
+    pytest.param(lambda request, path: MemoryStore(), id="memory"),
+    pytest.param(lambda request, path: SegmentStore(path / "data"), id="segment"),
+    pytest.param(lambda request, path: PostgresStore(request.getfixturevalue("postgres_db")), id="postgres"),
 ]
 
 
 @pytest.fixture(params=STORES)
 def store(request, tmp_path) -> Store:
-    factory: Callable[[Path], Store] = request.param
-    instance = factory(tmp_path)
+    factory: Callable[[pytest.FixtureRequest, Path], Store] = request.param
+    instance = factory(request, tmp_path)
     yield instance
     instance.close()
 

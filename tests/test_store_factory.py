@@ -49,5 +49,5 @@ class WithStore:
 
 def test_a_store_setting_selects_the_store(tmp_path: Path) -> None:
     assert isinstance(open_store(WithStore(tmp_path, "memory")), MemoryStore)
-    with pytest.raises(ValueError, match="unknown store 'postgresql': one of segment, memory"):
-        open_store(WithStore(tmp_path, "postgresql"))
+    with pytest.raises(ValueError, match="unknown store .postgresq.: one of segment, memory or a postgresql:// URL"):
+        open_store(WithStore(tmp_path, "postgresq"))

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from storage.factory import store_problem
+
 from ..core.access import valid_password_hash
 from .errors import ConfigError, flag_name
 from .logging import FORMATS
@@ -156,6 +158,7 @@ class Config:
     management_port: int = 15672  # the management HTTP API; 0 picks a free port, -1 turns it off
     prometheus_port: int = 15692  # the Prometheus metrics (/metrics); 0 picks a free port, -1 turns them off
     data_dir: Path = default_data_dir()
+    store: str = "segment"  # or "memory", or a postgresql:// URL (storage.factory)
     log_level: str = "info"
     heartbeat: int = 60
     frame_max: int = 131072
@@ -246,6 +249,13 @@ OPTIONS: dict[str, Option] = {
         _between(-1, 65535),
     ),
     "data_dir": Option("path", "where durable data lives (default ~/.local/share/amqp-server)"),
+    "store": Option(
+        "str",
+        "where durable definitions and messages live: segment (files in the data dir, the default), "
+        "a postgresql://user@host/db URL, or memory (nothing survives a restart)",
+        store_problem,
+        metavar="STORE",
+    ),
     "log_level": Option(
         "str",
         "log verbosity: debug, info, warning or error (default info)",

@@ -1,0 +1,397 @@
+"""A ``storage.api.Store`` in PostgreSQL: ``--store postgresql://user@host/db``.
+
+For brokers whose durable state should live in a database the operator already runs, backs up and
+replicates (and for the failover standby, which takes over a database a dead leader left).  Tables
+and their versioned migrations: ``storage.postgres_schema``; the SQL of each record:
+``storage.postgres_rows``.
+
+Group commit, as in the segment store: ``put_*``/``remove_*``/``delete_*`` only change memory;
+``sync`` runs ONE transaction for everything buffered since the last sync — definitions upserts and
+deletes in call order, then one multi-row INSERT (arrays unnested server-side) for every new
+message, then one ``DELETE ... WHERE id = ANY(...)`` per queue for the removed ones — pipelined
+(one round trip) and returns only after COMMIT.  Every statement is idempotent (upserts, deletes),
+so a batch may be applied twice: a sync that fails (connection lost, server down, even during
+COMMIT, whose outcome is then unknown) raises ``StoreUnavailable``, an ``OSError`` like the segment
+store's ENOSPC, and puts the batch back in front of newer writes; the persister nacks what it
+covered and a later sync writes all of it again.  Nothing unconfirmed is reported as confirmed, and
+a connection that broke is opened again by the next sync.
+
+Within one batch the order "definitions, inserts, removals" is right because memory keeps only the
+net effect: a message put and removed before a sync is never written; ``delete_queue`` drops the
+queue's buffered messages and removals (its DELETE, among the definitions, removes the stored ones).
+
+Reads: ``recover`` (which syncs first) hands the first ``EAGER_RECORDS`` messages of each queue
+with their bodies and the rest as ``StoredMessage`` (size and expiry only): memory stays bounded
+with millions of stored messages.  ``read_message`` reads a message from the buffers, or from the
+table together with the next ``READ_AHEAD_ROWS`` small ones of its queue, so a backlog drains at
+one round trip per ``READ_AHEAD_ROWS`` messages.  Reads use their own autocommit connection (the
+broker's event loop) so that they never wait behind a commit of the sync thread's connection.
+
+Fencing, the contract with the failover standby (``amqp_lease``, schema version 1, one row
+``id = 1``): a leader takes the lease by incrementing ``epoch`` (and setting ``holder``,
+``renewed_at``) and opens its store with ``fencing_epoch=`` that epoch.  Every write transaction
+of a fenced store first runs ``SELECT epoch FROM amqp_lease WHERE id = 1 FOR SHARE`` and raises
+``Fenced`` (a ``StoreUnavailable``: the persister nacks, nothing is committed) when the epoch is
+not its own, so once a standby has raised the epoch (its UPDATE waits for the FOR SHARE lock of any
+transaction in flight) no write of the old leader commits.  Sessions set
+``idle_in_transaction_session_timeout`` and ``statement_timeout``, so a paused old leader's open
+transaction is ended by PostgreSQL and cannot hold the lease row's lock against the takeover.
+``set_fencing_epoch`` changes the epoch (a standby that just took over an open store); ``None``
+turns fencing off (a single broker, no standby).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from . import postgres_rows as rows
+from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, StoredMessage
+from .postgres_schema import from_db, migrate, to_db
+
+log = logging.getLogger("storage.postgres_store")
+
+EAGER_RECORDS = 10_000  # per queue, recovered with their bodies (as the segment store); the rest as StoredMessage
+READ_AHEAD_ROWS = 256  # rows read_message fetches at once: the message asked for and the next ones of its queue
+READ_AHEAD_BODY = 64 * 1024  # larger bodies are not read ahead (they are fetched alone when asked for)
+READ_AHEAD_CACHE = 4 * READ_AHEAD_ROWS  # most read-ahead records held at once
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 3000  # PostgreSQL ends a transaction left open this long (a paused broker)
+STATEMENT_TIMEOUT_MS = 30_000  # and any statement running this long
+CONNECT_TIMEOUT_S = 10
+
+Connection = psycopg.Connection[TupleRow]
+Key = tuple[str, str]
+
+
+class StoreUnavailable(OSError):
+    """The database did not take a sync (unreachable, failed, timed out): the persister nacks and retries."""
+
+
+class Fenced(StoreUnavailable):
+    """The lease's epoch is not this store's: another broker leads; nothing of this sync was committed."""
+
+
+class StoreClosed(RuntimeError):
+    """``sync`` after ``close``: nothing would ever be written."""
+
+
+@dataclass
+class Batch:
+    """What one sync writes (see the module docstring for why its parts may be applied in this order)."""
+
+    definitions: list[rows.Statement] = field(default_factory=list)
+    inserts: dict[Key, dict[int, MessageRecord]] = field(default_factory=dict)
+    removals: dict[Key, set[int]] = field(default_factory=dict)
+    deleted_queues: set[Key] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.definitions or self.inserts or self.removals)
+
+    def then(self, newer: Batch) -> None:
+        """Fold ``newer`` (buffered while this batch's sync failed) in after this one, for one sync of both."""
+        self.definitions.extend(newer.definitions)
+        for key in newer.deleted_queues:
+            self.inserts.pop(key, None)
+            self.removals.pop(key, None)
+        for key, messages in newer.inserts.items():
+            self.inserts.setdefault(key, {}).update(messages)
+            removed = self.removals.get(key)
+            if removed:
+                removed.difference_update(messages)  # the newer record replaces the stored one (an upsert)
+        for key, ids in newer.removals.items():
+            self.removals.setdefault(key, set()).update(ids)
+        self.deleted_queues |= newer.deleted_queues
+
+
+class PostgresStore:
+    """A durable ``storage.api.Store`` on a PostgreSQL database; the schema is migrated at open."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        fencing_epoch: int | None = None,
+        idle_in_transaction_timeout_ms: int = IDLE_IN_TRANSACTION_TIMEOUT_MS,
+        statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    ) -> None:
+        self.dsn = dsn
+        self._fencing_epoch = fencing_epoch
+        self._settings = {
+            "idle_in_transaction_session_timeout": str(idle_in_transaction_timeout_ms),
+            "statement_timeout": str(statement_timeout_ms),
+        }
+        self._buffer_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._pending = Batch()  # guarded by _buffer_lock
+        self._writing: Batch | None = None  # the batch a sync is writing (read_message still finds its records)
+        self._read_ahead: dict[tuple[str, str, int], MessageRecord] = {}  # owned by the caller's thread
+        self._closed = False
+        self._writer: Connection | None = None  # the sync thread's, under _sync_lock
+        self._reader: Connection | None = None  # the caller's thread's
+        with self._writing_connection() as conn:
+            migrate(conn)  # raises SchemaTooNew for a database of a newer broker
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            for name, value in self._settings.items():
+                conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {error}") from error
+        return conn
+
+    @contextmanager
+    def _writing_connection(self) -> Iterator[Connection]:
+        """The write connection (opened again if it broke); a database error leaves as ``StoreUnavailable``."""
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            self._writer = self._connect()
+        try:
+            yield self._writer
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"PostgreSQL did not commit: {error}") from error
+
+    def _reading_connection(self) -> Connection:
+        if self._reader is None or self._reader.closed or self._reader.broken:
+            self._reader = self._connect()
+        return self._reader
+
+    def set_fencing_epoch(self, epoch: int | None) -> None:
+        """Write only while the lease's epoch is ``epoch`` (``None``: no fencing); from the next sync on."""
+        self._fencing_epoch = epoch
+
+    # -- definitions ---------------------------------------------------------------------------
+
+    def _define(self, *statements: rows.Statement) -> None:
+        with self._buffer_lock:
+            self._pending.definitions.extend(statements)
+
+    def put_exchange(self, record: ExchangeRecord) -> None:
+        self._define(rows.put_exchange(record))  # raises TypeError for unstorable arguments, before any change
+
+    def delete_exchange(self, vhost: str, name: str) -> None:
+        self._define(*rows.delete_exchange(vhost, name))
+
+    def put_queue(self, record: QueueRecord) -> None:
+        self._define(rows.put_queue(record))
+
+    def delete_queue(self, vhost: str, name: str) -> None:
+        key = (vhost, name)
+        with self._buffer_lock:
+            pending = self._pending
+            pending.definitions.extend(rows.delete_queue(vhost, name))
+            pending.inserts.pop(key, None)
+            pending.removals.pop(key, None)
+            pending.deleted_queues.add(key)
+        self._read_ahead = {k: v for k, v in self._read_ahead.items() if k[:2] != key}
+
+    def put_binding(self, record: BindingRecord) -> None:
+        self._define(rows.put_binding(record))
+
+    def delete_binding(self, record: BindingRecord) -> None:
+        self._define(rows.delete_binding(record))
+
+    def put_policy(self, record: PolicyRecord) -> None:
+        self._define(rows.put_policy(record))
+
+    def delete_policy(self, vhost: str, name: str, operator: bool = False) -> None:
+        self._define(rows.delete_policy(vhost, name, operator))
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def put_message(self, vhost: str, queue: str, message_id: int, record: MessageRecord) -> None:
+        key = (vhost, queue)
+        with self._buffer_lock:
+            pending = self._pending
+            messages = pending.inserts.get(key)
+            if messages is None:
+                messages = pending.inserts[key] = {}
+            messages[message_id] = record
+            removed = pending.removals.get(key)
+            if removed:
+                removed.discard(message_id)  # stored again after a removal: the upsert replaces the row
+        if self._read_ahead:
+            self._read_ahead.pop((vhost, queue, message_id), None)
+
+    def remove_messages(self, vhost: str, queue: str, message_ids: Iterable[int]) -> None:
+        key = (vhost, queue)
+        read_ahead = self._read_ahead
+        with self._buffer_lock:
+            buffered = self._pending.inserts.get(key)
+            removed: set[int] | None = None
+            for message_id in message_ids:
+                if buffered is not None and buffered.pop(message_id, None) is not None:
+                    continue  # never written: nothing to delete
+                if removed is None:
+                    removed = self._pending.removals.setdefault(key, set())
+                removed.add(message_id)
+                if read_ahead:
+                    read_ahead.pop((vhost, queue, message_id), None)
+            if buffered is not None and not buffered:
+                del self._pending.inserts[key]
+
+    def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
+        """A stored message: from the buffers, the read-ahead, or the table (with the next ones of its queue)."""
+        with self._buffer_lock:
+            for batch in (self._pending, self._writing):
+                if batch is not None:
+                    record = batch.inserts.get((vhost, queue), {}).get(message_id)
+                    if record is not None:
+                        return record
+        cached = self._read_ahead.pop((vhost, queue, message_id), None)
+        if cached is not None:
+            return cached
+        return self._read_from_table(vhost, queue, message_id)
+
+    def _read_from_table(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
+        stored = (to_db(vhost), to_db(queue), message_id, message_id, READ_AHEAD_BODY, READ_AHEAD_ROWS)
+        try:
+            found = self._reading_connection().execute(rows.READ_AHEAD, stored, binary=True).fetchall()
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"cannot read message {message_id} of {queue!r} from PostgreSQL: {error}") from error
+        if len(self._read_ahead) + len(found) > READ_AHEAD_CACHE:
+            self._read_ahead = {}
+        wanted: MessageRecord | None = None
+        for row in found:
+            found_id, record = rows.message_from_row(row)
+            if found_id == message_id:
+                wanted = record
+            else:
+                self._read_ahead[(vhost, queue, found_id)] = record
+        if wanted is None:
+            raise KeyError((vhost, queue, message_id))
+        return wanted
+
+    # -- sync ----------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Commit everything buffered in one transaction; raises ``StoreUnavailable`` (an OSError) if that failed.
+
+        After a failure nothing is lost from memory: the next ``sync`` writes what this one could not.
+        """
+        if self._closed:
+            raise StoreClosed(f"store on {self._safe_dsn()} is closed")
+        with self._sync_lock:
+            with self._buffer_lock:
+                batch = self._writing = self._pending
+                self._pending = Batch()
+            try:
+                if batch:
+                    self._commit(batch)
+            except BaseException:
+                with self._buffer_lock:
+                    batch.then(self._pending)
+                    self._pending = batch
+                raise
+            finally:
+                self._writing = None
+
+    def _commit(self, batch: Batch) -> None:
+        with self._writing_connection() as conn, conn.transaction():
+            if self._fencing_epoch is not None:
+                self._check_epoch(conn, self._fencing_epoch)
+            with conn.pipeline(), conn.cursor() as cursor:
+                for statement, parameters in batch.definitions:
+                    cursor.execute(statement, parameters)
+                if batch.inserts:
+                    cursor.execute(*rows.insert_messages(batch.inserts), binary=True)
+                for (vhost, queue), ids in batch.removals.items():
+                    if ids:
+                        cursor.execute(rows.DELETE_MESSAGES, (to_db(vhost), to_db(queue), list(ids)))
+
+    @staticmethod
+    def _check_epoch(conn: Connection, epoch: int) -> None:
+        row = conn.execute(rows.FENCE).fetchone()
+        current = None if row is None else row[0]
+        if current != epoch:
+            raise Fenced(f"fenced: the lease's epoch is {current}, this broker's is {epoch}; another broker leads")
+
+    # -- recover -------------------------------------------------------------------------------
+
+    def recover(self) -> Recovered:
+        """Every definition and stored message (after syncing what is buffered).
+
+        Past the first ``EAGER_RECORDS`` of a queue, messages come as ``StoredMessage``
+        references (size and expiry only), read with ``read_message`` when needed.
+        """
+        self.sync()
+        try:
+            return self._recover(self._reading_connection())
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"cannot read the broker's state from PostgreSQL: {error}") from error
+
+    def _recover(self, conn: Connection) -> Recovered:
+        recovered = Recovered(
+            exchanges=[rows.exchange_from_row(row) for row in conn.execute(rows.SELECT_EXCHANGES)],
+            queues=[rows.queue_from_row(row) for row in conn.execute(rows.SELECT_QUEUES)],
+            bindings=[rows.binding_from_row(row) for row in conn.execute(rows.SELECT_BINDINGS)],
+            policies=[rows.policy_from_row(row) for row in conn.execute(rows.SELECT_POLICIES)],
+        )
+        messages = recovered.messages
+        shared: dict[int, StoredMessage] = {}  # one (immutable) reference per body size, not per message
+        with conn.transaction(), conn.cursor(name="amqp_recover") as cursor:  # server-side: streamed
+            cursor.itersize = 10_000
+            cursor.execute(rows.SELECT_MESSAGE_SIZES)
+            current: Key | None = None
+            entries: list[tuple[int, MessageRecord | StoredMessage]] = []
+            for vhost, queue, message_id, size, expires_at in cursor:
+                if current is None or (vhost, queue) != current:
+                    current = (vhost, queue)
+                    entries = messages[(from_db(vhost), from_db(queue))] = []
+                if expires_at is not None:
+                    entries.append((message_id, StoredMessage(size, expires_at)))
+                else:
+                    reference = shared.get(size)
+                    if reference is None:
+                        reference = shared[size] = StoredMessage(size)
+                    entries.append((message_id, reference))
+        for (vhost, queue), entries in messages.items():
+            first = conn.execute(rows.SELECT_FIRST_MESSAGES, (to_db(vhost), to_db(queue), EAGER_RECORDS), binary=True)
+            for index, row in enumerate(first):
+                entries[index] = rows.message_from_row(row)
+        return recovered
+
+    # -- close ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Sync (a clean shutdown loses nothing), then close the connections.
+
+        If that last sync fails (the database is down), what it could not write is
+        logged and dropped, as after a crash, and the store still closes.
+        """
+        if self._closed:
+            return
+        try:
+            self.sync()
+        except OSError as error:
+            log.error(
+                "could not write %s to %s at shutdown (%s): lost, as after a crash",
+                self._unwritten(),
+                self._safe_dsn(),
+                error,
+            )
+        finally:
+            self._closed = True
+            for conn in (self._writer, self._reader):
+                if conn is not None:
+                    conn.close()
+
+    def _unwritten(self) -> str:
+        pending = self._pending
+        messages = sum(len(batch) for batch in pending.inserts.values())
+        removals = sum(len(ids) for ids in pending.removals.values())
+        return f"{messages} messages, {removals} removals, {len(pending.definitions)} definition changes"
+
+    def _safe_dsn(self) -> str:
+        """The DSN without its password, for messages."""
+        info: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(self.dsn)
+        info.pop("password", None)
+        return psycopg.conninfo.make_conninfo(**info)
