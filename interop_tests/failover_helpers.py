@@ -99,7 +99,7 @@ class LeaseBroker:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    def signal(self, signum: int) -> None:
+    def send(self, signum: int) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
 
@@ -163,8 +163,9 @@ class FailoverPublisher(threading.Thread):
                     try:
                         channel.basic_publish("", self.queue, body, pika.BasicProperties(delivery_mode=2))
                     except pika.exceptions.NackError:
-                        self.nacked += 1  # the store refused it: not stored, send it again
+                        self.nacked += 1  # not taken (the store may still write it later): send it again
                         self.resent.add(body)
+                        time.sleep(0.05)
                         continue
                     self.confirmed.append(body)
                     pending = None

@@ -51,6 +51,7 @@ def start_pair(brokers: list[LeaseBroker]) -> tuple[LeaseBroker, LeaseBroker]:
 def check_delivered(publishers: list[FailoverPublisher], bodies: list[str]) -> None:
     """Every confirmed body is there; a body is there twice only if it was sent twice."""
     counts = collections.Counter(bodies)
+
     for publisher in publishers:
         missing = [body for body in publisher.confirmed if counts[body] == 0]
         assert not missing, f"confirmed but lost: {missing[:10]} ({len(missing)} of {len(publisher.confirmed)})"
@@ -94,7 +95,7 @@ def test_kill_active_under_confirmed_publishing(brokers: list[LeaseBroker]) -> N
     for _round in range(3):
         for publisher in publishers:  # each has been publishing to the current active
             assert publisher.wait_confirms(len(publisher.confirmed) + 20), active.text()
-        active.signal(signal.SIGKILL)
+        active.send(signal.SIGKILL)
         assert active.wait_exit() == -signal.SIGKILL
         assert standby.wait_active(), standby.text()
         active.start()  # back as the new standby, same ports and data dir
@@ -144,11 +145,11 @@ def test_paused_leader_cannot_commit_after_takeover(
     late = []
     for n in range(3):  # connections and channels opened before the pause
         late.append(LatePublisher(pika.BlockingConnection(active.parameters(heartbeat=0)), f"late-{n}"))
-    active.signal(signal.SIGSTOP)
+    active.send(signal.SIGSTOP)
     for thread in late:
         thread.start()  # their publishes wait in the paused broker's socket buffers
     assert standby.wait_active(), standby.text()
-    active.signal(signal.SIGCONT)
+    active.send(signal.SIGCONT)
     assert active.wait_exit() not in (None, 0), active.text()
     assert "lost the lease" in active.text()
     for thread in late:
@@ -181,7 +182,7 @@ def test_database_restart_under_load(
         for publisher in publishers:  # confirms again, from the database that came back
             assert publisher.wait_confirms(len(publisher.confirmed) + 20), broker.text()
             publisher.halt()
-        broker.signal(signal.SIGKILL)  # what counts is what the database holds
+        broker.send(signal.SIGKILL)  # what counts is what the database holds
         assert broker.wait_exit() == -signal.SIGKILL
     finally:
         broker.stop()

@@ -4,7 +4,7 @@ ActiveMQ's JDBC master/slave, with a lease instead of a lock held by an open tra
 row of ``amqp_lease`` names its holder, its ``epoch`` and when it last renewed, all by the
 database's clock (the brokers' clocks never enter: they may disagree).  A broker takes the row
 when it is free or when its holder has not renewed within the holder's ttl, and bumps ``epoch``;
-the store checks that epoch in every write transaction (``SELECT … FOR SHARE``, see
+the store checks that epoch in every write transaction (``SELECT … FOR KEY SHARE``, see
 ``storage.postgres_store``), so an ex-leader that was paused or cut off cannot commit once another
 broker took over: the fence holds even when the ex-leader does not know yet.
 
@@ -27,26 +27,21 @@ import uuid
 
 import psycopg
 
+from .postgres_schema import migrate
+
 log = logging.getLogger("amqp_server.lease")
 
 DEFAULT_TTL = 5.0  # seconds
 MARGIN = 0.2  # of the ttl: the holder gives up this much before a standby may take the row
 POLL = 0.2  # seconds between a standby's attempts (the takeover waits at most this past the ttl)
-SCHEMA_LOCK = 0x616D7170  # pg_advisory_xact_lock key serialising CREATE TABLE IF NOT EXISTS ("amqp")
-
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS amqp_lease (id int PRIMARY KEY CHECK (id = 1), holder text,"
-    " epoch bigint NOT NULL DEFAULT 0, renewed_at timestamptz, ttl_ms int NOT NULL DEFAULT 5000)",
-    "INSERT INTO amqp_lease (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
-)
+FREE = "(holder IS NULL OR renewed_at IS NULL OR renewed_at < now() - ttl_ms * interval '1 ms')"
+LOOKS_FREE = f"SELECT holder FROM amqp_lease WHERE id = 1 AND NOT {FREE}"  # no lock: polled by every standby
+LOCK = f"SELECT 1 FROM amqp_lease WHERE id = 1 AND {FREE} FOR UPDATE"  # waits for the holder's commits
 ACQUIRE = (
-    "UPDATE amqp_lease SET holder = %s, epoch = epoch + 1, renewed_at = now(), ttl_ms = %s"
-    " WHERE id = 1 AND (holder IS NULL OR renewed_at IS NULL OR renewed_at < now() - ttl_ms * interval '1 ms')"
-    " RETURNING epoch"
+    "UPDATE amqp_lease SET holder = %s, epoch = epoch + 1, renewed_at = now(), ttl_ms = %s WHERE id = 1 RETURNING epoch"
 )
 RENEW = "UPDATE amqp_lease SET renewed_at = now() WHERE id = 1 AND holder = %s AND epoch = %s"
 RELEASE = "UPDATE amqp_lease SET holder = NULL, renewed_at = NULL WHERE id = 1 AND holder = %s AND epoch = %s"
-HOLDER = "SELECT holder FROM amqp_lease WHERE id = 1"
 
 
 class Cancelled(Exception):
@@ -84,17 +79,17 @@ class Lease:
         while not cancel.is_set():
             try:
                 sent = time.monotonic()
-                connection = self._connect()
-                row = connection.execute(ACQUIRE, (self.holder, int(self.ttl * 1000))).fetchone()
-                if row is not None:
-                    self.epoch = int(str(row[0]))
+                holder, epoch = self._try_acquire(self._connect())
+                if epoch is not None:
+                    self.epoch = epoch
                     self._valid_until = sent + self.ttl * (1 - MARGIN)
-                    return self.epoch
-                holder = connection.execute(HOLDER).fetchone()
-                if holder is not None and holder[0] != last_holder:
-                    last_holder = str(holder[0])
-                    log.info("standby: the lease is held by %s", last_holder)
+                    return epoch
+                if holder is not None and holder != last_holder:
+                    last_holder = holder
+                    log.info("standby: the lease is held by %s", holder)
                 failing = False
+            except psycopg.errors.QueryCanceled:
+                pass  # the lock waited past statement_timeout behind a paused holder's transaction: try again
             except psycopg.Error as error:
                 self._disconnect()
                 if not failing:
@@ -102,6 +97,24 @@ class Lease:
                 failing = True
             cancel.wait(poll)
         raise Cancelled()
+
+    def _try_acquire(self, connection: psycopg.Connection[tuple[object, ...]]) -> tuple[str | None, int | None]:
+        """(the holder, None) while the lease is held; (None, the new epoch) once taken.
+
+        The cheap look comes first, without a lock.  Only a lease that looks free is locked FOR
+        UPDATE: that lock waits for every write transaction of the holder in flight (they hold the
+        row FOR KEY SHARE), and the holder's renewals (plain UPDATEs) neither wait for those nor
+        for each other's polls, so a standby never slows the active broker down.
+        """
+        held = connection.execute(LOOKS_FREE).fetchone()
+        if held is not None:
+            return str(held[0]), None
+        with connection.transaction():
+            if connection.execute(LOCK).fetchone() is None:  # renewed while we waited for the lock
+                return None, None
+            row = connection.execute(ACQUIRE, (self.holder, int(self.ttl * 1000))).fetchone()
+            assert row is not None  # the row is locked: it is still there
+            return None, int(str(row[0]))
 
     # ------------------------------------------------------------ holder
 
@@ -168,10 +181,7 @@ class Lease:
                 options=f"-c statement_timeout={timeout_ms}",
             )
             try:
-                with connection.transaction():
-                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                    for statement in SCHEMA:
-                        connection.execute(statement)
+                migrate(connection)  # the store's schema, amqp_lease among its tables: a standby may come first
             except BaseException:
                 connection.close()
                 raise

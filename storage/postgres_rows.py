@@ -68,7 +68,7 @@ READ_AHEAD = """
 SELECT id, exchange, routing_key, header, body, expires_at FROM messages
 WHERE vhost = %s AND queue = %s AND id >= %s AND (id = %s OR octet_length(body) <= %s) ORDER BY id LIMIT %s
 """
-FENCE = "SELECT epoch FROM amqp_lease WHERE id = 1 FOR SHARE"
+FENCE = "SELECT epoch FROM amqp_lease WHERE id = 1 FOR KEY SHARE"  # see postgres_lease: renewals pass, takeovers wait
 
 SELECT_EXCHANGES = "SELECT vhost, name, type, durable, auto_delete, internal, arguments FROM exchanges"
 SELECT_QUEUES = "SELECT vhost, name, durable, auto_delete, arguments FROM queues"

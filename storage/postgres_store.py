@@ -30,10 +30,11 @@ broker's event loop) so that they never wait behind a commit of the sync thread'
 Fencing, the contract with the failover standby (``amqp_lease``, schema version 1, one row
 ``id = 1``): a leader takes the lease by incrementing ``epoch`` (and setting ``holder``,
 ``renewed_at``) and opens its store with ``fencing_epoch=`` that epoch.  Every write transaction
-of a fenced store first runs ``SELECT epoch FROM amqp_lease WHERE id = 1 FOR SHARE`` and raises
+of a fenced store first runs ``SELECT epoch FROM amqp_lease WHERE id = 1 FOR KEY SHARE`` and raises
 ``Fenced`` (a ``StoreUnavailable``: the persister nacks, nothing is committed) when the epoch is
-not its own, so once a standby has raised the epoch (its UPDATE waits for the FOR SHARE lock of any
-transaction in flight) no write of the old leader commits.  Sessions set
+not its own, so once a standby has raised the epoch (it locks the row FOR UPDATE first, which waits
+for the KEY SHARE lock of any transaction in flight; the holder's renewals, plain UPDATEs, do not
+wait: see ``postgres_lease``) no write of the old leader commits.  Sessions set
 ``idle_in_transaction_session_timeout`` and ``statement_timeout``, so a paused old leader's open
 transaction is ended by PostgreSQL and cannot hold the lease row's lock against the takeover.
 ``set_fencing_epoch`` changes the epoch (a standby that just took over an open store); ``None``

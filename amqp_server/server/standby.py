@@ -23,14 +23,16 @@ import re
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from storage.api import Store
-from storage.postgres_lease import Cancelled, Lease
 
 from ..ops.config import Config
+
+if TYPE_CHECKING:
+    from storage.postgres_lease import Lease
 
 log = logging.getLogger("amqp_server.standby")
 
@@ -100,6 +102,8 @@ async def lead(config: Config, stop: asyncio.Event) -> Leadership | None:
     dsn = database_dsn(config)
     if dsn is None:
         return Leadership(config)
+    from storage.postgres_lease import Lease  # psycopg, the postgresql extra: only for such a store
+
     lease = Lease(dsn, ttl=config.lease_ttl)
     print(f"amqp-server standby: waiting for the lease on {redacted(dsn)}", file=sys.stderr, flush=True)
     site = await _standby_site(config, f"standby: waiting for the lease on {redacted(dsn)}")
@@ -121,6 +125,8 @@ async def lead(config: Config, stop: asyncio.Event) -> Leadership | None:
 
 async def _acquire(lease: Lease, stop: asyncio.Event) -> bool:
     """Acquire in a worker thread while the loop serves the standby endpoint; False if stopped first."""
+    from storage.postgres_lease import Cancelled
+
     cancel = threading.Event()
     acquiring = asyncio.ensure_future(asyncio.to_thread(lease.acquire, cancel))
     stopping = asyncio.ensure_future(stop.wait())
