@@ -3,11 +3,12 @@
 ``LeaseBroker`` runs ``python -m amqp_server --store postgresql://… --lease-ttl …`` on fixed ports (a
 standby listens on nothing until it takes over, so its AMQP port must be known in advance) and
 follows its stderr: ``wait_standby`` for the ``standby: waiting for the lease`` line, ``wait_active``
-for the ``listening on`` one.  ``FailoverPublisher`` publishes persistent messages under confirms
-with pika, one at a time, to the first broker of a list that accepts it (pika's own failover: a
-list of ``ConnectionParameters``), records each confirmed body, and re-sends a body whose confirm
-did not come on the next connection (at-least-once: such a body may then be stored twice, no other).
-Used by ``test_failover.py`` and ``benchmarks/failover_time.py``.
+for the management ``listening on`` line that follows the AMQP one.  ``FailoverPublisher``
+publishes persistent messages under confirms with pika, one at a time, to the first broker of a
+list that accepts it (pika's own failover: a list of ``ConnectionParameters``), records each
+confirmed body, and sends a body again on a nack or when its connection failed before the confirm
+(at-least-once: only such a body may be stored twice).  Used by ``test_failover.py`` and
+``benchmarks/failover_time.py``.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ class LeaseBroker:
             self.log.append(line)
             if line.startswith("amqp-server standby: waiting for the lease"):
                 self._standby.set()
-            elif line.startswith("amqp-server listening on"):
-                self._active.set()
+            elif line.startswith("amqp-server management listening on") and "(standby)" not in line:
+                self._active.set()  # the last line of a start (the prometheus listener is off)
 
     def wait_standby(self, timeout: float = 30.0) -> bool:
         return self._standby.wait(timeout)

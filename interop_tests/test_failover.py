@@ -17,20 +17,24 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pika
 import pika.exceptions
 import pytest
 
-from tests.postgres_cluster import PostgresCluster, postgres_cluster, postgres_db  # noqa: F401 - fixtures
-
 from .failover_helpers import FailoverPublisher, LeaseBroker, drain
+
+if TYPE_CHECKING:  # imported for real by pytest_plugins (importing it first would stop its assert rewriting)
+    from tests.postgres_cluster import PostgresCluster
+
+pytest_plugins = ["tests.postgres_cluster"]  # its fixtures: postgres_cluster, postgres_db
 
 QUEUE = "failover"
 
 
 @pytest.fixture
-def brokers(postgres_db: str, tmp_path: Path) -> Iterator[list[LeaseBroker]]:  # noqa: F811 - the fixture
+def brokers(postgres_db: str, tmp_path: Path) -> Iterator[list[LeaseBroker]]:
     """Two brokers on one database, not started; stopped after the test."""
     made = [LeaseBroker(postgres_db, tmp_path / name, 2.0) for name in ("a", "b")]
     yield made
@@ -134,8 +138,8 @@ class LatePublisher(threading.Thread):
 
 def test_paused_leader_cannot_commit_after_takeover(
     brokers: list[LeaseBroker],
-    postgres_cluster: PostgresCluster,  # noqa: F811 - the fixture
-    postgres_db: str,  # noqa: F811 - the fixture
+    postgres_cluster: PostgresCluster,
+    postgres_db: str,
 ) -> None:
     active, standby = start_pair(brokers)
     publisher = FailoverPublisher("before", [active], QUEUE)
@@ -165,8 +169,8 @@ def test_paused_leader_cannot_commit_after_takeover(
 
 
 def test_database_restart_under_load(
-    postgres_cluster: PostgresCluster,  # noqa: F811 - the fixture
-    postgres_db: str,  # noqa: F811 - the fixture
+    postgres_cluster: PostgresCluster,
+    postgres_db: str,
     tmp_path: Path,
 ) -> None:
     """Confirms stall while PostgreSQL restarts, never come for what was not stored, then resume."""

@@ -105,10 +105,11 @@ async def lead(config: Config, stop: asyncio.Event) -> Leadership | None:
     from storage.postgres_lease import Lease  # psycopg, the postgresql extra: only for such a store
 
     lease = Lease(dsn, ttl=config.lease_ttl)
-    print(f"amqp-server standby: waiting for the lease on {redacted(dsn)}", file=sys.stderr, flush=True)
     site = await _standby_site(config, f"standby: waiting for the lease on {redacted(dsn)}")
     if site is not None:
         config = dataclasses.replace(config, management_port=site[1])
+    # after the standby endpoint is up, so that whoever reads this line can ask it at once
+    print(f"amqp-server standby: waiting for the lease on {redacted(dsn)}", file=sys.stderr, flush=True)
     signals = _stop_on_signals(stop)
     try:
         if not await _acquire(lease, stop):
