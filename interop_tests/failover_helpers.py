@@ -49,10 +49,12 @@ class LeaseBroker:
         self.management_port = free_port()
         self.process: subprocess.Popen[str] | None = None
         self.log: list[str] = []
+        self.seen: list[tuple[float, str]] = []  # (time.monotonic() when read, line): for the failover benchmark
         self._standby = threading.Event()
         self._active = threading.Event()
 
     def start(self) -> LeaseBroker:
+        self.seen = []
         self._standby.clear()
         self._active.clear()
         self.process = subprocess.Popen(
@@ -72,6 +74,7 @@ class LeaseBroker:
         assert process.stderr is not None
         for line in process.stderr:
             self.log.append(line)
+            self.seen.append((time.monotonic(), line))
             if line.startswith("amqp-server standby: waiting for the lease"):
                 self._standby.set()
             elif line.startswith("amqp-server management listening on") and "(standby)" not in line:
@@ -123,6 +126,10 @@ class LeaseBroker:
                 self.process.wait()
         return self.process.returncode
 
+    def seen_at(self, fragment: str) -> float | None:
+        """When the first line containing ``fragment`` was read (since the last start)."""
+        return next((at for at, line in self.seen if fragment in line), None)
+
     def text(self) -> str:
         return "".join(self.log)
 
@@ -139,6 +146,7 @@ class FailoverPublisher(threading.Thread):
         self.resent: set[str] = set()  # bodies sent again after a connection failed before their confirm
         self.nacked = 0
         self.failovers = 0
+        self.errors: list[str] = []  # why each connection ended, for failure messages
         self._halt = threading.Event()
 
     def halt(self) -> None:
@@ -171,15 +179,16 @@ class FailoverPublisher(threading.Thread):
                     self.confirmed.append(body)
                     pending = None
                     number += 1
-            except (pika.exceptions.AMQPError, OSError):
+            except Exception as error:  # noqa: BLE001 - whatever a dying connection raises inside pika: fail over
                 if pending is not None:
                     self.resent.add(pending)
                 self.failovers += 1
+                self.errors.append(repr(error))
             finally:
                 if connection.is_open:
                     try:
                         connection.close()
-                    except (pika.exceptions.AMQPError, OSError):
+                    except Exception:  # noqa: BLE001 - closing a connection that is failing anyway
                         pass
 
     def wait_confirms(self, count: int, timeout: float = 120.0) -> bool:
