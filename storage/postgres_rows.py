@@ -8,6 +8,7 @@ JSON (what the segment store writes too, so both stores keep exactly the same va
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from psycopg.types.json import Json
@@ -63,10 +64,27 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[
 ON CONFLICT (vhost, queue, id) DO UPDATE SET exchange = EXCLUDED.exchange, routing_key = EXCLUDED.routing_key,
     header = EXCLUDED.header, body = EXCLUDED.body, expires_at = EXCLUDED.expires_at
 """
-DELETE_MESSAGES = "DELETE FROM messages WHERE vhost = %s AND queue = %s AND id = ANY(%s::bigint[])"
+# COPY (binary) is the cheapest way in: measured with 256 x 100 B messages a batch, 2.1 ms against 5.5 ms for
+# the unnest upsert (psycopg dumps the text arrays in Python).  It cannot upsert: a row already stored (a sync
+# retried after a commit whose outcome was lost) makes it fail, and the batch is then written by INSERT_MESSAGES.
+COPY_MESSAGES = """
+COPY messages (vhost, queue, id, exchange, routing_key, header, body, expires_at) FROM STDIN (FORMAT BINARY)
+"""
+COPY_TYPES = ["text", "text", "int8", "text", "text", "bytea", "bytea", "float8"]
+# The id range is there for the planner: without fresh statistics it scanned the queue's whole index range
+# filtering by ANY (60,000 rows: 9 ms for 256 ids, against 0.2 ms bounded); a range is always an index bound.
+DELETE_MESSAGES = """
+DELETE FROM messages WHERE vhost = %s AND queue = %s AND id BETWEEN %s::bigint AND %s::bigint AND id = ANY(%s::bigint[])
+"""
+CLUSTER_GAP = 64  # ids further apart than this are deleted by separate statements (each a narrow index range)
 READ_AHEAD = """
 SELECT id, exchange, routing_key, header, body, expires_at FROM messages
 WHERE vhost = %s AND queue = %s AND id >= %s AND (id = %s OR octet_length(body) <= %s) ORDER BY id LIMIT %s
+"""
+SELECT_ACCESS = "SELECT document FROM amqp_access WHERE id = 1"
+SAVE_ACCESS = """
+INSERT INTO amqp_access (id, document) VALUES (1, %s)
+ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document, updated_at = now()
 """
 FENCE = "SELECT epoch FROM amqp_lease WHERE id = 1 FOR KEY SHARE"  # see postgres_lease: renewals pass, takeovers wait
 
@@ -148,6 +166,36 @@ def insert_messages(batch: dict[tuple[str, str], dict[int, MessageRecord]]) -> S
             bodies.append(record.body)
             expiries.append(record.expires_at)
     return INSERT_MESSAGES, columns
+
+
+def copy_rows(batch: dict[tuple[str, str], dict[int, MessageRecord]]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``COPY_MESSAGES`` for every buffered message of every queue."""
+    for (vhost, queue), messages in batch.items():
+        stored_vhost, stored_queue = to_db(vhost), to_db(queue)
+        for message_id, r in messages.items():
+            yield (
+                stored_vhost,
+                stored_queue,
+                message_id,
+                to_db(r.exchange),
+                to_db(r.routing_key),
+                r.header,
+                r.body,
+                r.expires_at,
+            )
+
+
+def delete_messages(vhost: str, queue: str, ids: Iterable[int]) -> Iterator[Statement]:
+    """DELETEs for the queue's removed ``ids``: one per cluster of nearby ids, each bounded by its id range."""
+    key = (to_db(vhost), to_db(queue))
+    cluster: list[int] = []
+    for message_id in sorted(ids):
+        if cluster and message_id - cluster[-1] > CLUSTER_GAP:
+            yield DELETE_MESSAGES, (*key, cluster[0], cluster[-1], cluster)
+            cluster = []
+        cluster.append(message_id)
+    if cluster:
+        yield DELETE_MESSAGES, (*key, cluster[0], cluster[-1], cluster)
 
 
 def exchange_from_row(row: tuple[Any, ...]) -> ExchangeRecord:

@@ -79,6 +79,9 @@ CREATE TABLE messages (
 );
 ALTER TABLE messages ALTER COLUMN header SET STORAGE EXTERNAL;  -- already compact: not worth compressing
 ALTER TABLE messages ALTER COLUMN body SET STORAGE EXTERNAL;
+-- a queue table: rows come and go all the time, so vacuum (space reuse) and analyze far more often than the
+-- defaults (a fifth of the table changed)
+ALTER TABLE messages SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.01);
 CREATE TABLE amqp_lease (
     id int PRIMARY KEY CHECK (id = 1),
     holder text,

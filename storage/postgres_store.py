@@ -6,19 +6,22 @@ and their versioned migrations: ``storage.postgres_schema``; the SQL of each rec
 ``storage.postgres_rows``.
 
 Group commit, as in the segment store: ``put_*``/``remove_*``/``delete_*`` only change memory;
-``sync`` runs ONE transaction for everything buffered since the last sync — definitions upserts and
-deletes in call order, then one multi-row INSERT (arrays unnested server-side) for every new
-message, then one ``DELETE ... WHERE id = ANY(...)`` per queue for the removed ones — pipelined
-(one round trip) and returns only after COMMIT.  Every statement is idempotent (upserts, deletes),
-so a batch may be applied twice: a sync that fails (connection lost, server down, even during
-COMMIT, whose outcome is then unknown) raises ``StoreUnavailable``, an ``OSError`` like the segment
-store's ENOSPC, and puts the batch back in front of newer writes; the persister nacks what it
-covered and a later sync writes all of it again.  Nothing unconfirmed is reported as confirmed, and
-a connection that broke is opened again by the next sync.
+``sync`` runs ONE transaction for everything buffered since the last sync and returns only after
+COMMIT: the definitions' upserts and deletes in call order and the removed messages' DELETEs
+(``id = ANY(...)`` per queue and cluster of ids), pipelined in one round trip, then one binary COPY
+of every new message.  A sync that fails (connection lost, server down, even during COMMIT, whose
+outcome is then unknown) raises ``StoreUnavailable``, an ``OSError`` like the segment store's
+ENOSPC, and puts the batch back in front of newer writes; the persister nacks what it covered and a
+later sync writes all of it again.  Writing a batch twice is safe: deletes and definition upserts
+are idempotent, and a COPY that meets rows already stored fails as a whole and the batch is written
+again with an upserting INSERT.  Nothing unconfirmed is reported as confirmed; a connection found
+broken is replaced at once (the first sync after a database restart commits on a new one).
 
-Within one batch the order "definitions, inserts, removals" is right because memory keeps only the
-net effect: a message put and removed before a sync is never written; ``delete_queue`` drops the
-queue's buffered messages and removals (its DELETE, among the definitions, removes the stored ones).
+Order: memory keeps the net effect of the calls, so "definitions, removals, inserts" is right — a
+message put and removed before a sync is never written; a removal followed by a put of the same id
+deletes the old row and inserts the new one; ``delete_queue`` drops the queue's buffered messages
+and removals (its DELETE, among the definitions, removes the stored ones).  A failed batch folds the
+newer one in behind it (``Batch.then``) keeping that property.
 
 Reads: ``recover`` (which syncs first) hands the first ``EAGER_RECORDS`` messages of each queue
 with their bodies and the rest as ``StoredMessage`` (size and expiry only): memory stays bounded
@@ -45,13 +48,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
 
 from . import postgres_rows as rows
 from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, StoredMessage
@@ -69,6 +73,7 @@ CONNECT_TIMEOUT_S = 10
 
 Connection = psycopg.Connection[TupleRow]
 Key = tuple[str, str]
+T = TypeVar("T")
 
 
 class StoreUnavailable(OSError):
@@ -101,13 +106,14 @@ class Batch:
         for key in newer.deleted_queues:
             self.inserts.pop(key, None)
             self.removals.pop(key, None)
-        for key, messages in newer.inserts.items():
-            self.inserts.setdefault(key, {}).update(messages)
-            removed = self.removals.get(key)
-            if removed:
-                removed.difference_update(messages)  # the newer record replaces the stored one (an upsert)
         for key, ids in newer.removals.items():
             self.removals.setdefault(key, set()).update(ids)
+            inserted = self.inserts.get(key)
+            if inserted:  # removed after this batch put them: not inserted (the DELETE covers a lost commit's)
+                for message_id in ids:
+                    inserted.pop(message_id, None)
+        for key, messages in newer.inserts.items():
+            self.inserts.setdefault(key, {}).update(messages)  # inserted after this batch's removals, as if later
         self.deleted_queues |= newer.deleted_queues
 
 
@@ -165,6 +171,15 @@ class PostgresStore:
             self._reader = self._connect()
         return self._reader
 
+    def _read(self, read: Callable[[Connection], T]) -> T:
+        """Run a read on the read connection; once more on a new one if it was found broken."""
+        try:
+            return read(self._reading_connection())
+        except psycopg.Error:
+            if self._reader is None or not self._reader.broken:
+                raise
+        return read(self._reading_connection())
+
     def set_fencing_epoch(self, epoch: int | None) -> None:
         """Write only while the lease's epoch is ``epoch`` (``None``: no fencing); from the next sync on."""
         self._fencing_epoch = epoch
@@ -215,10 +230,7 @@ class PostgresStore:
             messages = pending.inserts.get(key)
             if messages is None:
                 messages = pending.inserts[key] = {}
-            messages[message_id] = record
-            removed = pending.removals.get(key)
-            if removed:
-                removed.discard(message_id)  # stored again after a removal: the upsert replaces the row
+            messages[message_id] = record  # after a removal of the same id: DELETE then insert, as in call order
         if self._read_ahead:
             self._read_ahead.pop((vhost, queue, message_id), None)
 
@@ -241,12 +253,15 @@ class PostgresStore:
 
     def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         """A stored message: from the buffers, the read-ahead, or the table (with the next ones of its queue)."""
+        key = (vhost, queue)
         with self._buffer_lock:
             for batch in (self._pending, self._writing):
                 if batch is not None:
-                    record = batch.inserts.get((vhost, queue), {}).get(message_id)
+                    record = batch.inserts.get(key, {}).get(message_id)
                     if record is not None:
                         return record
+                    if message_id in batch.removals.get(key, ()):  # removed, the DELETE not committed yet
+                        raise KeyError((vhost, queue, message_id))
         cached = self._read_ahead.pop((vhost, queue, message_id), None)
         if cached is not None:
             return cached
@@ -255,7 +270,7 @@ class PostgresStore:
     def _read_from_table(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         stored = (to_db(vhost), to_db(queue), message_id, message_id, READ_AHEAD_BODY, READ_AHEAD_ROWS)
         try:
-            found = self._reading_connection().execute(rows.READ_AHEAD, stored, binary=True).fetchall()
+            found = self._read(lambda conn: conn.execute(rows.READ_AHEAD, stored, binary=True).fetchall())
         except psycopg.Error as error:
             raise StoreUnavailable(f"cannot read message {message_id} of {queue!r} from PostgreSQL: {error}") from error
         if len(self._read_ahead) + len(found) > READ_AHEAD_CACHE:
@@ -286,7 +301,7 @@ class PostgresStore:
                 self._pending = Batch()
             try:
                 if batch:
-                    self._commit(batch)
+                    self._commit_or_reconnect(batch)
             except BaseException:
                 with self._buffer_lock:
                     batch.then(self._pending)
@@ -295,18 +310,46 @@ class PostgresStore:
             finally:
                 self._writing = None
 
+    def _commit_or_reconnect(self, batch: Batch) -> None:
+        """Commit; once more on a new connection if the old one was found broken (the database restarted).
+
+        Safe whatever the first attempt did, since every statement is idempotent; without it the first
+        sync after a database restart would always fail (a connection learns it broke only when used).
+        """
+        try:
+            self._commit(batch)
+        except StoreUnavailable:
+            if self._writer is None or not self._writer.broken:
+                raise
+            log.info("the connection to PostgreSQL broke; committing again on a new one")
+            self._commit(batch)
+
     def _commit(self, batch: Batch) -> None:
-        with self._writing_connection() as conn, conn.transaction():
+        """One transaction: the fence, definitions and removals (pipelined), then the new messages by COPY."""
+        try:
+            self._transaction(batch, copy=True)
+        except StoreUnavailable as error:
+            if not isinstance(error.__cause__, psycopg.errors.UniqueViolation):
+                raise
+            self._transaction(batch, copy=False)  # some rows are stored already: upsert them
+
+    def _transaction(self, batch: Batch, copy: bool) -> None:
+        with self._writing_connection() as conn, conn.transaction(), conn.cursor() as cursor:
             if self._fencing_epoch is not None:
                 self._check_epoch(conn, self._fencing_epoch)
-            with conn.pipeline(), conn.cursor() as cursor:
+            with conn.pipeline():
                 for statement, parameters in batch.definitions:
                     cursor.execute(statement, parameters)
-                if batch.inserts:
-                    cursor.execute(*rows.insert_messages(batch.inserts), binary=True)
                 for (vhost, queue), ids in batch.removals.items():
-                    if ids:
-                        cursor.execute(rows.DELETE_MESSAGES, (to_db(vhost), to_db(queue), list(ids)))
+                    for statement, parameters in rows.delete_messages(vhost, queue, ids):
+                        cursor.execute(statement, parameters)
+                if batch.inserts and not copy:
+                    cursor.execute(*rows.insert_messages(batch.inserts), binary=True)
+            if batch.inserts and copy:
+                with cursor.copy(rows.COPY_MESSAGES) as stream:
+                    stream.set_types(rows.COPY_TYPES)
+                    for row in rows.copy_rows(batch.inserts):
+                        stream.write_row(row)
 
     @staticmethod
     def _check_epoch(conn: Connection, epoch: int) -> None:
@@ -314,6 +357,25 @@ class PostgresStore:
         current = None if row is None else row[0]
         if current != epoch:
             raise Fenced(f"fenced: the lease's epoch is {current}, this broker's is {epoch}; another broker leads")
+
+    # -- users, vhosts, permissions (amqp_server.ops.access's document) --------------------------
+
+    def load_access_document(self) -> Any | None:
+        """The access document saved last, or None before the first save."""
+        try:
+            row = self._read(lambda conn: conn.execute(rows.SELECT_ACCESS).fetchone())
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"cannot read users and vhosts from PostgreSQL: {error}") from error
+        return None if row is None else row[0]
+
+    def save_access_document(self, document: dict[str, Any]) -> None:
+        """Replace the access document: committed (fenced like a sync) before this returns."""
+        if self._closed:
+            raise StoreClosed(f"store on {self._safe_dsn()} is closed")
+        with self._sync_lock, self._writing_connection() as conn, conn.transaction():
+            if self._fencing_epoch is not None:
+                self._check_epoch(conn, self._fencing_epoch)
+            conn.execute(rows.SAVE_ACCESS, (Jsonb(document),))
 
     # -- recover -------------------------------------------------------------------------------
 
@@ -325,7 +387,7 @@ class PostgresStore:
         """
         self.sync()
         try:
-            return self._recover(self._reading_connection())
+            return self._read(self._recover)
         except psycopg.Error as error:
             raise StoreUnavailable(f"cannot read the broker's state from PostgreSQL: {error}") from error
 

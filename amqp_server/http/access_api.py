@@ -55,7 +55,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 def edit(ctx: Context, change: Callable[[AccessControl, list[str]], T]) -> T:
     """Apply ``change`` to access.json (nothing is saved if it raises), then put the result into effect."""
-    with ops_access.edit_access(ctx.data_dir, ctx.loopback_users) as (access, vhosts):
+    home = ctx.data_dir if ctx.access_home is None else ctx.access_home
+    with ops_access.edit_access(home, ctx.loopback_users) as (access, vhosts):
         result = change(access, vhosts)
     ctx.operations.install_access(access, vhosts)
     return result

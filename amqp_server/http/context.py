@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.operations import BrokerOperations, RangeError, Ranges
+from ..ops.access import AccessHome
 from . import listing
 from .auth import Caller
 from .errors import ApiError, bad_request, not_authorised, not_found
@@ -23,6 +24,7 @@ class Context:
 
     operations: BrokerOperations
     data_dir: Path
+    access_home: AccessHome | None = None  # where users, vhosts and permissions live; None: data_dir's access.json
     loopback_users: tuple[str, ...] = ("guest",)
     listeners: list[dict[str, Any]] = field(default_factory=list)  # filled in once the sockets are bound
     export_definitions: Callable[[str | None], dict[str, Any]] | None = None

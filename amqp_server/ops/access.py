@@ -18,6 +18,11 @@ one, never half of it.  Every writer edits it under an flock on ``access.lock``
 management API of a running broker (which installs the new state at once), the
 broker itself at start (``startup_access``, then ``apply_to_broker``).  A running
 broker does not watch the file: the CLI goes through its API (``ops.running``).
+
+Where the store keeps them itself (``storage.postgres_store``: a table holding this same document),
+the broker's paths — ``startup_access``, ``save_broker_access`` and the management API's
+``edit_access`` — take that store (an ``AccessDocuments``, chosen by ``access_home``) in place of
+the data dir; the document is then read and committed there, and ``access.json`` is not used.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import os
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..core import tracing
 from ..core.access import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission, User, check_password
@@ -45,6 +50,25 @@ LOCK_FILE = "access.lock"
 DEFAULT_VHOST = "/"
 
 log = logging.getLogger("amqp_server.access")
+
+
+@runtime_checkable
+class AccessDocuments(Protocol):
+    """A store that keeps the access document (this module's JSON) itself, instead of ``access.json``."""
+
+    def load_access_document(self) -> Any | None:
+        """The saved document, or None before the first save."""
+
+    def save_access_document(self, document: dict[str, Any]) -> None:
+        """Replace the document durably (raises ``OSError`` when it could not)."""
+
+
+AccessHome = Path | AccessDocuments  # a data dir (its access.json) or a store holding the document
+
+
+def access_home(data_dir: Path, store: object) -> AccessHome:
+    """Where a broker on ``store`` keeps users, vhosts and permissions: the store if it can, else the data dir."""
+    return store if isinstance(store, AccessDocuments) else Path(data_dir)
 
 
 # ------------------------------------------------------------------ JSON sections, shared with definitions
@@ -229,25 +253,33 @@ def default_access(loopback_users: tuple[str, ...] = ("guest",)) -> tuple[Access
     return access, [DEFAULT_VHOST]
 
 
-def load_access(data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)) -> tuple[AccessControl, list[str]]:
-    """The access control and vhost names stored in ``data_dir`` (the default setup if there are none).
+def load_access(home: AccessHome, loopback_users: tuple[str, ...] = ("guest",)) -> tuple[AccessControl, list[str]]:
+    """The access control and vhost names stored in ``home`` (the default setup if there are none).
 
-    Raises ``DefinitionsError`` naming the file when it is not valid.
+    Raises ``DefinitionsError`` naming the file (or store) when it is not valid.
     """
-    path = Path(data_dir) / ACCESS_FILE
+    if isinstance(home, AccessDocuments):
+        document, where = home.load_access_document(), "the store's access document"
+        if document is None:
+            return default_access(loopback_users)
+    else:
+        where = str(Path(home) / ACCESS_FILE)
+        try:
+            document = Path(where).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return default_access(loopback_users)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return default_access(loopback_users)
-    try:
-        return from_json(json.loads(text), loopback_users)
+        return from_json(json.loads(document) if isinstance(document, str) else document, loopback_users)
     except (ValueError, DefinitionsError) as error:
-        raise DefinitionsError(f"{path}: {error}") from None
+        raise DefinitionsError(f"{where}: {error}") from None
 
 
-def save_access(data_dir: Path, access: AccessControl, vhosts: list[str]) -> None:
-    """Replace ``access.json`` atomically and durably."""
-    data_dir = Path(data_dir)
+def save_access(home: AccessHome, access: AccessControl, vhosts: list[str]) -> None:
+    """Replace ``access.json`` atomically and durably (or the store's document)."""
+    if isinstance(home, AccessDocuments):
+        home.save_access_document(to_json(access, vhosts))
+        return
+    data_dir = Path(home)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / ACCESS_FILE
     temporary = path.with_name(ACCESS_FILE + ".tmp")
@@ -265,9 +297,15 @@ def save_access(data_dir: Path, access: AccessControl, vhosts: list[str]) -> Non
 
 
 @contextmanager
-def locked(data_dir: Path) -> Iterator[None]:
-    """Hold ``access.lock``: one read-modify-write of ``access.json`` at a time."""
-    data_dir = Path(data_dir)
+def locked(home: AccessHome) -> Iterator[None]:
+    """Hold ``access.lock``: one read-modify-write of ``access.json`` at a time.
+
+    A store's document needs no lock: only its broker writes it, from its event loop.
+    """
+    if isinstance(home, AccessDocuments):
+        yield
+        return
+    data_dir = Path(home)
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -279,13 +317,13 @@ def locked(data_dir: Path) -> Iterator[None]:
 
 @contextmanager
 def edit_access(
-    data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)
+    home: AccessHome, loopback_users: tuple[str, ...] = ("guest",)
 ) -> Iterator[tuple[AccessControl, list[str]]]:
     """Load, let the caller change, save, under ``locked``; nothing is saved when the block raises."""
-    with locked(data_dir):
-        access, vhosts = load_access(data_dir, loopback_users)
+    with locked(home):
+        access, vhosts = load_access(home, loopback_users)
         yield access, vhosts
-        save_access(data_dir, access, vhosts)
+        save_access(home, access, vhosts)
 
 
 # ------------------------------------------------------------------ at start
@@ -330,16 +368,21 @@ def apply_config(access: AccessControl, vhosts: list[str], config: Config) -> bo
     return changed
 
 
-def startup_access(config: Config) -> tuple[AccessControl, list[str]]:
-    """What the broker starts with: ``access.json`` plus the config file's users, vhosts and permissions.
+def startup_access(config: Config, home: AccessHome | None = None) -> tuple[AccessControl, list[str]]:
+    """What the broker starts with: ``access.json`` (or ``home``'s document) plus the config file's users,
+    vhosts and permissions.
 
     The file is written when they changed it, or when it did not exist yet (the default setup).
     """
-    with locked(config.data_dir):
-        exists = (Path(config.data_dir) / ACCESS_FILE).exists()
-        access, vhosts = load_access(config.data_dir, config.loopback_users)
+    home = config.data_dir if home is None else home
+    with locked(home):
+        if isinstance(home, AccessDocuments):
+            exists = home.load_access_document() is not None
+        else:
+            exists = (Path(home) / ACCESS_FILE).exists()
+        access, vhosts = load_access(home, config.loopback_users)
         if apply_config(access, vhosts, config) or not exists:
-            save_access(config.data_dir, access, vhosts)
+            save_access(home, access, vhosts)
     return access, vhosts
 
 

@@ -47,6 +47,7 @@ from ..core.queue import Queue
 from ..core.vhost import VirtualHost
 from ..errors import AMQPError
 from .access import (
+    AccessHome,
     apply_to_broker,
     import_sections,
     import_topic_permissions,
@@ -369,6 +370,6 @@ def open_offline_broker(data_dir: Path, loopback_users: tuple[str, ...] = ("gues
         store.close()
 
 
-def save_broker_access(data_dir: Path, broker: Broker) -> None:
-    """Write the broker's users, vhosts and permissions to ``access.json`` (after an import)."""
-    save_access(data_dir, broker.access, list(broker.vhosts))
+def save_broker_access(home: AccessHome, broker: Broker) -> None:
+    """Write the broker's users, vhosts and permissions to ``access.json`` or its store (after an import)."""
+    save_access(home, broker.access, list(broker.vhosts))

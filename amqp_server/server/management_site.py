@@ -12,6 +12,7 @@ from aiohttp import web
 from ..core.broker import Broker
 from ..core.operations import BrokerOperations
 from ..http import app as http_app
+from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
 from ..ops.errors import DefinitionsError
@@ -32,6 +33,7 @@ async def start(config: Config, broker: Broker, amqp_listeners: list[tuple[str, 
     context = http_app.Context(
         operations=BrokerOperations(broker, node),
         data_dir=config.data_dir,
+        access_home=ops_access.access_home(config.data_dir, broker.store),
         loopback_users=config.loopback_users,
         export_definitions=lambda vhost: _export(broker, vhost),
         import_definitions=lambda data, vhost: _import(config, broker, data, vhost),
@@ -83,4 +85,4 @@ def _import(config: Config, broker: Broker, data: Any, vhost: str | None) -> Non
             if section in data
         }
     definitions.import_into(broker, data)
-    definitions.save_broker_access(config.data_dir, broker)
+    definitions.save_broker_access(ops_access.access_home(config.data_dir, broker.store), broker)

@@ -135,7 +135,8 @@ def _open_broker(
     config: Config, store: Store, clock: Callable[[], float], virtual_clock: VirtualClock | None = None
 ) -> Broker:
     """The broker over the recovered ``store``, with its users, vhosts and any definitions to load."""
-    access, vhost_names = ops_access.startup_access(config)
+    home = ops_access.access_home(config.data_dir, store)  # access.json, or the store's own document
+    access, vhost_names = ops_access.startup_access(config, home)
     broker = Broker(
         store=store,
         access=access,
@@ -153,7 +154,7 @@ def _open_broker(
     ops_access.apply_to_broker(broker, access, vhost_names)
     if config.load_definitions is not None:
         counts = definitions.import_file(broker, config.load_definitions)
-        definitions.save_broker_access(config.data_dir, broker)
+        definitions.save_broker_access(home, broker)
         log.info("imported definitions from %s: %s", config.load_definitions, counts)
     return broker
 
