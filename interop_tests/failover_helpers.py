@@ -14,6 +14,7 @@ confirmed body, and sends a body again on a nack or when its connection failed b
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -32,9 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, below the ephemeral range: a standby binds its ports later (AMQP only once it takes over),
+    and a port the kernel hands out to clients (pika's, the brokers' database connections) could be taken by then."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class LeaseBroker:
