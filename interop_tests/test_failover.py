@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import kombu
 import pika
 import pika.exceptions
 import pytest
@@ -89,6 +90,22 @@ def test_clean_stop_hands_over_at_once(brokers: list[LeaseBroker]) -> None:
     assert active.stop() == 0
     assert standby.wait_active(), standby.text()
     check_delivered([publisher], drain(standby, QUEUE))
+
+
+def test_kombu_failover_url_follows_the_active(brokers: list[LeaseBroker]) -> None:
+    """The README's kombu example: a ``;`` list, ``ensure``'d publishes under confirms, across a takeover."""
+    active, standby = start_pair(brokers)
+    url = f"{standby.url};{active.url}"  # the standby first: kombu must move on past its closed port
+    with kombu.Connection(url, failover_strategy="round-robin", transport_options={"confirm_publish": True}) as conn:
+        producer = conn.Producer()
+        publish = conn.ensure(producer, producer.publish, max_retries=60, interval_start=0.5, interval_step=0)
+        queue = kombu.Queue(QUEUE, routing_key=QUEUE, durable=True)
+        publish("before", routing_key=QUEUE, declare=[queue], delivery_mode=2)
+        active.send(signal.SIGKILL)
+        assert active.wait_exit() == -signal.SIGKILL
+        publish("after", routing_key=QUEUE, declare=[queue], delivery_mode=2)  # waits out the takeover
+    assert standby.wait_active(), standby.text()
+    assert drain(standby, QUEUE) == ["before", "after"]  # a str goes as text, unserialised
 
 
 def test_kill_active_under_confirmed_publishing(brokers: list[LeaseBroker]) -> None:
