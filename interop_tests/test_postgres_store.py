@@ -4,12 +4,15 @@ Each test runs ``python -m amqp_server`` against a fresh database of a throwaway
 (``tests/postgres_cluster.py``) and restarts it on a *new, empty* data dir, so whatever comes back
 came from PostgreSQL: durable exchanges, queues with arguments, bindings, policies, persistent
 messages confirmed to a pika publisher (after kill -9 and after SIGTERM), and users, vhosts and
-permissions made through the management API.
+permissions made through the management API or, while no broker runs, the admin CLI.
 """
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pika
@@ -22,6 +25,7 @@ from .management_client import Api
 pytest_plugins = ["tests.postgres_cluster"]  # postgres_db: a fresh database of a throwaway PostgreSQL
 
 COUNT = 300
+REPO = Path(__file__).resolve().parent.parent
 
 
 def connect(broker: BrokerProcess, user: str = "guest", password: str = "guest") -> pika.BlockingConnection:
@@ -137,3 +141,39 @@ def test_users_vhosts_permissions_and_policies_live_in_the_database(start):
         with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="ACCESS_REFUSED"):
             channel.queue_declare("b-queue", durable=True)  # configure is a-.* only
     assert not (Path(broker.data_dir) / "access.json").exists()  # the data dir holds none of it
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "amqp_server", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def test_the_admin_cli_edits_the_database_while_no_broker_runs(start, postgres_db, tmp_path):
+    store = ("--store", postgres_db, "--data-dir", str(tmp_path / "cli"))
+    for command in (
+        ("users", "add", "bob", "pw", "--tags", "management"),
+        ("vhosts", "add", "tools"),
+        ("permissions", "set", "bob", "tools", ".*", ".*", ".*"),
+        ("policies", "set", "short", "^s", '{"message-ttl": 5000}', "--vhost", "tools", "--apply-to", "queues"),
+    ):
+        done = cli(*command, *store)
+        assert done.returncode == 0, done.stderr
+    assert "bob\t[management]" in cli("users", "list", *store).stdout
+    exported = json.loads(cli("definitions", "export", "-", *store).stdout)
+    assert [p["name"] for p in exported["policies"]] == ["short"]
+    assert not (tmp_path / "cli" / "access.json").exists()
+
+    broker = start()  # on a data dir of its own: all of it came from the database
+    parameters = pika.ConnectionParameters(
+        host="127.0.0.1",
+        port=broker.port,
+        virtual_host="tools",
+        credentials=pika.PlainCredentials("bob", "pw"),
+        connection_attempts=1,
+        socket_timeout=5,
+    )
+    with pika.BlockingConnection(parameters) as connection:
+        channel = connection.channel()
+        channel.queue_declare("s-queue", durable=True)
+    api = Api(f"http://127.0.0.1:{broker.management_port}")
+    assert api.ok("GET", "/api/queues/tools/s-queue")["effective_policy_definition"] == {"message-ttl": 5000}

@@ -33,9 +33,14 @@ class StoreSettings(Protocol):
     def data_dir(self) -> Path: ...
 
 
+def is_postgres(kind: str) -> bool:
+    """Whether a ``store`` setting names a PostgreSQL database (which also keeps users, vhosts, permissions)."""
+    return kind.startswith(POSTGRES_SCHEMES)
+
+
 def store_problem(kind: str) -> str | None:
     """What is wrong with a ``store`` setting, if anything (for the configuration's checks)."""
-    if kind in OPENERS or kind.startswith(POSTGRES_SCHEMES):
+    if kind in OPENERS or is_postgres(kind):
         return None
     return f"must be one of {', '.join(OPENERS)} or a postgresql:// URL, got {kind!r}"
 
@@ -46,7 +51,7 @@ def open_store(settings: StoreSettings | str | os.PathLike[str]) -> Store:
         data_dir, kind = Path(settings), DEFAULT_STORE
     else:
         data_dir, kind = Path(settings.data_dir), getattr(settings, "store", DEFAULT_STORE)
-    if kind.startswith(POSTGRES_SCHEMES):
+    if is_postgres(kind):
         from .postgres_store import PostgresStore  # needs the optional psycopg
 
         return PostgresStore(kind)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ EAGER_RECORDS = 10_000  # per queue, recovered with their bodies (as the segment
 READ_AHEAD_ROWS = 256  # rows read_message fetches at once: the message asked for and the next ones of its queue
 READ_AHEAD_BODY = 64 * 1024  # larger bodies are not read ahead (they are fetched alone when asked for)
 READ_AHEAD_CACHE = 4 * READ_AHEAD_ROWS  # most read-ahead records held at once
+READ_RETRY_AFTER = 1.0  # seconds after a failed read during which reads fail at once, without connecting
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 3000  # PostgreSQL ends a transaction left open this long (a paused broker)
 STATEMENT_TIMEOUT_MS = 30_000  # and any statement running this long
 CONNECT_TIMEOUT_S = 10
@@ -139,6 +141,8 @@ class PostgresStore:
         self._pending = Batch()  # guarded by _buffer_lock
         self._writing: Batch | None = None  # the batch a sync is writing (read_message still finds its records)
         self._read_ahead: dict[tuple[str, str, int], MessageRecord] = {}  # owned by the caller's thread
+        self._unreadable: set[tuple[str, str, int]] = set()  # reads that failed: kept if the broker drops them
+        self._read_failed_at = -READ_RETRY_AFTER  # time.monotonic() of the last failed read
         self._closed = False
         self._writer: Connection | None = None  # the sync thread's, under _sync_lock
         self._reader: Connection | None = None  # the caller's thread's
@@ -208,6 +212,7 @@ class PostgresStore:
             pending.removals.pop(key, None)
             pending.deleted_queues.add(key)
         self._read_ahead = {k: v for k, v in self._read_ahead.items() if k[:2] != key}
+        self._unreadable = {k for k in self._unreadable if k[:2] != key}
 
     def put_binding(self, record: BindingRecord) -> None:
         self._define(rows.put_binding(record))
@@ -236,13 +241,16 @@ class PostgresStore:
 
     def remove_messages(self, vhost: str, queue: str, message_ids: Iterable[int]) -> None:
         key = (vhost, queue)
-        read_ahead = self._read_ahead
+        read_ahead, unreadable = self._read_ahead, self._unreadable
         with self._buffer_lock:
             buffered = self._pending.inserts.get(key)
             removed: set[int] | None = None
             for message_id in message_ids:
                 if buffered is not None and buffered.pop(message_id, None) is not None:
                     continue  # never written: nothing to delete
+                if unreadable and (vhost, queue, message_id) in unreadable:
+                    unreadable.discard((vhost, queue, message_id))
+                    continue  # dropped because it could not be read: kept (see _read_from_table)
                 if removed is None:
                     removed = self._pending.removals.setdefault(key, set())
                 removed.add(message_id)
@@ -268,10 +276,21 @@ class PostgresStore:
         return self._read_from_table(vhost, queue, message_id)
 
     def _read_from_table(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
+        """Read from the table, or fail fast within ``READ_RETRY_AFTER`` of a failed read (the caller's thread
+        is the event loop: an unreachable database must not stall it for a connect timeout per message).
+
+        A message that could not be read is not deleted when the broker then drops it (it does, for a
+        record it cannot read back): it stays in the table and comes back at the next start.
+        """
         stored = (to_db(vhost), to_db(queue), message_id, message_id, READ_AHEAD_BODY, READ_AHEAD_ROWS)
         try:
+            if time.monotonic() - self._read_failed_at < READ_RETRY_AFTER:
+                raise StoreUnavailable("PostgreSQL could not be read a moment ago")
             found = self._read(lambda conn: conn.execute(rows.READ_AHEAD, stored, binary=True).fetchall())
-        except psycopg.Error as error:
+        except (psycopg.Error, StoreUnavailable) as error:
+            self._read_failed_at = time.monotonic()
+            self._unreadable.add((vhost, queue, message_id))
+            log.warning("message %d of queue %r is kept in PostgreSQL for the next start: %s", message_id, queue, error)
             raise StoreUnavailable(f"cannot read message {message_id} of {queue!r} from PostgreSQL: {error}") from error
         if len(self._read_ahead) + len(found) > READ_AHEAD_CACHE:
             self._read_ahead = {}

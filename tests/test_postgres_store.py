@@ -295,3 +295,30 @@ def test_a_broker_drains_a_paged_backlog_in_order(monkeypatch, store, postgres_d
     assert bodies == [b"%02d" % n for n in range(1, 31)]
     store.sync()
     assert query(postgres_db, "SELECT count(*) FROM messages") == [(0,)]
+
+
+def test_a_paged_message_unreadable_while_the_database_is_down_is_kept_for_the_next_start(
+    monkeypatch, postgres_cluster: PostgresCluster, store, postgres_db
+):
+    monkeypatch.setattr(postgres_store, "EAGER_RECORDS", 1)
+    store.put_queue(QueueRecord("/", "q"))
+    for n in (1, 2, 3):
+        store.put_message("/", "q", n, message(n))
+    store.sync()
+    broker = Broker(store=store, clock=FakeClock())
+    queue = broker.vhosts["/"].queues["q"]
+    postgres_cluster.stop()
+    try:
+        peer = open_peer(broker)
+        peer.send_method(1, commands.Basic.Consume(queue="q"))  # acks would need the database: none here
+        bodies = [frame.value for _, frame in peer.frames() if type(frame).__name__ == "ContentBody"]
+        assert bodies == [b"01"]  # in memory; 2 and 3 could not be read back, and the broker dropped them
+        assert len(queue._ready) == 0
+    finally:
+        postgres_cluster.start()
+    store.sync()  # the drops deleted nothing
+    reopened = PostgresStore(postgres_db)
+    try:
+        assert [n for n, _ in reopened.recover().messages[("/", "q")]] == [1, 2, 3]
+    finally:
+        reopened.close()

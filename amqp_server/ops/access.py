@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from storage.factory import is_postgres, open_store
+
 from ..core import tracing
 from ..core.access import HASHING_ALGORITHM, AccessControl, Permission, TopicPermission, User, check_password
 from .config import Config
@@ -69,6 +71,19 @@ AccessHome = Path | AccessDocuments  # a data dir (its access.json) or a store h
 def access_home(data_dir: Path, store: object) -> AccessHome:
     """Where a broker on ``store`` keeps users, vhosts and permissions: the store if it can, else the data dir."""
     return store if isinstance(store, AccessDocuments) else Path(data_dir)
+
+
+@contextmanager
+def configured_home(config: Config) -> Iterator[AccessHome]:
+    """For the admin CLI: the configured store, opened for the block, if it keeps access; else the data dir."""
+    if not is_postgres(config.store):
+        yield config.data_dir  # the segment store is not opened: it would lock the data dir
+        return
+    store = open_store(config)
+    try:
+        yield access_home(config.data_dir, store)
+    finally:
+        store.close()
 
 
 # ------------------------------------------------------------------ JSON sections, shared with definitions

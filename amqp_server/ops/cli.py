@@ -56,6 +56,7 @@ from ..core.access import Permission
 from ..core.broker import Broker
 from ..core.policy_validation import PolicyError, parse_policy
 from ..core.vhost import VirtualHost
+from . import access as ops_access
 from . import running
 from .access import DEFAULT_VHOST, AccessControl, load_access, locked, remove_vhost, save_access
 from .api_commands import API_COMMANDS, api_main, connection_options, credentials
@@ -168,6 +169,7 @@ def admin_parser() -> argparse.ArgumentParser:
     """The admin command line: a table of subcommand names to their handlers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help=f"the broker's data dir [{env_name('data_dir')}]")
+    common.add_argument("--store", help=f"the broker's store, e.g. postgresql://… [{env_name('store')}]")
     common.add_argument("--config", metavar="FILE", help=f"TOML configuration file [{CONFIG_ENV}]")
     connection_options(common, with_location=False)  # for a running broker's API
     parser = argparse.ArgumentParser(
@@ -243,7 +245,8 @@ def _policy_commands(command: Callable[..., argparse.ArgumentParser], groups: An
 def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
     args = admin_parser().parse_args(argv)
     try:
-        config = load_config({"data_dir": args.data_dir} if args.data_dir else {}, args.config, environ)
+        flags = {key: getattr(args, key) for key in ("data_dir", "store") if getattr(args, key)}
+        config = load_config(flags, args.config, environ)
     except ConfigError as error:
         return _config_failure(error)
     try:
@@ -269,9 +272,10 @@ def _change_access(args: argparse.Namespace, config: Config, offline: Edit, onli
     """
     with locked(config.data_dir):
         if running.probe(config.data_dir) is None:
-            access, vhosts = load_access(config.data_dir, config.loopback_users)
-            offline(access, vhosts)
-            save_access(config.data_dir, access, vhosts)
+            with ops_access.configured_home(config) as home:
+                access, vhosts = load_access(home, config.loopback_users)
+                offline(access, vhosts)
+                save_access(home, access, vhosts)
             return
     found = running.wait_published(config.data_dir)
     if found is None:  # it stopped meanwhile: the file is the truth again
@@ -285,6 +289,11 @@ def _change_access(args: argparse.Namespace, config: Config, offline: Edit, onli
             "broker to edit its files instead"
         )
     online(ManagementClient(found.management_url, *credentials(args, os.environ)))
+
+
+def _access(config: Config) -> tuple[AccessControl, list[str]]:
+    with ops_access.configured_home(config) as home:
+        return load_access(home, config.loopback_users)
 
 
 def _exists(client: ManagementClient, path: str) -> bool:
@@ -338,7 +347,7 @@ def _users_delete(args: argparse.Namespace, config: Config) -> str:
 
 
 def _users_list(args: argparse.Namespace, config: Config) -> str:
-    access, _ = load_access(config.data_dir, config.loopback_users)
+    access, _ = _access(config)
     return "\n".join(f"{user.name}\t[{', '.join(user.tags)}]" for user in access.users.values())
 
 
@@ -370,7 +379,7 @@ def _vhosts_delete(args: argparse.Namespace, config: Config) -> str:
     def offline(access: AccessControl, vhosts: list[str]) -> None:
         must_exist("vhost", args.name, vhosts)
         try:
-            with open_offline_broker(config.data_dir, config.loopback_users) as broker:
+            with open_offline_broker(config, config.loopback_users) as broker:
                 delete_vhost(broker, args.name)
         except DataDirLocked as error:  # not a broker (it would hold running.json): an offline import or export
             raise AdminError(f"cannot delete the contents of vhost '{args.name}' now: {error}") from None
@@ -385,7 +394,7 @@ def _vhosts_delete(args: argparse.Namespace, config: Config) -> str:
 
 
 def _vhosts_list(args: argparse.Namespace, config: Config) -> str:
-    return "\n".join(load_access(config.data_dir, config.loopback_users)[1])
+    return "\n".join(_access(config)[1])
 
 
 def _permissions_set(args: argparse.Namespace, config: Config) -> str:
@@ -428,7 +437,7 @@ def _permissions_clear(args: argparse.Namespace, config: Config) -> str:
 
 
 def _permissions_list(args: argparse.Namespace, config: Config) -> str:
-    access, _ = load_access(config.data_dir, config.loopback_users)
+    access, _ = _access(config)
     return "\n".join(
         f"{user}\t{vhost}\t{p.configure}\t{p.write}\t{p.read}" for (user, vhost), p in access.permissions.items()
     )
@@ -438,7 +447,7 @@ def _permissions_list(args: argparse.Namespace, config: Config) -> str:
 def _offline(config: Config, verb: str, what: str = "definitions") -> Iterator[Broker]:
     """The data dir's broker, opened here; a clear ``AdminError`` when a broker is running on it."""
     try:
-        with open_offline_broker(config.data_dir, config.loopback_users) as broker:
+        with open_offline_broker(config, config.loopback_users) as broker:
             yield broker
     except DataDirLocked as error:
         hint = ", or start it with --load-definitions FILE" if verb == "import" else ""
@@ -538,7 +547,7 @@ def _policies_list(args: argparse.Namespace, config: Config) -> str:
 
 
 def _definitions_export(args: argparse.Namespace, config: Config) -> str | None:
-    if not config.data_dir.is_dir():
+    if config.store == "segment" and not config.data_dir.is_dir():
         raise AdminError(f"no data dir {config.data_dir}")
     with _offline(config, "export") as broker:
         text = json.dumps(export_from(broker), indent=2) + "\n"
@@ -552,7 +561,7 @@ def _definitions_export(args: argparse.Namespace, config: Config) -> str | None:
 def _definitions_import(args: argparse.Namespace, config: Config) -> str:
     with locked(config.data_dir), _offline(config, "import") as broker:
         counts = import_file(broker, Path(args.file))
-        save_broker_access(config.data_dir, broker)
+        save_broker_access(ops_access.access_home(config.data_dir, broker.store), broker)
         transient = [
             f"{vhost.name}/{entity.name}"
             for vhost in broker.vhosts.values()

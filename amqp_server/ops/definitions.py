@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from storage.factory import open_store
+from storage.factory import StoreSettings, open_store
 
 from .. import __version__
 from ..core.broker import Broker
@@ -48,6 +48,7 @@ from ..core.vhost import VirtualHost
 from ..errors import AMQPError
 from .access import (
     AccessHome,
+    access_home,
     apply_to_broker,
     import_sections,
     import_topic_permissions,
@@ -353,16 +354,20 @@ def delete_vhost(broker: Broker, name: str) -> None:
 
 
 @contextmanager
-def open_offline_broker(data_dir: Path, loopback_users: tuple[str, ...] = ("guest",)) -> Iterator[Broker]:
-    """A broker over ``data_dir``'s store and access.json, for editing definitions while no broker runs.
+def open_offline_broker(
+    settings: StoreSettings | Path, loopback_users: tuple[str, ...] = ("guest",)
+) -> Iterator[Broker]:
+    """A broker over the store (``settings``: the ``Config`` or a data dir) and its access.json (or the
+    store's document), for editing definitions while no broker runs.
 
     Raises ``storage.fileio.DataDirLocked`` when a broker is running on
     the data dir.  The store is synced and closed on the way out; saving access
     changes is the caller's job (``save_access``).
     """
-    store = open_store(data_dir)
+    store = open_store(settings)
     try:
-        access, vhosts = load_access(data_dir, loopback_users)
+        data_dir = settings if isinstance(settings, Path) else settings.data_dir
+        access, vhosts = load_access(access_home(data_dir, store), loopback_users)
         broker = Broker(store=store, access=access)
         apply_to_broker(broker, access, vhosts)
         yield broker
