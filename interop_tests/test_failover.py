@@ -216,3 +216,33 @@ def test_database_restart_under_load(
         check_delivered(publishers, drain(again, QUEUE))
     finally:
         again.stop()
+
+
+def test_database_gone_longer_than_the_ttl_stops_the_active(
+    postgres_cluster: PostgresCluster,
+    postgres_db: str,
+    tmp_path: Path,
+) -> None:
+    """Unreachable past 80% of the ttl, the lease may be another's: clients get 320, the broker exits 1."""
+    broker = LeaseBroker(postgres_db, tmp_path / "a", 2.0).start()
+    try:
+        assert broker.wait_active(), broker.text()
+        publisher = FailoverPublisher("p", [broker], QUEUE)
+        publisher.start()
+        assert publisher.wait_confirms(20)
+        publisher.halt()
+        connection = pika.BlockingConnection(broker.parameters(heartbeat=0))
+        postgres_cluster.stop()
+        try:
+            with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+                connection.process_data_events(60)
+            assert closed.value.reply_code == 320
+            assert broker.wait_exit() == 1, broker.text()
+            assert "no renewal of the lease succeeded" in broker.text()
+        finally:
+            postgres_cluster.start()
+        broker.start()  # as its supervisor would: the lease ran out meanwhile, so it takes it again
+        assert broker.wait_active(), broker.text()
+        check_delivered([publisher], drain(broker, QUEUE))
+    finally:
+        broker.stop()
