@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from storage.api import Store
+from storage.factory import POSTGRES_SCHEMES
 
 from ..ops.config import Config
 
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("amqp_server.standby")
 
-DATABASE_SCHEMES = ("postgresql://", "postgres://")
 WATCH_INTERVAL = 0.05  # seconds between looks at the lease (a clock read): how late a loss is acted on
 
 
@@ -46,8 +46,7 @@ class LeaseLost(ConnectionError):
 
 def database_dsn(config: Config) -> str | None:
     """The DSN of a database store that needs a lease, or None (the segment and memory stores need none)."""
-    store = str(getattr(config, "store", ""))
-    return store if store.startswith(DATABASE_SCHEMES) else None
+    return config.store if config.store.startswith(POSTGRES_SCHEMES) else None
 
 
 def redacted(dsn: str) -> str:
