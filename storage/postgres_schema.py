@@ -109,8 +109,12 @@ CREATE TABLE IF NOT EXISTS schema_version (
 """
 
 
-class SchemaTooNew(RuntimeError):
-    """The database was migrated by a newer broker: this one does not know its tables."""
+class SchemaTooNew(OSError):
+    """The database was migrated by a newer broker: this one does not know its tables.
+
+    An ``OSError`` as the store's other failures to open (the database unreachable) are: the broker
+    and the admin CLI report those in one line and exit 1.
+    """
 
 
 def migrate(conn: psycopg.Connection[TupleRow], migrations: tuple[str, ...] = MIGRATIONS) -> int:

@@ -31,9 +31,12 @@ TRANSIENT = commands.Basic.Properties(delivery_mode=1)
 QUORUM = {"x-queue-type": "quorum"}
 
 
+pytest_plugins = ["tests.postgres_cluster"]  # STORES' PostgreSQL store needs its postgres_db fixture
+
+
 @pytest.fixture(params=STORES)
 def store(request, tmp_path) -> Store:
-    instance = request.param(tmp_path)
+    instance = request.param(request, tmp_path)
     yield instance
     instance.close()
 

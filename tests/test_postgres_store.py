@@ -15,8 +15,11 @@ from pamqp import commands
 from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
+from amqp_server.ops.config import load_config
+from amqp_server.ops.errors import ConfigError
 from storage import postgres_store
 from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, StoredMessage
+from storage.factory import open_store
 from storage.postgres_schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
 from storage.postgres_store import Fenced, PostgresStore, StoreUnavailable
 from tests.frames import FakeClock, open_peer
@@ -58,6 +61,27 @@ def test_restart_keeps_committed_data(postgres_cluster: PostgresCluster, postgre
     query(postgres_db, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)")
     postgres_cluster.restart("immediate")
     assert query(postgres_db, "SELECT n FROM t") == [(1,)]
+
+
+# ------------------------------------------------------------------ selecting it
+
+
+def test_a_postgresql_url_from_flag_environment_or_file_opens_the_postgresql_store(postgres_db, tmp_path):
+    config_file = tmp_path / "amqp-server.toml"
+    config_file.write_text(f'store = "{postgres_db}"\n')
+    for config in (
+        load_config({"store": postgres_db}, environ={}),
+        load_config(environ={"AMQP_SERVER_STORE": postgres_db.replace("postgresql://", "postgres://")}),
+        load_config(config_file=config_file, environ={}),
+    ):
+        store = open_store(config)
+        try:
+            assert isinstance(store, PostgresStore)
+        finally:
+            store.close()
+    assert load_config(environ={}).store == "segment"
+    with pytest.raises(ConfigError, match="must be one of segment, memory or a postgresql:// URL, got 'mysql://x'"):
+        load_config({"store": "mysql://x"}, environ={})
 
 
 # ------------------------------------------------------------------ the schema

@@ -251,7 +251,7 @@ def admin_main(argv: list[str], environ: Mapping[str, str] | None = None) -> int
         return _config_failure(error)
     try:
         message = args.handler(args, config)
-    except (AdminError, AccessError, DefinitionsError, ApiRequestError) as error:
+    except (AdminError, AccessError, DefinitionsError, ApiRequestError, OSError) as error:  # OSError: the store
         print(f"amqp-server: {error}", file=sys.stderr)
         return 1
     if message:
