@@ -8,7 +8,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY amqp_server ./amqp_server
 COPY storage ./storage
-RUN pip install --no-cache-dir .
+# with psycopg (the postgresql extra), so that --store postgresql://… works: the failover profile of docker-compose.yml
+RUN pip install --no-cache-dir ".[postgresql]"
 USER amqp
 # Clients reach a container from outside its loopback, so `guest` may log in from anywhere here,
 # as in RabbitMQ's official image (loopback_users.guest = false); publish the ports on 127.0.0.1 only.

@@ -132,7 +132,7 @@ def test_dockerfile_installs_what_pyproject_packages() -> None:
     for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
         assert pattern.rstrip("*") in copied, f"package {pattern} is not copied into the image"
     assert {"pyproject.toml", "README.md"} <= copied  # the build reads both (readme = "README.md")
-    assert any(re.search(r"\bpip install\b.* \.$", arguments) for arguments in instruction("RUN"))
+    assert any(re.search(r"\bpip install\b.* \"?\.(\[[\w,]+\])?\"?$", arguments) for arguments in instruction("RUN"))
 
 
 def test_base_image_python_satisfies_requires_python() -> None:
@@ -228,6 +228,24 @@ def test_every_variable_the_files_set_is_one_the_broker_reads(service: dict, bro
     assert variables
     for name in sorted(variables):
         assert f"[{name}]" in broker_help, f"{name} is not a setting of amqp-server (see --help)"
+
+
+def test_failover_profile_runs_two_restarted_brokers_on_its_postgres(compose: dict, broker_help: str) -> None:
+    """README's Standby and failover: ``docker compose --profile failover up``."""
+    services = compose["services"]
+    brokers = [services[name] for name in ("amqp-a", "amqp-b")]
+    assert all(services[name]["profiles"] == ["failover"] for name in ("postgres", "amqp-a", "amqp-b"))
+    assert "profiles" not in services["amqp"]  # the plain broker still starts by default
+    (store,) = {broker["environment"]["AMQP_SERVER_STORE"] for broker in brokers}  # one database for both
+    assert store.startswith("postgresql://") and "@postgres:" in store
+    for broker in brokers:
+        assert broker["build"] == "." and broker["restart"] == "unless-stopped"  # a broker that lost the lease exits
+        assert broker["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+        assert all(port.startswith("127.0.0.1:") for port in broker["ports"])
+        for name in broker["environment"]:
+            assert f"[{name}]" in broker_help, f"{name} is not a setting of amqp-server (see --help)"
+    data = [volume.split(":")[0] for broker in brokers for volume in broker["volumes"]]
+    assert len(set(data)) == 2 and set(data) <= set(compose["volumes"])  # a data dir each
 
 
 # ------------------------------------------------------------------ the health check itself

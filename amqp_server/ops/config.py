@@ -170,6 +170,7 @@ class Config:
     max_message_size: int = 128 * 1024 * 1024
     handshake_timeout: float = 10.0
     consumer_timeout: int = 1_800_000  # ms a delivery may stay unacknowledged before its channel closes; 0: off
+    lease_ttl: float = 5.0  # seconds: with a database store, how long a dead active broker keeps the standby waiting
     # TLS (amqps): a second listener when tls_cert and tls_key are set
     tls_port: int = 5671
     tls_cert: Path | None = None
@@ -295,6 +296,12 @@ OPTIONS: dict[str, Option] = {
         "milliseconds a delivery may stay unacknowledged before its channel is closed with 406 "
         "(default 1800000, as RabbitMQ; 0: off)",
         _between(0, 2**32 - 1),
+    ),
+    "lease_ttl": Option(
+        "float",
+        "with a postgresql:// store, seconds the active broker's lease lasts without renewal: a standby "
+        "takes over within this of the active's death (default 5)",
+        _between(0.5, 3600),
     ),
     "tls_port": Option(
         "int", "TLS (amqps) port, used when tls_cert and tls_key are set (default 5671)", _between(0, 65535)

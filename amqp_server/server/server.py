@@ -23,7 +23,7 @@ from ..ops import access as ops_access
 from ..ops import definitions
 from ..ops.config import Config
 from ..ops.running import RunningClaim, connect_host
-from . import management_site, prometheus_site
+from . import management_site, prometheus_site, standby
 from .persister import Persister
 from .protocol import AMQPProtocol, Connections
 from .timer import SchedulerDriver
@@ -50,19 +50,25 @@ async def serve(
     With ``tls_cert`` and ``tls_key`` set, a second listener on ``tls_port`` speaks amqps.
     Bad TLS settings raise ``ValueError`` (or ``OSError`` for unreadable files) before anything starts.
     """
-    started = time.monotonic()
     tls = server_context(config)
+    stop = stop or asyncio.Event()
+    leadership = await standby.lead(config, stop)  # a database store: on standby until its lease is ours
+    if leadership is None:
+        log.info("stopped")
+        return
+    config = leadership.config
+    started = time.monotonic()
     store = open_store(config)  # raises DataDirLocked if another broker uses the data dir
     try:
+        leadership.fence(store)
+        leadership.watch(stop)  # a lost lease sets stop: clients get 320, the listeners close
         claim = RunningClaim(config.data_dir)  # before access.json is read: see ops.running
         try:
-            await _serve(
-                config, tls, store, claim, started, ready, stop or asyncio.Event(), on_listening, virtual_clock
-            )
+            await _serve(config, tls, store, claim, started, ready, stop, on_listening, virtual_clock)
         finally:
             claim.release()
     finally:
-        store.close()  # syncs first: a clean shutdown loses nothing
+        leadership.close(store)  # syncs first: a clean shutdown loses nothing; then frees the lease
         log.info("stopped")
 
 
