@@ -1,24 +1,22 @@
 """Clients in other languages against the broker: Go's amqp091-go, Node's amqplib and amqp-client.js,
 and RabbitMQ's Java client.
 
-Each client is a small program under ``interop_tests/clients/`` (see ``other_languages.py`` for how
-they are built and run).  On the session broker they connect, publish and consume, get, publish
-with confirms, close a channel while the broker closes it too (a publish to a missing exchange,
-then channel.close at once), use transactions, get a mandatory publish returned (312 NO_ROUTE),
-see basic.cancel when their queue is deleted, respect prefetch, get a nacked message redelivered,
-dead-letter (headers of every field type surviving), route through exchange-to-exchange and
-headers bindings, send a 1 MiB body over many frames, get RabbitMQ's channel.close codes and texts,
-do an RPC over direct reply-to, see a TTL-expired message dead-lettered, get a publish beyond
-x-max-length nacked (reject-publish), get messages by priority, have an alternate exchange take what
-is unroutable, keep an idle connection with a 1 s heartbeat alive for 4 s, update the connection's
-secret and work on (all but Java, whose 5.0 client has no API for it), and see a delivery left unacked
-past an ``x-consumer-timeout`` (the queue's and the consumer's) close its channel with RabbitMQ's 406
-and come again, redelivered, on another channel.  On a broker of
-their own they connect over TLS and see connection.blocked and connection.unblocked around a real
-disk alarm.  These clients are stricter than pika about the wire: amqp-client.js lost frame sync
-on a non-empty reserved field, the crossing close killed the connection of the Go and Node ones,
-and amqp091-go took a publish nacked by a reject-publish queue as acked when the broker's next
-multiple ack covered it.
+Each client is a small program under ``interop_tests/clients/`` (see ``other_languages.py`` for how they are
+built and run). On the session broker they connect, publish and consume, get, publish with confirms, close a
+channel while the broker closes it too (a publish to a missing exchange, then channel.close at once), use
+transactions, get a mandatory publish returned (312 NO_ROUTE), see basic.cancel when their queue is deleted,
+respect prefetch, get a nacked message redelivered, dead-letter (headers of every field type surviving), route
+through exchange-to-exchange and headers bindings, send a 1 MiB body over many frames, get RabbitMQ's
+channel.close codes and texts, do an RPC over direct reply-to, see a TTL-expired message dead-lettered, get a
+publish beyond x-max-length nacked (reject-publish), get messages by priority, have an alternate exchange take
+what is unroutable, keep an idle connection with a 1 s heartbeat alive for 4 s, update the connection's secret
+and work on (all but Java, whose 5.0 client has no API for it), and see a delivery left unacked past an
+``x-consumer-timeout`` (the queue's and the consumer's; Go and Java a basic.get too) close its channel with
+RabbitMQ's 406 and come again, redelivered, on another channel. On a broker of their own they connect over TLS
+and see connection.blocked and connection.unblocked around a real disk alarm. These clients are stricter than
+pika about the wire: amqp-client.js lost frame sync on a non-empty reserved field, the crossing close killed
+the connection of the Go and Node ones, and amqp091-go took a publish nacked by a reject-publish queue as
+acked when the broker's next multiple ack covered it.
 
 The four programs on the session broker are started together by the ``started`` fixture (they mostly
 wait: the heartbeat and consumer-timeout scenarios), and each test collects its own program's output;

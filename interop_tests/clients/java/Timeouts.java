@@ -1,5 +1,6 @@
-// Consumer timeouts: one delivery left unacked on each of two channels, from a queue declared with
-// x-consumer-timeout and through a basic.consume with it. Started right after connect and checked
+// Consumer timeouts: one delivery left unacked on each of three channels: consumed from a queue
+// declared with x-consumer-timeout, consumed through a basic.consume with it, and taken by basic.get
+// from a queue with it. Started right after connect and checked
 // near the end, so the wait overlaps the other scenarios. (The Java client 5.0 has no
 // connection.update-secret: no Connection.updateSecret and no method class for it.)
 import com.rabbitmq.client.AMQP;
@@ -29,22 +30,32 @@ final class Timeouts {
     static Timeouts start(Connection conn, String prefix) throws Exception {
         Timeouts timeouts = new Timeouts(conn);
         // an Integer (a 32-bit field) on the queue, a Long on the consumer: RabbitMQ takes any integer type
-        timeouts.hold(prefix + "-1", Map.of("x-consumer-timeout", CONSUMER_TIMEOUT_MS), Map.of());
-        timeouts.hold(prefix + "-2", Map.of(), Map.of("x-consumer-timeout", (long) CONSUMER_TIMEOUT_MS));
+        Map<String, Object> onQueue = Map.of("x-consumer-timeout", CONSUMER_TIMEOUT_MS);
+        timeouts.hold(prefix + "-1", onQueue, Map.of(), false);
+        timeouts.hold(prefix + "-2", Map.of(), Map.of("x-consumer-timeout", (long) CONSUMER_TIMEOUT_MS), false);
+        timeouts.hold(prefix + "-3", onQueue, Map.of(), true);
         return timeouts;
     }
 
-    void hold(String queue, Map<String, Object> queueArguments, Map<String, Object> consumeArguments)
+    /** Take the queue's message without acking it: by basic.consume, or with get by basic.get (whose
+     * get-ok awaits an ack too). */
+    void hold(String queue, Map<String, Object> queueArguments, Map<String, Object> consumeArguments, boolean get)
             throws Exception {
         Channel ch = conn.createChannel();
         CompletableFuture<ShutdownSignalException> closed = new CompletableFuture<>();
         ch.addShutdownListener(closed::complete);
         // exclusive, not auto-delete: the timeout's channel.close cancels the consumer, the queue stays
         ch.queueDeclare(queue, false, true, false, queueArguments);
+        ch.confirmSelect(); // the message is in the queue before a basic.get looks
         ch.basicPublish("", queue, null, AmqpClient.bytes("held"));
-        CompletableFuture<Delivery> delivered = new CompletableFuture<>();
-        ch.basicConsume(queue, false, consumeArguments, (tag, d) -> delivered.complete(d), tag -> {});
-        delivered.get(AmqpClient.TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        ch.waitForConfirmsOrDie(AmqpClient.TIMEOUT_SECONDS * 1000);
+        if (get) {
+            AmqpClient.expect(ch.basicGet(queue, false) != null, "basic.get found no message in " + queue);
+        } else {
+            CompletableFuture<Delivery> delivered = new CompletableFuture<>();
+            ch.basicConsume(queue, false, consumeArguments, (tag, d) -> delivered.complete(d), tag -> {});
+            delivered.get(AmqpClient.TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        }
         held.add(new Held(queue, ch.getChannelNumber(), closed));
     }
 

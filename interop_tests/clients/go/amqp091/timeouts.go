@@ -9,7 +9,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// consumerTimeoutMs is the x-consumer-timeout the scenario sets, once on a queue, once on a basic.consume.
+// consumerTimeoutMs is the x-consumer-timeout the scenario sets on queues and on a basic.consume.
 const consumerTimeoutMs = 1000
 
 // heldDelivery is one channel that consumed a message and never acks it.
@@ -24,24 +24,30 @@ type consumerTimeouts struct {
 	held []heldDelivery
 }
 
-// startConsumerTimeouts opens the connection's first two channels (numbers 1 and 2: amqp091-go hands
-// out the lowest free number on a new connection) and leaves one delivery unacked on each: from a
-// queue declared with x-consumer-timeout, and through a basic.consume with x-consumer-timeout.
+// startConsumerTimeouts opens the connection's first three channels (numbers 1 to 3: amqp091-go hands
+// out the lowest free number on a new connection) and leaves one delivery unacked on each: consumed
+// from a queue declared with x-consumer-timeout, consumed through a basic.consume with
+// x-consumer-timeout, and taken by basic.get from a queue with x-consumer-timeout.
 func startConsumerTimeouts(conn *amqp.Connection, prefix string) (*consumerTimeouts, error) {
 	timeouts := &consumerTimeouts{conn: conn}
 	// a 32-bit int on the queue, a 64-bit one on the consumer: RabbitMQ takes any integer type
 	onQueue := amqp.Table{"x-consumer-timeout": int32(consumerTimeoutMs)}
 	onConsumer := amqp.Table{"x-consumer-timeout": int64(consumerTimeoutMs)}
-	for number, args := range []struct{ queue, consume amqp.Table }{{onQueue, nil}, {nil, onConsumer}} {
+	holds := []struct {
+		queue, consume amqp.Table
+		get            bool
+	}{{onQueue, nil, false}, {nil, onConsumer, false}, {onQueue, nil, true}}
+	for number, args := range holds {
 		queue := fmt.Sprintf("%s-%d", prefix, number+1)
-		if err := timeouts.hold(queue, number+1, args.queue, args.consume); err != nil {
+		if err := timeouts.hold(queue, number+1, args.queue, args.consume, args.get); err != nil {
 			return nil, err
 		}
 	}
 	return timeouts, nil
 }
 
-func (timeouts *consumerTimeouts) hold(queue string, number int, queueArgs, consumeArgs amqp.Table) error {
+// hold takes the message by basic.consume, or with get by basic.get (its get-ok awaits an ack too).
+func (timeouts *consumerTimeouts) hold(queue string, number int, queueArgs, consumeArgs amqp.Table, get bool) error {
 	ch, err := timeouts.conn.Channel()
 	if err != nil {
 		return err
@@ -54,15 +60,28 @@ func (timeouts *consumerTimeouts) hold(queue string, number int, queueArgs, cons
 	if err := publish(ch, "", queue, false, text("held")); err != nil {
 		return err
 	}
-	deliveries, err := ch.Consume(queue, "", false, false, false, false, consumeArgs)
-	if err != nil {
-		return err
-	}
-	if _, err := receive(deliveries, "the held message"); err != nil {
+	if err := takeWithoutAck(ch, queue, consumeArgs, get); err != nil {
 		return err
 	}
 	timeouts.held = append(timeouts.held, heldDelivery{queue: queue, number: number, closed: closed})
 	return nil
+}
+
+func takeWithoutAck(ch *amqp.Channel, queue string, consumeArgs amqp.Table, get bool) error {
+	if get {
+		for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+			if _, ok, err := ch.Get(queue, false); err != nil || ok {
+				return err
+			}
+		}
+		return fmt.Errorf("basic.get found no message in %s", queue)
+	}
+	deliveries, err := ch.Consume(queue, "", false, false, false, false, consumeArgs)
+	if err != nil {
+		return err
+	}
+	_, err = receive(deliveries, "the held message")
+	return err
 }
 
 // check: each held channel was closed with RabbitMQ's 406 and its message comes again, redelivered,
