@@ -108,3 +108,40 @@ def test_a_consumers_own_timeout_beats_the_queues(unique: str) -> None:
         finally:
             if connection.is_open:
                 connection.close()
+
+
+def test_a_stream_consumers_own_timeout_closes_its_channel(unique: str) -> None:
+    """A stream consumer's ``x-consumer-timeout`` counts too: its deliveries await acks (the prefetch credit).
+
+    It was dropped on the way to the stream consumer, which then waited the broker's 30 minutes.
+    """
+    with running(virtual_clock=True) as broker:
+        connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+        try:
+            channel = connection.channel()
+            closed: list[pika.exceptions.ChannelClosed] = []
+            channel._impl.add_on_close_callback(lambda _channel, reason: closed.append(reason))
+            channel.queue_declare(unique, durable=True, arguments={"x-queue-type": "stream"})
+            channel.confirm_delivery()
+            channel.basic_publish("", unique, b"m0")
+            channel.basic_qos(prefetch_count=1)
+            got: list[bytes] = []
+            arguments = {"x-stream-offset": "first", "x-consumer-timeout": 3000}
+            channel.basic_consume(unique, lambda _ch, _method, _props, body: got.append(body), arguments=arguments)
+            connection.process_data_events(time_limit=0.2)  # the delivery sent
+            for _ in range(6):
+                broker.advance(1)
+            connection.process_data_events(time_limit=0.2)
+            assert got == [b"m0"]
+            assert [(reason.reply_code, reason.reply_text) for reason in closed] == [
+                (
+                    406,
+                    f"PRECONDITION_FAILED - delivery acknowledgement on channel {channel.channel_number} timed out. "
+                    "Timeout value used: 3000 ms. "
+                    "This timeout value can be configured, see consumers doc guide to learn more",
+                )
+            ]
+            connection.channel().queue_delete(unique)
+        finally:
+            if connection.is_open:
+                connection.close()

@@ -56,8 +56,9 @@ class StreamConsumer(Consumer):
         priority: int,
         offset: int,
         arguments: dict[str, Any],
+        timeout: int | None = None,
     ) -> None:
-        super().__init__(channel, tag, queue, False, exclusive, prefetch_count, priority)
+        super().__init__(channel, tag, queue, False, exclusive, prefetch_count, priority, timeout)
         self.offset = offset
         self.arguments = arguments  # shown by the management API, as RabbitMQ does for stream consumers
 
@@ -81,7 +82,7 @@ def consumer_for(
         raise stream_unsupported("automatic acknowledgement", queue.name, queue.vhost.name)
     arguments = dict(method.arguments or {})
     offset = queue.start_offset(arguments.get("x-stream-offset"))
-    return StreamConsumer(channel, tag, queue, method.exclusive, prefetch_count, priority, offset, arguments)
+    return StreamConsumer(channel, tag, queue, method.exclusive, prefetch_count, priority, offset, arguments, timeout)
 
 
 def check_settlement(taken: Iterable[Unacked]) -> None:
