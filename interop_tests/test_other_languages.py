@@ -124,7 +124,11 @@ def started(request: pytest.FixtureRequest, broker: SimpleNamespace) -> Iterator
     """The programs of the selected tests of ``PROGRAMS``, all started at once on the session broker:
     each spends most of its ~4 s waiting (the heartbeat and consumer-timeout scenarios), so together
     they take about as long as one. A toolchain that is missing is left to the test to report."""
-    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
+    selected = {
+        getattr(item, "originalname", item.name)
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    }
     programs: dict[str, StartedClient] = {}
     try:
         for test, (fixture, command, cwd) in PROGRAMS.items():
