@@ -347,7 +347,7 @@ async def delete_permission(request: web.Request) -> web.Response:
     return no_content()
 
 
-# ------------------------------------------------------------------ topic permissions (stored, not enforced)
+# ------------------------------------------------------------------ topic permissions (enforced in core.access)
 
 
 def _topic_items(request: web.Request, user: str | None = None, vhost: str | None = None) -> list[dict[str, str]]:
