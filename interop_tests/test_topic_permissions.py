@@ -182,3 +182,6 @@ def test_management_publish_and_bind_are_checked(management: SimpleNamespace, na
     answer = api.post(f"/api/bindings/%2F/e/{q(names.tx)}/q/{q(names.q)}", {"routing_key": "zz"})
     assert (answer.status, answer.json) == (401, {"error": "not_authorised", "reason": "Access refused."})
     assert api.post(f"/api/bindings/%2F/e/{q(names.tx)}/q/{q(names.q)}", {"routing_key": "r.z"}).status == 201
+    grant(management, names, names.tx, "^a\\.", "^s\\.")
+    answer = api.delete(f"/api/bindings/%2F/e/{q(names.tx)}/q/{q(names.q)}/r.z")
+    assert (answer.status, answer.json) == (401, {"error": "not_authorised", "reason": "Access refused."})
