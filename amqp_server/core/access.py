@@ -195,7 +195,10 @@ class AccessControl:
             self._topic_patterns[pattern_key] = permission.compiled(action, username, vhost)
         pattern = self._topic_patterns[pattern_key]
         if pattern is None or pattern.search(routing_key) is None:
-            raise topic_access_refused(routing_key, exchange, vhost, username)
+            error = topic_access_refused(routing_key, exchange, vhost, username)
+            # only basic.publish checks write (the management API's publish has no frame): RabbitMQ's
+            # channel.close names it (60, 40); a bind's refusal gets its method from the dispatcher
+            raise error.for_method(60, 40) if action == "write" else error
         if len(self._topic_allowed) >= ALLOWED_CACHE_LIMIT:
             self._topic_allowed.clear()
         self._topic_allowed[key] = permission

@@ -301,23 +301,19 @@ class Channel:
         return stored, rejected
 
     def _check_publish(self, method: wire.Publish) -> Exchange:
-        """Every refusal names basic.publish (60, 40), as RabbitMQ's do (probed: 403s too)."""
         connection = self.connection
         vhost = connection.vhost
-        try:
-            # permission first, then existence (RabbitMQ's order); the default exchange is 'amq.default' there
-            connection.check_access("write", "exchange", method.exchange or "amq.default")
-            exchange = vhost.exchanges.get(method.exchange)
-            if exchange is None:
-                raise not_found("exchange", method.exchange, vhost.name)
-            if exchange.internal:
-                raise internal_exchange(method.exchange, vhost.name)
-            if exchange.type_name == "topic":  # RabbitMQ's topic authorisation: other types pay only this test
-                connection.check_topic_access("write", method.exchange, method.routing_key)
-            if method.immediate:
-                raise immediate_unsupported()
-        except ChannelError as error:
-            raise error.for_method(60, 40) from None
+        # permission first, then existence (RabbitMQ's order); the default exchange is 'amq.default' there
+        connection.check_access("write", "exchange", method.exchange or "amq.default")
+        exchange = vhost.exchanges.get(method.exchange)
+        if exchange is None:
+            raise not_found("exchange", method.exchange, vhost.name).for_method(60, 40)
+        if exchange.internal:
+            raise internal_exchange(method.exchange, vhost.name)
+        if exchange.type_name == "topic":  # RabbitMQ's topic authorisation: other types pay only this test
+            connection.check_topic_access("write", method.exchange, method.routing_key)
+        if method.immediate:
+            raise immediate_unsupported()
         return exchange
 
     def _confirm(self, delivery_tag: int, multiple: bool, ack: bool) -> None:
