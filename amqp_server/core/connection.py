@@ -209,6 +209,12 @@ class Connection:
         """403 unless this connection's user may configure/write/read the named resource here."""
         self.broker.access.check(self.username, self.vhost.name, action, kind, name)
 
+    def check_topic_access(self, action: str, exchange: str, routing_key: str) -> None:
+        """403 unless this user's topic permission on the (topic) ``exchange`` allows ``routing_key``."""
+        access = self.broker.access
+        if access.topic_permissions:  # none granted (the usual case): a topic publish pays one call, not two
+            access.check_topic(self.username, self.vhost.name, action, exchange, routing_key)
+
     def send_method(self, channel_id: int, method: PamqpMethod) -> None:
         self.writer.send_method(channel_id, method)
 
