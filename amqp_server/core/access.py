@@ -5,7 +5,8 @@ Passwords are stored as RabbitMQ's ``rabbit_password_hashing_sha256`` hashes
 exported from RabbitMQ's definitions JSON import unchanged and are never kept
 in plain text.  Permissions are three regular expressions per user and vhost —
 configure, write, read — matched against resource names exactly as RabbitMQ
-does (``re.fullmatch``; ``""`` matches nothing, ``".*"`` everything).
+does: searched in the name, not anchored (``^a`` allows ``a-queue``, ``q`` allows
+``xqx``; probed on 3.10), ``""`` meaning ``^$`` (nothing but the empty name).
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ class Permission:
     read: str = ".*"
 
     def allows(self, action: str, name: str) -> bool:
-        pattern = getattr(self, action)
-        return bool(pattern) and re.fullmatch(pattern, name) is not None
+        return re.search(getattr(self, action) or "^$", name) is not None
 
 
 @dataclass(frozen=True)
