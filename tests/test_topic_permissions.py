@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from pamqp import commands
 
-from amqp_server.core.access import TopicPermission
+from amqp_server.core.access import Permission, TopicPermission
 from amqp_server.core.broker import Broker
 from amqp_server.core.operations import BrokerOperations
 from amqp_server.errors import TopicAccessRefused
@@ -81,6 +81,15 @@ def queued(peer: Peer, queue: str = "q") -> list[bytes]:
         if isinstance(frames[0][1], commands.Basic.GetEmpty):
             return bodies
         bodies.append(frames[2][1].value)
+
+
+def test_a_publish_refused_on_the_exchange_names_basic_publish(peer: Peer) -> None:
+    """The plain write check (not the topic one) on basic.publish: RabbitMQ's channel.close says 60, 40 too."""
+    peer.broker.access.permissions[("guest", "/")] = Permission(".*", "^amq\\.", ".*")
+    assert publish_closes(peer, "dx", "k") == (
+        403,
+        "ACCESS_REFUSED - access to exchange 'dx' in vhost '/' refused for user 'guest'",
+    )
 
 
 def test_without_a_topic_permission_every_key_is_published(peer: Peer) -> None:

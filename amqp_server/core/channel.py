@@ -307,7 +307,7 @@ class Channel:
         connection = self.connection
         vhost = connection.vhost
         # permission first, then existence (RabbitMQ's order); the default exchange is 'amq.default' there
-        connection.check_access("write", "exchange", method.exchange or "amq.default")
+        connection.check_access("write", "exchange", method.exchange or "amq.default", (60, 40))
         exchange = vhost.exchanges.get(method.exchange)
         if exchange is None:
             raise not_found("exchange", method.exchange, vhost.name).for_method(60, 40)
