@@ -91,7 +91,7 @@ class _ManagementConnection:
         self.username = username
         self.writer = Writer(None, broker.limits.frame_max)  # the handlers' -ok frames have no one to go to
 
-    def check_access(self, action: str, kind: str, name: str) -> None:
+    def check_access(self, action: str, kind: str, name: str, method: tuple[int, int] = (0, 0)) -> None:
         if self.username is not None:  # None: the broker itself (definitions import), no permission check
             self.broker.access.check(self.username, self.vhost.name, action, kind, name)
 
