@@ -39,6 +39,7 @@ def definitions() -> dict[str, Any]:
         "users": [
             {"name": "alice", "password_hash": hash_password("alice-pw"), "tags": []},
             {"name": "bob", "password_hash": hash_password("bob-pw"), "tags": ""},
+            {"name": "carol", "password_hash": hash_password("carol-pw"), "tags": []},
             {
                 "name": RABBITMQ_HASH[0],
                 "password_hash": RABBITMQ_HASH[2],
@@ -49,6 +50,7 @@ def definitions() -> dict[str, Any]:
         "vhosts": [{"name": VHOST}],
         "permissions": [
             {"user": "alice", "vhost": VHOST, "configure": "^c-.*", "write": "^w-.*", "read": "^r-.*"},
+            {"user": "carol", "vhost": VHOST, "configure": "cq", "write": "", "read": ""},  # unanchored, empty
             everything("guest"),
             everything(RABBITMQ_HASH[0]),
         ],
@@ -270,6 +272,22 @@ def test_refused_even_when_the_resource_does_not_exist(
     assert refused(alice, lambda ch: operation(ch, missing)) == refusal(kind, missing)
 
 
+def test_patterns_are_searched_in_the_name_not_anchored(acl_broker: BrokerProcess, unique: str) -> None:
+    """RabbitMQ runs a permission's regex over the name unanchored (probed on 3.10: ``^a`` allows
+    ``a-queue``, ``q`` allows ``xqx``); an empty pattern allows nothing (it means ``^$``)."""
+    connection = connect(acl_broker, "carol", "carol-pw", VHOST)
+    try:
+        for name in (f"cq-{unique}", f"x-cq-{unique}", f"{unique}-cq"):
+            allowed(connection, lambda ch, name=name: ch.queue_declare(name, auto_delete=True))
+        code, text = refused(connection, lambda ch: ch.queue_declare(f"c-q-{unique}"))
+        assert (code, text.replace("'carol'", "'alice'")) == refusal("queue", f"c-q-{unique}")
+        code, _ = refused(connection, publish("amq.fanout"))
+        assert code == 403  # write "" allows no exchange
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 def test_allowed_name_that_does_not_exist_is_not_found(alice: pika.BlockingConnection, unique: str) -> None:
     assert refused(alice, lambda ch: ch.basic_get(f"r-missing-{unique}")) == (
         404,
@@ -319,5 +337,5 @@ def test_guest_keeps_its_default_permissions_on_slash(acl_broker: BrokerProcess)
 
 def test_definitions_loaded_at_start_are_saved_to_the_data_dir(acl_broker: BrokerProcess) -> None:
     stored = json.loads((Path(acl_broker.data_dir) / "access.json").read_text())
-    assert {user["name"] for user in stored["users"]} == {"guest", "alice", "bob", RABBITMQ_HASH[0]}
+    assert {user["name"] for user in stored["users"]} == {"guest", "alice", "bob", "carol", RABBITMQ_HASH[0]}
     assert {"name": VHOST} in stored["vhosts"]

@@ -3,8 +3,9 @@
 Each test runs ``python -m amqp_server`` against a fresh database of a throwaway PostgreSQL
 (``tests/postgres_cluster.py``) and restarts it on a *new, empty* data dir, so whatever comes back
 came from PostgreSQL: durable exchanges, queues with arguments, bindings, policies, persistent
-messages confirmed to a pika publisher (after kill -9 and after SIGTERM), and users, vhosts and
-permissions made through the management API or, while no broker runs, the admin CLI.
+messages confirmed to a pika publisher (after kill -9 and after SIGTERM), a stream's records at their
+offsets and a delayed exchange's held messages, and users, vhosts and permissions made through the
+management API or, while no broker runs, the admin CLI.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pika
 import pika.exceptions
 import pytest
+
+from storage.postgres_schema import SCHEMA_VERSION
 
 from .broker_process import BrokerProcess
 from .management_client import Api
@@ -207,6 +211,64 @@ def test_a_database_of_a_newer_broker_stops_the_broker_with_one_line(postgres_cl
     done = cli("--port", "0", "--management-port", "-1", "--data-dir", str(tmp_path), "--store", postgres_db)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "amqp-server: the database's schema is version 99, newer than this broker's 1: it was used by a newer "
-        "amqp-server; upgrade this one (nothing was changed)"
+        f"amqp-server: the database's schema is version 99, newer than this broker's {SCHEMA_VERSION}: it was "
+        "used by a newer amqp-server; upgrade this one (nothing was changed)"
     ]
+
+
+DELAY_MS = 5000  # long enough to be still held at the kill; it fires once the new broker has recovered it
+
+
+def read_stream(channel, queue: str, offset: object) -> list[tuple[int, bytes]]:
+    """``(x-stream-offset, body)`` of what a consumer at ``offset`` gets (qos, each acked) until it goes quiet."""
+    channel.basic_qos(prefetch_count=50)
+    got = []
+    for method, properties, body in channel.consume(queue, arguments={"x-stream-offset": offset}, inactivity_timeout=2):
+        if method is None:
+            break
+        got.append((properties.headers["x-stream-offset"], body))
+        channel.basic_ack(method.delivery_tag)
+    channel.cancel()
+    return got
+
+
+def test_a_stream_and_held_delayed_messages_survive_kill_9(start):
+    broker = start()
+    bodies = [b"%04d" % n * 10 for n in range(200)]
+    persistent = pika.BasicProperties(delivery_mode=2)
+    with connect(broker) as connection:
+        channel = connection.channel()
+        stream = {"x-queue-type": "stream", "x-stream-max-segment-size-bytes": 2000}
+        channel.queue_declare("s", durable=True, arguments=stream)
+        channel.exchange_declare("dx", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+        channel.queue_declare("out", durable=True)
+        channel.queue_bind("out", "dx", "k")
+        channel.confirm_delivery()
+        for body in bodies:
+            channel.basic_publish("", "s", body, persistent)
+        held = pika.BasicProperties(delivery_mode=2, headers={"x-delay": DELAY_MS})
+        channel.basic_publish("dx", "k", b"held", held)
+        assert channel.queue_declare("out", passive=True).method.message_count == 0  # held, not routed yet
+    broker.stop(signal.SIGKILL)
+
+    broker = start()  # a new, empty data dir: the stream and the held message come from PostgreSQL
+    with connect(broker) as connection:
+        channel = connection.channel()
+        assert read_stream(channel, "s", "first") == list(enumerate(bodies))
+        channel.confirm_delivery()
+        channel.basic_publish("", "s", b"after", persistent)
+        assert read_stream(channel, "s", "last") == [(200, b"after")]  # offsets go on where they were
+        got = None
+        deadline = time.monotonic() + DELAY_MS / 1000 + 15
+        while got is None and time.monotonic() < deadline:
+            _, _, got = channel.basic_get("out", auto_ack=True)
+            if got is None:
+                connection.sleep(0.05)
+        assert got == b"held"
+    broker.stop(signal.SIGKILL)
+
+    broker = start()  # fired, acked and gone; the stream is still whole
+    with connect(broker) as connection:
+        channel = connection.channel()
+        assert channel.queue_declare("out", passive=True).method.message_count == 0
+        assert [offset for offset, _ in read_stream(channel, "s", 150)] == list(range(150, 201))

@@ -49,6 +49,9 @@ DELETE FROM bindings WHERE vhost = %s AND (source = %s OR (destination_kind = 'e
 DELETE_QUEUE = "DELETE FROM queues WHERE vhost = %s AND name = %s"
 DELETE_QUEUE_BINDINGS = "DELETE FROM bindings WHERE vhost = %s AND destination_kind = 'queue' AND destination = %s"
 DELETE_QUEUE_MESSAGES = "DELETE FROM messages WHERE vhost = %s AND queue = %s"
+DELETE_QUEUE_STREAM = "DELETE FROM amqp_stream WHERE vhost = %s AND queue = %s"  # a stream's log (postgres_logs)
+DELETE_QUEUE_STREAM_HEAD = "DELETE FROM amqp_stream_head WHERE vhost = %s AND queue = %s"
+DELETE_EXCHANGE_DELAYED = "DELETE FROM amqp_delayed WHERE vhost = %s AND exchange = %s"  # its held messages
 DELETE_BINDING = """
 DELETE FROM bindings WHERE vhost = %s AND source = %s AND destination_kind = %s AND destination = %s
     AND routing_key = %s AND arguments_key = %s
@@ -138,12 +141,18 @@ def put_policy(r: PolicyRecord) -> Statement:
 
 def delete_exchange(vhost: str, name: str) -> list[Statement]:
     key = (to_db(vhost), to_db(name))
-    return [(DELETE_EXCHANGE, key), (DELETE_EXCHANGE_BINDINGS, (*key, key[1]))]
+    return [(DELETE_EXCHANGE, key), (DELETE_EXCHANGE_BINDINGS, (*key, key[1])), (DELETE_EXCHANGE_DELAYED, key)]
 
 
 def delete_queue(vhost: str, name: str) -> list[Statement]:
     key = (to_db(vhost), to_db(name))
-    return [(DELETE_QUEUE, key), (DELETE_QUEUE_BINDINGS, key), (DELETE_QUEUE_MESSAGES, key)]
+    return [
+        (DELETE_QUEUE, key),
+        (DELETE_QUEUE_BINDINGS, key),
+        (DELETE_QUEUE_MESSAGES, key),
+        (DELETE_QUEUE_STREAM, key),
+        (DELETE_QUEUE_STREAM_HEAD, key),
+    ]
 
 
 def delete_policy(vhost: str, name: str, operator: bool) -> Statement:

@@ -16,7 +16,9 @@ Message expiry is wall-clock seconds since the epoch (``double precision``), as 
 
 Version 1 also holds two tables other parts of the broker own: ``amqp_lease`` (the leader lease of the
 failover standby; one row, ``id = 1``, whose ``epoch`` fences writers: see ``postgres_store``) and
-``amqp_access`` (users, vhosts and permissions: the access document, as JSONB).
+``amqp_access`` (users, vhosts and permissions: the access document, as JSONB).  Version 2 adds the
+streams' logs (``amqp_stream``, ``amqp_stream_head``) and delayed exchanges' held messages
+(``amqp_delayed``): see ``postgres_logs``.
 """
 
 from __future__ import annotations
@@ -97,7 +99,46 @@ CREATE TABLE amqp_access (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_VERSION_1,)  # MIGRATIONS[n - 1] takes a database to version n
+# Version 2: streams (x-queue-type stream) and the held messages of delayed exchanges (see postgres_logs).
+SCHEMA_VERSION_2 = """
+CREATE TABLE amqp_stream_head (
+    vhost text NOT NULL,
+    queue text NOT NULL,
+    first_offset bigint NOT NULL,  -- the first offset kept: retention moves it, and it outlives the rows
+    PRIMARY KEY (vhost, queue)
+);
+CREATE TABLE amqp_stream (
+    vhost text NOT NULL,
+    queue text NOT NULL,
+    "offset" bigint NOT NULL,
+    appended_at double precision NOT NULL,  -- StreamRecord.timestamp: wall-clock seconds since the epoch
+    exchange text NOT NULL,
+    routing_key text NOT NULL,
+    header bytea NOT NULL,
+    body bytea NOT NULL,
+    expires_at double precision,
+    PRIMARY KEY (vhost, queue, "offset")
+);
+ALTER TABLE amqp_stream ALTER COLUMN header SET STORAGE EXTERNAL;
+ALTER TABLE amqp_stream ALTER COLUMN body SET STORAGE EXTERNAL;
+CREATE TABLE amqp_delayed (
+    vhost text NOT NULL,
+    exchange text NOT NULL,  -- the x-delayed-message exchange holding the message
+    id bigint NOT NULL,
+    fire_at double precision NOT NULL,  -- wall-clock seconds since the epoch
+    message_exchange text NOT NULL,  -- MessageRecord.exchange: where it was published
+    routing_key text NOT NULL,
+    header bytea NOT NULL,
+    body bytea NOT NULL,
+    expires_at double precision,
+    PRIMARY KEY (vhost, exchange, id)
+);
+ALTER TABLE amqp_delayed ALTER COLUMN header SET STORAGE EXTERNAL;
+ALTER TABLE amqp_delayed ALTER COLUMN body SET STORAGE EXTERNAL;
+ALTER TABLE amqp_delayed SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.01);
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_VERSION_1, SCHEMA_VERSION_2)  # MIGRATIONS[n - 1] takes a database to version n
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x616D7170  # pg_advisory_xact_lock key ("amqp") held while migrating
 

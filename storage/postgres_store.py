@@ -21,7 +21,9 @@ Order: memory keeps the net effect of the calls, so "definitions, removals, inse
 message put and removed before a sync is never written; a removal followed by a put of the same id
 deletes the old row and inserts the new one; ``delete_queue`` drops the queue's buffered messages
 and removals (its DELETE, among the definitions, removes the stored ones).  A failed batch folds the
-newer one in behind it (``Batch.then``) keeping that property.
+newer one in behind it (``Batch.then``) keeping that property.  Streams and delayed messages are
+buffered and written the same way, in the same transaction (``postgres_logs``: appends and held
+messages by COPY, retention as one ranged DELETE after it).
 
 Reads: ``recover`` (which syncs first) hands the first ``EAGER_RECORDS`` messages of each queue
 with their bodies and the rest as ``StoredMessage`` (size and expiry only): memory stays bounded
@@ -58,8 +60,18 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from . import postgres_logs as logs
 from . import postgres_rows as rows
-from .api import BindingRecord, ExchangeRecord, MessageRecord, PolicyRecord, QueueRecord, Recovered, StoredMessage
+from .api import (
+    BindingRecord,
+    ExchangeRecord,
+    MessageRecord,
+    PolicyRecord,
+    QueueRecord,
+    Recovered,
+    StoredMessage,
+    StreamRecord,
+)
 from .postgres_schema import from_db, migrate, to_db
 
 log = logging.getLogger("storage.postgres_store")
@@ -98,9 +110,10 @@ class Batch:
     inserts: dict[Key, dict[int, MessageRecord]] = field(default_factory=dict)
     removals: dict[Key, set[int]] = field(default_factory=dict)
     deleted_queues: set[Key] = field(default_factory=set)
+    logs: logs.LogBatch = field(default_factory=logs.LogBatch)  # streams and delayed messages
 
     def __bool__(self) -> bool:
-        return bool(self.definitions or self.inserts or self.removals)
+        return bool(self.definitions or self.inserts or self.removals or self.logs)
 
     def then(self, newer: Batch) -> None:
         """Fold ``newer`` (buffered while this batch's sync failed) in after this one, for one sync of both."""
@@ -117,6 +130,7 @@ class Batch:
         for key, messages in newer.inserts.items():
             self.inserts.setdefault(key, {}).update(messages)  # inserted after this batch's removals, as if later
         self.deleted_queues |= newer.deleted_queues
+        self.logs.then(newer.logs)
 
 
 class PostgresStore:
@@ -198,7 +212,9 @@ class PostgresStore:
         self._define(rows.put_exchange(record))  # raises TypeError for unstorable arguments, before any change
 
     def delete_exchange(self, vhost: str, name: str) -> None:
-        self._define(*rows.delete_exchange(vhost, name))
+        with self._buffer_lock:
+            self._pending.definitions.extend(rows.delete_exchange(vhost, name))
+            self._pending.logs.delete_exchange((vhost, name))
 
     def put_queue(self, record: QueueRecord) -> None:
         self._define(rows.put_queue(record))
@@ -211,6 +227,7 @@ class PostgresStore:
             pending.inserts.pop(key, None)
             pending.removals.pop(key, None)
             pending.deleted_queues.add(key)
+            pending.logs.delete_stream(key)
         self._read_ahead = {k: v for k, v in self._read_ahead.items() if k[:2] != key}
         self._unreadable = {k for k in self._unreadable if k[:2] != key}
 
@@ -305,6 +322,58 @@ class PostgresStore:
             raise KeyError((vhost, queue, message_id))
         return wanted
 
+    # -- streams and delayed messages (their SQL and buffering: postgres_logs) -------------------
+
+    def append_stream(self, vhost: str, queue: str, record: StreamRecord) -> None:
+        with self._buffer_lock:
+            self._pending.logs.appends.setdefault((vhost, queue), []).append(record)
+
+    def truncate_stream(self, vhost: str, queue: str, first: int) -> None:
+        with self._buffer_lock:
+            self._pending.logs.truncate((vhost, queue), first)
+
+    def read_stream(self, vhost: str, queue: str, start: int, count: int) -> list[StreamRecord]:
+        """Records from the buffers (snapshot first: a sync committing meanwhile leaves them in both) and the table."""
+        key = (vhost, queue)
+        with self._buffer_lock:
+            batches = [batch.logs for batch in (self._writing, self._pending) if batch is not None]
+            floor, stored, buffered = logs.buffered_stream(batches, key)
+        start = max(start, floor)
+        found: list[StreamRecord] = []
+        if stored and not (buffered and buffered[0].offset <= start):
+            try:
+                found = self._read(lambda conn: logs.read_stream(conn, key, start, count))
+            except psycopg.Error as error:
+                raise StoreUnavailable(f"cannot read stream {queue!r} from PostgreSQL: {error}") from error
+        after = found[-1].offset if found else start - 1
+        found.extend(record for record in buffered if record.offset > after)
+        return found[:count]
+
+    def put_delayed(self, vhost: str, exchange: str, delayed_id: int, fire_at: float, record: MessageRecord) -> None:
+        with self._buffer_lock:
+            self._pending.logs.held.setdefault((vhost, exchange), {})[delayed_id] = (fire_at, record)
+
+    def remove_delayed(self, vhost: str, exchange: str, delayed_ids: Iterable[int]) -> None:
+        with self._buffer_lock:
+            self._pending.logs.release((vhost, exchange), delayed_ids)
+
+    def read_delayed(self, vhost: str, exchange: str, delayed_id: int) -> MessageRecord:
+        """A held message from the buffers (newest first) or the table; ``KeyError`` if there is none."""
+        key = (vhost, exchange)
+        with self._buffer_lock:
+            for batch in (self._pending, self._writing):
+                if batch is not None:
+                    record = batch.logs.lookup(key, delayed_id)
+                    if record is not None:
+                        return record
+        try:
+            found = self._read(lambda conn: logs.read_delayed(conn, key, delayed_id))
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"cannot read a delayed message of {exchange!r} from PostgreSQL: {error}") from error
+        if found is None:
+            raise KeyError((vhost, exchange, delayed_id))
+        return found
+
     # -- sync ----------------------------------------------------------------------------------
 
     def sync(self) -> None:
@@ -364,11 +433,19 @@ class PostgresStore:
                         cursor.execute(statement, parameters)
                 if batch.inserts and not copy:
                     cursor.execute(*rows.insert_messages(batch.inserts), binary=True)
+                for statement, parameters in batch.logs.before_copy(copy):
+                    cursor.execute(statement, parameters, binary=True)
             if batch.inserts and copy:
                 with cursor.copy(rows.COPY_MESSAGES) as stream:
                     stream.set_types(rows.COPY_TYPES)
                     for row in rows.copy_rows(batch.inserts):
                         stream.write_row(row)
+            if copy:
+                batch.logs.copy(cursor)
+            if batch.logs.truncations:
+                with conn.pipeline():
+                    for statement, parameters in batch.logs.after_copy():
+                        cursor.execute(statement, parameters, binary=True)
 
     @staticmethod
     def _check_epoch(conn: Connection, epoch: int) -> None:
@@ -417,6 +494,7 @@ class PostgresStore:
             bindings=[rows.binding_from_row(row) for row in conn.execute(rows.SELECT_BINDINGS)],
             policies=[rows.policy_from_row(row) for row in conn.execute(rows.SELECT_POLICIES)],
         )
+        logs.recover(conn, recovered)
         messages = recovered.messages
         shared: dict[int, StoredMessage] = {}  # one (immutable) reference per body size, not per message
         with conn.transaction(), conn.cursor(name="amqp_recover") as cursor:  # server-side: streamed

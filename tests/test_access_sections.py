@@ -1,5 +1,5 @@
 """Topic permissions and vhost metadata: kept in access.json and in definitions, as RabbitMQ has them
-(topic permissions are not enforced)."""
+(their enforcement is tests/test_topic_permissions.py's)."""
 
 from __future__ import annotations
 

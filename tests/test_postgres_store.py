@@ -17,8 +17,8 @@ from pamqp.header import ContentHeader
 from amqp_server.core.broker import Broker
 from amqp_server.ops.config import load_config
 from amqp_server.ops.errors import ConfigError
-from storage import postgres_store
-from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, StoredMessage
+from storage import postgres_rows, postgres_store
+from storage.api import BindingRecord, ExchangeRecord, MessageRecord, QueueRecord, StoredMessage, StreamRecord
 from storage.factory import open_store
 from storage.postgres_schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
 from storage.postgres_store import Fenced, PostgresStore, StoreUnavailable
@@ -88,10 +88,12 @@ def test_a_postgresql_url_from_flag_environment_or_file_opens_the_postgresql_sto
 
 
 def test_opening_creates_the_current_schema_with_the_lease_row(store, postgres_db):
-    assert query(postgres_db, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    versions = query(postgres_db, "SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(n,) for n in range(1, SCHEMA_VERSION + 1)]
     assert query(postgres_db, "SELECT id, holder, epoch, ttl_ms FROM amqp_lease") == [(1, None, 0, 5000)]
     tables = {name for (name,) in query(postgres_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"exchanges", "queues", "bindings", "policies", "messages", "amqp_lease", "amqp_access"} <= tables
+    assert {"amqp_stream", "amqp_stream_head", "amqp_delayed"} <= tables
 
 
 def test_a_newer_migration_is_applied_and_keeps_the_data(store, postgres_db):
@@ -112,6 +114,34 @@ def test_a_database_of_a_newer_broker_is_refused_untouched(postgres_db):
     with pytest.raises(SchemaTooNew, match=f"version {SCHEMA_VERSION + 1}, newer than this broker's {SCHEMA_VERSION}"):
         PostgresStore(postgres_db)
     assert query(postgres_db, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION + 1,)]
+
+
+def test_a_version_1_database_migrates_to_streams_and_delayed_messages_and_keeps_its_data(postgres_db):
+    with psycopg.connect(postgres_db, autocommit=True) as conn:
+        assert migrate(conn, MIGRATIONS[:1]) == 0  # as the first PostgreSQL store left it
+        for statement, parameters in (
+            postgres_rows.put_exchange(ExchangeRecord("/", "dx", "x-delayed-message", arguments=DELAYED)),
+            postgres_rows.put_queue(QueueRecord("/", "q")),
+            postgres_rows.insert_messages({("/", "q"): {1: message(1)}}),
+        ):
+            conn.execute(statement, parameters, binary=True)
+        conn.execute("UPDATE amqp_lease SET epoch = 3, holder = 'leader'")
+    store = PostgresStore(postgres_db)
+    try:
+        assert query(postgres_db, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+        result = store.recover()
+        assert [e.name for e in result.exchanges] == ["dx"]
+        assert [q.name for q in result.queues] == ["q"]
+        assert result.messages[("/", "q")] == [(1, message(1))]
+        assert (result.streams, result.delayed) == ({}, {})
+        assert query(postgres_db, "SELECT epoch, holder FROM amqp_lease") == [(3, "leader")]
+        store.append_stream("/", "s", stream_record(0))
+        store.put_delayed("/", "dx", 1, 1_700_000_010.0, message(2))
+        store.sync()
+        result = store.recover()
+        assert (result.streams[("/", "s")].next, result.delayed) == (1, {("/", "dx"): [(1, 1_700_000_010.0)]})
+    finally:
+        store.close()
 
 
 # ------------------------------------------------------------------ group commit
@@ -346,3 +376,106 @@ def test_a_paged_message_unreadable_while_the_database_is_down_is_kept_for_the_n
         assert [n for n, _ in reopened.recover().messages[("/", "q")]] == [1, 2, 3]
     finally:
         reopened.close()
+
+
+# ------------------------------------------------------------------ streams and delayed messages
+
+DELAYED = {"x-delayed-type": "direct"}
+
+
+def stream_record(offset: int, size: int = 2) -> StreamRecord:
+    return StreamRecord(offset, 1_700_000_000.0 + offset, message(offset, size))
+
+
+def test_stream_appends_retention_and_held_messages_commit_with_the_sync_in_one_transaction(store, postgres_db):
+    store.put_queue(QueueRecord("/", "s", arguments={"x-queue-type": "stream"}))
+    for offset in range(10):
+        store.append_stream("/", "s", stream_record(offset))
+    store.put_delayed("/", "dx", 1, 1_700_000_001.0, message(1))
+    store.put_delayed("/", "dx", 2, 1_700_000_002.0, message(2))
+    store.truncate_stream("/", "s", 3)  # in the same batch as the appends: rows 0-2 are never kept
+    assert query(postgres_db, "SELECT count(*) FROM amqp_stream UNION ALL SELECT count(*) FROM amqp_delayed") == [
+        (0,),
+        (0,),
+    ]
+    store.sync()
+    xmins = query(
+        postgres_db,
+        "SELECT xmin::text FROM amqp_stream UNION SELECT xmin::text FROM amqp_delayed "
+        "UNION SELECT xmin::text FROM amqp_stream_head UNION SELECT xmin::text FROM queues",
+    )
+    assert len(xmins) == 1
+    assert query(postgres_db, 'SELECT min("offset"), max("offset") FROM amqp_stream') == [(3, 9)]
+    store.truncate_stream("/", "s", 7)  # retention: one ranged DELETE
+    store.remove_delayed("/", "dx", [1])
+    store.sync()
+    assert query(postgres_db, 'SELECT "offset" FROM amqp_stream ORDER BY 1') == [(7,), (8,), (9,)]
+    assert query(postgres_db, "SELECT id FROM amqp_delayed") == [(2,)]
+    assert store.read_stream("/", "s", 0, 2) == [stream_record(7), stream_record(8)]
+
+
+def test_a_stream_emptied_by_retention_recovers_at_the_same_offsets(store):
+    for offset in range(4):
+        store.append_stream("/", "s", stream_record(offset))
+    store.sync()
+    store.truncate_stream("/", "s", 100)  # past the end: to the end, as MemoryStore
+    store.sync()
+    index = store.recover().streams[("/", "s")]
+    assert (index.first, index.next) == (4, 4)
+    store.append_stream("/", "s", stream_record(4))
+    store.sync()
+    assert store.read_stream("/", "s", 0, 10) == [stream_record(4)]
+
+
+def test_stream_records_and_held_messages_already_stored_are_upserted_as_a_retried_batch_would(store, postgres_db):
+    store.append_stream("/", "s", stream_record(0))
+    store.put_delayed("/", "dx", 1, 5.0, message(1))
+    store.sync()
+    again = PostgresStore(postgres_db)  # knows nothing of what is stored, like a retry after a lost COMMIT
+    try:
+        again.append_stream("/", "s", stream_record(0))
+        again.append_stream("/", "s", stream_record(1))
+        again.put_delayed("/", "dx", 1, 6.0, message(10))  # the same id stored again: the newer record wins
+        again.sync()
+        result = again.recover()
+        assert result.streams[("/", "s")].next == 2
+        assert result.delayed == {("/", "dx"): [(1, 6.0)]}
+        assert again.read_delayed("/", "dx", 1) == message(10)
+    finally:
+        again.close()
+
+
+def test_a_stale_epoch_commits_no_stream_record_nor_held_message(postgres_db):
+    store = PostgresStore(postgres_db, fencing_epoch=1)
+    try:
+        store.append_stream("/", "s", stream_record(0))
+        store.put_delayed("/", "dx", 1, 5.0, message(1))
+        with pytest.raises(Fenced):
+            store.sync()
+        assert query(postgres_db, "SELECT count(*) FROM amqp_stream UNION ALL SELECT count(*) FROM amqp_delayed") == [
+            (0,),
+            (0,),
+        ]
+        assert store.read_stream("/", "s", 0, 10) == [stream_record(0)]  # kept, and still readable
+        assert store.read_delayed("/", "dx", 1) == message(1)
+        query(postgres_db, "UPDATE amqp_lease SET epoch = 1, holder = 'me'")
+        store.sync()
+        assert query(postgres_db, "SELECT count(*) FROM amqp_stream UNION ALL SELECT count(*) FROM amqp_delayed") == [
+            (1,),
+            (1,),
+        ]
+    finally:
+        store.set_fencing_epoch(None)
+        store.close()
+
+
+def test_a_long_stream_recovers_its_sizes_without_bodies_and_reads_back_in_ranges(store):
+    for offset in range(3000):
+        store.append_stream("/", "s", stream_record(offset, size=1 + offset % 7))
+    store.sync()
+    index = store.recover().streams[("/", "s")]
+    records = [stream_record(offset, size=1 + offset % 7) for offset in range(3000)]
+    assert (index.first, index.next) == (0, 3000)
+    assert list(index.sizes) == [len(r.message.header) + len(r.message.body) for r in records]
+    assert list(index.timestamps) == [r.timestamp for r in records]
+    assert store.read_stream("/", "s", 2500, 3) == [stream_record(n, size=1 + n % 7) for n in (2500, 2501, 2502)]

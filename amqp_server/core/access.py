@@ -5,7 +5,8 @@ Passwords are stored as RabbitMQ's ``rabbit_password_hashing_sha256`` hashes
 exported from RabbitMQ's definitions JSON import unchanged and are never kept
 in plain text.  Permissions are three regular expressions per user and vhost —
 configure, write, read — matched against resource names exactly as RabbitMQ
-does (``re.fullmatch``; ``""`` matches nothing, ``".*"`` everything).
+does: searched in the name, not anchored (``^a`` allows ``a-queue``, ``q`` allows
+``xqx``; probed on 3.10), ``""`` meaning ``^$`` (nothing but the empty name).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import resource_access_refused
+from ..errors import resource_access_refused, topic_access_refused
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 PASSWORD_HASH_BYTES = 36  # rabbit_password_hashing_sha256: a 4-byte salt and a 32-byte SHA-256 digest
@@ -67,17 +68,27 @@ class Permission:
     read: str = ".*"
 
     def allows(self, action: str, name: str) -> bool:
-        pattern = getattr(self, action)
-        return bool(pattern) and re.fullmatch(pattern, name) is not None
+        return re.search(getattr(self, action) or "^$", name) is not None
 
 
 @dataclass(frozen=True)
 class TopicPermission:
     """RabbitMQ's topic permission on one topic exchange: regexes for the routing keys a user may publish
-    with (write) and bind with (read).  Stored, listed, exported and imported; not enforced yet."""
+    with (write) and bind or unbind with (read).  Enforced by ``AccessControl.check_topic``."""
 
     write: str = ".*"
     read: str = ".*"
+
+    def compiled(self, action: str, username: str, vhost: str) -> re.Pattern[str] | None:
+        """The ``write``/``read`` pattern as RabbitMQ 3.10 applies it (probed): ``{username}`` then ``{vhost}``
+        replaced by the plain (unescaped) names, ``""`` meaning ``^$``, searched (not full-matched) in the key.
+        ``{client_id}`` stays literal: RabbitMQ fills it only for MQTT/STOMP, not from AMQP client properties.
+        None when the expanded text does not compile (a name with ``(``): nothing matches then."""
+        pattern = getattr(self, action) or "^$"
+        try:
+            return re.compile(pattern.replace("{username}", username).replace("{vhost}", vhost))
+        except re.error:
+            return None
 
 
 # Checks that passed, remembered until this many (then forgotten all at once, like the topic route cache).
@@ -86,6 +97,7 @@ class TopicPermission:
 # grow by ~26 MiB in a topology-churning soak; 4,096 bound it at ~1 MiB and still hold every hot
 # publish check (RabbitMQ keeps 12 per channel).
 ALLOWED_CACHE_LIMIT = 4096
+TOPIC_PATTERN_CACHE_LIMIT = 1024  # compiled (permission, action, user, vhost) patterns; one per grant in use
 
 
 class AccessControl:
@@ -93,6 +105,10 @@ class AccessControl:
 
     def __init__(self, loopback_users: tuple[str, ...] = ("guest",)) -> None:
         self._allowed: set[tuple[str, str, str, str, str]] = set()  # checks that passed, until a change
+        # Topic checks that passed, each with the TopicPermission it passed under: valid while that very object
+        # is still the grant, so no edit of ``topic_permissions`` (direct or not) needs to clear anything.
+        self._topic_allowed: dict[tuple[str, str, str, str, str], TopicPermission] = {}
+        self._topic_patterns: dict[tuple[TopicPermission, str, str, str], re.Pattern[str] | None] = {}
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost) → permission
         self.topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}  # (user, vhost, exchange) → …
@@ -152,3 +168,37 @@ class AccessControl:
         if len(self._allowed) >= ALLOWED_CACHE_LIMIT:
             self._allowed.clear()
         self._allowed.add(key)
+
+    def check_topic(self, username: str, vhost: str, action: str, exchange: str, routing_key: str) -> None:
+        """RabbitMQ's topic authorisation, for a topic exchange: 403 unless ``routing_key`` matches the
+        ``action`` (write: publish; read: bind/unbind) pattern of the user's topic permission on ``exchange``.
+        No topic permission on that exchange allows everything.
+
+        Called for every publish to a topic exchange, so the common cases stay cheap: nobody has a topic
+        permission (a truth test, made in the connection before calling this), the user has none on this
+        exchange (one dict lookup), a key that passed before (one more); only a new key pays the regex.
+        Measured (amqp-perf scenario a with ``-exchange topic``, 3 interleaved rounds, broker CPU per message,
+        medians): 7.26 µs before, 7.33 µs with no grant, 7.62 µs with a grant on the exchange and every key
+        cached; scenarios a and c (default exchange) pay only the exchange-type test in ``_check_publish``."""
+        if not self.topic_permissions:
+            return
+        permission = self.topic_permissions.get((username, vhost, exchange))
+        if permission is None:
+            return
+        key = (username, vhost, action, exchange, routing_key)
+        if self._topic_allowed.get(key) is permission:
+            return
+        pattern_key = (permission, action, username, vhost)
+        if pattern_key not in self._topic_patterns:
+            if len(self._topic_patterns) >= TOPIC_PATTERN_CACHE_LIMIT:
+                self._topic_patterns.clear()
+            self._topic_patterns[pattern_key] = permission.compiled(action, username, vhost)
+        pattern = self._topic_patterns[pattern_key]
+        if pattern is None or pattern.search(routing_key) is None:
+            error = topic_access_refused(routing_key, exchange, vhost, username)
+            # only basic.publish checks write (the management API's publish has no frame): RabbitMQ's
+            # channel.close names it (60, 40); a bind's refusal gets its method from the dispatcher
+            raise error.for_method(60, 40) if action == "write" else error
+        if len(self._topic_allowed) >= ALLOWED_CACHE_LIMIT:
+            self._topic_allowed.clear()
+        self._topic_allowed[key] = permission

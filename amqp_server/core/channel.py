@@ -307,12 +307,14 @@ class Channel:
         connection = self.connection
         vhost = connection.vhost
         # permission first, then existence (RabbitMQ's order); the default exchange is 'amq.default' there
-        connection.check_access("write", "exchange", method.exchange or "amq.default")
+        connection.check_access("write", "exchange", method.exchange or "amq.default", (60, 40))
         exchange = vhost.exchanges.get(method.exchange)
         if exchange is None:
             raise not_found("exchange", method.exchange, vhost.name).for_method(60, 40)
         if exchange.internal:
             raise internal_exchange(method.exchange, vhost.name)
+        if exchange.type_name == "topic":  # RabbitMQ's topic authorisation: other types pay only this test
+            connection.check_topic_access("write", method.exchange, method.routing_key)
         if method.immediate:
             raise immediate_unsupported()
         return exchange

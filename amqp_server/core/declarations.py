@@ -98,12 +98,20 @@ def _check_bind_access(channel: ChannelPort, kind: str, destination: str, source
     channel.connection.check_access("read", "exchange", source)
 
 
+def _check_topic_binding(channel: ChannelPort, source: Exchange | None, routing_key: str) -> None:
+    """RabbitMQ's topic authorisation of a binding key: the user's topic ``read`` pattern on a topic source.
+    RabbitMQ checks it once the source exists, before it looks at the destination (probed: 403, not 404)."""
+    if source is not None and source.type_name == "topic":
+        channel.connection.check_topic_access("read", source.name, routing_key)
+
+
 def _check_exchange_binding(channel: ChannelPort, method: commands.Exchange.Bind | commands.Exchange.Unbind) -> None:
-    """exchange.bind's and exchange.unbind's guards, in RabbitMQ's order: neither end the default exchange, then
-    access to both ends."""
+    """exchange.bind's and exchange.unbind's guards, in RabbitMQ's order: neither end the default exchange,
+    access to both ends, then the topic permission on the source."""
     _check_not_default(method.source)
     _check_not_default(method.destination)
     _check_bind_access(channel, "exchange", method.destination, method.source)
+    _check_topic_binding(channel, channel.connection.vhost.exchanges.get(method.source), method.routing_key)
 
 
 def _reply(channel: ChannelPort, nowait: bool, method: Any) -> None:
@@ -265,11 +273,14 @@ def _check_queue_equivalent(queue: Queue, method: commands.Queue.Declare, connec
 
 def _on_queue_bind(channel: ChannelPort, method: commands.Queue.Bind) -> None:
     _check_not_default(method.exchange)
-    if method.queue or channel.last_queue_name:  # permissions first, as RabbitMQ
-        _check_bind_access(channel, "queue", method.queue or channel.last_queue_name, method.exchange)
+    queue_name = method.queue or channel.last_queue_name
+    routing_key = method.routing_key if (method.routing_key or method.queue) else queue_name
+    if queue_name:  # permissions first, as RabbitMQ
+        _check_bind_access(channel, "queue", queue_name, method.exchange)
     exchange = lookup_exchange(channel, method.exchange)  # RabbitMQ reports a missing exchange first
+    if queue_name:
+        _check_topic_binding(channel, exchange, routing_key)
     queue = lookup_queue(channel, method.queue)
-    routing_key = method.routing_key if (method.routing_key or method.queue) else queue.name
     exchange.check_binding(method.arguments or {})
     channel.connection.vhost.bind(exchange, queue, routing_key, dict(method.arguments or {}))
     _reply(channel, method.nowait, commands.Queue.BindOk())
@@ -282,6 +293,7 @@ def _on_queue_unbind(channel: ChannelPort, method: commands.Queue.Unbind) -> Non
     queue_name = method.queue or channel.last_queue_name
     _check_bind_access(channel, "queue", queue_name, method.exchange)
     exchange = vhost.exchanges.get(method.exchange)
+    _check_topic_binding(channel, exchange, method.routing_key)
     queue = vhost.queues.get(queue_name)
     if exchange is not None and queue is not None:
         _check_exclusive_access(channel, queue)

@@ -91,9 +91,13 @@ class _ManagementConnection:
         self.username = username
         self.writer = Writer(None, broker.limits.frame_max)  # the handlers' -ok frames have no one to go to
 
-    def check_access(self, action: str, kind: str, name: str) -> None:
+    def check_access(self, action: str, kind: str, name: str, method: tuple[int, int] = (0, 0)) -> None:
         if self.username is not None:  # None: the broker itself (definitions import), no permission check
             self.broker.access.check(self.username, self.vhost.name, action, kind, name)
+
+    def check_topic_access(self, action: str, exchange: str, routing_key: str) -> None:
+        if self.username is not None:
+            self.broker.access.check_topic(self.username, self.vhost.name, action, exchange, routing_key)
 
     def confirm_pending(self, channel: ConfirmFlusher) -> None:
         """Never in confirm mode."""
@@ -431,6 +435,8 @@ class BrokerOperations:
             raise not_found("exchange", exchange_name, vhost)
         if exchange.internal:
             raise internal_exchange(exchange_name, vhost)
+        if exchange.type_name == "topic":
+            connection.check_topic_access("write", exchange_name, routing_key)
         header = ContentHeader(0, len(body), properties_from_json(properties or {})).marshal()
         message = sender_selected(Message(exchange_name, routing_key, header, body))
         queues = host.route(exchange, message)

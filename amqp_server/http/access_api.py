@@ -7,8 +7,8 @@ vhost's connections are closed with 320 and its contents deleted.  The admin CLI
 makes its changes through this API too while the broker runs.
 
 Vhost descriptions, tags and tracing are kept in access.json too (``default_queue_type`` is not).  Topic
-permissions are stored, listed, exported and imported, but not enforced (publishes to a topic
-exchange are checked against the vhost permissions only).
+permissions are stored, listed, exported and imported, and enforced on topic exchanges as RabbitMQ does
+(``core.access.AccessControl.check_topic``): a change here applies to the next publish or bind.
 """
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ async def delete_permission(request: web.Request) -> web.Response:
     return no_content()
 
 
-# ------------------------------------------------------------------ topic permissions (stored, not enforced)
+# ------------------------------------------------------------------ topic permissions (enforced in core.access)
 
 
 def _topic_items(request: web.Request, user: str | None = None, vhost: str | None = None) -> list[dict[str, str]]:

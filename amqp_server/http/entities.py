@@ -16,7 +16,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..core.operations import ACK_MODES, properties_key
-from ..errors import AMQPError
+from ..errors import AMQPError, TopicAccessRefused
 from .context import add, caller, context, json_body, listed, no_content, permitted_vhosts, ranges, reply, vhost_of
 from .errors import ApiError, bad_request, not_found, require_keys
 
@@ -202,7 +202,7 @@ async def post_publish(request: web.Request) -> web.Response:
     except (ValueError, TypeError) as error:
         raise bad_request(str(error)) from None
     except AMQPError as error:
-        if error.reply_code == 403:
+        if error.reply_code == 403 and not isinstance(error, TopicAccessRefused):  # RabbitMQ: 401 for those
             raise
         raise bad_request(f"{error.reply_code} {error.reply_text}") from None
     return reply({"routed": routed})

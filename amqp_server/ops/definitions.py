@@ -9,7 +9,7 @@ name, type, durable, auto_delete, internal and arguments; policies vhost, name,
 pattern, apply-to, definition and priority.  Built-in exchanges
 (``''`` and ``amq.*``), exclusive queues and the default exchange's implicit
 bindings are not exported, and ``amq.*`` exchanges in a file are skipped, as in
-RabbitMQ.  Topic permissions are exported and imported (stored, not enforced).
+RabbitMQ.  Topic permissions are exported and imported (and enforced: core.access).
 Operator policies are runtime parameters in RabbitMQ's definitions: ``parameters``
 entries of component ``operator_policy`` (``value``: pattern, definition, priority,
 apply-to; on import also as the ``[key, value]`` pairs rabbitmqctl 3.10 writes their
