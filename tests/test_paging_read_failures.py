@@ -31,9 +31,12 @@ class FailingReads:
 
     failures = 0
     attempts = 0
+    damaged: set[int] = set()  # message ids whose record cannot ever be read (as a CRC mismatch)
 
     def read_message(self, vhost: str, queue: str, message_id: int) -> MessageRecord:
         self.attempts += 1
+        if message_id in self.damaged:
+            raise ValueError(f"record {message_id} damaged since it was written")
         if self.failures > 0:
             self.failures -= 1
             raise OSError(5, "Input/output error")
@@ -162,3 +165,11 @@ def test_an_expired_head_waits_to_be_dead_lettered_until_it_can_be_read(store):
     retry(broker, clock)
     peer.send_method(1, commands.Basic.Consume(queue="dead", no_ack=True))
     assert bodies(peer) == [b"t%d" % n for n in range(5)]
+
+
+def test_a_record_that_can_never_be_read_is_dropped_and_the_queue_goes_on(store, caplog):
+    broker, clock, peer = with_backlog(store)
+    store.damaged = {5}
+    peer.send_method(1, commands.Basic.Consume(queue="q", no_ack=True))
+    assert bodies(peer) == [b"q-%d" % n for n in range(8) if n != 4]  # message id 5 is the fifth
+    assert any("cannot be read back" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)

@@ -78,7 +78,7 @@ class Pager:
         queue = self._queue
         vhost = queue.vhost
         try:
-            record = vhost.store.read_message(vhost.name, queue.name, entry.message_id)
+            message = Message.from_record(vhost.store.read_message(vhost.name, queue.name, entry.message_id))
         except OSError as error:
             if not self._failing:
                 log.error(
@@ -104,7 +104,7 @@ class Pager:
         if self._failing:
             self._failing = False
             log.info("queue '%s' in vhost '%s': the store can be read again; deliveries resume", queue.name, vhost.name)
-        entry.message = Message.from_record(record)
+        entry.message = message
         entry.paged_out = False
         vhost.flow.add(entry.size)  # now in memory: taken off again when the queue lets it go
         return True
