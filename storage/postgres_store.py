@@ -155,7 +155,6 @@ class PostgresStore:
         self._pending = Batch()  # guarded by _buffer_lock
         self._writing: Batch | None = None  # the batch a sync is writing (read_message still finds its records)
         self._read_ahead: dict[tuple[str, str, int], MessageRecord] = {}  # owned by the caller's thread
-        self._unreadable: set[tuple[str, str, int]] = set()  # reads that failed: kept if the broker drops them
         self._read_failed_at = -READ_RETRY_AFTER  # time.monotonic() of the last failed read
         self._closed = False
         self._writer: Connection | None = None  # the sync thread's, under _sync_lock
@@ -229,7 +228,6 @@ class PostgresStore:
             pending.deleted_queues.add(key)
             pending.logs.delete_stream(key)
         self._read_ahead = {k: v for k, v in self._read_ahead.items() if k[:2] != key}
-        self._unreadable = {k for k in self._unreadable if k[:2] != key}
 
     def put_binding(self, record: BindingRecord) -> None:
         self._define(rows.put_binding(record))
@@ -258,16 +256,13 @@ class PostgresStore:
 
     def remove_messages(self, vhost: str, queue: str, message_ids: Iterable[int]) -> None:
         key = (vhost, queue)
-        read_ahead, unreadable = self._read_ahead, self._unreadable
+        read_ahead = self._read_ahead
         with self._buffer_lock:
             buffered = self._pending.inserts.get(key)
             removed: set[int] | None = None
             for message_id in message_ids:
                 if buffered is not None and buffered.pop(message_id, None) is not None:
                     continue  # never written: nothing to delete
-                if unreadable and (vhost, queue, message_id) in unreadable:
-                    unreadable.discard((vhost, queue, message_id))
-                    continue  # dropped because it could not be read: kept (see _read_from_table)
                 if removed is None:
                     removed = self._pending.removals.setdefault(key, set())
                 removed.add(message_id)
@@ -306,8 +301,6 @@ class PostgresStore:
             found = self._read(lambda conn: conn.execute(rows.READ_AHEAD, stored, binary=True).fetchall())
         except (psycopg.Error, StoreUnavailable) as error:
             self._read_failed_at = time.monotonic()
-            self._unreadable.add((vhost, queue, message_id))
-            log.warning("message %d of queue %r is kept in PostgreSQL for the next start: %s", message_id, queue, error)
             raise StoreUnavailable(f"cannot read message {message_id} of {queue!r} from PostgreSQL: {error}") from error
         if len(self._read_ahead) + len(found) > READ_AHEAD_CACHE:
             self._read_ahead = {}

@@ -14,7 +14,7 @@ The dicts themselves are built in ``info``, one function per kind of object.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pamqp import commands
@@ -168,6 +168,16 @@ class BrokerOperations:
                 if exchange.name and not exchange.name.startswith("amq.") and exchange.name in vhost.exchanges:
                     vhost.delete_exchange(exchange)
         return removed
+
+    def after_pending_writes(self, done: Callable[[bool], None]) -> bool:
+        """Have ``done(ok)`` called once the store has synced every write made so far (the same group commit
+        an AMQP declare-ok or publisher confirm waits for); False, and no call, when nothing waits for a sync,
+        or when no persister syncs this broker (an in-process broker under test)."""
+        barrier = self._broker.sync_barrier
+        if not barrier.requested or barrier.on_request is None:
+            return False
+        barrier.after_sync(done)
+        return True
 
     # ------------------------------------------------------------ totals
 

@@ -3,6 +3,8 @@
 Part of the broker's public operations (``core.operations.BrokerOperations`` holds one as
 ``policies``): plain dicts in RabbitMQ's JSON shape out, JSON bodies in, validated by
 ``policy_validation.parse_policy`` — the same rules as definitions import and the admin CLI.
+A change is written to the store here; the HTTP layer answers once it is synced
+(``BrokerOperations.after_pending_writes``), so a policy it confirmed survives a kill -9.
 """
 
 from __future__ import annotations
@@ -50,8 +52,13 @@ class PolicyOperations:
         Raises ``NoSuchVhost``, or ``PolicyError`` with RabbitMQ's reason.
         """
         target = self._vhost(vhost)
-        return target.set_policy(parse_policy(vhost, name, body, operator))
+        created = target.set_policy(parse_policy(vhost, name, body, operator))
+        target.take_unsynced_definitions()  # the caller's answer waits for the sync (``after_pending_writes``)
+        return created
 
     def clear(self, vhost: str, name: str, operator: bool = False) -> bool:
         """Delete the policy (what it set reverts at once); False if there is none."""
-        return self._vhost(vhost).clear_policy(name, operator)
+        target = self._vhost(vhost)
+        cleared = target.clear_policy(name, operator)
+        target.take_unsynced_definitions()  # as in ``set``
+        return cleared

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -28,11 +27,10 @@ from .consumers import ConsumerRing
 from .delivery import Consumer, QueueCounters
 from .expiry import expiry_for, recovered_expiry
 from .message import Entry, Message
+from .paging import Pager
 from .queue_arguments import QueueOptions, parse_queue_arguments
 from .ready import FifoReady, PriorityReady
 from .scheduler import Timer
-
-log = logging.getLogger("amqp_server.queue")
 
 if TYPE_CHECKING:
     from storage.api import Store
@@ -106,6 +104,7 @@ class Queue:
         "_plain",
         "_stores_transient",
         "counters",
+        "_pager",
     )
 
     def __init__(
@@ -148,6 +147,7 @@ class Queue:
         self._expiry_timer: Timer | None = None
         self._unused_timer: Timer | None = None
         self._last_used = vhost.scheduler.clock()
+        self._pager = Pager(self)  # reads paged-out messages back; pauses the queue while the store cannot
         if self.options.expires is not None:
             self._arm_unused_timer(self.options.expires)
 
@@ -318,32 +318,36 @@ class Queue:
             self.vhost.flow.remove(entry.size)
         return entry
 
-    def _load(self, entry: Entry) -> bool:
-        """Page a message back in; False (and the message is dropped) if the store cannot return it."""
-        if entry.paged_out:
-            try:
-                entry.message = Message.from_record(
-                    self.vhost.store.read_message(self.vhost.name, self.name, entry.message_id)
-                )
-                entry.paged_out = False
-            except Exception:
-                log.exception(
-                    "queue '%s' in vhost '%s': message %d could not be read back from the store; dropping it",
-                    self.name,
-                    self.vhost.name,
-                    entry.message_id,
-                )
-                self._forget((entry,))
+    def _take_head(self) -> Entry | None:
+        """The head message, paged in; None when the queue is empty or waits for the store to read its head."""
+        ready = self._ready
+        while True:
+            head = ready.peek()
+            if head is None:
+                return None
+            if not head.paged_out or self._pager.page_in(head):
+                return self._pop()
+            if self._pager.stalled:
+                return None  # it stays at the head until the store can be read again
+            self._forget((self._pop(),))  # unreadable for good (logged): dropped
+
+    def _drop_head(self, reason: str) -> bool:
+        """The head dies (expired, over a length limit); False, and it stays, while its message must be read
+        back for the dead-letter exchange and the store cannot give it now."""
+        head = self._ready.peek()
+        if head is not None and head.paged_out and self.options.dead_letter_exchange is not None:
+            if not self._pager.page_in(head) and self._pager.stalled:
                 return False
+        self._discard(self._pop(), reason)
         return True
 
-    def _take_head(self) -> Entry | None:
-        """The head message, paged in; None when the queue is empty."""
-        while len(self._ready):
-            entry = self._pop()
-            if self._load(entry):
-                return entry
-        return None
+    def resume(self, now: float) -> None:
+        """The store may be readable again (the pager's retry): expire, trim and deliver what waited."""
+        self._expire(now)
+        if not self._plain:
+            self._drop_head_while_full()
+        self._arm_expiry_timer()
+        self.dispatch(now)
 
     def _is_full(self, extra: Message | None = None) -> bool:
         options = self.options
@@ -356,15 +360,14 @@ class Queue:
     def _drop_head_while_full(self) -> None:
         if len(self._ready) and self._is_full():
             while len(self._ready) and self._is_full():
-                self._discard(self._pop(), dead_letter.MAXLEN)
+                if not self._drop_head(dead_letter.MAXLEN):
+                    break
             self._arm_expiry_timer()
 
     def _discard(self, entry: Entry, reason: str) -> None:
-        """A ready message dies: forget it, and dead-letter it if the queue says so."""
-        # read back (if paged out) before the store forgets it
-        dead_lettered = self.options.dead_letter_exchange is not None and self._load(entry)
+        """A ready message dies: forget it, and dead-letter it if the queue says so (``_drop_head`` paged it in)."""
         self._forget((entry,))
-        if dead_lettered:
+        if self.options.dead_letter_exchange is not None and not entry.paged_out:
             self._dead_letter(entry.message, reason)
 
     # ------------------------------------------------------------ deliver
@@ -508,7 +511,8 @@ class Queue:
         """
         head = self._ready.peek()
         while head is not None and head.expires_at is not None and head.expires_at <= now:
-            self._discard(self._pop(), dead_letter.EXPIRED)
+            if not self._drop_head(dead_letter.EXPIRED):
+                return  # paged out and the store cannot read it now: the pager's retry expires it
             head = self._ready.peek()
 
     def _arm_expiry_timer(self) -> None:
@@ -521,7 +525,7 @@ class Queue:
         (or left over from an old head) fires, expires what is due, re-arms.
         """
         head = self._ready.peek()
-        if head is None or head.expires_at is None:
+        if head is None or head.expires_at is None or self._pager.stalled:  # stalled: the pager's retry comes
             return
         when, timer = head.expires_at, self._expiry_timer
         if timer is not None:
@@ -584,6 +588,7 @@ class Queue:
         for timer in (self._expiry_timer, self._unused_timer):
             if timer is not None:
                 timer.cancel()
+        self._pager.cancel()
 
     # ------------------------------------------------------------ dead-lettering
 

@@ -4,9 +4,9 @@ The second adapter beside ``server/``: it may use asyncio, and it sees the broke
 through ``core.operations.BrokerOperations`` (plus ``ops.access`` to persist users,
 vhosts and permissions) — ``tests/test_layering.py`` checks that.
 
-- ``app``: ``create_app(Context)`` (middlewares: RabbitMQ's error bodies, Basic auth and
-  tags) and ``start`` (binds a ``web.TCPSite``); ``server/management_site.py`` wires it to
-  a running broker.
+- ``app``: ``create_app(Context)`` (middlewares: RabbitMQ's error bodies, a change answered
+  after its store sync, Basic auth and tags) and ``start`` (binds a ``web.TCPSite``);
+  ``server/management_site.py`` wires it to a running broker.
 - ``context``: the shared ``Context``, who is calling, vhost visibility, JSON helpers and
   ``add`` (every route also answers with a trailing slash, and GET answers HEAD).
 - ``listing``: page / sort / columns / name filters, pure functions.

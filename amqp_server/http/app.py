@@ -8,6 +8,7 @@ AMQP handlers do, with no locking.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -27,7 +28,7 @@ __all__ = ["Context", "create_app", "start"]
 
 
 def create_app(ctx: Context) -> web.Application:
-    app = web.Application(middlewares=[_errors, _authenticate], client_max_size=MAX_BODY_SIZE)
+    app = web.Application(middlewares=[_errors, _durable, _authenticate], client_max_size=MAX_BODY_SIZE)
     app[CONTEXT] = ctx
     app.on_response_prepare.append(_server_header)
     for module in (overview, access_api, entities, policies_api, sessions, tail_api, dashboard):
@@ -86,6 +87,36 @@ def _amqp_error(error: AMQPError) -> ApiError:
         return ApiError(401, "not_authorised", "Access refused.")
     reason = error.reply_text.split(" - ", 1)[-1]
     return bad_request(reason)
+
+
+@web.middleware
+async def _durable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A change (PUT, POST, DELETE) is answered once the store has synced what it wrote, as RabbitMQ answers
+    after its commit: a policy, queue or binding confirmed with 201/204 survives a kill -9 right after.
+    Waits on the group commit AMQP's declare-ok waits for; a failed sync is a 500 (AMQP closes the channel)."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except Exception:
+        await _synced(request)  # what a failed request wrote too (a definitions import stopped half way)
+        raise
+    if not await _synced(request):
+        raise ApiError(500, "internal_server_error", "could not write the change to disk")
+    return response
+
+
+async def _synced(request: web.Request) -> bool:
+    """Wait for the store sync covering every write so far (at once if none is pending); whether it succeeded."""
+    synced: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def finished(ok: bool) -> None:
+        if not synced.done():
+            synced.set_result(ok)
+
+    if not context(request).operations.after_pending_writes(finished):
+        return True
+    return await synced
 
 
 @web.middleware
