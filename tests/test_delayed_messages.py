@@ -4,6 +4,7 @@ x-delayed-type with the bindings of firing time, mandatory, confirms, deletion, 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -117,7 +118,7 @@ def test_messages_are_held_until_their_delay_and_fire_in_delay_order() -> None:
     assert (exchange.stat_publish_in, exchange.stat_publish_out) == (4, 4)  # each publish counted once
 
 
-@pytest.mark.parametrize("delay", [None, 0, -5000, "5000", 1.5, True, 2**32], ids=repr)
+@pytest.mark.parametrize("delay", [None, 0, -5000, "soon", "5e3", "-5", 0.5, True, 2**32], ids=repr)
 def test_no_usable_x_delay_routes_at_once(delay: Any) -> None:
     peer = open_peer()
     setup(peer, bindings=(("q", "k", {}),))
@@ -163,8 +164,33 @@ def test_bindings_are_those_of_firing_time_and_the_delivered_message_keeps_its_p
     peer.frames()
     peer.send_method(1, commands.Basic.Get(queue="late", no_ack=True))
     [header] = [v for _, v in peer.frames() if isinstance(v, ContentHeader)]
-    assert header.properties.headers == {"x-delay": 1000, "tag": "t"}
+    assert header.properties.headers == {"x-delay": -1000, "tag": "t"}  # the plugin's swap: not held again
     assert header.properties.delivery_mode == 1
+
+
+@pytest.mark.parametrize("delay", ["1500", 1500.9, Decimal("1500.2")], ids=repr)
+def test_a_string_or_float_x_delay_is_read_as_the_plugin_reads_it(delay: Any) -> None:
+    """The plugin takes longstr/shortstr (``binary_to_integer``) and float/double/decimal (truncated)."""
+    broker, clock = broker_on_virtual_clock()
+    peer = open_peer(broker)
+    setup(peer, bindings=(("q", "k", {}),))
+    peer.send(publish(1, "k", b"m", exchange="dx", properties=props(delay)))
+    advance(broker, clock, 1.499)
+    assert bodies(peer, "q") == []
+    advance(broker, clock, 0.001)
+    assert bodies(peer, "q") == [b"m"]
+
+
+def test_a_fired_message_reaching_another_delayed_exchange_is_not_held_again() -> None:
+    broker, clock = broker_on_virtual_clock()
+    peer = open_peer(broker)
+    setup(peer, bindings=(("q", "k", {}),))
+    assert isinstance(declare(peer, "first")[-1][1], commands.Exchange.DeclareOk)
+    peer.send_method(1, commands.Exchange.Bind(destination="dx", source="first", routing_key="k"))
+    peer.frames()
+    peer.send(publish(1, "k", b"m", exchange="first", properties=props(1000)))
+    advance(broker, clock, 1)
+    assert bodies(peer, "q") == [b"m"]  # through dx at once: its x-delay is -1000 now
 
 
 def test_a_held_mandatory_publish_gets_no_basic_return_but_an_immediate_unroutable_one_does() -> None:

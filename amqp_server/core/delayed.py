@@ -2,11 +2,13 @@
 
 An ``x-delayed-message`` exchange routes as the type its ``x-delayed-type`` argument names (direct,
 fanout, topic, headers): each concrete class here is that type's class with ``DelayedExchange``'s
-hold in front.  A message published with a positive integer ``x-delay`` header (ms, at most
-2^32-1 as in the plugin; anything else routes at once) is held until then and routed with the
-exchange's bindings *as they are when it fires*.  Like the plugin, a held message gets no
-``basic.return`` (nothing is known about its route yet) and is confirmed once held: for a persistent
-message on a durable exchange, once the store has it.
+hold in front.  A message published with a positive ``x-delay`` header (ms, at most 2^32-1 as in
+the plugin; as the plugin reads it: an integer, a string of one, or a float or decimal truncated;
+anything else routes at once) is held until then and routed with the exchange's bindings *as they
+are when it fires*, its ``x-delay`` turned to minus the delay (the plugin's swap: a fired message
+that reaches another delayed exchange is not held again, and consumers see it was delayed).  Like
+the plugin, a held message gets no ``basic.return`` (nothing is known about its route yet) and is
+confirmed once held: for a persistent message on a durable exchange, once the store has it.
 
 ``HeldMessages`` keeps what one exchange holds.  Memory stays small with millions held: the bodies
 of stored messages (persistent, durable exchange) stay in the store (``Store.put_delayed``) and are
@@ -26,14 +28,17 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import re
 from array import array
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from storage.api import Store
 
 from ..errors import delayed_type_missing, delayed_type_recursive, invalid_exchange_type
 from ..wire.properties import ContentHeader, decode_value
+from .dead_letter import with_headers
 from .exchanges import (
     EXCHANGE_TYPES,
     DirectExchange,
@@ -58,6 +63,7 @@ DESCRIPTION = "Delayed Message Exchange."  # the plugin's, as RabbitMQ lists it 
 MAX_DELAY = 4294967295  # ms; the plugin routes longer delays at once (Erlang's timer limit)
 FIRE_BATCH = 5000  # messages fired per timer pass: the event loop serves others between batches
 _X_DELAY = b"x-delay"
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 def x_delay(header: bytes) -> int | None:
@@ -69,9 +75,20 @@ def x_delay(header: bytes) -> int | None:
         value = decode_value(raw) if raw is not None else None
     except (ValueError, IndexError):  # only a message stored before properties were checked at the door
         return None
+    if isinstance(value, (str, bytes)):  # the plugin's binary_to_integer: digits with an optional sign
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        value = int(text) if _INTEGER_TEXT.fullmatch(text) else None
+    elif isinstance(value, (float, Decimal)) and math.isfinite(value):
+        value = math.trunc(value)
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value if 0 < value <= MAX_DELAY else None
+
+
+def released(message: Message, delay: int) -> Message:
+    """``message`` as it leaves the hold: ``x-delay`` set to ``-delay`` (the plugin's ``swap_delay_header``), so
+    no delayed exchange it reaches next holds it again."""
+    return with_headers(message, {"x-delay": -delay})
 
 
 def delayed_type_of(arguments: Mapping[str, Any]) -> str:
@@ -203,6 +220,9 @@ class HeldMessages:
         if message is None:
             message = Message.from_record(vhost.store.read_delayed(vhost.name, exchange.name, delayed_id))
             fired.append(delayed_id)
+        delay = x_delay(message.header)
+        if delay is not None:
+            message = released(message, delay)
         queues = vhost.route(exchange, message)
         exchange.stat_publish_in -= 1  # counted when it was published, not again now
         for queue in queues:
