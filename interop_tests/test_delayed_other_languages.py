@@ -11,9 +11,6 @@ without the plugin.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,13 +19,11 @@ import pytest
 
 from .broker_process import BrokerProcess
 from .test_other_languages import (
-    AMQP091_SOURCE,
     CLIENTS,
-    GOPATH,
     JAVA_DIR,
     NODE_DIR,
+    build_go_program,
     java_client,
-    missing,
     node,
     run_client,
 )
@@ -50,18 +45,8 @@ def delayed_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleN
 
 @pytest.fixture(scope="module")
 def go_delayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go program, built as ``test_other_languages.go_client`` builds its own (GOPATH mode, Debian's sources)."""
-    if shutil.which("go") is None or not AMQP091_SOURCE.is_dir():
-        missing("Go with amqp091-go", "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev")
-    binary = tmp_path_factory.mktemp("go-delayed") / "delayed"
-    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOPATH), "GOFLAGS": ""}
-    if "HOME" not in env and "GOCACHE" not in env:
-        env["GOCACHE"] = str(tmp_path_factory.mktemp("go-cache"))
-    build = subprocess.run(
-        ["go", "build", "-o", str(binary), "."], cwd=GO_DIR, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
-    return binary
+    """The Go program, built as ``test_other_languages`` builds its own (GOPATH mode, Debian's sources)."""
+    return build_go_program(GO_DIR, tmp_path_factory)
 
 
 def assert_passed(stdout: str) -> None:

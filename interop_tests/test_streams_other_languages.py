@@ -9,22 +9,17 @@ running come from ``test_other_languages``.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from .test_other_languages import (
-    AMQP091_SOURCE,
     CLIENTS,
-    GOPATH,
     JAVA_DIR,
     NODE_DIR,
+    build_go_program,
     java_client,
-    missing,
     node,
     run_client,
 )
@@ -43,25 +38,7 @@ def assert_all_steps_passed(stdout: str) -> None:
 @pytest.fixture(scope="session")
 def go_streams_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``clients/go/streams`` built as ``test_other_languages`` builds its Go client (GOPATH mode)."""
-    if shutil.which("go") is None or not AMQP091_SOURCE.is_dir():
-        missing("Go with amqp091-go", "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev")
-    binary = tmp_path_factory.mktemp("go-streams") / "streams"
-    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOPATH), "GOFLAGS": ""}
-    if "HOME" not in env and "GOCACHE" not in env:
-        env["GOCACHE"] = str(tmp_path_factory.mktemp("go-cache"))
-    try:
-        build = subprocess.run(
-            ["go", "build", "-o", str(binary), "."],
-            cwd=GO_STREAMS_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"go build did not finish in 300 s:\n{error.stderr}")
-    assert build.returncode == 0, build.stdout + build.stderr
-    return binary
+    return build_go_program(GO_STREAMS_DIR, tmp_path_factory)
 
 
 def test_go_amqp091_streams(broker: SimpleNamespace, go_streams_client: Path) -> None:
