@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from storage.api import Store
-from storage.factory import POSTGRES_SCHEMES
+from storage.factory import is_postgres
 
 from ..ops.config import Config
 
@@ -46,7 +46,7 @@ class LeaseLost(ConnectionError):
 
 def database_dsn(config: Config) -> str | None:
     """The DSN of a database store that needs a lease, or None (the segment and memory stores need none)."""
-    return config.store if config.store.startswith(POSTGRES_SCHEMES) else None
+    return config.store if is_postgres(config.store) else None
 
 
 def redacted(dsn: str) -> str:
