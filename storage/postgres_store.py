@@ -291,8 +291,8 @@ class PostgresStore:
         """Read from the table, or fail fast within ``READ_RETRY_AFTER`` of a failed read (the caller's thread
         is the event loop: an unreachable database must not stall it for a connect timeout per message).
 
-        A message that could not be read is not deleted when the broker then drops it (it does, for a
-        record it cannot read back): it stays in the table and comes back at the next start.
+        A failed read raises ``StoreUnavailable`` (an ``OSError``): the queue then keeps the message paged
+        out and waits, retrying (``amqp_server.core.paging``); the row stays in the table.
         """
         stored = (to_db(vhost), to_db(queue), message_id, message_id, READ_AHEAD_BODY, READ_AHEAD_ROWS)
         try:
