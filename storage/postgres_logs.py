@@ -26,7 +26,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from .api import MessageRecord, Recovered, StreamIndex, StreamRecord
-from .postgres_rows import Statement
+from .postgres_rows import Statement, message_record
 from .postgres_schema import from_db, to_db
 
 Key = tuple[str, str]
@@ -239,18 +239,14 @@ def read_stream(conn: psycopg.Connection[TupleRow], key: Key, start: int, count:
     """Up to ``count`` stored records of the stream from offset ``start`` on."""
     found = conn.execute(READ_STREAM, (to_db(key[0]), to_db(key[1]), start, count), binary=True)
     return [
-        StreamRecord(offset, timestamp, _record(exchange, routing_key, header, body, expires_at))
+        StreamRecord(offset, timestamp, message_record(exchange, routing_key, header, body, expires_at))
         for offset, timestamp, exchange, routing_key, header, body, expires_at in found
     ]
 
 
 def read_delayed(conn: psycopg.Connection[TupleRow], key: Key, delayed_id: int) -> MessageRecord | None:
     row = conn.execute(READ_DELAYED, (to_db(key[0]), to_db(key[1]), delayed_id), binary=True).fetchone()
-    return None if row is None else _record(*row)
-
-
-def _record(exchange: str, routing_key: str, header: bytes, body: bytes, expires_at: float | None) -> MessageRecord:
-    return MessageRecord(from_db(exchange), from_db(routing_key), bytes(header), bytes(body), expires_at)
+    return None if row is None else message_record(*row)
 
 
 def recover(conn: psycopg.Connection[TupleRow], recovered: Recovered) -> None:

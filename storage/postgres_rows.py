@@ -233,4 +233,11 @@ def policy_from_row(row: tuple[Any, ...]) -> PolicyRecord:
 def message_from_row(row: tuple[Any, ...]) -> tuple[int, MessageRecord]:
     """A row of ``READ_AHEAD``/``SELECT_FIRST_MESSAGES``: its id and record."""
     message_id, exchange, routing_key, header, body, expires_at = row
-    return message_id, MessageRecord(from_db(exchange), from_db(routing_key), bytes(header), bytes(body), expires_at)
+    return message_id, message_record(exchange, routing_key, header, body, expires_at)
+
+
+def message_record(
+    exchange: str, routing_key: str, header: bytes, body: bytes, expires_at: float | None
+) -> MessageRecord:
+    """A message's stored columns (of ``messages``, and of ``postgres_logs``' tables) as its record."""
+    return MessageRecord(from_db(exchange), from_db(routing_key), bytes(header), bytes(body), expires_at)
