@@ -26,7 +26,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from .api import MessageRecord, Recovered, StreamIndex, StreamRecord
-from .postgres_rows import Statement, message_record
+from .postgres_rows import Statement, as_columns, message_record
 from .postgres_schema import from_db, to_db
 
 Key = tuple[str, str]
@@ -162,9 +162,9 @@ class LogBatch:
                 yield PUT_STREAM_HEAD, (to_db(vhost), to_db(queue), records[0].offset)
         if not copy:
             if self.appends:
-                yield INSERT_STREAM, tuple(map(list, zip(*self._stream_rows(), strict=True)))
+                yield INSERT_STREAM, as_columns(self._stream_rows(), len(COPY_STREAM_TYPES))
             if self.held:
-                yield INSERT_DELAYED, tuple(map(list, zip(*self._delayed_rows(), strict=True)))
+                yield INSERT_DELAYED, as_columns(self._delayed_rows(), len(COPY_DELAYED_TYPES))
 
     def copy(self, cursor: psycopg.Cursor[TupleRow]) -> None:
         """The new stream records and held messages, by binary COPY."""

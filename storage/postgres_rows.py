@@ -160,21 +160,14 @@ def delete_policy(vhost: str, name: str, operator: bool) -> Statement:
 
 
 def insert_messages(batch: dict[tuple[str, str], dict[int, MessageRecord]]) -> Statement:
-    """One INSERT for every buffered message of every queue."""
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-    vhosts, queues, ids, exchanges, routing_keys, headers, bodies, expiries = columns
-    for (vhost, queue), messages in batch.items():
-        stored_vhost, stored_queue = to_db(vhost), to_db(queue)
-        for message_id, record in messages.items():
-            vhosts.append(stored_vhost)
-            queues.append(stored_queue)
-            ids.append(message_id)
-            exchanges.append(to_db(record.exchange))
-            routing_keys.append(to_db(record.routing_key))
-            headers.append(record.header)
-            bodies.append(record.body)
-            expiries.append(record.expires_at)
-    return INSERT_MESSAGES, columns
+    """One INSERT for every buffered message of every queue: ``copy_rows`` as columns."""
+    return INSERT_MESSAGES, as_columns(copy_rows(batch), len(COPY_TYPES))
+
+
+def as_columns(rows: Iterable[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
+    """Rows of ``width`` values as ``width`` lists, the arrays an ``unnest`` upsert takes (empty for no rows)."""
+    columns = tuple(map(list, zip(*rows, strict=True)))
+    return columns or tuple([] for _ in range(width))
 
 
 def copy_rows(batch: dict[tuple[str, str], dict[int, MessageRecord]]) -> Iterator[tuple[Any, ...]]:
