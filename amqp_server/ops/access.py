@@ -273,18 +273,23 @@ def load_access(home: AccessHome, loopback_users: tuple[str, ...] = ("guest",)) 
 
     Raises ``DefinitionsError`` naming the file (or store) when it is not valid.
     """
+    return _load(home, loopback_users)[0]
+
+
+def _load(home: AccessHome, loopback_users: tuple[str, ...]) -> tuple[tuple[AccessControl, list[str]], bool]:
+    """``load_access``, and whether ``home`` held anything (False: the default setup), from one read."""
     if isinstance(home, AccessDocuments):
         document, where = home.load_access_document(), "the store's access document"
-        if document is None:
-            return default_access(loopback_users)
     else:
         where = str(Path(home) / ACCESS_FILE)
         try:
             document = Path(where).read_text(encoding="utf-8")
         except FileNotFoundError:
-            return default_access(loopback_users)
+            document = None
+    if document is None:
+        return default_access(loopback_users), False
     try:
-        return from_json(json.loads(document) if isinstance(document, str) else document, loopback_users)
+        return from_json(json.loads(document) if isinstance(document, str) else document, loopback_users), True
     except (ValueError, DefinitionsError) as error:
         raise DefinitionsError(f"{where}: {error}") from None
 
@@ -391,11 +396,7 @@ def startup_access(config: Config, home: AccessHome | None = None) -> tuple[Acce
     """
     home = config.data_dir if home is None else home
     with locked(home):
-        if isinstance(home, AccessDocuments):
-            exists = home.load_access_document() is not None
-        else:
-            exists = (Path(home) / ACCESS_FILE).exists()
-        access, vhosts = load_access(home, config.loopback_users)
+        (access, vhosts), exists = _load(home, config.loopback_users)
         if apply_config(access, vhosts, config) or not exists:
             save_access(home, access, vhosts)
     return access, vhosts
