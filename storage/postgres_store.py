@@ -197,6 +197,13 @@ class PostgresStore:
                 raise
         return read(self._reading_connection())
 
+    def _read_or_fail(self, what: str, read: Callable[[Connection], T]) -> T:
+        """``_read``, a database error leaving as ``StoreUnavailable`` ("cannot read ``what`` from PostgreSQL")."""
+        try:
+            return self._read(read)
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"cannot read {what} from PostgreSQL: {error}") from error
+
     def set_fencing_epoch(self, epoch: int | None) -> None:
         """Write only while the lease's epoch is ``epoch`` (``None``: no fencing); from the next sync on."""
         self._fencing_epoch = epoch
@@ -334,10 +341,7 @@ class PostgresStore:
         start = max(start, floor)
         found: list[StreamRecord] = []
         if stored and not (buffered and buffered[0].offset <= start):
-            try:
-                found = self._read(lambda conn: logs.read_stream(conn, key, start, count))
-            except psycopg.Error as error:
-                raise StoreUnavailable(f"cannot read stream {queue!r} from PostgreSQL: {error}") from error
+            found = self._read_or_fail(f"stream {queue!r}", lambda conn: logs.read_stream(conn, key, start, count))
         after = found[-1].offset if found else start - 1
         found.extend(record for record in buffered if record.offset > after)
         return found[:count]
@@ -359,10 +363,9 @@ class PostgresStore:
                     record = batch.logs.lookup(key, delayed_id)
                     if record is not None:
                         return record
-        try:
-            found = self._read(lambda conn: logs.read_delayed(conn, key, delayed_id))
-        except psycopg.Error as error:
-            raise StoreUnavailable(f"cannot read a delayed message of {exchange!r} from PostgreSQL: {error}") from error
+        found = self._read_or_fail(
+            f"a delayed message of {exchange!r}", lambda conn: logs.read_delayed(conn, key, delayed_id)
+        )
         if found is None:
             raise KeyError((vhost, exchange, delayed_id))
         return found
@@ -451,10 +454,7 @@ class PostgresStore:
 
     def load_access_document(self) -> Any | None:
         """The access document saved last, or None before the first save."""
-        try:
-            row = self._read(lambda conn: conn.execute(rows.SELECT_ACCESS).fetchone())
-        except psycopg.Error as error:
-            raise StoreUnavailable(f"cannot read users and vhosts from PostgreSQL: {error}") from error
+        row = self._read_or_fail("users and vhosts", lambda conn: conn.execute(rows.SELECT_ACCESS).fetchone())
         return None if row is None else row[0]
 
     def save_access_document(self, document: dict[str, Any]) -> None:
@@ -475,10 +475,7 @@ class PostgresStore:
         references (size and expiry only), read with ``read_message`` when needed.
         """
         self.sync()
-        try:
-            return self._read(self._recover)
-        except psycopg.Error as error:
-            raise StoreUnavailable(f"cannot read the broker's state from PostgreSQL: {error}") from error
+        return self._read_or_fail("the broker's state", self._recover)
 
     def _recover(self, conn: Connection) -> Recovered:
         recovered = Recovered(
