@@ -419,8 +419,7 @@ class PostgresStore:
 
     def _transaction(self, batch: Batch, copy: bool) -> None:
         with self._writing_connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            if self._fencing_epoch is not None:
-                self._check_epoch(conn, self._fencing_epoch)
+            self._fence(conn)
             with conn.pipeline():
                 for statement, parameters in batch.definitions:
                     cursor.execute(statement, parameters)
@@ -443,8 +442,11 @@ class PostgresStore:
                     for statement, parameters in batch.logs.after_copy():
                         cursor.execute(statement, parameters, binary=True)
 
-    @staticmethod
-    def _check_epoch(conn: Connection, epoch: int) -> None:
+    def _fence(self, conn: Connection) -> None:
+        """In a write transaction, first: ``Fenced`` unless the lease's epoch is this store's (if it is fenced)."""
+        epoch = self._fencing_epoch
+        if epoch is None:
+            return
         row = conn.execute(rows.FENCE).fetchone()
         current = None if row is None else row[0]
         if current != epoch:
@@ -462,8 +464,7 @@ class PostgresStore:
         if self._closed:
             raise StoreClosed(f"store on {self._safe_dsn()} is closed")
         with self._sync_lock, self._writing_connection() as conn, conn.transaction():
-            if self._fencing_epoch is not None:
-                self._check_epoch(conn, self._fencing_epoch)
+            self._fence(conn)
             conn.execute(rows.SAVE_ACCESS, (Jsonb(document),))
 
     # -- recover -------------------------------------------------------------------------------
