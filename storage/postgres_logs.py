@@ -13,7 +13,7 @@ both have their own tables (``postgres_schema`` version 2) and their own net-eff
   an id removed and put again is stored again.
 
 A batch retried after a commit whose outcome was lost meets its own rows: the store then writes it
-again with upserts (``upserts``), exactly as for queue messages.
+again with upserts (``before_copy(copy=False)``), exactly as for queue messages.
 """
 
 from __future__ import annotations
