@@ -171,7 +171,7 @@ class StreamQueue(Queue):
         log = self.log
         message = with_headers(message, {"x-stream-offset": log.next})
         now = self.vhost.wall_clock()
-        _entry, rolled = log.append(message, now, self.segment_size)
+        rolled = log.append(message, now, self.segment_size)
         self.vhost.sync_barrier.request()
         if rolled:
             log.apply_retention(self.options.max_length_bytes, self.options.max_age, now)
