@@ -227,30 +227,3 @@ class StreamQueue(Queue):
 
 
 QUEUE_CLASSES["stream"] = StreamQueue  # Queue.with_arguments makes streams of x-queue-type stream
-
-
-def stream_info(queue: StreamQueue, node: str) -> dict[str, Any]:
-    """The items RabbitMQ 3.10's management API shows for a stream (probed: no backing queue status,
-    no message bytes; ``messages`` is the log's length, all of it "ready")."""
-    length = len(queue.log)
-    return {
-        "arguments": dict(queue.arguments),
-        "auto_delete": queue.auto_delete,
-        "consumers": len(queue.consumers),
-        "durable": queue.durable,
-        "exclusive": False,
-        "members": [node],
-        "memory": queue.log.total_bytes,
-        "messages": length,
-        "messages_ready": length,
-        "messages_unacknowledged": 0,
-        "name": queue.name,
-        "node": node,
-        "online": [node],
-        "readers": {node: len(queue.consumers)},
-        "reductions": 0,
-        "reductions_details": {"rate": 0.0},
-        "state": "running",
-        "type": "stream",
-        "vhost": queue.vhost.name,
-    }
