@@ -71,7 +71,7 @@ def exchange_info(exchange: Exchange) -> dict[str, Any]:
 
 def queue_info(queue: Queue, unacked: Counter[tuple[str, str, str]], node: str) -> dict[str, Any]:
     """RabbitMQ's queue info items.  Every message is held in memory (``*_ram`` = all, ``*_paged_out`` = 0;
-    recovered messages still on disk count as in memory too); ``memory`` is the bytes of the bodies held.
+    messages still on disk, recovered or paged out, count as in memory too); ``memory`` is the body bytes.
     ``messages_persistent`` is not counted here (the queue keeps no such tally) and is left out."""
     if isinstance(queue, StreamQueue):
         return _stream_info(queue, node)
