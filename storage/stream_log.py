@@ -41,6 +41,11 @@ _FRAME = struct.Struct(">II")
 _HEAD = struct.Struct(">qdHHI")
 
 
+def file_name(start: int) -> str:
+    """The name of the file whose first record has offset ``start`` (zero-padded: names sort as offsets)."""
+    return f"{start:020d}.log"
+
+
 def encode(record: StreamRecord) -> bytes:
     message = record.message
     exchange, routing_key = message.exchange.encode(), message.routing_key.encode()
@@ -87,7 +92,7 @@ class _Stream:
         return self.first + len(self.positions)
 
     def file_of(self, offset: int) -> Path:
-        return self.path / f"{self.files[bisect_right(self.files, offset) - 1]:020d}.log"
+        return self.path / file_name(self.files[bisect_right(self.files, offset) - 1])
 
 
 class StreamLogs:
@@ -126,7 +131,7 @@ class StreamLogs:
         stream = _Stream(path, first)
         files = sorted(int(name.stem) for name in path.glob("*.log"))
         for number, start in enumerate(files):
-            data = (path / f"{start:020d}.log").read_bytes()
+            data = (path / file_name(start)).read_bytes()
             at = 0
             while at + _FRAME.size <= len(data):
                 size, crc = _FRAME.unpack_from(data, at)
@@ -144,12 +149,12 @@ class StreamLogs:
                         stream.files.append(start)
                 at += _FRAME.size + size
             if at < len(data):  # a torn or corrupt tail: never synced, so never confirmed
-                with open(path / f"{start:020d}.log", "r+b") as file:
+                with open(path / file_name(start), "r+b") as file:
                     file.truncate(at)
                 for later in files[number + 1 :]:
-                    (path / f"{later:020d}.log").unlink()
+                    (path / file_name(later)).unlink()
                 break
-        last = path / f"{stream.files[-1]:020d}.log" if stream.files else None
+        last = path / file_name(stream.files[-1]) if stream.files else None
         stream.file_size = last.stat().st_size if last is not None else 0
         return stream
 
@@ -213,7 +218,7 @@ class StreamLogs:
             file_end = stream.files[index + 1] if index + 1 < len(stream.files) else stream.next
             stop = min(end, file_end)
             after = stream.positions[stop - stream.first] if stop < file_end else None
-            path = stream.path / f"{stream.files[index]:020d}.log"
+            path = stream.path / file_name(stream.files[index])
             spans.append((path, stream.positions[offset - stream.first], after, stop - offset))
             offset = stop
         return spans
@@ -293,5 +298,5 @@ class StreamLogs:
         os.replace(temporary, marker)
         for start in gone:
             with contextlib.suppress(FileNotFoundError):
-                (stream.path / f"{start:020d}.log").unlink()
+                (stream.path / file_name(start)).unlink()
         fileio.fsync_dir(stream.path)

@@ -25,7 +25,7 @@ from .exchanges import Exchange
 from .message import Entry
 from .policies import exchange_policy_fields, queue_policy_fields
 from .queue import Queue
-from .stream import StreamConsumer, StreamQueue, stream_info
+from .stream import StreamConsumer, StreamQueue
 
 PROTOCOL = "AMQP 0-9-1"
 PROPERTY_NAMES = (
@@ -71,11 +71,10 @@ def exchange_info(exchange: Exchange) -> dict[str, Any]:
 
 def queue_info(queue: Queue, unacked: Counter[tuple[str, str, str]], node: str) -> dict[str, Any]:
     """RabbitMQ's queue info items.  Every message is held in memory (``*_ram`` = all, ``*_paged_out`` = 0;
-    recovered messages still on disk count as in memory too); ``memory`` is the bytes of the bodies held.
+    messages still on disk, recovered or paged out, count as in memory too); ``memory`` is the body bytes.
     ``messages_persistent`` is not counted here (the queue keeps no such tally) and is left out."""
     if isinstance(queue, StreamQueue):
-        stream = {**stream_info(queue, node), "arguments": json_table(queue.arguments), **queue_policy_fields(queue)}
-        return {**stream, "garbage_collection": dict(GARBAGE_COLLECTION)}
+        return _stream_info(queue, node)
     ready = queue.message_count
     key = (queue.vhost.name, queue.name)
     unacknowledged, unacked_bytes = unacked[(*key, "messages")], unacked[(*key, "bytes")]
@@ -122,6 +121,35 @@ def queue_info(queue: Queue, unacked: Counter[tuple[str, str, str]], node: str) 
     if owner is None:
         del info["owner_pid_details"]  # RabbitMQ shows it for exclusive queues only
     return info
+
+
+def _stream_info(queue: StreamQueue, node: str) -> dict[str, Any]:
+    """The items RabbitMQ 3.10's management API shows for a stream (probed: no backing queue status,
+    no message bytes; ``messages`` is the log's length, all of it "ready")."""
+    length = len(queue.log)
+    return {
+        "arguments": json_table(queue.arguments),
+        "auto_delete": queue.auto_delete,
+        "consumers": len(queue.consumers),
+        "durable": queue.durable,
+        "exclusive": False,
+        "members": [node],
+        "memory": queue.log.total_bytes,
+        "messages": length,
+        "messages_ready": length,
+        "messages_unacknowledged": 0,
+        "name": queue.name,
+        "node": node,
+        "online": [node],
+        "readers": {node: len(queue.consumers)},
+        "reductions": 0,
+        "reductions_details": {"rate": 0.0},
+        "state": "running",
+        "type": "stream",
+        "vhost": queue.vhost.name,
+        **queue_policy_fields(queue),  # policy, operator_policy, effective_policy_definition
+        "garbage_collection": dict(GARBAGE_COLLECTION),
+    }
 
 
 def _queue_type_info(queue: Queue, node: str, ready: int) -> dict[str, Any]:

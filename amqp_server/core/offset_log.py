@@ -64,28 +64,31 @@ class OffsetLog:
         """Cut the recovered records into segments again, as ``append`` did when they were written."""
         self.segments, self.segment_bytes = [], 0
         for at, size in enumerate(self.sizes):
-            if not self.segments or (self.segment_bytes and self.segment_bytes + size > max_segment_size):
-                self.segments.append(self.first + at)
-                self.segment_bytes = 0
-            self.segment_bytes += size
+            self._place(self.first + at, size, max_segment_size)
 
-    def append(self, message: Message, timestamp: float, max_segment_size: int) -> tuple[Entry, bool]:
-        """Add ``message`` (carrying its ``x-stream-offset`` header already) at ``next`` and write it to the
-        store; True with the entry when a new segment started (the moment retention is evaluated)."""
-        offset = self.next
-        size = len(message.header) + len(message.body)
+    def _place(self, offset: int, size: int, max_segment_size: int) -> bool:
+        """Count a record of ``size`` bytes at ``offset`` into the segments; True if it starts a new one (a
+        segment holds at least one record, however big)."""
         rolled = not self.segments or bool(self.segment_bytes and self.segment_bytes + size > max_segment_size)
         if rolled:
             self.segments.append(offset)
             self.segment_bytes = 0
         self.segment_bytes += size
+        return rolled
+
+    def append(self, message: Message, timestamp: float, max_segment_size: int) -> bool:
+        """Add ``message`` (carrying its ``x-stream-offset`` header already) at ``next`` and write it to the
+        store; True when a segment filled and a new one started (the moment retention is evaluated)."""
+        offset = self.next
+        entry = Entry(message, offset, stored=False)  # not settled in the store one by one: never "stored"
+        size = entry.size  # len(header) + len(body)
+        rolled = self._place(offset, size, max_segment_size)
         self.total_bytes += size
         self.sizes.append(size)
         self.timestamps.append(timestamp)
         self._store.append_stream(*self._key, StreamRecord(offset, timestamp, message.to_record()))
-        entry = Entry(message, offset, stored=False)  # not settled in the store one by one: never "stored"
         self._tail.append(entry)
-        return entry, rolled and len(self.segments) > 1
+        return rolled and len(self.segments) > 1
 
     def entry(self, offset: int) -> Entry | None:
         """The entry at ``offset`` (``first`` <= offset < ``next``), from memory or read from the store."""
@@ -114,9 +117,9 @@ class OffsetLog:
         """The first offset whose record is at least as new as ``timestamp`` (``next`` if none is)."""
         return self.first + bisect_left(self.timestamps, timestamp)
 
-    def apply_retention(self, max_bytes: int | None, max_age: int | None, now: float) -> int:
+    def apply_retention(self, max_bytes: int | None, max_age: int | None, now: float) -> None:
         """Drop whole segments from the front (never the one being written) while the log is longer than
-        ``max_bytes`` or a segment's newest record is older than ``max_age`` seconds; the count dropped."""
+        ``max_bytes`` or a segment's newest record is older than ``max_age`` seconds."""
         dropped = 0
         while len(self.segments) > 1:
             end = self.segments[1]  # the next segment's first offset
@@ -134,4 +137,3 @@ class OffsetLog:
             self._store.truncate_stream(*self._key, self.first)
             for chunk in [chunk for chunk in self._cache if (chunk + 1) * CHUNK <= self.first]:
                 del self._cache[chunk]
-        return dropped

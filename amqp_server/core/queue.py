@@ -365,7 +365,7 @@ class Queue:
             self._arm_expiry_timer()
 
     def _discard(self, entry: Entry, reason: str) -> None:
-        """A ready message dies: forget it, and dead-letter it if the queue says so (``_drop_head`` paged it in)."""
+        """A ready message dies: forget it, and dead-letter it if the queue says so (and it could be paged in)."""
         self._forget((entry,))
         if self.options.dead_letter_exchange is not None and not entry.paged_out:
             self._dead_letter(entry.message, reason)

@@ -40,7 +40,7 @@ class QueueOptions:
     queue_type: str = "classic"
     delivery_limit: int | None = None
     consumer_timeout: int | None = None  # ms (x-consumer-timeout, RabbitMQ 3.12); None: the broker's
-    max_age: int | None = None  # s: a stream's x-max-age ("7D" and the like, see ``stream_retention``)
+    max_age: int | None = None  # s: a stream's x-max-age ("7D" and the like, see ``age_seconds``)
     max_segment_size: int | None = None  # bytes: a stream's x-stream-max-segment-size-bytes; None: the default
 
 

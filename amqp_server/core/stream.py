@@ -171,7 +171,7 @@ class StreamQueue(Queue):
         log = self.log
         message = with_headers(message, {"x-stream-offset": log.next})
         now = self.vhost.wall_clock()
-        _entry, rolled = log.append(message, now, self.segment_size)
+        rolled = log.append(message, now, self.segment_size)
         self.vhost.sync_barrier.request()
         if rolled:
             log.apply_retention(self.options.max_length_bytes, self.options.max_age, now)
@@ -227,30 +227,3 @@ class StreamQueue(Queue):
 
 
 QUEUE_CLASSES["stream"] = StreamQueue  # Queue.with_arguments makes streams of x-queue-type stream
-
-
-def stream_info(queue: StreamQueue, node: str) -> dict[str, Any]:
-    """The items RabbitMQ 3.10's management API shows for a stream (probed: no backing queue status,
-    no message bytes; ``messages`` is the log's length, all of it "ready")."""
-    length = len(queue.log)
-    return {
-        "arguments": dict(queue.arguments),
-        "auto_delete": queue.auto_delete,
-        "consumers": len(queue.consumers),
-        "durable": queue.durable,
-        "exclusive": False,
-        "members": [node],
-        "memory": queue.log.total_bytes,
-        "messages": length,
-        "messages_ready": length,
-        "messages_unacknowledged": 0,
-        "name": queue.name,
-        "node": node,
-        "online": [node],
-        "readers": {node: len(queue.consumers)},
-        "reductions": 0,
-        "reductions_details": {"rate": 0.0},
-        "state": "running",
-        "type": "stream",
-        "vhost": queue.vhost.name,
-    }

@@ -303,15 +303,7 @@ class VirtualHost:
                         message = Message.from_record(message_record)
                         queue.restore(message_id, message, expires_at=message_record.expires_at)
         self._restore_streams(recovered)
-        for (vhost, exchange_name), held in recovered.delayed.items():
-            exchange = self.exchanges.get(exchange_name)
-            if vhost != self.name:
-                continue
-            if isinstance(exchange, DelayedExchange):
-                exchange.held.restore(held)
-            else:  # its exchange is gone (an ack file lost with the deletion): nothing would ever fire them
-                self.store.remove_delayed(vhost, exchange_name, [delayed_id for delayed_id, _ in held])
-                self.sync_barrier.request()
+        self._restore_delayed(recovered)
         if self.policies:
             self.apply_policies()  # after the messages: a length limit from a policy applies to them too
 
@@ -325,6 +317,19 @@ class VirtualHost:
                 queue.restore_stream(index)
             elif queue is None:
                 self.store.delete_queue(self.name, queue_name)
+
+    def _restore_delayed(self, recovered: Recovered) -> None:
+        """Give delayed exchanges what they held; what an exchange deleted just before a crash held goes (an ack
+        file lost with the deletion): nothing would ever fire it."""
+        for (vhost, exchange_name), held in recovered.delayed.items():
+            if vhost != self.name:
+                continue
+            exchange = self.exchanges.get(exchange_name)
+            if isinstance(exchange, DelayedExchange):
+                exchange.held.restore(held)
+            else:
+                self.store.remove_delayed(vhost, exchange_name, [delayed_id for delayed_id, _ in held])
+                self.sync_barrier.request()
 
 
 def sender_selected(message: Message) -> Message:
