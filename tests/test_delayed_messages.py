@@ -276,3 +276,21 @@ def test_a_held_message_the_store_lost_is_logged_and_the_others_still_fire(caplo
     advance(broker, clock, 1)
     assert bodies(peer, "q") == [b"kept"]
     assert "delayed message 1 of exchange 'dx' could not fire" in caplog.text
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["stored", "in-memory"])
+def test_cc_and_bcc_keys_route_when_a_held_message_fires(persistent: bool) -> None:
+    """CC and BCC keys route the fired message too, also when it was read back from the store (where BCC,
+    already stripped from the header at publish, survives only as the hold kept it)."""
+    broker, clock = broker_on_virtual_clock()
+    peer = open_peer(broker)
+    setup(peer, bindings=(("main", "k", {}), ("copied", "k2", {}), ("blind", "k3", {})))
+    properties = props(1000, persistent=persistent, CC=["k2"], BCC=["k3"])
+    peer.send(publish(1, "k", b"m", exchange="dx", properties=properties))
+    advance(broker, clock, 1)
+    assert [bodies(peer, queue) for queue in ("main", "copied", "blind")] == [[b"m"]] * 3
+    peer.send(publish(1, "k", b"m2", exchange="dx", properties=properties))
+    advance(broker, clock, 1)
+    peer.send_method(1, commands.Basic.Get(queue="blind", no_ack=True))
+    [header] = [v for _, v in peer.frames() if isinstance(v, ContentHeader)]
+    assert header.properties.headers == {"x-delay": -1000, "CC": ["k2"]}  # BCC is never delivered

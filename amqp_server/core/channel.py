@@ -55,8 +55,8 @@ from .interfaces import ConnectionPort, Session
 from .message import Entry, InvalidExpiration, Message
 from .queue import Enqueued, Queue
 from .reply_to import DirectReplies
+from .sender_selected import sender_selected
 from .transaction import Transaction
-from .vhost import sender_selected
 
 log = logging.getLogger("amqp_server.channel")
 

@@ -49,6 +49,7 @@ from .exchanges import (
     TopicExchange,
 )
 from .message import Message
+from .sender_selected import sender_selected, with_bcc_kept
 
 if TYPE_CHECKING:
     from .confirms import SyncBarrier
@@ -158,7 +159,8 @@ class HeldMessages:
         stored = message.persistent and exchange.durable
         if stored:
             fire_at = vhost.wall_clock() + delay_ms / 1000
-            vhost.store.put_delayed(vhost.name, exchange.name, delayed_id, fire_at, message.to_record())
+            record = with_bcc_kept(message).to_record()  # its CC/BCC keys route it when it is read back
+            vhost.store.put_delayed(vhost.name, exchange.name, delayed_id, fire_at, record)
             vhost.sync_barrier.request()
         else:
             self._in_memory[delayed_id] = message
@@ -219,6 +221,8 @@ class HeldMessages:
         message = self._in_memory.pop(delayed_id, None)
         if message is None:
             message = Message.from_record(vhost.store.read_delayed(vhost.name, exchange.name, delayed_id))
+            if b"CC" in message.header:  # also matches BCC (kept in the stored header: see ``hold``)
+                message = sender_selected(message)
             fired.append(delayed_id)
         delay = x_delay(message.header)
         if delay is not None:

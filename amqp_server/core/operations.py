@@ -46,6 +46,7 @@ from .policy_operations import NoSuchVhost as NoSuchVhost  # re-exported: the HT
 from .policy_operations import PolicyOperations
 from .policy_validation import PolicyError as PolicyError
 from .queue import Queue
+from .sender_selected import sender_selected
 from .snapshot import Snapshot as Snapshot
 from .snapshot import take as take_snapshot
 from .stats import NO_RANGES
@@ -53,7 +54,7 @@ from .stats import RangeError as RangeError  # re-exported: the HTTP layer answe
 from .stats import Ranges as Ranges  # re-exported for the HTTP layer's type hints
 from .tail import TailOperations
 from .tail import Watcher as Watcher  # re-exported: what /api/tail reads
-from .vhost import VirtualHost, sender_selected
+from .vhost import VirtualHost
 from .writer import Writer
 
 # The facade's public names; the access types are re-exported for the management layer's user/permission edits.

@@ -18,8 +18,6 @@ from typing import Any
 
 from storage.api import Recovered, Store, StoredMessage
 
-from ..errors import cc_not_array
-from ..wire.properties import ContentHeader, decode_value, type_name
 from . import dead_letter
 from .confirms import SyncBarrier
 from .counters import Counters
@@ -330,25 +328,3 @@ class VirtualHost:
             else:
                 self.store.remove_delayed(vhost, exchange_name, [delayed_id for delayed_id, _ in held])
                 self.sync_barrier.request()
-
-
-def sender_selected(message: Message) -> Message:
-    """Apply CC/BCC headers: their keys become extra routing keys, and BCC is removed (RabbitMQ's rules).
-
-    Raises ``ChannelError`` 406 when CC or BCC is not an array, as RabbitMQ does.
-    """
-    entries = ContentHeader(message.header).header_entries()
-    keys: list[str] = []
-    for name in ("CC", "BCC"):
-        raw = entries.get(name)
-        if raw is None:
-            continue
-        if raw[:1] != b"A":
-            raise cc_not_array(name, type_name(raw))
-        keys.extend(dead_letter.string_list(decode_value(raw)))
-    if not keys and "BCC" not in entries:
-        return message
-    if "BCC" in entries:
-        message = dead_letter.with_headers(message, {}, remove=("BCC",))
-    message.extra_routing_keys = tuple(keys)
-    return message
