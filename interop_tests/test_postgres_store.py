@@ -275,3 +275,21 @@ def test_a_stream_and_held_delayed_messages_survive_kill_9(start):
         channel = connection.channel()
         assert channel.queue_declare("out", passive=True).method.message_count == 0
         assert [offset for offset, _ in read_stream(channel, "s", 150)] == list(range(150, 201))
+
+
+def test_the_admin_cli_does_not_edit_a_database_a_broker_serves(start, postgres_db, tmp_path):
+    """A broker elsewhere (another data dir, another host) holds the lease: an offline edit would be written
+    over by what that broker keeps in memory, so it is refused, as a segment store in use is."""
+    broker = start()
+    store = ("--store", postgres_db, "--data-dir", str(tmp_path / "elsewhere"))
+    for command in (
+        ("users", "add", "mallory", "pw"),
+        ("policies", "set", "short", "^s", '{"message-ttl": 5000}'),
+        ("definitions", "import", str(tmp_path / "missing.json")),
+    ):
+        done = cli(*command, *store)
+        assert done.returncode == 1, done.stdout
+        assert "while a broker serves this store (lease held by " in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert broker.stop() == 0  # a clean stop frees the lease
+    assert cli("users", "add", "mallory", "pw", *store).returncode == 0

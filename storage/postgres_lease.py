@@ -194,5 +194,17 @@ class Lease:
             self._connection = None
 
 
+def active_holder(dsn: str) -> str | None:
+    """Who holds the lease on the store at ``dsn`` now (renewed within its ttl), or None: for tools that edit
+    the store while no broker serves it, as the data dir's lock guards the segment store."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="amqp-server admin") as db:
+            migrate(db)  # a database no broker has used yet: no lease table, and nobody holds it
+            row = db.execute(LOOKS_FREE).fetchone()
+    except psycopg.Error as error:  # an OSError, as the store's own failures, for the admin CLI's one line
+        raise ConnectionError(f"cannot read the lease from PostgreSQL: {_first_line(error)}") from None
+    return None if row is None else str(row[0])
+
+
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

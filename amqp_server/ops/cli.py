@@ -49,6 +49,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from storage.factory import is_postgres
 from storage.fileio import DataDirLocked
 
 from .. import __version__
@@ -272,6 +273,7 @@ def _change_access(args: argparse.Namespace, config: Config, offline: Edit, onli
     """
     with locked(config.data_dir):
         if running.probe(config.data_dir) is None:
+            _refuse_while_leased(config, "change users, vhosts or permissions")
             with ops_access.configured_home(config) as home:
                 access, vhosts = load_access(home, config.loopback_users)
                 offline(access, vhosts)
@@ -289,6 +291,22 @@ def _change_access(args: argparse.Namespace, config: Config, offline: Edit, onli
             "broker to edit its files instead"
         )
     online(ManagementClient(found.management_url, *credentials(args, os.environ)))
+
+
+def _refuse_while_leased(config: Config, doing: str) -> None:
+    """A database store served by a broker elsewhere (it holds the lease) is not edited behind its back: the
+    broker keeps what it serves in memory and would write over the edit (as the data dir's lock refuses a
+    segment store in use)."""
+    if not is_postgres(config.store):
+        return
+    from storage.postgres_lease import active_holder  # psycopg: only for a postgresql:// store
+
+    holder = active_holder(config.store)
+    if holder is not None:
+        raise AdminError(
+            f"cannot {doing} while a broker serves this store (lease held by {holder}): change them through its "
+            "management API, or stop it first"
+        )
 
 
 def _access(config: Config) -> tuple[AccessControl, list[str]]:
@@ -446,6 +464,7 @@ def _permissions_list(args: argparse.Namespace, config: Config) -> str:
 @contextmanager
 def _offline(config: Config, verb: str, what: str = "definitions") -> Iterator[Broker]:
     """The data dir's broker, opened here; a clear ``AdminError`` when a broker is running on it."""
+    _refuse_while_leased(config, f"{verb} {what}")
     try:
         with open_offline_broker(config, config.loopback_users) as broker:
             yield broker
