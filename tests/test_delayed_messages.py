@@ -14,6 +14,7 @@ from pamqp.header import ContentHeader
 
 from amqp_server.core.broker import Broker
 from amqp_server.core.clock import VirtualClock
+from amqp_server.core.flow import MESSAGE_OVERHEAD
 from amqp_server.core.operations import BrokerOperations
 from storage.api import MessageRecord
 from storage.memory import MemoryStore
@@ -294,3 +295,22 @@ def test_cc_and_bcc_keys_route_when_a_held_message_fires(persistent: bool) -> No
     peer.send_method(1, commands.Basic.Get(queue="blind", no_ack=True))
     [header] = [v for _, v in peer.frames() if isinstance(v, ContentHeader)]
     assert header.properties.headers == {"x-delay": -1000, "CC": ["k2"]}  # BCC is never delivered
+
+
+def test_held_transient_messages_count_towards_the_memory_alarm_until_they_fire_or_go() -> None:
+    """Messages held in memory (transient, or on a non-durable exchange) raise the memory alarm as queued ones do,
+    so a publisher cannot fill the broker's memory through a delayed exchange; firing or deleting releases them."""
+    broker, clock = broker_on_virtual_clock()
+    broker.flow.high_watermark = 5 * (MESSAGE_OVERHEAD + 100)
+    peer = open_peer(broker)
+    setup(peer)  # dx, bound to nothing: what fires is dropped, unroutable
+    for _ in range(8):
+        peer.send(publish(1, "k", b"x" * 60, exchange="dx", properties=props(1000, persistent=False)))
+    assert broker.alarms.active == {"memory"}
+    advance(broker, clock, 1)
+    assert broker.alarms.active == set() and broker.flow.queued_bytes == 0
+    for _ in range(8):
+        peer.send(publish(1, "k", b"x" * 60, exchange="dx", properties=props(1000, persistent=False)))
+    assert broker.alarms.active == {"memory"}
+    peer.send_method(1, commands.Exchange.Delete(exchange="dx"))
+    assert broker.alarms.active == set() and broker.flow.queued_bytes == 0

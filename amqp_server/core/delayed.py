@@ -54,6 +54,7 @@ from .sender_selected import sender_selected, with_bcc_kept
 if TYPE_CHECKING:
     from .confirms import SyncBarrier
     from .exchanges import Destination
+    from .flow import MemoryFlow
     from .queue import Queue
     from .scheduler import Scheduler, Timer
 
@@ -115,6 +116,7 @@ class DelayHost(Protocol):
     wall_clock: Callable[[], float]
     sync_barrier: SyncBarrier
     exchanges: dict[str, Exchange]
+    flow: MemoryFlow  # held messages in memory count towards the memory alarm, as queued ones do
 
     def route(self, exchange: Exchange, message: Message) -> list[Queue]: ...
 
@@ -164,6 +166,7 @@ class HeldMessages:
             vhost.sync_barrier.request()
         else:
             self._in_memory[delayed_id] = message
+            vhost.flow.add(_in_memory_size(message))
         self._index(math.ceil(vhost.scheduler.clock() * 1000) + delay_ms, delayed_id)
         return stored
 
@@ -219,7 +222,9 @@ class HeldMessages:
         vhost, exchange = self._vhost, self._exchange
         self.count -= 1
         message = self._in_memory.pop(delayed_id, None)
-        if message is None:
+        if message is not None:
+            vhost.flow.remove(_in_memory_size(message))
+        else:
             message = Message.from_record(vhost.store.read_delayed(vhost.name, exchange.name, delayed_id))
             if b"CC" in message.header:  # also matches BCC (kept in the stored header: see ``hold``)
                 message = sender_selected(message)
@@ -253,9 +258,17 @@ class HeldMessages:
             self._timer = None
         self._buckets.clear()
         self._ticks.clear()
+        flow = self._vhost.flow
+        for message in self._in_memory.values():
+            flow.remove(_in_memory_size(message))
         self._in_memory.clear()
         self.count = 0
         self.last = None
+
+
+def _in_memory_size(message: Message) -> int:
+    """What a held message counts for in the memory alarm (``MemoryFlow``): as a queued entry's ``size``."""
+    return len(message.body) + len(message.header)
 
 
 class DelayedExchange(Exchange):
