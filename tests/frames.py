@@ -129,6 +129,16 @@ class Peer:
         replies = self.methods()
         assert isinstance(replies[-1][1], commands.Connection.OpenOk), replies
 
+    def drain(self, queue: str, channel: int = 1) -> list[bytes]:
+        """Every message in ``queue``, taken with basic.get no-ack: their bodies, in order."""
+        bodies = []
+        while True:
+            self.send_method(channel, commands.Basic.Get(queue=queue, no_ack=True))
+            frames = self.frames()
+            if any(isinstance(value, commands.Basic.GetEmpty) for _, value in frames):
+                return bodies
+            bodies.append(b"".join(value.value for _, value in frames if isinstance(value, pamqp_body.ContentBody)))
+
     def open_channel(self, channel: int = 1) -> None:
         self.send_method(channel, commands.Channel.Open())
         assert isinstance(self.methods()[-1][1], commands.Channel.OpenOk)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from pamqp import body as pamqp_body
 from pamqp import commands
 
 from amqp_server.core.broker import Broker
@@ -73,16 +72,6 @@ def bind(peer: Peer, queue: str, exchange: str, routing_key: str) -> None:
     ok(peer, commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=routing_key))
 
 
-def drain(peer: Peer, queue: str) -> list[bytes]:
-    """Every message in ``queue``, taken with basic.get."""
-    taken = []
-    while True:
-        frames = reply(peer, 1, commands.Basic.Get(queue=queue, no_ack=True))
-        if of_type(frames, commands.Basic.GetEmpty):
-            return taken
-        taken.append(b"".join(v.value for v in of_type(frames, pamqp_body.ContentBody)))
-
-
 def two_peers() -> tuple[Peer, Peer]:
     broker = Broker(clock=FakeClock())
     return open_peer(broker), open_peer(broker)
@@ -98,7 +87,7 @@ def test_server_named_queues():
         assert re.fullmatch(r"amq\.gen-[A-Za-z0-9_-]{22}", name), name
     assert len(set(names)) == 3
     peer.send(publish(1, names[0], b"to generated"))
-    assert drain(peer, names[0]) == [b"to generated"]
+    assert peer.drain(names[0]) == [b"to generated"]
 
 
 def test_empty_queue_name_means_last_declared_on_the_channel():
@@ -186,7 +175,7 @@ def test_others_may_publish_to_an_exclusive_queue():
     declare(owner, "excl", exclusive=True)
     other.send(publish(1, "excl", b"hello owner"))
     assert other.frames() == []
-    assert drain(owner, "excl") == [b"hello owner"]
+    assert owner.drain("excl") == [b"hello owner"]
 
 
 @pytest.mark.parametrize("how", ["connection.close", "connection lost"])
@@ -338,7 +327,7 @@ def test_direct_exchange_routes_to_bound_queues_only(exchange):
     peer.send(publish(1, "k", b"for k", exchange=exchange))
     peer.send(publish(1, "other", b"for other", exchange=exchange))
     peer.send(publish(1, "q1", b"no binding", exchange=exchange))
-    assert (drain(peer, "q1"), drain(peer, "q2"), drain(peer, "q3")) == ([b"for k"], [b"for k"], [b"for other"])
+    assert (peer.drain("q1"), peer.drain("q2"), peer.drain("q3")) == ([b"for k"], [b"for k"], [b"for other"])
 
 
 @pytest.mark.parametrize("exchange", ["amq.direct", "x"])
@@ -352,7 +341,7 @@ def test_unbind_stops_routing(exchange):
     ok(peer, commands.Queue.Unbind(queue="q", exchange=exchange, routing_key="k"))
     peer.send(publish(1, "k", b"unbound", exchange=exchange))
     peer.send(publish(1, "k2", b"still bound", exchange=exchange))
-    assert drain(peer, "q") == [b"still bound"]
+    assert peer.drain("q") == [b"still bound"]
 
 
 def test_binding_twice_with_the_same_key_delivers_once():
@@ -361,7 +350,7 @@ def test_binding_twice_with_the_same_key_delivers_once():
     bind(peer, "q", "amq.direct", "k")
     bind(peer, "q", "amq.direct", "k")
     peer.send(publish(1, "k", b"once", exchange="amq.direct"))
-    assert drain(peer, "q") == [b"once"]
+    assert peer.drain("q") == [b"once"]
 
 
 def test_binding_with_two_keys_matching_different_messages():
@@ -370,7 +359,7 @@ def test_binding_with_two_keys_matching_different_messages():
     bind(peer, "q", "amq.direct", "a")
     bind(peer, "q", "amq.direct", "b")
     peer.send(publish(1, "a", b"1", exchange="amq.direct") + publish(1, "b", b"2", exchange="amq.direct"))
-    assert drain(peer, "q") == [b"1", b"2"]
+    assert peer.drain("q") == [b"1", b"2"]
 
 
 @pytest.mark.parametrize(
@@ -446,7 +435,7 @@ def test_delete_reports_message_count_and_removes_the_queue():
     assert not exists(peer, "q")
     declare(peer, "q")
     peer.send(publish(1, "k", b"binding went with the queue", exchange="amq.direct"))
-    assert drain(peer, "q") == []
+    assert peer.drain("q") == []
 
 
 def test_delete_of_missing_queue_is_ok():
@@ -522,7 +511,7 @@ def test_exchange_delete_removes_exchange_and_its_bindings():
     assert error(close) == (404, "NOT_FOUND - no exchange 'x' in vhost '/'")
     ok(peer, commands.Exchange.Declare(exchange="x", exchange_type="direct"))
     peer.send(publish(1, "k", b"old binding", exchange="x"))
-    assert drain(peer, "q") == []
+    assert peer.drain("q") == []
 
 
 def test_exchange_delete_of_missing_exchange_is_ok():

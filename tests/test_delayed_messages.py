@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from pamqp import body as pamqp_body
 from pamqp import commands
 from pamqp.header import ContentHeader
 
@@ -48,16 +47,6 @@ def props(delay: Any = None, persistent: bool = True, **headers: Any) -> command
     if delay is not None:
         headers["x-delay"] = delay
     return commands.Basic.Properties(delivery_mode=2 if persistent else 1, headers=headers)
-
-
-def bodies(peer: Peer, queue: str) -> list[bytes]:
-    got = []
-    while True:
-        peer.send_method(1, commands.Basic.Get(queue=queue, no_ack=True))
-        frames = peer.frames()
-        if any(isinstance(v, commands.Basic.GetEmpty) for _, v in frames):
-            return got
-        got.append(b"".join(v.value for _, v in frames if isinstance(v, pamqp_body.ContentBody)))
 
 
 def advance(broker: Broker, clock: VirtualClock, seconds: float) -> None:
@@ -108,11 +97,11 @@ def test_messages_are_held_until_their_delay_and_fire_in_delay_order() -> None:
     operations = BrokerOperations(broker)
     assert operations.exchange("/", "dx")["messages_delayed"] == 4
     advance(broker, clock, 0.999)
-    assert bodies(peer, "q") == []
+    assert peer.drain("q") == []
     advance(broker, clock, 0.001)
-    assert bodies(peer, "q") == [b"a"]
+    assert peer.drain("q") == [b"a"]
     advance(broker, clock, 5)
-    assert bodies(peer, "q") == [b"b", b"b2", b"c"]
+    assert peer.drain("q") == [b"b", b"b2", b"c"]
     assert operations.exchange("/", "dx")["messages_delayed"] == 0
     assert "messages_delayed" not in operations.exchange("/", "amq.direct")
     exchange = broker.vhosts["/"].exchanges["dx"]
@@ -124,7 +113,7 @@ def test_no_usable_x_delay_routes_at_once(delay: Any) -> None:
     peer = open_peer()
     setup(peer, bindings=(("q", "k", {}),))
     peer.send(publish(1, "k", b"now", exchange="dx", properties=props(delay)))
-    assert bodies(peer, "q") == [b"now"]
+    assert peer.drain("q") == [b"now"]
 
 
 @pytest.mark.parametrize(
@@ -147,9 +136,9 @@ def test_a_fired_message_routes_as_its_x_delayed_type(delayed_type, bindings, ke
     peer = open_peer(broker)
     setup(peer, delayed_type, bindings)
     peer.send(publish(1, key, b"m", exchange="dx", properties=props(500, **headers)))
-    assert all(bodies(peer, queue) == [] for queue, _, _ in bindings)
+    assert all(peer.drain(queue) == [] for queue, _, _ in bindings)
     advance(broker, clock, 0.5)
-    assert {queue for queue, _, _ in bindings if bodies(peer, queue) == [b"m"]} == expected
+    assert {queue for queue, _, _ in bindings if peer.drain(queue) == [b"m"]} == expected
 
 
 def test_bindings_are_those_of_firing_time_and_the_delivered_message_keeps_its_properties() -> None:
@@ -161,7 +150,7 @@ def test_bindings_are_those_of_firing_time_and_the_delivered_message_keeps_its_p
     peer.send_method(1, commands.Queue.Declare(queue="late"))
     peer.send_method(1, commands.Queue.Bind(queue="late", exchange="dx", routing_key="k"))
     advance(broker, clock, 1)
-    assert bodies(peer, "early") == []
+    assert peer.drain("early") == []
     peer.frames()
     peer.send_method(1, commands.Basic.Get(queue="late", no_ack=True))
     [header] = [v for _, v in peer.frames() if isinstance(v, ContentHeader)]
@@ -177,9 +166,9 @@ def test_a_string_or_float_x_delay_is_read_as_the_plugin_reads_it(delay: Any) ->
     setup(peer, bindings=(("q", "k", {}),))
     peer.send(publish(1, "k", b"m", exchange="dx", properties=props(delay)))
     advance(broker, clock, 1.499)
-    assert bodies(peer, "q") == []
+    assert peer.drain("q") == []
     advance(broker, clock, 0.001)
-    assert bodies(peer, "q") == [b"m"]
+    assert peer.drain("q") == [b"m"]
 
 
 def test_a_fired_message_reaching_another_delayed_exchange_is_not_held_again() -> None:
@@ -191,7 +180,7 @@ def test_a_fired_message_reaching_another_delayed_exchange_is_not_held_again() -
     peer.frames()
     peer.send(publish(1, "k", b"m", exchange="first", properties=props(1000)))
     advance(broker, clock, 1)
-    assert bodies(peer, "q") == [b"m"]  # through dx at once: its x-delay is -1000 now
+    assert peer.drain("q") == [b"m"]  # through dx at once: its x-delay is -1000 now
 
 
 def test_a_held_mandatory_publish_gets_no_basic_return_but_an_immediate_unroutable_one_does() -> None:
@@ -233,7 +222,7 @@ def test_deleting_the_exchange_drops_what_it_holds_in_memory_and_in_the_store() 
     setup(peer, bindings=(("q", "k", {}),))  # declared again, bound again: starts empty
     assert BrokerOperations(broker).exchange("/", "dx")["messages_delayed"] == 0
     advance(broker, clock, 5)
-    assert bodies(peer, "q") == []
+    assert peer.drain("q") == []
     assert not broker.store.recover().delayed
 
 
@@ -245,7 +234,7 @@ def test_many_due_at_once_fire_in_batches_in_order_within_one_advance() -> None:
         peer.connection.receive_data(publish(1, "k", b"%d" % n, exchange="dx", properties=props(100, False)))
     advance(broker, clock, 1)
     assert broker.vhosts["/"].queues["q"].message_count == 12_000
-    assert bodies(peer, "q")[:3] == [b"0", b"1", b"2"]
+    assert peer.drain("q")[:3] == [b"0", b"1", b"2"]
 
 
 def test_a_delayed_exchange_reached_by_an_exchange_binding_holds_too() -> None:
@@ -254,9 +243,9 @@ def test_a_delayed_exchange_reached_by_an_exchange_binding_holds_too() -> None:
     setup(peer, bindings=(("q", "k", {}),))
     peer.send_method(1, commands.Exchange.Bind(destination="dx", source="amq.fanout", routing_key=""))
     peer.send(publish(1, "k", b"via e2e", exchange="amq.fanout", properties=props(1000)))
-    assert bodies(peer, "q") == []
+    assert peer.drain("q") == []
     advance(broker, clock, 1)
-    assert bodies(peer, "q") == [b"via e2e"]
+    assert peer.drain("q") == [b"via e2e"]
 
 
 def test_recovered_delayed_messages_of_a_missing_exchange_are_dropped_from_the_store() -> None:
@@ -275,7 +264,7 @@ def test_a_held_message_the_store_lost_is_logged_and_the_others_still_fire(caplo
         peer.send(publish(1, "k", body, exchange="dx", properties=props(1000)))
     broker.store.remove_delayed("/", "dx", [1])  # as if its record were unreadable
     advance(broker, clock, 1)
-    assert bodies(peer, "q") == [b"kept"]
+    assert peer.drain("q") == [b"kept"]
     assert "delayed message 1 of exchange 'dx' could not fire" in caplog.text
 
 
@@ -289,7 +278,7 @@ def test_cc_and_bcc_keys_route_when_a_held_message_fires(persistent: bool) -> No
     properties = props(1000, persistent=persistent, CC=["k2"], BCC=["k3"])
     peer.send(publish(1, "k", b"m", exchange="dx", properties=properties))
     advance(broker, clock, 1)
-    assert [bodies(peer, queue) for queue in ("main", "copied", "blind")] == [[b"m"]] * 3
+    assert [peer.drain(queue) for queue in ("main", "copied", "blind")] == [[b"m"]] * 3
     peer.send(publish(1, "k", b"m2", exchange="dx", properties=properties))
     advance(broker, clock, 1)
     peer.send_method(1, commands.Basic.Get(queue="blind", no_ack=True))

@@ -202,16 +202,6 @@ def count(peer: Peer, queue: str) -> int:
     return ok.message_count
 
 
-def bodies(peer: Peer, queue: str) -> list[bytes]:
-    got = []
-    while True:
-        peer.send_method(1, commands.Basic.Get(queue=queue, no_ack=True))
-        frames = peer.frames()
-        if any(isinstance(v, commands.Basic.GetEmpty) for _, v in frames):
-            return got
-        got.extend(v.value for _, v in frames if hasattr(v, "value") and isinstance(v.value, bytes))
-
-
 def set_policy(peer: Peer, name: str, pattern: str, definition: dict, **fields) -> None:
     body = {"pattern": pattern, "definition": definition, **fields}
     peer.broker.vhosts["/"].set_policy(parse_policy("/", name, body, operator=fields.pop("operator", False)))
@@ -225,7 +215,7 @@ def test_max_length_policy_trims_an_existing_queue_at_once_and_dead_letters_with
         peer.send(publish(1, "work", b"m%d" % n))
     set_policy(peer, "cap", "^work$", {"max-length": 2, "dead-letter-exchange": "", "dead-letter-routing-key": "dead"})
     assert count(peer, "work") == 2
-    assert bodies(peer, "dead") == [b"m0", b"m1", b"m2"]
+    assert peer.drain("dead") == [b"m0", b"m1", b"m2"]
     declare(peer, "work")  # equivalence compares the arguments only: the policy's limit is not one
     queue = peer.broker.vhosts["/"].queues["work"]
     assert queue.policy.name == "cap" and queue.operator_policy is None
@@ -247,7 +237,7 @@ def test_message_ttl_policy_expires_what_is_published_under_it_as_rabbitmq_does(
     peer.broker.vhosts["/"].clear_policy("ttl")
     peer.send(publish(1, "jobs", b"after"))
     clock.advance(2)
-    assert bodies(peer, "jobs") == [b"before", b"after"]
+    assert peer.drain("jobs") == [b"before", b"after"]
 
 
 def test_a_new_queue_takes_the_policy_and_expired_messages_go_to_the_policys_dead_letter_exchange():
@@ -262,7 +252,7 @@ def test_a_new_queue_takes_the_policy_and_expired_messages_go_to_the_policys_dea
     clock.advance(2)
     peer.broker.scheduler.run_due(clock.now)
     assert count(peer, "jobs.1") == 0
-    assert bodies(peer, "dead") == [b"late"]
+    assert peer.drain("dead") == [b"late"]
 
 
 def test_operator_policy_caps_what_the_policy_and_the_arguments_allow():
@@ -304,10 +294,10 @@ def test_alternate_exchange_policy_catches_unroutable_messages_and_the_argument_
     set_policy(peer, "ae", "^orders", {"alternate-exchange": "ae"}, **{"apply-to": "exchanges"})
     peer.send(publish(1, "nowhere", b"1", exchange="orders"))
     peer.send(publish(1, "nowhere", b"2", exchange="orders.own"))
-    assert (bodies(peer, "ae-q"), bodies(peer, "own-ae-q")) == ([b"1"], [b"2"])
+    assert (peer.drain("ae-q"), peer.drain("own-ae-q")) == ([b"1"], [b"2"])
     peer.broker.vhosts["/"].clear_policy("ae")
     peer.send(publish(1, "nowhere", b"3", exchange="orders"))
-    assert bodies(peer, "ae-q") == []
+    assert peer.drain("ae-q") == []
 
 
 def test_policies_survive_a_restart_of_the_segment_store(tmp_path):

@@ -72,17 +72,6 @@ def method_closes(peer: Peer, value: commands.Frame) -> tuple[int, str] | None:
     return close[:2]
 
 
-def queued(peer: Peer, queue: str = "q") -> list[bytes]:
-    """Drain ``queue`` with basic.get: the bodies it held."""
-    bodies = []
-    while True:
-        peer.send_method(1, commands.Basic.Get(queue=queue, no_ack=True))
-        frames = peer.frames()
-        if isinstance(frames[0][1], commands.Basic.GetEmpty):
-            return bodies
-        bodies.append(frames[2][1].value)
-
-
 def test_a_publish_refused_on_the_exchange_names_basic_publish(peer: Peer) -> None:
     """The plain write check (not the topic one) on basic.publish: RabbitMQ's channel.close says 60, 40 too."""
     peer.broker.access.permissions[("guest", "/")] = Permission(".*", "^amq\\.", ".*")
@@ -96,7 +85,7 @@ def test_without_a_topic_permission_every_key_is_published(peer: Peer) -> None:
     assert publish_closes(peer, "tx", "any.key") is None
     grant(peer.broker, "tx2", "^a\\.", "^a\\.")  # a grant on another exchange changes nothing here
     assert publish_closes(peer, "tx", "zz") is None
-    assert queued(peer) == [b"m", b"m"]
+    assert peer.drain("q") == [b"m", b"m"]
 
 
 def test_publish_routing_key_must_match_write_searched_not_full_matched(peer: Peer) -> None:
@@ -106,7 +95,7 @@ def test_publish_routing_key_must_match_write_searched_not_full_matched(peer: Pe
     assert publish_closes(peer, "tx", "xa.b") == refusal("xa.b")
     assert publish_closes(peer, "tx", "a.b") is None  # a decision remembered is the same decision
     assert publish_closes(peer, "tx", "r.x") == refusal("r.x")  # read does not grant write
-    assert queued(peer) == [b"m", b"m", b"m"]
+    assert peer.drain("q") == [b"m", b"m", b"m"]
 
 
 def test_empty_pattern_allows_only_the_empty_key(peer: Peer) -> None:
